@@ -1,0 +1,23 @@
+//! Schema migrations, in order. Each step runs unchanged on SQLite and PostgreSQL.
+//! A landed step is never edited; a change is a new step.
+
+pub use sea_orm_migration::prelude::*;
+
+mod m20261122_000001_create_areas;
+mod m20261122_000002_create_users;
+mod m20261122_000003_create_audit_log;
+mod m20261122_000004_create_job_runs;
+
+pub struct Migrator;
+
+#[async_trait::async_trait]
+impl MigratorTrait for Migrator {
+    fn migrations() -> Vec<Box<dyn MigrationTrait>> {
+        vec![
+            Box::new(m20261122_000001_create_areas::Migration),
+            Box::new(m20261122_000002_create_users::Migration),
+            Box::new(m20261122_000003_create_audit_log::Migration),
+            Box::new(m20261122_000004_create_job_runs::Migration),
+        ]
+    }
+}

@@ -1,0 +1,168 @@
+//! The `Auth<P>` extractor: the one place a request becomes an `Actor` with a role and a
+//! scope. A handler states its role policy in its signature (`Auth<OfficeOnly>`), so an
+//! endpoint cannot forget to check.
+
+use std::marker::PhantomData;
+use std::ops::Deref;
+
+use axum::extract::FromRequestParts;
+use axum::http::header::AUTHORIZATION;
+use axum::http::request::Parts;
+use chrono::Utc;
+use entities::auth_tokens;
+use entities::users::{self, Role};
+use sea_orm::{ColumnTrait, EntityTrait, QueryFilter};
+
+use super::{Scope, token};
+use crate::area::AreaCode;
+use crate::error::AppError;
+use crate::startup::AppState;
+
+pub const REQUEST_ID_HEADER: &str = "x-request-id";
+
+/// Who is acting: a signed-in user, or the command line (which has the whole tree).
+#[derive(Clone, Debug)]
+pub struct Actor {
+    pub user_id: Option<i32>,
+    pub username: String,
+    pub role: Role,
+    pub scope: Scope,
+    pub request_id: Option<String>,
+    /// The token this request came with, for logout.
+    pub token_id: Option<i32>,
+}
+
+impl Actor {
+    /// The operator at the command line: full scope, recorded as `system` in the audit log.
+    pub fn cli() -> Self {
+        Self {
+            user_id: None,
+            username: "cli".to_owned(),
+            role: Role::Office,
+            scope: Scope::All,
+            request_id: None,
+            token_id: None,
+        }
+    }
+
+    pub fn role_label(&self) -> &'static str {
+        if self.user_id.is_none() {
+            return "system";
+        }
+        role_name(self.role)
+    }
+}
+
+pub fn role_name(role: Role) -> &'static str {
+    match role {
+        Role::Office => "office",
+        Role::Township => "township",
+        Role::Cadre => "cadre",
+        Role::Institution => "institution",
+        Role::Auditor => "auditor",
+    }
+}
+
+/// Which roles may call an endpoint.
+pub trait Policy: Send + Sync + 'static {
+    const ROLES: &'static [Role];
+}
+
+/// Any signed-in user.
+pub struct AnyRole;
+impl Policy for AnyRole {
+    const ROLES: &'static [Role] = &[
+        Role::Office,
+        Role::Township,
+        Role::Cadre,
+        Role::Institution,
+        Role::Auditor,
+    ];
+}
+
+/// County office only (user management, area import).
+pub struct OfficeOnly;
+impl Policy for OfficeOnly {
+    const ROLES: &'static [Role] = &[Role::Office];
+}
+
+/// Office and auditors (reading the audit log).
+pub struct ReadAudit;
+impl Policy for ReadAudit {
+    const ROLES: &'static [Role] = &[Role::Office, Role::Auditor];
+}
+
+/// A signed-in user whose role satisfies `P`.
+pub struct Auth<P: Policy = AnyRole> {
+    pub actor: Actor,
+    _policy: PhantomData<P>,
+}
+
+impl<P: Policy> Deref for Auth<P> {
+    type Target = Actor;
+    fn deref(&self) -> &Actor {
+        &self.actor
+    }
+}
+
+impl<P: Policy> FromRequestParts<AppState> for Auth<P> {
+    type Rejection = AppError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, AppError> {
+        let presented = parts
+            .headers
+            .get(AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| {
+                let (scheme, token) = v.split_once(' ')?;
+                scheme.eq_ignore_ascii_case("bearer").then(|| token.trim())
+            })
+            .ok_or_else(|| AppError::Unauthorized("请先登录".to_owned()))?;
+        if !token::looks_valid(presented) {
+            return Err(AppError::Unauthorized(
+                "登录凭证无效，请重新登录".to_owned(),
+            ));
+        }
+        let found = auth_tokens::Entity::find()
+            .filter(auth_tokens::Column::TokenHash.eq(token::hash(presented)))
+            .find_also_related(users::Entity)
+            .one(&state.db)
+            .await?;
+        let (token_row, user) = match found {
+            Some((token_row, Some(user))) => (token_row, user),
+            _ => {
+                return Err(AppError::Unauthorized(
+                    "登录凭证无效，请重新登录".to_owned(),
+                ));
+            }
+        };
+        if token_row.revoked_at.is_some() || token_row.expires_at <= Utc::now() || !user.active {
+            return Err(AppError::Unauthorized("登录已过期，请重新登录".to_owned()));
+        }
+        if !P::ROLES.contains(&user.role) {
+            return Err(AppError::forbidden_role());
+        }
+        let area = match user.area_code.as_deref() {
+            Some(code) => Some(AreaCode::parse(code).map_err(|e| {
+                anyhow::anyhow!("user {} has an invalid stored area code: {e}", user.id)
+            })?),
+            None => None,
+        };
+        let request_id = parts
+            .headers
+            .get(REQUEST_ID_HEADER)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned);
+        Ok(Self {
+            actor: Actor {
+                user_id: Some(user.id),
+                username: user.username,
+                role: user.role,
+                scope: Scope::from_area(area),
+                request_id,
+                token_id: Some(token_row.id),
+            },
+            _policy: PhantomData,
+        })
+    }
+}

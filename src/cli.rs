@@ -1,0 +1,277 @@
+//! The command line: `serve`, `migrate`, `import areas`, `user add`. Each command loads the
+//! settings the same way and calls the same services the HTTP API uses.
+
+use std::io::{BufRead, IsTerminal};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+use tokio_util::sync::CancellationToken;
+
+use crate::auth::Actor;
+use crate::config::{Overrides, Settings};
+use crate::error::AppError;
+use crate::import::write_rejected_csv;
+use crate::startup::{Application, shutdown_on_signals};
+use crate::{area, db, telemetry, users};
+
+/// Largest area list accepted (a whole province is a few MB).
+const MAX_AREA_FILE_BYTES: u64 = 256 * 1024 * 1024;
+
+#[derive(Debug, Parser)]
+#[command(name = "outreach", version, about = "全民健康体检 outreach service")]
+pub struct Cli {
+    /// TOML configuration file.
+    #[arg(long, global = true, env = "OUTREACH_CONFIG", value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// Database URL (sqlite://… or postgres://…); wins over DATABASE_URL and the file.
+    #[arg(long, global = true, value_name = "URL")]
+    pub database_url: Option<String>,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the service (migrates the database first).
+    Serve {
+        /// Address to listen on, e.g. 0.0.0.0:8080.
+        #[arg(long)]
+        bind: Option<SocketAddr>,
+    },
+    /// Apply database migrations and exit.
+    Migrate,
+    /// Import data from a file.
+    #[command(subcommand)]
+    Import(ImportCommand),
+    /// Manage user accounts.
+    #[command(subcommand)]
+    User(UserCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ImportCommand {
+    /// The area tree from a CSV of 12-digit codes (区划代码/code) and names (名称/name).
+    Areas {
+        file: PathBuf,
+        /// Print the summary as one JSON object on stdout.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum UserCommand {
+    /// Create a user whose scope is AREA and everything under it.
+    Add {
+        #[arg(long)]
+        username: String,
+        /// office, township, cadre, institution or auditor
+        #[arg(long)]
+        role: String,
+        /// 12-digit area code of the scope.
+        #[arg(long, value_name = "CODE")]
+        area: String,
+        #[arg(long)]
+        display_name: Option<String>,
+        /// Read the password from the first line of standard input instead of generating one.
+        #[arg(long)]
+        password_stdin: bool,
+    },
+}
+
+pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
+    let bind = match &cli.command {
+        Command::Serve { bind } => *bind,
+        _ => None,
+    };
+    let overrides = Overrides {
+        bind,
+        database_url: cli.database_url.clone(),
+    };
+    let settings = Settings::load(cli.config.as_deref(), &overrides).context("configuration")?;
+    telemetry::init(&settings.log);
+    match cli.command {
+        Command::Serve { .. } => serve(settings).await,
+        Command::Migrate => {
+            db::connect_and_migrate(&settings).await?;
+            println!("migrations applied to {}", settings.database_url);
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Import(ImportCommand::Areas { file, json }) => {
+            import_areas(settings, &file, json).await
+        }
+        Command::User(UserCommand::Add {
+            username,
+            role,
+            area,
+            display_name,
+            password_stdin,
+        }) => {
+            let password = if password_stdin {
+                Some(read_password_line()?)
+            } else {
+                None
+            };
+            add_user(settings, username, role, area, display_name, password).await
+        }
+    }
+}
+
+async fn serve(settings: Settings) -> anyhow::Result<ExitCode> {
+    tracing::info!(database = %settings.database_url, "opening database");
+    let database = db::connect_and_migrate(&settings).await?;
+    let admin_password = users::ensure_admin(&database).await.map_err(app_error)?;
+    let app = Application::build_with_db(settings, database).await?;
+    let address = app.local_addr();
+    tracing::info!(%address, "listening");
+    println!("outreach 正在运行 / listening on http://{address}");
+    if let Some(password) = admin_password {
+        // Printed, never logged: this is the only time the password exists in clear text.
+        println!();
+        println!("首次启动，已创建管理员账户 / first start: an administrator account was created");
+        println!("  用户名 username: {}", users::ADMIN_USERNAME);
+        println!("  密码 password:   {password}");
+        println!(
+            "  此密码只显示这一次，请登录后立即修改 / shown only this once; change it after logging in:"
+        );
+        println!(
+            "  curl -s -X POST http://{address}/api/v1/auth/login -H 'content-type: application/json' \\\n       -d '{{\"username\":\"{}\",\"password\":\"{password}\"}}'",
+            users::ADMIN_USERNAME
+        );
+        println!();
+    }
+    let shutdown = CancellationToken::new();
+    shutdown_on_signals(shutdown.clone());
+    app.run_until_stopped(shutdown).await?;
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn import_areas(settings: Settings, file: &Path, json: bool) -> anyhow::Result<ExitCode> {
+    let bytes = match read_limited(file, MAX_AREA_FILE_BYTES) {
+        Ok(bytes) => bytes,
+        Err(message) => {
+            eprintln!("错误 error: {message}");
+            return Ok(ExitCode::from(2));
+        }
+    };
+    let database = db::connect_and_migrate(&settings).await?;
+    let result = match area::import_areas(&database, &Actor::cli(), &bytes).await {
+        Ok(result) => result,
+        Err(AppError::Validation { message, .. }) => {
+            eprintln!("错误 error: {}: {message}", file.display());
+            return Ok(ExitCode::from(2));
+        }
+        Err(e) => return Err(app_error(e)),
+    };
+    for column in &result.unknown_columns {
+        eprintln!("警告 warning: 未识别的列已忽略 unknown column ignored: {column}");
+    }
+    for row in &result.rejected {
+        eprintln!(
+            "第 {} 行 line {}: {} [{}]",
+            row.line, row.line, row.reason, row.code
+        );
+    }
+    if !result.rejected.is_empty() {
+        let path = write_rejected_csv(file, &result.headers, &result.rejected)
+            .context("writing the rejected rows")?;
+        eprintln!(
+            "被拒绝的行已写入 rejected rows written to {}",
+            path.display()
+        );
+    }
+    let summary = &result.summary;
+    if json {
+        println!("{}", serde_json::to_string(summary)?);
+    } else {
+        println!(
+            "imported {} · updated {} · unchanged {} · rejected {}",
+            summary.imported, summary.updated, summary.unchanged, summary.rejected
+        );
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn add_user(
+    settings: Settings,
+    username: String,
+    role: String,
+    area: String,
+    display_name: Option<String>,
+    password: Option<String>,
+) -> anyhow::Result<ExitCode> {
+    let role = match users::parse_role(&role) {
+        Ok(role) => role,
+        Err(e) => {
+            eprintln!("错误 error: {e}");
+            return Ok(ExitCode::from(2));
+        }
+    };
+    let database = db::connect_and_migrate(&settings).await?;
+    let new = users::NewUser {
+        username,
+        display_name,
+        role,
+        area_code: area,
+        password,
+    };
+    match users::create(&database, &Actor::cli(), new).await {
+        Ok(created) => {
+            println!(
+                "created user {} (id {}, role {}, area {})",
+                created.user.username,
+                created.user.id,
+                crate::auth::role_name(created.user.role),
+                created.user.area_code.as_deref().unwrap_or("-")
+            );
+            if let Some(password) = created.generated_password {
+                println!("password (shown only this once): {password}");
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Err(AppError::Unexpected(e)) => Err(e),
+        Err(e) => {
+            eprintln!("错误 error: {e}");
+            Ok(ExitCode::from(2))
+        }
+    }
+}
+
+fn read_password_line() -> anyhow::Result<String> {
+    let stdin = std::io::stdin();
+    if stdin.is_terminal() {
+        eprint!("password: ");
+    }
+    let mut line = String::new();
+    stdin
+        .lock()
+        .read_line(&mut line)
+        .context("reading the password from stdin")?;
+    Ok(line.trim_end_matches(['\r', '\n']).to_owned())
+}
+
+fn read_limited(path: &Path, limit: u64) -> Result<Vec<u8>, String> {
+    let meta =
+        std::fs::metadata(path).map_err(|e| format!("无法读取文件 {}: {e}", path.display()))?;
+    if !meta.is_file() {
+        return Err(format!("{} 不是文件", path.display()));
+    }
+    if meta.len() > limit {
+        return Err(format!(
+            "文件 {} 过大（{} 字节，上限 {limit} 字节）",
+            path.display(),
+            meta.len()
+        ));
+    }
+    std::fs::read(path).map_err(|e| format!("无法读取文件 {}: {e}", path.display()))
+}
+
+fn app_error(e: AppError) -> anyhow::Error {
+    match e {
+        AppError::Unexpected(inner) => inner,
+        other => anyhow::anyhow!("{other}"),
+    }
+}

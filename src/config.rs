@@ -1,0 +1,296 @@
+//! Settings: built-in defaults, then an optional TOML file, then environment variables,
+//! then command-line flags (each later source overrides the earlier ones).
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::Path;
+
+use figment::Figment;
+use figment::providers::{Env, Format, Toml};
+use serde::Deserialize;
+
+#[derive(Clone, Debug, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Settings {
+    /// Address the HTTP server listens on (`OUTREACH_BIND`).
+    pub bind: SocketAddr,
+    /// `sqlite://…` or `postgres://…` (`DATABASE_URL`).
+    pub database_url: DatabaseUrl,
+    pub database: DatabaseSettings,
+    pub http: HttpSettings,
+    pub auth: AuthSettings,
+    pub log: LogSettings,
+    pub scheduler: SchedulerSettings,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Self {
+            bind: SocketAddr::from(([127, 0, 0, 1], 8080)),
+            database_url: DatabaseUrl::new("sqlite://outreach.db?mode=rwc"),
+            database: DatabaseSettings::default(),
+            http: HttpSettings::default(),
+            auth: AuthSettings::default(),
+            log: LogSettings::default(),
+            scheduler: SchedulerSettings::default(),
+        }
+    }
+}
+
+#[derive(Clone, Debug, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct DatabaseSettings {
+    pub max_connections: u32,
+    /// How long an SQLite connection waits for the writer lock before giving up.
+    pub busy_timeout_ms: u64,
+    pub connect_timeout_secs: u64,
+}
+
+impl Default for DatabaseSettings {
+    fn default() -> Self {
+        Self {
+            max_connections: 10,
+            busy_timeout_ms: 5_000,
+            connect_timeout_secs: 10,
+        }
+    }
+}
+
+#[derive(Clone, Debug, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct HttpSettings {
+    /// Largest accepted request body (uploads included).
+    pub max_body_bytes: usize,
+    pub request_timeout_secs: u64,
+    /// Take the client address from `X-Forwarded-For` (only behind a reverse proxy).
+    pub trust_forwarded_for: bool,
+}
+
+impl Default for HttpSettings {
+    fn default() -> Self {
+        Self {
+            max_body_bytes: 16 * 1024 * 1024,
+            request_timeout_secs: 60,
+            trust_forwarded_for: false,
+        }
+    }
+}
+
+#[derive(Clone, Debug, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct AuthSettings {
+    /// Lifetime of a bearer token issued at login.
+    pub token_ttl_hours: u32,
+    /// Failed logins allowed for one username before it is throttled.
+    pub max_failures_per_user: u32,
+    /// Failed logins allowed from one client address before it is throttled.
+    pub max_failures_per_address: u32,
+    /// Time in which one allowance of failed logins is earned back.
+    pub failure_window_secs: u64,
+}
+
+impl Default for AuthSettings {
+    fn default() -> Self {
+        Self {
+            token_ttl_hours: 12,
+            max_failures_per_user: 5,
+            max_failures_per_address: 20,
+            failure_window_secs: 900,
+        }
+    }
+}
+
+#[derive(Clone, Debug, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct LogSettings {
+    /// A tracing filter (`RUST_LOG` syntax); `RUST_LOG` overrides it when set.
+    pub filter: String,
+    pub format: LogFormat,
+}
+
+impl Default for LogSettings {
+    fn default() -> Self {
+        Self {
+            filter: "info,sqlx=warn,sea_orm=warn".to_owned(),
+            format: LogFormat::Text,
+        }
+    }
+}
+
+#[derive(Clone, Copy, Debug, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Clone, Debug, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct SchedulerSettings {
+    pub enabled: bool,
+    /// Time zone cron expressions are read in.
+    pub timezone: String,
+    /// Job name → cron expression (`sec min hour day-of-month month day-of-week`).
+    pub jobs: BTreeMap<String, String>,
+}
+
+impl Default for SchedulerSettings {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            timezone: "Asia/Shanghai".to_owned(),
+            jobs: BTreeMap::from([("purge_expired_tokens".to_owned(), "0 17 * * * *".to_owned())]),
+        }
+    }
+}
+
+/// A database URL. It may carry a password, so `Debug` and `Display` show it redacted;
+/// only [`DatabaseUrl::expose`] gives the real text, for connecting.
+#[derive(Clone, Deserialize, PartialEq, Eq)]
+#[serde(transparent)]
+pub struct DatabaseUrl(String);
+
+impl DatabaseUrl {
+    pub fn new(url: impl Into<String>) -> Self {
+        Self(url.into())
+    }
+
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+
+    pub fn is_sqlite(&self) -> bool {
+        self.0.starts_with("sqlite:")
+    }
+}
+
+impl fmt::Display for DatabaseUrl {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match url::Url::parse(&self.0) {
+            Ok(mut url) if url.password().is_some() => {
+                let _ = url.set_password(Some("***"));
+                f.write_str(url.as_str())
+            }
+            Ok(_) => f.write_str(&self.0),
+            Err(_) => f.write_str("<unparsable database url>"),
+        }
+    }
+}
+
+impl fmt::Debug for DatabaseUrl {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "DatabaseUrl({self})")
+    }
+}
+
+/// Values given on the command line; they win over every other source.
+#[derive(Clone, Debug, Default)]
+pub struct Overrides {
+    pub bind: Option<SocketAddr>,
+    pub database_url: Option<String>,
+}
+
+impl Settings {
+    /// Loads settings from the defaults, `config_file` (when given), the environment and `overrides`.
+    pub fn load(config_file: Option<&Path>, overrides: &Overrides) -> Result<Self, figment::Error> {
+        Self::load_from(config_file, overrides, Env::raw())
+    }
+
+    fn load_from(
+        config_file: Option<&Path>,
+        overrides: &Overrides,
+        env: Env,
+    ) -> Result<Self, figment::Error> {
+        let mut figment = Figment::new();
+        if let Some(path) = config_file {
+            // An explicitly named file must exist; a typo should not silently mean "defaults".
+            if !path.exists() {
+                return Err(figment::Error::from(format!(
+                    "configuration file {} does not exist",
+                    path.display()
+                )));
+            }
+            figment = figment.merge(Toml::file_exact(path));
+        }
+        let prefixed = env
+            .clone()
+            .filter_map(|key| {
+                let key = key.as_str().strip_prefix("OUTREACH_")?.to_owned();
+                (key != "CONFIG").then_some(key.into())
+            })
+            .split("__");
+        figment = figment
+            .merge(prefixed)
+            .merge(env.filter(|key| key.as_str() == "DATABASE_URL"));
+        let mut settings: Settings = figment.extract()?;
+        if let Some(bind) = overrides.bind {
+            settings.bind = bind;
+        }
+        if let Some(url) = &overrides.database_url {
+            settings.database_url = DatabaseUrl::new(url.clone());
+        }
+        Ok(settings)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn debug_output_hides_the_database_password() {
+        let url = DatabaseUrl::new("postgres://outreach:s3cret-pw@db.example:5432/outreach");
+        let settings = Settings {
+            database_url: url,
+            ..Settings::default()
+        };
+        let shown = format!("{settings:?}");
+        assert!(!shown.contains("s3cret-pw"), "{shown}");
+        assert!(shown.contains("outreach:***@db.example"), "{shown}");
+    }
+
+    #[test]
+    fn sources_apply_in_order_file_then_env_then_flags() {
+        figment::Jail::expect_with(|jail| {
+            jail.create_file(
+                "outreach.toml",
+                r#"
+                bind = "0.0.0.0:9000"
+                database_url = "sqlite://from-file.db?mode=rwc"
+                [auth]
+                token_ttl_hours = 3
+                max_failures_per_user = 7
+                "#,
+            )?;
+            jail.set_env("OUTREACH_AUTH__TOKEN_TTL_HOURS", "4");
+            jail.set_env("DATABASE_URL", "sqlite://from-env.db?mode=rwc");
+            jail.set_env("OUTREACH_CONFIG", "ignored-here.toml");
+            let overrides = Overrides {
+                bind: Some("127.0.0.1:9100".parse().unwrap()),
+                database_url: None,
+            };
+            let s = Settings::load(Some(Path::new("outreach.toml")), &overrides)?;
+            assert_eq!(s.bind.to_string(), "127.0.0.1:9100");
+            assert_eq!(s.database_url.expose(), "sqlite://from-env.db?mode=rwc");
+            assert_eq!(s.auth.token_ttl_hours, 4);
+            assert_eq!(s.auth.max_failures_per_user, 7);
+            assert_eq!(s.auth.max_failures_per_address, 20);
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn a_misspelt_key_and_a_missing_file_are_errors() {
+        figment::Jail::expect_with(|jail| {
+            jail.create_file("outreach.toml", "bnid = \"0.0.0.0:1\"\n")?;
+            let err = Settings::load(Some(Path::new("outreach.toml")), &Overrides::default())
+                .unwrap_err();
+            assert!(err.to_string().contains("bnid"), "{err}");
+            let err =
+                Settings::load(Some(Path::new("nope.toml")), &Overrides::default()).unwrap_err();
+            assert!(err.to_string().contains("does not exist"), "{err}");
+            Ok(())
+        });
+    }
+}

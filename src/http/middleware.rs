@@ -1,0 +1,77 @@
+//! Cross-cutting request handling: the tracing span of a request, and turning every error
+//! response that is not already the JSON envelope (404 of an unknown route, 405, 408, 413 from
+//! a layer, a caught panic) into it.
+
+use std::any::Any;
+
+use axum::extract::MatchedPath;
+use axum::http::{Request, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+
+use crate::auth::REQUEST_ID_HEADER;
+use crate::error::envelope;
+
+pub fn make_span<B>(request: &Request<B>) -> tracing::Span {
+    let route = request
+        .extensions()
+        .get::<MatchedPath>()
+        .map(MatchedPath::as_str)
+        .unwrap_or("<unmatched>");
+    let request_id = request
+        .headers()
+        .get(REQUEST_ID_HEADER)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("-");
+    // The route template, never the raw URI: paths and queries may carry personal data.
+    tracing::info_span!("request", method = %request.method(), route, request_id)
+}
+
+pub async fn not_found() -> Response {
+    envelope(StatusCode::NOT_FOUND, "not_found", "请求的接口不存在")
+}
+
+pub async fn error_envelope(response: Response) -> Response {
+    let status = response.status();
+    if !(status.is_client_error() || status.is_server_error()) {
+        return response;
+    }
+    let is_json = response
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("application/json"));
+    if is_json {
+        return response;
+    }
+    let (code, message) = match status {
+        StatusCode::NOT_FOUND => ("not_found", "请求的接口不存在"),
+        StatusCode::METHOD_NOT_ALLOWED => ("method_not_allowed", "该接口不支持此请求方法"),
+        StatusCode::REQUEST_TIMEOUT => ("timeout", "请求处理超时"),
+        StatusCode::PAYLOAD_TOO_LARGE => ("payload_too_large", "请求内容过大"),
+        StatusCode::UNSUPPORTED_MEDIA_TYPE => ("unsupported_media_type", "不支持的内容类型"),
+        s if s.is_server_error() => ("internal", "服务器内部错误，请稍后重试"),
+        _ => ("bad_request", "请求无效"),
+    };
+    let mut replaced = envelope(status, code, message);
+    for name in [header::ALLOW, header::RETRY_AFTER] {
+        if let Some(value) = response.headers().get(&name) {
+            replaced.headers_mut().insert(name, value.clone());
+        }
+    }
+    replaced
+}
+
+pub fn panic_response(panic: Box<dyn Any + Send + 'static>) -> Response {
+    let detail = panic
+        .downcast_ref::<String>()
+        .map(String::as_str)
+        .or_else(|| panic.downcast_ref::<&str>().copied())
+        .unwrap_or("unknown");
+    tracing::error!(panic = detail, "request handler panicked");
+    envelope(
+        StatusCode::INTERNAL_SERVER_ERROR,
+        "internal",
+        "服务器内部错误，请稍后重试",
+    )
+    .into_response()
+}

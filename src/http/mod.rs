@@ -1,0 +1,109 @@
+//! The HTTP surface: every resource router, the OpenAPI document generated from them, and
+//! the layers every request passes (request id, tracing, limits, error envelope).
+
+mod areas;
+mod audit;
+mod auth;
+pub mod extract;
+mod health;
+mod middleware;
+mod users;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Router;
+use axum::extract::DefaultBodyLimit;
+use axum::http::{HeaderName, StatusCode};
+use axum::routing::get;
+use tower::ServiceBuilder;
+use tower_http::catch_panic::CatchPanicLayer;
+use tower_http::limit::RequestBodyLimitLayer;
+use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
+use tower_http::timeout::TimeoutLayer;
+use tower_http::trace::TraceLayer;
+use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
+use utoipa::{Modify, OpenApi};
+use utoipa_axum::router::OpenApiRouter;
+
+use crate::auth::REQUEST_ID_HEADER;
+use crate::startup::AppState;
+
+#[derive(OpenApi)]
+#[openapi(
+    info(
+        title = "outreach",
+        description = "全民健康体检 outreach service: area tree, users, audit log. Errors are \
+                       `{\"error\": {\"code\", \"message\"}}`."
+    ),
+    modifiers(&BearerAuth),
+    tags(
+        (name = "system", description = "health"),
+        (name = "auth", description = "login and the signed-in user"),
+        (name = "areas", description = "the statistical area tree"),
+        (name = "users", description = "user accounts (office)"),
+        (name = "audit", description = "the audit log (office, auditor)"),
+    )
+)]
+struct ApiDoc;
+
+struct BearerAuth;
+
+impl Modify for BearerAuth {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        let components = openapi.components.get_or_insert_with(Default::default);
+        components.add_security_scheme(
+            "bearer",
+            SecurityScheme::Http(HttpBuilder::new().scheme(HttpAuthScheme::Bearer).build()),
+        );
+    }
+}
+
+/// The API routes and the OpenAPI document describing them.
+pub fn api() -> (Router<AppState>, utoipa::openapi::OpenApi) {
+    let v1 = OpenApiRouter::new()
+        .merge(auth::router())
+        .merge(areas::router())
+        .merge(users::router())
+        .merge(audit::router());
+    OpenApiRouter::with_openapi(ApiDoc::openapi())
+        .merge(health::router())
+        .nest("/api/v1", v1)
+        .split_for_parts()
+}
+
+/// The whole application router with its layers.
+pub fn router(state: AppState) -> Router {
+    let (api, openapi) = api();
+    let openapi = Arc::new(openapi);
+    let http = &state.settings.http;
+    let request_id = HeaderName::from_static(REQUEST_ID_HEADER);
+    api.route(
+        "/api/openapi.json",
+        get(move || {
+            let openapi = openapi.clone();
+            async move { axum::Json(openapi) }
+        }),
+    )
+    .fallback(middleware::not_found)
+    // Innermost first: limits and panics, then the envelope for every error response that
+    // is not one yet, then request ids and tracing around everything.
+    .layer(
+        ServiceBuilder::new()
+            .layer(CatchPanicLayer::custom(middleware::panic_response))
+            .layer(RequestBodyLimitLayer::new(http.max_body_bytes))
+            .layer(TimeoutLayer::with_status_code(
+                StatusCode::REQUEST_TIMEOUT,
+                Duration::from_secs(http.request_timeout_secs),
+            ))
+            .layer(DefaultBodyLimit::max(http.max_body_bytes)),
+    )
+    .layer(axum::middleware::map_response(middleware::error_envelope))
+    .layer(
+        ServiceBuilder::new()
+            .layer(SetRequestIdLayer::new(request_id.clone(), MakeRequestUuid))
+            .layer(TraceLayer::new_for_http().make_span_with(middleware::make_span))
+            .layer(PropagateRequestIdLayer::new(request_id)),
+    )
+    .with_state(state)
+}

@@ -1,0 +1,16 @@
+//! `outreach`: the service behind a county's yearly population health-checkup campaign
+//! (全民健康体检). This crate holds everything; `main.rs` only parses the command line.
+
+pub mod area;
+pub mod audit;
+pub mod auth;
+pub mod cli;
+pub mod config;
+pub mod db;
+pub mod error;
+pub mod http;
+pub mod import;
+pub mod scheduler;
+pub mod startup;
+pub mod telemetry;
+pub mod users;

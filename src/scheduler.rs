@@ -1,0 +1,206 @@
+//! Recurring jobs on cron expressions from the configuration, read in the configured time
+//! zone. A firing is claimed by inserting `(job, scheduled_for)` into `job_runs`, whose unique
+//! index lets exactly one of several instances (or one restarted instance) run it.
+
+use std::str::FromStr;
+
+use anyhow::Context;
+use chrono::{DateTime, Utc};
+use chrono_tz::Tz;
+use cron::Schedule;
+use entities::job_runs;
+use sea_orm::{
+    ActiveValue::Set, ColumnTrait, ConnectionTrait, EntityTrait, QueryFilter, sea_query::Expr,
+};
+use tokio_util::sync::CancellationToken;
+
+use crate::config::SchedulerSettings;
+use crate::startup::AppState;
+
+/// The jobs this build knows; configuration names them to schedule them.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Job {
+    /// Deletes expired and revoked bearer tokens and trims the login throttle.
+    PurgeExpiredTokens,
+}
+
+impl Job {
+    pub const ALL: &'static [Job] = &[Job::PurgeExpiredTokens];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Job::PurgeExpiredTokens => "purge_expired_tokens",
+        }
+    }
+
+    fn from_name(name: &str) -> Option<Self> {
+        Self::ALL.iter().copied().find(|job| job.name() == name)
+    }
+
+    async fn execute(self, state: &AppState) -> anyhow::Result<String> {
+        match self {
+            Job::PurgeExpiredTokens => {
+                let purged = crate::auth::purge_expired_tokens(&state.db).await?;
+                state.throttle.shrink();
+                Ok(format!("purged {purged} tokens"))
+            }
+        }
+    }
+}
+
+/// What one attempt at a firing came to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Outcome {
+    Ran {
+        detail: String,
+    },
+    Failed {
+        error: String,
+    },
+    /// Another instance (or an earlier run of this one) already has this firing.
+    AlreadyClaimed,
+}
+
+pub struct Scheduler {
+    enabled: bool,
+    timezone: Tz,
+    entries: Vec<(Job, Schedule)>,
+}
+
+impl Scheduler {
+    /// Checks every configured job name, cron expression and the time zone.
+    pub fn from_settings(settings: &SchedulerSettings) -> anyhow::Result<Self> {
+        let timezone = Tz::from_str(&settings.timezone)
+            .map_err(|e| anyhow::anyhow!("scheduler.timezone {:?}: {e}", settings.timezone))?;
+        let mut entries = Vec::new();
+        for (name, expression) in &settings.jobs {
+            let job = Job::from_name(name).with_context(|| {
+                let known: Vec<_> = Job::ALL.iter().map(|j| j.name()).collect();
+                format!(
+                    "scheduler.jobs: unknown job {name:?} (known: {})",
+                    known.join(", ")
+                )
+            })?;
+            let schedule = Schedule::from_str(expression).with_context(|| {
+                format!("scheduler.jobs.{name}: bad cron expression {expression:?}")
+            })?;
+            entries.push((job, schedule));
+        }
+        Ok(Self {
+            enabled: settings.enabled,
+            timezone,
+            entries,
+        })
+    }
+
+    /// Sleeps until the next firing of any job, runs it, repeats; returns on `shutdown`.
+    pub async fn run(self, state: AppState, shutdown: CancellationToken) {
+        if !self.enabled || self.entries.is_empty() {
+            shutdown.cancelled().await;
+            return;
+        }
+        loop {
+            let now = Utc::now().with_timezone(&self.timezone);
+            let next = self
+                .entries
+                .iter()
+                .filter_map(|(job, schedule)| schedule.after(&now).next().map(|at| (at, *job)))
+                .min_by_key(|(at, _)| *at);
+            let Some((at, job)) = next else {
+                shutdown.cancelled().await;
+                return;
+            };
+            let wait = (at.with_timezone(&Utc) - Utc::now())
+                .to_std()
+                .unwrap_or_default();
+            tokio::select! {
+                () = shutdown.cancelled() => return,
+                () = tokio::time::sleep(wait) => {}
+            }
+            let outcome = try_execute_once(&state, job, at.with_timezone(&Utc)).await;
+            tracing::info!(job = job.name(), ?outcome, "scheduled job");
+        }
+    }
+}
+
+/// Claims the firing `(job, scheduled_for)` and runs it if the claim succeeds.
+pub async fn try_execute_once(state: &AppState, job: Job, scheduled_for: DateTime<Utc>) -> Outcome {
+    let claim = job_runs::Entity::insert(job_runs::ActiveModel {
+        job: Set(job.name().to_owned()),
+        scheduled_for: Set(scheduled_for),
+        started_at: Set(Utc::now()),
+        finished_at: Set(None),
+        status: Set("running".to_owned()),
+        detail: Set(None),
+        ..Default::default()
+    })
+    .exec(&state.db)
+    .await;
+    let run_id = match claim {
+        Ok(inserted) => inserted.last_insert_id,
+        Err(e)
+            if matches!(
+                e.sql_err(),
+                Some(sea_orm::SqlErr::UniqueConstraintViolation(_))
+            ) =>
+        {
+            return Outcome::AlreadyClaimed;
+        }
+        Err(e) => {
+            return Outcome::Failed {
+                error: format!("cannot record the run: {e}"),
+            };
+        }
+    };
+    let (status, detail, outcome) = match job.execute(state).await {
+        Ok(detail) => ("succeeded", detail.clone(), Outcome::Ran { detail }),
+        Err(e) => {
+            let error = format!("{e:#}");
+            ("failed", error.clone(), Outcome::Failed { error })
+        }
+    };
+    if let Err(e) = finish(&state.db, run_id, status, &detail).await {
+        tracing::error!(job = job.name(), error = %e, "cannot record the end of a job run");
+    }
+    outcome
+}
+
+async fn finish(
+    db: &impl ConnectionTrait,
+    id: i32,
+    status: &str,
+    detail: &str,
+) -> Result<(), sea_orm::DbErr> {
+    job_runs::Entity::update_many()
+        .col_expr(job_runs::Column::FinishedAt, Expr::value(Utc::now()))
+        .col_expr(job_runs::Column::Status, Expr::value(status))
+        .col_expr(job_runs::Column::Detail, Expr::value(detail))
+        .filter(job_runs::Column::Id.eq(id))
+        .exec(db)
+        .await?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn unknown_jobs_bad_expressions_and_zones_are_refused_at_start() {
+        let mut settings = SchedulerSettings::default();
+        assert!(Scheduler::from_settings(&settings).is_ok());
+        settings
+            .jobs
+            .insert("send_everything".into(), "0 * * * * *".into());
+        let err = Scheduler::from_settings(&settings).err().unwrap();
+        assert!(err.to_string().contains("send_everything"), "{err}");
+        settings.jobs.clear();
+        settings
+            .jobs
+            .insert("purge_expired_tokens".into(), "every day".into());
+        assert!(Scheduler::from_settings(&settings).is_err());
+        settings.jobs.clear();
+        settings.timezone = "Mars/Olympus".into();
+        assert!(Scheduler::from_settings(&settings).is_err());
+    }
+}

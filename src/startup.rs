@@ -1,0 +1,133 @@
+//! Building and running the application: one code path for production and for tests.
+//! `Application::build` binds (port 0 in tests) and `run_until_stopped` serves the HTTP API
+//! and runs the scheduler under one shutdown signal.
+
+use std::future::IntoFuture;
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use anyhow::Context;
+use sea_orm::DatabaseConnection;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+
+use crate::auth::LoginThrottle;
+use crate::config::Settings;
+use crate::scheduler::Scheduler;
+use crate::{db, http};
+
+/// What every handler and job can reach.
+#[derive(Clone)]
+pub struct AppState {
+    pub db: DatabaseConnection,
+    pub settings: Arc<Settings>,
+    pub throttle: Arc<LoginThrottle>,
+}
+
+pub struct Application {
+    listener: TcpListener,
+    state: AppState,
+    scheduler: Scheduler,
+}
+
+impl Application {
+    /// Opens and migrates the configured database, then binds.
+    pub async fn build(settings: Settings) -> anyhow::Result<Self> {
+        let db = db::connect_and_migrate(&settings).await?;
+        Self::build_with_db(settings, db).await
+    }
+
+    /// Binds with an already opened and migrated database.
+    pub async fn build_with_db(settings: Settings, db: DatabaseConnection) -> anyhow::Result<Self> {
+        let scheduler = Scheduler::from_settings(&settings.scheduler)?;
+        let listener = TcpListener::bind(settings.bind)
+            .await
+            .with_context(|| format!("cannot listen on {}", settings.bind))?;
+        let state = AppState {
+            throttle: Arc::new(LoginThrottle::new(&settings.auth)),
+            settings: Arc::new(settings),
+            db,
+        };
+        Ok(Self {
+            listener,
+            state,
+            scheduler,
+        })
+    }
+
+    pub fn local_addr(&self) -> SocketAddr {
+        self.listener
+            .local_addr()
+            .expect("a bound listener has an address")
+    }
+
+    pub fn port(&self) -> u16 {
+        self.local_addr().port()
+    }
+
+    pub fn state(&self) -> &AppState {
+        &self.state
+    }
+
+    /// Serves until `shutdown` is cancelled, then drains in-flight requests. The scheduler
+    /// runs beside the server; whichever stops first is logged with its reason and stops
+    /// the other.
+    pub async fn run_until_stopped(self, shutdown: CancellationToken) -> anyhow::Result<()> {
+        let app = http::router(self.state.clone());
+        let server_shutdown = shutdown.clone();
+        let server = axum::serve(
+            self.listener,
+            app.into_make_service_with_connect_info::<SocketAddr>(),
+        )
+        .with_graceful_shutdown(async move { server_shutdown.cancelled().await })
+        .into_future();
+        let scheduler = self.scheduler.run(self.state.clone(), shutdown.clone());
+        tokio::pin!(server, scheduler);
+        let mut server_done = false;
+        let mut scheduler_done = false;
+        while !(server_done && scheduler_done) {
+            tokio::select! {
+                result = &mut server, if !server_done => {
+                    server_done = true;
+                    match &result {
+                        Ok(()) => tracing::info!("http server stopped"),
+                        Err(e) => tracing::error!(error = %e, "http server failed"),
+                    }
+                    shutdown.cancel();
+                    result.context("http server")?;
+                }
+                () = &mut scheduler, if !scheduler_done => {
+                    scheduler_done = true;
+                    tracing::info!("scheduler stopped");
+                    shutdown.cancel();
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Cancels `token` on Ctrl-C or SIGTERM.
+pub fn shutdown_on_signals(token: CancellationToken) {
+    tokio::spawn(async move {
+        let ctrl_c = async {
+            let _ = tokio::signal::ctrl_c().await;
+        };
+        #[cfg(unix)]
+        let terminate = async {
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(mut signal) => {
+                    signal.recv().await;
+                }
+                Err(_) => std::future::pending::<()>().await,
+            }
+        };
+        #[cfg(not(unix))]
+        let terminate = std::future::pending::<()>();
+        tokio::select! {
+            () = ctrl_c => tracing::info!("Ctrl-C received, shutting down"),
+            () = terminate => tracing::info!("SIGTERM received, shutting down"),
+        }
+        token.cancel();
+    });
+}
