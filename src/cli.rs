@@ -121,6 +121,8 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
 }
 
 async fn serve(settings: Settings) -> anyhow::Result<ExitCode> {
+    let shutdown = CancellationToken::new();
+    shutdown_on_signals(shutdown.clone()).context("installing signal handlers")?;
     tracing::info!(database = %settings.database_url, "opening database");
     let database = db::connect_and_migrate(&settings).await?;
     let admin_password = users::ensure_admin(&database).await.map_err(app_error)?;
@@ -143,8 +145,6 @@ async fn serve(settings: Settings) -> anyhow::Result<ExitCode> {
         );
         println!();
     }
-    let shutdown = CancellationToken::new();
-    shutdown_on_signals(shutdown.clone());
     app.run_until_stopped(shutdown).await?;
     Ok(ExitCode::SUCCESS)
 }

@@ -193,7 +193,10 @@ pub struct Overrides {
 
 impl Settings {
     /// Loads settings from the defaults, `config_file` (when given), the environment and `overrides`.
-    pub fn load(config_file: Option<&Path>, overrides: &Overrides) -> Result<Self, figment::Error> {
+    pub fn load(
+        config_file: Option<&Path>,
+        overrides: &Overrides,
+    ) -> Result<Self, Box<figment::Error>> {
         Self::load_from(config_file, overrides, Env::raw())
     }
 
@@ -201,15 +204,15 @@ impl Settings {
         config_file: Option<&Path>,
         overrides: &Overrides,
         env: Env,
-    ) -> Result<Self, figment::Error> {
+    ) -> Result<Self, Box<figment::Error>> {
         let mut figment = Figment::new();
         if let Some(path) = config_file {
             // An explicitly named file must exist; a typo should not silently mean "defaults".
             if !path.exists() {
-                return Err(figment::Error::from(format!(
+                return Err(Box::new(figment::Error::from(format!(
                     "configuration file {} does not exist",
                     path.display()
-                )));
+                ))));
             }
             figment = figment.merge(Toml::file_exact(path));
         }
@@ -235,6 +238,8 @@ impl Settings {
 }
 
 #[cfg(test)]
+// figment's Jail closures must return its (large) error type.
+#[allow(clippy::result_large_err)]
 mod tests {
     use super::*;
 
@@ -270,7 +275,7 @@ mod tests {
                 bind: Some("127.0.0.1:9100".parse().unwrap()),
                 database_url: None,
             };
-            let s = Settings::load(Some(Path::new("outreach.toml")), &overrides)?;
+            let s = Settings::load(Some(Path::new("outreach.toml")), &overrides).map_err(|e| *e)?;
             assert_eq!(s.bind.to_string(), "127.0.0.1:9100");
             assert_eq!(s.database_url.expose(), "sqlite://from-env.db?mode=rwc");
             assert_eq!(s.auth.token_ttl_hours, 4);

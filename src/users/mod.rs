@@ -470,7 +470,7 @@ pub async fn change_own_password<C>(
 where
     C: ConnectionTrait + TransactionTrait,
 {
-    let id = actor.user_id.ok_or_else(|| AppError::forbidden_role())?;
+    let id = actor.user_id.ok_or_else(AppError::forbidden_role)?;
     let user = users::Entity::find_by_id(id)
         .one(db)
         .await?

@@ -1,0 +1,285 @@
+//! The real binary, as an operator runs it: `migrate`, `import areas`, `user add`, `serve`.
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::{Value, json};
+
+use crate::helpers::{AREAS_CSV, TestDb, VILLAGE};
+
+fn outreach(db: &TestDb) -> Command {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_outreach"));
+    command
+        .env("DATABASE_URL", &db.url)
+        .env("OUTREACH_LOG__FILTER", "warn")
+        .env_remove("RUST_LOG");
+    command
+}
+
+fn terminate(child: &Child) {
+    let killed = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(killed.success());
+}
+
+#[tokio::test]
+async fn import_areas_prints_the_json_summary_and_is_idempotent() {
+    let db = TestDb::new().await;
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("areas.csv");
+    let mut content = AREAS_CSV.to_owned();
+    content.push_str("65402510020X,坏代码\n654025199201,无上级\n");
+    std::fs::write(&file, &content).unwrap();
+
+    let migrate = outreach(&db).arg("migrate").output().unwrap();
+    assert!(
+        migrate.status.success(),
+        "{}",
+        String::from_utf8_lossy(&migrate.stderr)
+    );
+
+    let first = outreach(&db)
+        .args(["import", "areas"])
+        .arg(&file)
+        .arg("--json")
+        .output()
+        .unwrap();
+    assert_eq!(
+        first.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&first.stderr)
+    );
+    let summary: Value = serde_json::from_slice(&first.stdout).unwrap();
+    assert_eq!(
+        summary,
+        json!({"imported": 9, "updated": 0, "unchanged": 0, "rejected": 2})
+    );
+    let stderr = String::from_utf8_lossy(&first.stderr);
+    assert!(stderr.contains("区划代码应为 12 位数字"), "{stderr}");
+
+    let rejected = std::fs::read_to_string(dir.path().join("areas.csv.rejected.csv")).unwrap();
+    let lines: Vec<&str> = rejected.trim_start_matches('\u{feff}').lines().collect();
+    assert_eq!(lines[0], "line,区划代码,名称,reason,reason_code");
+    assert!(
+        lines[1].starts_with("11,65402510020X,坏代码,") && lines[1].ends_with(",invalid_code"),
+        "{}",
+        lines[1]
+    );
+    assert!(
+        lines[2].starts_with("12,654025199201,无上级,") && lines[2].ends_with(",unknown_parent"),
+        "{}",
+        lines[2]
+    );
+
+    let again = outreach(&db)
+        .args(["import", "areas"])
+        .arg(&file)
+        .arg("--json")
+        .output()
+        .unwrap();
+    let summary: Value = serde_json::from_slice(&again.stdout).unwrap();
+    assert_eq!(
+        summary,
+        json!({"imported": 0, "updated": 0, "unchanged": 9, "rejected": 2})
+    );
+}
+
+#[tokio::test]
+async fn an_unusable_area_file_exits_non_zero_and_writes_nothing() {
+    let db = TestDb::new().await;
+    let dir = tempfile::tempdir().unwrap();
+    for (name, content) in [
+        ("empty.csv", &b""[..]),
+        ("header.csv", "区划代码,名称\n".as_bytes()),
+        ("junk.csv", b"\x00\x01\x02PK"),
+    ] {
+        let file = dir.path().join(name);
+        std::fs::write(&file, content).unwrap();
+        let output = outreach(&db)
+            .args(["import", "areas"])
+            .arg(&file)
+            .arg("--json")
+            .output()
+            .unwrap();
+        assert_eq!(output.status.code(), Some(2), "{name}");
+        assert!(output.stdout.is_empty(), "{name}");
+        assert!(
+            String::from_utf8_lossy(&output.stderr).contains("错误"),
+            "{name}"
+        );
+        assert!(!dir.path().join(format!("{name}.rejected.csv")).exists());
+    }
+    let missing = outreach(&db)
+        .args(["import", "areas", "/nonexistent/areas.csv"])
+        .output()
+        .unwrap();
+    assert_eq!(missing.status.code(), Some(2));
+}
+
+#[tokio::test]
+async fn serve_prints_the_admin_password_once_and_a_cli_added_cadre_sees_only_their_village() {
+    let db = TestDb::new().await;
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("areas.csv");
+    std::fs::write(&file, AREAS_CSV).unwrap();
+
+    let mut server = outreach(&db)
+        .arg("serve")
+        .env("OUTREACH_BIND", "127.0.0.1:0")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdout = BufReader::new(server.stdout.take().unwrap());
+    let (mut address, mut password) = (None, None);
+    let started = Instant::now();
+    let mut line = String::new();
+    while (address.is_none() || password.is_none()) && started.elapsed() < Duration::from_secs(60) {
+        line.clear();
+        if stdout.read_line(&mut line).unwrap() == 0 {
+            break;
+        }
+        if let Some(rest) = line
+            .trim()
+            .strip_prefix("outreach 正在运行 / listening on ")
+        {
+            address = Some(rest.to_owned());
+        }
+        if let Some(rest) = line.trim().strip_prefix("密码 password:") {
+            password = Some(rest.trim().to_owned());
+        }
+    }
+    let address = address.expect("address printed");
+    let password = password.expect("password printed");
+    let client = reqwest::Client::new();
+    let health = client
+        .get(format!("{address}/healthz"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(health.status(), 200);
+
+    let login = |username: &'static str, password: String| {
+        let client = client.clone();
+        let address = address.clone();
+        async move {
+            let response = client
+                .post(format!("{address}/api/v1/auth/login"))
+                .json(&json!({"username": username, "password": password}))
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(response.status(), 200, "login {username}");
+            response.json::<Value>().await.unwrap()["token"]
+                .as_str()
+                .unwrap()
+                .to_owned()
+        }
+    };
+    let admin = login("admin", password.clone()).await;
+
+    let import = outreach(&db)
+        .args(["import", "areas"])
+        .arg(&file)
+        .output()
+        .unwrap();
+    assert!(import.status.success());
+    assert!(String::from_utf8_lossy(&import.stdout).contains("imported 9"));
+
+    let mut add = outreach(&db)
+        .args([
+            "user",
+            "add",
+            "--username",
+            "cadre.cli",
+            "--role",
+            "cadre",
+            "--area",
+            VILLAGE,
+        ])
+        .arg("--password-stdin")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    add.stdin
+        .take()
+        .unwrap()
+        .write_all(b"village-password-1\n")
+        .unwrap();
+    let added = add.wait_with_output().unwrap();
+    assert!(added.status.success());
+    assert!(!String::from_utf8_lossy(&added.stdout).contains("village-password-1"));
+    let refused = outreach(&db)
+        .args([
+            "user",
+            "add",
+            "--username",
+            "cadre.cli",
+            "--role",
+            "cadre",
+            "--area",
+            VILLAGE,
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(refused.status.code(), Some(2), "duplicate username");
+
+    let cadre = login("cadre.cli", "village-password-1".to_owned()).await;
+    let tree: Value = client
+        .get(format!("{address}/api/v1/areas"))
+        .bearer_auth(&cadre)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(tree["areas"].as_array().unwrap().len(), 1);
+    assert_eq!(tree["areas"][0]["code"], VILLAGE);
+    assert!(tree["areas"][0]["children"].as_array().unwrap().is_empty());
+    let users = client
+        .get(format!("{address}/api/v1/users"))
+        .bearer_auth(&admin)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(users.status(), 200);
+
+    // SIGTERM: the server drains and exits cleanly.
+    terminate(&server);
+    let status = server.wait().unwrap();
+    assert!(status.success(), "exit after SIGTERM: {status:?}");
+    let mut logs = String::new();
+    server
+        .stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut logs)
+        .unwrap();
+    assert!(
+        !logs.contains(&password),
+        "the admin password must not reach the logs"
+    );
+
+    // A second start prints no password.
+    let mut second = outreach(&db)
+        .arg("serve")
+        .env("OUTREACH_BIND", "127.0.0.1:0")
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut reader = BufReader::new(second.stdout.take().unwrap());
+    let mut first_line = String::new();
+    reader.read_line(&mut first_line).unwrap();
+    assert!(first_line.contains("listening on"));
+    terminate(&second);
+    let mut rest = String::new();
+    reader.read_to_string(&mut rest).unwrap();
+    assert!(second.wait().unwrap().success());
+    assert!(!rest.contains("password"), "{rest}");
+}

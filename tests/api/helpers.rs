@@ -1,0 +1,258 @@
+use std::sync::LazyLock;
+
+use entities::users::Role;
+use outreach::auth::Actor;
+use outreach::config::{DatabaseUrl, Settings};
+use outreach::startup::Application;
+use outreach::{area, users};
+use reqwest::{Method, StatusCode};
+use sea_orm::{ConnectionTrait, Database, DatabaseConnection};
+use serde_json::{Value, json};
+use tokio_util::sync::CancellationToken;
+
+pub const PASSWORD: &str = "correct-horse-battery";
+
+/// Two counties: 新源县 with two townships, and 伊宁县 beside it (for out-of-scope checks).
+pub const AREAS_CSV: &str = "区划代码,名称
+654025000000,新源县
+654025100000,新源镇
+654025100201,阿勒玛勒村
+654025100202,托格拉克村
+654025101000,则克台镇
+654025101201,克孜勒塔斯村
+654021000000,伊宁县
+654021100000,吉里于孜镇
+654021100201,吉里于孜村
+";
+pub const COUNTY: &str = "654025000000";
+pub const TOWNSHIP: &str = "654025100000";
+pub const VILLAGE: &str = "654025100201";
+pub const OTHER_VILLAGE: &str = "654025101201";
+pub const OTHER_COUNTY: &str = "654021000000";
+pub const OTHER_COUNTY_VILLAGE: &str = "654021100201";
+
+/// A database of the test's own; the SQLite file lives as long as this value.
+pub struct TestDb {
+    pub url: String,
+    _dir: Option<tempfile::TempDir>,
+}
+
+pub fn postgres_admin_url() -> Option<String> {
+    std::env::var("TEST_DATABASE_URL")
+        .ok()
+        .filter(|u| !u.is_empty())
+}
+
+static PG_CREATE_LOCK: LazyLock<tokio::sync::Mutex<()>> = LazyLock::new(Default::default);
+
+impl TestDb {
+    pub async fn new() -> Self {
+        match postgres_admin_url() {
+            Some(admin_url) => {
+                let name = format!("outreach_test_{}", uuid::Uuid::new_v4().simple());
+                {
+                    // CREATE DATABASE copies template1; PostgreSQL refuses concurrent copies.
+                    let _guard = PG_CREATE_LOCK.lock().await;
+                    let admin = Database::connect(&admin_url)
+                        .await
+                        .expect("connect TEST_DATABASE_URL");
+                    admin
+                        .execute_unprepared(&format!("CREATE DATABASE \"{name}\""))
+                        .await
+                        .expect("create test database");
+                    admin.close().await.ok();
+                }
+                let mut url = url::Url::parse(&admin_url).expect("TEST_DATABASE_URL is a URL");
+                url.set_path(&name);
+                Self {
+                    url: url.to_string(),
+                    _dir: None,
+                }
+            }
+            None => {
+                let dir = tempfile::tempdir().expect("temp dir");
+                let url = format!(
+                    "sqlite://{}?mode=rwc",
+                    dir.path().join("outreach.db").display()
+                );
+                Self {
+                    url,
+                    _dir: Some(dir),
+                }
+            }
+        }
+    }
+}
+
+pub struct TestApp {
+    pub address: String,
+    pub db: DatabaseConnection,
+    pub client: reqwest::Client,
+    pub settings: Settings,
+    _test_db: TestDb,
+    shutdown: CancellationToken,
+}
+
+impl Drop for TestApp {
+    fn drop(&mut self) {
+        self.shutdown.cancel();
+    }
+}
+
+pub async fn spawn_app() -> TestApp {
+    spawn_app_with(|_| {}).await
+}
+
+pub async fn spawn_app_with(configure: impl FnOnce(&mut Settings)) -> TestApp {
+    let test_db = TestDb::new().await;
+    let mut settings = Settings {
+        bind: "127.0.0.1:0".parse().unwrap(),
+        database_url: DatabaseUrl::new(test_db.url.clone()),
+        ..Settings::default()
+    };
+    settings.database.max_connections = 5;
+    settings.scheduler.enabled = false;
+    configure(&mut settings);
+    let app = Application::build(settings.clone())
+        .await
+        .expect("build app");
+    let address = format!("http://127.0.0.1:{}", app.port());
+    let db = app.state().db.clone();
+    let shutdown = CancellationToken::new();
+    tokio::spawn(app.run_until_stopped(shutdown.clone()));
+    TestApp {
+        address,
+        db,
+        client: reqwest::Client::new(),
+        settings,
+        _test_db: test_db,
+        shutdown,
+    }
+}
+
+impl TestApp {
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{}", self.address, path)
+    }
+
+    pub async fn request(
+        &self,
+        method: Method,
+        path: &str,
+        token: Option<&str>,
+        body: Option<Value>,
+    ) -> reqwest::Response {
+        let mut request = self.client.request(method, self.url(path));
+        if let Some(token) = token {
+            request = request.bearer_auth(token);
+        }
+        if let Some(body) = body {
+            request = request.json(&body);
+        }
+        request.send().await.expect("request sent")
+    }
+
+    pub async fn get(&self, path: &str, token: &str) -> reqwest::Response {
+        self.request(Method::GET, path, Some(token), None).await
+    }
+
+    pub async fn post(&self, path: &str, token: &str, body: Value) -> reqwest::Response {
+        self.request(Method::POST, path, Some(token), Some(body))
+            .await
+    }
+
+    pub async fn patch(&self, path: &str, token: &str, body: Value) -> reqwest::Response {
+        self.request(Method::PATCH, path, Some(token), Some(body))
+            .await
+    }
+
+    pub async fn post_csv(
+        &self,
+        path: &str,
+        token: &str,
+        body: impl Into<reqwest::Body>,
+    ) -> reqwest::Response {
+        self.client
+            .post(self.url(path))
+            .bearer_auth(token)
+            .header("content-type", "text/csv")
+            .body(body)
+            .send()
+            .await
+            .expect("request sent")
+    }
+
+    pub async fn login(&self, username: &str, password: &str) -> reqwest::Response {
+        self.request(
+            Method::POST,
+            "/api/v1/auth/login",
+            None,
+            Some(json!({"username": username, "password": password})),
+        )
+        .await
+    }
+
+    pub async fn token_for(&self, username: &str, password: &str) -> String {
+        let response = self.login(username, password).await;
+        assert_eq!(response.status(), StatusCode::OK, "login as {username}");
+        let body: Value = response.json().await.unwrap();
+        body["token"].as_str().unwrap().to_owned()
+    }
+
+    /// The bootstrap administrator (whole tree) and a token for it.
+    pub async fn admin_token(&self) -> String {
+        let password = users::ensure_admin(&self.db)
+            .await
+            .unwrap()
+            .expect("fresh database has no admin yet");
+        self.token_for(users::ADMIN_USERNAME, &password).await
+    }
+
+    pub async fn seed_areas(&self) {
+        let result = area::import_areas(&self.db, &Actor::cli(), AREAS_CSV.as_bytes())
+            .await
+            .unwrap();
+        assert_eq!(result.summary.imported, 9);
+    }
+
+    /// Creates a user with the test password and returns (id, token).
+    pub async fn user(&self, username: &str, role: Role, area: &str) -> (i32, String) {
+        let created = users::create(
+            &self.db,
+            &Actor::cli(),
+            users::NewUser {
+                username: username.to_owned(),
+                display_name: None,
+                role,
+                area_code: area.to_owned(),
+                password: Some(PASSWORD.to_owned()),
+            },
+        )
+        .await
+        .unwrap_or_else(|e| panic!("create {username}: {e}"));
+        (created.user.id, self.token_for(username, PASSWORD).await)
+    }
+}
+
+/// Asserts the contract's error envelope and returns its code.
+pub async fn error_code(response: reqwest::Response, status: StatusCode) -> String {
+    assert_eq!(response.status(), status, "status");
+    let content_type = response
+        .headers()
+        .get("content-type")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default()
+        .to_owned();
+    assert!(
+        content_type.starts_with("application/json"),
+        "content-type {content_type}"
+    );
+    let body: Value = response.json().await.expect("error body is JSON");
+    let code = body["error"]["code"]
+        .as_str()
+        .expect("error.code")
+        .to_owned();
+    let message = body["error"]["message"].as_str().expect("error.message");
+    assert!(!message.is_empty());
+    code
+}

@@ -1,0 +1,13 @@
+//! Integration tests: each test spawns the real application on port 0 against a database of
+//! its own (a temp SQLite file, or a fresh PostgreSQL database when `TEST_DATABASE_URL` is set).
+
+mod areas;
+mod audit;
+mod auth;
+mod cli;
+mod errors;
+mod health;
+mod helpers;
+mod scope_matrix;
+mod storage;
+mod users;
