@@ -22,6 +22,8 @@ pub struct Settings {
     pub auth: AuthSettings,
     pub log: LogSettings,
     pub scheduler: SchedulerSettings,
+    pub privacy: PrivacySettings,
+    pub import: ImportSettings,
 }
 
 impl Default for Settings {
@@ -34,7 +36,58 @@ impl Default for Settings {
             auth: AuthSettings::default(),
             log: LogSettings::default(),
             scheduler: SchedulerSettings::default(),
+            privacy: PrivacySettings::default(),
+            import: ImportSettings::default(),
         }
+    }
+}
+
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct PrivacySettings {
+    /// The 256-bit master key, base64 (`OUTREACH_PRIVACY__KEY`). Wins over `key_file`.
+    pub key: Option<Secret>,
+    /// A file holding the base64 key. Default for SQLite: `outreach.key` beside the database,
+    /// generated on first start.
+    pub key_file: Option<std::path::PathBuf>,
+}
+
+#[derive(Clone, Debug, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ImportSettings {
+    /// Largest resident file accepted by `outreach import residents`.
+    pub max_file_bytes: u64,
+    /// Largest resident file accepted by the upload endpoint.
+    pub max_upload_bytes: u64,
+}
+
+impl Default for ImportSettings {
+    fn default() -> Self {
+        Self {
+            max_file_bytes: 1024 * 1024 * 1024,
+            max_upload_bytes: 256 * 1024 * 1024,
+        }
+    }
+}
+
+/// A secret setting: `Debug` never shows it.
+#[derive(Clone, Deserialize, PartialEq, Eq)]
+#[serde(transparent)]
+pub struct Secret(String);
+
+impl Secret {
+    pub fn new(value: impl Into<String>) -> Self {
+        Self(value.into())
+    }
+
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Secret(***)")
     }
 }
 
@@ -250,8 +303,16 @@ mod tests {
             database_url: url,
             ..Settings::default()
         };
+        let settings = Settings {
+            privacy: PrivacySettings {
+                key: Some(Secret::new("bWFzdGVyLWtleS1tYXRlcmlhbA==")),
+                key_file: None,
+            },
+            ..settings
+        };
         let shown = format!("{settings:?}");
         assert!(!shown.contains("s3cret-pw"), "{shown}");
+        assert!(!shown.contains("bWFzdGVy"), "{shown}");
         assert!(shown.contains("outreach:***@db.example"), "{shown}");
     }
 

@@ -13,6 +13,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::auth::LoginThrottle;
 use crate::config::Settings;
+use crate::privacy::Privacy;
 use crate::scheduler::Scheduler;
 use crate::{db, http};
 
@@ -22,6 +23,7 @@ pub struct AppState {
     pub db: DatabaseConnection,
     pub settings: Arc<Settings>,
     pub throttle: Arc<LoginThrottle>,
+    pub privacy: Arc<Privacy>,
 }
 
 pub struct Application {
@@ -40,11 +42,13 @@ impl Application {
     /// Binds with an already opened and migrated database.
     pub async fn build_with_db(settings: Settings, db: DatabaseConnection) -> anyhow::Result<Self> {
         let scheduler = Scheduler::from_settings(&settings.scheduler)?;
+        let privacy = Arc::new(Privacy::load(&settings)?);
         let listener = TcpListener::bind(settings.bind)
             .await
             .with_context(|| format!("cannot listen on {}", settings.bind))?;
         let state = AppState {
             throttle: Arc::new(LoginThrottle::new(&settings.auth)),
+            privacy,
             settings: Arc::new(settings),
             db,
         };
