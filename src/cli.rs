@@ -13,9 +13,10 @@ use tokio_util::sync::CancellationToken;
 use crate::auth::Actor;
 use crate::config::{Overrides, Settings};
 use crate::error::AppError;
-use crate::import::write_rejected_csv;
+use crate::import::{ImportSummary, write_rejected_csv};
+use crate::privacy::Privacy;
 use crate::startup::{Application, shutdown_on_signals};
-use crate::{area, db, telemetry, users};
+use crate::{area, db, registry, telemetry, users};
 
 /// Largest area list accepted (a whole province is a few MB).
 const MAX_AREA_FILE_BYTES: u64 = 256 * 1024 * 1024;
@@ -55,6 +56,13 @@ pub enum Command {
 pub enum ImportCommand {
     /// The area tree from a CSV of 12-digit codes (区划代码/code) and names (名称/name).
     Areas {
+        file: PathBuf,
+        /// Print the summary as one JSON object on stdout.
+        #[arg(long)]
+        json: bool,
+    },
+    /// The household population from CSV (UTF-8 or GB18030) or XLSX; see the README for columns.
+    Residents {
         file: PathBuf,
         /// Print the summary as one JSON object on stdout.
         #[arg(long)]
@@ -102,6 +110,9 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         }
         Command::Import(ImportCommand::Areas { file, json }) => {
             import_areas(settings, &file, json).await
+        }
+        Command::Import(ImportCommand::Residents { file, json }) => {
+            import_residents(settings, &file, json).await
         }
         Command::User(UserCommand::Add {
             username,
@@ -183,7 +194,71 @@ async fn import_areas(settings: Settings, file: &Path, json: bool) -> anyhow::Re
             path.display()
         );
     }
-    let summary = &result.summary;
+    print_summary(&result.summary, json)?;
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn import_residents(settings: Settings, file: &Path, json: bool) -> anyhow::Result<ExitCode> {
+    let limit = settings.import.max_file_bytes;
+    match std::fs::metadata(file) {
+        Ok(meta) if !meta.is_file() => {
+            eprintln!("错误 error: {} 不是文件", file.display());
+            return Ok(ExitCode::from(2));
+        }
+        Ok(meta) if meta.len() > limit => {
+            eprintln!(
+                "错误 error: 文件 {} 过大（{} 字节，上限 {limit} 字节，见 import.max_file_bytes）",
+                file.display(),
+                meta.len()
+            );
+            return Ok(ExitCode::from(2));
+        }
+        Ok(_) => {}
+        Err(e) => {
+            eprintln!("错误 error: 无法读取文件 {}: {e}", file.display());
+            return Ok(ExitCode::from(2));
+        }
+    }
+    let database = db::connect_and_migrate(&settings).await?;
+    let privacy = std::sync::Arc::new(Privacy::load(&settings)?);
+    let mut rejected_path = file.as_os_str().to_owned();
+    rejected_path.push(".rejected.csv");
+    let result = registry::import_residents(
+        &database,
+        privacy,
+        &Actor::cli(),
+        file,
+        Some(PathBuf::from(rejected_path)),
+        registry::Progress::Auto,
+    )
+    .await;
+    let result = match result {
+        Ok(result) => result,
+        Err(AppError::Validation { message, .. }) => {
+            eprintln!(
+                "错误 error: {}: {message}（未写入任何数据 nothing was imported）",
+                file.display()
+            );
+            return Ok(ExitCode::from(2));
+        }
+        Err(e) => return Err(app_error(e)),
+    };
+    for column in &result.unknown_columns {
+        eprintln!("警告 warning: 未识别的列已忽略 unknown column ignored: {column}");
+    }
+    if let Some(path) = &result.rejected_file {
+        eprintln!(
+            "{} 行被拒绝，原因见 {} rows rejected, reasons in {}",
+            result.summary.rejected,
+            path.display(),
+            path.display()
+        );
+    }
+    print_summary(&result.summary, json)?;
+    Ok(ExitCode::SUCCESS)
+}
+
+fn print_summary(summary: &ImportSummary, json: bool) -> anyhow::Result<()> {
     if json {
         println!("{}", serde_json::to_string(summary)?);
     } else {
@@ -192,7 +267,7 @@ async fn import_areas(settings: Settings, file: &Path, json: bool) -> anyhow::Re
             summary.imported, summary.updated, summary.unchanged, summary.rejected
         );
     }
-    Ok(ExitCode::SUCCESS)
+    Ok(())
 }
 
 async fn add_user(

@@ -27,6 +27,10 @@ pub async fn connect(settings: &Settings) -> anyhow::Result<DatabaseConnection> 
                 .synchronous(SqliteSynchronous::Normal)
                 .busy_timeout(busy)
                 .foreign_keys(true)
+                // The default 2 MB page cache thrashes on random inserts into the blind-index
+                // B-tree of a large registry; 64 MB per connection keeps it in memory.
+                .pragma("cache_size", "-65536")
+                .pragma("temp_store", "memory")
         });
     }
     Database::connect(options)

@@ -10,6 +10,8 @@ pub mod db;
 pub mod error;
 pub mod http;
 pub mod import;
+pub mod privacy;
+pub mod registry;
 pub mod scheduler;
 pub mod startup;
 pub mod telemetry;

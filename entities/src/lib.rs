@@ -5,4 +5,5 @@ pub mod areas;
 pub mod audit_log;
 pub mod auth_tokens;
 pub mod job_runs;
+pub mod residents;
 pub mod users;

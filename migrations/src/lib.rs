@@ -7,6 +7,7 @@ mod m20261122_000001_create_areas;
 mod m20261122_000002_create_users;
 mod m20261122_000003_create_audit_log;
 mod m20261122_000004_create_job_runs;
+mod m20261122_000005_create_residents;
 
 pub struct Migrator;
 
@@ -18,6 +19,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261122_000002_create_users::Migration),
             Box::new(m20261122_000003_create_audit_log::Migration),
             Box::new(m20261122_000004_create_job_runs::Migration),
+            Box::new(m20261122_000005_create_residents::Migration),
         ]
     }
 }

@@ -7,6 +7,7 @@ mod auth;
 pub mod extract;
 mod health;
 mod middleware;
+mod residents;
 mod users;
 
 use std::sync::Arc;
@@ -43,6 +44,7 @@ use crate::startup::AppState;
         (name = "areas", description = "the statistical area tree"),
         (name = "users", description = "user accounts (office)"),
         (name = "audit", description = "the audit log (office, auditor)"),
+        (name = "residents", description = "the resident registry and the migrant book"),
     )
 )]
 struct ApiDoc;
@@ -65,6 +67,7 @@ pub fn api() -> (Router<AppState>, utoipa::openapi::OpenApi) {
         .merge(auth::router())
         .merge(areas::router())
         .merge(users::router())
+        .merge(residents::router())
         .merge(audit::router());
     OpenApiRouter::with_openapi(ApiDoc::openapi())
         .merge(health::router())
@@ -91,7 +94,12 @@ pub fn router(state: AppState) -> Router {
     .layer(
         ServiceBuilder::new()
             .layer(CatchPanicLayer::custom(middleware::panic_response))
-            .layer(RequestBodyLimitLayer::new(http.max_body_bytes))
+            // The upload endpoint streams up to `import.max_upload_bytes`; every other body is
+            // held to `http.max_body_bytes` by `DefaultBodyLimit` in its extractor.
+            .layer(RequestBodyLimitLayer::new(
+                http.max_body_bytes
+                    .max(state.settings.import.max_upload_bytes as usize),
+            ))
             .layer(TimeoutLayer::with_status_code(
                 StatusCode::REQUEST_TIMEOUT,
                 Duration::from_secs(http.request_timeout_secs),

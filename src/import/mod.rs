@@ -2,6 +2,7 @@
 //! and writing back the rows that could not be taken, each with its reason.
 
 mod rejects;
+pub mod stream;
 mod text;
 
 pub use rejects::{RejectedRow, write_rejected_csv};

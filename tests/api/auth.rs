@@ -125,7 +125,7 @@ async fn an_expired_token_is_refused_and_purged_by_the_scheduled_job() {
         "unauthorized"
     );
 
-    let state = outreach_state(&app).await;
+    let state = app.state.clone();
     let firing = Utc::now();
     let outcome = scheduler::try_execute_once(&state, Job::PurgeExpiredTokens, firing).await;
     assert_eq!(
@@ -138,14 +138,6 @@ async fn an_expired_token_is_refused_and_purged_by_the_scheduled_job() {
     // The same firing never runs twice, whichever instance or restart tries it.
     let again = scheduler::try_execute_once(&state, Job::PurgeExpiredTokens, firing).await;
     assert_eq!(again, Outcome::AlreadyClaimed);
-}
-
-async fn outreach_state(app: &crate::helpers::TestApp) -> outreach::startup::AppState {
-    outreach::startup::AppState {
-        db: app.db.clone(),
-        settings: std::sync::Arc::new(app.settings.clone()),
-        throttle: std::sync::Arc::new(outreach::auth::LoginThrottle::new(&app.settings.auth)),
-    }
 }
 
 #[tokio::test]

@@ -6,13 +6,18 @@ use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 
-use crate::helpers::{AREAS_CSV, TestDb, VILLAGE};
+use crate::helpers::{AREAS_CSV, TestDb, VILLAGE, resident_id};
 
 fn outreach(db: &TestDb) -> Command {
     let mut command = Command::new(env!("CARGO_BIN_EXE_outreach"));
     command
         .env("DATABASE_URL", &db.url)
         .env("OUTREACH_LOG__FILTER", "warn")
+        // PostgreSQL needs the data key given; SQLite would generate one beside the database.
+        .env(
+            "OUTREACH_PRIVACY__KEY",
+            "MDEyMzQ1Njc4OWFiY2RlZjAxMjM0NTY3ODlhYmNkZWY=",
+        )
         .env_remove("RUST_LOG");
     command
 }
@@ -282,4 +287,95 @@ async fn serve_prints_the_admin_password_once_and_a_cli_added_cadre_sees_only_th
     reader.read_to_string(&mut rest).unwrap();
     assert!(second.wait().unwrap().success());
     assert!(!rest.contains("password"), "{rest}");
+}
+
+#[tokio::test]
+async fn import_residents_writes_the_summary_and_the_rejected_rows_and_logs_no_numbers() {
+    let db = TestDb::new().await;
+    let dir = tempfile::tempdir().unwrap();
+    let areas = dir.path().join("areas.csv");
+    std::fs::write(&areas, AREAS_CSV).unwrap();
+    assert!(
+        outreach(&db)
+            .args(["import", "areas"])
+            .arg(&areas)
+            .output()
+            .unwrap()
+            .status
+            .success()
+    );
+    let good = resident_id(1, "19800101");
+    let file = dir.path().join("居民.csv");
+    std::fs::write(
+        &file,
+        format!(
+            "\u{feff}姓名,身份证号,户籍地区划代码,联系电话,备注\n张三,{good},{VILLAGE},13812345678,x\n李四,654025198001010011,{VILLAGE},13900001111,\n"
+        ),
+    )
+    .unwrap();
+    let run = || {
+        outreach(&db)
+            .args(["import", "residents"])
+            .arg(&file)
+            .arg("--json")
+            .env("RUST_LOG", "trace")
+            .output()
+            .unwrap()
+    };
+    let first = run();
+    let stderr = String::from_utf8_lossy(&first.stderr);
+    assert_eq!(first.status.code(), Some(0), "{stderr}");
+    let summary: Value = serde_json::from_slice(&first.stdout).unwrap();
+    assert_eq!(
+        summary,
+        json!({"imported": 1, "updated": 0, "unchanged": 0, "rejected": 1})
+    );
+    assert!(stderr.contains("备注"), "unknown column warned about");
+    for secret in [
+        good.as_str(),
+        "13812345678",
+        "654025198001010011",
+        "13900001111",
+    ] {
+        assert!(
+            !stderr.contains(secret),
+            "a full number reached the log: {secret}"
+        );
+    }
+    let rejected = std::fs::read_to_string(dir.path().join("居民.csv.rejected.csv")).unwrap();
+    let lines: Vec<&str> = rejected.trim_start_matches('\u{feff}').lines().collect();
+    assert_eq!(
+        lines[0],
+        "line,姓名,身份证号,户籍地区划代码,联系电话,备注,reason,reason_code"
+    );
+    assert!(
+        lines[1].starts_with("3,李四,654025198001010011,")
+            && lines[1].ends_with(",身份证号校验位错误,id_check_digit"),
+        "{}",
+        lines[1]
+    );
+    let again = run();
+    let summary: Value = serde_json::from_slice(&again.stdout).unwrap();
+    assert_eq!(
+        summary,
+        json!({"imported": 0, "updated": 0, "unchanged": 1, "rejected": 1})
+    );
+
+    let too_big = outreach(&db)
+        .args(["import", "residents"])
+        .arg(&file)
+        .env("OUTREACH_IMPORT__MAX_FILE_BYTES", "100")
+        .output()
+        .unwrap();
+    assert_eq!(too_big.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&too_big.stderr).contains("过大"));
+    let header_only = dir.path().join("header.csv");
+    std::fs::write(&header_only, "姓名,身份证号,户籍地区划代码\n").unwrap();
+    let output = outreach(&db)
+        .args(["import", "residents"])
+        .arg(&header_only)
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(2));
+    assert!(!dir.path().join("header.csv.rejected.csv").exists());
 }

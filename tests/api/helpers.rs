@@ -87,8 +87,9 @@ impl TestDb {
 pub struct TestApp {
     pub address: String,
     pub db: DatabaseConnection,
+    /// The running application's state (database, settings, keys), for calling services.
+    pub state: outreach::startup::AppState,
     pub client: reqwest::Client,
-    pub settings: Settings,
     _test_db: TestDb,
     shutdown: CancellationToken,
 }
@@ -111,6 +112,9 @@ pub async fn spawn_app_with(configure: impl FnOnce(&mut Settings)) -> TestApp {
         ..Settings::default()
     };
     settings.database.max_connections = 5;
+    settings.privacy.key = Some(outreach::config::Secret::new(
+        outreach::privacy::new_key_base64(),
+    ));
     settings.scheduler.enabled = false;
     configure(&mut settings);
     let app = Application::build(settings.clone())
@@ -118,13 +122,14 @@ pub async fn spawn_app_with(configure: impl FnOnce(&mut Settings)) -> TestApp {
         .expect("build app");
     let address = format!("http://127.0.0.1:{}", app.port());
     let db = app.state().db.clone();
+    let state = app.state().clone();
     let shutdown = CancellationToken::new();
     tokio::spawn(app.run_until_stopped(shutdown.clone()));
     TestApp {
         address,
         db,
+        state,
         client: reqwest::Client::new(),
-        settings,
         _test_db: test_db,
         shutdown,
     }
@@ -255,4 +260,38 @@ pub async fn error_code(response: reqwest::Response, status: StatusCode) -> Stri
     let message = body["error"]["message"].as_str().expect("error.message");
     assert!(!message.is_empty());
     code
+}
+
+/// A valid 18-character ID from 17 digits: the check character is computed here, apart from
+/// the code under test (ISO 7064 MOD 11-2 as GB 11643 defines it).
+pub fn id_with_check(first17: &str) -> String {
+    let weights = [7, 9, 10, 5, 8, 4, 2, 1, 6, 3, 7, 9, 10, 5, 8, 4, 2];
+    let sum: u32 = first17
+        .chars()
+        .zip(weights)
+        .map(|(c, w)| c.to_digit(10).unwrap() * w)
+        .sum();
+    let check = ['1', '0', 'X', '9', '8', '7', '6', '5', '4', '3', '2'][(sum % 11) as usize];
+    format!("{first17}{check}")
+}
+
+/// The n-th synthetic resident ID, born on `birth` (YYYYMMDD).
+pub fn resident_id(n: u32, birth: &str) -> String {
+    id_with_check(&format!("654025{birth}{:03}", n % 1000))
+}
+
+impl TestApp {
+    pub async fn upload_residents(
+        &self,
+        token: &str,
+        body: impl Into<reqwest::Body>,
+    ) -> reqwest::Response {
+        self.client
+            .post(self.url("/api/v1/residents/import"))
+            .bearer_auth(token)
+            .body(body)
+            .send()
+            .await
+            .expect("request sent")
+    }
 }

@@ -8,6 +8,7 @@ mod cli;
 mod errors;
 mod health;
 mod helpers;
+mod residents;
 mod scope_matrix;
 mod storage;
 mod users;

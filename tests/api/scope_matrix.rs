@@ -8,7 +8,7 @@ use entities::users::Role;
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
 
-use crate::helpers::{COUNTY, OTHER_COUNTY, TOWNSHIP, VILLAGE, spawn_app};
+use crate::helpers::{COUNTY, OTHER_COUNTY, TOWNSHIP, VILLAGE, resident_id, spawn_app};
 
 const USERS: [&str; 6] = [
     "office",
@@ -22,113 +22,245 @@ const USERS: [&str; 6] = [
 /// Endpoints reachable without a token.
 const PUBLIC: [(&str, &str); 2] = [("get", "/healthz"), ("post", "/api/v1/auth/login")];
 
+type Request = Box<dyn Fn(usize) -> (String, Option<Value>)>;
+
 struct Case {
     method: Method,
     /// The documented path template.
     template: &'static str,
-    path: String,
-    body: Option<Value>,
-    /// Expected status for each of `USERS`, in order.
+    /// Path and JSON body for the user at this index of `USERS`.
+    request: Request,
+    /// A CSV body instead of JSON.
+    csv: Option<String>,
+    /// Expected status for each of `USERS`, in order; 0 = checked without a token only.
     expected: [u16; 6],
 }
 
-fn cases(target: i32) -> Vec<Case> {
-    let user = format!("/api/v1/users/{target}");
+/// Residents and users the matrix acts on.
+struct Targets {
+    user: i32,
+    resident: i32,
+    /// One resident per user for each action that can only happen once.
+    deceased: Vec<i32>,
+    moved_out: Vec<i32>,
+    moved: Vec<i32>,
+}
+
+fn fixed(path: String, body: Option<Value>) -> Request {
+    Box::new(move |_| (path.clone(), body.clone()))
+}
+
+fn per_user(targets: &[i32], suffix: &'static str, body: Value) -> Request {
+    let targets = targets.to_vec();
+    Box::new(move |i| {
+        (
+            format!("/api/v1/residents/{}{suffix}", targets[i]),
+            Some(body.clone()),
+        )
+    })
+}
+
+fn cases(t: &Targets) -> Vec<Case> {
+    let user = format!("/api/v1/users/{}", t.user);
+    let resident = format!("/api/v1/residents/{}", t.resident);
+    let case =
+        |method: Method, template: &'static str, request: Request, expected: [u16; 6]| Case {
+            method,
+            template,
+            request,
+            csv: None,
+            expected,
+        };
     vec![
+        case(
+            Method::GET,
+            "/api/v1/me",
+            fixed("/api/v1/me".into(), None),
+            [200, 200, 200, 200, 200, 200],
+        ),
+        case(
+            Method::GET,
+            "/api/v1/areas",
+            fixed("/api/v1/areas".into(), None),
+            [200, 200, 200, 200, 200, 200],
+        ),
+        case(
+            Method::GET,
+            "/api/v1/areas/{code}",
+            fixed(format!("/api/v1/areas/{VILLAGE}"), None),
+            [200, 403, 200, 200, 200, 200],
+        ),
+        case(
+            Method::GET,
+            "/api/v1/areas/{code}",
+            fixed(format!("/api/v1/areas/{TOWNSHIP}"), None),
+            [200, 403, 200, 403, 200, 200],
+        ),
         Case {
-            method: Method::GET,
-            template: "/api/v1/me",
-            path: "/api/v1/me".into(),
-            body: None,
-            expected: [200, 200, 200, 200, 200, 200],
+            csv: Some("区划代码,名称\n654025100203,新村\n".into()),
+            ..case(
+                Method::POST,
+                "/api/v1/areas/import",
+                fixed("/api/v1/areas/import".into(), None),
+                [200, 200, 403, 403, 403, 403],
+            )
         },
+        case(
+            Method::GET,
+            "/api/v1/users",
+            fixed("/api/v1/users".into(), None),
+            [200, 200, 403, 403, 403, 403],
+        ),
+        case(
+            Method::POST,
+            "/api/v1/users",
+            Box::new(|i| {
+                (
+                    "/api/v1/users".into(),
+                    Some(
+                        json!({"username": format!("new.{i}"), "role": "cadre", "area_code": VILLAGE}),
+                    ),
+                )
+            }),
+            [201, 403, 403, 403, 403, 403],
+        ),
+        case(
+            Method::GET,
+            "/api/v1/users/{id}",
+            fixed(user.clone(), None),
+            [200, 404, 403, 403, 403, 403],
+        ),
+        case(
+            Method::PATCH,
+            "/api/v1/users/{id}",
+            fixed(user.clone(), Some(json!({"display_name": "改名"}))),
+            [200, 404, 403, 403, 403, 403],
+        ),
+        case(
+            Method::POST,
+            "/api/v1/users/{id}/reset-password",
+            fixed(format!("{user}/reset-password"), None),
+            [200, 404, 403, 403, 403, 403],
+        ),
+        case(
+            Method::GET,
+            "/api/v1/audit",
+            fixed("/api/v1/audit".into(), None),
+            [200, 200, 403, 403, 403, 200],
+        ),
+        case(
+            Method::GET,
+            "/api/v1/residents",
+            fixed("/api/v1/residents".into(), None),
+            [200, 200, 200, 200, 200, 200],
+        ),
+        case(
+            Method::POST,
+            "/api/v1/residents",
+            Box::new(|i| {
+                let body = json!({"name": "新居民", "id_number": resident_id(100 + i as u32, "19900101"), "village_code": VILLAGE});
+                ("/api/v1/residents".into(), Some(body))
+            }),
+            [201, 403, 201, 201, 403, 403],
+        ),
+        case(
+            Method::GET,
+            "/api/v1/residents/{id}",
+            fixed(resident.clone(), None),
+            [200, 404, 200, 200, 200, 200],
+        ),
+        case(
+            Method::PATCH,
+            "/api/v1/residents/{id}",
+            fixed(resident.clone(), Some(json!({"current_address": "伊宁市"}))),
+            [200, 404, 200, 200, 403, 403],
+        ),
+        case(
+            Method::POST,
+            "/api/v1/residents/{id}/deceased",
+            per_user(&t.deceased, "/deceased", json!({"reason": "病故"})),
+            [200, 404, 200, 200, 403, 403],
+        ),
+        case(
+            Method::POST,
+            "/api/v1/residents/{id}/moved-out",
+            per_user(&t.moved_out, "/moved-out", json!({"reason": "迁往外县"})),
+            [200, 404, 200, 200, 403, 403],
+        ),
+        case(
+            Method::POST,
+            "/api/v1/residents/{id}/move",
+            per_user(
+                &t.moved,
+                "/move",
+                json!({"village_code": "654025100202", "reason": "分户"}),
+            ),
+            [200, 403, 200, 403, 403, 403],
+        ),
         Case {
-            method: Method::GET,
-            template: "/api/v1/areas",
-            path: "/api/v1/areas".into(),
-            body: None,
-            expected: [200, 200, 200, 200, 200, 200],
+            csv: Some(format!(
+                "姓名,身份证号,户籍地区划代码\n上传者,{},{VILLAGE}\n",
+                resident_id(200, "19900101")
+            )),
+            ..case(
+                Method::POST,
+                "/api/v1/residents/import",
+                fixed("/api/v1/residents/import".into(), None),
+                [200, 200, 200, 200, 403, 403],
+            )
         },
-        Case {
-            method: Method::GET,
-            template: "/api/v1/areas/{code}",
-            path: format!("/api/v1/areas/{VILLAGE}"),
-            body: None,
-            expected: [200, 403, 200, 200, 200, 200],
-        },
-        Case {
-            method: Method::GET,
-            template: "/api/v1/areas/{code}",
-            path: format!("/api/v1/areas/{TOWNSHIP}"),
-            body: None,
-            expected: [200, 403, 200, 403, 200, 200],
-        },
-        Case {
-            method: Method::POST,
-            template: "/api/v1/areas/import",
-            path: "/api/v1/areas/import".into(),
-            body: None,
-            expected: [200, 200, 403, 403, 403, 403],
-        },
-        Case {
-            method: Method::GET,
-            template: "/api/v1/users",
-            path: "/api/v1/users".into(),
-            body: None,
-            expected: [200, 200, 403, 403, 403, 403],
-        },
-        Case {
-            method: Method::POST,
-            template: "/api/v1/users",
-            path: "/api/v1/users".into(),
-            body: Some(json!({"role": "cadre", "area_code": VILLAGE})),
-            expected: [201, 403, 403, 403, 403, 403],
-        },
-        Case {
-            method: Method::GET,
-            template: "/api/v1/users/{id}",
-            path: user.clone(),
-            body: None,
-            expected: [200, 404, 403, 403, 403, 403],
-        },
-        Case {
-            method: Method::PATCH,
-            template: "/api/v1/users/{id}",
-            path: user.clone(),
-            body: Some(json!({"display_name": "改名"})),
-            expected: [200, 404, 403, 403, 403, 403],
-        },
-        Case {
-            method: Method::POST,
-            template: "/api/v1/users/{id}/reset-password",
-            path: format!("{user}/reset-password"),
-            body: None,
-            expected: [200, 404, 403, 403, 403, 403],
-        },
-        Case {
-            method: Method::GET,
-            template: "/api/v1/audit",
-            path: "/api/v1/audit".into(),
-            body: None,
-            expected: [200, 200, 403, 403, 403, 200],
-        },
+        case(
+            Method::GET,
+            "/api/v1/migrant-book",
+            fixed("/api/v1/migrant-book".into(), None),
+            [200, 200, 200, 200, 200, 200],
+        ),
         // Endpoints that change the caller's own session are checked for "no token" only here
         // (their behaviour is covered in auth.rs).
-        Case {
-            method: Method::PUT,
-            template: "/api/v1/me/password",
-            path: "/api/v1/me/password".into(),
-            body: Some(json!({"current_password": "x", "new_password": "y"})),
-            expected: [0; 6],
-        },
-        Case {
-            method: Method::POST,
-            template: "/api/v1/auth/logout",
-            path: "/api/v1/auth/logout".into(),
-            body: None,
-            expected: [0; 6],
-        },
+        case(
+            Method::PUT,
+            "/api/v1/me/password",
+            fixed(
+                "/api/v1/me/password".into(),
+                Some(json!({"current_password": "x", "new_password": "y"})),
+            ),
+            [0; 6],
+        ),
+        case(
+            Method::POST,
+            "/api/v1/auth/logout",
+            fixed("/api/v1/auth/logout".into(), None),
+            [0; 6],
+        ),
     ]
+}
+
+async fn resident(app: &crate::helpers::TestApp, n: u32) -> i32 {
+    let new = outreach::registry::NewResident {
+        name: format!("居民{n}"),
+        id_number: resident_id(n, "19700101"),
+        village_code: VILLAGE.to_owned(),
+        phone: Some("13800001111".to_owned()),
+        relative_name: None,
+        relative_relation: None,
+        relative_phone: None,
+        migrant_type: Some(outreach::registry::MigrantType::OutOfRegion),
+        permit_since: None,
+        special: None,
+        current_address: None,
+        wechat_openid: None,
+        email: None,
+        language: None,
+    };
+    outreach::registry::create(
+        &app.db,
+        &app.state.privacy,
+        &outreach::auth::Actor::cli(),
+        new,
+    )
+    .await
+    .unwrap()
+    .id
 }
 
 #[tokio::test]
@@ -146,18 +278,32 @@ async fn every_role_and_scope_gets_exactly_its_rights() {
     ] {
         tokens.push(app.user(&format!("m.{name}"), role, area).await.1);
     }
-    let (target, _) = app.user("m.target", Role::Cadre, VILLAGE).await;
+    let (user, _) = app.user("m.target", Role::Cadre, VILLAGE).await;
+    let mut next = 0;
+    let mut fresh = || {
+        next += 1;
+        next
+    };
+    let mut ids = Vec::new();
+    for _ in 0..19 {
+        ids.push(resident(&app, fresh()).await);
+    }
+    let targets = Targets {
+        user,
+        resident: ids[0],
+        deceased: ids[1..7].to_vec(),
+        moved_out: ids[7..13].to_vec(),
+        moved: ids[13..19].to_vec(),
+    };
 
     let mut failures = Vec::new();
-    for (n, case) in cases(target).into_iter().enumerate() {
-        let anonymous = app
-            .request(case.method.clone(), &case.path, None, case.body.clone())
-            .await;
+    for case in cases(&targets) {
+        let (path, body) = (case.request)(0);
+        let anonymous = app.request(case.method.clone(), &path, None, body).await;
         if anonymous.status() != StatusCode::UNAUTHORIZED {
             failures.push(format!(
-                "{} {} without token: {}",
+                "{} {path} without token: {}",
                 case.method,
-                case.path,
                 anonymous.status()
             ));
         }
@@ -165,42 +311,39 @@ async fn every_role_and_scope_gets_exactly_its_rights() {
             if case.expected[i] == 0 {
                 continue;
             }
-            let response = if case.template == "/api/v1/areas/import" {
-                app.post_csv(&case.path, token, "区划代码,名称\n654025100203,新村\n")
-                    .await
-            } else {
-                let body = case.body.clone().map(|mut b| {
-                    if case.method == Method::POST && case.template == "/api/v1/users" {
-                        b["username"] = json!(format!("new.{n}.{i}"));
-                    }
-                    b
-                });
-                app.request(case.method.clone(), &case.path, Some(token), body)
-                    .await
+            let (path, body) = (case.request)(i);
+            let response = match &case.csv {
+                Some(csv) => app.post_csv(&path, token, csv.clone()).await,
+                None => {
+                    app.request(case.method.clone(), &path, Some(token), body)
+                        .await
+                }
             };
             let status = response.status().as_u16();
+            let text = response.text().await.unwrap_or_default();
             if status != case.expected[i] {
                 failures.push(format!(
-                    "{} {} as {}: {status}, expected {}",
-                    case.method, case.path, USERS[i], case.expected[i]
+                    "{} {path} as {}: {status}, expected {} — {text}",
+                    case.method, USERS[i], case.expected[i]
                 ));
             }
-            let body: Value = response.json().await.unwrap_or(Value::Null);
+            let body: Value = serde_json::from_str(&text).unwrap_or(Value::Null);
             if status >= 400 && body["error"]["code"].as_str().is_none() {
                 failures.push(format!(
-                    "{} {} as {}: no error envelope",
-                    case.method, case.path, USERS[i]
+                    "{} {path} as {}: no error envelope",
+                    case.method, USERS[i]
                 ));
             }
-            // Lists are not refused outright; what the other county sees must not include ours.
-            if USERS[i] == "office_other" && status == 200 {
-                let text = body.to_string();
-                if text.contains(VILLAGE) || text.contains(&format!("\"id\":{target},")) {
-                    failures.push(format!(
-                        "{} {} as office_other leaks the other county: {text}",
-                        case.method, case.path
-                    ));
-                }
+            // Lists are not refused outright; what the other county reads must not include ours.
+            if USERS[i] == "office_other"
+                && case.method == Method::GET
+                && status == 200
+                && (text.contains(VILLAGE) || text.contains(&format!("\"id\":{user},")))
+            {
+                failures.push(format!(
+                    "{} {path} as office_other leaks the other county: {text}",
+                    case.method
+                ));
             }
         }
     }
@@ -230,7 +373,14 @@ async fn every_documented_endpoint_is_in_the_matrix() {
                 .map(move |method| (method.clone(), path.clone()))
         })
         .collect();
-    let mut covered: BTreeSet<(String, String)> = cases(1)
+    let targets = Targets {
+        user: 1,
+        resident: 1,
+        deceased: vec![1; 6],
+        moved_out: vec![1; 6],
+        moved: vec![1; 6],
+    };
+    let mut covered: BTreeSet<(String, String)> = cases(&targets)
         .iter()
         .map(|c| (c.method.as_str().to_lowercase(), c.template.to_owned()))
         .collect();

@@ -1,0 +1,322 @@
+//! Streaming sources of rows for large imports: CSV as UTF-8 or GB18030 (sniffed from the
+//! first megabyte, then decoded as a stream that fails on any malformed byte rather than
+//! guessing), or the first sheet of an XLSX workbook read cell by cell. Memory stays flat
+//! however long the file is.
+
+use std::fs::File;
+use std::io::{self, BufReader, Read};
+use std::path::Path;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use calamine::{DataRef, Reader, Xlsx};
+use encoding_rs::{Decoder, DecoderResult, GB18030};
+
+use super::TextError;
+
+const SNIFF_BYTES: usize = 1024 * 1024;
+
+/// One data row: its line (the header is line 1), its cells as text, and for XLSX which cells
+/// held numbers (an 18-digit ID stored as a number has already lost its last digits).
+#[derive(Debug, Clone)]
+pub struct RawRow {
+    pub line: u64,
+    pub values: Vec<String>,
+    pub numeric: Vec<bool>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum SourceError {
+    #[error(transparent)]
+    Text(#[from] TextError),
+    #[error("文件第 {line} 行附近的编码与文件开头不一致，请整体另存为 UTF-8 或 GB18030")]
+    MixedEncoding { line: u64 },
+    #[error("无法读取 Excel 文件：{0}")]
+    Xlsx(String),
+    #[error("无法读取文件：{0}")]
+    Io(#[from] io::Error),
+    #[error("CSV 格式错误（第 {line} 行）：{message}")]
+    Csv { line: u64, message: String },
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Encoding {
+    Utf8,
+    Gb18030,
+}
+
+/// Counts the bytes read from the file, for a progress bar.
+#[derive(Clone, Default)]
+pub struct BytesRead(Arc<AtomicU64>);
+
+impl BytesRead {
+    pub fn get(&self) -> u64 {
+        self.0.load(Ordering::Relaxed)
+    }
+}
+
+struct Counting<R> {
+    inner: R,
+    count: BytesRead,
+}
+
+impl<R: Read> Read for Counting<R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        self.count.0.fetch_add(n as u64, Ordering::Relaxed);
+        Ok(n)
+    }
+}
+
+/// GB18030 → UTF-8 as a `Read`, refusing malformed input instead of replacing it.
+struct DecodeGb18030<R> {
+    inner: R,
+    decoder: Decoder,
+    input: Vec<u8>,
+    output: Vec<u8>,
+    output_pos: usize,
+    done: bool,
+}
+
+impl<R: Read> Read for DecodeGb18030<R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        loop {
+            if self.output_pos < self.output.len() {
+                let n = buf.len().min(self.output.len() - self.output_pos);
+                buf[..n].copy_from_slice(&self.output[self.output_pos..self.output_pos + n]);
+                self.output_pos += n;
+                return Ok(n);
+            }
+            if self.done {
+                return Ok(0);
+            }
+            self.input.resize(64 * 1024, 0);
+            let read = self.inner.read(&mut self.input)?;
+            let last = read == 0;
+            self.output.resize(read * 3 + 16, 0);
+            let (result, consumed, written) = self.decoder.decode_to_utf8_without_replacement(
+                &self.input[..read],
+                &mut self.output,
+                last,
+            );
+            if let DecoderResult::Malformed(_, _) = result {
+                return Err(io::Error::new(
+                    io::ErrorKind::InvalidData,
+                    "malformed GB18030",
+                ));
+            }
+            debug_assert_eq!(
+                consumed, read,
+                "output buffer is large enough for any input"
+            );
+            self.output.truncate(written);
+            self.output_pos = 0;
+            self.done = last;
+        }
+    }
+}
+
+/// Decides the encoding from the first bytes of a text file.
+pub fn sniff_text(sample: &[u8], whole_file: bool) -> Result<Encoding, TextError> {
+    let body = sample.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(sample);
+    if body.iter().all(u8::is_ascii_whitespace) {
+        return Err(TextError::Empty);
+    }
+    if body.contains(&0) {
+        return Err(TextError::Binary);
+    }
+    match std::str::from_utf8(body) {
+        Ok(_) => return Ok(Encoding::Utf8),
+        // A multi-byte character cut by the end of the sample is still UTF-8.
+        Err(e) if e.error_len().is_none() && !whole_file => return Ok(Encoding::Utf8),
+        Err(_) => {}
+    }
+    // Drop a possibly cut character at the end of the sample before trying GB18030.
+    let trimmed = if whole_file {
+        body
+    } else {
+        &body[..body.len().saturating_sub(4)]
+    };
+    match GB18030.decode_without_bom_handling_and_without_replacement(trimmed) {
+        Some(text)
+            if !text
+                .chars()
+                .any(|c| c.is_control() && !matches!(c, '\n' | '\r' | '\t')) =>
+        {
+            Ok(Encoding::Gb18030)
+        }
+        Some(_) => Err(TextError::Binary),
+        None => Err(TextError::UnknownEncoding),
+    }
+}
+
+/// Reads `path` row by row and hands each non-blank row to `visit`, the header row first.
+/// `visit` returns `false` to stop early. CSV or XLSX is decided from the first bytes, never
+/// from the file name.
+pub fn read_rows(
+    path: &Path,
+    counter: &BytesRead,
+    mut visit: impl FnMut(RawRow) -> bool,
+) -> Result<(), SourceError> {
+    let mut file = File::open(path)?;
+    let mut sample = vec![0u8; SNIFF_BYTES];
+    let mut filled = 0;
+    while filled < sample.len() {
+        let n = file.read(&mut sample[filled..])?;
+        if n == 0 {
+            break;
+        }
+        filled += n;
+    }
+    sample.truncate(filled);
+    if sample.starts_with(b"PK\x03\x04") {
+        drop(file);
+        return read_xlsx(path, counter, visit);
+    }
+    let encoding = sniff_text(&sample, filled < SNIFF_BYTES)?;
+    counter.0.fetch_add(filled as u64, Ordering::Relaxed);
+    let skip_bom = if sample.starts_with(b"\xEF\xBB\xBF") {
+        3
+    } else {
+        0
+    };
+    sample.drain(..skip_bom);
+    let bytes = io::Cursor::new(sample).chain(Counting {
+        inner: file,
+        count: counter.clone(),
+    });
+    let text: Box<dyn Read> = match encoding {
+        Encoding::Utf8 => Box::new(bytes),
+        Encoding::Gb18030 => Box::new(DecodeGb18030 {
+            inner: bytes,
+            decoder: GB18030.new_decoder_without_bom_handling(),
+            input: Vec::new(),
+            output: Vec::new(),
+            output_pos: 0,
+            done: false,
+        }),
+    };
+    let mut reader = csv::ReaderBuilder::new()
+        .flexible(true)
+        .has_headers(false)
+        .buffer_capacity(256 * 1024)
+        .from_reader(text);
+    let mut record = csv::StringRecord::new();
+    loop {
+        match reader.read_record(&mut record) {
+            Ok(false) => return Ok(()),
+            Ok(true) => {
+                if record.iter().all(|v| v.trim().is_empty()) {
+                    continue;
+                }
+                let row = RawRow {
+                    line: record.position().map_or(0, |p| p.line()),
+                    values: record.iter().map(|v| v.trim().to_owned()).collect(),
+                    numeric: Vec::new(),
+                };
+                if !visit(row) {
+                    return Ok(());
+                }
+            }
+            Err(e) => return Err(csv_error(e, encoding)),
+        }
+    }
+}
+
+fn csv_error(e: csv::Error, encoding: Encoding) -> SourceError {
+    let line = e.position().map_or(0, |p| p.line());
+    match e.kind() {
+        csv::ErrorKind::Utf8 { .. } => SourceError::MixedEncoding { line },
+        csv::ErrorKind::Io(io)
+            if io.kind() == io::ErrorKind::InvalidData && encoding == Encoding::Gb18030 =>
+        {
+            SourceError::MixedEncoding { line }
+        }
+        _ => SourceError::Csv {
+            line,
+            message: e.to_string(),
+        },
+    }
+}
+
+/// The first worksheet, cell by cell; a row is handed on when the next one starts.
+fn read_xlsx(
+    path: &Path,
+    counter: &BytesRead,
+    mut visit: impl FnMut(RawRow) -> bool,
+) -> Result<(), SourceError> {
+    let xlsx_error = |e: calamine::XlsxError| SourceError::Xlsx(e.to_string());
+    let file = BufReader::new(File::open(path)?);
+    let mut workbook: Xlsx<_> = Xlsx::new(file).map_err(xlsx_error)?;
+    let sheet = workbook
+        .sheet_names()
+        .first()
+        .cloned()
+        .ok_or_else(|| SourceError::Xlsx("工作簿中没有工作表".to_owned()))?;
+    let mut cells = workbook
+        .worksheet_cells_reader(&sheet)
+        .map_err(xlsx_error)?;
+    counter.0.store(
+        std::fs::metadata(path).map(|m| m.len()).unwrap_or(0),
+        Ordering::Relaxed,
+    );
+    let mut current: Option<RawRow> = None;
+    let mut hand_on = |row: RawRow| -> bool {
+        if row.values.iter().all(String::is_empty) {
+            return true;
+        }
+        visit(row)
+    };
+    while let Some(cell) = cells.next_cell().map_err(xlsx_error)? {
+        let (row, col) = cell.get_position();
+        let line = u64::from(row) + 1;
+        if current.as_ref().is_none_or(|r| r.line != line) {
+            if let Some(done) = current.take()
+                && !hand_on(done)
+            {
+                return Ok(());
+            }
+            current = Some(RawRow {
+                line,
+                values: Vec::new(),
+                numeric: Vec::new(),
+            });
+        }
+        let target = current.as_mut().expect("set above");
+        let col = col as usize;
+        if target.values.len() <= col {
+            target.values.resize(col + 1, String::new());
+            target.numeric.resize(col + 1, false);
+        }
+        let (text, numeric) = cell_text(cell.get_value());
+        target.values[col] = text;
+        target.numeric[col] = numeric;
+    }
+    if let Some(done) = current.take() {
+        hand_on(done);
+    }
+    Ok(())
+}
+
+fn cell_text(value: &DataRef<'_>) -> (String, bool) {
+    match value {
+        DataRef::Empty => (String::new(), false),
+        DataRef::String(s) => (s.trim().to_owned(), false),
+        DataRef::SharedString(s) => (s.trim().to_owned(), false),
+        DataRef::Int(i) => (i.to_string(), true),
+        DataRef::Float(f) => {
+            if f.fract() == 0.0 && f.abs() < 1e15 {
+                (format!("{}", *f as i64), true)
+            } else {
+                (f.to_string(), true)
+            }
+        }
+        DataRef::Bool(b) => (b.to_string(), false),
+        DataRef::DateTime(dt) => match dt.as_datetime() {
+            Some(d) => (d.date().format("%Y-%m-%d").to_string(), false),
+            None => (String::new(), false),
+        },
+        DataRef::DateTimeIso(s) | DataRef::DurationIso(s) => (s.clone(), false),
+        DataRef::Error(e) => (format!("#{e}"), false),
+    }
+}

@@ -1,0 +1,1008 @@
+//! `outreach import residents FILE` and the upload endpoint: the household population from a
+//! CSV (UTF-8 or GB18030) or XLSX file, streamed. A blocking thread reads, validates and
+//! encrypts rows; the async side writes them in batches inside one transaction, so a file that
+//! turns out unusable half-way leaves nothing behind. Re-importing changes nothing; changed
+//! rows are updated field by field and audited; an ID already registered in another village is
+//! rejected with that village named (moving household is an explicit action).
+
+use std::collections::{HashMap, HashSet};
+use std::io::IsTerminal;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use chrono::{NaiveDate, Utc};
+use entities::residents;
+use sea_orm::{
+    ActiveValue::Set, ColumnTrait, DatabaseConnection, EntityTrait, QueryFilter, TransactionTrait,
+};
+use serde_json::json;
+
+use super::fields::{Language, MigrantType, MobilePhone, Special};
+use super::resident_id::ResidentId;
+use crate::area::AreaCode;
+use crate::audit::{self, AuditEvent};
+use crate::auth::Actor;
+use crate::error::{AppError, AppResult};
+use crate::import::stream::{BytesRead, RawRow, SourceError, read_rows};
+use crate::import::{ImportSummary, RejectedRow, map_headers};
+use crate::privacy::{Field, Privacy};
+
+const BATCH: usize = 1000;
+/// Rejected rows returned in an upload's answer (all of them go to the rejected file).
+const REJECTS_KEPT: usize = 1000;
+
+const NAME: &[&str] = &["姓名", "name"];
+const ID_NUMBER: &[&str] = &["身份证号", "身份证号码", "公民身份号码", "id_number"];
+const VILLAGE: &[&str] = &["户籍地区划代码", "village_code"];
+const PHONE: &[&str] = &["联系电话", "手机号", "phone"];
+const RELATIVE_NAME: &[&str] = &["亲属姓名", "relative_name"];
+const RELATIVE_PHONE: &[&str] = &["亲属电话", "relative_phone"];
+const RELATIVE_RELATION: &[&str] = &["亲属关系", "relative_relation"];
+const MIGRANT_TYPE: &[&str] = &["流动类型", "migrant_type"];
+const CURRENT_ADDRESS: &[&str] = &["现居住地", "current_address"];
+const PERMIT_SINCE: &[&str] = &["居住证起始日期", "permit_since"];
+const SPECIAL: &[&str] = &["特殊情况", "special"];
+const WECHAT: &[&str] = &["微信", "wechat_openid"];
+const EMAIL: &[&str] = &["电子邮箱", "email"];
+const LANGUAGE: &[&str] = &["语言", "language"];
+
+/// How the reading thread reports progress.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Progress {
+    Silent,
+    /// A progress bar on a terminal, plain lines otherwise.
+    Auto,
+}
+
+#[derive(Debug, Clone)]
+pub struct ResidentImport {
+    pub summary: ImportSummary,
+    pub unknown_columns: Vec<String>,
+    /// The first rejected rows (all of them are in `rejected_file` when one was asked for).
+    pub rejected_rows: Vec<RejectedRow>,
+    pub rejected_file: Option<PathBuf>,
+}
+
+/// A phone number ready to store.
+#[derive(Clone)]
+pub struct ProtectedPhone {
+    pub cipher: Vec<u8>,
+    pub index: Vec<u8>,
+    pub masked: String,
+}
+
+impl ProtectedPhone {
+    pub fn new(privacy: &Privacy, phone: &MobilePhone) -> Self {
+        Self {
+            cipher: privacy.encrypt(Field::Phone, phone.expose()),
+            index: privacy.blind_index(Field::Phone, phone.expose()),
+            masked: phone.masked(),
+        }
+    }
+}
+
+/// One valid row, encrypted. `None` fields were blank or absent and leave stored values alone.
+struct Prepared {
+    line: u64,
+    values: Vec<String>,
+    id_index: Vec<u8>,
+    id_cipher: Vec<u8>,
+    id_masked: String,
+    name: String,
+    sex: &'static str,
+    birth_date: NaiveDate,
+    village_code: String,
+    language: Option<Language>,
+    migrant_type: Option<MigrantType>,
+    permit_since: Option<NaiveDate>,
+    special: Option<Special>,
+    current_address: Option<String>,
+    phone: Option<ProtectedPhone>,
+    relative_name: Option<String>,
+    relative_relation: Option<String>,
+    relative_phone: Option<ProtectedPhone>,
+    wechat_openid: Option<String>,
+    email: Option<String>,
+}
+
+enum Message {
+    Header {
+        header: Vec<String>,
+        unknown: Vec<String>,
+    },
+    Batch {
+        rows: Vec<Prepared>,
+        /// The insert for `rows`, built on the reading thread so the writer only executes it.
+        insert: Option<sea_orm::Statement>,
+        rejected: Vec<RejectedRow>,
+    },
+}
+
+#[derive(Debug)]
+enum ReadFailure {
+    Source(SourceError),
+    MissingColumns(Vec<&'static str>),
+    Empty,
+}
+
+/// Column positions of the fields in this file's header.
+#[derive(Clone, Copy)]
+struct Columns([Option<usize>; 14]);
+
+impl Columns {
+    fn get<'a>(&self, row: &'a RawRow, field: usize) -> &'a str {
+        self.0[field]
+            .and_then(|i| row.values.get(i))
+            .map(String::as_str)
+            .unwrap_or("")
+    }
+}
+
+const F_NAME: usize = 0;
+const F_ID: usize = 1;
+const F_VILLAGE: usize = 2;
+const F_PHONE: usize = 3;
+const F_RELATIVE_NAME: usize = 4;
+const F_RELATIVE_PHONE: usize = 5;
+const F_RELATIVE_RELATION: usize = 6;
+const F_MIGRANT: usize = 7;
+const F_ADDRESS: usize = 8;
+const F_PERMIT: usize = 9;
+const F_SPECIAL: usize = 10;
+const F_WECHAT: usize = 11;
+const F_EMAIL: usize = 12;
+const F_LANGUAGE: usize = 13;
+
+/// Validates and protects rows on the reading thread.
+struct Validator {
+    privacy: Arc<Privacy>,
+    actor_scope: crate::auth::Scope,
+    villages: Arc<HashMap<String, String>>,
+    today: NaiveDate,
+    columns: Columns,
+    seen: HashSet<u64>,
+}
+
+fn reject(row: &RawRow, code: &str, reason: impl Into<String>) -> RejectedRow {
+    RejectedRow {
+        line: row.line,
+        values: row.values.clone(),
+        code: code.to_owned(),
+        reason: reason.into(),
+    }
+}
+
+fn optional_text(value: &str, max: usize) -> Result<Option<String>, ()> {
+    if value.is_empty() {
+        Ok(None)
+    } else if value.chars().count() > max || value.chars().any(char::is_control) {
+        Err(())
+    } else {
+        Ok(Some(value.to_owned()))
+    }
+}
+
+impl Validator {
+    fn prepare(&mut self, row: &RawRow) -> Result<Prepared, RejectedRow> {
+        let c = self.columns;
+        let name = c.get(row, F_NAME);
+        if name.is_empty() {
+            return Err(reject(row, "missing_name", "姓名不能为空"));
+        }
+        let Ok(Some(name)) = optional_text(name, 50) else {
+            return Err(reject(row, "invalid_name", "姓名过长或含有非法字符"));
+        };
+        if c.0[F_ID]
+            .and_then(|i| row.numeric.get(i).copied())
+            .unwrap_or(false)
+        {
+            return Err(reject(
+                row,
+                "id_as_number",
+                "身份证号被 Excel 存成了数字（末几位已丢失），请把该列设为文本后重新录入",
+            ));
+        }
+        let id = ResidentId::parse(c.get(row, F_ID), self.today)
+            .map_err(|e| reject(row, e.code(), e.to_string()))?;
+
+        let raw_village = c.get(row, F_VILLAGE);
+        let village = AreaCode::parse(raw_village)
+            .map_err(|e| reject(row, "invalid_village_code", e.to_string()))?;
+        if !self.villages.contains_key(village.as_str()) {
+            return Err(reject(
+                row,
+                "unknown_village",
+                format!("户籍地区划代码 {village} 不是已登记的村（社区），请先导入区划"),
+            ));
+        }
+        if !self.actor_scope.contains(&village) {
+            return Err(reject(
+                row,
+                "out_of_scope",
+                format!("村（社区）{village} 不在您的管辖范围内"),
+            ));
+        }
+
+        let phone = match c.get(row, F_PHONE) {
+            "" => None,
+            raw => Some(
+                MobilePhone::parse(raw)
+                    .ok_or_else(|| reject(row, "invalid_phone", "联系电话应为 11 位手机号"))?,
+            ),
+        };
+        let relative_phone = match c.get(row, F_RELATIVE_PHONE) {
+            "" => None,
+            raw => Some(MobilePhone::parse(raw).ok_or_else(|| {
+                reject(row, "invalid_relative_phone", "亲属电话应为 11 位手机号")
+            })?),
+        };
+        let relative_name = optional_text(c.get(row, F_RELATIVE_NAME), 50)
+            .map_err(|_| reject(row, "invalid_relative_name", "亲属姓名过长或含有非法字符"))?;
+        let relative_relation =
+            optional_text(c.get(row, F_RELATIVE_RELATION), 20).map_err(|_| {
+                reject(
+                    row,
+                    "invalid_relative_relation",
+                    "亲属关系过长或含有非法字符",
+                )
+            })?;
+        let migrant_type = match c.get(row, F_MIGRANT) {
+            "" => None,
+            raw => Some(MigrantType::parse(raw).ok_or_else(|| {
+                reject(
+                    row,
+                    "invalid_migrant_type",
+                    format!("未知的流动类型：{raw}"),
+                )
+            })?),
+        };
+        let permit_since = match c.get(row, F_PERMIT) {
+            "" => None,
+            raw => Some(
+                parse_date(raw)
+                    .filter(|d| *d <= self.today)
+                    .ok_or_else(|| {
+                        reject(
+                            row,
+                            "invalid_permit_since",
+                            "居住证起始日期应为不晚于今天的 YYYY-MM-DD",
+                        )
+                    })?,
+            ),
+        };
+        let special =
+            match c.get(row, F_SPECIAL) {
+                "" => None,
+                raw => Some(Special::parse(raw).ok_or_else(|| {
+                    reject(row, "invalid_special", format!("未知的特殊情况：{raw}"))
+                })?),
+            };
+        let language = match c.get(row, F_LANGUAGE) {
+            "" => None,
+            raw => Some(Language::parse(raw).ok_or_else(|| {
+                reject(
+                    row,
+                    "invalid_language",
+                    format!("未知的语言：{raw}（可选 zh、ug、kk）"),
+                )
+            })?),
+        };
+        let current_address = optional_text(c.get(row, F_ADDRESS), 200)
+            .map_err(|_| reject(row, "invalid_address", "现居住地过长或含有非法字符"))?;
+        let wechat_openid = match c.get(row, F_WECHAT) {
+            "" => None,
+            raw if valid_openid(raw) => Some(raw.to_owned()),
+            _ => {
+                return Err(reject(
+                    row,
+                    "invalid_wechat_openid",
+                    "微信 openid 格式不正确",
+                ));
+            }
+        };
+        let email = match c.get(row, F_EMAIL) {
+            "" => None,
+            raw if valid_email(raw) => Some(raw.to_lowercase()),
+            _ => return Err(reject(row, "invalid_email", "电子邮箱格式不正确")),
+        };
+
+        let id_index = self.privacy.blind_index(Field::ResidentId, id.expose());
+        let short = u64::from_le_bytes(id_index[..8].try_into().expect("16-byte index"));
+        if !self.seen.insert(short) {
+            return Err(reject(
+                row,
+                "duplicate_in_file",
+                "该身份证号在文件中重复出现",
+            ));
+        }
+        Ok(Prepared {
+            line: row.line,
+            values: row.values.clone(),
+            id_cipher: self.privacy.encrypt(Field::ResidentId, id.expose()),
+            id_masked: id.masked(),
+            id_index,
+            name,
+            sex: id.sex().code(),
+            birth_date: id.birth_date(),
+            village_code: village.as_str().to_owned(),
+            language,
+            migrant_type,
+            permit_since,
+            special,
+            current_address,
+            phone: phone.map(|p| ProtectedPhone::new(&self.privacy, &p)),
+            relative_name,
+            relative_relation,
+            relative_phone: relative_phone.map(|p| ProtectedPhone::new(&self.privacy, &p)),
+            wechat_openid,
+            email,
+        })
+    }
+}
+
+pub fn parse_date(raw: &str) -> Option<NaiveDate> {
+    let raw = raw.trim();
+    ["%Y-%m-%d", "%Y/%m/%d", "%Y.%m.%d", "%Y%m%d", "%Y年%m月%d日"]
+        .iter()
+        .find_map(|format| NaiveDate::parse_from_str(raw, format).ok())
+}
+
+pub fn valid_openid(raw: &str) -> bool {
+    (6..=64).contains(&raw.len())
+        && raw
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
+}
+
+pub fn valid_email(raw: &str) -> bool {
+    let Some((local, domain)) = raw.split_once('@') else {
+        return false;
+    };
+    raw.len() <= 254
+        && !local.is_empty()
+        && domain.contains('.')
+        && !domain.starts_with('.')
+        && !domain.ends_with('.')
+        && !raw.chars().any(|c| c.is_whitespace() || c.is_control())
+        && !domain.contains('@')
+}
+
+/// Where rejected rows go: the first ones into memory, all of them into `FILE.rejected.csv`
+/// (written as `.partial` and renamed only when the import commits).
+struct RejectSink {
+    kept: Vec<RejectedRow>,
+    total: u64,
+    target: Option<PathBuf>,
+    writer: Option<csv::Writer<std::fs::File>>,
+    header: Vec<String>,
+}
+
+impl RejectSink {
+    fn partial(target: &Path) -> PathBuf {
+        let mut name = target.as_os_str().to_owned();
+        name.push(".partial");
+        PathBuf::from(name)
+    }
+
+    fn push(&mut self, row: RejectedRow) -> std::io::Result<()> {
+        self.total += 1;
+        if let Some(target) = &self.target {
+            if self.writer.is_none() {
+                let mut file = std::fs::File::create(Self::partial(target))?;
+                std::io::Write::write_all(&mut file, b"\xEF\xBB\xBF")?;
+                let mut writer = csv::WriterBuilder::new().flexible(true).from_writer(file);
+                let mut header = vec!["line".to_owned()];
+                header.extend(self.header.iter().cloned());
+                header.extend(["reason".to_owned(), "reason_code".to_owned()]);
+                writer.write_record(&header)?;
+                self.writer = Some(writer);
+            }
+            let writer = self.writer.as_mut().expect("opened above");
+            let mut record = vec![row.line.to_string()];
+            record.extend(row.values.iter().cloned());
+            while record.len() < self.header.len() + 1 {
+                record.push(String::new());
+            }
+            record.push(row.reason.clone());
+            record.push(row.code.clone());
+            writer.write_record(&record)?;
+        }
+        if self.kept.len() < REJECTS_KEPT {
+            self.kept.push(row);
+        }
+        Ok(())
+    }
+
+    /// Publishes the rejected file (or removes a stale one from an earlier run).
+    fn commit(&mut self) -> std::io::Result<Option<PathBuf>> {
+        let Some(target) = &self.target else {
+            return Ok(None);
+        };
+        match self.writer.take() {
+            Some(mut writer) => {
+                writer.flush()?;
+                std::fs::rename(Self::partial(target), target)?;
+                Ok(Some(target.clone()))
+            }
+            None => {
+                let _ = std::fs::remove_file(target);
+                Ok(None)
+            }
+        }
+    }
+
+    fn abandon(&mut self) {
+        if let (Some(target), Some(_)) = (&self.target, self.writer.take()) {
+            let _ = std::fs::remove_file(Self::partial(target));
+        }
+    }
+}
+
+/// Imports `path` for `actor`. With `rejected_file`, every rejected row is written there.
+pub async fn import_residents(
+    db: &DatabaseConnection,
+    privacy: Arc<Privacy>,
+    actor: &Actor,
+    path: &Path,
+    rejected_file: Option<PathBuf>,
+    progress: Progress,
+) -> AppResult<ResidentImport> {
+    let villages = Arc::new(super::village_names(db).await?);
+    // Microseconds: what PostgreSQL keeps, so the stamp compares equal after a round trip.
+    let now = Utc::now();
+    let now = now - chrono::Duration::nanoseconds(i64::from(now.timestamp_subsec_nanos() % 1000));
+    let stamp = (db.get_database_backend(), now);
+    let (sender, mut receiver) = tokio::sync::mpsc::channel::<Result<Message, ReadFailure>>(4);
+    let job = Reading {
+        path: path.to_owned(),
+        privacy,
+        scope: actor.scope.clone(),
+        villages: villages.clone(),
+        today: super::today(),
+        progress,
+        backend: stamp.0,
+        now: stamp.1,
+    };
+    let reader = tokio::task::spawn_blocking(move || read_and_prepare(job, sender));
+
+    let mut sink = RejectSink {
+        kept: Vec::new(),
+        total: 0,
+        target: rejected_file,
+        writer: None,
+        header: Vec::new(),
+    };
+    let result = write_all(db, actor, &villages, stamp.1, &mut receiver, &mut sink).await;
+    drop(receiver);
+    let _ = reader.await;
+    match result {
+        Ok((mut summary, unknown_columns)) => {
+            summary.rejected = sink.total;
+            let rejected_file = sink
+                .commit()
+                .map_err(|e| anyhow::anyhow!("writing the rejected rows: {e}"))?;
+            Ok(ResidentImport {
+                summary,
+                unknown_columns,
+                rejected_rows: std::mem::take(&mut sink.kept),
+                rejected_file,
+            })
+        }
+        Err(e) => {
+            sink.abandon();
+            Err(e)
+        }
+    }
+}
+
+/// What the reading thread needs.
+struct Reading {
+    path: PathBuf,
+    privacy: Arc<Privacy>,
+    scope: crate::auth::Scope,
+    villages: Arc<HashMap<String, String>>,
+    today: NaiveDate,
+    progress: Progress,
+    backend: sea_orm::DbBackend,
+    now: chrono::DateTime<Utc>,
+}
+
+fn read_and_prepare(job: Reading, sender: tokio::sync::mpsc::Sender<Result<Message, ReadFailure>>) {
+    let Reading {
+        path,
+        privacy,
+        scope,
+        villages,
+        today,
+        progress,
+        backend,
+        now,
+    } = job;
+    let path = path.as_path();
+    let counter = BytesRead::default();
+    let total_bytes = std::fs::metadata(path).map(|m| m.len()).unwrap_or(0);
+    let bar = (progress == Progress::Auto && std::io::stderr().is_terminal()).then(|| {
+        let bar = indicatif::ProgressBar::new(total_bytes);
+        bar.set_style(
+            indicatif::ProgressStyle::with_template(
+                "{spinner} [{elapsed_precise}] {wide_bar} {bytes}/{total_bytes} {msg}",
+            )
+            .expect("static template"),
+        );
+        bar
+    });
+    let lines = progress == Progress::Auto && bar.is_none();
+
+    let mut validator: Option<Validator> = None;
+    let mut rows = Vec::with_capacity(BATCH);
+    let mut rejected = Vec::new();
+    let mut count = 0u64;
+    let mut stopped = false;
+    let mut failure: Option<ReadFailure> = None;
+    let outcome = read_rows(path, &counter, |row| {
+        let Some(validator) = validator.as_mut() else {
+            let header = csv::StringRecord::from(row.values.clone());
+            let (found, unknown) = map_headers(
+                &header,
+                [
+                    NAME,
+                    ID_NUMBER,
+                    VILLAGE,
+                    PHONE,
+                    RELATIVE_NAME,
+                    RELATIVE_PHONE,
+                    RELATIVE_RELATION,
+                    MIGRANT_TYPE,
+                    CURRENT_ADDRESS,
+                    PERMIT_SINCE,
+                    SPECIAL,
+                    WECHAT,
+                    EMAIL,
+                    LANGUAGE,
+                ],
+            );
+            let missing: Vec<&'static str> = [
+                (F_NAME, "姓名"),
+                (F_ID, "身份证号"),
+                (F_VILLAGE, "户籍地区划代码"),
+            ]
+            .into_iter()
+            .filter(|(field, _)| found[*field].is_none())
+            .map(|(_, label)| label)
+            .collect();
+            if !missing.is_empty() {
+                failure = Some(ReadFailure::MissingColumns(missing));
+                return false;
+            }
+            if sender
+                .blocking_send(Ok(Message::Header {
+                    header: row.values,
+                    unknown,
+                }))
+                .is_err()
+            {
+                stopped = true;
+                return false;
+            }
+            validator = Some(Validator {
+                privacy: privacy.clone(),
+                actor_scope: scope.clone(),
+                villages: villages.clone(),
+                today,
+                columns: Columns(found),
+                seen: HashSet::new(),
+            });
+            return true;
+        };
+        count += 1;
+        match validator.prepare(&row) {
+            Ok(prepared) => rows.push(prepared),
+            Err(bad) => rejected.push(bad),
+        }
+        if rows.len() + rejected.len() >= BATCH {
+            let mut rows = std::mem::replace(&mut rows, Vec::with_capacity(BATCH));
+            // In village order the village index is written page by page, not at random.
+            rows.sort_unstable_by(|a, b| a.village_code.cmp(&b.village_code));
+            let batch = Message::Batch {
+                insert: (!rows.is_empty()).then(|| insert_statement(backend, &rows, now)),
+                rows,
+                rejected: std::mem::take(&mut rejected),
+            };
+            if sender.blocking_send(Ok(batch)).is_err() {
+                stopped = true;
+                return false;
+            }
+        }
+        if count.is_multiple_of(10_000) {
+            if let Some(bar) = &bar {
+                bar.set_position(counter.get());
+                bar.set_message(format!("{count} 行"));
+            } else if lines && count.is_multiple_of(100_000) {
+                let percent = counter.get() as f64 * 100.0 / total_bytes.max(1) as f64;
+                eprintln!("已读取 {count} 行 read {count} rows ({percent:.0}%)");
+            }
+        }
+        true
+    });
+    if let Some(bar) = &bar {
+        bar.finish_and_clear();
+    }
+    if stopped {
+        return;
+    }
+    let message = match (outcome, failure) {
+        (Err(e), _) => Err(ReadFailure::Source(e)),
+        (Ok(()), Some(f)) => Err(f),
+        (Ok(()), None) if validator.is_none() || count == 0 => Err(ReadFailure::Empty),
+        (Ok(()), None) => Ok(Message::Batch {
+            insert: (!rows.is_empty()).then(|| insert_statement(backend, &rows, now)),
+            rows,
+            rejected,
+        }),
+    };
+    if lines && count >= 100_000 {
+        eprintln!("已读取 {count} 行 read {count} rows (100%)");
+    }
+    let _ = sender.blocking_send(message);
+}
+
+async fn write_all(
+    db: &DatabaseConnection,
+    actor: &Actor,
+    villages: &HashMap<String, String>,
+    now: chrono::DateTime<Utc>,
+    receiver: &mut tokio::sync::mpsc::Receiver<Result<Message, ReadFailure>>,
+    sink: &mut RejectSink,
+) -> AppResult<(ImportSummary, Vec<String>)> {
+    let txn = db.begin().await?;
+    let mut summary = ImportSummary::default();
+    let mut unknown_columns = Vec::new();
+    while let Some(message) = receiver.recv().await {
+        match message.map_err(failure_error)? {
+            Message::Header { header, unknown } => {
+                sink.header = header;
+                unknown_columns = unknown;
+            }
+            Message::Batch {
+                rows,
+                insert,
+                rejected,
+            } => {
+                for row in rejected {
+                    sink.push(row)
+                        .map_err(|e| anyhow::anyhow!("writing the rejected rows: {e}"))?;
+                }
+                let bad =
+                    write_batch(&txn, actor, villages, rows, insert, now, &mut summary).await?;
+                for row in bad {
+                    sink.push(row)
+                        .map_err(|e| anyhow::anyhow!("writing the rejected rows: {e}"))?;
+                }
+            }
+        }
+    }
+    if summary.imported + summary.updated > 0 {
+        audit::record(
+            &txn,
+            actor,
+            AuditEvent {
+                action: "resident.import",
+                entity: "resident",
+                entity_id: None,
+                area_code: actor.scope.area().cloned(),
+                summary: json!({
+                    "imported": summary.imported,
+                    "updated": summary.updated,
+                    "unchanged": summary.unchanged,
+                    "rejected": sink.total,
+                }),
+            },
+        )
+        .await?;
+    }
+    txn.commit().await?;
+    Ok((summary, unknown_columns))
+}
+
+fn failure_error(failure: ReadFailure) -> AppError {
+    match failure {
+        ReadFailure::Source(e) => AppError::validation("unreadable_file", e.to_string()),
+        ReadFailure::MissingColumns(missing) => AppError::validation(
+            "missing_columns",
+            format!("表头缺少必需的列：{}", missing.join("、")),
+        ),
+        ReadFailure::Empty => AppError::validation("no_rows", "文件没有数据行"),
+    }
+}
+
+/// Inserts new residents, updates changed ones, counts unchanged ones; returns rows that turn
+/// out to be registered in another village.
+async fn write_batch(
+    txn: &impl sea_orm::ConnectionTrait,
+    actor: &Actor,
+    villages: &HashMap<String, String>,
+    rows: Vec<Prepared>,
+    insert: Option<sea_orm::Statement>,
+    now: chrono::DateTime<Utc>,
+    summary: &mut ImportSummary,
+) -> AppResult<Vec<RejectedRow>> {
+    let Some(insert) = insert else {
+        return Ok(Vec::new());
+    };
+    // Insert what is new in one statement. Only when some rows were already registered are
+    // the batch's rows looked up: those stamped with this run's time are the ones just
+    // inserted, the others are compared (none of this happens on a first import).
+    let batch_len = rows.len() as u64;
+    let inserted = txn.execute_raw(insert).await?.rows_affected();
+    summary.imported += inserted;
+    if inserted == batch_len {
+        return Ok(Vec::new());
+    }
+    let existing: HashMap<Vec<u8>, residents::Model> = residents::Entity::find()
+        .filter(residents::Column::IdIndex.is_in(rows.iter().map(|r| r.id_index.clone())))
+        .all(txn)
+        .await?
+        .into_iter()
+        .map(|m| (m.id_index.clone(), m))
+        .collect();
+    let rows: Vec<Prepared> = rows
+        .into_iter()
+        .filter(|r| {
+            existing
+                .get(&r.id_index)
+                .is_none_or(|m| m.created_at != now)
+        })
+        .collect();
+    let mut rejected = Vec::new();
+    for row in rows {
+        let Some(current) = existing.get(&row.id_index) else {
+            // Neither inserted nor found: the database refused the row for another reason.
+            return Err(anyhow::anyhow!(
+                "resident on line {} was neither inserted nor found",
+                row.line
+            )
+            .into());
+        };
+        if current.village_code != row.village_code {
+            let other = villages
+                .get(&current.village_code)
+                .map_or(current.village_code.clone(), |name| {
+                    format!("{name}（{}）", current.village_code)
+                });
+            rejected.push(RejectedRow {
+                line: row.line,
+                values: row.values,
+                code: "registered_elsewhere".to_owned(),
+                reason: format!("该居民已在{other}登记，迁户请使用“迁移户籍”操作"),
+            });
+            continue;
+        }
+        let (changes, model) = diff(current, &row);
+        if changes.is_empty() {
+            summary.unchanged += 1;
+            continue;
+        }
+        let mut model = model;
+        model.updated_at = Set(now);
+        residents::Entity::update(model).exec(txn).await?;
+        audit::record(
+            txn,
+            actor,
+            AuditEvent {
+                action: "resident.import_update",
+                entity: "resident",
+                entity_id: Some(current.id.to_string()),
+                area_code: AreaCode::parse(&current.village_code).ok(),
+                summary: serde_json::Value::Object(changes),
+            },
+        )
+        .await?;
+        summary.updated += 1;
+    }
+    Ok(rejected)
+}
+
+const INSERT_COLUMNS: [&str; 24] = [
+    "id_index",
+    "id_cipher",
+    "id_masked",
+    "name",
+    "sex",
+    "birth_date",
+    "village_code",
+    "language",
+    "migrant_type",
+    "permit_since",
+    "special",
+    "current_address",
+    "phone_cipher",
+    "phone_index",
+    "phone_masked",
+    "relative_name",
+    "relative_relation",
+    "relative_phone_cipher",
+    "relative_phone_index",
+    "relative_phone_masked",
+    "wechat_openid",
+    "email",
+    "created_at",
+    "updated_at",
+];
+
+/// One multi-row insert for a batch that skips IDs already registered.
+/// Built by hand on this hot path: the values go straight into the statement instead of
+/// through an ActiveModel each, which was most of the cost of a large import (see
+/// BENCHMARKS.md). The opt-out flags take their column defaults.
+fn insert_statement(
+    backend: sea_orm::DbBackend,
+    rows: &[Prepared],
+    now: chrono::DateTime<Utc>,
+) -> sea_orm::Statement {
+    use sea_orm::Value;
+    let mut sql = String::with_capacity(64 + rows.len() * INSERT_COLUMNS.len() * 5);
+    sql.push_str("INSERT INTO residents (");
+    sql.push_str(&INSERT_COLUMNS.join(", "));
+    sql.push_str(") VALUES ");
+    let mut values: Vec<Value> = Vec::with_capacity(rows.len() * INSERT_COLUMNS.len());
+    let mut n = 0;
+    for (i, row) in rows.iter().enumerate() {
+        if i > 0 {
+            sql.push_str(", ");
+        }
+        sql.push('(');
+        for c in 0..INSERT_COLUMNS.len() {
+            if c > 0 {
+                sql.push_str(", ");
+            }
+            n += 1;
+            if backend == sea_orm::DbBackend::Postgres {
+                sql.push('$');
+                sql.push_str(&n.to_string());
+            } else {
+                sql.push('?');
+            }
+        }
+        sql.push(')');
+        let phone = row.phone.as_ref();
+        let relative = row.relative_phone.as_ref();
+        values.extend([
+            Value::from(row.id_index.clone()),
+            Value::from(row.id_cipher.clone()),
+            Value::from(row.id_masked.clone()),
+            Value::from(row.name.clone()),
+            Value::from(row.sex),
+            Value::from(row.birth_date),
+            Value::from(row.village_code.clone()),
+            Value::from(row.language.unwrap_or(Language::Zh).code()),
+            Value::from(row.migrant_type.unwrap_or(MigrantType::Local).code()),
+            Value::from(row.permit_since),
+            Value::from(row.special.map(Special::code)),
+            Value::from(row.current_address.clone()),
+            Value::from(phone.map(|p| p.cipher.clone())),
+            Value::from(phone.map(|p| p.index.clone())),
+            Value::from(phone.map(|p| p.masked.clone())),
+            Value::from(row.relative_name.clone()),
+            Value::from(row.relative_relation.clone()),
+            Value::from(relative.map(|p| p.cipher.clone())),
+            Value::from(relative.map(|p| p.index.clone())),
+            Value::from(relative.map(|p| p.masked.clone())),
+            Value::from(row.wechat_openid.clone()),
+            Value::from(row.email.clone()),
+            Value::from(now),
+            Value::from(now),
+        ]);
+    }
+    sql.push_str(" ON CONFLICT (id_index) DO NOTHING");
+    sea_orm::Statement::from_sql_and_values(backend, sql, values)
+}
+
+/// The fields of `row` that differ from `current`, as an audit summary (phones by their
+/// masked form only) and as an update touching just those columns.
+fn diff(
+    current: &residents::Model,
+    row: &Prepared,
+) -> (
+    serde_json::Map<String, serde_json::Value>,
+    residents::ActiveModel,
+) {
+    let mut changes = serde_json::Map::new();
+    let mut model = residents::ActiveModel {
+        id: sea_orm::ActiveValue::Unchanged(current.id),
+        ..Default::default()
+    };
+    let mut text = |name: &str, old: Option<&str>, new: Option<&str>| -> bool {
+        match new {
+            Some(new) if old != Some(new) => {
+                changes.insert(name.to_owned(), json!({"from": old, "to": new}));
+                true
+            }
+            _ => false,
+        }
+    };
+    if text("name", Some(&current.name), Some(&row.name)) {
+        model.name = Set(row.name.clone());
+    }
+    if text(
+        "language",
+        Some(&current.language),
+        row.language.map(Language::code),
+    ) {
+        model.language = Set(row.language.expect("changed").code().to_owned());
+    }
+    if text(
+        "migrant_type",
+        Some(&current.migrant_type),
+        row.migrant_type.map(MigrantType::code),
+    ) {
+        model.migrant_type = Set(row.migrant_type.expect("changed").code().to_owned());
+    }
+    let permit = row.permit_since.map(|d| d.to_string());
+    if text(
+        "permit_since",
+        current.permit_since.map(|d| d.to_string()).as_deref(),
+        permit.as_deref(),
+    ) {
+        model.permit_since = Set(row.permit_since);
+    }
+    if text(
+        "special",
+        current.special.as_deref(),
+        row.special.map(Special::code),
+    ) {
+        model.special = Set(row.special.map(|s| s.code().to_owned()));
+    }
+    if text(
+        "current_address",
+        current.current_address.as_deref(),
+        row.current_address.as_deref(),
+    ) {
+        model.current_address = Set(row.current_address.clone());
+    }
+    if text(
+        "relative_name",
+        current.relative_name.as_deref(),
+        row.relative_name.as_deref(),
+    ) {
+        model.relative_name = Set(row.relative_name.clone());
+    }
+    if text(
+        "relative_relation",
+        current.relative_relation.as_deref(),
+        row.relative_relation.as_deref(),
+    ) {
+        model.relative_relation = Set(row.relative_relation.clone());
+    }
+    if text(
+        "wechat_openid",
+        current.wechat_openid.as_deref(),
+        row.wechat_openid.as_deref(),
+    ) {
+        model.wechat_openid = Set(row.wechat_openid.clone());
+    }
+    if text("email", current.email.as_deref(), row.email.as_deref()) {
+        model.email = Set(row.email.clone());
+    }
+    if let Some(phone) = &row.phone
+        && current.phone_index.as_deref() != Some(phone.index.as_slice())
+    {
+        changes.insert(
+            "phone".into(),
+            json!({"from": current.phone_masked, "to": phone.masked}),
+        );
+        model.phone_cipher = Set(Some(phone.cipher.clone()));
+        model.phone_index = Set(Some(phone.index.clone()));
+        model.phone_masked = Set(Some(phone.masked.clone()));
+    }
+    if let Some(phone) = &row.relative_phone
+        && current.relative_phone_index.as_deref() != Some(phone.index.as_slice())
+    {
+        changes.insert(
+            "relative_phone".into(),
+            json!({"from": current.relative_phone_masked, "to": phone.masked}),
+        );
+        model.relative_phone_cipher = Set(Some(phone.cipher.clone()));
+        model.relative_phone_index = Set(Some(phone.index.clone()));
+        model.relative_phone_masked = Set(Some(phone.masked.clone()));
+    }
+    (changes, model)
+}
