@@ -42,6 +42,9 @@ pub enum AppError {
     TooManyRequests { retry_after: Duration },
     #[error("payload too large")]
     PayloadTooLarge,
+    /// SQLite's single writer stayed busy past the busy timeout (e.g. during a large import).
+    #[error("database busy")]
+    Busy,
     #[error(transparent)]
     Unexpected(#[from] anyhow::Error),
 }
@@ -103,6 +106,11 @@ impl AppError {
                 "payload_too_large",
                 "请求内容过大".to_owned(),
             ),
+            Self::Busy => (
+                StatusCode::SERVICE_UNAVAILABLE,
+                "busy",
+                "数据库正忙（可能正在导入数据），请稍后重试".to_owned(),
+            ),
             Self::Unexpected(_) => (
                 StatusCode::INTERNAL_SERVER_ERROR,
                 "internal",
@@ -122,6 +130,10 @@ impl From<DbErr> for AppError {
                 return Self::validation("invalid_reference", "引用的数据不存在或仍被使用");
             }
             _ => {}
+        }
+        if err.to_string().contains("database is locked") {
+            tracing::warn!("database busy: {err}");
+            return Self::Busy;
         }
         match err {
             DbErr::RecordNotFound(_) => Self::NotFound("记录不存在".to_owned()),
@@ -179,7 +191,12 @@ impl IntoResponse for AppError {
             },
         };
         let mut response = (status, axum::Json(body)).into_response();
-        if let Self::TooManyRequests { retry_after } = self {
+        let retry_after = match self {
+            Self::TooManyRequests { retry_after } => Some(retry_after),
+            Self::Busy => Some(Duration::from_secs(5)),
+            _ => None,
+        };
+        if let Some(retry_after) = retry_after {
             let secs = retry_after.as_secs().max(1).to_string();
             if let Ok(value) = HeaderValue::from_str(&secs) {
                 response.headers_mut().insert(header::RETRY_AFTER, value);

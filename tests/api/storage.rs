@@ -65,3 +65,37 @@ async fn migrating_twice_is_harmless_and_sqlite_runs_with_wal_and_foreign_keys()
         .await;
     assert!(err.is_err(), "foreign key enforced");
 }
+
+#[tokio::test]
+async fn a_write_blocked_by_a_long_sqlite_transaction_is_a_503_with_retry_after() {
+    if crate::helpers::postgres_admin_url().is_some() {
+        return; // SQLite's single-writer lock; PostgreSQL writers do not wait on each other here.
+    }
+    let app = crate::helpers::spawn_app_with(|s| s.database.busy_timeout_ms = 200).await;
+    app.seed_areas().await;
+    let (id, office) = app
+        .user(
+            "office.busy",
+            entities::users::Role::Office,
+            crate::helpers::COUNTY,
+        )
+        .await;
+    // An import in progress holds the write lock for its whole transaction.
+    let txn = sea_orm::TransactionTrait::begin(&app.db).await.unwrap();
+    txn.execute_unprepared("UPDATE areas SET name = name WHERE code = '654025000000'")
+        .await
+        .unwrap();
+    let response = app
+        .patch(
+            &format!("/api/v1/users/{id}"),
+            &office,
+            serde_json::json!({"display_name": "忙"}),
+        )
+        .await;
+    assert_eq!(response.headers()["retry-after"], "5");
+    assert_eq!(
+        crate::helpers::error_code(response, reqwest::StatusCode::SERVICE_UNAVAILABLE).await,
+        "busy"
+    );
+    sea_orm::TransactionSession::rollback(txn).await.unwrap();
+}
