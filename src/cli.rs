@@ -13,7 +13,7 @@ use tokio_util::sync::CancellationToken;
 use crate::auth::Actor;
 use crate::config::{Overrides, Settings};
 use crate::error::AppError;
-use crate::import::{ImportSummary, write_rejected_csv};
+use crate::import::{ImportSummary, rejected_path, write_rejected_csv};
 use crate::privacy::Privacy;
 use crate::startup::{Application, shutdown_on_signals};
 use crate::{area, db, registry, telemetry, users};
@@ -221,14 +221,12 @@ async fn import_residents(settings: Settings, file: &Path, json: bool) -> anyhow
     }
     let database = db::connect_and_migrate(&settings).await?;
     let privacy = std::sync::Arc::new(Privacy::load(&settings)?);
-    let mut rejected_path = file.as_os_str().to_owned();
-    rejected_path.push(".rejected.csv");
     let result = registry::import_residents(
         &database,
         privacy,
         &Actor::cli(),
         file,
-        Some(PathBuf::from(rejected_path)),
+        Some(rejected_path(file)),
         registry::Progress::Auto,
     )
     .await;

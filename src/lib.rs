@@ -10,6 +10,7 @@ pub mod db;
 pub mod error;
 pub mod http;
 pub mod import;
+pub mod paging;
 pub mod privacy;
 pub mod registry;
 pub mod scheduler;

@@ -5,13 +5,13 @@ use chrono::{DateTime, Utc};
 use entities::audit_log;
 use sea_orm::{
     ActiveValue::Set, ColumnTrait, ConnectionTrait, DbErr, EntityTrait, QueryFilter, QueryOrder,
-    QuerySelect,
 };
 use serde::{Deserialize, Serialize};
 
 use crate::area::AreaCode;
 use crate::auth::{Actor, Scope};
 use crate::error::AppResult;
+use crate::paging;
 
 /// What happened, as the caller describes it.
 #[derive(Debug, Clone)]
@@ -103,7 +103,7 @@ pub async fn list(
     filter: AuditFilter,
     area: Option<AreaCode>,
 ) -> AppResult<AuditPage> {
-    let limit = filter.limit.unwrap_or(100).clamp(1, 500);
+    let size = paging::size(filter.limit);
     let mut query = audit_log::Entity::find().filter(scope.filter(audit_log::Column::AreaCode));
     if let Some(area) = area {
         query = query.filter(Scope::Within(area).filter(audit_log::Column::AreaCode));
@@ -129,18 +129,11 @@ pub async fn list(
     if let Some(before) = filter.before {
         query = query.filter(audit_log::Column::Id.lt(before));
     }
-    let mut rows = query
-        .order_by_desc(audit_log::Column::Id)
-        .limit(limit + 1)
-        .all(db)
+    let (rows, next_before) =
+        paging::fetch(db, query.order_by_desc(audit_log::Column::Id), size, |r| {
+            r.id
+        })
         .await?;
-    let more = rows.len() as u64 > limit;
-    rows.truncate(limit as usize);
-    let next_before = if more {
-        rows.last().map(|r| r.id)
-    } else {
-        None
-    };
     let entries = rows
         .into_iter()
         .map(|row| AuditEntry {

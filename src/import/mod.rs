@@ -5,7 +5,7 @@ mod rejects;
 pub mod stream;
 mod text;
 
-pub use rejects::{RejectedRow, write_rejected_csv};
+pub use rejects::{RejectedFile, RejectedRow, rejected_path, write_rejected_csv};
 pub use text::{TextError, decode_text};
 
 use serde::Serialize;

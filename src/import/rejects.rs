@@ -1,5 +1,9 @@
-//! The `FILE.rejected.csv` written next to an imported file.
+//! The `FILE.rejected.csv` written next to an imported file: the original columns of each
+//! rejected row, preceded by its line number and followed by the reason (zh-CN) and a code,
+//! UTF-8 with a BOM so that Excel shows the Chinese correctly. Fix the rows and import the
+//! file again: the extra columns are ignored as unknown.
 
+use std::fs::File;
 use std::path::{Path, PathBuf};
 
 use serde::Serialize;
@@ -17,34 +21,76 @@ pub struct RejectedRow {
     pub reason: String,
 }
 
-/// Writes the rejected rows as UTF-8 CSV (with a BOM, so Excel shows the Chinese correctly):
-/// the original header plus `reason` and `reason_code`. Returns the path written.
-pub fn write_rejected_csv(
-    input: &Path,
-    headers: &[String],
-    rows: &[RejectedRow],
-) -> std::io::Result<PathBuf> {
+/// `input` + `.rejected.csv`.
+pub fn rejected_path(input: &Path) -> PathBuf {
     let mut name = input.as_os_str().to_owned();
     name.push(".rejected.csv");
-    let path = PathBuf::from(name);
-    let mut file = std::fs::File::create(&path)?;
-    std::io::Write::write_all(&mut file, b"\xEF\xBB\xBF")?;
-    let mut writer = csv::WriterBuilder::new().flexible(true).from_writer(file);
-    let mut header: Vec<&str> = vec!["line"];
-    header.extend(headers.iter().map(String::as_str));
-    header.extend(["reason", "reason_code"]);
-    writer.write_record(&header)?;
-    for row in rows {
+    PathBuf::from(name)
+}
+
+/// A rejected-rows file being written. Rows go to `TARGET.partial`; `finish` renames it into
+/// place, so a reader never sees the file of an import that did not complete.
+pub struct RejectedFile {
+    target: PathBuf,
+    header_len: usize,
+    writer: csv::Writer<File>,
+}
+
+impl RejectedFile {
+    fn partial(target: &Path) -> PathBuf {
+        let mut name = target.as_os_str().to_owned();
+        name.push(".partial");
+        PathBuf::from(name)
+    }
+
+    pub fn create(target: &Path, header: &[String]) -> std::io::Result<Self> {
+        let mut file = File::create(Self::partial(target))?;
+        std::io::Write::write_all(&mut file, b"\xEF\xBB\xBF")?;
+        let mut writer = csv::WriterBuilder::new().flexible(true).from_writer(file);
+        let mut record: Vec<&str> = vec!["line"];
+        record.extend(header.iter().map(String::as_str));
+        record.extend(["reason", "reason_code"]);
+        writer.write_record(&record)?;
+        Ok(Self {
+            target: target.to_owned(),
+            header_len: header.len(),
+            writer,
+        })
+    }
+
+    pub fn push(&mut self, row: &RejectedRow) -> std::io::Result<()> {
         let mut record = vec![row.line.to_string()];
         record.extend(row.values.iter().cloned());
         // Pad short rows so that the reason always lands under its header.
-        while record.len() < headers.len() + 1 {
+        while record.len() < self.header_len + 1 {
             record.push(String::new());
         }
         record.push(row.reason.clone());
         record.push(row.code.clone());
-        writer.write_record(&record)?;
+        self.writer.write_record(&record)?;
+        Ok(())
     }
-    writer.flush()?;
-    Ok(path)
+
+    pub fn finish(mut self) -> std::io::Result<PathBuf> {
+        self.writer.flush()?;
+        std::fs::rename(Self::partial(&self.target), &self.target)?;
+        Ok(self.target)
+    }
+
+    pub fn abandon(self) {
+        let _ = std::fs::remove_file(Self::partial(&self.target));
+    }
+}
+
+/// Writes all of `rows` at once (for imports small enough to keep their rejects in memory).
+pub fn write_rejected_csv(
+    input: &Path,
+    header: &[String],
+    rows: &[RejectedRow],
+) -> std::io::Result<PathBuf> {
+    let mut file = RejectedFile::create(&rejected_path(input), header)?;
+    for row in rows {
+        file.push(row)?;
+    }
+    file.finish()
 }

@@ -24,7 +24,7 @@ use crate::audit::{self, AuditEvent};
 use crate::auth::Actor;
 use crate::error::{AppError, AppResult};
 use crate::import::stream::{BytesRead, RawRow, SourceError, read_rows};
-use crate::import::{ImportSummary, RejectedRow, map_headers};
+use crate::import::{ImportSummary, RejectedFile, RejectedRow, map_headers};
 use crate::privacy::{Field, Privacy};
 
 const BATCH: usize = 1000;
@@ -367,45 +367,30 @@ pub fn valid_email(raw: &str) -> bool {
         && !domain.contains('@')
 }
 
-/// Where rejected rows go: the first ones into memory, all of them into `FILE.rejected.csv`
-/// (written as `.partial` and renamed only when the import commits).
+/// Where rejected rows go: the first ones into memory, all of them into the rejected file
+/// when one was asked for (opened at the first rejected row).
 struct RejectSink {
     kept: Vec<RejectedRow>,
     total: u64,
     target: Option<PathBuf>,
-    writer: Option<csv::Writer<std::fs::File>>,
+    file: Option<RejectedFile>,
     header: Vec<String>,
 }
 
 impl RejectSink {
-    fn partial(target: &Path) -> PathBuf {
-        let mut name = target.as_os_str().to_owned();
-        name.push(".partial");
-        PathBuf::from(name)
-    }
-
-    fn push(&mut self, row: RejectedRow) -> std::io::Result<()> {
+    fn push(&mut self, row: RejectedRow) -> AppResult<()> {
+        let io =
+            |e: std::io::Error| AppError::from(anyhow::anyhow!("writing the rejected rows: {e}"));
         self.total += 1;
         if let Some(target) = &self.target {
-            if self.writer.is_none() {
-                let mut file = std::fs::File::create(Self::partial(target))?;
-                std::io::Write::write_all(&mut file, b"\xEF\xBB\xBF")?;
-                let mut writer = csv::WriterBuilder::new().flexible(true).from_writer(file);
-                let mut header = vec!["line".to_owned()];
-                header.extend(self.header.iter().cloned());
-                header.extend(["reason".to_owned(), "reason_code".to_owned()]);
-                writer.write_record(&header)?;
-                self.writer = Some(writer);
+            if self.file.is_none() {
+                self.file = Some(RejectedFile::create(target, &self.header).map_err(io)?);
             }
-            let writer = self.writer.as_mut().expect("opened above");
-            let mut record = vec![row.line.to_string()];
-            record.extend(row.values.iter().cloned());
-            while record.len() < self.header.len() + 1 {
-                record.push(String::new());
-            }
-            record.push(row.reason.clone());
-            record.push(row.code.clone());
-            writer.write_record(&record)?;
+            self.file
+                .as_mut()
+                .expect("opened above")
+                .push(&row)
+                .map_err(io)?;
         }
         if self.kept.len() < REJECTS_KEPT {
             self.kept.push(row);
@@ -413,27 +398,21 @@ impl RejectSink {
         Ok(())
     }
 
-    /// Publishes the rejected file (or removes a stale one from an earlier run).
+    /// Publishes the rejected file, or removes a stale one from an earlier run.
     fn commit(&mut self) -> std::io::Result<Option<PathBuf>> {
-        let Some(target) = &self.target else {
-            return Ok(None);
-        };
-        match self.writer.take() {
-            Some(mut writer) => {
-                writer.flush()?;
-                std::fs::rename(Self::partial(target), target)?;
-                Ok(Some(target.clone()))
-            }
-            None => {
+        match (self.file.take(), &self.target) {
+            (Some(file), _) => file.finish().map(Some),
+            (None, Some(target)) => {
                 let _ = std::fs::remove_file(target);
                 Ok(None)
             }
+            (None, None) => Ok(None),
         }
     }
 
     fn abandon(&mut self) {
-        if let (Some(target), Some(_)) = (&self.target, self.writer.take()) {
-            let _ = std::fs::remove_file(Self::partial(target));
+        if let Some(file) = self.file.take() {
+            file.abandon();
         }
     }
 }
@@ -469,7 +448,7 @@ pub async fn import_residents(
         kept: Vec::new(),
         total: 0,
         target: rejected_file,
-        writer: None,
+        file: None,
         header: Vec::new(),
     };
     let result = write_all(db, actor, &villages, stamp.1, &mut receiver, &mut sink).await;

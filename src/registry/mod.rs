@@ -25,7 +25,7 @@ use entities::residents;
 use entities::users::Role;
 use sea_orm::{
     ActiveModelTrait, ActiveValue::Set, ColumnTrait, Condition, ConnectionTrait, EntityTrait,
-    QueryFilter, QueryOrder, QuerySelect, TransactionSession, TransactionTrait,
+    QueryFilter, QueryOrder, TransactionSession, TransactionTrait,
 };
 use serde::{Deserialize, Deserializer, Serialize};
 use serde_json::json;
@@ -251,7 +251,7 @@ pub async fn list(
     scope: &Scope,
     filter: ResidentFilter,
 ) -> AppResult<ResidentPage> {
-    let limit = filter.limit.unwrap_or(100).clamp(1, 500);
+    let size = crate::paging::size(filter.limit);
     let mut query = residents::Entity::find().filter(scope.filter(residents::Column::VillageCode));
     if let Some(area) = filter.area.as_deref() {
         let area = parse_area(area)?;
@@ -300,18 +300,11 @@ pub async fn list(
     if let Some(after) = filter.after {
         query = query.filter(residents::Column::Id.gt(after));
     }
-    let mut rows = query
-        .order_by_asc(residents::Column::Id)
-        .limit(limit + 1)
-        .all(db)
+    let (rows, next_after) =
+        crate::paging::fetch(db, query.order_by_asc(residents::Column::Id), size, |r| {
+            r.id
+        })
         .await?;
-    let more = rows.len() as u64 > limit;
-    rows.truncate(limit as usize);
-    let next_after = if more {
-        rows.last().map(|r| r.id)
-    } else {
-        None
-    };
     Ok(ResidentPage {
         residents: rows.into_iter().map(ResidentSummary::from).collect(),
         next_after,

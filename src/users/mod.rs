@@ -6,7 +6,7 @@ use entities::areas::AreaLevel;
 use entities::users::{self, Role};
 use sea_orm::{
     ActiveModelTrait, ActiveValue::Set, ColumnTrait, ConnectionTrait, EntityTrait, PaginatorTrait,
-    QueryFilter, QueryOrder, QuerySelect, TransactionSession, TransactionTrait,
+    QueryFilter, QueryOrder, TransactionSession, TransactionTrait,
 };
 use serde::{Deserialize, Serialize};
 use serde_json::json;
@@ -15,6 +15,7 @@ use crate::area::{self, AreaCode};
 use crate::audit::{self, AuditEvent};
 use crate::auth::{self, Actor, Scope, password};
 use crate::error::{AppError, AppResult};
+use crate::paging;
 
 pub const ADMIN_USERNAME: &str = "admin";
 
@@ -284,7 +285,7 @@ pub async fn list(
     scope: &Scope,
     filter: UserFilter,
 ) -> AppResult<UserPage> {
-    let limit = filter.limit.unwrap_or(100).clamp(1, 500);
+    let size = paging::size(filter.limit);
     let mut query = users::Entity::find().filter(scope.filter(users::Column::AreaCode));
     if let Some(role) = filter.role.as_deref() {
         query = query.filter(users::Column::Role.eq(parse_role(role)?));
@@ -307,18 +308,8 @@ pub async fn list(
     if let Some(after) = filter.after {
         query = query.filter(users::Column::Id.gt(after));
     }
-    let mut rows = query
-        .order_by_asc(users::Column::Id)
-        .limit(limit + 1)
-        .all(db)
-        .await?;
-    let more = rows.len() as u64 > limit;
-    rows.truncate(limit as usize);
-    let next_after = if more {
-        rows.last().map(|u| u.id)
-    } else {
-        None
-    };
+    let (rows, next_after) =
+        paging::fetch(db, query.order_by_asc(users::Column::Id), size, |u| u.id).await?;
     Ok(UserPage {
         users: rows.into_iter().map(UserView::from).collect(),
         next_after,
