@@ -163,6 +163,32 @@ async fn changed_fields_are_updated_and_audited_without_clear_numbers() {
         json!({"from": "local", "to": "in_region_permit"})
     );
     assert!(!entry.summary.contains("13987654321") && !entry.summary.contains(&id));
+    // A batch mixing a known resident (changed) with new ones: both kinds are told apart.
+    let mixed = format!(
+        "{HEADER}{}{}{}",
+        row("张三丰", &id, VILLAGE, "", ""),
+        row("新人甲", &resident_id(2, "19900101"), VILLAGE, "", ""),
+        row("新人乙", &resident_id(3, "19900101"), VILLAGE, "", "")
+    );
+    let report = json_body(app.upload_residents(&office, mixed).await).await;
+    assert_eq!(
+        (
+            report["imported"].clone(),
+            report["updated"].clone(),
+            report["unchanged"].clone()
+        ),
+        (2.into(), 1.into(), 0.into()),
+        "{report}"
+    );
+    let renamed = json_body(
+        app.upload_residents(
+            &office,
+            format!("{HEADER}{}", row("张三", &id, VILLAGE, "", "")),
+        )
+        .await,
+    )
+    .await;
+    assert_eq!(renamed["updated"], 1);
     // A blank cell does not erase what is stored.
     let blank = format!("{HEADER}{}", row("张三", &id, VILLAGE, "", ""));
     let report = json_body(app.upload_residents(&office, blank).await).await;
