@@ -93,22 +93,31 @@ impl<R: Read> Read for DecodeGb18030<R> {
             self.input.resize(64 * 1024, 0);
             let read = self.inner.read(&mut self.input)?;
             let last = read == 0;
-            self.output.resize(read * 3 + 16, 0);
+            // The decoder's own worst case (it may hold bytes of a character cut by the last
+            // read), so every byte read is decoded in this one call.
+            let needed = self
+                .decoder
+                .max_utf8_buffer_length_without_replacement(read)
+                .ok_or_else(|| io::Error::other("input too large to decode"))?;
+            self.output.resize(needed, 0);
             let (result, consumed, written) = self.decoder.decode_to_utf8_without_replacement(
                 &self.input[..read],
                 &mut self.output,
                 last,
             );
-            if let DecoderResult::Malformed(_, _) = result {
-                return Err(io::Error::new(
-                    io::ErrorKind::InvalidData,
-                    "malformed GB18030",
-                ));
+            match result {
+                DecoderResult::Malformed(_, _) => {
+                    return Err(io::Error::new(
+                        io::ErrorKind::InvalidData,
+                        "malformed GB18030",
+                    ));
+                }
+                DecoderResult::OutputFull => {
+                    return Err(io::Error::other("decoder output buffer too small"));
+                }
+                DecoderResult::InputEmpty => {}
             }
-            debug_assert_eq!(
-                consumed, read,
-                "output buffer is large enough for any input"
-            );
+            debug_assert_eq!(consumed, read);
             self.output.truncate(written);
             self.output_pos = 0;
             self.done = last;

@@ -821,3 +821,38 @@ async fn the_migrant_book_groups_by_type_and_downloads_as_csv_and_xlsx() {
         "invalid_format"
     );
 }
+
+#[tokio::test]
+async fn a_large_gbk_file_decodes_across_every_read_boundary() {
+    let app = spawn_app().await;
+    app.seed_areas().await;
+    let (_, office) = app.user("office.r", Role::Office, COUNTY).await;
+    // Two-byte characters everywhere, so reads of any size split some of them.
+    let names = ["阿依古丽", "热合曼", "张伟", "叶尔江", "玛依拉"];
+    let mut text = String::from(HEADER);
+    for n in 0..30_000u32 {
+        let birth = format!("19{:02}0101", 30 + n / 1000);
+        let name = names[n as usize % names.len()];
+        text.push_str(&format!(
+            "{name},{},{VILLAGE},,,,疆外,,\n",
+            resident_id(n, &birth)
+        ));
+    }
+    let (gbk, _, unmappable) = encoding_rs::GBK.encode(&text);
+    assert!(!unmappable && gbk.len() > 1024 * 1024);
+    let report = json_body(app.upload_residents(&office, gbk.into_owned()).await).await;
+    assert_eq!(
+        (report["imported"].clone(), report["rejected"].clone()),
+        (30_000.into(), 0.into()),
+        "{}",
+        report["rejected_rows"][0]
+    );
+    let last = residents::Entity::find()
+        .order_by_desc(residents::Column::Id)
+        .one(&app.db)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(last.name, names[29_999 % names.len()]);
+    assert_eq!(last.migrant_type, "out_of_region");
+}
