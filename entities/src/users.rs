@@ -16,6 +16,8 @@ pub struct Model {
     /// (only the bootstrap administrator has it).
     pub area_code: Option<String>,
     pub active: bool,
+    /// The institution an `institution` user works for.
+    pub institution_id: Option<i32>,
     pub created_at: DateTimeUtc,
     pub updated_at: DateTimeUtc,
 }

@@ -8,6 +8,9 @@ mod m20261122_000002_create_users;
 mod m20261122_000003_create_audit_log;
 mod m20261122_000004_create_job_runs;
 mod m20261122_000005_create_residents;
+mod m20261123_000006_create_campaigns;
+mod m20261123_000007_create_institutions;
+mod m20261123_000008_create_appointments;
 
 pub struct Migrator;
 
@@ -20,6 +23,9 @@ impl MigratorTrait for Migrator {
             Box::new(m20261122_000003_create_audit_log::Migration),
             Box::new(m20261122_000004_create_job_runs::Migration),
             Box::new(m20261122_000005_create_residents::Migration),
+            Box::new(m20261123_000006_create_campaigns::Migration),
+            Box::new(m20261123_000007_create_institutions::Migration),
+            Box::new(m20261123_000008_create_appointments::Migration),
         ]
     }
 }
