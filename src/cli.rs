@@ -84,6 +84,9 @@ pub enum UserCommand {
         area: String,
         #[arg(long)]
         display_name: Option<String>,
+        /// Code of the institution an `institution` user works for.
+        #[arg(long, value_name = "CODE")]
+        institution: Option<String>,
         /// Read the password from the first line of standard input instead of generating one.
         #[arg(long)]
         password_stdin: bool,
@@ -119,6 +122,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             role,
             area,
             display_name,
+            institution,
             password_stdin,
         }) => {
             let password = if password_stdin {
@@ -126,7 +130,16 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             } else {
                 None
             };
-            add_user(settings, username, role, area, display_name, password).await
+            add_user(
+                settings,
+                username,
+                role,
+                area,
+                display_name,
+                institution,
+                password,
+            )
+            .await
         }
     }
 }
@@ -274,6 +287,7 @@ async fn add_user(
     role: String,
     area: String,
     display_name: Option<String>,
+    institution: Option<String>,
     password: Option<String>,
 ) -> anyhow::Result<ExitCode> {
     let role = match users::parse_role(&role) {
@@ -290,6 +304,7 @@ async fn add_user(
         role,
         area_code: area,
         password,
+        institution,
     };
     match users::create(&database, &Actor::cli(), new).await {
         Ok(created) => {

@@ -59,3 +59,73 @@ pub fn backend_name(backend: DbBackend) -> &'static str {
         _ => "other",
     }
 }
+
+/// A hand-written statement with values bound in the placeholder style of the backend
+/// (`?` on SQLite, `$n` on PostgreSQL), for the set-based statements sea-query cannot say.
+pub struct Sql {
+    backend: DbBackend,
+    text: String,
+    values: Vec<sea_orm::Value>,
+}
+
+impl Sql {
+    pub fn new(backend: DbBackend) -> Self {
+        Self {
+            backend,
+            text: String::new(),
+            values: Vec::new(),
+        }
+    }
+
+    /// Appends SQL text as it is (never user input).
+    pub fn push(&mut self, text: &str) -> &mut Self {
+        self.text.push_str(text);
+        self
+    }
+
+    /// Appends a placeholder for `value`.
+    pub fn bind(&mut self, value: impl Into<sea_orm::Value>) -> &mut Self {
+        self.values.push(value.into());
+        if self.backend == DbBackend::Postgres {
+            self.text.push('$');
+            self.text.push_str(&self.values.len().to_string());
+        } else {
+            self.text.push('?');
+        }
+        self
+    }
+
+    /// Appends `(?, ?, …)` for a list of values (which must not be empty).
+    pub fn bind_list<V: Into<sea_orm::Value>>(
+        &mut self,
+        values: impl IntoIterator<Item = V>,
+    ) -> &mut Self {
+        self.text.push('(');
+        for (i, value) in values.into_iter().enumerate() {
+            if i > 0 {
+                self.text.push_str(", ");
+            }
+            self.bind(value);
+        }
+        self.text.push(')');
+        self
+    }
+
+    pub fn build(&self) -> sea_orm::Statement {
+        sea_orm::Statement::from_sql_and_values(self.backend, &self.text, self.values.clone())
+    }
+}
+
+/// Begins a transaction that writes. On SQLite it takes the write lock at `BEGIN`
+/// (`BEGIN IMMEDIATE`), so a transaction that reads before it writes waits its turn under the
+/// busy timeout instead of failing when another writer commits in between; PostgreSQL
+/// ignores the option.
+pub async fn begin_write<C: sea_orm::TransactionTrait>(
+    db: &C,
+) -> Result<C::Transaction, sea_orm::DbErr> {
+    db.begin_with_options(sea_orm::TransactionOptions {
+        sqlite_transaction_mode: Some(sea_orm::SqliteTransactionMode::Immediate),
+        ..Default::default()
+    })
+    .await
+}

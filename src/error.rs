@@ -28,6 +28,14 @@ pub enum AppError {
         code: &'static str,
         message: String,
     },
+    /// The request conflicts with the state of things (a full day, an examined resident);
+    /// `details` says what would work instead.
+    #[error("{message}")]
+    Refused {
+        code: &'static str,
+        message: String,
+        details: Option<serde_json::Value>,
+    },
     #[error("{0}")]
     NotFound(String),
     #[error("{0}")]
@@ -76,8 +84,22 @@ impl AppError {
         Self::Forbidden("您的角色无权执行此操作".to_owned())
     }
 
+    /// The machine-readable code of the envelope.
+    pub fn code(&self) -> &'static str {
+        self.parts().1
+    }
+
+    pub fn refused(code: &'static str, message: impl Into<String>) -> Self {
+        Self::Refused {
+            code,
+            message: message.into(),
+            details: None,
+        }
+    }
+
     fn parts(&self) -> (StatusCode, &'static str, String) {
         match self {
+            Self::Refused { code, message, .. } => (StatusCode::CONFLICT, code, message.clone()),
             Self::Validation { code, message, .. } => {
                 (StatusCode::UNPROCESSABLE_ENTITY, code, message.clone())
             }
@@ -180,7 +202,7 @@ impl IntoResponse for AppError {
             tracing::debug!(code, "request refused");
         }
         let details = match &self {
-            Self::Validation { details, .. } => details.clone(),
+            Self::Validation { details, .. } | Self::Refused { details, .. } => details.clone(),
             _ => None,
         };
         let body = ErrorEnvelope {

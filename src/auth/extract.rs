@@ -30,6 +30,8 @@ pub struct Actor {
     pub request_id: Option<String>,
     /// The token this request came with, for logout.
     pub token_id: Option<i32>,
+    /// The institution an `institution` user works for.
+    pub institution_id: Option<i32>,
 }
 
 impl Actor {
@@ -42,6 +44,15 @@ impl Actor {
             scope: Scope::All,
             request_id: None,
             token_id: None,
+            institution_id: None,
+        }
+    }
+
+    /// Scheduled work (no-shows, reminders): full scope, recorded as `system`.
+    pub fn system() -> Self {
+        Self {
+            username: "scheduler".to_owned(),
+            ..Self::cli()
         }
     }
 
@@ -161,6 +172,7 @@ impl<P: Policy> FromRequestParts<AppState> for Auth<P> {
                 scope: Scope::from_area(area),
                 request_id,
                 token_id: Some(token_row.id),
+                institution_id: user.institution_id,
             },
             _policy: PhantomData,
         })

@@ -39,3 +39,42 @@ pub fn map_headers<const N: usize>(
     }
     (found, unknown)
 }
+
+/// A small CSV file read whole (a calendar, an exam list): its header and each data row with
+/// its line number, or why the row could not be read.
+pub struct CsvTable {
+    pub headers: csv::StringRecord,
+    pub rows: Vec<(u64, Result<csv::StringRecord, String>)>,
+}
+
+impl CsvTable {
+    /// Decodes `bytes` (UTF-8 with or without BOM, or GB18030) and splits it into rows. An
+    /// empty file, binary junk or a header with no data rows is an error for the whole file.
+    pub fn read(bytes: &[u8]) -> crate::error::AppResult<Self> {
+        use crate::error::AppError;
+        let text = decode_text(bytes)
+            .map_err(|e| AppError::validation("unreadable_file", e.to_string()))?;
+        let mut reader = csv::ReaderBuilder::new()
+            .flexible(true)
+            .trim(csv::Trim::All)
+            .from_reader(text.as_bytes());
+        let headers = reader
+            .headers()
+            .map_err(|e| AppError::validation("unreadable_file", format!("无法读取表头：{e}")))?
+            .clone();
+        let rows: Vec<_> = reader
+            .records()
+            .enumerate()
+            .map(|(i, r)| (i as u64 + 2, r.map_err(|e| format!("无法读取此行：{e}"))))
+            .filter(|(_, r)| !matches!(r, Ok(r) if r.iter().all(str::is_empty)))
+            .collect();
+        if rows.is_empty() {
+            return Err(AppError::validation("no_rows", "文件没有数据行"));
+        }
+        Ok(Self { headers, rows })
+    }
+
+    pub fn header_names(&self) -> Vec<String> {
+        self.headers.iter().map(str::to_owned).collect()
+    }
+}

@@ -30,6 +30,8 @@ pub struct UserView {
     /// Scope: this area and everything under it; `null` is the whole tree.
     pub area_code: Option<String>,
     pub active: bool,
+    /// The institution an `institution` user works for.
+    pub institution_id: Option<i32>,
     pub created_at: chrono::DateTime<Utc>,
     pub updated_at: chrono::DateTime<Utc>,
 }
@@ -43,6 +45,7 @@ impl From<users::Model> for UserView {
             role: u.role,
             area_code: u.area_code,
             active: u.active,
+            institution_id: u.institution_id,
             created_at: u.created_at,
             updated_at: u.updated_at,
         }
@@ -60,6 +63,9 @@ pub struct NewUser {
     pub area_code: String,
     /// Leave out to have a password generated and returned once.
     pub password: Option<String>,
+    /// Code of the institution an `institution` user works for (required for that role).
+    #[serde(default)]
+    pub institution: Option<String>,
 }
 
 #[derive(Debug, Clone, Default, Deserialize, utoipa::ToSchema)]
@@ -123,6 +129,34 @@ fn check_role_fits_area(role: Role, area: &AreaCode) -> AppResult<()> {
     }
 }
 
+/// Institution staff act for exactly one institution; no other role has one.
+async fn institution_of(
+    db: &impl ConnectionTrait,
+    role: Role,
+    code: Option<&str>,
+) -> AppResult<Option<i32>> {
+    let code = code.map(str::trim).filter(|c| !c.is_empty());
+    match (role, code) {
+        (Role::Institution, None) => Err(AppError::validation(
+            "institution_required",
+            "医疗机构用户必须指定所属机构（institution）",
+        )),
+        (Role::Institution, Some(code)) => entities::institutions::Entity::find()
+            .filter(entities::institutions::Column::Code.eq(code.to_uppercase()))
+            .one(db)
+            .await?
+            .map(|i| Some(i.id))
+            .ok_or_else(|| {
+                AppError::validation("unknown_institution", format!("机构 {code} 不存在"))
+            }),
+        (_, None) => Ok(None),
+        (_, Some(_)) => Err(AppError::validation(
+            "institution_not_allowed",
+            "只有医疗机构用户可以指定所属机构",
+        )),
+    }
+}
+
 /// Creates a user inside `actor`'s scope. The command line and the API both come here.
 pub async fn create<C>(db: &C, actor: &Actor, new: NewUser) -> AppResult<Created>
 where
@@ -135,6 +169,7 @@ where
         return Err(AppError::out_of_scope());
     }
     check_role_fits_area(new.role, &area)?;
+    let institution_id = institution_of(db, new.role, new.institution.as_deref()).await?;
     let (password, generated) = match new.password {
         Some(p) => {
             password::check_policy(&p)?;
@@ -160,6 +195,7 @@ where
         role: Set(new.role),
         area_code: Set(Some(area.as_str().to_owned())),
         active: Set(true),
+        institution_id: Set(institution_id),
         created_at: Set(now),
         updated_at: Set(now),
         ..Default::default()
@@ -178,6 +214,7 @@ where
                 "username": user.username,
                 "role": auth::role_name(user.role),
                 "area_code": user.area_code,
+                "institution_id": user.institution_id,
                 "password": if generated { "generated" } else { "set" },
             }),
         },
