@@ -127,6 +127,18 @@ vocabulary!(
     }
 );
 
+vocabulary!(
+    /// Key groups (重点人群) a resident may belong to; each carries its own exam-rate target and
+    /// is a report dimension.
+    KeyGroup {
+        Hypertension => "hypertension", "高血压";
+        Diabetes => "diabetes", "糖尿病";
+        SevereMentalDisorder => "severe_mental_disorder", "严重精神障碍";
+        Maternal => "maternal", "孕产妇";
+        Tuberculosis => "tuberculosis", "肺结核";
+    }
+);
+
 impl Special {
     /// Deceased and moved-out residents leave the denominator.
     pub fn is_exempt(self) -> bool {

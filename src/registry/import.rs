@@ -661,6 +661,7 @@ async fn write_all(
         }
     }
     if summary.imported + summary.updated > 0 {
+        crate::campaign::enrol::refresh_open(&txn, None).await?;
         audit::record(
             &txn,
             actor,

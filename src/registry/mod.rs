@@ -10,7 +10,7 @@ mod resident_id;
 pub use book::{
     BookEntry, BookGroup, MigrantBook, migrant_book, migrant_book_csv, migrant_book_xlsx,
 };
-pub use fields::{Language, MigrantType, MobilePhone, Special};
+pub use fields::{KeyGroup, Language, MigrantType, MobilePhone, Special};
 pub use import::{
     Progress, ProtectedPhone, ResidentImport, import_residents, parse_date, valid_email,
     valid_openid,
@@ -474,7 +474,7 @@ pub struct ResidentChanges {
     pub email_opt_out: Option<bool>,
 }
 
-fn check_name(raw: &str, field: &str, max: usize) -> AppResult<String> {
+pub(crate) fn check_name(raw: &str, field: &str, max: usize) -> AppResult<String> {
     let value = raw.trim();
     if value.is_empty() || value.chars().count() > max || value.chars().any(char::is_control) {
         return Err(AppError::validation(
@@ -485,7 +485,11 @@ fn check_name(raw: &str, field: &str, max: usize) -> AppResult<String> {
     Ok(value.to_owned())
 }
 
-fn optional_name(raw: Option<&str>, field: &str, max: usize) -> AppResult<Option<String>> {
+pub(crate) fn optional_name(
+    raw: Option<&str>,
+    field: &str,
+    max: usize,
+) -> AppResult<Option<String>> {
     match raw.map(str::trim) {
         None | Some("") => Ok(None),
         Some(value) => check_name(value, field, max).map(Some),
@@ -639,6 +643,7 @@ where
         },
     )
     .await?;
+    crate::campaign::enrol::refresh_open(&txn, Some(&[model.id])).await?;
     txn.commit().await?;
     Ok(model)
 }
@@ -830,6 +835,7 @@ where
         },
     )
     .await?;
+    crate::campaign::enrol::refresh_open(&txn, Some(&[id])).await?;
     txn.commit().await?;
     Ok(updated)
 }
@@ -886,6 +892,7 @@ where
         },
     )
     .await?;
+    crate::campaign::enrol::refresh_open(&txn, Some(&[id])).await?;
     txn.commit().await?;
     Ok(updated)
 }
@@ -937,6 +944,7 @@ where
         )
         .await?;
     }
+    crate::campaign::enrol::refresh_open(&txn, Some(&[id])).await?;
     txn.commit().await?;
     Ok(updated)
 }

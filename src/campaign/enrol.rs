@@ -1,0 +1,360 @@
+//! The progress row: one per (campaign, resident), holding the current stage, when each stage
+//! was first reached, and the report dimensions. Rows are written set-based (one statement
+//! for a whole county) and moved between stages only by conditional updates, so two writers
+//! can never take a row backwards or skip the checks of a stage.
+
+use chrono::{DateTime, Utc};
+use sea_orm::ConnectionTrait;
+use serde::{Deserialize, Serialize};
+
+use super::Campaign;
+use crate::db::Sql;
+use crate::error::AppResult;
+use crate::registry::{Cohort, Special};
+
+/// Where a resident is in a campaign.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum Stage {
+    Target,
+    Notified,
+    Reached,
+    Appointed,
+    Examined,
+    Refused,
+    /// Deceased or moved out of the county: out of the denominator.
+    Exempt,
+}
+
+impl Stage {
+    pub const ALL: [Stage; 7] = [
+        Stage::Target,
+        Stage::Notified,
+        Stage::Reached,
+        Stage::Appointed,
+        Stage::Examined,
+        Stage::Refused,
+        Stage::Exempt,
+    ];
+
+    pub fn code(self) -> &'static str {
+        match self {
+            Stage::Target => "target",
+            Stage::Notified => "notified",
+            Stage::Reached => "reached",
+            Stage::Appointed => "appointed",
+            Stage::Examined => "examined",
+            Stage::Refused => "refused",
+            Stage::Exempt => "exempt",
+        }
+    }
+
+    pub fn label(self) -> &'static str {
+        match self {
+            Stage::Target => "待通知",
+            Stage::Notified => "已通知",
+            Stage::Reached => "已触达",
+            Stage::Appointed => "已预约",
+            Stage::Examined => "已体检",
+            Stage::Refused => "已登记拒检",
+            Stage::Exempt => "不计入（死亡或迁出）",
+        }
+    }
+
+    pub fn parse(raw: &str) -> Option<Stage> {
+        Stage::ALL.into_iter().find(|s| s.code() == raw.trim())
+    }
+}
+
+/// How a special situation routes the resident.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum Route {
+    /// Booked into an institution with the village's group.
+    Clinic,
+    /// Mobility-impaired: examined at home (上门).
+    HomeVisit,
+    /// In hospital: the hospital's records are collected.
+    Records,
+    /// Remote pastoral: examined in a seasonal window.
+    Seasonal,
+    /// Detained: counted by the facility.
+    Facility,
+}
+
+impl Route {
+    pub fn code(self) -> &'static str {
+        match self {
+            Route::Clinic => "clinic",
+            Route::HomeVisit => "home_visit",
+            Route::Records => "records",
+            Route::Seasonal => "seasonal",
+            Route::Facility => "facility",
+        }
+    }
+
+    pub fn of(special: Option<Special>) -> Route {
+        match special {
+            Some(Special::Mobility) => Route::HomeVisit,
+            Some(Special::Hospitalized) => Route::Records,
+            Some(Special::RemotePastoral) => Route::Seasonal,
+            Some(Special::Detained) => Route::Facility,
+            _ => Route::Clinic,
+        }
+    }
+}
+
+const EXEMPT_SPECIALS: &str = "('deceased', 'moved_out')";
+
+/// `route` from a `special` column, in SQL.
+fn route_sql(column: &str) -> String {
+    let mut sql = String::from("CASE ");
+    for special in [
+        Special::Mobility,
+        Special::Hospitalized,
+        Special::RemotePastoral,
+        Special::Detained,
+    ] {
+        sql.push_str(&format!(
+            "WHEN {column} = '{}' THEN '{}' ",
+            special.code(),
+            Route::of(Some(special)).code()
+        ));
+    }
+    sql.push_str("ELSE 'clinic' END");
+    sql
+}
+
+/// The stage a row falls back to when an appointment or an exemption ends.
+pub(crate) const NATURAL_STAGE: &str = "CASE WHEN refused_at IS NOT NULL THEN 'refused' \
+     WHEN reached_at IS NOT NULL THEN 'reached' \
+     WHEN notified_at IS NOT NULL THEN 'notified' ELSE 'target' END";
+
+fn cohort_code(cohort: Cohort) -> String {
+    serde_json::json!(cohort)
+        .as_str()
+        .unwrap_or_default()
+        .to_owned()
+}
+
+/// `AND resident_id IN (…)` when the work is limited to some residents.
+fn limit_to(sql: &mut Sql, column: &str, residents: Option<&[i32]>) {
+    if let Some(ids) = residents {
+        sql.push(" AND ").push(column).push(" IN ");
+        sql.bind_list(ids.iter().copied());
+    }
+}
+
+/// Enrols the residents of the campaign's cohorts (all, or only `residents`) who have no row
+/// yet; exempt residents get an `exempt` row. Returns how many rows were written.
+pub async fn enrol(
+    db: &impl ConnectionTrait,
+    campaign: &Campaign,
+    residents: Option<&[i32]>,
+) -> AppResult<u64> {
+    if residents.is_some_and(<[i32]>::is_empty) {
+        return Ok(0);
+    }
+    let backend = db.get_database_backend();
+    let now = Utc::now();
+    let on = campaign.model.reference_date;
+    let mut sql = Sql::new(backend);
+    sql.push(
+        "INSERT INTO enrolments (campaign_id, resident_id, stage, village_code, township_code, \
+         cohort, migrant_type, special, route, exempt_at, created_at, updated_at) SELECT ",
+    );
+    sql.bind(campaign.id());
+    sql.push(&format!(
+        ", r.id, CASE WHEN r.special IN {EXEMPT_SPECIALS} THEN 'exempt' ELSE 'target' END, \
+         r.village_code, {}, CASE",
+        township_of("r.village_code")
+    ));
+    let mut in_scope = Vec::new();
+    for cohort in Cohort::ALL {
+        let (after, up_to) = cohort.birth_range(on);
+        sql.push(" WHEN r.birth_date <= ").bind(up_to);
+        if let Some(after) = after {
+            sql.push(" AND r.birth_date > ").bind(after);
+        }
+        sql.push(&format!(" THEN '{}'", cohort_code(cohort)));
+        if campaign.cohorts.contains(&cohort) {
+            in_scope.push((after, up_to));
+        }
+    }
+    sql.push(&format!(
+        " END, r.migrant_type, r.special, {}, CASE WHEN r.special IN {EXEMPT_SPECIALS} THEN ",
+        route_sql("r.special")
+    ));
+    sql.bind(now).push(" END, ").bind(now).push(", ").bind(now);
+    sql.push(" FROM residents r WHERE (");
+    for (i, (after, up_to)) in in_scope.iter().enumerate() {
+        if i > 0 {
+            sql.push(" OR ");
+        }
+        sql.push("(r.birth_date <= ").bind(*up_to);
+        if let Some(after) = after {
+            sql.push(" AND r.birth_date > ").bind(*after);
+        }
+        sql.push(")");
+    }
+    sql.push(")");
+    limit_to(&mut sql, "r.id", residents);
+    sql.push(" AND NOT EXISTS (SELECT 1 FROM enrolments e WHERE e.campaign_id = ");
+    sql.bind(campaign.id());
+    sql.push(" AND e.resident_id = r.id)");
+    Ok(db.execute_raw(sql.build()).await?.rows_affected())
+}
+
+/// The township code (first nine digits and `000`) of a village code column; the same SQL
+/// on both databases.
+fn township_of(column: &str) -> String {
+    format!("(substr({column}, 1, 9) || '000')")
+}
+
+/// Brings the rows of every open campaign in line with the registry (all residents, or only
+/// `residents`): new residents enrolled, moved or changed residents' dimensions updated,
+/// deceased and moved-out residents exempted (their bookings cancelled, the places freed),
+/// a corrected exemption undone. Call it in the transaction that changed the registry.
+pub async fn refresh_open(db: &impl ConnectionTrait, residents: Option<&[i32]>) -> AppResult<()> {
+    for campaign in super::open_campaigns(db).await? {
+        refresh(db, &campaign, residents).await?;
+    }
+    Ok(())
+}
+
+async fn refresh(
+    db: &impl ConnectionTrait,
+    campaign: &Campaign,
+    residents: Option<&[i32]>,
+) -> AppResult<()> {
+    let backend = db.get_database_backend();
+    let now = Utc::now();
+    let id = campaign.id();
+    enrol(db, campaign, residents).await?;
+
+    let mut sql = Sql::new(backend);
+    sql.push(&format!(
+        "UPDATE enrolments SET village_code = r.village_code, township_code = {}, \
+         migrant_type = r.migrant_type, special = r.special, route = {}, updated_at = ",
+        township_of("r.village_code"),
+        route_sql("r.special")
+    ));
+    sql.bind(now);
+    sql.push(" FROM residents r WHERE r.id = enrolments.resident_id AND enrolments.campaign_id = ");
+    sql.bind(id);
+    limit_to(&mut sql, "enrolments.resident_id", residents);
+    sql.push(
+        " AND (enrolments.village_code <> r.village_code \
+         OR enrolments.migrant_type <> r.migrant_type \
+         OR enrolments.special IS DISTINCT FROM r.special)",
+    );
+    db.execute_raw(sql.build()).await?;
+
+    let mut sql = Sql::new(backend);
+    sql.push("UPDATE enrolments SET stage = 'exempt', exempt_at = COALESCE(exempt_at, ");
+    sql.bind(now).push("), updated_at = ").bind(now);
+    sql.push(" WHERE campaign_id = ").bind(id);
+    limit_to(&mut sql, "resident_id", residents);
+    sql.push(&format!(
+        " AND special IN {EXEMPT_SPECIALS} AND stage NOT IN ('exempt', 'examined')"
+    ));
+    let exempted = db.execute_raw(sql.build()).await?.rows_affected();
+
+    let mut sql = Sql::new(backend);
+    sql.push(&format!(
+        "UPDATE enrolments SET stage = {NATURAL_STAGE}, exempt_at = NULL, updated_at = "
+    ));
+    sql.bind(now).push(" WHERE campaign_id = ").bind(id);
+    limit_to(&mut sql, "resident_id", residents);
+    sql.push(&format!(
+        " AND stage = 'exempt' AND (special IS NULL OR special NOT IN {EXEMPT_SPECIALS})"
+    ));
+    db.execute_raw(sql.build()).await?;
+
+    if exempted > 0 {
+        crate::appointment::cancel_for_exempt(db, id, now).await?;
+    }
+    Ok(())
+}
+
+/// Moves rows to `appointed` (from target, notified or reached). Returns rows moved.
+pub async fn mark_appointed(
+    db: &impl ConnectionTrait,
+    campaign_id: i32,
+    residents: &[i32],
+    now: DateTime<Utc>,
+) -> AppResult<u64> {
+    let mut sql = Sql::new(db.get_database_backend());
+    sql.push("UPDATE enrolments SET stage = 'appointed', appointed_at = COALESCE(appointed_at, ");
+    sql.bind(now).push("), updated_at = ").bind(now);
+    sql.push(" WHERE campaign_id = ").bind(campaign_id);
+    limit_to(&mut sql, "resident_id", Some(residents));
+    sql.push(" AND stage IN ('target', 'notified', 'reached')");
+    Ok(db.execute_raw(sql.build()).await?.rows_affected())
+}
+
+/// Moves `appointed` rows back to where they were before (the appointment was cancelled or
+/// missed). `appointed_at` keeps the first time.
+pub async fn unmark_appointed(
+    db: &impl ConnectionTrait,
+    campaign_id: i32,
+    residents: &[i32],
+    now: DateTime<Utc>,
+) -> AppResult<u64> {
+    if residents.is_empty() {
+        return Ok(0);
+    }
+    let mut sql = Sql::new(db.get_database_backend());
+    sql.push(&format!(
+        "UPDATE enrolments SET stage = {NATURAL_STAGE}, updated_at = "
+    ));
+    sql.bind(now)
+        .push(" WHERE campaign_id = ")
+        .bind(campaign_id);
+    limit_to(&mut sql, "resident_id", Some(residents));
+    sql.push(" AND stage = 'appointed'");
+    Ok(db.execute_raw(sql.build()).await?.rows_affected())
+}
+
+/// Moves a row to `examined` from any stage: an exam overrides a refusal (which is
+/// reversible) and an exemption recorded after the fact.
+pub async fn mark_examined(
+    db: &impl ConnectionTrait,
+    campaign_id: i32,
+    resident_id: i32,
+    now: DateTime<Utc>,
+) -> AppResult<u64> {
+    let mut sql = Sql::new(db.get_database_backend());
+    sql.push("UPDATE enrolments SET stage = 'examined', examined_at = COALESCE(examined_at, ");
+    sql.bind(now).push("), updated_at = ").bind(now);
+    sql.push(" WHERE campaign_id = ")
+        .bind(campaign_id)
+        .push(" AND resident_id = ")
+        .bind(resident_id)
+        .push(" AND stage <> 'examined'");
+    Ok(db.execute_raw(sql.build()).await?.rows_affected())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn routes_follow_the_special_situation() {
+        assert_eq!(Route::of(None), Route::Clinic);
+        assert_eq!(Route::of(Some(Special::Mobility)), Route::HomeVisit);
+        assert_eq!(Route::of(Some(Special::Hospitalized)), Route::Records);
+        assert_eq!(Route::of(Some(Special::RemotePastoral)), Route::Seasonal);
+        assert_eq!(Route::of(Some(Special::Detained)), Route::Facility);
+        assert_eq!(Route::of(Some(Special::Deceased)), Route::Clinic);
+        assert!(route_sql("special").contains("WHEN special = 'mobility' THEN 'home_visit'"));
+    }
+
+    #[test]
+    fn stages_round_trip() {
+        for stage in Stage::ALL {
+            assert_eq!(Stage::parse(stage.code()), Some(stage));
+        }
+        assert_eq!(Stage::parse("done"), None);
+    }
+}

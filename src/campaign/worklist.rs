@@ -1,0 +1,187 @@
+//! Cadres' worklists, read from the progress rows: residents not yet appointed, no-shows to
+//! follow up, migrants to contact, home visits due. Scoped, sortable, paginated.
+
+use chrono::NaiveDate;
+use entities::{enrolments, residents};
+use sea_orm::{
+    ColumnTrait, Condition, ConnectionTrait, EntityTrait, PaginatorTrait, QueryFilter, QueryOrder,
+    QuerySelect, sea_query::Expr,
+};
+use serde::{Deserialize, Serialize};
+
+use crate::auth::{Actor, Scope};
+use crate::error::{AppError, AppResult};
+use crate::registry::{MigrantType, Special, age_on};
+
+use super::Stage;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum Worklist {
+    /// Residents to book (clinic route, living at home) with no appointment yet.
+    NotAppointed,
+    /// Residents whose appointment passed without them and who are not booked again.
+    NoShows,
+    /// Migrants (any non-local type) not yet examined, refused or booked.
+    Migrants,
+    /// Mobility-impaired residents to examine at home.
+    HomeVisits,
+}
+
+impl Worklist {
+    pub fn parse(raw: &str) -> AppResult<Self> {
+        serde_json::from_value(serde_json::json!(raw)).map_err(|_| {
+            AppError::NotFound(format!(
+                "没有名为 {raw} 的工作清单：可选 not_appointed、no_shows、migrants、home_visits"
+            ))
+        })
+    }
+
+    fn condition(self) -> Condition {
+        let open = enrolments::Column::Stage.is_in(["target", "notified", "reached"]);
+        match self {
+            Worklist::NotAppointed => Condition::all()
+                .add(open)
+                .add(enrolments::Column::Route.eq("clinic"))
+                .add(enrolments::Column::MigrantType.eq("local")),
+            Worklist::NoShows => Condition::all().add(open).add(Expr::cust(
+                "EXISTS (SELECT 1 FROM appointments a WHERE a.campaign_id = enrolments.campaign_id \
+                 AND a.resident_id = enrolments.resident_id AND a.status = 'no_show')",
+            )),
+            Worklist::Migrants => Condition::all()
+                .add(open)
+                .add(enrolments::Column::MigrantType.ne("local")),
+            Worklist::HomeVisits => Condition::all()
+                .add(enrolments::Column::Route.eq("home_visit"))
+                .add(enrolments::Column::Stage.is_not_in(["examined", "refused", "exempt"])),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum Sort {
+    Name,
+    /// Oldest first.
+    Age,
+    Village,
+    Stage,
+}
+
+#[derive(Debug, Clone, Default, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct WorklistParams {
+    /// Only residents under this area (village or township).
+    pub area: Option<String>,
+    /// `name`, `age` (oldest first), `village` or `stage`; default `village`.
+    pub sort: Option<String>,
+    /// Page number from 1.
+    pub page: Option<u64>,
+    /// Page size, 1–500 (default 100).
+    pub limit: Option<u64>,
+}
+
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+pub struct WorkItem {
+    pub resident_id: i32,
+    pub name: String,
+    /// Masked ID number.
+    pub id_number: String,
+    pub sex: String,
+    /// Age on the campaign's reference date.
+    pub age: u32,
+    pub cohort: String,
+    pub village_code: String,
+    pub stage: Stage,
+    pub migrant_type: String,
+    pub migrant_type_label: &'static str,
+    pub special: Option<String>,
+    pub route: String,
+    pub current_address: Option<String>,
+    pub phone: Option<String>,
+    pub relative_name: Option<String>,
+    pub relative_phone: Option<String>,
+}
+
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+pub struct WorklistPage {
+    pub worklist: Worklist,
+    pub total: u64,
+    pub page: u64,
+    pub pages: u64,
+    pub items: Vec<WorkItem>,
+}
+
+/// One page of a worklist for the caller's scope.
+pub async fn list(
+    db: &impl ConnectionTrait,
+    actor: &Actor,
+    campaign_id: i32,
+    worklist: Worklist,
+    params: WorklistParams,
+) -> AppResult<WorklistPage> {
+    let campaign = super::get(db, campaign_id).await?;
+    let size = crate::paging::size(params.limit);
+    let page = params.page.unwrap_or(1).max(1);
+    let sort = match params.sort.as_deref() {
+        None => Sort::Village,
+        Some(raw) => serde_json::from_value(serde_json::json!(raw)).map_err(|_| {
+            AppError::validation("invalid_sort", "sort 可选 name、age、village、stage")
+        })?,
+    };
+    let mut query = enrolments::Entity::find()
+        .filter(enrolments::Column::CampaignId.eq(campaign_id))
+        .filter(actor.scope.filter(enrolments::Column::VillageCode))
+        .filter(worklist.condition());
+    if let Some(area) = params.area.as_deref() {
+        let area = crate::registry::parse_area(area)?;
+        if !actor.scope.contains(&area) {
+            return Err(AppError::out_of_scope());
+        }
+        query = query.filter(Scope::Within(area).filter(enrolments::Column::VillageCode));
+    }
+    let total = query.clone().count(db).await?;
+    let mut query = query.find_also_related(residents::Entity);
+    query = match sort {
+        Sort::Name => query.order_by_asc(residents::Column::Name),
+        Sort::Age => query.order_by_asc(residents::Column::BirthDate),
+        Sort::Village => query.order_by_asc(enrolments::Column::VillageCode),
+        Sort::Stage => query.order_by_asc(enrolments::Column::Stage),
+    };
+    let rows = query
+        .order_by_asc(enrolments::Column::ResidentId)
+        .offset((page - 1) * size)
+        .limit(size)
+        .all(db)
+        .await?;
+    let on: NaiveDate = campaign.model.reference_date;
+    let items = rows
+        .into_iter()
+        .filter_map(|(e, r)| r.map(|r| (e, r)))
+        .map(|(e, r)| WorkItem {
+            resident_id: r.id,
+            name: r.name,
+            id_number: r.id_masked,
+            sex: r.sex,
+            age: age_on(r.birth_date, on),
+            cohort: e.cohort,
+            village_code: e.village_code,
+            stage: Stage::parse(&e.stage).unwrap_or(Stage::Target),
+            migrant_type_label: MigrantType::parse(&e.migrant_type).map_or("", MigrantType::label),
+            migrant_type: e.migrant_type,
+            special: e.special.filter(|s| Special::parse(s).is_some()),
+            route: e.route,
+            current_address: r.current_address,
+            phone: r.phone_masked,
+            relative_name: r.relative_name,
+            relative_phone: r.relative_phone_masked,
+        })
+        .collect();
+    Ok(WorklistPage {
+        worklist,
+        total,
+        page,
+        pages: total.div_ceil(size),
+        items,
+    })
+}
