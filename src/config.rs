@@ -193,7 +193,11 @@ impl Default for SchedulerSettings {
         Self {
             enabled: true,
             timezone: "Asia/Shanghai".to_owned(),
-            jobs: BTreeMap::from([("purge_expired_tokens".to_owned(), "0 17 * * * *".to_owned())]),
+            jobs: BTreeMap::from([
+                ("purge_expired_tokens".to_owned(), "0 17 * * * *".to_owned()),
+                // Five past midnight and hourly after: a missed firing is caught up soon.
+                ("mark_no_shows".to_owned(), "0 5 * * * *".to_owned()),
+            ]),
         }
     }
 }

@@ -1,15 +1,19 @@
 //! `outreach`: the service behind a county's yearly population health-checkup campaign
 //! (全民健康体检). This crate holds everything; `main.rs` only parses the command line.
 
+pub mod appointment;
 pub mod area;
 pub mod audit;
 pub mod auth;
+pub mod campaign;
 pub mod cli;
 pub mod config;
 pub mod db;
 pub mod error;
+pub mod exam;
 pub mod http;
 pub mod import;
+pub mod institution;
 pub mod paging;
 pub mod privacy;
 pub mod registry;

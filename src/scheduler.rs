@@ -22,14 +22,17 @@ use crate::startup::AppState;
 pub enum Job {
     /// Deletes expired and revoked bearer tokens and trims the login throttle.
     PurgeExpiredTokens,
+    /// Turns booked appointments whose day has ended into no-shows.
+    MarkNoShows,
 }
 
 impl Job {
-    pub const ALL: &'static [Job] = &[Job::PurgeExpiredTokens];
+    pub const ALL: &'static [Job] = &[Job::PurgeExpiredTokens, Job::MarkNoShows];
 
     pub fn name(self) -> &'static str {
         match self {
             Job::PurgeExpiredTokens => "purge_expired_tokens",
+            Job::MarkNoShows => "mark_no_shows",
         }
     }
 
@@ -43,6 +46,10 @@ impl Job {
                 let purged = crate::auth::purge_expired_tokens(&state.db).await?;
                 state.throttle.shrink();
                 Ok(format!("purged {purged} tokens"))
+            }
+            Job::MarkNoShows => {
+                let marked = crate::appointment::mark_no_shows(&state.db).await?;
+                Ok(format!("{marked} appointments marked as no-shows"))
             }
         }
     }

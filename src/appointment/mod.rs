@@ -1,0 +1,982 @@
+//! Appointments: a cadre books a group of residents into an institution's day. Capacity is
+//! taken with one conditional update (`booked + n <= capacity`), so parallel bookings never
+//! overbook; one active appointment per resident and campaign is held by a unique index.
+//! Rescheduling and cancelling give the place back; a booked day that has passed without
+//! the resident turns into a no-show.
+
+use std::collections::{HashMap, HashSet};
+
+use chrono::{DateTime, NaiveDate, Utc};
+use entities::users::Role;
+use entities::{appointments, enrolments, institutions, residents};
+use sea_orm::{
+    ActiveModelTrait, ActiveValue::Set, ColumnTrait, ConnectionTrait, EntityTrait, QueryFilter,
+    QueryOrder, QuerySelect, TransactionSession, TransactionTrait,
+};
+use serde::{Deserialize, Serialize};
+use serde_json::json;
+
+use crate::area::AreaCode;
+use crate::audit::{self, AuditEvent};
+use crate::auth::{Actor, Scope};
+use crate::campaign::{self, Campaign, Stage, enrol};
+use crate::db::{Sql, begin_write};
+use crate::error::{AppError, AppResult};
+use crate::institution::{self, DayView};
+
+/// The largest group one booking may hold.
+pub const MAX_GROUP: usize = 200;
+/// How many other days a refusal for a full day proposes.
+const PROPOSALS: usize = 5;
+
+#[derive(Debug, Clone, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct BookingRequest {
+    pub institution_id: i32,
+    pub day: NaiveDate,
+    /// Residents of the caller's scope, booked together (1–200).
+    pub resident_ids: Vec<i32>,
+}
+
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+pub struct AppointmentView {
+    pub id: i32,
+    pub campaign_id: i32,
+    pub resident_id: i32,
+    pub resident_name: String,
+    /// Masked ID number.
+    pub id_number: String,
+    pub village_code: String,
+    pub institution_id: i32,
+    pub day: NaiveDate,
+    /// booked, attended, no_show or cancelled.
+    pub status: String,
+    pub booking_ref: String,
+    pub reason: Option<String>,
+    pub attended_at: Option<DateTime<Utc>>,
+    pub cancelled_at: Option<DateTime<Utc>>,
+    pub created_at: DateTime<Utc>,
+}
+
+impl AppointmentView {
+    fn new(a: appointments::Model, r: &residents::Model) -> Self {
+        Self {
+            id: a.id,
+            campaign_id: a.campaign_id,
+            resident_id: a.resident_id,
+            resident_name: r.name.clone(),
+            id_number: r.id_masked.clone(),
+            village_code: r.village_code.clone(),
+            institution_id: a.institution_id,
+            day: a.day,
+            status: a.status,
+            booking_ref: a.booking_ref,
+            reason: a.reason,
+            attended_at: a.attended_at,
+            cancelled_at: a.cancelled_at,
+            created_at: a.created_at,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+pub struct Booking {
+    pub booking_ref: String,
+    pub institution_id: i32,
+    pub day: NaiveDate,
+    /// The day after this booking.
+    pub calendar: DayView,
+    pub appointments: Vec<AppointmentView>,
+}
+
+/// Why one resident of a group cannot be booked.
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+pub struct Unbookable {
+    pub resident_id: i32,
+    pub name: Option<String>,
+    pub code: &'static str,
+    pub reason: String,
+}
+
+fn check_day(campaign: &Campaign, day: NaiveDate) -> AppResult<()> {
+    let window = campaign.exam_window();
+    if day < window.from || day > window.to {
+        return Err(AppError::validation(
+            "outside_exam_window",
+            format!(
+                "体检日期应在 {} 至 {} 之间（体检实施和查漏补检阶段）",
+                window.from, window.to
+            ),
+        ));
+    }
+    if day < campaign.today() {
+        return Err(AppError::validation(
+            "day_passed",
+            format!("{day} 已经过去"),
+        ));
+    }
+    Ok(())
+}
+
+/// The next days after `day` with room for `needed` people, within the exam window.
+async fn proposals(
+    db: &impl ConnectionTrait,
+    campaign: &Campaign,
+    institution: &institutions::Model,
+    day: NaiveDate,
+    needed: i32,
+) -> AppResult<Vec<DayView>> {
+    let window = campaign.exam_window();
+    let Some(from) = day.succ_opt() else {
+        return Ok(Vec::new());
+    };
+    let from = from.max(campaign.today());
+    if from > window.to {
+        return Ok(Vec::new());
+    }
+    let to = window
+        .to
+        .min(from + chrono::Duration::days(institution::MAX_DAYS - 1));
+    Ok(institution::calendar(db, institution, from, to)
+        .await?
+        .into_iter()
+        .filter(|d| d.remaining >= needed)
+        .take(PROPOSALS)
+        .collect())
+}
+
+/// Takes `n` places of a day, or none: the statement itself checks the room left, so two
+/// bookings racing for the last places cannot both get them.
+async fn reserve(
+    db: &impl ConnectionTrait,
+    institution: &institutions::Model,
+    day: NaiveDate,
+    n: i32,
+) -> AppResult<bool> {
+    institution::ensure_day(db, institution, day).await?;
+    let mut sql = Sql::new(db.get_database_backend());
+    sql.push("UPDATE institution_days SET booked = booked + ")
+        .bind(n)
+        .push(", updated_at = ")
+        .bind(Utc::now())
+        .push(" WHERE institution_id = ")
+        .bind(institution.id)
+        .push(" AND day = ")
+        .bind(day)
+        .push(" AND closed = ")
+        .bind(false)
+        .push(" AND booked + ")
+        .bind(n)
+        .push(" <= capacity");
+    Ok(db.execute_raw(sql.build()).await?.rows_affected() == 1)
+}
+
+/// Gives `n` places of a day back.
+async fn release(
+    db: &impl ConnectionTrait,
+    institution_id: i32,
+    day: NaiveDate,
+    n: i32,
+) -> AppResult<()> {
+    let mut sql = Sql::new(db.get_database_backend());
+    sql.push("UPDATE institution_days SET booked = booked - ")
+        .bind(n)
+        .push(", updated_at = ")
+        .bind(Utc::now())
+        .push(" WHERE institution_id = ")
+        .bind(institution_id)
+        .push(" AND day = ")
+        .bind(day)
+        .push(" AND booked >= ")
+        .bind(n);
+    db.execute_raw(sql.build()).await?;
+    Ok(())
+}
+
+async fn day_after(
+    db: &impl ConnectionTrait,
+    institution: &institutions::Model,
+    day: NaiveDate,
+) -> AppResult<DayView> {
+    Ok(institution::calendar(db, institution, day, day)
+        .await?
+        .pop()
+        .expect("one day asked, one day read"))
+}
+
+fn full_day(day: NaiveDate, view: &DayView, needed: i32, proposals: Vec<DayView>) -> AppError {
+    let message = if view.closed {
+        format!("{day} 该机构休息，不能预约")
+    } else {
+        format!(
+            "{day} 已约满：剩余 {} 个名额，本次需要 {needed} 个",
+            view.remaining
+        )
+    };
+    let message = match proposals.first() {
+        Some(first) => format!("{message}。最近有空位的日期：{}", first.day),
+        None => format!("{message}。体检期内没有足够空位的日期"),
+    };
+    AppError::Refused {
+        code: if view.closed {
+            "day_closed"
+        } else {
+            "day_full"
+        },
+        message,
+        details: Some(json!({
+            "day": day,
+            "remaining": view.remaining,
+            "needed": needed,
+            "proposals": proposals,
+        })),
+    }
+}
+
+/// Books a group into an institution's day: all of them or none. Each resident must be in
+/// the caller's scope, enrolled, served by the institution, and neither examined, refused,
+/// exempt nor already booked; otherwise the answer lists who and why.
+pub async fn book<C>(
+    db: &C,
+    actor: &Actor,
+    campaign_id: i32,
+    request: BookingRequest,
+) -> AppResult<Booking>
+where
+    C: ConnectionTrait + TransactionTrait,
+{
+    let mut ids = request.resident_ids.clone();
+    ids.sort_unstable();
+    ids.dedup();
+    if ids.is_empty() || ids.len() > MAX_GROUP || ids.len() != request.resident_ids.len() {
+        return Err(AppError::validation(
+            "invalid_group",
+            format!("一次预约 1–{MAX_GROUP} 名居民，且不能重复"),
+        ));
+    }
+    let campaign = campaign::get_open(db, campaign_id).await?;
+    check_day(&campaign, request.day)?;
+    let txn = begin_write(db).await?;
+    let institution = institution::find(&txn, request.institution_id).await?;
+    if !institution.active {
+        return Err(AppError::refused(
+            "institution_inactive",
+            format!("机构「{}」已停用", institution.name),
+        ));
+    }
+    let problems = bookability(&txn, actor, &campaign, &institution, &ids).await?;
+    if !problems.is_empty() {
+        return Err(AppError::Refused {
+            code: "residents_not_bookable",
+            message: format!(
+                "{} 名居民不能预约：{}",
+                problems.len(),
+                problems
+                    .iter()
+                    .take(3)
+                    .map(|p| p.reason.clone())
+                    .collect::<Vec<_>>()
+                    .join("；")
+            ),
+            details: Some(json!({"residents": problems})),
+        });
+    }
+    let n = ids.len() as i32;
+    if !reserve(&txn, &institution, request.day, n).await? {
+        let view = day_after(&txn, &institution, request.day).await?;
+        let proposals = proposals(&txn, &campaign, &institution, request.day, n).await?;
+        return Err(full_day(request.day, &view, n, proposals));
+    }
+    let now = Utc::now();
+    let booking_ref = uuid::Uuid::new_v4().to_string();
+    let inserted = appointments::Entity::insert_many(ids.iter().map(|&resident_id| {
+        appointments::ActiveModel {
+            campaign_id: Set(campaign_id),
+            resident_id: Set(resident_id),
+            institution_id: Set(institution.id),
+            day: Set(request.day),
+            status: Set("booked".to_owned()),
+            booking_ref: Set(booking_ref.clone()),
+            booked_by: Set(actor.user_id),
+            reason: Set(None),
+            attended_at: Set(None),
+            cancelled_at: Set(None),
+            created_at: Set(now),
+            updated_at: Set(now),
+            ..Default::default()
+        }
+    }))
+    .exec_without_returning(&txn)
+    .await;
+    if let Err(e) = inserted {
+        // Another booking of one of these residents committed first.
+        return Err(match e.sql_err() {
+            Some(sea_orm::SqlErr::UniqueConstraintViolation(_)) => {
+                AppError::refused("already_appointed", "其中有居民刚刚被预约，请刷新后重试")
+            }
+            _ => e.into(),
+        });
+    }
+    enrol::mark_appointed(&txn, campaign_id, &ids, now).await?;
+    audit::record(
+        &txn,
+        actor,
+        AuditEvent {
+            action: "appointment.book",
+            entity: "appointment",
+            entity_id: Some(booking_ref.clone()),
+            area_code: actor.scope.area().cloned(),
+            summary: json!({
+                "campaign_id": campaign_id,
+                "institution_id": institution.id,
+                "day": request.day,
+                "resident_ids": ids,
+            }),
+        },
+    )
+    .await?;
+    let appointments = list_where(
+        &txn,
+        appointments::Column::BookingRef.eq(booking_ref.clone()),
+    )
+    .await?;
+    let calendar = day_after(&txn, &institution, request.day).await?;
+    txn.commit().await?;
+    Ok(Booking {
+        booking_ref,
+        institution_id: institution.id,
+        day: request.day,
+        calendar,
+        appointments,
+    })
+}
+
+async fn bookability(
+    db: &impl ConnectionTrait,
+    actor: &Actor,
+    campaign: &Campaign,
+    institution: &institutions::Model,
+    ids: &[i32],
+) -> AppResult<Vec<Unbookable>> {
+    let residents: HashMap<i32, residents::Model> = residents::Entity::find()
+        .filter(residents::Column::Id.is_in(ids.iter().copied()))
+        .filter(actor.scope.filter(residents::Column::VillageCode))
+        .all(db)
+        .await?
+        .into_iter()
+        .map(|r| (r.id, r))
+        .collect();
+    let rows: HashMap<i32, enrolments::Model> = enrolments::Entity::find()
+        .filter(enrolments::Column::CampaignId.eq(campaign.id()))
+        .filter(enrolments::Column::ResidentId.is_in(ids.iter().copied()))
+        .all(db)
+        .await?
+        .into_iter()
+        .map(|e| (e.resident_id, e))
+        .collect();
+    let served: Vec<AreaCode> = entities::institution_areas::Entity::find()
+        .filter(entities::institution_areas::Column::InstitutionId.eq(institution.id))
+        .all(db)
+        .await?
+        .iter()
+        .filter_map(|a| AreaCode::parse(&a.area_code).ok())
+        .collect();
+    let mut problems = Vec::new();
+    for &id in ids {
+        let Some(resident) = residents.get(&id) else {
+            problems.push(Unbookable {
+                resident_id: id,
+                name: None,
+                code: "not_found",
+                reason: format!("居民 {id} 不存在或不在您的管辖范围内"),
+            });
+            continue;
+        };
+        let name = Some(resident.name.clone());
+        let problem = |code, reason: String| Unbookable {
+            resident_id: id,
+            name: name.clone(),
+            code,
+            reason: format!("{}：{reason}", resident.name),
+        };
+        let Some(row) = rows.get(&id) else {
+            problems.push(problem("not_enrolled", "不在本次体检对象范围内".to_owned()));
+            continue;
+        };
+        match Stage::parse(&row.stage) {
+            Some(Stage::Examined) => {
+                problems.push(problem("already_examined", "本年度已体检".to_owned()))
+            }
+            Some(Stage::Refused) => problems.push(problem(
+                "refused",
+                "已登记拒绝体检（本人签字确认）".to_owned(),
+            )),
+            Some(Stage::Exempt) => {
+                problems.push(problem("exempt", "已死亡或迁出，不计入体检对象".to_owned()))
+            }
+            Some(Stage::Appointed) => problems.push(problem(
+                "already_appointed",
+                "已有未完成的预约，请改约或先取消".to_owned(),
+            )),
+            _ => {
+                let village = AreaCode::parse(&resident.village_code).ok();
+                if !village.is_some_and(|v| served.iter().any(|s| s.contains(&v))) {
+                    problems.push(problem(
+                        "institution_not_serving",
+                        format!("「{}」不负责该居民所在村（社区）", institution.name),
+                    ));
+                }
+            }
+        }
+    }
+    Ok(problems)
+}
+
+async fn list_where(
+    db: &impl ConnectionTrait,
+    condition: impl sea_orm::sea_query::IntoCondition,
+) -> AppResult<Vec<AppointmentView>> {
+    Ok(appointments::Entity::find()
+        .filter(condition)
+        .find_also_related(residents::Entity)
+        .order_by_asc(appointments::Column::Id)
+        .all(db)
+        .await?
+        .into_iter()
+        .filter_map(|(a, r)| r.map(|r| AppointmentView::new(a, &r)))
+        .collect())
+}
+
+/// Who may see an appointment: the resident's area in scope, or the staff of the institution.
+fn may_see(actor: &Actor, appointment: &appointments::Model, resident: &residents::Model) -> bool {
+    if actor.role == Role::Institution {
+        return actor.institution_id == Some(appointment.institution_id);
+    }
+    AreaCode::parse(&resident.village_code).is_ok_and(|v| actor.scope.contains(&v))
+}
+
+async fn find_visible(
+    db: &impl ConnectionTrait,
+    actor: &Actor,
+    id: i32,
+) -> AppResult<(appointments::Model, residents::Model)> {
+    let found = appointments::Entity::find_by_id(id)
+        .find_also_related(residents::Entity)
+        .one(db)
+        .await?;
+    match found {
+        Some((a, Some(r))) if may_see(actor, &a, &r) => Ok((a, r)),
+        _ => Err(AppError::NotFound(format!("预约 {id} 不存在"))),
+    }
+}
+
+#[derive(Debug, Clone, Default, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct AppointmentFilter {
+    pub institution_id: Option<i32>,
+    pub day: Option<NaiveDate>,
+    /// booked, attended, no_show or cancelled.
+    pub status: Option<String>,
+    /// Residents under this area.
+    pub area: Option<String>,
+    /// Page size, 1–500 (default 100).
+    pub limit: Option<u64>,
+    /// Cursor: the `next_after` of the previous page.
+    pub after: Option<i32>,
+}
+
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+pub struct AppointmentPage {
+    pub appointments: Vec<AppointmentView>,
+    pub next_after: Option<i32>,
+}
+
+const STATUSES: [&str; 4] = ["booked", "attended", "no_show", "cancelled"];
+
+/// A campaign's appointments the caller may see: institution staff those of their
+/// institution, everyone else those of residents in their scope.
+pub async fn list(
+    db: &impl ConnectionTrait,
+    actor: &Actor,
+    campaign_id: i32,
+    filter: AppointmentFilter,
+) -> AppResult<AppointmentPage> {
+    campaign::get(db, campaign_id).await?;
+    let size = crate::paging::size(filter.limit);
+    let mut query = appointments::Entity::find()
+        .filter(appointments::Column::CampaignId.eq(campaign_id))
+        .find_also_related(residents::Entity);
+    if actor.role == Role::Institution {
+        query = query
+            .filter(appointments::Column::InstitutionId.eq(actor.institution_id.unwrap_or(-1)));
+    } else {
+        query = query.filter(actor.scope.filter(residents::Column::VillageCode));
+    }
+    if let Some(area) = filter.area.as_deref() {
+        let area = crate::registry::parse_area(area)?;
+        if actor.role != Role::Institution && !actor.scope.contains(&area) {
+            return Err(AppError::out_of_scope());
+        }
+        query = query.filter(Scope::Within(area).filter(residents::Column::VillageCode));
+    }
+    if let Some(id) = filter.institution_id {
+        query = query.filter(appointments::Column::InstitutionId.eq(id));
+    }
+    if let Some(day) = filter.day {
+        query = query.filter(appointments::Column::Day.eq(day));
+    }
+    if let Some(status) = filter.status.as_deref() {
+        if !STATUSES.contains(&status) {
+            return Err(AppError::validation(
+                "invalid_value",
+                "status 可选 booked、attended、no_show、cancelled",
+            ));
+        }
+        query = query.filter(appointments::Column::Status.eq(status));
+    }
+    if let Some(after) = filter.after {
+        query = query.filter(appointments::Column::Id.gt(after));
+    }
+    let mut rows = query
+        .order_by_asc(appointments::Column::Id)
+        .limit(size + 1)
+        .all(db)
+        .await?;
+    let more = rows.len() as u64 > size;
+    rows.truncate(size as usize);
+    let next_after = if more {
+        rows.last().map(|(a, _)| a.id)
+    } else {
+        None
+    };
+    Ok(AppointmentPage {
+        appointments: rows
+            .into_iter()
+            .filter_map(|(a, r)| r.map(|r| AppointmentView::new(a, &r)))
+            .collect(),
+        next_after,
+    })
+}
+
+pub async fn get(db: &impl ConnectionTrait, actor: &Actor, id: i32) -> AppResult<AppointmentView> {
+    let (a, r) = find_visible(db, actor, id).await?;
+    Ok(AppointmentView::new(a, &r))
+}
+
+fn may_change(actor: &Actor) -> AppResult<()> {
+    if matches!(actor.role, Role::Office | Role::Township | Role::Cadre) {
+        Ok(())
+    } else {
+        Err(AppError::forbidden_role())
+    }
+}
+
+fn require_booked(appointment: &appointments::Model) -> AppResult<()> {
+    if appointment.status == "booked" {
+        Ok(())
+    } else {
+        Err(AppError::refused(
+            "not_active",
+            format!(
+                "该预约状态为 {}，不能再更改",
+                status_label(&appointment.status)
+            ),
+        ))
+    }
+}
+
+pub fn status_label(status: &str) -> &'static str {
+    match status {
+        "booked" => "已预约",
+        "attended" => "已到检",
+        "no_show" => "爽约",
+        "cancelled" => "已取消",
+        _ => "未知",
+    }
+}
+
+#[derive(Debug, Clone, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Reschedule {
+    pub day: NaiveDate,
+    /// Another institution (default: the same).
+    pub institution_id: Option<i32>,
+    pub reason: Option<String>,
+}
+
+/// Moves an active appointment to another day (and institution): the new place is taken
+/// first, then the old one given back.
+pub async fn reschedule<C>(
+    db: &C,
+    actor: &Actor,
+    id: i32,
+    request: Reschedule,
+) -> AppResult<AppointmentView>
+where
+    C: ConnectionTrait + TransactionTrait,
+{
+    may_change(actor)?;
+    let reason = crate::registry::optional_name(request.reason.as_deref(), "原因", 200)?;
+    let txn = begin_write(db).await?;
+    let (current, resident) = find_visible(&txn, actor, id).await?;
+    require_booked(&current)?;
+    let campaign = campaign::get_open(&txn, current.campaign_id).await?;
+    check_day(&campaign, request.day)?;
+    let institution_id = request.institution_id.unwrap_or(current.institution_id);
+    if institution_id == current.institution_id && request.day == current.day {
+        return Err(AppError::validation("same_day", "新的日期与原预约相同"));
+    }
+    let institution = institution::find(&txn, institution_id).await?;
+    let village = AreaCode::parse(&resident.village_code)
+        .map_err(|e| anyhow::anyhow!("stored village code: {e}"))?;
+    if !institution.active || !institution::serves_village(&txn, institution.id, &village).await? {
+        return Err(AppError::refused(
+            "institution_not_serving",
+            format!("「{}」不负责该居民所在村（社区）或已停用", institution.name),
+        ));
+    }
+    if !reserve(&txn, &institution, request.day, 1).await? {
+        let view = day_after(&txn, &institution, request.day).await?;
+        let proposals = proposals(&txn, &campaign, &institution, request.day, 1).await?;
+        return Err(full_day(request.day, &view, 1, proposals));
+    }
+    release(&txn, current.institution_id, current.day, 1).await?;
+    let mut model: appointments::ActiveModel = current.clone().into();
+    model.institution_id = Set(institution.id);
+    model.day = Set(request.day);
+    model.reason = Set(reason.clone());
+    model.updated_at = Set(Utc::now());
+    let saved = model.update(&txn).await?;
+    audit::record(
+        &txn,
+        actor,
+        AuditEvent {
+            action: "appointment.reschedule",
+            entity: "appointment",
+            entity_id: Some(id.to_string()),
+            area_code: AreaCode::parse(&resident.village_code).ok(),
+            summary: json!({
+                "from": {"institution_id": current.institution_id, "day": current.day},
+                "to": {"institution_id": saved.institution_id, "day": saved.day},
+                "reason": reason,
+            }),
+        },
+    )
+    .await?;
+    txn.commit().await?;
+    Ok(AppointmentView::new(saved, &resident))
+}
+
+#[derive(Debug, Clone, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Cancellation {
+    pub reason: String,
+}
+
+/// Cancels an active appointment and gives its place back.
+pub async fn cancel<C>(
+    db: &C,
+    actor: &Actor,
+    id: i32,
+    request: Cancellation,
+) -> AppResult<AppointmentView>
+where
+    C: ConnectionTrait + TransactionTrait,
+{
+    may_change(actor)?;
+    let reason = crate::registry::check_name(&request.reason, "原因", 200)?;
+    let txn = begin_write(db).await?;
+    let (current, resident) = find_visible(&txn, actor, id).await?;
+    require_booked(&current)?;
+    let now = Utc::now();
+    let saved = end(&txn, &current, "cancelled", Some(reason.clone()), now).await?;
+    audit::record(
+        &txn,
+        actor,
+        AuditEvent {
+            action: "appointment.cancel",
+            entity: "appointment",
+            entity_id: Some(id.to_string()),
+            area_code: AreaCode::parse(&resident.village_code).ok(),
+            summary: json!({"institution_id": current.institution_id, "day": current.day, "reason": reason}),
+        },
+    )
+    .await?;
+    txn.commit().await?;
+    Ok(AppointmentView::new(saved, &resident))
+}
+
+/// Ends an active appointment as cancelled or attended: the place is given back (a cancel)
+/// or used (attended), and the progress row leaves `appointed` unless examined.
+async fn end(
+    db: &impl ConnectionTrait,
+    current: &appointments::Model,
+    status: &str,
+    reason: Option<String>,
+    now: DateTime<Utc>,
+) -> AppResult<appointments::Model> {
+    let mut model: appointments::ActiveModel = current.clone().into();
+    model.status = Set(status.to_owned());
+    model.updated_at = Set(now);
+    match status {
+        "attended" => model.attended_at = Set(Some(now)),
+        _ => {
+            model.cancelled_at = Set(Some(now));
+            model.reason = Set(reason);
+            release(db, current.institution_id, current.day, 1).await?;
+            enrol::unmark_appointed(db, current.campaign_id, &[current.resident_id], now).await?;
+        }
+    }
+    Ok(model.update(db).await?)
+}
+
+/// The active appointment of a resident in a campaign, if any.
+pub async fn active_of(
+    db: &impl ConnectionTrait,
+    campaign_id: i32,
+    resident_id: i32,
+) -> AppResult<Option<appointments::Model>> {
+    Ok(appointments::Entity::find()
+        .filter(appointments::Column::CampaignId.eq(campaign_id))
+        .filter(appointments::Column::ResidentId.eq(resident_id))
+        .filter(appointments::Column::Status.eq("booked"))
+        .one(db)
+        .await?)
+}
+
+/// Closes the active appointment of a resident who has just been examined: attended when
+/// the exam was at that institution, otherwise cancelled (the place given back).
+pub async fn close_for_exam(
+    db: &impl ConnectionTrait,
+    campaign_id: i32,
+    resident_id: i32,
+    institution_id: Option<i32>,
+    now: DateTime<Utc>,
+) -> AppResult<Option<i32>> {
+    let Some(active) = active_of(db, campaign_id, resident_id).await? else {
+        return Ok(None);
+    };
+    if institution_id == Some(active.institution_id) {
+        end(db, &active, "attended", None, now).await?;
+    } else {
+        end(
+            db,
+            &active,
+            "cancelled",
+            Some("已在其他地点体检".to_owned()),
+            now,
+        )
+        .await?;
+    }
+    Ok(Some(active.id))
+}
+
+#[derive(Debug, Clone, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Attendance {
+    /// `true`: came and was examined (an exam record is written); `false`: did not come.
+    pub attended: bool,
+}
+
+/// Institution staff (or the office) mark whether a booked resident came. Coming writes the
+/// exam record; not coming makes it a no-show, on or after the day.
+pub async fn mark_attendance<C>(
+    db: &C,
+    actor: &Actor,
+    id: i32,
+    request: Attendance,
+) -> AppResult<AppointmentView>
+where
+    C: ConnectionTrait + TransactionTrait,
+{
+    let txn = begin_write(db).await?;
+    let (current, resident) = find_visible(&txn, actor, id).await?;
+    let may_mark = match actor.role {
+        Role::Institution => actor.institution_id == Some(current.institution_id),
+        Role::Office => true,
+        _ => false,
+    };
+    if !may_mark {
+        return Err(AppError::Forbidden(
+            "只有该机构的工作人员可以登记到检".to_owned(),
+        ));
+    }
+    require_booked(&current)?;
+    let campaign = campaign::get_open(&txn, current.campaign_id).await?;
+    if current.day > campaign.today() {
+        return Err(AppError::validation(
+            "day_not_reached",
+            format!("预约日期 {} 还没到", current.day),
+        ));
+    }
+    let now = Utc::now();
+    let saved = if request.attended {
+        crate::exam::insert(
+            &txn,
+            actor,
+            crate::exam::NewRecord {
+                campaign_id: current.campaign_id,
+                resident_id: current.resident_id,
+                examined_on: current.day,
+                institution_id: Some(current.institution_id),
+                source: "attendance",
+                appointment_id: Some(current.id),
+                ..Default::default()
+            },
+        )
+        .await?;
+        end(&txn, &current, "attended", None, now).await?
+    } else {
+        no_show(&txn, &current, now).await?
+    };
+    audit::record(
+        &txn,
+        actor,
+        AuditEvent {
+            action: "appointment.attendance",
+            entity: "appointment",
+            entity_id: Some(id.to_string()),
+            area_code: AreaCode::parse(&resident.village_code).ok(),
+            summary: json!({"attended": request.attended, "day": current.day, "institution_id": current.institution_id}),
+        },
+    )
+    .await?;
+    txn.commit().await?;
+    Ok(AppointmentView::new(saved, &resident))
+}
+
+async fn no_show(
+    db: &impl ConnectionTrait,
+    current: &appointments::Model,
+    now: DateTime<Utc>,
+) -> AppResult<appointments::Model> {
+    let mut model: appointments::ActiveModel = current.clone().into();
+    model.status = Set("no_show".to_owned());
+    model.updated_at = Set(now);
+    let saved = model.update(db).await?;
+    enrol::unmark_appointed(db, current.campaign_id, &[current.resident_id], now).await?;
+    Ok(saved)
+}
+
+/// Turns every booked appointment whose day has ended (in the campaign's time zone) into a
+/// no-show. Safe to run any number of times. Returns how many changed.
+pub async fn mark_no_shows<C>(db: &C) -> AppResult<u64>
+where
+    C: ConnectionTrait + TransactionTrait,
+{
+    let mut changed = 0;
+    for campaign in campaign::open_campaigns(db).await? {
+        let txn = begin_write(db).await?;
+        let due = appointments::Entity::find()
+            .filter(appointments::Column::CampaignId.eq(campaign.id()))
+            .filter(appointments::Column::Status.eq("booked"))
+            .filter(appointments::Column::Day.lt(campaign.today()))
+            .all(&txn)
+            .await?;
+        let now = Utc::now();
+        let residents: Vec<i32> = due.iter().map(|a| a.resident_id).collect();
+        for chunk in due.chunks(500) {
+            let ids: Vec<i32> = chunk.iter().map(|a| a.id).collect();
+            appointments::Entity::update_many()
+                .col_expr(
+                    appointments::Column::Status,
+                    sea_orm::sea_query::Expr::value("no_show"),
+                )
+                .col_expr(
+                    appointments::Column::UpdatedAt,
+                    sea_orm::sea_query::Expr::value(now),
+                )
+                .filter(appointments::Column::Id.is_in(ids))
+                .filter(appointments::Column::Status.eq("booked"))
+                .exec(&txn)
+                .await?;
+        }
+        for chunk in residents.chunks(500) {
+            enrol::unmark_appointed(&txn, campaign.id(), chunk, now).await?;
+        }
+        if !due.is_empty() {
+            audit::record(
+                &txn,
+                &Actor::system(),
+                AuditEvent {
+                    action: "appointment.no_show",
+                    entity: "appointment",
+                    entity_id: None,
+                    area_code: None,
+                    summary: json!({"campaign_id": campaign.id(), "count": due.len()}),
+                },
+            )
+            .await?;
+        }
+        txn.commit().await?;
+        changed += due.len() as u64;
+    }
+    Ok(changed)
+}
+
+/// Cancels the active appointments of residents who have just become exempt (deceased or
+/// moved out), giving their places back. Set-based, for the registry refresh.
+pub async fn cancel_for_exempt(
+    db: &impl ConnectionTrait,
+    campaign_id: i32,
+    now: DateTime<Utc>,
+) -> AppResult<()> {
+    let due = appointments::Entity::find()
+        .filter(appointments::Column::CampaignId.eq(campaign_id))
+        .filter(appointments::Column::Status.eq("booked"))
+        .filter(sea_orm::sea_query::Expr::cust(
+            "EXISTS (SELECT 1 FROM enrolments e WHERE e.campaign_id = appointments.campaign_id \
+             AND e.resident_id = appointments.resident_id AND e.stage = 'exempt')",
+        ))
+        .all(db)
+        .await?;
+    let mut per_day: HashMap<(i32, NaiveDate), i32> = HashMap::new();
+    for a in &due {
+        *per_day.entry((a.institution_id, a.day)).or_default() += 1;
+    }
+    for ((institution_id, day), n) in per_day {
+        release(db, institution_id, day, n).await?;
+    }
+    let ids: HashSet<i32> = due.iter().map(|a| a.id).collect();
+    let ids: Vec<i32> = ids.into_iter().collect();
+    for chunk in ids.chunks(500) {
+        appointments::Entity::update_many()
+            .col_expr(
+                appointments::Column::Status,
+                sea_orm::sea_query::Expr::value("cancelled"),
+            )
+            .col_expr(
+                appointments::Column::Reason,
+                sea_orm::sea_query::Expr::value("居民已死亡或迁出"),
+            )
+            .col_expr(
+                appointments::Column::CancelledAt,
+                sea_orm::sea_query::Expr::value(now),
+            )
+            .col_expr(
+                appointments::Column::UpdatedAt,
+                sea_orm::sea_query::Expr::value(now),
+            )
+            .filter(appointments::Column::Id.is_in(chunk.iter().copied()))
+            .exec(db)
+            .await?;
+    }
+    Ok(())
+}
+
+/// Every appointment of one resident in a campaign, oldest first.
+pub async fn of_resident(
+    db: &impl ConnectionTrait,
+    campaign_id: i32,
+    resident: &residents::Model,
+) -> AppResult<Vec<AppointmentView>> {
+    Ok(appointments::Entity::find()
+        .filter(appointments::Column::CampaignId.eq(campaign_id))
+        .filter(appointments::Column::ResidentId.eq(resident.id))
+        .order_by_asc(appointments::Column::Id)
+        .all(db)
+        .await?
+        .into_iter()
+        .map(|a| AppointmentView::new(a, resident))
+        .collect())
+}

@@ -1,0 +1,702 @@
+//! Exam records: one per resident and campaign (杜绝重复体检), written when an institution
+//! marks attendance or an exam, imported from the checkup system's CSV, or recorded by a
+//! cadre as "examined elsewhere" with evidence for a migrant examined where they live.
+//! A second record is refused and reported as a duplicate.
+
+use std::collections::{HashMap, HashSet};
+
+use base64::Engine;
+use chrono::{NaiveDate, Utc};
+use entities::users::Role;
+use entities::{enrolments, exam_records, institutions, residents};
+use sea_orm::{
+    ActiveValue::Set, ColumnTrait, ConnectionTrait, EntityTrait, QueryFilter, QuerySelect,
+    TransactionSession, TransactionTrait,
+};
+use serde::{Deserialize, Serialize};
+use serde_json::json;
+
+use crate::area::AreaCode;
+use crate::audit::{self, AuditEvent};
+use crate::auth::Actor;
+use crate::campaign::{self, Stage, enrol};
+use crate::db::begin_write;
+use crate::error::{AppError, AppResult};
+use crate::import::{CsvTable, RejectedRow, map_headers};
+use crate::privacy::{Field, Privacy};
+use crate::registry::{self, ResidentId};
+
+/// Largest evidence file kept with a record (a photo of the exam form).
+pub const MAX_EVIDENCE_BYTES: usize = 5 * 1024 * 1024;
+
+/// What is written for one exam.
+#[derive(Debug, Clone, Default)]
+pub struct NewRecord {
+    pub campaign_id: i32,
+    pub resident_id: i32,
+    pub examined_on: NaiveDate,
+    pub institution_id: Option<i32>,
+    /// attendance, institution, import or elsewhere.
+    pub source: &'static str,
+    pub place: Option<String>,
+    pub examiner: Option<String>,
+    pub note: Option<String>,
+    pub evidence_name: Option<String>,
+    pub evidence_type: Option<String>,
+    pub evidence: Option<Vec<u8>>,
+    pub appointment_id: Option<i32>,
+}
+
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+pub struct ExamView {
+    pub id: i32,
+    pub campaign_id: i32,
+    pub resident_id: i32,
+    pub examined_on: NaiveDate,
+    pub institution_id: Option<i32>,
+    /// attendance, institution, import or elsewhere.
+    pub source: String,
+    pub place: Option<String>,
+    pub examiner: Option<String>,
+    pub note: Option<String>,
+    pub evidence_name: Option<String>,
+    pub has_evidence: bool,
+    pub recorded_by: String,
+    pub created_at: chrono::DateTime<Utc>,
+}
+
+impl From<exam_records::Model> for ExamView {
+    fn from(m: exam_records::Model) -> Self {
+        Self {
+            id: m.id,
+            campaign_id: m.campaign_id,
+            resident_id: m.resident_id,
+            examined_on: m.examined_on,
+            institution_id: m.institution_id,
+            source: m.source,
+            place: m.place,
+            examiner: m.examiner,
+            note: m.note,
+            evidence_name: m.evidence_name,
+            has_evidence: m.evidence.is_some(),
+            recorded_by: m.recorded_by_name,
+            created_at: m.created_at,
+        }
+    }
+}
+
+pub async fn existing(
+    db: &impl ConnectionTrait,
+    campaign_id: i32,
+    resident_id: i32,
+) -> AppResult<Option<exam_records::Model>> {
+    Ok(exam_records::Entity::find()
+        .filter(exam_records::Column::CampaignId.eq(campaign_id))
+        .filter(exam_records::Column::ResidentId.eq(resident_id))
+        .one(db)
+        .await?)
+}
+
+fn duplicate(existing: &exam_records::Model) -> AppError {
+    let place = existing
+        .place
+        .clone()
+        .unwrap_or_else(|| "本县医疗机构".to_owned());
+    AppError::Refused {
+        code: "duplicate_exam",
+        message: format!(
+            "该居民本年度已于 {} 在{place}体检，不能重复体检",
+            existing.examined_on
+        ),
+        details: Some(json!({"exam": ExamView::from(existing.clone())})),
+    }
+}
+
+/// Writes the exam record and moves the progress row to `examined`. A resident who already
+/// has a record for the campaign is refused as a duplicate.
+pub async fn insert(
+    db: &impl ConnectionTrait,
+    actor: &Actor,
+    record: NewRecord,
+) -> AppResult<exam_records::Model> {
+    if let Some(found) = existing(db, record.campaign_id, record.resident_id).await? {
+        return Err(duplicate(&found));
+    }
+    let enrolled = enrolments::Entity::find()
+        .filter(enrolments::Column::CampaignId.eq(record.campaign_id))
+        .filter(enrolments::Column::ResidentId.eq(record.resident_id))
+        .one(db)
+        .await?;
+    if enrolled.is_none() {
+        return Err(AppError::refused(
+            "not_enrolled",
+            "该居民不在本次体检对象范围内",
+        ));
+    }
+    let now = Utc::now();
+    let inserted = exam_records::Entity::insert(exam_records::ActiveModel {
+        campaign_id: Set(record.campaign_id),
+        resident_id: Set(record.resident_id),
+        examined_on: Set(record.examined_on),
+        institution_id: Set(record.institution_id),
+        source: Set(record.source.to_owned()),
+        place: Set(record.place),
+        examiner: Set(record.examiner),
+        note: Set(record.note),
+        evidence_name: Set(record.evidence_name),
+        evidence_type: Set(record.evidence_type),
+        evidence: Set(record.evidence),
+        appointment_id: Set(record.appointment_id),
+        recorded_by: Set(actor.user_id),
+        recorded_by_name: Set(actor.username.clone()),
+        created_at: Set(now),
+        ..Default::default()
+    })
+    .exec_with_returning(db)
+    .await;
+    let saved = match inserted {
+        Ok(saved) => saved,
+        Err(e)
+            if matches!(
+                e.sql_err(),
+                Some(sea_orm::SqlErr::UniqueConstraintViolation(_))
+            ) =>
+        {
+            // Recorded by someone else a moment ago.
+            return Err(
+                match existing(db, record.campaign_id, record.resident_id).await? {
+                    Some(found) => duplicate(&found),
+                    None => e.into(),
+                },
+            );
+        }
+        Err(e) => return Err(e.into()),
+    };
+    enrol::mark_examined(db, record.campaign_id, record.resident_id, now).await?;
+    Ok(saved)
+}
+
+fn check_exam_date(campaign: &campaign::Campaign, day: NaiveDate) -> AppResult<()> {
+    let year_start = NaiveDate::from_ymd_opt(campaign.model.year, 1, 1).expect("valid year");
+    if day < year_start || day > campaign.today() {
+        return Err(AppError::validation(
+            "invalid_exam_date",
+            format!("体检日期应在 {year_start} 至今天之间"),
+        ));
+    }
+    Ok(())
+}
+
+#[derive(Debug, Clone, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct InstitutionExam {
+    pub resident_id: i32,
+    pub examined_on: NaiveDate,
+    /// The examining institution (institution staff: their own, which is the default).
+    pub institution_id: Option<i32>,
+}
+
+/// An institution records an exam it did (without an appointment, or for a walk-in). An
+/// active appointment of the resident is closed as attended (same institution) or cancelled.
+pub async fn record_at_institution<C>(
+    db: &C,
+    actor: &Actor,
+    campaign_id: i32,
+    request: InstitutionExam,
+) -> AppResult<ExamView>
+where
+    C: ConnectionTrait + TransactionTrait,
+{
+    let institution_id = match (actor.role, request.institution_id, actor.institution_id) {
+        (Role::Institution, None, Some(own)) => own,
+        (Role::Institution, Some(id), Some(own)) if id == own => own,
+        (Role::Office, Some(id), _) => id,
+        (Role::Office, None, _) => {
+            return Err(AppError::validation(
+                "institution_required",
+                "请指定体检机构（institution_id）",
+            ));
+        }
+        _ => {
+            return Err(AppError::Forbidden("只能登记本机构完成的体检".to_owned()));
+        }
+    };
+    let txn = begin_write(db).await?;
+    let campaign = campaign::get_open(&txn, campaign_id).await?;
+    check_exam_date(&campaign, request.examined_on)?;
+    let institution = crate::institution::find(&txn, institution_id).await?;
+    let resident = residents::Entity::find_by_id(request.resident_id)
+        .one(&txn)
+        .await?
+        .ok_or_else(|| AppError::NotFound(format!("居民 {} 不存在", request.resident_id)))?;
+    let village = AreaCode::parse(&resident.village_code)
+        .map_err(|e| anyhow::anyhow!("stored village code: {e}"))?;
+    let in_reach = match actor.role {
+        Role::Office => actor.scope.contains(&village),
+        _ => crate::institution::serves_village(&txn, institution.id, &village).await?,
+    };
+    if !in_reach {
+        return Err(AppError::NotFound(format!(
+            "居民 {} 不存在",
+            request.resident_id
+        )));
+    }
+    let now = Utc::now();
+    let appointment = crate::appointment::close_for_exam(
+        &txn,
+        campaign_id,
+        resident.id,
+        Some(institution.id),
+        now,
+    )
+    .await?;
+    let saved = insert(
+        &txn,
+        actor,
+        NewRecord {
+            campaign_id,
+            resident_id: resident.id,
+            examined_on: request.examined_on,
+            institution_id: Some(institution.id),
+            source: "institution",
+            appointment_id: appointment,
+            ..Default::default()
+        },
+    )
+    .await?;
+    audit::record(
+        &txn,
+        actor,
+        AuditEvent {
+            action: "exam.record",
+            entity: "exam",
+            entity_id: Some(saved.id.to_string()),
+            area_code: Some(village),
+            summary: json!({"campaign_id": campaign_id, "resident_id": resident.id, "institution_id": institution.id, "examined_on": request.examined_on}),
+        },
+    )
+    .await?;
+    txn.commit().await?;
+    Ok(saved.into())
+}
+
+#[derive(Debug, Clone, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ElsewhereExam {
+    pub examined_on: NaiveDate,
+    /// Where (the institution and its city or county).
+    pub place: String,
+    /// Who examined or attests it.
+    pub examiner: String,
+    pub note: Option<String>,
+    /// Optional evidence file (a photo or PDF of the exam form), base64, at most 5 MiB.
+    pub evidence_base64: Option<String>,
+    pub evidence_name: Option<String>,
+    /// e.g. `image/jpeg`, `application/pdf`.
+    pub evidence_type: Option<String>,
+}
+
+/// A cadre records that a resident (usually a migrant) was examined elsewhere, with evidence;
+/// it counts as examined for the home village and is reported by its examining place.
+pub async fn record_elsewhere<C>(
+    db: &C,
+    actor: &Actor,
+    campaign_id: i32,
+    resident_id: i32,
+    request: ElsewhereExam,
+) -> AppResult<ExamView>
+where
+    C: ConnectionTrait + TransactionTrait,
+{
+    if !matches!(actor.role, Role::Office | Role::Township | Role::Cadre) {
+        return Err(AppError::forbidden_role());
+    }
+    let place = registry::check_name(&request.place, "体检地点", 200)?;
+    let examiner = registry::check_name(&request.examiner, "体检单位或证明人", 100)?;
+    let note = registry::optional_name(request.note.as_deref(), "备注", 500)?;
+    let evidence = match request.evidence_base64.as_deref().map(str::trim) {
+        None | Some("") => None,
+        Some(raw) => {
+            let bytes = base64::engine::general_purpose::STANDARD
+                .decode(raw)
+                .map_err(|_| {
+                    AppError::validation("invalid_evidence", "证明材料不是有效的 base64")
+                })?;
+            if bytes.is_empty() || bytes.len() > MAX_EVIDENCE_BYTES {
+                return Err(AppError::validation(
+                    "invalid_evidence",
+                    "证明材料应为 1 字节到 5 MB 的文件",
+                ));
+            }
+            Some(bytes)
+        }
+    };
+    let evidence_type = match (&evidence, request.evidence_type.as_deref().map(str::trim)) {
+        (None, _) => None,
+        (Some(_), None | Some("")) => Some("application/octet-stream".to_owned()),
+        (Some(_), Some(t)) if t.len() <= 100 && t.contains('/') && !t.contains(['\r', '\n']) => {
+            Some(t.to_owned())
+        }
+        _ => {
+            return Err(AppError::validation(
+                "invalid_evidence",
+                "证明材料的类型应类似 image/jpeg",
+            ));
+        }
+    };
+    let evidence_name = match &evidence {
+        None => None,
+        Some(_) => Some(
+            registry::optional_name(request.evidence_name.as_deref(), "文件名", 200)?
+                .unwrap_or_else(|| "evidence".to_owned()),
+        ),
+    };
+    let txn = begin_write(db).await?;
+    let campaign = campaign::get_open(&txn, campaign_id).await?;
+    check_exam_date(&campaign, request.examined_on)?;
+    let resident = registry::find(&txn, &actor.scope, resident_id).await?;
+    let now = Utc::now();
+    crate::appointment::close_for_exam(&txn, campaign_id, resident_id, None, now).await?;
+    let saved = insert(
+        &txn,
+        actor,
+        NewRecord {
+            campaign_id,
+            resident_id,
+            examined_on: request.examined_on,
+            institution_id: None,
+            source: "elsewhere",
+            place: Some(place.clone()),
+            examiner: Some(examiner),
+            note,
+            evidence_name,
+            evidence_type,
+            evidence,
+            appointment_id: None,
+        },
+    )
+    .await?;
+    audit::record(
+        &txn,
+        actor,
+        AuditEvent {
+            action: "exam.record_elsewhere",
+            entity: "exam",
+            entity_id: Some(saved.id.to_string()),
+            area_code: AreaCode::parse(&resident.village_code).ok(),
+            summary: json!({"campaign_id": campaign_id, "resident_id": resident_id, "place": place, "examined_on": request.examined_on, "evidence": saved.evidence_name}),
+        },
+    )
+    .await?;
+    txn.commit().await?;
+    Ok(saved.into())
+}
+
+/// The evidence file of an exam record, for those who may see the resident.
+pub async fn evidence(
+    db: &impl ConnectionTrait,
+    actor: &Actor,
+    id: i32,
+) -> AppResult<(String, String, Vec<u8>)> {
+    let found = exam_records::Entity::find_by_id(id)
+        .find_also_related(residents::Entity)
+        .one(db)
+        .await?;
+    let (record, resident) = match found {
+        Some((record, Some(resident)))
+            if AreaCode::parse(&resident.village_code).is_ok_and(|v| actor.scope.contains(&v)) =>
+        {
+            (record, resident)
+        }
+        _ => return Err(AppError::NotFound(format!("体检记录 {id} 不存在"))),
+    };
+    let _ = resident;
+    match (record.evidence, record.evidence_name, record.evidence_type) {
+        (Some(bytes), Some(name), Some(kind)) => Ok((name, kind, bytes)),
+        _ => Err(AppError::NotFound("该体检记录没有证明材料".to_owned())),
+    }
+}
+
+const EXAM_ID: &[&str] = &["身份证号", "身份证号码", "公民身份号码", "id_number"];
+const EXAM_DATE: &[&str] = &["体检日期", "exam_date", "date"];
+const EXAM_INSTITUTION: &[&str] = &["体检机构", "机构代码", "institution", "institution_code"];
+
+/// What an exam import did.
+#[derive(Debug, Clone, Default, Serialize, utoipa::ToSchema)]
+pub struct ExamImportSummary {
+    pub imported: u64,
+    /// Rows for residents who already have an exam this campaign (also among `rejected`).
+    pub duplicates: u64,
+    pub rejected: u64,
+}
+
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+pub struct ExamImport {
+    pub summary: ExamImportSummary,
+    pub rejected_rows: Vec<RejectedRow>,
+    pub unknown_columns: Vec<String>,
+    #[serde(skip)]
+    pub headers: Vec<String>,
+}
+
+/// Imports the checkup system's exam list (ID number, exam date, institution code) into a
+/// campaign, in one transaction: good rows are recorded, bad rows and duplicates rejected
+/// with their reasons. Institution staff may import only their own institution's exams.
+pub async fn import<C>(
+    db: &C,
+    privacy: &Privacy,
+    actor: &Actor,
+    campaign_id: i32,
+    bytes: &[u8],
+) -> AppResult<ExamImport>
+where
+    C: ConnectionTrait + TransactionTrait,
+{
+    if !matches!(actor.role, Role::Office | Role::Institution) {
+        return Err(AppError::forbidden_role());
+    }
+    let table = CsvTable::read(bytes)?;
+    let ([id_col, date_col, inst_col], unknown_columns) =
+        map_headers(&table.headers, [EXAM_ID, EXAM_DATE, EXAM_INSTITUTION]);
+    let (Some(id_col), Some(date_col), Some(inst_col)) = (id_col, date_col, inst_col) else {
+        return Err(AppError::validation(
+            "missing_columns",
+            "表头缺少必需的列：身份证号（id_number）、体检日期（exam_date）、体检机构（institution）",
+        ));
+    };
+    let txn = begin_write(db).await?;
+    let campaign = campaign::get_open(&txn, campaign_id).await?;
+    let mut institutions: HashMap<String, Option<institutions::Model>> = HashMap::new();
+    let mut seen: HashSet<i32> = HashSet::new();
+    let mut summary = ExamImportSummary::default();
+    let mut rejected = Vec::new();
+    let today = campaign.today();
+    for (line, record) in &table.rows {
+        let values: Vec<String> = match record {
+            Ok(r) => r.iter().map(str::to_owned).collect(),
+            Err(reason) => {
+                rejected.push(reject(*line, Vec::new(), "unreadable_row", reason.clone()));
+                continue;
+            }
+        };
+        let get = |col: usize| values.get(col).map(|s| s.trim()).unwrap_or("");
+        let id = match ResidentId::parse(get(id_col), today) {
+            Ok(id) => id,
+            Err(e) => {
+                let code = e.code();
+                let reason = e.to_string();
+                rejected.push(reject(*line, values, code, reason));
+                continue;
+            }
+        };
+        let Some(day) = registry::parse_date(get(date_col)) else {
+            rejected.push(reject(
+                *line,
+                values,
+                "invalid_exam_date",
+                "体检日期应为 YYYY-MM-DD".to_owned(),
+            ));
+            continue;
+        };
+        if check_exam_date(&campaign, day).is_err() {
+            rejected.push(reject(
+                *line,
+                values,
+                "invalid_exam_date",
+                format!("体检日期应在 {} 年内且不晚于今天", campaign.model.year),
+            ));
+            continue;
+        }
+        let code = get(inst_col).to_uppercase();
+        if !institutions.contains_key(&code) {
+            let found = crate::institution::find_by_code(&txn, &code).await?;
+            institutions.insert(code.clone(), found);
+        }
+        let Some(institution) = institutions.get(&code).cloned().flatten() else {
+            rejected.push(reject(
+                *line,
+                values,
+                "unknown_institution",
+                format!("机构 {code} 不存在"),
+            ));
+            continue;
+        };
+        if actor.role == Role::Institution && actor.institution_id != Some(institution.id) {
+            rejected.push(reject(
+                *line,
+                values,
+                "out_of_scope",
+                format!("只能导入本机构的体检记录，不能导入 {code}"),
+            ));
+            continue;
+        }
+        let index = privacy.blind_index(Field::ResidentId, id.expose());
+        let Some(resident) = residents::Entity::find()
+            .filter(residents::Column::IdIndex.eq(index))
+            .select_only()
+            .column(residents::Column::Id)
+            .column(residents::Column::VillageCode)
+            .into_tuple::<(i32, String)>()
+            .one(&txn)
+            .await?
+        else {
+            rejected.push(reject(
+                *line,
+                values,
+                "unknown_resident",
+                format!("身份证号 {} 未登记", id.masked()),
+            ));
+            continue;
+        };
+        if actor.role == Role::Office
+            && !AreaCode::parse(&resident.1).is_ok_and(|v| actor.scope.contains(&v))
+        {
+            rejected.push(reject(
+                *line,
+                values,
+                "out_of_scope",
+                "该居民不在您的管辖范围内".to_owned(),
+            ));
+            continue;
+        }
+        if !seen.insert(resident.0) {
+            summary.duplicates += 1;
+            rejected.push(reject(
+                *line,
+                values,
+                "duplicate_exam",
+                "文件中同一居民出现多次，只记录第一次".to_owned(),
+            ));
+            continue;
+        }
+        let now = Utc::now();
+        let savepoint = txn.begin().await?;
+        let appointment = crate::appointment::close_for_exam(
+            &savepoint,
+            campaign_id,
+            resident.0,
+            Some(institution.id),
+            now,
+        )
+        .await?;
+        let result = insert(
+            &savepoint,
+            actor,
+            NewRecord {
+                campaign_id,
+                resident_id: resident.0,
+                examined_on: day,
+                institution_id: Some(institution.id),
+                source: "import",
+                appointment_id: appointment,
+                ..Default::default()
+            },
+        )
+        .await;
+        match result {
+            Ok(_) => {
+                savepoint.commit().await?;
+                summary.imported += 1;
+            }
+            Err(e @ AppError::Refused { .. }) => {
+                savepoint.rollback().await?;
+                if e.code() == "duplicate_exam" {
+                    summary.duplicates += 1;
+                }
+                rejected.push(reject(*line, values, e.code(), e.to_string()));
+            }
+            Err(e) => return Err(e),
+        }
+    }
+    summary.rejected = rejected.len() as u64;
+    if summary.imported > 0 {
+        audit::record(
+            &txn,
+            actor,
+            AuditEvent {
+                action: "exam.import",
+                entity: "exam",
+                entity_id: None,
+                area_code: actor.scope.area().cloned(),
+                summary: json!({"campaign_id": campaign_id, "imported": summary.imported, "duplicates": summary.duplicates, "rejected": summary.rejected}),
+            },
+        )
+        .await?;
+    }
+    txn.commit().await?;
+    Ok(ExamImport {
+        summary,
+        rejected_rows: rejected,
+        unknown_columns,
+        headers: table.header_names(),
+    })
+}
+
+fn reject(line: u64, values: Vec<String>, code: &str, reason: String) -> RejectedRow {
+    RejectedRow {
+        line,
+        values,
+        code: code.to_owned(),
+        reason,
+    }
+}
+
+/// One resident's progress in a campaign: the row, the appointments and the exam.
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+pub struct Progress {
+    pub resident_id: i32,
+    pub name: String,
+    pub stage: Stage,
+    pub stage_label: &'static str,
+    pub cohort: String,
+    pub village_code: String,
+    pub migrant_type: String,
+    pub special: Option<String>,
+    pub route: String,
+    pub notified_at: Option<chrono::DateTime<Utc>>,
+    pub reached_at: Option<chrono::DateTime<Utc>>,
+    pub appointed_at: Option<chrono::DateTime<Utc>>,
+    pub examined_at: Option<chrono::DateTime<Utc>>,
+    pub refused_at: Option<chrono::DateTime<Utc>>,
+    pub exempt_at: Option<chrono::DateTime<Utc>>,
+    pub appointments: Vec<crate::appointment::AppointmentView>,
+    pub exam: Option<ExamView>,
+}
+
+pub async fn progress(
+    db: &impl ConnectionTrait,
+    actor: &Actor,
+    campaign_id: i32,
+    resident_id: i32,
+) -> AppResult<Progress> {
+    let resident = registry::find(db, &actor.scope, resident_id).await?;
+    let row = enrolments::Entity::find()
+        .filter(enrolments::Column::CampaignId.eq(campaign_id))
+        .filter(enrolments::Column::ResidentId.eq(resident_id))
+        .one(db)
+        .await?
+        .ok_or_else(|| AppError::NotFound("该居民不在本次体检对象范围内".to_owned()))?;
+    let stage = Stage::parse(&row.stage).unwrap_or(Stage::Target);
+    let appointments = crate::appointment::of_resident(db, campaign_id, &resident).await?;
+    Ok(Progress {
+        resident_id,
+        name: resident.name,
+        stage,
+        stage_label: stage.label(),
+        cohort: row.cohort,
+        village_code: row.village_code,
+        migrant_type: row.migrant_type,
+        special: row.special,
+        route: row.route,
+        notified_at: row.notified_at,
+        reached_at: row.reached_at,
+        appointed_at: row.appointed_at,
+        examined_at: row.examined_at,
+        refused_at: row.refused_at,
+        exempt_at: row.exempt_at,
+        appointments,
+        exam: existing(db, campaign_id, resident_id)
+            .await?
+            .map(Into::into),
+    })
+}
