@@ -1,11 +1,14 @@
 //! The HTTP surface: every resource router, the OpenAPI document generated from them, and
 //! the layers every request passes (request id, tracing, limits, error envelope).
 
+mod appointments;
 mod areas;
 mod audit;
 mod auth;
+mod campaigns;
 pub mod extract;
 mod health;
+mod institutions;
 mod middleware;
 mod residents;
 mod users;
@@ -34,7 +37,8 @@ use crate::startup::AppState;
 #[openapi(
     info(
         title = "outreach",
-        description = "全民健康体检 outreach service: area tree, users, audit log. Errors are \
+        description = "全民健康体检 outreach service: areas, users, audit log, residents, campaigns, \
+                       institutions, appointments and exams. Errors are \
                        `{\"error\": {\"code\", \"message\"}}`."
     ),
     modifiers(&BearerAuth),
@@ -45,6 +49,10 @@ use crate::startup::AppState;
         (name = "users", description = "user accounts (office)"),
         (name = "audit", description = "the audit log (office, auditor)"),
         (name = "residents", description = "the resident registry and the migrant book"),
+        (name = "campaigns", description = "the year's campaign, enrolment, progress and worklists"),
+        (name = "institutions", description = "institutions, the areas they serve, capacity calendars"),
+        (name = "appointments", description = "group bookings, reschedule, cancel, attendance"),
+        (name = "exams", description = "exam records: at an institution, elsewhere, imported"),
     )
 )]
 struct ApiDoc;
@@ -68,6 +76,9 @@ pub fn api() -> (Router<AppState>, utoipa::openapi::OpenApi) {
         .merge(areas::router())
         .merge(users::router())
         .merge(residents::router())
+        .merge(campaigns::router())
+        .merge(institutions::router())
+        .merge(appointments::router())
         .merge(audit::router());
     OpenApiRouter::with_openapi(ApiDoc::openapi())
         .merge(health::router())
