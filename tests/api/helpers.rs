@@ -4,7 +4,7 @@ use entities::users::Role;
 use outreach::auth::Actor;
 use outreach::config::{DatabaseUrl, Settings};
 use outreach::startup::Application;
-use outreach::{area, users};
+use outreach::{area, campaign, institution, users};
 use reqwest::{Method, StatusCode};
 use sea_orm::{ConnectionTrait, Database, DatabaseConnection};
 use serde_json::{Value, json};
@@ -220,8 +220,33 @@ impl TestApp {
         assert_eq!(result.summary.imported, 9);
     }
 
-    /// Creates a user with the test password and returns (id, token).
+    /// Creates a user with the test password and returns (id, token). An institution user
+    /// works for `INST-<area>` (created, serving `area`, when missing).
     pub async fn user(&self, username: &str, role: Role, area: &str) -> (i32, String) {
+        let institution = if role == Role::Institution {
+            let code = format!("INST-{area}");
+            if institution::find_by_code(&self.db, &code)
+                .await
+                .unwrap()
+                .is_none()
+            {
+                self.institution(&code, area, &[area], 50).await;
+            }
+            Some(code)
+        } else {
+            None
+        };
+        self.user_at(username, role, area, institution).await
+    }
+
+    /// Creates a user working for the institution with code `institution`.
+    pub async fn user_at(
+        &self,
+        username: &str,
+        role: Role,
+        area: &str,
+        institution: Option<String>,
+    ) -> (i32, String) {
         let created = users::create(
             &self.db,
             &Actor::cli(),
@@ -231,6 +256,7 @@ impl TestApp {
                 role,
                 area_code: area.to_owned(),
                 password: Some(PASSWORD.to_owned()),
+                institution,
             },
         )
         .await
@@ -293,5 +319,78 @@ impl TestApp {
             .send()
             .await
             .expect("request sent")
+    }
+}
+
+impl TestApp {
+    /// Registers an institution located in `area`, serving `serves`, open every day.
+    pub async fn institution(&self, code: &str, area: &str, serves: &[&str], capacity: i32) -> i32 {
+        institution::create(
+            &self.db,
+            &Actor::cli(),
+            institution::NewInstitution {
+                code: code.to_owned(),
+                name: format!("{code}卫生院"),
+                kind: institution::Kind::TownshipCentre,
+                area_code: area.to_owned(),
+                daily_capacity: capacity,
+                closed_weekdays: Vec::new(),
+                serves: serves.iter().map(|s| s.to_string()).collect(),
+            },
+        )
+        .await
+        .unwrap_or_else(|e| panic!("create institution {code}: {e}"))
+        .id
+    }
+
+    /// Creates and opens this year's campaign, with the exam window running from 1 January
+    /// to 60 days from today (then catch-up and acceptance), so that today and the coming
+    /// weeks can be booked whatever the date the tests run on. Returns its id.
+    pub async fn open_campaign(&self) -> i32 {
+        let today = outreach::registry::today();
+        let id = campaign::create(&self.db, &Actor::cli(), test_campaign(today))
+            .await
+            .unwrap_or_else(|e| panic!("create campaign: {e}"))
+            .id();
+        campaign::open(&self.db, &Actor::cli(), id)
+            .await
+            .unwrap_or_else(|e| panic!("open campaign: {e}"));
+        id
+    }
+}
+
+/// This year's campaign with an exam window that includes today and the next 60 days.
+pub fn test_campaign(today: chrono::NaiveDate) -> campaign::NewCampaign {
+    use chrono::Datelike;
+    let year = today.year();
+    let days = |n| today + chrono::Duration::days(n);
+    let range = |from, to| Some(campaign::DateRange { from, to });
+    let jan1 = chrono::NaiveDate::from_ymd_opt(year, 1, 1).unwrap();
+    campaign::NewCampaign {
+        year,
+        name: None,
+        reference_date: Some(jan1),
+        timezone: None,
+        quiet_hours: None,
+        cohorts: None,
+        targets: None,
+        phases: campaign::PhaseDates {
+            survey: range(jan1, jan1),
+            kickoff: range(jan1, jan1),
+            exams: range(jan1, days(60)),
+            catch_up: range(days(61), days(70)),
+            acceptance: range(days(71), days(80)),
+        },
+    }
+}
+
+impl TestApp {
+    /// A county office user of 新源县 (created on first use) and a token for it.
+    pub async fn office_token(&self) -> String {
+        const NAME: &str = "office.county";
+        if self.login(NAME, PASSWORD).await.status() == StatusCode::OK {
+            return self.token_for(NAME, PASSWORD).await;
+        }
+        self.user(NAME, Role::Office, COUNTY).await.1
     }
 }

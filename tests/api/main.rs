@@ -1,11 +1,14 @@
 //! Integration tests: each test spawns the real application on port 0 against a database of
 //! its own (a temp SQLite file, or a fresh PostgreSQL database when `TEST_DATABASE_URL` is set).
 
+mod appointments;
 mod areas;
 mod audit;
 mod auth;
+mod campaigns;
 mod cli;
 mod errors;
+mod exams;
 mod health;
 mod helpers;
 mod residents;

@@ -109,11 +109,38 @@ async fn user_creation_checks_name_role_area_and_scope() {
         let response = create(body.clone()).await;
         assert_eq!(error_code(response, status).await, code, "{body}");
     }
-    // Institutions and auditors may have any level of scope.
-    let ok = create(json!({"username": "clinic.a", "role": "institution", "area_code": TOWNSHIP, "password": PASSWORD})).await;
+    // Institutions and auditors may have any level of scope; institution staff work for one
+    // institution, which must exist, and nobody else has one.
+    app.institution("XYZ-WSY", TOWNSHIP, &[TOWNSHIP], 10).await;
+    for (body, code) in [
+        (
+            json!({"username": "clinic.a", "role": "institution", "area_code": TOWNSHIP}),
+            "institution_required",
+        ),
+        (
+            json!({"username": "clinic.a", "role": "institution", "area_code": TOWNSHIP, "institution": "NOPE"}),
+            "unknown_institution",
+        ),
+        (
+            json!({"username": "cadre.i", "role": "cadre", "area_code": VILLAGE, "institution": "XYZ-WSY"}),
+            "institution_not_allowed",
+        ),
+    ] {
+        let response = create(body.clone()).await;
+        assert_eq!(
+            error_code(response, StatusCode::UNPROCESSABLE_ENTITY).await,
+            code,
+            "{body}"
+        );
+    }
+    let ok = create(json!({"username": "clinic.a", "role": "institution", "area_code": TOWNSHIP, "institution": "xyz-wsy", "password": PASSWORD})).await;
     assert_eq!(ok.status(), StatusCode::CREATED);
     let ok: Value = ok.json().await.unwrap();
     assert!(ok["password"].is_null(), "a chosen password is not echoed");
+    assert!(
+        ok["user"]["institution_id"].is_i64() || ok["institution_id"].is_i64(),
+        "{ok}"
+    );
 }
 
 #[tokio::test]
