@@ -8,7 +8,11 @@ use entities::users::Role;
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
 
-use crate::helpers::{COUNTY, OTHER_COUNTY, TOWNSHIP, VILLAGE, resident_id, spawn_app};
+use outreach::auth::Actor;
+
+use crate::helpers::{
+    COUNTY, OTHER_COUNTY, TOWNSHIP, VILLAGE, resident_id, spawn_app,
+};
 
 const USERS: [&str; 6] = [
     "office",
@@ -44,6 +48,28 @@ struct Targets {
     deceased: Vec<i32>,
     moved_out: Vec<i32>,
     moved: Vec<i32>,
+    /// The open campaign most cases act in, and the institution of the `institution` user.
+    campaign: i32,
+    institution: i32,
+    /// Per user: a draft campaign to open, an open campaign to close.
+    drafts: Vec<i32>,
+    closable: Vec<i32>,
+    /// Per user: residents to book, examine, record as examined elsewhere.
+    to_book: Vec<i32>,
+    to_examine: Vec<i32>,
+    elsewhere: Vec<i32>,
+    /// Per user: appointments (booked for today) to reschedule, cancel, mark attended.
+    to_reschedule: Vec<i32>,
+    to_cancel: Vec<i32>,
+    to_attend: Vec<i32>,
+    /// An appointment and an exam with evidence, of a resident of the village.
+    appointment: i32,
+    evidence_exam: i32,
+}
+
+fn each(ids: &[i32], path: impl Fn(i32) -> String + 'static, body: Option<Value>) -> Request {
+    let ids = ids.to_vec();
+    Box::new(move |i| (path(ids[i]), body.clone()))
 }
 
 fn fixed(path: String, body: Option<Value>) -> Request {
@@ -63,6 +89,8 @@ fn per_user(targets: &[i32], suffix: &'static str, body: Value) -> Request {
 fn cases(t: &Targets) -> Vec<Case> {
     let user = format!("/api/v1/users/{}", t.user);
     let resident = format!("/api/v1/residents/{}", t.resident);
+    let campaign = format!("/api/v1/campaigns/{}", t.campaign);
+    let institution = format!("/api/v1/institutions/{}", t.institution);
     let case =
         |method: Method, template: &'static str, request: Request, expected: [u16; 6]| Case {
             method,
@@ -215,6 +243,218 @@ fn cases(t: &Targets) -> Vec<Case> {
             fixed("/api/v1/migrant-book".into(), None),
             [200, 200, 200, 200, 200, 200],
         ),
+        case(
+            Method::GET,
+            "/api/v1/campaigns",
+            fixed("/api/v1/campaigns".into(), None),
+            [200, 200, 200, 200, 200, 200],
+        ),
+        case(
+            Method::POST,
+            "/api/v1/campaigns",
+            Box::new(|i| ("/api/v1/campaigns".into(), Some(json!({"year": 2050 + i})))),
+            [201, 201, 403, 403, 403, 403],
+        ),
+        case(
+            Method::GET,
+            "/api/v1/campaigns/{id}",
+            fixed(campaign.clone(), None),
+            [200, 200, 200, 200, 200, 200],
+        ),
+        case(
+            Method::PATCH,
+            "/api/v1/campaigns/{id}",
+            fixed(campaign.clone(), Some(json!({"quiet_hours": {"start": "21:30", "end": "08:00"}}))),
+            [200, 200, 403, 403, 403, 403],
+        ),
+        case(
+            Method::POST,
+            "/api/v1/campaigns/{id}/open",
+            each(&t.drafts, |c| format!("/api/v1/campaigns/{c}/open"), None),
+            [200, 200, 403, 403, 403, 403],
+        ),
+        case(
+            Method::POST,
+            "/api/v1/campaigns/{id}/close",
+            each(&t.closable, |c| format!("/api/v1/campaigns/{c}/close"), None),
+            [200, 200, 403, 403, 403, 403],
+        ),
+        case(
+            Method::GET,
+            "/api/v1/campaigns/{id}/residents/{resident_id}",
+            fixed(format!("{campaign}/residents/{}", t.resident), None),
+            [200, 404, 200, 200, 200, 200],
+        ),
+        case(
+            Method::GET,
+            "/api/v1/campaigns/{id}/worklists/{kind}",
+            fixed(format!("{campaign}/worklists/migrants"), None),
+            [200, 200, 200, 200, 403, 403],
+        ),
+        case(
+            Method::GET,
+            "/api/v1/residents/{id}/tags",
+            fixed(format!("{resident}/tags"), None),
+            [200, 404, 200, 200, 200, 200],
+        ),
+        case(
+            Method::PUT,
+            "/api/v1/residents/{id}/tags",
+            fixed(format!("{resident}/tags"), Some(json!({"tags": ["高血压"]}))),
+            [200, 404, 200, 200, 403, 403],
+        ),
+        case(
+            Method::GET,
+            "/api/v1/institutions",
+            fixed("/api/v1/institutions".into(), None),
+            [200, 200, 200, 200, 200, 200],
+        ),
+        case(
+            Method::POST,
+            "/api/v1/institutions",
+            Box::new(|i| {
+                let body = json!({"code": format!("NEW-{i}"), "name": "新机构", "kind": "other",
+                    "area_code": TOWNSHIP, "daily_capacity": 10, "serves": [TOWNSHIP]});
+                ("/api/v1/institutions".into(), Some(body))
+            }),
+            [201, 403, 403, 403, 403, 403],
+        ),
+        case(
+            Method::GET,
+            "/api/v1/institutions/{id}",
+            fixed(institution.clone(), None),
+            [200, 200, 200, 200, 200, 200],
+        ),
+        case(
+            Method::PATCH,
+            "/api/v1/institutions/{id}",
+            fixed(institution.clone(), Some(json!({"daily_capacity": 60}))),
+            [200, 403, 403, 403, 200, 403],
+        ),
+        case(
+            Method::GET,
+            "/api/v1/institutions/{id}/calendar",
+            fixed(format!("{institution}/calendar"), None),
+            [200, 200, 200, 200, 200, 200],
+        ),
+        case(
+            Method::PUT,
+            "/api/v1/institutions/{id}/calendar/{day}",
+            fixed(
+                format!("{institution}/calendar/{}", day(9)),
+                Some(json!({"capacity": 70})),
+            ),
+            [200, 403, 403, 403, 200, 403],
+        ),
+        Case {
+            csv: Some(format!("机构代码,日期,容量\nINST-{TOWNSHIP},{},40\n", day(10))),
+            ..case(
+                Method::POST,
+                "/api/v1/institutions/calendar/import",
+                fixed("/api/v1/institutions/calendar/import".into(), None),
+                [200, 200, 403, 403, 200, 403],
+            )
+        },
+        case(
+            Method::POST,
+            "/api/v1/campaigns/{id}/bookings",
+            {
+                let (ids, institution) = (t.to_book.clone(), t.institution);
+                let campaign = campaign.clone();
+                Box::new(move |i| {
+                    let body = json!({"institution_id": institution, "day": day(2), "resident_ids": [ids[i]]});
+                    (format!("{campaign}/bookings"), Some(body))
+                })
+            },
+            [201, 409, 201, 201, 403, 403],
+        ),
+        case(
+            Method::GET,
+            "/api/v1/campaigns/{id}/appointments",
+            fixed(format!("{campaign}/appointments"), None),
+            [200, 200, 200, 200, 200, 200],
+        ),
+        case(
+            Method::GET,
+            "/api/v1/appointments/{id}",
+            fixed(format!("/api/v1/appointments/{}", t.appointment), None),
+            [200, 404, 200, 200, 200, 200],
+        ),
+        case(
+            Method::POST,
+            "/api/v1/appointments/{id}/reschedule",
+            each(
+                &t.to_reschedule,
+                |a| format!("/api/v1/appointments/{a}/reschedule"),
+                Some(json!({"day": day(3)})),
+            ),
+            [200, 404, 200, 200, 403, 403],
+        ),
+        case(
+            Method::POST,
+            "/api/v1/appointments/{id}/cancel",
+            each(
+                &t.to_cancel,
+                |a| format!("/api/v1/appointments/{a}/cancel"),
+                Some(json!({"reason": "外出"})),
+            ),
+            [200, 404, 200, 200, 403, 403],
+        ),
+        case(
+            Method::POST,
+            "/api/v1/appointments/{id}/attendance",
+            each(
+                &t.to_attend,
+                |a| format!("/api/v1/appointments/{a}/attendance"),
+                Some(json!({"attended": true})),
+            ),
+            [200, 404, 403, 403, 200, 403],
+        ),
+        case(
+            Method::POST,
+            "/api/v1/campaigns/{id}/exams",
+            {
+                let (ids, institution) = (t.to_examine.clone(), t.institution);
+                let campaign = campaign.clone();
+                Box::new(move |i| {
+                    let body = json!({"resident_id": ids[i], "examined_on": day(0), "institution_id": institution});
+                    (format!("{campaign}/exams"), Some(body))
+                })
+            },
+            [201, 404, 403, 403, 201, 403],
+        ),
+        case(
+            Method::POST,
+            "/api/v1/campaigns/{id}/residents/{resident_id}/examined-elsewhere",
+            {
+                let ids = t.elsewhere.clone();
+                let campaign = campaign.clone();
+                Box::new(move |i| {
+                    let body = json!({"examined_on": day(0), "place": "伊宁市", "examiner": "伊宁市医院"});
+                    (format!("{campaign}/residents/{}/examined-elsewhere", ids[i]), Some(body))
+                })
+            },
+            [201, 404, 201, 201, 403, 403],
+        ),
+        Case {
+            csv: Some(format!(
+                "身份证号,体检日期,体检机构\n{},{},INST-{TOWNSHIP}\n",
+                resident_id(1, "19700101"),
+                day(0)
+            )),
+            ..case(
+                Method::POST,
+                "/api/v1/campaigns/{id}/exams/import",
+                fixed(format!("{campaign}/exams/import"), None),
+                [200, 200, 403, 403, 200, 403],
+            )
+        },
+        case(
+            Method::GET,
+            "/api/v1/exams/{id}/evidence",
+            fixed(format!("/api/v1/exams/{}/evidence", t.evidence_exam), None),
+            [200, 404, 200, 200, 200, 200],
+        ),
         // Endpoints that change the caller's own session are checked for "no token" only here
         // (their behaviour is covered in auth.rs).
         case(
@@ -233,6 +473,10 @@ fn cases(t: &Targets) -> Vec<Case> {
             [0; 6],
         ),
     ]
+}
+
+fn day(offset: i64) -> chrono::NaiveDate {
+    outreach::registry::today() + chrono::Duration::days(offset)
 }
 
 async fn resident(app: &crate::helpers::TestApp, n: u32) -> i32 {
@@ -288,12 +532,99 @@ async fn every_role_and_scope_gets_exactly_its_rights() {
     for _ in 0..19 {
         ids.push(resident(&app, fresh()).await);
     }
+    let campaign = app.open_campaign().await;
+    let institution = outreach::institution::find_by_code(&app.db, &format!("INST-{TOWNSHIP}"))
+        .await
+        .unwrap()
+        .unwrap()
+        .id;
+    let mut drafts = Vec::new();
+    let mut closable = Vec::new();
+    for i in 0..6 {
+        let draft = |year| outreach::campaign::NewCampaign {
+            year,
+            name: None,
+            reference_date: None,
+            timezone: None,
+            quiet_hours: None,
+            cohorts: None,
+            targets: None,
+            phases: Default::default(),
+        };
+        let d = outreach::campaign::create(&app.db, &Actor::cli(), draft(2060 + i))
+            .await
+            .unwrap()
+            .id();
+        drafts.push(d);
+        let c = outreach::campaign::create(&app.db, &Actor::cli(), draft(2070 + i))
+            .await
+            .unwrap()
+            .id();
+        if i < 2 {
+            outreach::campaign::open(&app.db, &Actor::cli(), c).await.unwrap();
+        }
+        closable.push(c);
+    }
+    let mut group = |n: usize| {
+        let mut ids = Vec::new();
+        for _ in 0..n {
+            ids.push(fresh());
+        }
+        ids
+    };
+    let numbers = group(6 * 6 + 2);
+    let mut more = Vec::new();
+    for n in numbers {
+        more.push(resident(&app, n).await);
+    }
+    let booked = outreach::appointment::book(
+        &app.db,
+        &Actor::cli(),
+        campaign,
+        outreach::appointment::BookingRequest {
+            institution_id: institution,
+            day: day(0),
+            resident_ids: more[18..37].to_vec(),
+        },
+    )
+    .await
+    .unwrap();
+    let appointment_ids: Vec<i32> = booked.appointments.iter().map(|a| a.id).collect();
+    let evidence = outreach::exam::record_elsewhere(
+        &app.db,
+        &Actor::cli(),
+        campaign,
+        more[37],
+        outreach::exam::ElsewhereExam {
+            examined_on: day(0),
+            place: "乌鲁木齐".into(),
+            examiner: "体检中心".into(),
+            note: None,
+            evidence_base64: Some("aGVsbG8=".into()),
+            evidence_name: Some("form.txt".into()),
+            evidence_type: Some("text/plain".into()),
+        },
+    )
+    .await
+    .unwrap();
     let targets = Targets {
         user,
         resident: ids[0],
         deceased: ids[1..7].to_vec(),
         moved_out: ids[7..13].to_vec(),
         moved: ids[13..19].to_vec(),
+        campaign,
+        institution,
+        drafts,
+        closable,
+        to_book: more[0..6].to_vec(),
+        to_examine: more[6..12].to_vec(),
+        elsewhere: more[12..18].to_vec(),
+        to_reschedule: appointment_ids[0..6].to_vec(),
+        to_cancel: appointment_ids[6..12].to_vec(),
+        to_attend: appointment_ids[12..18].to_vec(),
+        appointment: appointment_ids[18],
+        evidence_exam: evidence.id,
     };
 
     let mut failures = Vec::new();
@@ -338,7 +669,9 @@ async fn every_role_and_scope_gets_exactly_its_rights() {
             if USERS[i] == "office_other"
                 && case.method == Method::GET
                 && status == 200
-                && (text.contains(VILLAGE) || text.contains(&format!("\"id\":{user},")))
+                && (text.contains(VILLAGE)
+                    || (path.starts_with("/api/v1/users")
+                        && text.contains(&format!("\"id\":{user},"))))
             {
                 failures.push(format!(
                     "{} {path} as office_other leaks the other county: {text}",
@@ -379,6 +712,18 @@ async fn every_documented_endpoint_is_in_the_matrix() {
         deceased: vec![1; 6],
         moved_out: vec![1; 6],
         moved: vec![1; 6],
+        campaign: 1,
+        institution: 1,
+        drafts: vec![1; 6],
+        closable: vec![1; 6],
+        to_book: vec![1; 6],
+        to_examine: vec![1; 6],
+        elsewhere: vec![1; 6],
+        to_reschedule: vec![1; 6],
+        to_cancel: vec![1; 6],
+        to_attend: vec![1; 6],
+        appointment: 1,
+        evidence_exam: 1,
     };
     let mut covered: BTreeSet<(String, String)> = cases(&targets)
         .iter()
