@@ -1,4 +1,4 @@
-//! The command line: `serve`, `migrate`, `import areas`, `user add`. Each command loads the
+//! The command line: `serve`, `migrate`, `import areas|residents|exams`, `user add`. Each command loads the
 //! settings the same way and calls the same services the HTTP API uses.
 
 use std::io::{BufRead, IsTerminal};
@@ -18,8 +18,8 @@ use crate::privacy::Privacy;
 use crate::startup::{Application, shutdown_on_signals};
 use crate::{area, db, registry, telemetry, users};
 
-/// Largest area list accepted (a whole province is a few MB).
-const MAX_AREA_FILE_BYTES: u64 = 256 * 1024 * 1024;
+/// Largest area or exam list accepted (a whole province is a few MB).
+const MAX_LIST_FILE_BYTES: u64 = 256 * 1024 * 1024;
 
 #[derive(Debug, Parser)]
 #[command(name = "outreach", version, about = "全民健康体检 outreach service")]
@@ -64,6 +64,17 @@ pub enum ImportCommand {
     /// The household population from CSV (UTF-8 or GB18030) or XLSX; see the README for columns.
     Residents {
         file: PathBuf,
+        /// Print the summary as one JSON object on stdout.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Exam records from the checkup system's CSV (身份证号/id_number, 体检日期/exam_date,
+    /// 体检机构/institution code) into the campaign of a year.
+    Exams {
+        file: PathBuf,
+        /// The campaign's year.
+        #[arg(long)]
+        campaign: i32,
         /// Print the summary as one JSON object on stdout.
         #[arg(long)]
         json: bool,
@@ -117,6 +128,11 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Import(ImportCommand::Residents { file, json }) => {
             import_residents(settings, &file, json).await
         }
+        Command::Import(ImportCommand::Exams {
+            file,
+            campaign,
+            json,
+        }) => import_exams(settings, &file, campaign, json).await,
         Command::User(UserCommand::Add {
             username,
             role,
@@ -174,7 +190,7 @@ async fn serve(settings: Settings) -> anyhow::Result<ExitCode> {
 }
 
 async fn import_areas(settings: Settings, file: &Path, json: bool) -> anyhow::Result<ExitCode> {
-    let bytes = match read_limited(file, MAX_AREA_FILE_BYTES) {
+    let bytes = match read_limited(file, MAX_LIST_FILE_BYTES) {
         Ok(bytes) => bytes,
         Err(message) => {
             eprintln!("错误 error: {message}");
@@ -190,24 +206,103 @@ async fn import_areas(settings: Settings, file: &Path, json: bool) -> anyhow::Re
         }
         Err(e) => return Err(app_error(e)),
     };
-    for column in &result.unknown_columns {
+    report_rejected(
+        file,
+        &result.unknown_columns,
+        &result.headers,
+        &result.rejected,
+    )?;
+    print_summary(&result.summary, json)?;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Prints the unknown columns and each rejected row, and writes the rows next to the input.
+fn report_rejected(
+    file: &Path,
+    unknown_columns: &[String],
+    headers: &[String],
+    rejected: &[crate::import::RejectedRow],
+) -> anyhow::Result<()> {
+    for column in unknown_columns {
         eprintln!("警告 warning: 未识别的列已忽略 unknown column ignored: {column}");
     }
-    for row in &result.rejected {
+    for row in rejected {
         eprintln!(
             "第 {} 行 line {}: {} [{}]",
             row.line, row.line, row.reason, row.code
         );
     }
-    if !result.rejected.is_empty() {
-        let path = write_rejected_csv(file, &result.headers, &result.rejected)
-            .context("writing the rejected rows")?;
+    if !rejected.is_empty() {
+        let path =
+            write_rejected_csv(file, headers, rejected).context("writing the rejected rows")?;
         eprintln!(
             "被拒绝的行已写入 rejected rows written to {}",
             path.display()
         );
     }
-    print_summary(&result.summary, json)?;
+    Ok(())
+}
+
+async fn import_exams(
+    settings: Settings,
+    file: &Path,
+    year: i32,
+    json: bool,
+) -> anyhow::Result<ExitCode> {
+    let bytes = match read_limited(file, MAX_LIST_FILE_BYTES) {
+        Ok(bytes) => bytes,
+        Err(message) => {
+            eprintln!("错误 error: {message}");
+            return Ok(ExitCode::from(2));
+        }
+    };
+    let database = db::connect_and_migrate(&settings).await?;
+    let privacy = Privacy::load(&settings)?;
+    let Some(campaign) = crate::campaign::list(&database)
+        .await
+        .map_err(app_error)?
+        .into_iter()
+        .find(|c| c.model.year == year)
+    else {
+        eprintln!("错误 error: 没有 {year} 年的体检工作");
+        return Ok(ExitCode::from(2));
+    };
+    let result = match crate::exam::import(
+        &database,
+        &privacy,
+        &Actor::cli(),
+        campaign.id(),
+        &bytes,
+    )
+    .await
+    {
+        Ok(result) => result,
+        Err(
+            e @ (AppError::Validation { .. } | AppError::Refused { .. } | AppError::Conflict(_)),
+        ) => {
+            eprintln!(
+                "错误 error: {}: {e}（未写入任何数据 nothing was imported）",
+                file.display()
+            );
+            return Ok(ExitCode::from(2));
+        }
+        Err(e) => return Err(app_error(e)),
+    };
+    report_rejected(
+        file,
+        &result.unknown_columns,
+        &result.headers,
+        &result.rejected_rows,
+    )?;
+    let s = &result.summary;
+    if json {
+        println!("{}", serde_json::to_string(s)?);
+    } else {
+        println!(
+            "imported {} · duplicates {} · rejected {}（已导入 {}，重复体检 {}，被拒绝 {}）",
+            s.imported, s.duplicates, s.rejected, s.imported, s.duplicates, s.rejected
+        );
+    }
     Ok(ExitCode::SUCCESS)
 }
 

@@ -2,6 +2,9 @@
 //! line per measurement. Runs against `DATABASE_URL` (a PostgreSQL server gets a fresh
 //! database of its own, dropped afterwards) or a fresh temporary SQLite file.
 
+#[path = "bench/campaign.rs"]
+mod campaign_bench;
+
 use std::io::Write;
 use std::path::Path;
 use std::sync::Arc;
@@ -35,6 +38,26 @@ enum Scenario {
         #[arg(long, default_value_t = 240)]
         villages: u32,
     },
+    /// Open a campaign over N synthetic residents: enrolment into the progress rows.
+    Enrol {
+        #[arg(long, default_value_t = 1_000_000)]
+        residents: u64,
+    },
+    /// Book N synthetic residents in groups through the HTTP API with parallel clients, then
+    /// count places booked beyond capacity (must be 0).
+    Book {
+        #[arg(long, default_value_t = 100_000)]
+        residents: u64,
+        #[arg(long, default_value_t = 50)]
+        group: usize,
+        #[arg(long, default_value_t = 20)]
+        institutions: usize,
+        #[arg(long, default_value_t = 8)]
+        clients: usize,
+        /// Places per institution and day.
+        #[arg(long, default_value_t = 250)]
+        capacity: i32,
+    },
 }
 
 fn main() -> anyhow::Result<()> {
@@ -43,6 +66,14 @@ fn main() -> anyhow::Result<()> {
     runtime.block_on(async {
         match cli.scenario {
             Scenario::Import { rows, villages } => import(rows, villages).await,
+            Scenario::Enrol { residents } => campaign_bench::enrol(residents).await,
+            Scenario::Book {
+                residents,
+                group,
+                institutions,
+                clients,
+                capacity,
+            } => campaign_bench::book(residents, group, institutions, clients, capacity).await,
         }
     })
 }

@@ -199,9 +199,9 @@ pub async fn enrol(
     }
     sql.push(")");
     limit_to(&mut sql, "r.id", residents);
-    sql.push(" AND NOT EXISTS (SELECT 1 FROM enrolments e WHERE e.campaign_id = ");
-    sql.bind(campaign.id());
-    sql.push(" AND e.resident_id = r.id)");
+    // Not `NOT EXISTS`: a SELECT that reads the table it inserts into is materialised first
+    // by SQLite, which doubles the cost of opening a campaign.
+    sql.push(" ON CONFLICT (campaign_id, resident_id) DO NOTHING");
     Ok(db.execute_raw(sql.build()).await?.rows_affected())
 }
 

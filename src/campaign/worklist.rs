@@ -131,17 +131,20 @@ pub async fn list(
     };
     let mut query = enrolments::Entity::find()
         .filter(enrolments::Column::CampaignId.eq(campaign_id))
-        .filter(actor.scope.filter(enrolments::Column::VillageCode))
         .filter(worklist.condition());
     if let Some(area) = params.area.as_deref() {
         let area = crate::registry::parse_area(area)?;
         if !actor.scope.contains(&area) {
             return Err(AppError::out_of_scope());
         }
-        query = query.filter(Scope::Within(area).filter(enrolments::Column::VillageCode));
+        query = query.filter(Scope::Within(area).filter(residents::Column::VillageCode));
     }
+    // Scoped through the residents' village index (the progress rows keep the same code).
+    let query = query
+        .filter(actor.scope.filter(residents::Column::VillageCode))
+        .inner_join(residents::Entity);
     let total = query.clone().count(db).await?;
-    let mut query = query.find_also_related(residents::Entity);
+    let mut query = query.select_also(residents::Entity);
     query = match sort {
         Sort::Name => query.order_by_asc(residents::Column::Name),
         Sort::Age => query.order_by_asc(residents::Column::BirthDate),

@@ -379,3 +379,94 @@ async fn import_residents_writes_the_summary_and_the_rejected_rows_and_logs_no_n
     assert_eq!(output.status.code(), Some(2));
     assert!(!dir.path().join("header.csv.rejected.csv").exists());
 }
+
+#[tokio::test]
+async fn import_exams_records_the_list_and_writes_duplicates_to_the_rejected_file() {
+    let db = TestDb::new().await;
+    let dir = tempfile::tempdir().unwrap();
+    let areas = dir.path().join("areas.csv");
+    std::fs::write(&areas, AREAS_CSV).unwrap();
+    let people = dir.path().join("people.csv");
+    let (a, b) = (resident_id(1, "19600101"), resident_id(2, "19600101"));
+    std::fs::write(
+        &people,
+        format!("姓名,身份证号,户籍地区划代码\n甲,{a},{VILLAGE}\n乙,{b},{VILLAGE}\n"),
+    )
+    .unwrap();
+    for (kind, file) in [("areas", &areas), ("residents", &people)] {
+        let output = outreach(&db)
+            .args(["import", kind])
+            .arg(file)
+            .output()
+            .unwrap();
+        assert!(output.status.success(), "{kind}");
+    }
+    // The office sets up the campaign and the institution (through the API in real use).
+    let database = sea_orm::Database::connect(&db.url).await.unwrap();
+    let today = outreach::registry::today();
+    let actor = outreach::auth::Actor::cli();
+    let campaign =
+        outreach::campaign::create(&database, &actor, crate::helpers::test_campaign(today))
+            .await
+            .unwrap();
+    outreach::campaign::open(&database, &actor, campaign.id())
+        .await
+        .unwrap();
+    outreach::institution::create(
+        &database,
+        &actor,
+        outreach::institution::NewInstitution {
+            code: "XYZ-WSY".into(),
+            name: "新源镇卫生院".into(),
+            kind: outreach::institution::Kind::TownshipCentre,
+            area_code: "654025100000".into(),
+            daily_capacity: 50,
+            closed_weekdays: Vec::new(),
+            serves: vec!["654025100000".into()],
+        },
+    )
+    .await
+    .unwrap();
+    database.close().await.unwrap();
+
+    let exams = dir.path().join("exams.csv");
+    std::fs::write(
+        &exams,
+        format!("身份证号,体检日期,体检机构\n{a},{today},XYZ-WSY\n{a},{today},XYZ-WSY\n{b},{today},NOPE\n"),
+    )
+    .unwrap();
+    let year = chrono::Datelike::year(&today).to_string();
+    let run = || {
+        outreach(&db)
+            .args(["import", "exams", "--campaign", &year, "--json"])
+            .arg(&exams)
+            .output()
+            .unwrap()
+    };
+    let first = run();
+    let stderr = String::from_utf8_lossy(&first.stderr);
+    assert_eq!(first.status.code(), Some(0), "{stderr}");
+    let summary: Value = serde_json::from_slice(&first.stdout).unwrap();
+    assert_eq!(
+        summary,
+        json!({"imported": 1, "duplicates": 1, "rejected": 2})
+    );
+    assert!(
+        !stderr.contains(&a),
+        "a full ID number reached the terminal"
+    );
+    let rejected = std::fs::read_to_string(dir.path().join("exams.csv.rejected.csv")).unwrap();
+    assert!(rejected.contains("duplicate_exam") && rejected.contains("unknown_institution"));
+    let again: Value = serde_json::from_slice(&run().stdout).unwrap();
+    assert_eq!(
+        again,
+        json!({"imported": 0, "duplicates": 2, "rejected": 3})
+    );
+
+    let unknown = outreach(&db)
+        .args(["import", "exams", "--campaign", "1999"])
+        .arg(&exams)
+        .output()
+        .unwrap();
+    assert_eq!(unknown.status.code(), Some(2));
+}

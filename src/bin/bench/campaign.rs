@@ -1,0 +1,401 @@
+//! The `enrol` and `book` scenarios: enrolling a registry into a campaign (one set-based
+//! statement), and booking groups into institutions' days through the HTTP API with
+//! parallel clients, checking afterwards that no day holds more than its capacity.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Instant;
+
+use chrono::{Datelike, Duration, NaiveDate, Utc};
+use outreach::auth::Actor;
+use outreach::campaign::{self, DateRange, NewCampaign, PhaseDates};
+use outreach::config::{DatabaseUrl, Secret, Settings};
+use outreach::db::Sql;
+use outreach::startup::Application;
+use outreach::{area, db, institution, users};
+use sea_orm::{ConnectionTrait, DatabaseConnection, Statement};
+use serde_json::{Value, json};
+use tokio_util::sync::CancellationToken;
+
+use super::{Rng, areas_csv, bench_database, drop_database, peak_rss_mb, round, village_code};
+
+const VILLAGES: u32 = 240;
+
+async fn connect(url: &str) -> anyhow::Result<(Settings, DatabaseConnection)> {
+    let mut settings = Settings {
+        database_url: DatabaseUrl::new(url),
+        bind: "127.0.0.1:0".parse()?,
+        ..Settings::default()
+    };
+    settings.privacy.key = Some(Secret::new(outreach::privacy::new_key_base64()));
+    settings.scheduler.enabled = false;
+    let database = db::connect_and_migrate(&settings).await?;
+    area::import_areas(&database, &Actor::cli(), areas_csv(VILLAGES).as_bytes())
+        .await
+        .map_err(|e| anyhow::anyhow!("areas: {e}"))?;
+    Ok((settings, database))
+}
+
+/// Writes `n` residents straight into the table (setup, not measured): valid shapes, random
+/// blind indexes, birth dates from 1930 to last year, a tenth of them migrants.
+async fn seed_residents(database: &DatabaseConnection, n: u64) -> anyhow::Result<()> {
+    use sea_orm::TransactionTrait;
+    let backend = database.get_database_backend();
+    let mut rng = Rng(0x9E37_79B9_7F4A_7C15);
+    let epoch = NaiveDate::from_ymd_opt(1930, 1, 1).expect("valid date");
+    let now = Utc::now();
+    let txn = database.begin().await?;
+    let mut done = 0;
+    while done < n {
+        let batch = (n - done).min(500);
+        let mut sql = Sql::new(backend);
+        sql.push(
+            "INSERT INTO residents (id_index, id_cipher, id_masked, name, sex, birth_date, \
+             village_code, language, migrant_type, special, phone_opt_out, relative_opt_out, \
+             wechat_opt_out, email_opt_out, created_at, updated_at) VALUES ",
+        );
+        for i in 0..batch {
+            if i > 0 {
+                sql.push(", ");
+            }
+            let mut index = [0u8; 16];
+            index[..8].copy_from_slice(&rng.next().to_le_bytes());
+            index[8..].copy_from_slice(&(done + i).to_le_bytes());
+            let migrant = if rng.below(10) == 0 {
+                "out_of_region"
+            } else {
+                "local"
+            };
+            sql.push("(")
+                .bind(index.to_vec())
+                .push(", ")
+                .bind(vec![0u8; 44])
+                .push(", ")
+                .bind("6540**********0000")
+                .push(", ")
+                .bind("居民")
+                .push(", ")
+                .bind(if rng.below(2) == 0 { "M" } else { "F" })
+                .push(", ")
+                .bind(epoch + chrono::Days::new(rng.below(34_000)))
+                .push(", ")
+                .bind(village_code(rng.below(u64::from(VILLAGES)) as u32))
+                .push(", ")
+                .bind("zh")
+                .push(", ")
+                .bind(migrant)
+                .push(", ")
+                .bind(None::<String>)
+                .push(", ")
+                .bind(false)
+                .push(", ")
+                .bind(false)
+                .push(", ")
+                .bind(false)
+                .push(", ")
+                .bind(false)
+                .push(", ")
+                .bind(now)
+                .push(", ")
+                .bind(now)
+                .push(")");
+        }
+        txn.execute_raw(sql.build()).await?;
+        done += batch;
+    }
+    sea_orm::TransactionSession::commit(txn).await?;
+    Ok(())
+}
+
+/// This year's campaign with an exam window from 1 January to four months from today.
+fn new_campaign(today: NaiveDate) -> NewCampaign {
+    let jan1 = NaiveDate::from_ymd_opt(today.year(), 1, 1).expect("valid date");
+    let range = |from, to| Some(DateRange { from, to });
+    let day = |n| today + Duration::days(n);
+    NewCampaign {
+        year: today.year(),
+        name: None,
+        reference_date: Some(jan1),
+        timezone: None,
+        quiet_hours: None,
+        cohorts: None,
+        targets: None,
+        phases: PhaseDates {
+            survey: range(jan1, jan1),
+            kickoff: range(jan1, jan1),
+            exams: range(jan1, day(120)),
+            catch_up: range(day(121), day(130)),
+            acceptance: range(day(131), day(140)),
+        },
+    }
+}
+
+pub async fn enrol(residents: u64) -> anyhow::Result<()> {
+    let dir = tempfile::tempdir()?;
+    let (url, cleanup) = bench_database(dir.path()).await?;
+    let result = run_enrol(&url, residents).await;
+    drop_database(cleanup).await?;
+    result
+}
+
+async fn run_enrol(url: &str, residents: u64) -> anyhow::Result<()> {
+    let (_, database) = connect(url).await?;
+    seed_residents(&database, residents).await?;
+    let today = outreach::registry::today();
+    let id = campaign::create(&database, &Actor::cli(), new_campaign(today))
+        .await
+        .map_err(|e| anyhow::anyhow!("campaign: {e}"))?
+        .id();
+    let started = Instant::now();
+    let opened = campaign::open(&database, &Actor::cli(), id)
+        .await
+        .map_err(|e| anyhow::anyhow!("open: {e}"))?;
+    let seconds = started.elapsed().as_secs_f64();
+    anyhow::ensure!(opened.enrolled == residents, "enrolled {}", opened.enrolled);
+    println!(
+        "{}",
+        json!({
+            "bench": "enrol",
+            "database": db::backend_name(database.get_database_backend()),
+            "items": opened.enrolled,
+            "seconds": round(seconds),
+            "per_sec": (opened.enrolled as f64 / seconds).round(),
+            "peak_rss_mb": round(peak_rss_mb()),
+        })
+    );
+    Ok(())
+}
+
+pub async fn book(
+    residents: u64,
+    group: usize,
+    institutions: usize,
+    clients: usize,
+    capacity: i32,
+) -> anyhow::Result<()> {
+    let dir = tempfile::tempdir()?;
+    let (url, cleanup) = bench_database(dir.path()).await?;
+    let result = run_book(&url, residents, group, institutions, clients, capacity).await;
+    drop_database(cleanup).await?;
+    result
+}
+
+#[derive(Default)]
+struct Tally {
+    booked: u64,
+    retries: u64,
+    failed: u64,
+    latencies_ms: Vec<f64>,
+}
+
+async fn run_book(
+    url: &str,
+    residents: u64,
+    group: usize,
+    institutions: usize,
+    clients: usize,
+    capacity: i32,
+) -> anyhow::Result<()> {
+    let (settings, database) = connect(url).await?;
+    seed_residents(&database, residents).await?;
+    let today = outreach::registry::today();
+    let campaign = campaign::create(&database, &Actor::cli(), new_campaign(today))
+        .await
+        .map_err(|e| anyhow::anyhow!("campaign: {e}"))?
+        .id();
+    campaign::open(&database, &Actor::cli(), campaign)
+        .await
+        .map_err(|e| anyhow::anyhow!("open: {e}"))?;
+    let mut institution_ids = Vec::new();
+    for i in 0..institutions {
+        let created = institution::create(
+            &database,
+            &Actor::cli(),
+            institution::NewInstitution {
+                code: format!("BENCH-{i}"),
+                name: format!("第{}卫生院", i + 1),
+                kind: institution::Kind::TownshipCentre,
+                area_code: "654025000000".to_owned(),
+                daily_capacity: capacity,
+                closed_weekdays: Vec::new(),
+                serves: vec!["654025000000".to_owned()],
+            },
+        )
+        .await
+        .map_err(|e| anyhow::anyhow!("institution: {e}"))?;
+        institution_ids.push(created.id);
+    }
+    let password = "bench-office-password";
+    users::create(
+        &database,
+        &Actor::cli(),
+        users::NewUser {
+            username: "bench.office".to_owned(),
+            display_name: None,
+            role: entities::users::Role::Office,
+            area_code: "654025000000".to_owned(),
+            password: Some(password.to_owned()),
+            institution: None,
+        },
+    )
+    .await
+    .map_err(|e| anyhow::anyhow!("user: {e}"))?;
+
+    let app = Application::build_with_db(settings, database.clone()).await?;
+    let base = format!("http://127.0.0.1:{}", app.port());
+    let shutdown = CancellationToken::new();
+    let server = tokio::spawn(app.run_until_stopped(shutdown.clone()));
+    let client = reqwest::Client::new();
+    let login: Value = client
+        .post(format!("{base}/api/v1/auth/login"))
+        .json(&json!({"username": "bench.office", "password": password}))
+        .send()
+        .await?
+        .json()
+        .await?;
+    let token = login["token"]
+        .as_str()
+        .ok_or_else(|| anyhow::anyhow!("login failed: {login}"))?
+        .to_owned();
+
+    let ids: Vec<i32> = database
+        .query_all_raw(Statement::from_string(
+            database.get_database_backend(),
+            "SELECT id FROM residents ORDER BY id",
+        ))
+        .await?
+        .iter()
+        .map(|row| row.try_get::<i32>("", "id"))
+        .collect::<Result<_, _>>()?;
+    let groups: Arc<Vec<Vec<i32>>> = Arc::new(ids.chunks(group).map(<[i32]>::to_vec).collect());
+    let next = Arc::new(AtomicUsize::new(0));
+    let institution_ids = Arc::new(institution_ids);
+    let first_day = today + Duration::days(1);
+
+    let started = Instant::now();
+    let mut tasks = Vec::new();
+    for _ in 0..clients {
+        let (client, token, base) = (client.clone(), token.clone(), base.clone());
+        let (groups, next, institution_ids) =
+            (groups.clone(), next.clone(), institution_ids.clone());
+        tasks.push(tokio::spawn(async move {
+            let mut tally = Tally::default();
+            loop {
+                let g = next.fetch_add(1, Ordering::Relaxed);
+                let Some(members) = groups.get(g) else {
+                    return tally;
+                };
+                let institution = institution_ids[g % institution_ids.len()];
+                let mut day = first_day;
+                for _attempt in 0..60 {
+                    let sent = Instant::now();
+                    let response = client
+                        .post(format!("{base}/api/v1/campaigns/{campaign}/bookings"))
+                        .bearer_auth(&token)
+                        .json(&json!({"institution_id": institution, "day": day, "resident_ids": members}))
+                        .send()
+                        .await;
+                    tally.latencies_ms.push(sent.elapsed().as_secs_f64() * 1000.0);
+                    let Ok(response) = response else {
+                        tally.failed += 1;
+                        break;
+                    };
+                    let status = response.status();
+                    if status == reqwest::StatusCode::CREATED {
+                        tally.booked += members.len() as u64;
+                        break;
+                    }
+                    let body: Value = response.json().await.unwrap_or(Value::Null);
+                    // A full day answers with the next days that have room: take the first.
+                    let proposed = body["error"]["details"]["proposals"][0]["day"]
+                        .as_str()
+                        .and_then(|d| d.parse::<NaiveDate>().ok());
+                    match proposed {
+                        Some(d) if status == reqwest::StatusCode::CONFLICT => {
+                            tally.retries += 1;
+                            day = d;
+                        }
+                        _ => {
+                            tally.failed += 1;
+                            eprintln!("booking refused: {status} {body}");
+                            break;
+                        }
+                    }
+                }
+            }
+        }));
+    }
+    let mut total = Tally::default();
+    for task in tasks {
+        let t = task.await?;
+        total.booked += t.booked;
+        total.retries += t.retries;
+        total.failed += t.failed;
+        total.latencies_ms.extend(t.latencies_ms);
+    }
+    let seconds = started.elapsed().as_secs_f64();
+    shutdown.cancel();
+    let _ = server.await;
+
+    // Places beyond capacity, counted from the appointments themselves (not the counter).
+    let over: i64 = database
+        .query_one_raw(Statement::from_string(
+            database.get_database_backend(),
+            "SELECT COALESCE(SUM(n - capacity), 0) AS over FROM (\
+               SELECT COUNT(*) AS n, d.capacity AS capacity FROM appointments a \
+               JOIN institution_days d ON d.institution_id = a.institution_id AND d.day = a.day \
+               WHERE a.status = 'booked' GROUP BY a.institution_id, a.day, d.capacity \
+               HAVING COUNT(*) > d.capacity) t",
+        ))
+        .await?
+        .map(|row| row.try_get::<i64>("", "over"))
+        .transpose()?
+        .unwrap_or(0);
+    let mismatched: i64 = database
+        .query_one_raw(Statement::from_string(
+            database.get_database_backend(),
+            "SELECT COUNT(*) AS n FROM institution_days d WHERE d.booked <> (\
+               SELECT COUNT(*) FROM appointments a WHERE a.institution_id = d.institution_id \
+               AND a.day = d.day AND a.status = 'booked')",
+        ))
+        .await?
+        .map(|row| row.try_get::<i64>("", "n"))
+        .transpose()?
+        .unwrap_or(0);
+    total
+        .latencies_ms
+        .sort_by(|a, b| a.partial_cmp(b).unwrap_or(std::cmp::Ordering::Equal));
+    let pct = |p: f64| {
+        let l = &total.latencies_ms;
+        if l.is_empty() {
+            0.0
+        } else {
+            round(l[((l.len() - 1) as f64 * p).round() as usize])
+        }
+    };
+    println!(
+        "{}",
+        json!({
+            "bench": "book",
+            "database": db::backend_name(database.get_database_backend()),
+            "items": total.booked,
+            "seconds": round(seconds),
+            "per_sec": (total.booked as f64 / seconds).round(),
+            "groups": groups.len(),
+            "group_size": group,
+            "institutions": institutions,
+            "clients": clients,
+            "capacity_per_day": capacity,
+            "full_day_retries": total.retries,
+            "failed": total.failed,
+            "over_capacity": over,
+            "counter_mismatches": mismatched,
+            "p50_ms": pct(0.50),
+            "p95_ms": pct(0.95),
+            "p99_ms": pct(0.99),
+            "peak_rss_mb": round(peak_rss_mb()),
+        })
+    );
+    anyhow::ensure!(over == 0 && mismatched == 0, "capacity was exceeded");
+    Ok(())
+}
