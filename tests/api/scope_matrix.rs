@@ -10,9 +10,7 @@ use serde_json::{Value, json};
 
 use outreach::auth::Actor;
 
-use crate::helpers::{
-    COUNTY, OTHER_COUNTY, TOWNSHIP, VILLAGE, resident_id, spawn_app,
-};
+use crate::helpers::{COUNTY, OTHER_COUNTY, TOWNSHIP, VILLAGE, resident_id, spawn_app};
 
 const USERS: [&str; 6] = [
     "office",
@@ -264,7 +262,10 @@ fn cases(t: &Targets) -> Vec<Case> {
         case(
             Method::PATCH,
             "/api/v1/campaigns/{id}",
-            fixed(campaign.clone(), Some(json!({"quiet_hours": {"start": "21:30", "end": "08:00"}}))),
+            fixed(
+                campaign.clone(),
+                Some(json!({"quiet_hours": {"start": "21:30", "end": "08:00"}})),
+            ),
             [200, 200, 403, 403, 403, 403],
         ),
         case(
@@ -276,7 +277,11 @@ fn cases(t: &Targets) -> Vec<Case> {
         case(
             Method::POST,
             "/api/v1/campaigns/{id}/close",
-            each(&t.closable, |c| format!("/api/v1/campaigns/{c}/close"), None),
+            each(
+                &t.closable,
+                |c| format!("/api/v1/campaigns/{c}/close"),
+                None,
+            ),
             [200, 200, 403, 403, 403, 403],
         ),
         case(
@@ -300,7 +305,10 @@ fn cases(t: &Targets) -> Vec<Case> {
         case(
             Method::PUT,
             "/api/v1/residents/{id}/tags",
-            fixed(format!("{resident}/tags"), Some(json!({"tags": ["高血压"]}))),
+            fixed(
+                format!("{resident}/tags"),
+                Some(json!({"tags": ["高血压"]})),
+            ),
             [200, 404, 200, 200, 403, 403],
         ),
         case(
@@ -347,7 +355,10 @@ fn cases(t: &Targets) -> Vec<Case> {
             [200, 403, 403, 403, 200, 403],
         ),
         Case {
-            csv: Some(format!("机构代码,日期,容量\nINST-{TOWNSHIP},{},40\n", day(10))),
+            csv: Some(format!(
+                "机构代码,日期,容量\nINST-{TOWNSHIP},{},40\n",
+                day(10)
+            )),
             ..case(
                 Method::POST,
                 "/api/v1/institutions/calendar/import",
@@ -430,8 +441,12 @@ fn cases(t: &Targets) -> Vec<Case> {
                 let ids = t.elsewhere.clone();
                 let campaign = campaign.clone();
                 Box::new(move |i| {
-                    let body = json!({"examined_on": day(0), "place": "伊宁市", "examiner": "伊宁市医院"});
-                    (format!("{campaign}/residents/{}/examined-elsewhere", ids[i]), Some(body))
+                    let body =
+                        json!({"examined_on": day(0), "place": "伊宁市", "examiner": "伊宁市医院"});
+                    (
+                        format!("{campaign}/residents/{}/examined-elsewhere", ids[i]),
+                        Some(body),
+                    )
                 })
             },
             [201, 404, 201, 201, 403, 403],
@@ -561,7 +576,9 @@ async fn every_role_and_scope_gets_exactly_its_rights() {
             .unwrap()
             .id();
         if i < 2 {
-            outreach::campaign::open(&app.db, &Actor::cli(), c).await.unwrap();
+            outreach::campaign::open(&app.db, &Actor::cli(), c)
+                .await
+                .unwrap();
         }
         closable.push(c);
     }
