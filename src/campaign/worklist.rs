@@ -1,5 +1,6 @@
 //! Cadres' worklists, read from the progress rows: residents not yet appointed, no-shows to
-//! follow up, migrants to contact, home visits due. Scoped, sortable, paginated.
+//! follow up, migrants to contact, home visits due, hospital records to collect, herders to
+//! examine in their season. Scoped, sortable, paginated.
 
 use chrono::NaiveDate;
 use entities::{enrolments, residents};
@@ -26,15 +27,25 @@ pub enum Worklist {
     Migrants,
     /// Mobility-impaired residents to examine at home.
     HomeVisits,
+    /// Residents in hospital whose records are to be collected instead of an exam visit.
+    HospitalRecords,
+    /// Residents on remote pastures, examined in a seasonal window when they come down.
+    Seasonal,
 }
 
 impl Worklist {
     pub fn parse(raw: &str) -> AppResult<Self> {
         serde_json::from_value(serde_json::json!(raw)).map_err(|_| {
             AppError::NotFound(format!(
-                "没有名为 {raw} 的工作清单：可选 not_appointed、no_shows、migrants、home_visits"
+                "没有名为 {raw} 的工作清单：可选 not_appointed、no_shows、migrants、home_visits、hospital_records、seasonal"
             ))
         })
+    }
+
+    fn route_due(route: &str) -> Condition {
+        Condition::all()
+            .add(enrolments::Column::Route.eq(route))
+            .add(enrolments::Column::Stage.is_not_in(["examined", "refused", "exempt"]))
     }
 
     fn condition(self) -> Condition {
@@ -51,9 +62,9 @@ impl Worklist {
             Worklist::Migrants => Condition::all()
                 .add(open)
                 .add(enrolments::Column::MigrantType.ne("local")),
-            Worklist::HomeVisits => Condition::all()
-                .add(enrolments::Column::Route.eq("home_visit"))
-                .add(enrolments::Column::Stage.is_not_in(["examined", "refused", "exempt"])),
+            Worklist::HomeVisits => Self::route_due("home_visit"),
+            Worklist::HospitalRecords => Self::route_due("records"),
+            Worklist::Seasonal => Self::route_due("seasonal"),
         }
     }
 }

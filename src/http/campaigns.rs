@@ -179,7 +179,8 @@ async fn resident_progress(
     ))
 }
 
-/// A cadre's worklist: `not_appointed`, `no_shows`, `migrants` or `home_visits`.
+/// A cadre's worklist: `not_appointed`, `no_shows`, `migrants`, `home_visits`,
+/// `hospital_records` or `seasonal`.
 #[utoipa::path(
     get,
     path = "/campaigns/{id}/worklists/{kind}",

@@ -480,6 +480,22 @@ async fn worklists_list_what_a_cadre_has_left_to_do() {
     .await;
     let elsewhere =
         add_resident(&app, resident_id(35, "19600101"), OTHER_VILLAGE, None, None).await;
+    let herder = add_resident(
+        &app,
+        resident_id(36, "19700101"),
+        VILLAGE,
+        None,
+        Some(Special::RemotePastoral),
+    )
+    .await;
+    let in_hospital = add_resident(
+        &app,
+        resident_id(37, "19700101"),
+        VILLAGE,
+        None,
+        Some(Special::Hospitalized),
+    )
+    .await;
     let campaign = app.open_campaign().await;
     let (_, cadre) = app.user("cadre.w", Role::Cadre, VILLAGE).await;
     let list =
@@ -532,6 +548,20 @@ async fn worklists_list_what_a_cadre_has_left_to_do() {
         .await
         .unwrap();
     assert_eq!(ids(&body), [bedridden as i64]);
+    let body: Value = app
+        .get(&list("seasonal", ""), &cadre)
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(ids(&body), [herder as i64]);
+    let body: Value = app
+        .get(&list("hospital_records", ""), &cadre)
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(ids(&body), [in_hospital as i64]);
     let body: Value = app
         .get(&list("no_shows", ""), &cadre)
         .await
