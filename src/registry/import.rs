@@ -13,7 +13,8 @@ use std::sync::Arc;
 use chrono::{NaiveDate, Utc};
 use entities::residents;
 use sea_orm::{
-    ActiveValue::Set, ColumnTrait, DatabaseConnection, EntityTrait, QueryFilter, TransactionTrait,
+    ActiveValue::Set, ColumnTrait, DatabaseConnection, EntityTrait, PaginatorTrait, QueryFilter,
+    QuerySelect, TransactionTrait,
 };
 use serde_json::json;
 
@@ -28,6 +29,9 @@ use crate::import::{ImportSummary, RejectedFile, RejectedRow, map_headers};
 use crate::privacy::{Field, Privacy};
 
 const BATCH: usize = 1000;
+/// Rows an import into an empty registry writes through the indexes before it drops them and
+/// loads the rest in bulk: below this, rebuilding the indexes is not worth the DDL.
+const BULK_AFTER: u64 = 10_000;
 /// Rejected rows returned in an upload's answer (all of them go to the rejected file).
 const REJECTS_KEPT: usize = 1000;
 
@@ -634,6 +638,7 @@ async fn write_all(
     sink: &mut RejectSink,
 ) -> AppResult<(ImportSummary, Vec<String>)> {
     let txn = db.begin().await?;
+    let mut indexes = Indexes::at_start(&txn).await?;
     let mut summary = ImportSummary::default();
     let mut unknown_columns = Vec::new();
     while let Some(message) = receiver.recv().await {
@@ -651,8 +656,18 @@ async fn write_all(
                     sink.push(row)
                         .map_err(|e| anyhow::anyhow!("writing the rejected rows: {e}"))?;
                 }
-                let bad =
-                    write_batch(&txn, actor, villages, rows, insert, now, &mut summary).await?;
+                if matches!(indexes, Indexes::EmptyAtStart) && summary.imported >= BULK_AFTER {
+                    indexes = Indexes::drop_for_bulk(&txn, summary.imported).await?;
+                }
+                let bad = match &indexes {
+                    Indexes::Dropped(_) => {
+                        write_bulk(&txn, &rows, insert, &mut summary).await?;
+                        Vec::new()
+                    }
+                    _ => {
+                        write_batch(&txn, actor, villages, rows, insert, now, &mut summary).await?
+                    }
+                };
                 for row in bad {
                     sink.push(row)
                         .map_err(|e| anyhow::anyhow!("writing the rejected rows: {e}"))?;
@@ -660,6 +675,7 @@ async fn write_all(
             }
         }
     }
+    indexes.restore(&txn).await?;
     if summary.imported + summary.updated > 0 {
         crate::campaign::enrol::refresh_open(&txn, None).await?;
         audit::record(
@@ -695,6 +711,115 @@ fn failure_error(failure: ReadFailure) -> AppError {
     }
 }
 
+/// The registry's secondary indexes during an import. Inserting a million rows into four
+/// B-trees keyed on random values (the ID's blind index, the village, two phone indexes) is
+/// what bounds a large first import; building them once at the end sorts instead.
+enum Indexes {
+    /// The registry held residents when the import began: every row goes through the indexes.
+    Kept,
+    /// The registry was empty when the import began; a large import drops the indexes.
+    EmptyAtStart,
+    /// Dropped inside the import's transaction; these statements build them again before it
+    /// commits (DDL is transactional on SQLite and PostgreSQL, so a failure restores them).
+    Dropped(Vec<String>),
+}
+
+impl Indexes {
+    async fn at_start(txn: &impl sea_orm::ConnectionTrait) -> AppResult<Self> {
+        let any = residents::Entity::find()
+            .select_only()
+            .column(residents::Column::Id)
+            .limit(1)
+            .into_tuple::<i32>()
+            .one(txn)
+            .await?;
+        Ok(if any.is_none() {
+            Self::EmptyAtStart
+        } else {
+            Self::Kept
+        })
+    }
+
+    /// Drops the indexes once `written` rows of this import are in, provided they are still
+    /// the only rows: then every row of the file is new (the reading thread already refuses
+    /// IDs repeated in the file), so nothing needs the unique index to be told apart, and the
+    /// unique index built at the end still guards it.
+    ///
+    /// On PostgreSQL this takes an exclusive lock on the table until the import commits:
+    /// the registry is empty, so nobody is kept from anything they could have seen.
+    async fn drop_for_bulk(txn: &impl sea_orm::ConnectionTrait, written: u64) -> AppResult<Self> {
+        use sea_orm::{DbBackend, Statement};
+        let backend = txn.get_database_backend();
+        if backend == DbBackend::Postgres {
+            txn.execute_unprepared("LOCK TABLE residents IN ACCESS EXCLUSIVE MODE")
+                .await?;
+        }
+        if residents::Entity::find().count(txn).await? != written {
+            // Someone else registered residents meanwhile (PostgreSQL): keep the indexes.
+            return Ok(Self::Kept);
+        }
+        let definitions = match backend {
+            DbBackend::Postgres => {
+                "SELECT c.relname AS name, pg_get_indexdef(c.oid) AS definition \
+                 FROM pg_index i JOIN pg_class c ON c.oid = i.indexrelid \
+                 WHERE i.indrelid = 'residents'::regclass AND NOT i.indisprimary \
+                 AND NOT EXISTS (SELECT 1 FROM pg_constraint k WHERE k.conindid = c.oid)"
+            }
+            _ => {
+                "SELECT name, sql AS definition FROM sqlite_master \
+                 WHERE type = 'index' AND tbl_name = 'residents' AND sql IS NOT NULL"
+            }
+        };
+        let mut create = Vec::new();
+        for row in txn
+            .query_all_raw(Statement::from_string(backend, definitions))
+            .await?
+        {
+            let name: String = row.try_get("", "name")?;
+            create.push(row.try_get::<String>("", "definition")?);
+            txn.execute_unprepared(&format!("DROP INDEX \"{}\"", name.replace('"', "\"\"")))
+                .await?;
+        }
+        tracing::info!(
+            indexes = create.len(),
+            written,
+            "loading the registry in bulk"
+        );
+        Ok(Self::Dropped(create))
+    }
+
+    async fn restore(self, txn: &impl sea_orm::ConnectionTrait) -> AppResult<()> {
+        if let Self::Dropped(create) = self {
+            for sql in create {
+                txn.execute_unprepared(&sql).await?;
+            }
+        }
+        Ok(())
+    }
+}
+
+/// A batch of an import loaded in bulk: every row is new (see [`Indexes::drop_for_bulk`]).
+async fn write_bulk(
+    txn: &impl sea_orm::ConnectionTrait,
+    rows: &[Prepared],
+    insert: Option<sea_orm::Statement>,
+    summary: &mut ImportSummary,
+) -> AppResult<()> {
+    let Some(insert) = insert else {
+        return Ok(());
+    };
+    let inserted = txn.execute_raw(insert).await?.rows_affected();
+    if inserted != rows.len() as u64 {
+        return Err(anyhow::anyhow!(
+            "{inserted} of {} residents inserted in a bulk batch",
+            rows.len()
+        )
+        .into());
+    }
+    summary.imported += inserted;
+    Ok(())
+}
+
 /// Inserts new residents, updates changed ones, counts unchanged ones; returns rows that turn
 /// out to be registered in another village.
 async fn write_batch(
@@ -706,9 +831,10 @@ async fn write_batch(
     now: chrono::DateTime<Utc>,
     summary: &mut ImportSummary,
 ) -> AppResult<Vec<RejectedRow>> {
-    let Some(insert) = insert else {
+    let Some(mut insert) = insert else {
         return Ok(Vec::new());
     };
+    insert.sql.push_str(" ON CONFLICT (id_index) DO NOTHING");
     // Insert what is new in one statement. Only when some rows were already registered are
     // the batch's rows looked up: those stamped with this run's time are the ones just
     // inserted, the others are compared (none of this happens on a first import).
@@ -809,7 +935,8 @@ const INSERT_COLUMNS: [&str; 24] = [
     "updated_at",
 ];
 
-/// One multi-row insert for a batch that skips IDs already registered.
+/// One multi-row insert for a batch (the writer adds the clause that skips IDs already
+/// registered unless the import loads in bulk).
 /// Built by hand on this hot path: the values go straight into the statement instead of
 /// through an ActiveModel each, which was most of the cost of a large import (see
 /// BENCHMARKS.md). The opt-out flags take their column defaults.
@@ -872,7 +999,6 @@ fn insert_statement(
             Value::from(now),
         ]);
     }
-    sql.push_str(" ON CONFLICT (id_index) DO NOTHING");
     sea_orm::Statement::from_sql_and_values(backend, sql, values)
 }
 

@@ -2,7 +2,10 @@
 
 use entities::{audit_log, residents, users::Role};
 use reqwest::StatusCode;
-use sea_orm::{ColumnTrait, EntityTrait, PaginatorTrait, QueryFilter, QueryOrder};
+use sea_orm::{
+    ColumnTrait, ConnectionTrait, DatabaseConnection, DbBackend, EntityTrait, PaginatorTrait,
+    QueryFilter, QueryOrder, Statement,
+};
 use serde_json::{Value, json};
 
 use crate::helpers::{
@@ -14,6 +17,27 @@ const HEADER: &str =
 
 fn row(name: &str, id: &str, village: &str, phone: &str, migrant: &str) -> String {
     format!("{name},{id},{village},{phone},,,{migrant},,\n")
+}
+
+/// The registry's indexes as the database itself describes them.
+async fn resident_indexes(db: &DatabaseConnection) -> Vec<String> {
+    let backend = db.get_database_backend();
+    let sql = match backend {
+        DbBackend::Postgres => {
+            "SELECT indexdef AS definition FROM pg_indexes \
+             WHERE tablename = 'residents' ORDER BY indexname"
+        }
+        _ => {
+            "SELECT sql AS definition FROM sqlite_master \
+             WHERE type = 'index' AND tbl_name = 'residents' AND sql IS NOT NULL ORDER BY name"
+        }
+    };
+    db.query_all_raw(Statement::from_string(backend, sql))
+        .await
+        .unwrap()
+        .iter()
+        .map(|row| row.try_get("", "definition").unwrap())
+        .collect()
 }
 
 async fn json_body(response: reqwest::Response) -> Value {
@@ -352,6 +376,8 @@ async fn unusable_files_are_refused_whole_and_nothing_is_written() {
         );
     }
     assert_eq!(residents::Entity::find().count(&app.db).await.unwrap(), 0);
+    // The mixed file got far enough to load in bulk: its rollback brings the indexes back.
+    assert!(resident_indexes(&app.db).await.len() >= 4);
     let too_big = app
         .upload_residents(&office, vec![b'a'; 5 * 1024 * 1024])
         .await;
@@ -855,4 +881,114 @@ async fn a_large_gbk_file_decodes_across_every_read_boundary() {
         .unwrap();
     assert_eq!(last.name, names[29_999 % names.len()]);
     assert_eq!(last.migrant_type, "out_of_region");
+}
+
+#[tokio::test]
+async fn a_large_first_import_loads_in_bulk_and_keeps_every_rule() {
+    let app = spawn_app().await;
+    app.seed_areas().await;
+    let (_, office) = app.user("office.r", Role::Office, COUNTY).await;
+    let indexes = resident_indexes(&app.db).await;
+    assert!(indexes.len() >= 4, "{indexes:?}");
+    // Enough rows for an import into an empty registry to drop its indexes and load in bulk,
+    // with rows refused both before and after that point.
+    let id = |n: u32| resident_id(n, &format!("19{:02}0101", 30 + n / 1000));
+    let file = |changed: bool| {
+        let mut csv = String::from(HEADER);
+        for n in 0..15_000u32 {
+            let name = if changed && n == 12_001 {
+                "改名"
+            } else {
+                "某某"
+            };
+            let village = if changed && n == 12_002 {
+                OTHER_VILLAGE
+            } else {
+                VILLAGE
+            };
+            let phone = if n % 2 == 0 {
+                format!("138{n:08}")
+            } else {
+                String::new()
+            };
+            csv.push_str(&row(name, &id(n), village, &phone, ""));
+            if n == 3_000 || n == 13_000 {
+                csv.push_str(&row("重复", &id(n - 2_000), VILLAGE, "", ""));
+            }
+        }
+        csv.push_str(&row("赵六", "654025198001010011", VILLAGE, "", ""));
+        csv.push_str(&row("钱七", &id(20_000), "654025100299", "", ""));
+        csv
+    };
+    let report = json_body(app.upload_residents(&office, file(false)).await).await;
+    assert_eq!(
+        (report["imported"].clone(), report["rejected"].clone()),
+        (15_000.into(), 4.into()),
+        "{report}"
+    );
+    let codes: Vec<&str> = report["rejected_rows"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["code"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        codes,
+        vec![
+            "duplicate_in_file",
+            "duplicate_in_file",
+            "id_check_digit",
+            "unknown_village"
+        ]
+    );
+    assert_eq!(report["rejected_rows"][1]["line"], 13_004);
+    assert_eq!(resident_indexes(&app.db).await, indexes);
+    assert_eq!(
+        residents::Entity::find().count(&app.db).await.unwrap(),
+        15_000
+    );
+    let last = residents::Entity::find()
+        .order_by_desc(residents::Column::Id)
+        .one(&app.db)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        last.id_masked,
+        format!("{}**********{}", &id(14_999)[..4], &id(14_999)[14..])
+    );
+    assert_eq!(last.phone_masked, None);
+    let phones = residents::Entity::find()
+        .filter(residents::Column::PhoneIndex.is_not_null())
+        .count(&app.db)
+        .await
+        .unwrap();
+    assert_eq!(phones, 7_500);
+
+    // Loaded in bulk or not, the registry answers a re-import row by row.
+    let again = json_body(app.upload_residents(&office, file(true)).await).await;
+    assert_eq!(
+        (
+            again["imported"].clone(),
+            again["updated"].clone(),
+            again["unchanged"].clone(),
+            again["rejected"].clone()
+        ),
+        (0.into(), 1.into(), 14_998.into(), 5.into()),
+        "{again}"
+    );
+    let elsewhere = again["rejected_rows"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["code"] == "registered_elsewhere")
+        .expect("the resident registered in another village is refused");
+    assert_eq!(elsewhere["line"], 12_005);
+    let renamed = residents::Entity::find()
+        .filter(residents::Column::Name.eq("改名"))
+        .count(&app.db)
+        .await
+        .unwrap();
+    assert_eq!(renamed, 1);
+    assert_eq!(resident_indexes(&app.db).await, indexes);
 }
