@@ -341,7 +341,7 @@ async fn run_book(
     let over: i64 = database
         .query_one_raw(Statement::from_string(
             database.get_database_backend(),
-            "SELECT COALESCE(SUM(n - capacity), 0) AS over FROM (\
+            "SELECT CAST(COALESCE(SUM(n - capacity), 0) AS BIGINT) AS over FROM (\
                SELECT COUNT(*) AS n, d.capacity AS capacity FROM appointments a \
                JOIN institution_days d ON d.institution_id = a.institution_id AND d.day = a.day \
                WHERE a.status = 'booked' GROUP BY a.institution_id, a.day, d.capacity \
@@ -354,7 +354,7 @@ async fn run_book(
     let mismatched: i64 = database
         .query_one_raw(Statement::from_string(
             database.get_database_backend(),
-            "SELECT COUNT(*) AS n FROM institution_days d WHERE d.booked <> (\
+            "SELECT CAST(COUNT(*) AS BIGINT) AS n FROM institution_days d WHERE d.booked <> (\
                SELECT COUNT(*) FROM appointments a WHERE a.institution_id = d.institution_id \
                AND a.day = d.day AND a.status = 'booked')",
         ))
