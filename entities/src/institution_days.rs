@@ -10,9 +10,12 @@ pub struct Model {
     pub institution_id: i32,
     pub day: Date,
     pub capacity: i32,
+    /// Places taken: appointments booked, attended or missed (not cancelled).
     pub booked: i32,
     pub closed: bool,
     pub note: Option<String>,
+    /// Set by hand (not the institution's defaults): a change of the defaults leaves it.
+    pub overridden: bool,
     pub updated_at: DateTimeUtc,
 }
 

@@ -85,6 +85,7 @@ impl MigrationTrait for Migration {
                     .col(integer(InstitutionDays::Booked).default(0))
                     .col(boolean(InstitutionDays::Closed).default(false))
                     .col(string_len_null(InstitutionDays::Note, 100))
+                    .col(boolean(InstitutionDays::Overridden).default(false))
                     .col(timestamp_with_time_zone(InstitutionDays::UpdatedAt))
                     .check(Expr::col(InstitutionDays::Booked).gte(0))
                     .foreign_key(
@@ -175,6 +176,7 @@ enum InstitutionDays {
     Booked,
     Closed,
     Note,
+    Overridden,
     UpdatedAt,
 }
 

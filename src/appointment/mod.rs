@@ -4,14 +4,14 @@
 //! Rescheduling and cancelling give the place back; a booked day that has passed without
 //! the resident turns into a no-show.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 
 use chrono::{DateTime, NaiveDate, Utc};
 use entities::users::Role;
 use entities::{appointments, enrolments, institutions, residents};
 use sea_orm::{
-    ActiveModelTrait, ActiveValue::Set, ColumnTrait, ConnectionTrait, EntityTrait, QueryFilter,
-    QueryOrder, QuerySelect, TransactionSession, TransactionTrait,
+    ActiveValue::Set, ColumnTrait, ConnectionTrait, EntityTrait, QueryFilter, QueryOrder,
+    QuerySelect, TransactionSession, TransactionTrait, sea_query::Expr,
 };
 use serde::{Deserialize, Serialize};
 use serde_json::json;
@@ -317,7 +317,14 @@ where
             _ => e.into(),
         });
     }
-    enrol::mark_appointed(&txn, campaign_id, &ids, now).await?;
+    // A resident examined, refused or exempted by a transaction that committed meanwhile is
+    // not moved: then the whole group is refused rather than holding a place for nobody.
+    if enrol::mark_appointed(&txn, campaign_id, &ids, now).await? != ids.len() as u64 {
+        return Err(AppError::refused(
+            "residents_changed",
+            "其中有居民的状态刚刚发生变化，请刷新后重试",
+        ));
+    }
     audit::record(
         &txn,
         actor,
@@ -523,6 +530,7 @@ pub async fn list(
         query = query.filter(appointments::Column::InstitutionId.eq(id));
     }
     if let Some(day) = filter.day {
+        institution::check_date(day)?;
         query = query.filter(appointments::Column::Day.eq(day));
     }
     if let Some(status) = filter.status.as_deref() {
@@ -635,18 +643,42 @@ where
             format!("「{}」不负责该居民所在村（社区）或已停用", institution.name),
         ));
     }
+    // The appointment row first: of two writers changing it at once, one wins here.
+    let moved = appointments::Entity::update_many()
+        .col_expr(
+            appointments::Column::InstitutionId,
+            Expr::value(institution.id),
+        )
+        .col_expr(appointments::Column::Day, Expr::value(request.day))
+        .col_expr(appointments::Column::Reason, Expr::value(reason.clone()))
+        .col_expr(appointments::Column::UpdatedAt, Expr::value(Utc::now()))
+        .filter(appointments::Column::Id.eq(id))
+        .filter(appointments::Column::Status.eq("booked"))
+        .filter(appointments::Column::InstitutionId.eq(current.institution_id))
+        .filter(appointments::Column::Day.eq(current.day))
+        .exec(&txn)
+        .await?;
+    if moved.rows_affected != 1 {
+        return Err(changed_meanwhile());
+    }
+    // The two days in one fixed order, so that two moves in opposite directions cannot
+    // wait on each other.
+    let old_key = (current.institution_id, current.day);
+    if (institution.id, request.day) > old_key {
+        release(&txn, current.institution_id, current.day, 1).await?;
+    }
     if !reserve(&txn, &institution, request.day, 1).await? {
         let view = day_after(&txn, &institution, request.day).await?;
         let proposals = proposals(&txn, &campaign, &institution, request.day, 1).await?;
         return Err(full_day(request.day, &view, 1, proposals));
     }
-    release(&txn, current.institution_id, current.day, 1).await?;
-    let mut model: appointments::ActiveModel = current.clone().into();
-    model.institution_id = Set(institution.id);
-    model.day = Set(request.day);
-    model.reason = Set(reason.clone());
-    model.updated_at = Set(Utc::now());
-    let saved = model.update(&txn).await?;
+    if (institution.id, request.day) < old_key {
+        release(&txn, current.institution_id, current.day, 1).await?;
+    }
+    let saved = appointments::Entity::find_by_id(id)
+        .one(&txn)
+        .await?
+        .ok_or_else(|| anyhow::anyhow!("appointment {id} vanished"))?;
     audit::record(
         &txn,
         actor,
@@ -706,8 +738,46 @@ where
     Ok(AppointmentView::new(saved, &resident))
 }
 
-/// Ends an active appointment as cancelled or attended: the place is given back (a cancel)
-/// or used (attended), and the progress row leaves `appointed` unless examined.
+fn changed_meanwhile() -> AppError {
+    AppError::refused("not_active", "该预约刚刚被其他人更改，请刷新后重试")
+}
+
+/// Moves an active appointment out of `booked`. The status is the condition of the update,
+/// so of several writers ending one appointment at once exactly one succeeds.
+async fn leave_booked(
+    db: &impl ConnectionTrait,
+    current: &appointments::Model,
+    status: &str,
+    reason: Option<String>,
+    now: DateTime<Utc>,
+) -> AppResult<appointments::Model> {
+    let mut update = appointments::Entity::update_many()
+        .col_expr(appointments::Column::Status, Expr::value(status))
+        .col_expr(appointments::Column::UpdatedAt, Expr::value(now));
+    update = match status {
+        "attended" => update.col_expr(appointments::Column::AttendedAt, Expr::value(now)),
+        "cancelled" => update
+            .col_expr(appointments::Column::CancelledAt, Expr::value(now))
+            .col_expr(appointments::Column::Reason, Expr::value(reason)),
+        _ => update,
+    };
+    let result = update
+        .filter(appointments::Column::Id.eq(current.id))
+        .filter(appointments::Column::Status.eq("booked"))
+        .exec(db)
+        .await?;
+    if result.rows_affected != 1 {
+        return Err(changed_meanwhile());
+    }
+    appointments::Entity::find_by_id(current.id)
+        .one(db)
+        .await?
+        .ok_or_else(|| anyhow::anyhow!("appointment {} vanished", current.id).into())
+}
+
+/// Ends an active appointment as cancelled or attended. A cancel gives the place back and
+/// moves the progress row out of `appointed`; an attended appointment keeps its place (the
+/// day's `booked` counts places taken: booked, attended or missed).
 async fn end(
     db: &impl ConnectionTrait,
     current: &appointments::Model,
@@ -715,19 +785,12 @@ async fn end(
     reason: Option<String>,
     now: DateTime<Utc>,
 ) -> AppResult<appointments::Model> {
-    let mut model: appointments::ActiveModel = current.clone().into();
-    model.status = Set(status.to_owned());
-    model.updated_at = Set(now);
-    match status {
-        "attended" => model.attended_at = Set(Some(now)),
-        _ => {
-            model.cancelled_at = Set(Some(now));
-            model.reason = Set(reason);
-            release(db, current.institution_id, current.day, 1).await?;
-            enrol::unmark_appointed(db, current.campaign_id, &[current.resident_id], now).await?;
-        }
+    let saved = leave_booked(db, current, status, reason, now).await?;
+    if status == "cancelled" {
+        release(db, current.institution_id, current.day, 1).await?;
+        enrol::unmark_appointed(db, current.campaign_id, &[current.resident_id], now).await?;
     }
-    Ok(model.update(db).await?)
+    Ok(saved)
 }
 
 /// The active appointment of a resident in a campaign, if any.
@@ -850,16 +913,15 @@ async fn no_show(
     current: &appointments::Model,
     now: DateTime<Utc>,
 ) -> AppResult<appointments::Model> {
-    let mut model: appointments::ActiveModel = current.clone().into();
-    model.status = Set("no_show".to_owned());
-    model.updated_at = Set(now);
-    let saved = model.update(db).await?;
+    let saved = leave_booked(db, current, "no_show", None, now).await?;
     enrol::unmark_appointed(db, current.campaign_id, &[current.resident_id], now).await?;
     Ok(saved)
 }
 
 /// Turns every booked appointment whose day has ended (in the campaign's time zone) into a
-/// no-show. Safe to run any number of times. Returns how many changed.
+/// no-show. Safe to run any number of times, and beside cadres rescheduling: the update
+/// itself selects the rows, so an appointment moved meanwhile is left alone. Returns how
+/// many changed.
 pub async fn mark_no_shows<C>(db: &C) -> AppResult<u64>
 where
     C: ConnectionTrait + TransactionTrait,
@@ -867,34 +929,8 @@ where
     let mut changed = 0;
     for campaign in campaign::open_campaigns(db).await? {
         let txn = begin_write(db).await?;
-        let due = appointments::Entity::find()
-            .filter(appointments::Column::CampaignId.eq(campaign.id()))
-            .filter(appointments::Column::Status.eq("booked"))
-            .filter(appointments::Column::Day.lt(campaign.today()))
-            .all(&txn)
-            .await?;
-        let now = Utc::now();
-        let residents: Vec<i32> = due.iter().map(|a| a.resident_id).collect();
-        for chunk in due.chunks(500) {
-            let ids: Vec<i32> = chunk.iter().map(|a| a.id).collect();
-            appointments::Entity::update_many()
-                .col_expr(
-                    appointments::Column::Status,
-                    sea_orm::sea_query::Expr::value("no_show"),
-                )
-                .col_expr(
-                    appointments::Column::UpdatedAt,
-                    sea_orm::sea_query::Expr::value(now),
-                )
-                .filter(appointments::Column::Id.is_in(ids))
-                .filter(appointments::Column::Status.eq("booked"))
-                .exec(&txn)
-                .await?;
-        }
-        for chunk in residents.chunks(500) {
-            enrol::unmark_appointed(&txn, campaign.id(), chunk, now).await?;
-        }
-        if !due.is_empty() {
+        let marked = no_shows_before(&txn, campaign.id(), campaign.today()).await?;
+        if marked > 0 {
             audit::record(
                 &txn,
                 &Actor::system(),
@@ -903,15 +939,81 @@ where
                     entity: "appointment",
                     entity_id: None,
                     area_code: None,
-                    summary: json!({"campaign_id": campaign.id(), "count": due.len()}),
+                    summary: json!({"campaign_id": campaign.id(), "count": marked}),
                 },
             )
             .await?;
         }
         txn.commit().await?;
-        changed += due.len() as u64;
+        changed += marked;
     }
     Ok(changed)
+}
+
+/// Booked appointments of a campaign before `day` become no-shows (their places stay taken:
+/// the day is over); the residents' rows leave `appointed`.
+pub(crate) async fn no_shows_before(
+    db: &impl ConnectionTrait,
+    campaign_id: i32,
+    day: NaiveDate,
+) -> AppResult<u64> {
+    let now = Utc::now();
+    let mut sql = Sql::new(db.get_database_backend());
+    sql.push("UPDATE appointments SET status = 'no_show', updated_at = ")
+        .bind(now)
+        .push(" WHERE campaign_id = ")
+        .bind(campaign_id)
+        .push(" AND status = 'booked' AND day < ")
+        .bind(day)
+        .push(" RETURNING resident_id");
+    let residents: Vec<i32> = db
+        .query_all_raw(sql.build())
+        .await?
+        .iter()
+        .map(|row| row.try_get::<i32>("", "resident_id"))
+        .collect::<Result<_, _>>()?;
+    for chunk in residents.chunks(500) {
+        enrol::unmark_appointed(db, campaign_id, chunk, now).await?;
+    }
+    Ok(residents.len() as u64)
+}
+
+/// Cancels a campaign's booked appointments that match `condition` (SQL over the
+/// `appointments` row, never user input) and gives their places back, day by day in a fixed
+/// order. The update selects the rows itself, so concurrent changes are not overwritten.
+async fn cancel_matching(
+    db: &impl ConnectionTrait,
+    campaign_id: i32,
+    condition: &str,
+    reason: &str,
+    now: DateTime<Utc>,
+) -> AppResult<Vec<i32>> {
+    let mut sql = Sql::new(db.get_database_backend());
+    sql.push("UPDATE appointments SET status = 'cancelled', reason = ")
+        .bind(reason)
+        .push(", cancelled_at = ")
+        .bind(now)
+        .push(", updated_at = ")
+        .bind(now)
+        .push(" WHERE campaign_id = ")
+        .bind(campaign_id)
+        .push(" AND status = 'booked' AND ")
+        .push(condition)
+        .push(" RETURNING institution_id, day, resident_id");
+    let mut per_day: std::collections::BTreeMap<(i32, NaiveDate), i32> = Default::default();
+    let mut residents = Vec::new();
+    for row in db.query_all_raw(sql.build()).await? {
+        let key = (
+            row.try_get::<i32>("", "institution_id")?,
+            row.try_get::<NaiveDate>("", "day")?,
+        );
+        *per_day.entry(key).or_default() += 1;
+        residents.push(row.try_get::<i32>("", "resident_id")?);
+    }
+    for ((institution_id, day), n) in per_day {
+        release(db, institution_id, day, n).await?;
+    }
+    Ok(residents)
 }
 
 /// Cancels the active appointments of residents who have just become exempt (deceased or
@@ -921,45 +1023,30 @@ pub async fn cancel_for_exempt(
     campaign_id: i32,
     now: DateTime<Utc>,
 ) -> AppResult<()> {
-    let due = appointments::Entity::find()
-        .filter(appointments::Column::CampaignId.eq(campaign_id))
-        .filter(appointments::Column::Status.eq("booked"))
-        .filter(sea_orm::sea_query::Expr::cust(
-            "EXISTS (SELECT 1 FROM enrolments e WHERE e.campaign_id = appointments.campaign_id \
-             AND e.resident_id = appointments.resident_id AND e.stage = 'exempt')",
-        ))
-        .all(db)
-        .await?;
-    let mut per_day: HashMap<(i32, NaiveDate), i32> = HashMap::new();
-    for a in &due {
-        *per_day.entry((a.institution_id, a.day)).or_default() += 1;
-    }
-    for ((institution_id, day), n) in per_day {
-        release(db, institution_id, day, n).await?;
-    }
-    let ids: HashSet<i32> = due.iter().map(|a| a.id).collect();
-    let ids: Vec<i32> = ids.into_iter().collect();
-    for chunk in ids.chunks(500) {
-        appointments::Entity::update_many()
-            .col_expr(
-                appointments::Column::Status,
-                sea_orm::sea_query::Expr::value("cancelled"),
-            )
-            .col_expr(
-                appointments::Column::Reason,
-                sea_orm::sea_query::Expr::value("居民已死亡或迁出"),
-            )
-            .col_expr(
-                appointments::Column::CancelledAt,
-                sea_orm::sea_query::Expr::value(now),
-            )
-            .col_expr(
-                appointments::Column::UpdatedAt,
-                sea_orm::sea_query::Expr::value(now),
-            )
-            .filter(appointments::Column::Id.is_in(chunk.iter().copied()))
-            .exec(db)
-            .await?;
+    cancel_matching(
+        db,
+        campaign_id,
+        "EXISTS (SELECT 1 FROM enrolments e WHERE e.campaign_id = appointments.campaign_id \
+         AND e.resident_id = appointments.resident_id AND e.stage = 'exempt')",
+        "居民已死亡或迁出",
+        now,
+    )
+    .await?;
+    Ok(())
+}
+
+/// When a campaign closes: past bookings become no-shows, later ones are cancelled (their
+/// places given back), so nobody is left `appointed` in a campaign that has ended.
+pub async fn settle_for_close(
+    db: &impl ConnectionTrait,
+    campaign_id: i32,
+    today: NaiveDate,
+) -> AppResult<()> {
+    no_shows_before(db, campaign_id, today).await?;
+    let now = Utc::now();
+    let cancelled = cancel_matching(db, campaign_id, "1 = 1", "体检工作已结束", now).await?;
+    for chunk in cancelled.chunks(500) {
+        enrol::unmark_appointed(db, campaign_id, chunk, now).await?;
     }
     Ok(())
 }

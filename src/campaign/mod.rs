@@ -541,7 +541,7 @@ where
     };
     apply_phases(&mut model, &new.phases);
     check_model(&model)?;
-    let txn = db.begin().await?;
+    let txn = crate::db::begin_write(db).await?;
     if campaigns::Entity::find()
         .filter(campaigns::Column::Year.eq(new.year))
         .one(&txn)
@@ -613,7 +613,7 @@ pub async fn update<C>(
 where
     C: ConnectionTrait + TransactionTrait,
 {
-    let txn = db.begin().await?;
+    let txn = crate::db::begin_write(db).await?;
     let current = get(&txn, id).await?.model;
     if current.status != "draft" && (changes.reference_date.is_some() || changes.cohorts.is_some())
     {
@@ -680,7 +680,7 @@ pub async fn open<C>(db: &C, actor: &Actor, id: i32) -> AppResult<Opened>
 where
     C: ConnectionTrait + TransactionTrait,
 {
-    let txn = db.begin().await?;
+    let txn = crate::db::begin_write(db).await?;
     let campaign = get(&txn, id).await?;
     if campaign.model.status != "draft" {
         return Err(AppError::Conflict(format!(
@@ -695,6 +695,13 @@ where
     active.updated_at = Set(now);
     let saved = active.update(&txn).await?;
     let campaign = Campaign::from_model(saved)?;
+    if txn.get_database_backend() == sea_orm::DbBackend::Postgres {
+        // A resident registered while the campaign opens would be missed by both this
+        // statement and their own enrolment (which still sees a draft): hold new
+        // registrations until the campaign is open. SQLite's write lock already does.
+        txn.execute_unprepared("LOCK TABLE residents IN SHARE MODE")
+            .await?;
+    }
     let enrolled = enrol::enrol(&txn, &campaign, None).await?;
     audit::record(
         &txn,
@@ -715,13 +722,15 @@ where
     })
 }
 
-/// Closes an open campaign: no more bookings or exam records; its figures stay.
+/// Closes an open campaign: no more bookings or exam records; its figures stay. Bookings of
+/// past days become no-shows, later ones are cancelled.
 pub async fn close<C>(db: &C, actor: &Actor, id: i32) -> AppResult<Campaign>
 where
     C: ConnectionTrait + TransactionTrait,
 {
-    let txn = db.begin().await?;
+    let txn = crate::db::begin_write(db).await?;
     let campaign = get_open(&txn, id).await?;
+    crate::appointment::settle_for_close(&txn, id, campaign.today()).await?;
     let mut active: campaigns::ActiveModel = campaign.model.clone().into();
     active.status = Set("closed".to_owned());
     active.updated_at = Set(Utc::now());

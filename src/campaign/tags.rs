@@ -84,7 +84,7 @@ where
         }
     }
     wanted.sort_by_key(|g| g.code());
-    let txn = db.begin().await?;
+    let txn = crate::db::begin_write(db).await?;
     let resident = registry::find(&txn, &actor.scope, id).await?;
     let before = current(&txn, id).await?;
     if before == wanted {

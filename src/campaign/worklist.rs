@@ -69,6 +69,9 @@ impl Worklist {
     }
 }
 
+/// Far beyond any village's list; keeps the offset arithmetic in range.
+const MAX_PAGE: u64 = 100_000;
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum Sort {
@@ -134,6 +137,12 @@ pub async fn list(
     let campaign = super::get(db, campaign_id).await?;
     let size = crate::paging::size(params.limit);
     let page = params.page.unwrap_or(1).max(1);
+    if page > MAX_PAGE {
+        return Err(AppError::validation(
+            "invalid_page",
+            format!("page 不能超过 {MAX_PAGE}"),
+        ));
+    }
     let sort = match params.sort.as_deref() {
         None => Sort::Village,
         Some(raw) => serde_json::from_value(serde_json::json!(raw)).map_err(|_| {

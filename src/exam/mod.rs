@@ -152,21 +152,25 @@ pub async fn insert(
         created_at: Set(now),
         ..Default::default()
     })
+    // Recorded by someone else a moment ago: the unique key skips the row instead of failing
+    // the statement (which would abort the whole transaction on PostgreSQL).
+    .on_conflict(
+        sea_orm::sea_query::OnConflict::columns([
+            exam_records::Column::CampaignId,
+            exam_records::Column::ResidentId,
+        ])
+        .do_nothing()
+        .to_owned(),
+    )
     .exec_with_returning(db)
     .await;
     let saved = match inserted {
         Ok(saved) => saved,
-        Err(e)
-            if matches!(
-                e.sql_err(),
-                Some(sea_orm::SqlErr::UniqueConstraintViolation(_))
-            ) =>
-        {
-            // Recorded by someone else a moment ago.
+        Err(sea_orm::DbErr::RecordNotInserted | sea_orm::DbErr::RecordNotFound(_)) => {
             return Err(
                 match existing(db, record.campaign_id, record.resident_id).await? {
                     Some(found) => duplicate(&found),
-                    None => e.into(),
+                    None => anyhow::anyhow!("exam record neither inserted nor found").into(),
                 },
             );
         }
@@ -334,7 +338,9 @@ where
     let evidence_type = match (&evidence, request.evidence_type.as_deref().map(str::trim)) {
         (None, _) => None,
         (Some(_), None | Some("")) => Some("application/octet-stream".to_owned()),
-        (Some(_), Some(t)) if t.len() <= 100 && t.contains('/') && !t.contains(['\r', '\n']) => {
+        (Some(_), Some(t))
+            if t.len() <= 100 && t.contains('/') && t.chars().all(|c| c.is_ascii_graphic()) =>
+        {
             Some(t.to_owned())
         }
         _ => {
@@ -437,6 +443,20 @@ pub struct ExamImport {
     pub unknown_columns: Vec<String>,
     #[serde(skip)]
     pub headers: Vec<String>,
+    /// Position of the ID number among each row's values.
+    #[serde(skip)]
+    pub id_column: usize,
+}
+
+impl ExamImport {
+    /// Masks the ID numbers of the rejected rows, for callers who may not see them in full.
+    pub fn mask_ids(&mut self) {
+        for row in &mut self.rejected_rows {
+            if let Some(value) = row.values.get_mut(self.id_column) {
+                *value = registry::mask_raw_id(value);
+            }
+        }
+    }
 }
 
 /// Imports the checkup system's exam list (ID number, exam date, institution code) into a
@@ -468,6 +488,7 @@ where
     let campaign = campaign::get_open(&txn, campaign_id).await?;
     let mut institutions: HashMap<String, Option<institutions::Model>> = HashMap::new();
     let mut seen: HashSet<i32> = HashSet::new();
+    let mut served: HashMap<(i32, String), bool> = HashMap::new();
     let mut summary = ExamImportSummary::default();
     let mut rejected = Vec::new();
     let today = campaign.today();
@@ -548,14 +569,29 @@ where
             ));
             continue;
         };
-        if actor.role == Role::Office
-            && !AreaCode::parse(&resident.1).is_ok_and(|v| actor.scope.contains(&v))
-        {
+        let village = AreaCode::parse(&resident.1).ok();
+        let in_reach = match (actor.role, &village) {
+            (_, None) => false,
+            (Role::Office, Some(v)) => actor.scope.contains(v),
+            (_, Some(v)) => {
+                let key = (institution.id, resident.1.clone());
+                match served.get(&key) {
+                    Some(known) => *known,
+                    None => {
+                        let serves =
+                            crate::institution::serves_village(&txn, institution.id, v).await?;
+                        served.insert(key, serves);
+                        serves
+                    }
+                }
+            }
+        };
+        if !in_reach {
             rejected.push(reject(
                 *line,
                 values,
                 "out_of_scope",
-                "该居民不在您的管辖范围内".to_owned(),
+                "该居民不在您的管辖或服务范围内".to_owned(),
             ));
             continue;
         }
@@ -629,6 +665,7 @@ where
         rejected_rows: rejected,
         unknown_columns,
         headers: table.header_names(),
+        id_column: id_col,
     })
 }
 

@@ -253,9 +253,11 @@ async fn import_exams(
     Path(id): Path<i32>,
     body: Bytes,
 ) -> AppResult<Json<ExamImport>> {
-    Ok(Json(
-        exam::import(&state.db, &state.privacy, &actor, id, &body).await?,
-    ))
+    let mut result = exam::import(&state.db, &state.privacy, &actor, id, &body).await?;
+    if !crate::registry::may_reveal(actor.role) {
+        result.mask_ids();
+    }
+    Ok(Json(result))
 }
 
 /// Download the evidence file of an exam record (those who may see the resident).
@@ -293,6 +295,7 @@ async fn exam_evidence(
                 header::CONTENT_DISPOSITION,
                 format!("attachment; filename=\"{safe}\""),
             ),
+            (header::X_CONTENT_TYPE_OPTIONS, "nosniff".to_owned()),
         ],
         bytes,
     )

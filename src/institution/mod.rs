@@ -266,7 +266,7 @@ where
     let capacity = check_capacity(new.daily_capacity)?;
     let closed = weekdays_text(&new.closed_weekdays)?;
     let serves = check_serves(db, actor, &new.serves).await?;
-    let txn = db.begin().await?;
+    let txn = crate::db::begin_write(db).await?;
     if institutions::Entity::find()
         .filter(institutions::Column::Code.eq(&code))
         .one(&txn)
@@ -381,7 +381,7 @@ pub async fn update<C>(
 where
     C: ConnectionTrait + TransactionTrait,
 {
-    let txn = db.begin().await?;
+    let txn = crate::db::begin_write(db).await?;
     let current = find(&txn, id).await?;
     require_manage(actor, &current)?;
     if actor.role != Role::Office && (changes.serves.is_some() || changes.active.is_some()) {
@@ -404,6 +404,11 @@ where
     }
     model.updated_at = Set(Utc::now());
     let saved = model.update(&txn).await?;
+    if saved.daily_capacity != current.daily_capacity
+        || saved.closed_weekdays != current.closed_weekdays
+    {
+        follow_defaults(&txn, &saved).await?;
+    }
     if let Some(serves) = &changes.serves {
         let serves = check_serves(&txn, actor, serves).await?;
         replace_serves(&txn, id, &serves).await?;
@@ -432,6 +437,36 @@ where
     .await?;
     txn.commit().await?;
     Ok(view(saved, serves))
+}
+
+/// Days from today on that were never set by hand take the institution's new defaults; a
+/// day keeps at least the places already taken, and stays open while anyone is booked.
+async fn follow_defaults(
+    db: &impl ConnectionTrait,
+    institution: &institutions::Model,
+) -> AppResult<()> {
+    let rows = institution_days::Entity::find()
+        .filter(institution_days::Column::InstitutionId.eq(institution.id))
+        .filter(institution_days::Column::Overridden.eq(false))
+        .filter(institution_days::Column::Day.gte(crate::registry::today()))
+        .all(db)
+        .await?;
+    for row in rows {
+        let defaults = default_day(institution, row.day);
+        let capacity = defaults.capacity.max(row.booked);
+        let closed = defaults.closed && row.booked == 0;
+        if capacity == row.capacity && closed == row.closed {
+            continue;
+        }
+        institution_days::Entity::update_many()
+            .col_expr(institution_days::Column::Capacity, capacity.into())
+            .col_expr(institution_days::Column::Closed, closed.into())
+            .filter(institution_days::Column::Id.eq(row.id))
+            .filter(institution_days::Column::Booked.lte(capacity))
+            .exec(db)
+            .await?;
+    }
+    Ok(())
 }
 
 /// Whether the institution examines residents of `village`.
@@ -482,7 +517,21 @@ fn day_view(row: institution_days::Model) -> DayView {
     }
 }
 
+/// Calendar days the service deals in: campaigns run from 2000 to 2101.
+pub fn check_date(day: NaiveDate) -> AppResult<()> {
+    if (2000..=2101).contains(&day.year()) {
+        Ok(())
+    } else {
+        Err(AppError::validation(
+            "invalid_date",
+            format!("日期 {day} 超出范围（2000–2101 年）"),
+        ))
+    }
+}
+
 pub fn check_range(from: NaiveDate, to: NaiveDate) -> AppResult<()> {
+    check_date(from)?;
+    check_date(to)?;
     if to < from || (to - from).num_days() >= MAX_DAYS {
         return Err(AppError::validation(
             "invalid_range",
@@ -533,6 +582,7 @@ pub async fn ensure_day(
         booked: Set(0),
         closed: Set(defaults.closed),
         note: Set(None),
+        overridden: Set(false),
         updated_at: Set(Utc::now()),
         ..Default::default()
     })
@@ -556,6 +606,7 @@ async fn apply_day(
     day: NaiveDate,
     change: &DayChange,
 ) -> Result<(DayView, DayView), AppError> {
+    check_date(day)?;
     if let Some(capacity) = change.capacity {
         check_capacity(capacity)?;
     }
@@ -592,6 +643,7 @@ async fn apply_day(
             institution_days::Column::UpdatedAt,
             sea_orm::sea_query::Expr::value(Utc::now()),
         )
+        .col_expr(institution_days::Column::Overridden, true.into())
         .filter(institution_days::Column::Id.eq(row.id))
         .filter(institution_days::Column::Booked.lte(capacity))
         .filter(if closed {
@@ -627,7 +679,7 @@ pub async fn set_day<C>(
 where
     C: ConnectionTrait + TransactionTrait,
 {
-    let txn = db.begin().await?;
+    let txn = crate::db::begin_write(db).await?;
     let institution = find(&txn, id).await?;
     require_manage(actor, &institution)?;
     let (before, after) = apply_day(&txn, &institution, day, &change).await?;
@@ -705,7 +757,7 @@ where
     let mut summary = ImportSummary::default();
     let mut rejected = Vec::new();
     let mut institutions: HashMap<String, Option<institutions::Model>> = HashMap::new();
-    let txn = db.begin().await?;
+    let txn = crate::db::begin_write(db).await?;
     for (line, record) in &table.rows {
         let values: Vec<String> = match record {
             Ok(r) => r.iter().map(str::to_owned).collect(),

@@ -15,7 +15,7 @@ pub use import::{
     Progress, ProtectedPhone, ResidentImport, import_residents, parse_date, valid_email,
     valid_openid,
 };
-pub use resident_id::{ResidentId, ResidentIdError, Sex};
+pub use resident_id::{ResidentId, ResidentIdError, Sex, mask_raw_id};
 
 use std::collections::HashMap;
 
@@ -386,7 +386,7 @@ where
             shown.push("relative_phone");
         }
         detail.revealed = true;
-        let txn = db.begin().await?;
+        let txn = crate::db::begin_write(db).await?;
         audit::record(
             &txn,
             actor,
@@ -569,7 +569,7 @@ where
     let own_phone = phone(privacy, new.phone.as_deref(), "联系电话")?;
     let relative_phone = phone(privacy, new.relative_phone.as_deref(), "亲属电话")?;
     let id_index = privacy.blind_index(Field::ResidentId, id.expose());
-    let txn = db.begin().await?;
+    let txn = crate::db::begin_write(db).await?;
     if let Some(existing) = residents::Entity::find()
         .filter(residents::Column::IdIndex.eq(id_index.clone()))
         .one(&txn)
@@ -666,7 +666,7 @@ pub async fn update<C>(
 where
     C: ConnectionTrait + TransactionTrait,
 {
-    let txn = db.begin().await?;
+    let txn = crate::db::begin_write(db).await?;
     let current = find(&txn, &actor.scope, id).await?;
     let mut model: residents::ActiveModel = current.clone().into();
     let mut diff = serde_json::Map::new();
@@ -865,7 +865,7 @@ where
     if change.date.is_some_and(|d| d > today()) {
         return Err(AppError::validation("invalid_date", "日期不能晚于今天"));
     }
-    let txn = db.begin().await?;
+    let txn = crate::db::begin_write(db).await?;
     let current = find(&txn, &actor.scope, id).await?;
     if current.special.as_deref() == Some(special.code()) {
         return Err(AppError::Conflict(format!(
@@ -917,7 +917,7 @@ where
 {
     let reason = check_name(&request.reason, "原因", 200)?;
     let target = scoped_village(db, &actor.scope, &request.village_code).await?;
-    let txn = db.begin().await?;
+    let txn = crate::db::begin_write(db).await?;
     let current = find(&txn, &actor.scope, id).await?;
     if current.village_code == target.as_str() {
         return Err(AppError::validation(

@@ -41,6 +41,19 @@ const WEIGHTS: [u32; 17] = [7, 9, 10, 5, 8, 4, 2, 1, 6, 3, 7, 9, 10, 5, 8, 4, 2]
 const CHECK: [u8; 11] = *b"10X98765432";
 
 /// The ISO 7064 MOD 11-2 check character of the first 17 digits.
+/// The masked form of an ID number as typed (valid or not): the first and last four
+/// characters of an 18-character value, nothing of anything else.
+pub fn mask_raw_id(raw: &str) -> String {
+    let chars: Vec<char> = raw.trim().chars().collect();
+    if chars.len() == 18 {
+        let head: String = chars[..4].iter().collect();
+        let tail: String = chars[14..].iter().collect();
+        format!("{head}**********{tail}")
+    } else {
+        "******".to_owned()
+    }
+}
+
 pub fn check_char(first17: &[u8]) -> u8 {
     let sum: u32 = first17
         .iter()

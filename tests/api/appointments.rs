@@ -831,3 +831,117 @@ async fn institutions_and_their_calendar_upload() {
 }
 
 const COUNTY_CODE: &str = "654025000000";
+
+#[tokio::test]
+async fn racing_changes_to_one_appointment_never_leak_places() {
+    let s = setup(10, 4).await;
+    let booking: Value = s.book(3, &s.residents[0..2]).await.json().await.unwrap();
+    let a = booking["appointments"][0]["id"].as_i64().unwrap();
+    let b = booking["appointments"][1]["id"].as_i64().unwrap();
+    let post = |path: String, body: Value| {
+        let client = s.app.client.clone();
+        let url = s.app.url(&path);
+        let token = s.cadre.clone();
+        tokio::spawn(async move {
+            client
+                .post(url)
+                .bearer_auth(token)
+                .json(&body)
+                .send()
+                .await
+                .unwrap()
+                .status()
+        })
+    };
+    // The same appointment cancelled twice at once: one cancel, one refusal, one place back.
+    let first = post(
+        format!("/api/v1/appointments/{a}/cancel"),
+        json!({"reason": "甲"}),
+    );
+    let second = post(
+        format!("/api/v1/appointments/{a}/cancel"),
+        json!({"reason": "乙"}),
+    );
+    let mut statuses = vec![first.await.unwrap(), second.await.unwrap()];
+    statuses.sort();
+    assert_eq!(statuses, [StatusCode::OK, StatusCode::CONFLICT]);
+    assert_eq!(s.calendar_day(3).await["booked"], 1);
+
+    // Two moves in opposite directions at once both land (no deadlock, no leak).
+    let other: Value = s.book(5, &s.residents[2..3]).await.json().await.unwrap();
+    let c = other["appointments"][0]["id"].as_i64().unwrap();
+    let there = post(
+        format!("/api/v1/appointments/{b}/reschedule"),
+        json!({"day": day(5)}),
+    );
+    let back = post(
+        format!("/api/v1/appointments/{c}/reschedule"),
+        json!({"day": day(3)}),
+    );
+    assert_eq!(there.await.unwrap(), StatusCode::OK);
+    assert_eq!(back.await.unwrap(), StatusCode::OK);
+    assert_eq!(s.calendar_day(3).await["booked"], 1);
+    assert_eq!(s.calendar_day(5).await["booked"], 1);
+}
+
+#[tokio::test]
+async fn closing_a_campaign_settles_its_bookings_and_defaults_follow_the_institution() {
+    let s = setup(10, 3).await;
+    assert_eq!(
+        s.book(0, &s.residents[0..1]).await.status(),
+        StatusCode::CREATED
+    );
+    assert_eq!(
+        s.book(4, &s.residents[1..3]).await.status(),
+        StatusCode::CREATED
+    );
+    // Yesterday's booking (moved there directly: the day has passed).
+    appointments::Entity::update_many()
+        .col_expr(appointments::Column::Day, Expr::value(day(-1)))
+        .filter(appointments::Column::ResidentId.eq(s.residents[0]))
+        .exec(&s.app.db)
+        .await
+        .unwrap();
+
+    // A new default capacity reaches the days not set by hand, never below their bookings.
+    let changed = s
+        .app
+        .patch(
+            &format!("/api/v1/institutions/{}", s.institution),
+            &s.staff,
+            json!({"daily_capacity": 1}),
+        )
+        .await;
+    assert_eq!(changed.status(), StatusCode::OK);
+    assert_eq!(s.calendar_day(4).await["capacity"], 2, "two are booked");
+    assert_eq!(s.calendar_day(6).await["capacity"], 1);
+
+    let office = s.app.office_token().await;
+    let closed = s
+        .app
+        .post(
+            &format!("/api/v1/campaigns/{}/close", s.campaign),
+            &office,
+            json!({}),
+        )
+        .await;
+    assert_eq!(closed.status(), StatusCode::OK);
+    let statuses: Vec<(i32, String)> = appointments::Entity::find()
+        .all(&s.app.db)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|a| (a.resident_id, a.status))
+        .collect();
+    assert!(statuses.contains(&(s.residents[0], "no_show".to_owned())));
+    assert!(statuses.contains(&(s.residents[1], "cancelled".to_owned())));
+    assert_eq!(s.calendar_day(4).await["booked"], 0);
+    for r in &s.residents {
+        assert_ne!(
+            row(&s.app, s.campaign, *r).await.unwrap().stage,
+            "appointed"
+        );
+    }
+    let late = s.book(5, &s.residents[0..1]).await;
+    assert_eq!(error_code(late, StatusCode::CONFLICT).await, "conflict");
+}

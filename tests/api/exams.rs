@@ -290,3 +290,77 @@ async fn a_migrant_examined_elsewhere_counts_with_evidence_and_only_once() {
         "invalid_exam_date"
     );
 }
+
+#[tokio::test]
+async fn institution_staff_import_only_residents_they_serve_and_see_ids_masked() {
+    let app = spawn_app().await;
+    app.seed_areas().await;
+    let near = resident_id(1, "19700101");
+    let far = resident_id(2, "19700101");
+    add_resident(&app, near.clone(), VILLAGE, None, None).await;
+    add_resident(&app, far.clone(), OTHER_VILLAGE, None, None).await;
+    let campaign = app.open_campaign().await;
+    app.institution("XYZ-WSY", TOWNSHIP, &[TOWNSHIP], 50).await;
+    let (_, staff) = app
+        .user_at(
+            "clinic.s",
+            Role::Institution,
+            TOWNSHIP,
+            Some("XYZ-WSY".into()),
+        )
+        .await;
+    let today = registry::today();
+    let report: Value = app
+        .post_csv(
+            &format!("/api/v1/campaigns/{campaign}/exams/import"),
+            &staff,
+            format!("身份证号,体检日期,体检机构\n{near},{today},XYZ-WSY\n{far},{today},XYZ-WSY\n"),
+        )
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(report["summary"]["imported"], 1);
+    assert_eq!(report["rejected_rows"][0]["code"], "out_of_scope");
+    let shown = report["rejected_rows"][0]["values"][0].as_str().unwrap();
+    assert_eq!(shown, format!("{}**********{}", &far[..4], &far[14..]));
+    assert!(!report.to_string().contains(&far));
+
+    // Evidence of a bad type is refused before anything is stored.
+    let (_, cadre) = app.user("cadre.s", Role::Cadre, VILLAGE).await;
+    let resident = registry::list(
+        &app.db,
+        &app.state.privacy,
+        &outreach::auth::Scope::All,
+        registry::ResidentFilter {
+            id_number: Some(near.clone()),
+            ..Default::default()
+        },
+    )
+    .await
+    .unwrap()
+    .residents[0]
+        .id;
+    let response = app
+        .post(
+            &format!("/api/v1/campaigns/{campaign}/residents/{resident}/examined-elsewhere"),
+            &cadre,
+            json!({"examined_on": today, "place": "伊宁市", "examiner": "医院",
+                   "evidence_base64": "aGVsbG8=", "evidence_type": "image/png\u{0}"}),
+        )
+        .await;
+    assert_eq!(
+        error_code(response, StatusCode::UNPROCESSABLE_ENTITY).await,
+        "invalid_evidence"
+    );
+    let response = app
+        .get(
+            &format!("/api/v1/campaigns/{campaign}/worklists/migrants?page=100000000000"),
+            &cadre,
+        )
+        .await;
+    assert_eq!(
+        error_code(response, StatusCode::UNPROCESSABLE_ENTITY).await,
+        "invalid_page"
+    );
+}

@@ -344,7 +344,8 @@ async fn run_book(
             "SELECT CAST(COALESCE(SUM(n - capacity), 0) AS BIGINT) AS over FROM (\
                SELECT COUNT(*) AS n, d.capacity AS capacity FROM appointments a \
                JOIN institution_days d ON d.institution_id = a.institution_id AND d.day = a.day \
-               WHERE a.status = 'booked' GROUP BY a.institution_id, a.day, d.capacity \
+               WHERE a.status IN ('booked', 'attended', 'no_show') \
+               GROUP BY a.institution_id, a.day, d.capacity \
                HAVING COUNT(*) > d.capacity) t",
         ))
         .await?
@@ -356,7 +357,7 @@ async fn run_book(
             database.get_database_backend(),
             "SELECT CAST(COUNT(*) AS BIGINT) AS n FROM institution_days d WHERE d.booked <> (\
                SELECT COUNT(*) FROM appointments a WHERE a.institution_id = d.institution_id \
-               AND a.day = d.day AND a.status = 'booked')",
+               AND a.day = d.day AND a.status IN ('booked', 'attended', 'no_show'))",
         ))
         .await?
         .map(|row| row.try_get::<i64>("", "n"))
