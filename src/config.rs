@@ -24,6 +24,7 @@ pub struct Settings {
     pub scheduler: SchedulerSettings,
     pub privacy: PrivacySettings,
     pub import: ImportSettings,
+    pub messaging: MessagingSettings,
 }
 
 impl Default for Settings {
@@ -38,6 +39,26 @@ impl Default for Settings {
             scheduler: SchedulerSettings::default(),
             privacy: PrivacySettings::default(),
             import: ImportSettings::default(),
+            messaging: MessagingSettings::default(),
+        }
+    }
+}
+
+#[derive(Clone, Debug, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct MessagingSettings {
+    /// The SMS signature, without the 【】 (registered with the SMS provider).
+    pub sms_signature: String,
+    /// A folder of the county's own templates (`<kind>/<locale>.txt`) instead of the built-in
+    /// ones.
+    pub templates_dir: Option<std::path::PathBuf>,
+}
+
+impl Default for MessagingSettings {
+    fn default() -> Self {
+        Self {
+            sms_signature: "全民健康体检".to_owned(),
+            templates_dir: None,
         }
     }
 }

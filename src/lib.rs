@@ -14,6 +14,7 @@ pub mod exam;
 pub mod http;
 pub mod import;
 pub mod institution;
+pub mod outreach;
 pub mod paging;
 pub mod privacy;
 pub mod registry;

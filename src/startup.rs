@@ -13,6 +13,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::auth::LoginThrottle;
 use crate::config::Settings;
+use crate::outreach::Templates;
 use crate::privacy::Privacy;
 use crate::scheduler::Scheduler;
 use crate::{db, http};
@@ -24,6 +25,17 @@ pub struct AppState {
     pub settings: Arc<Settings>,
     pub throttle: Arc<LoginThrottle>,
     pub privacy: Arc<Privacy>,
+    pub templates: Arc<Templates>,
+}
+
+/// The message templates: built in, or the configured folder; a broken template stops
+/// start-up with its file and line.
+pub fn load_templates(settings: &crate::config::MessagingSettings) -> anyhow::Result<Templates> {
+    let loaded = match &settings.templates_dir {
+        Some(dir) => Templates::from_dir(dir, &settings.sms_signature),
+        None => Templates::embedded(&settings.sms_signature),
+    };
+    loaded.map_err(|e| anyhow::anyhow!("message template unusable: {e}"))
 }
 
 pub struct Application {
@@ -43,12 +55,14 @@ impl Application {
     pub async fn build_with_db(settings: Settings, db: DatabaseConnection) -> anyhow::Result<Self> {
         let scheduler = Scheduler::from_settings(&settings.scheduler)?;
         let privacy = Arc::new(Privacy::load(&settings)?);
+        let templates = Arc::new(load_templates(&settings.messaging)?);
         let listener = TcpListener::bind(settings.bind)
             .await
             .with_context(|| format!("cannot listen on {}", settings.bind))?;
         let state = AppState {
             throttle: Arc::new(LoginThrottle::new(&settings.auth)),
             privacy,
+            templates,
             settings: Arc::new(settings),
             db,
         };

@@ -14,4 +14,5 @@ mod helpers;
 mod residents;
 mod scope_matrix;
 mod storage;
+mod templates;
 mod users;

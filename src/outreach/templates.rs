@@ -1,0 +1,523 @@
+//! Message templates: one file per kind and locale under `message-templates/`, rendered with
+//! minijinja in strict mode. Every template is compiled and rendered against sample data when
+//! the set is loaded, so a broken one stops start-up with its file and line instead of
+//! reaching a resident. The files are built into the binary; `messaging.templates_dir` points
+//! at a county's own copies instead.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::path::Path;
+
+use minijinja::{Environment, UndefinedBehavior};
+use serde::Serialize;
+
+use crate::registry::Language;
+
+/// What a message is for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum MessageKind {
+    /// The day before: where, when, and how to prepare (fasting, ID card).
+    AppointmentNotice,
+    SameDayReminder,
+    /// The day after a missed appointment.
+    MissedFollowup,
+    RescheduleConfirmation,
+    /// The call to migrant residents to come home for the exam in a holiday window.
+    MigrantWave,
+    OptOutConfirmation,
+}
+
+impl MessageKind {
+    pub const ALL: [MessageKind; 6] = [
+        MessageKind::AppointmentNotice,
+        MessageKind::SameDayReminder,
+        MessageKind::MissedFollowup,
+        MessageKind::RescheduleConfirmation,
+        MessageKind::MigrantWave,
+        MessageKind::OptOutConfirmation,
+    ];
+
+    pub fn code(self) -> &'static str {
+        match self {
+            MessageKind::AppointmentNotice => "appointment_notice",
+            MessageKind::SameDayReminder => "same_day_reminder",
+            MessageKind::MissedFollowup => "missed_followup",
+            MessageKind::RescheduleConfirmation => "reschedule_confirmation",
+            MessageKind::MigrantWave => "migrant_wave",
+            MessageKind::OptOutConfirmation => "opt_out_confirmation",
+        }
+    }
+
+    /// The title of the message (e-mail subject, WeChat first line).
+    pub fn title(self) -> &'static str {
+        match self {
+            MessageKind::AppointmentNotice => "体检预约通知",
+            MessageKind::SameDayReminder => "今日体检提醒",
+            MessageKind::MissedFollowup => "体检补约提醒",
+            MessageKind::RescheduleConfirmation => "体检改期确认",
+            MessageKind::MigrantWave => "回乡体检通知",
+            MessageKind::OptOutConfirmation => "退订确认",
+        }
+    }
+
+    /// The most SMS segments one message of this kind may take (each costs a text).
+    pub fn max_segments(self) -> usize {
+        match self {
+            MessageKind::AppointmentNotice | MessageKind::MigrantWave => 3,
+            _ => 2,
+        }
+    }
+
+    /// Whether the SMS carries the unsubscribe hint (not the confirmation of unsubscribing).
+    fn offers_opt_out(self) -> bool {
+        self != MessageKind::OptOutConfirmation
+    }
+}
+
+/// Template locales: zh-CN is required for every kind; ug and kk fall back to it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Locale {
+    ZhCn,
+    Ug,
+    Kk,
+}
+
+impl Locale {
+    pub const ALL: [Locale; 3] = [Locale::ZhCn, Locale::Ug, Locale::Kk];
+
+    pub fn code(self) -> &'static str {
+        match self {
+            Locale::ZhCn => "zh-CN",
+            Locale::Ug => "ug",
+            Locale::Kk => "kk",
+        }
+    }
+
+    pub fn of(language: Language) -> Locale {
+        match language {
+            Language::Zh => Locale::ZhCn,
+            Language::Ug => Locale::Ug,
+            Language::Kk => Locale::Kk,
+        }
+    }
+}
+
+/// What a template may use. Every field is always present (strict mode refuses a misspelt
+/// name); fields a kind does not need are empty.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct MessageContext {
+    pub resident_name: String,
+    /// Sent to a relative's phone: the text asks them to pass it on (请转告…).
+    pub relay: bool,
+    pub campaign_name: String,
+    pub institution_name: String,
+    pub institution_address: String,
+    /// e.g. `3月15日`.
+    pub day: String,
+    /// e.g. `上午9:00`.
+    pub time: String,
+    /// The village committee's phone for questions.
+    pub cadre_phone: String,
+    pub window_from: String,
+    pub window_to: String,
+}
+
+impl MessageContext {
+    /// The data every template is test-rendered with at load.
+    pub fn sample() -> Self {
+        Self {
+            resident_name: "阿依古丽·买买提".to_owned(),
+            relay: false,
+            campaign_name: "2026年全民健康体检".to_owned(),
+            institution_name: "新源县阿勒玛勒镇卫生院".to_owned(),
+            institution_address: "新源县阿勒玛勒镇团结路18号".to_owned(),
+            day: "12月31日".to_owned(),
+            time: "上午9:30".to_owned(),
+            cadre_phone: "0999-5123456".to_owned(),
+            window_from: "1月20日".to_owned(),
+            window_to: "2月20日".to_owned(),
+        }
+    }
+}
+
+/// A template that cannot be used, with where.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TemplateError {
+    /// e.g. `message-templates/appointment_notice/zh-CN.txt`.
+    pub file: String,
+    pub line: Option<usize>,
+    pub message: String,
+}
+
+impl fmt::Display for TemplateError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.line {
+            Some(line) => write!(f, "{}:{line}: {}", self.file, self.message),
+            None => write!(f, "{}: {}", self.file, self.message),
+        }
+    }
+}
+
+impl std::error::Error for TemplateError {}
+
+/// A rendered SMS: the signature, the text and (for most kinds) the unsubscribe hint.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Sms {
+    pub text: String,
+    /// Texts the carrier bills: 70 characters in one, 67 in each beyond.
+    pub segments: usize,
+}
+
+/// SMS segments of a text in UCS-2 (any Chinese text): one up to 70 characters, then 67 each.
+pub fn segments(text: &str) -> usize {
+    let n = text.chars().count();
+    if n <= 70 { 1 } else { n.div_ceil(67) }
+}
+
+const EMBEDDED: &[(&str, &str, &str)] = &[
+    (
+        "appointment_notice",
+        "zh-CN",
+        include_str!("../../message-templates/appointment_notice/zh-CN.txt"),
+    ),
+    (
+        "same_day_reminder",
+        "zh-CN",
+        include_str!("../../message-templates/same_day_reminder/zh-CN.txt"),
+    ),
+    (
+        "missed_followup",
+        "zh-CN",
+        include_str!("../../message-templates/missed_followup/zh-CN.txt"),
+    ),
+    (
+        "reschedule_confirmation",
+        "zh-CN",
+        include_str!("../../message-templates/reschedule_confirmation/zh-CN.txt"),
+    ),
+    (
+        "migrant_wave",
+        "zh-CN",
+        include_str!("../../message-templates/migrant_wave/zh-CN.txt"),
+    ),
+    (
+        "opt_out_confirmation",
+        "zh-CN",
+        include_str!("../../message-templates/opt_out_confirmation/zh-CN.txt"),
+    ),
+];
+
+/// The loaded, checked set of templates.
+pub struct Templates {
+    env: Environment<'static>,
+    /// (kind, locale) → template name in `env`.
+    names: BTreeMap<(MessageKind, Locale), String>,
+    signature: String,
+}
+
+impl fmt::Debug for Templates {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Templates")
+            .field("templates", &self.names.values().collect::<Vec<_>>())
+            .field("signature", &self.signature)
+            .finish()
+    }
+}
+
+fn file_of(kind: &str, locale: &str) -> String {
+    format!("message-templates/{kind}/{locale}.txt")
+}
+
+impl Templates {
+    /// The templates built into the binary. `signature` is the SMS signature without 【】.
+    pub fn embedded(signature: &str) -> Result<Self, TemplateError> {
+        Self::from_sources(
+            EMBEDDED
+                .iter()
+                .map(|(kind, locale, text)| {
+                    (kind.to_string(), locale.to_string(), text.to_string())
+                })
+                .collect(),
+            signature,
+        )
+    }
+
+    /// A county's own templates: `dir/<kind>/<locale>.txt`. Files of unknown kinds or locales
+    /// are errors (a misspelt folder would otherwise be silently ignored).
+    pub fn from_dir(dir: &Path, signature: &str) -> Result<Self, TemplateError> {
+        let unreadable = |path: &Path, e: std::io::Error| TemplateError {
+            file: path.display().to_string(),
+            line: None,
+            message: format!("cannot read: {e}"),
+        };
+        let mut sources = Vec::new();
+        let kinds = std::fs::read_dir(dir).map_err(|e| unreadable(dir, e))?;
+        for kind in kinds {
+            let kind = kind.map_err(|e| unreadable(dir, e))?.path();
+            if !kind.is_dir() {
+                continue;
+            }
+            let kind_name = kind
+                .file_name()
+                .and_then(|n| n.to_str())
+                .unwrap_or_default()
+                .to_owned();
+            for file in std::fs::read_dir(&kind).map_err(|e| unreadable(&kind, e))? {
+                let path = file.map_err(|e| unreadable(&kind, e))?.path();
+                let Some(locale) = path
+                    .file_name()
+                    .and_then(|n| n.to_str())
+                    .and_then(|n| n.strip_suffix(".txt"))
+                else {
+                    continue;
+                };
+                let text = std::fs::read_to_string(&path).map_err(|e| unreadable(&path, e))?;
+                sources.push((kind_name.clone(), locale.to_owned(), text));
+            }
+        }
+        Self::from_sources(sources, signature)
+    }
+
+    fn from_sources(
+        sources: Vec<(String, String, String)>,
+        signature: &str,
+    ) -> Result<Self, TemplateError> {
+        let mut env = Environment::new();
+        env.set_undefined_behavior(UndefinedBehavior::Strict);
+        let mut names = BTreeMap::new();
+        for (kind_code, locale_code, text) in sources {
+            let file = file_of(&kind_code, &locale_code);
+            let error = |line, message: String| TemplateError {
+                file: file.clone(),
+                line,
+                message,
+            };
+            let kind = MessageKind::ALL
+                .into_iter()
+                .find(|k| k.code() == kind_code)
+                .ok_or_else(|| error(None, format!("unknown message kind {kind_code:?}")))?;
+            let locale = Locale::ALL
+                .into_iter()
+                .find(|l| l.code() == locale_code)
+                .ok_or_else(|| {
+                    error(
+                        None,
+                        format!("unknown locale {locale_code:?} (zh-CN, ug, kk)"),
+                    )
+                })?;
+            env.add_template_owned(file.clone(), text.trim_end().to_owned())
+                .map_err(|e| error(e.line(), e.to_string()))?;
+            names.insert((kind, locale), file);
+        }
+        let templates = Self {
+            env,
+            names,
+            signature: signature.trim().to_owned(),
+        };
+        for kind in MessageKind::ALL {
+            if !templates.names.contains_key(&(kind, Locale::ZhCn)) {
+                return Err(TemplateError {
+                    file: file_of(kind.code(), "zh-CN"),
+                    line: None,
+                    message: "missing: every kind needs a zh-CN template".to_owned(),
+                });
+            }
+        }
+        let sample = MessageContext::sample();
+        for (&(kind, locale), file) in &templates.names {
+            for relay in [false, true] {
+                let context = MessageContext {
+                    relay,
+                    ..sample.clone()
+                };
+                let sms = templates.render_sms(kind, locale, &context)?;
+                if sms.segments > kind.max_segments() {
+                    return Err(TemplateError {
+                        file: file.clone(),
+                        line: None,
+                        message: format!(
+                            "the SMS takes {} segments with the sample data; at most {} for {}",
+                            sms.segments,
+                            kind.max_segments(),
+                            kind.code()
+                        ),
+                    });
+                }
+            }
+        }
+        Ok(templates)
+    }
+
+    /// The text of a message in the resident's locale, or zh-CN where that is not written.
+    pub fn render(
+        &self,
+        kind: MessageKind,
+        locale: Locale,
+        context: &MessageContext,
+    ) -> Result<String, TemplateError> {
+        let name = self
+            .names
+            .get(&(kind, locale))
+            .or_else(|| self.names.get(&(kind, Locale::ZhCn)))
+            .ok_or_else(|| TemplateError {
+                file: file_of(kind.code(), "zh-CN"),
+                line: None,
+                message: "missing".to_owned(),
+            })?;
+        let error = |e: minijinja::Error| TemplateError {
+            file: name.clone(),
+            line: e.line(),
+            message: e.to_string(),
+        };
+        let template = self.env.get_template(name).map_err(error)?;
+        Ok(template
+            .render(minijinja::value::Serde(context))
+            .map_err(error)?
+            .trim()
+            .to_owned())
+    }
+
+    /// The SMS: 【signature】, the text, and the unsubscribe hint (回TD退订).
+    pub fn render_sms(
+        &self,
+        kind: MessageKind,
+        locale: Locale,
+        context: &MessageContext,
+    ) -> Result<Sms, TemplateError> {
+        let body = self.render(kind, locale, context)?;
+        let mut text = format!("【{}】{body}", self.signature);
+        if kind.offers_opt_out() {
+            text.push_str("回TD退订");
+        }
+        Ok(Sms {
+            segments: segments(&text),
+            text,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn write(dir: &Path, kind: &str, locale: &str, text: &str) {
+        std::fs::create_dir_all(dir.join(kind)).unwrap();
+        std::fs::write(dir.join(kind).join(format!("{locale}.txt")), text).unwrap();
+    }
+
+    fn copy_embedded(dir: &Path) {
+        for (kind, locale, text) in EMBEDDED {
+            write(dir, kind, locale, text);
+        }
+    }
+
+    #[test]
+    fn the_built_in_templates_load_and_fit_their_segments() {
+        let templates = Templates::embedded("新源县卫健委").unwrap();
+        let sample = MessageContext::sample();
+        let sms = templates
+            .render_sms(MessageKind::AppointmentNotice, Locale::ZhCn, &sample)
+            .unwrap();
+        assert!(
+            sms.text.starts_with("【新源县卫健委】阿依古丽·买买提您好"),
+            "{}",
+            sms.text
+        );
+        assert!(sms.text.contains("禁食") && sms.text.contains("身份证"));
+        assert!(sms.text.contains("新源县阿勒玛勒镇团结路18号"));
+        assert!(sms.text.ends_with("回TD退订"));
+        assert_eq!(sms.segments, segments(&sms.text));
+        assert!(sms.segments <= 3);
+        let relayed = templates
+            .render_sms(
+                MessageKind::AppointmentNotice,
+                Locale::ZhCn,
+                &MessageContext {
+                    relay: true,
+                    ..sample.clone()
+                },
+            )
+            .unwrap();
+        assert!(
+            relayed
+                .text
+                .starts_with("【新源县卫健委】请转告阿依古丽·买买提：")
+        );
+        let opt_out = templates
+            .render_sms(MessageKind::OptOutConfirmation, Locale::ZhCn, &sample)
+            .unwrap();
+        assert!(!opt_out.text.contains("回TD退订"));
+        // Uyghur and Kazakh fall back to zh-CN where no template is written.
+        assert_eq!(
+            templates
+                .render(MessageKind::SameDayReminder, Locale::Ug, &sample)
+                .unwrap(),
+            templates
+                .render(MessageKind::SameDayReminder, Locale::ZhCn, &sample)
+                .unwrap()
+        );
+    }
+
+    #[test]
+    fn segments_follow_the_ucs2_rule() {
+        assert_eq!(segments(&"字".repeat(70)), 1);
+        assert_eq!(segments(&"字".repeat(71)), 2);
+        assert_eq!(segments(&"字".repeat(134)), 2);
+        assert_eq!(segments(&"字".repeat(135)), 3);
+    }
+
+    #[test]
+    fn a_written_locale_is_used_and_bad_templates_are_refused_with_file_and_line() {
+        let dir = tempfile::tempdir().unwrap();
+        copy_embedded(dir.path());
+        write(
+            dir.path(),
+            "same_day_reminder",
+            "kk",
+            "{{ resident_name }} — бүгін тексеру",
+        );
+        let templates = Templates::from_dir(dir.path(), "卫健委").unwrap();
+        let text = templates
+            .render(
+                MessageKind::SameDayReminder,
+                Locale::Kk,
+                &MessageContext::sample(),
+            )
+            .unwrap();
+        assert_eq!(text, "阿依古丽·买买提 — бүгін тексеру");
+
+        // A syntax error on line 2.
+        write(
+            dir.path(),
+            "missed_followup",
+            "ug",
+            "ياخشىمۇسىز\n{% if relay %}",
+        );
+        let err = Templates::from_dir(dir.path(), "卫健委").unwrap_err();
+        assert_eq!(err.file, "message-templates/missed_followup/ug.txt");
+        assert_eq!(err.line, Some(2), "{err}");
+        std::fs::remove_file(dir.path().join("missed_followup/ug.txt")).unwrap();
+
+        // A misspelt variable: strict mode refuses it when the sample is rendered.
+        write(dir.path(), "migrant_wave", "ug", "{{ resident_nam }}");
+        let err = Templates::from_dir(dir.path(), "卫健委").unwrap_err();
+        assert_eq!(err.file, "message-templates/migrant_wave/ug.txt");
+        assert_eq!(err.line, Some(1), "{err}");
+        std::fs::remove_file(dir.path().join("migrant_wave/ug.txt")).unwrap();
+
+        // Too long for its segments.
+        write(dir.path(), "same_day_reminder", "zh-CN", &"很".repeat(200));
+        let err = Templates::from_dir(dir.path(), "卫健委").unwrap_err();
+        assert!(err.message.contains("segments"), "{err}");
+
+        // A kind without its zh-CN text, and an unknown locale.
+        std::fs::remove_file(dir.path().join("same_day_reminder/zh-CN.txt")).unwrap();
+        let err = Templates::from_dir(dir.path(), "卫健委").unwrap_err();
+        assert_eq!(err.file, "message-templates/same_day_reminder/zh-CN.txt");
+        copy_embedded(dir.path());
+        write(dir.path(), "same_day_reminder", "fr", "bonjour");
+        let err = Templates::from_dir(dir.path(), "卫健委").unwrap_err();
+        assert!(err.message.contains("unknown locale"), "{err}");
+    }
+}
