@@ -153,7 +153,13 @@ impl From<DbErr> for AppError {
             }
             _ => {}
         }
-        if err.to_string().contains("database is locked") {
+        let text = err.to_string();
+        // PostgreSQL gave up one of two transactions waiting on each other: retrying works.
+        if text.contains("deadlock detected") || text.contains("could not serialize access") {
+            tracing::warn!("transaction conflict: {err}");
+            return Self::Busy;
+        }
+        if text.contains("database is locked") {
             tracing::warn!("database busy: {err}");
             return Self::Busy;
         }

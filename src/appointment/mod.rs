@@ -257,6 +257,7 @@ where
     let campaign = campaign::get_open(db, campaign_id).await?;
     check_day(&campaign, request.day)?;
     let txn = begin_write(db).await?;
+    campaign::get_open_locked(&txn, campaign_id).await?;
     let institution = institution::find(&txn, request.institution_id).await?;
     if !institution.active {
         return Err(AppError::refused(
@@ -874,6 +875,8 @@ where
     }
     let now = Utc::now();
     let saved = if request.attended {
+        // The appointment row before the progress row, as every other path takes them.
+        let saved = end(&txn, &current, "attended", None, now).await?;
         crate::exam::insert(
             &txn,
             actor,
@@ -888,7 +891,7 @@ where
             },
         )
         .await?;
-        end(&txn, &current, "attended", None, now).await?
+        saved
     } else {
         no_show(&txn, &current, now).await?
     };

@@ -602,6 +602,25 @@ pub async fn get_open(db: &impl ConnectionTrait, id: i32) -> AppResult<Campaign>
     Ok(campaign)
 }
 
+/// The open campaign, read inside a writing transaction so that a close cannot slip in
+/// before it commits (a shared row lock on PostgreSQL; SQLite's write lock already holds).
+pub async fn get_open_locked(db: &impl ConnectionTrait, id: i32) -> AppResult<Campaign> {
+    use sea_orm::QuerySelect;
+    let model = campaigns::Entity::find_by_id(id)
+        .lock_shared()
+        .one(db)
+        .await?
+        .ok_or_else(|| AppError::NotFound(format!("体检工作 {id} 不存在")))?;
+    let campaign = Campaign::from_model(model)?;
+    if !campaign.is_open() {
+        return Err(AppError::Conflict(format!(
+            "体检工作「{}」未开启或已结束",
+            campaign.model.name
+        )));
+    }
+    Ok(campaign)
+}
+
 /// Changes a campaign. The reference date and cohorts decide who is enrolled, so they are
 /// fixed once the campaign is open.
 pub async fn update<C>(
@@ -730,11 +749,29 @@ where
 {
     let txn = crate::db::begin_write(db).await?;
     let campaign = get_open(&txn, id).await?;
+    // The status first, conditionally: bookings that hold the campaign row wait for it, and
+    // any that committed before are settled below.
+    let closed = campaigns::Entity::update_many()
+        .col_expr(
+            campaigns::Column::Status,
+            sea_orm::sea_query::Expr::value("closed"),
+        )
+        .col_expr(
+            campaigns::Column::UpdatedAt,
+            sea_orm::sea_query::Expr::value(Utc::now()),
+        )
+        .filter(campaigns::Column::Id.eq(id))
+        .filter(campaigns::Column::Status.eq("open"))
+        .exec(&txn)
+        .await?;
+    if closed.rows_affected != 1 {
+        return Err(AppError::Conflict(format!(
+            "体检工作「{}」已经结束",
+            campaign.model.name
+        )));
+    }
     crate::appointment::settle_for_close(&txn, id, campaign.today()).await?;
-    let mut active: campaigns::ActiveModel = campaign.model.clone().into();
-    active.status = Set("closed".to_owned());
-    active.updated_at = Set(Utc::now());
-    let saved = active.update(&txn).await?;
+    let saved = get(&txn, id).await?.model;
     audit::record(
         &txn,
         actor,

@@ -607,14 +607,23 @@ where
         }
         let now = Utc::now();
         let savepoint = txn.begin().await?;
-        let appointment = crate::appointment::close_for_exam(
+        let appointment = match crate::appointment::close_for_exam(
             &savepoint,
             campaign_id,
             resident.0,
             Some(institution.id),
             now,
         )
-        .await?;
+        .await
+        {
+            Ok(appointment) => appointment,
+            Err(e @ AppError::Refused { .. }) => {
+                savepoint.rollback().await?;
+                rejected.push(reject(*line, values, e.code(), e.to_string()));
+                continue;
+            }
+            Err(e) => return Err(e),
+        };
         let result = insert(
             &savepoint,
             actor,

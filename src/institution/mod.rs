@@ -109,6 +109,8 @@ pub struct InstitutionView {
 pub struct DayView {
     pub day: NaiveDate,
     pub capacity: i32,
+    /// Places taken: appointments booked, attended or missed (a cancelled one gives its
+    /// place back).
     pub booked: i32,
     /// Places left (0 on a closed day).
     pub remaining: i32,
@@ -453,8 +455,12 @@ async fn follow_defaults(
         .await?;
     for row in rows {
         let defaults = default_day(institution, row.day);
-        let capacity = defaults.capacity.max(row.booked);
-        let closed = defaults.closed && row.booked == 0;
+        // A day that now falls on a closed weekday but has bookings stays open for them only.
+        let (capacity, closed) = match (defaults.closed, row.booked) {
+            (true, 0) => (defaults.capacity, true),
+            (true, booked) => (booked, false),
+            (false, booked) => (defaults.capacity.max(booked), false),
+        };
         if capacity == row.capacity && closed == row.closed {
             continue;
         }
@@ -462,7 +468,8 @@ async fn follow_defaults(
             .col_expr(institution_days::Column::Capacity, capacity.into())
             .col_expr(institution_days::Column::Closed, closed.into())
             .filter(institution_days::Column::Id.eq(row.id))
-            .filter(institution_days::Column::Booked.lte(capacity))
+            .filter(institution_days::Column::Overridden.eq(false))
+            .filter(institution_days::Column::Booked.eq(row.booked))
             .exec(db)
             .await?;
     }

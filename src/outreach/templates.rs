@@ -171,7 +171,8 @@ pub struct Sms {
 
 /// SMS segments of a text in UCS-2 (any Chinese text): one up to 70 characters, then 67 each.
 pub fn segments(text: &str) -> usize {
-    let n = text.chars().count();
+    // Billed in UTF-16 code units: a character outside the basic plane takes two.
+    let n = text.encode_utf16().count();
     if n <= 70 { 1 } else { n.div_ceil(67) }
 }
 
@@ -236,7 +237,12 @@ impl Templates {
             EMBEDDED
                 .iter()
                 .map(|(kind, locale, text)| {
-                    (kind.to_string(), locale.to_string(), text.to_string())
+                    (
+                        kind.to_string(),
+                        locale.to_string(),
+                        file_of(kind, locale),
+                        text.to_string(),
+                    )
                 })
                 .collect(),
             signature,
@@ -273,21 +279,26 @@ impl Templates {
                     continue;
                 };
                 let text = std::fs::read_to_string(&path).map_err(|e| unreadable(&path, e))?;
-                sources.push((kind_name.clone(), locale.to_owned(), text));
+                let label = path.display().to_string();
+                sources.push((kind_name.clone(), locale.to_owned(), label, text));
             }
         }
         Self::from_sources(sources, signature)
     }
 
+    /// `sources`: (kind, locale, file as shown in errors, text).
     fn from_sources(
-        sources: Vec<(String, String, String)>,
+        sources: Vec<(String, String, String, String)>,
         signature: &str,
     ) -> Result<Self, TemplateError> {
         let mut env = Environment::new();
         env.set_undefined_behavior(UndefinedBehavior::Strict);
         let mut names = BTreeMap::new();
-        for (kind_code, locale_code, text) in sources {
-            let file = file_of(&kind_code, &locale_code);
+        let fields: Vec<String> = match serde_json::to_value(MessageContext::sample()) {
+            Ok(serde_json::Value::Object(map)) => map.keys().cloned().collect(),
+            _ => Vec::new(),
+        };
+        for (kind_code, locale_code, file, text) in sources {
             let error = |line, message: String| TemplateError {
                 file: file.clone(),
                 line,
@@ -308,6 +319,27 @@ impl Templates {
                 })?;
             env.add_template_owned(file.clone(), text.trim_end().to_owned())
                 .map_err(|e| error(e.line(), e.to_string()))?;
+            // Strict rendering only sees the branches the sample takes; every name used
+            // anywhere must be one the context has.
+            let template = env
+                .get_template(&file)
+                .map_err(|e| error(e.line(), e.to_string()))?;
+            let mut unknown: Vec<String> = template
+                .undeclared_variables(false)
+                .into_iter()
+                .filter(|name| !fields.contains(name))
+                .collect();
+            if !unknown.is_empty() {
+                unknown.sort();
+                return Err(error(
+                    None,
+                    format!(
+                        "unknown variable {}; known: {}",
+                        unknown.join(", "),
+                        fields.join(", ")
+                    ),
+                ));
+            }
             names.insert((kind, locale), file);
         }
         let templates = Self {
@@ -465,6 +497,8 @@ mod tests {
         assert_eq!(segments(&"字".repeat(71)), 2);
         assert_eq!(segments(&"字".repeat(134)), 2);
         assert_eq!(segments(&"字".repeat(135)), 3);
+        // A character outside the basic plane counts twice.
+        assert_eq!(segments(&format!("{}𠀀", "字".repeat(69))), 2);
     }
 
     #[test]
@@ -495,15 +529,20 @@ mod tests {
             "ياخشىمۇسىز\n{% if relay %}",
         );
         let err = Templates::from_dir(dir.path(), "卫健委").unwrap_err();
-        assert_eq!(err.file, "message-templates/missed_followup/ug.txt");
+        assert!(err.file.ends_with("missed_followup/ug.txt"), "{err}");
         assert_eq!(err.line, Some(2), "{err}");
         std::fs::remove_file(dir.path().join("missed_followup/ug.txt")).unwrap();
 
-        // A misspelt variable: strict mode refuses it when the sample is rendered.
-        write(dir.path(), "migrant_wave", "ug", "{{ resident_nam }}");
+        // A misspelt variable, even in a branch the sample data never takes.
+        write(
+            dir.path(),
+            "migrant_wave",
+            "ug",
+            "{% if relay %}{{ resident_name }}{% else %}{{ resident_nam }}{% endif %}",
+        );
         let err = Templates::from_dir(dir.path(), "卫健委").unwrap_err();
-        assert_eq!(err.file, "message-templates/migrant_wave/ug.txt");
-        assert_eq!(err.line, Some(1), "{err}");
+        assert!(err.file.ends_with("migrant_wave/ug.txt"), "{err}");
+        assert!(err.message.contains("resident_nam"), "{err}");
         std::fs::remove_file(dir.path().join("migrant_wave/ug.txt")).unwrap();
 
         // Too long for its segments.
@@ -514,7 +553,10 @@ mod tests {
         // A kind without its zh-CN text, and an unknown locale.
         std::fs::remove_file(dir.path().join("same_day_reminder/zh-CN.txt")).unwrap();
         let err = Templates::from_dir(dir.path(), "卫健委").unwrap_err();
-        assert_eq!(err.file, "message-templates/same_day_reminder/zh-CN.txt");
+        assert_eq!(
+            err.file, "message-templates/same_day_reminder/zh-CN.txt",
+            "{err}"
+        );
         copy_embedded(dir.path());
         write(dir.path(), "same_day_reminder", "fr", "bonjour");
         let err = Templates::from_dir(dir.path(), "卫健委").unwrap_err();

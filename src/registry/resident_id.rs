@@ -40,7 +40,6 @@ impl ResidentIdError {
 const WEIGHTS: [u32; 17] = [7, 9, 10, 5, 8, 4, 2, 1, 6, 3, 7, 9, 10, 5, 8, 4, 2];
 const CHECK: [u8; 11] = *b"10X98765432";
 
-/// The ISO 7064 MOD 11-2 check character of the first 17 digits.
 /// The masked form of an ID number as typed (valid or not): the first and last four
 /// characters of an 18-character value, nothing of anything else.
 pub fn mask_raw_id(raw: &str) -> String {
@@ -54,6 +53,7 @@ pub fn mask_raw_id(raw: &str) -> String {
     }
 }
 
+/// The ISO 7064 MOD 11-2 check character of the first 17 digits.
 pub fn check_char(first17: &[u8]) -> u8 {
     let sum: u32 = first17
         .iter()

@@ -67,8 +67,6 @@ async fn a_countys_own_templates_are_loaded_and_a_broken_one_stops_start_up() {
         .err()
         .expect("a misspelt variable stops start-up")
         .to_string();
-    assert!(
-        err.contains("message-templates/appointment_notice/zh-CN.txt:2"),
-        "{err}"
-    );
+    assert!(err.contains("appointment_notice/zh-CN.txt"), "{err}");
+    assert!(err.contains("dya"), "{err}");
 }
