@@ -74,7 +74,7 @@ where
         let record = match record {
             Ok(record) => record,
             Err(e) => {
-                rejected.push(reject(
+                rejected.push(RejectedRow::new(
                     line,
                     Vec::new(),
                     "unreadable_row",
@@ -93,12 +93,17 @@ where
         let code = match AreaCode::parse(raw_code) {
             Ok(code) => code,
             Err(e) => {
-                rejected.push(reject(line, values, "invalid_code", e.to_string()));
+                rejected.push(RejectedRow::new(
+                    line,
+                    values,
+                    "invalid_code",
+                    e.to_string(),
+                ));
                 continue;
             }
         };
         if name.is_empty() {
-            rejected.push(reject(
+            rejected.push(RejectedRow::new(
                 line,
                 values,
                 "missing_name",
@@ -107,7 +112,7 @@ where
             continue;
         }
         if name.chars().count() > MAX_NAME_CHARS {
-            rejected.push(reject(
+            rejected.push(RejectedRow::new(
                 line,
                 values,
                 "name_too_long",
@@ -116,7 +121,7 @@ where
             continue;
         }
         if !actor.scope.contains(&code) {
-            rejected.push(reject(
+            rejected.push(RejectedRow::new(
                 line,
                 values,
                 "out_of_scope",
@@ -130,7 +135,7 @@ where
             } else {
                 format!("区划 {code} 在文件中重复出现且名称不同（{previous} / {name}）")
             };
-            rejected.push(reject(line, values, "duplicate_in_file", reason));
+            rejected.push(RejectedRow::new(line, values, "duplicate_in_file", reason));
             continue;
         }
         seen.insert(code.as_str().to_owned(), name.clone());
@@ -161,7 +166,7 @@ where
         if let Some(parent) = &parent
             && !known.contains(parent.as_str())
         {
-            rejected.push(reject(
+            rejected.push(RejectedRow::new(
                 candidate.line,
                 candidate.values,
                 "unknown_parent",
@@ -240,15 +245,6 @@ where
         rejected,
         unknown_columns,
     })
-}
-
-fn reject(line: u64, values: Vec<String>, code: &str, reason: String) -> RejectedRow {
-    RejectedRow {
-        line,
-        values,
-        code: code.to_owned(),
-        reason,
-    }
 }
 
 fn level_rank(level: AreaLevel) -> u8 {

@@ -8,7 +8,7 @@ use std::collections::{HashMap, HashSet};
 use base64::Engine;
 use chrono::{NaiveDate, Utc};
 use entities::users::Role;
-use entities::{enrolments, exam_records, institutions, residents};
+use entities::{enrolments, exam_records, residents};
 use sea_orm::{
     ActiveValue::Set, ColumnTrait, ConnectionTrait, EntityTrait, QueryFilter, QuerySelect,
     TransactionSession, TransactionTrait,
@@ -486,7 +486,7 @@ where
     };
     let txn = begin_write(db).await?;
     let campaign = campaign::get_open(&txn, campaign_id).await?;
-    let mut institutions: HashMap<String, Option<institutions::Model>> = HashMap::new();
+    let mut institutions = crate::institution::CodeLookup::default();
     let mut seen: HashSet<i32> = HashSet::new();
     let mut served: HashMap<(i32, String), bool> = HashMap::new();
     let mut summary = ExamImportSummary::default();
@@ -496,7 +496,12 @@ where
         let values: Vec<String> = match record {
             Ok(r) => r.iter().map(str::to_owned).collect(),
             Err(reason) => {
-                rejected.push(reject(*line, Vec::new(), "unreadable_row", reason.clone()));
+                rejected.push(RejectedRow::new(
+                    *line,
+                    Vec::new(),
+                    "unreadable_row",
+                    reason.clone(),
+                ));
                 continue;
             }
         };
@@ -506,12 +511,12 @@ where
             Err(e) => {
                 let code = e.code();
                 let reason = e.to_string();
-                rejected.push(reject(*line, values, code, reason));
+                rejected.push(RejectedRow::new(*line, values, code, reason));
                 continue;
             }
         };
         let Some(day) = registry::parse_date(get(date_col)) else {
-            rejected.push(reject(
+            rejected.push(RejectedRow::new(
                 *line,
                 values,
                 "invalid_exam_date",
@@ -520,7 +525,7 @@ where
             continue;
         };
         if check_exam_date(&campaign, day).is_err() {
-            rejected.push(reject(
+            rejected.push(RejectedRow::new(
                 *line,
                 values,
                 "invalid_exam_date",
@@ -529,12 +534,8 @@ where
             continue;
         }
         let code = get(inst_col).to_uppercase();
-        if !institutions.contains_key(&code) {
-            let found = crate::institution::find_by_code(&txn, &code).await?;
-            institutions.insert(code.clone(), found);
-        }
-        let Some(institution) = institutions.get(&code).cloned().flatten() else {
-            rejected.push(reject(
+        let Some(institution) = institutions.get(&txn, &code).await? else {
+            rejected.push(RejectedRow::new(
                 *line,
                 values,
                 "unknown_institution",
@@ -543,7 +544,7 @@ where
             continue;
         };
         if actor.role == Role::Institution && actor.institution_id != Some(institution.id) {
-            rejected.push(reject(
+            rejected.push(RejectedRow::new(
                 *line,
                 values,
                 "out_of_scope",
@@ -561,7 +562,7 @@ where
             .one(&txn)
             .await?
         else {
-            rejected.push(reject(
+            rejected.push(RejectedRow::new(
                 *line,
                 values,
                 "unknown_resident",
@@ -587,7 +588,7 @@ where
             }
         };
         if !in_reach {
-            rejected.push(reject(
+            rejected.push(RejectedRow::new(
                 *line,
                 values,
                 "out_of_scope",
@@ -597,7 +598,7 @@ where
         }
         if !seen.insert(resident.0) {
             summary.duplicates += 1;
-            rejected.push(reject(
+            rejected.push(RejectedRow::new(
                 *line,
                 values,
                 "duplicate_exam",
@@ -619,7 +620,7 @@ where
             Ok(appointment) => appointment,
             Err(e @ AppError::Refused { .. }) => {
                 savepoint.rollback().await?;
-                rejected.push(reject(*line, values, e.code(), e.to_string()));
+                rejected.push(RejectedRow::new(*line, values, e.code(), e.to_string()));
                 continue;
             }
             Err(e) => return Err(e),
@@ -648,7 +649,7 @@ where
                 if e.code() == "duplicate_exam" {
                     summary.duplicates += 1;
                 }
-                rejected.push(reject(*line, values, e.code(), e.to_string()));
+                rejected.push(RejectedRow::new(*line, values, e.code(), e.to_string()));
             }
             Err(e) => return Err(e),
         }
@@ -676,15 +677,6 @@ where
         headers: table.header_names(),
         id_column: id_col,
     })
-}
-
-fn reject(line: u64, values: Vec<String>, code: &str, reason: String) -> RejectedRow {
-    RejectedRow {
-        line,
-        values,
-        code: code.to_owned(),
-        reason,
-    }
 }
 
 /// One resident's progress in a campaign: the row, the appointments and the exam.

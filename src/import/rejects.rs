@@ -21,6 +21,17 @@ pub struct RejectedRow {
     pub reason: String,
 }
 
+impl RejectedRow {
+    pub fn new(line: u64, values: Vec<String>, code: &str, reason: impl Into<String>) -> Self {
+        Self {
+            line,
+            values,
+            code: code.to_owned(),
+            reason: reason.into(),
+        }
+    }
+}
+
 /// `input` + `.rejected.csv`.
 pub fn rejected_path(input: &Path) -> PathBuf {
     let mut name = input.as_os_str().to_owned();

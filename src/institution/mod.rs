@@ -344,6 +344,24 @@ pub async fn find_by_code(
         .await?)
 }
 
+/// Institutions by code, each looked up once while a file is read.
+#[derive(Default)]
+pub struct CodeLookup(HashMap<String, Option<institutions::Model>>);
+
+impl CodeLookup {
+    pub async fn get(
+        &mut self,
+        db: &impl ConnectionTrait,
+        code: &str,
+    ) -> AppResult<Option<institutions::Model>> {
+        if !self.0.contains_key(code) {
+            let found = find_by_code(db, code).await?;
+            self.0.insert(code.to_owned(), found);
+        }
+        Ok(self.0.get(code).cloned().flatten())
+    }
+}
+
 pub async fn get(db: &impl ConnectionTrait, id: i32) -> AppResult<InstitutionView> {
     let model = find(db, id).await?;
     let serves = serves_of(db, &[id]).await?.remove(&id).unwrap_or_default();
@@ -763,13 +781,18 @@ where
     }
     let mut summary = ImportSummary::default();
     let mut rejected = Vec::new();
-    let mut institutions: HashMap<String, Option<institutions::Model>> = HashMap::new();
+    let mut institutions = crate::institution::CodeLookup::default();
     let txn = crate::db::begin_write(db).await?;
     for (line, record) in &table.rows {
         let values: Vec<String> = match record {
             Ok(r) => r.iter().map(str::to_owned).collect(),
             Err(reason) => {
-                rejected.push(reject(*line, Vec::new(), "unreadable_row", reason.clone()));
+                rejected.push(RejectedRow::new(
+                    *line,
+                    Vec::new(),
+                    "unreadable_row",
+                    reason.clone(),
+                ));
                 continue;
             }
         };
@@ -779,12 +802,8 @@ where
                 .unwrap_or("")
         };
         let code = get(Some(inst_col)).to_uppercase();
-        if !institutions.contains_key(&code) {
-            let found = find_by_code(&txn, &code).await?;
-            institutions.insert(code.clone(), found);
-        }
-        let Some(institution) = institutions.get(&code).cloned().flatten() else {
-            rejected.push(reject(
+        let Some(institution) = institutions.get(&txn, &code).await? else {
+            rejected.push(RejectedRow::new(
                 *line,
                 values,
                 "unknown_institution",
@@ -793,7 +812,7 @@ where
             continue;
         };
         if !may_manage(actor, &institution) {
-            rejected.push(reject(
+            rejected.push(RejectedRow::new(
                 *line,
                 values,
                 "out_of_scope",
@@ -802,7 +821,7 @@ where
             continue;
         }
         let Some(day) = crate::registry::parse_date(get(Some(date_col))) else {
-            rejected.push(reject(
+            rejected.push(RejectedRow::new(
                 *line,
                 values,
                 "invalid_date",
@@ -815,7 +834,7 @@ where
             raw => match raw.parse::<i32>() {
                 Ok(c) if check_capacity(c).is_ok() => Some(c),
                 _ => {
-                    rejected.push(reject(
+                    rejected.push(RejectedRow::new(
                         *line,
                         values,
                         "invalid_capacity",
@@ -826,7 +845,7 @@ where
             },
         };
         let Some(closed) = parse_flag(get(closed_col)) else {
-            rejected.push(reject(
+            rejected.push(RejectedRow::new(
                 *line,
                 values,
                 "invalid_closed",
@@ -850,7 +869,7 @@ where
                 e
                 @ (AppError::Validation { .. } | AppError::Refused { .. } | AppError::Conflict(_)),
             ) => {
-                rejected.push(reject(*line, values, e.code(), e.to_string()));
+                rejected.push(RejectedRow::new(*line, values, e.code(), e.to_string()));
             }
             Err(e) => return Err(e),
         }
@@ -877,13 +896,4 @@ where
         unknown_columns,
         headers: table.header_names(),
     })
-}
-
-fn reject(line: u64, values: Vec<String>, code: &str, reason: String) -> RejectedRow {
-    RejectedRow {
-        line,
-        values,
-        code: code.to_owned(),
-        reason,
-    }
 }

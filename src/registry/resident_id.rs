@@ -141,7 +141,7 @@ impl ResidentId {
 
     /// `6540**********123X`: the region prefix and the last four characters.
     pub fn masked(&self) -> String {
-        format!("{}**********{}", &self.0[..4], &self.0[14..])
+        mask_raw_id(&self.0)
     }
 }
 
