@@ -76,6 +76,9 @@ pub struct UserChanges {
     pub role: Option<Role>,
     pub area_code: Option<String>,
     pub active: Option<bool>,
+    /// Code of the institution an `institution` user works for (needed when the role becomes
+    /// `institution`; dropped when it becomes another).
+    pub institution: Option<String>,
 }
 
 /// A created user and, when it was generated, the one-time password.
@@ -435,6 +438,25 @@ where
             );
             model.area_code = Set(new_area);
         }
+        sign_out = true;
+    }
+    // Institution staff work for exactly one institution, and nobody else has one.
+    let institution_id = match (role, changes.institution.as_deref()) {
+        (Role::Institution, None) if user.institution_id.is_some() => user.institution_id,
+        (role, code) => institution_of(&txn, role, code).await?,
+    };
+    if institution_id != user.institution_id {
+        if is_self {
+            return Err(AppError::validation(
+                "cannot_change_self",
+                "不能修改自己所属的机构",
+            ));
+        }
+        diff.insert(
+            "institution_id".into(),
+            json!({"from": user.institution_id, "to": institution_id}),
+        );
+        model.institution_id = Set(institution_id);
         sign_out = true;
     }
     if let Some(active) = changes.active

@@ -405,3 +405,66 @@ async fn a_password_reset_replaces_the_password_and_ends_sessions() {
         StatusCode::OK
     );
 }
+
+#[tokio::test]
+async fn institution_staff_move_between_institutions_and_lose_theirs_with_the_role() {
+    let app = spawn_app().await;
+    app.seed_areas().await;
+    let admin = app.admin_token().await;
+    app.institution("XYZ-WSY", TOWNSHIP, &[TOWNSHIP], 10).await;
+    app.institution("ZKT-WSY", "654025101000", &["654025101000"], 10)
+        .await;
+    let (id, _) = app
+        .user_at(
+            "clinic.m",
+            Role::Institution,
+            TOWNSHIP,
+            Some("XYZ-WSY".into()),
+        )
+        .await;
+    let path = format!("/api/v1/users/{id}");
+    let moved = app
+        .patch(&path, &admin, json!({"institution": "zkt-wsy"}))
+        .await;
+    assert_eq!(moved.status(), StatusCode::OK);
+    let zkt = outreach::institution::find_by_code(&app.db, "ZKT-WSY")
+        .await
+        .unwrap()
+        .unwrap()
+        .id;
+    let body: Value = moved.json().await.unwrap();
+    assert_eq!(body["institution_id"], zkt);
+
+    // A cadre of a village cannot hold an institution; made a cadre, the user loses it.
+    let wrong = app
+        .patch(
+            &path,
+            &admin,
+            json!({"role": "cadre", "area_code": VILLAGE, "institution": "ZKT-WSY"}),
+        )
+        .await;
+    assert_eq!(
+        error_code(wrong, StatusCode::UNPROCESSABLE_ENTITY).await,
+        "institution_not_allowed"
+    );
+    let cadre = app
+        .patch(
+            &path,
+            &admin,
+            json!({"role": "cadre", "area_code": VILLAGE}),
+        )
+        .await;
+    assert_eq!(cadre.status(), StatusCode::OK);
+    assert_eq!(
+        cadre.json::<Value>().await.unwrap()["institution_id"],
+        Value::Null
+    );
+    // Back to institution staff: which institution must be said.
+    let back = app
+        .patch(&path, &admin, json!({"role": "institution"}))
+        .await;
+    assert_eq!(
+        error_code(back, StatusCode::UNPROCESSABLE_ENTITY).await,
+        "institution_required"
+    );
+}
