@@ -52,6 +52,8 @@ pub struct MessagingSettings {
     /// A folder of the county's own templates (`<kind>/<locale>.txt`) instead of the built-in
     /// ones.
     pub templates_dir: Option<std::path::PathBuf>,
+    /// The SMTP server e-mail goes through; no e-mail channel when unset.
+    pub smtp: Option<crate::outreach::channel::SmtpSettings>,
 }
 
 impl Default for MessagingSettings {
@@ -59,6 +61,7 @@ impl Default for MessagingSettings {
         Self {
             sms_signature: "全民健康体检".to_owned(),
             templates_dir: None,
+            smtp: None,
         }
     }
 }

@@ -1,6 +1,8 @@
-//! Reaching residents: the message templates now; the outbox, planner, dispatch workers and
-//! channels build on them.
+//! Reaching residents: message templates and the channels that carry them; the outbox,
+//! planner and dispatch workers build on these.
 
+pub mod channel;
 pub mod templates;
 
+pub use channel::{Channel, EmailChannel, LogChannel, Outgoing, Recipient, SendError, Sent};
 pub use templates::{Locale, MessageContext, MessageKind, Sms, TemplateError, Templates};

@@ -1,0 +1,268 @@
+//! Channels that carry a rendered message to a resident, behind one trait so the dispatcher
+//! can follow a fallback plan without knowing how each one works: the `log` channel (the
+//! embedded default, which only records) and e-mail over SMTP. SMS and WeChat providers
+//! implement the same trait.
+
+use std::time::Duration;
+
+use async_trait::async_trait;
+use lettre::message::{Mailbox, MultiPart};
+use lettre::transport::smtp::authentication::Credentials;
+use lettre::{AsyncSmtpTransport, AsyncTransport, Message, Tokio1Executor};
+use serde::Deserialize;
+
+use super::MessageKind;
+use crate::config::Secret;
+
+/// Where a message goes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Recipient {
+    /// A mainland mobile number (11 digits).
+    Phone(String),
+    /// A WeChat official-account openid.
+    WeChat(String),
+    Email(String),
+}
+
+impl Recipient {
+    /// For logs: never a whole phone number or address.
+    pub fn masked(&self) -> String {
+        match self {
+            Recipient::Phone(p) if p.len() == 11 => format!("{}****{}", &p[..3], &p[7..]),
+            Recipient::Phone(_) => "***".to_owned(),
+            Recipient::WeChat(id) => format!("wechat:{}…", id.chars().take(4).collect::<String>()),
+            Recipient::Email(address) => match address.split_once('@') {
+                Some((user, domain)) => format!(
+                    "{}***@{domain}",
+                    user.chars().next().map(String::from).unwrap_or_default()
+                ),
+                None => "***".to_owned(),
+            },
+        }
+    }
+}
+
+/// A rendered message ready to go.
+#[derive(Debug, Clone)]
+pub struct Outgoing {
+    /// Unique per (resident, kind, appointment or wave, day); passed to providers that accept
+    /// one, so a retry after a crash is recognised as the same message.
+    pub idempotency_key: String,
+    pub kind: MessageKind,
+    pub recipient: Recipient,
+    /// Subject or first line.
+    pub title: String,
+    pub text: String,
+}
+
+/// What the provider said when it took the message.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Sent {
+    pub provider: &'static str,
+    pub provider_message_id: String,
+}
+
+/// Why a message did not go: worth retrying later, or never.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum SendError {
+    /// Throttled, timed out, server busy: retry with backoff.
+    #[error("transient: {0}")]
+    Transient(String),
+    /// Invalid recipient, rejected content: fail fast.
+    #[error("permanent: {0}")]
+    Permanent(String),
+}
+
+#[async_trait]
+pub trait Channel: Send + Sync {
+    /// Short name recorded with the message, e.g. `log`, `email`.
+    fn name(&self) -> &'static str;
+    /// Whether this channel can reach `recipient` at all.
+    fn reaches(&self, recipient: &Recipient) -> bool;
+    async fn send(&self, message: &Outgoing) -> Result<Sent, SendError>;
+}
+
+/// The embedded default: writes the message to the service log and reports it sent, so the
+/// whole flow works with no provider configured.
+#[derive(Debug, Default)]
+pub struct LogChannel;
+
+#[async_trait]
+impl Channel for LogChannel {
+    fn name(&self) -> &'static str {
+        "log"
+    }
+
+    fn reaches(&self, _recipient: &Recipient) -> bool {
+        true
+    }
+
+    async fn send(&self, message: &Outgoing) -> Result<Sent, SendError> {
+        let id = uuid::Uuid::new_v4().to_string();
+        tracing::info!(
+            channel = "log",
+            kind = message.kind.code(),
+            recipient = %message.recipient.masked(),
+            key = %message.idempotency_key,
+            title = %message.title,
+            text = %message.text,
+            "message"
+        );
+        Ok(Sent {
+            provider: "log",
+            provider_message_id: id,
+        })
+    }
+}
+
+/// How the SMTP connection is secured.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SmtpSecurity {
+    /// Plain SMTP (a relay on the same host or network).
+    None,
+    /// STARTTLS on the submission port (587).
+    Starttls,
+    /// TLS from the first byte (465).
+    Tls,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SmtpSettings {
+    pub host: String,
+    pub port: u16,
+    pub security: SmtpSecurity,
+    pub username: Option<String>,
+    pub password: Option<Secret>,
+    /// The sender, e.g. `新源县卫健委 <tijian@example.org>`.
+    pub from: String,
+    #[serde(default = "default_smtp_timeout")]
+    pub timeout_secs: u64,
+}
+
+fn default_smtp_timeout() -> u64 {
+    20
+}
+
+/// E-mail over SMTP (lettre): a plain-text part and an HTML part, the idempotency key as the
+/// Message-ID so a message sent twice is recognisable at the receiving end.
+pub struct EmailChannel {
+    transport: AsyncSmtpTransport<Tokio1Executor>,
+    from: Mailbox,
+}
+
+impl EmailChannel {
+    pub fn new(settings: &SmtpSettings) -> anyhow::Result<Self> {
+        let from: Mailbox = settings
+            .from
+            .parse()
+            .map_err(|e| anyhow::anyhow!("messaging.smtp.from {:?}: {e}", settings.from))?;
+        let builder = match settings.security {
+            SmtpSecurity::None => {
+                AsyncSmtpTransport::<Tokio1Executor>::builder_dangerous(&settings.host)
+            }
+            SmtpSecurity::Starttls => {
+                AsyncSmtpTransport::<Tokio1Executor>::starttls_relay(&settings.host)?
+            }
+            SmtpSecurity::Tls => AsyncSmtpTransport::<Tokio1Executor>::relay(&settings.host)?,
+        };
+        let mut builder = builder
+            .port(settings.port)
+            .timeout(Some(Duration::from_secs(settings.timeout_secs)));
+        if let (Some(user), Some(password)) = (&settings.username, &settings.password) {
+            builder =
+                builder.credentials(Credentials::new(user.clone(), password.expose().to_owned()));
+        }
+        Ok(Self {
+            transport: builder.build(),
+            from,
+        })
+    }
+}
+
+/// The text as HTML: escaped, line breaks kept.
+fn html_of(title: &str, text: &str) -> String {
+    let escape = |s: &str| {
+        s.replace('&', "&amp;")
+            .replace('<', "&lt;")
+            .replace('>', "&gt;")
+            .replace('"', "&quot;")
+    };
+    format!(
+        "<!doctype html><html lang=\"zh-CN\"><meta charset=\"utf-8\"><title>{}</title>\
+         <body><p>{}</p></body></html>",
+        escape(title),
+        escape(text).replace('\n', "<br>")
+    )
+}
+
+#[async_trait]
+impl Channel for EmailChannel {
+    fn name(&self) -> &'static str {
+        "email"
+    }
+
+    fn reaches(&self, recipient: &Recipient) -> bool {
+        matches!(recipient, Recipient::Email(_))
+    }
+
+    async fn send(&self, message: &Outgoing) -> Result<Sent, SendError> {
+        let Recipient::Email(address) = &message.recipient else {
+            return Err(SendError::Permanent("not an e-mail recipient".to_owned()));
+        };
+        let to: Mailbox = address
+            .parse()
+            .map_err(|e| SendError::Permanent(format!("bad address: {e}")))?;
+        let domain = self.from.email.domain().to_owned();
+        let message_id = format!(
+            "<{}@{domain}>",
+            message.idempotency_key.replace(['<', '>', ' '], "")
+        );
+        let email = Message::builder()
+            .from(self.from.clone())
+            .to(to)
+            .subject(message.title.clone())
+            .message_id(Some(message_id.clone()))
+            .multipart(MultiPart::alternative_plain_html(
+                message.text.clone(),
+                html_of(&message.title, &message.text),
+            ))
+            .map_err(|e| SendError::Permanent(format!("cannot build the e-mail: {e}")))?;
+        match self.transport.send(email).await {
+            Ok(_) => Ok(Sent {
+                provider: "smtp",
+                provider_message_id: message_id,
+            }),
+            Err(e) if e.is_permanent() => Err(SendError::Permanent(e.to_string())),
+            Err(e) => Err(SendError::Transient(e.to_string())),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn recipients_are_masked_for_logs() {
+        assert_eq!(
+            Recipient::Phone("13812345678".into()).masked(),
+            "138****5678"
+        );
+        assert_eq!(
+            Recipient::Email("zhangsan@example.org".into()).masked(),
+            "z***@example.org"
+        );
+        assert_eq!(
+            Recipient::WeChat("oAbCdEfGh123".into()).masked(),
+            "wechat:oAbC…"
+        );
+    }
+
+    #[test]
+    fn html_is_escaped() {
+        let html = html_of("通知", "a<b>&\n第二行");
+        assert!(html.contains("a&lt;b&gt;&amp;<br>第二行"), "{html}");
+    }
+}
