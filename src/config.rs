@@ -54,6 +54,8 @@ pub struct MessagingSettings {
     pub templates_dir: Option<std::path::PathBuf>,
     /// The SMTP server e-mail goes through; no e-mail channel when unset.
     pub smtp: Option<crate::outreach::channel::SmtpSettings>,
+    /// A self-hosted Jasmin SMS gateway; no SMS through it when unset.
+    pub jasmin: Option<crate::outreach::channel::JasminSettings>,
 }
 
 impl Default for MessagingSettings {
@@ -62,6 +64,7 @@ impl Default for MessagingSettings {
             sms_signature: "全民健康体检".to_owned(),
             templates_dir: None,
             smtp: None,
+            jasmin: None,
         }
     }
 }

@@ -4,5 +4,7 @@
 pub mod channel;
 pub mod templates;
 
-pub use channel::{Channel, EmailChannel, LogChannel, Outgoing, Recipient, SendError, Sent};
+pub use channel::{
+    Channel, EmailChannel, JasminChannel, LogChannel, Outgoing, Recipient, SendError, Sent,
+};
 pub use templates::{Locale, MessageContext, MessageKind, Sms, TemplateError, Templates};

@@ -14,6 +14,7 @@ mod health;
 mod helpers;
 mod residents;
 mod scope_matrix;
+mod sms_gateway;
 mod storage;
 mod templates;
 mod users;
