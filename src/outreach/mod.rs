@@ -2,6 +2,7 @@
 //! planner and dispatch workers build on these.
 
 pub mod channel;
+pub mod signing;
 pub mod templates;
 
 pub use channel::{

@@ -1,0 +1,83 @@
+//! Request signing of the cloud SMS providers, as their documentation specifies it, each
+//! checked against the documentation's own published example.
+
+use std::collections::BTreeMap;
+
+use base64::Engine;
+use hmac::{Hmac, Mac};
+
+/// Percent-encoding of Alibaba Cloud's RPC signature: RFC 3986, everything but
+/// `A–Z a–z 0–9 - _ . ~` encoded as upper-case `%XX` of the UTF-8 bytes (a space is `%20`).
+pub fn aliyun_percent_encode(value: &str) -> String {
+    let mut out = String::with_capacity(value.len() * 3);
+    for byte in value.bytes() {
+        if byte.is_ascii_alphanumeric() || matches!(byte, b'-' | b'_' | b'.' | b'~') {
+            out.push(byte as char);
+        } else {
+            out.push_str(&format!("%{byte:02X}"));
+        }
+    }
+    out
+}
+
+/// Alibaba Cloud RPC signature (SignatureMethod HMAC-SHA1, SignatureVersion 1.0), used by
+/// the SMS API `SendSms` (dysmsapi 2017-05-25): the parameters sorted by name and encoded,
+/// `METHOD&%2F&<encoded query>` signed with `AccessKeySecret&`, base64.
+pub fn aliyun_rpc_signature(
+    method: &str,
+    parameters: &BTreeMap<String, String>,
+    access_key_secret: &str,
+) -> String {
+    let query = parameters
+        .iter()
+        .map(|(k, v)| format!("{}={}", aliyun_percent_encode(k), aliyun_percent_encode(v)))
+        .collect::<Vec<_>>()
+        .join("&");
+    let string_to_sign = format!(
+        "{method}&{}&{}",
+        aliyun_percent_encode("/"),
+        aliyun_percent_encode(&query)
+    );
+    let mut mac = Hmac::<sha1::Sha1>::new_from_slice(format!("{access_key_secret}&").as_bytes())
+        .expect("HMAC takes keys of any length");
+    mac.update(string_to_sign.as_bytes());
+    base64::engine::general_purpose::STANDARD.encode(mac.finalize().into_bytes())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The worked example of Alibaba Cloud's RPC signature documentation (ECS
+    /// `DescribeRegions`, AccessKeyId `testid`, AccessKeySecret `testsecret`).
+    #[test]
+    fn the_published_aliyun_example_signs_to_the_published_value() {
+        let parameters: BTreeMap<String, String> = [
+            ("AccessKeyId", "testid"),
+            ("Action", "DescribeRegions"),
+            ("Format", "XML"),
+            ("SignatureMethod", "HMAC-SHA1"),
+            ("SignatureNonce", "3ee8c1b8-83d3-44af-a94f-4e0ad82fd6cf"),
+            ("SignatureVersion", "1.0"),
+            ("Timestamp", "2016-02-23T12:46:24Z"),
+            ("Version", "2014-05-26"),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_owned(), v.to_owned()))
+        .collect();
+        assert_eq!(
+            aliyun_rpc_signature("GET", &parameters, "testsecret"),
+            "OLeaidS1JvxuMvnyHOwuJ+uX5qY="
+        );
+    }
+
+    #[test]
+    fn chinese_and_reserved_characters_are_encoded_as_the_provider_expects() {
+        assert_eq!(aliyun_percent_encode("a b*~"), "a%20b%2A~");
+        assert_eq!(aliyun_percent_encode("体检"), "%E4%BD%93%E6%A3%80");
+        assert_eq!(
+            aliyun_percent_encode("2016-02-23T12:46:24Z"),
+            "2016-02-23T12%3A46%3A24Z"
+        );
+    }
+}
