@@ -15,7 +15,7 @@ use super::AreaCode;
 use crate::audit::{self, AuditEvent};
 use crate::auth::Actor;
 use crate::error::{AppError, AppResult};
-use crate::import::{ImportSummary, RejectedRow, decode_text, map_headers};
+use crate::import::{CsvTable, ImportSummary, RejectedRow, map_headers};
 
 const CODE_HEADERS: &[&str] = &["区划代码", "统计用区划代码", "code", "area_code"];
 const NAME_HEADERS: &[&str] = &["名称", "区划名称", "name"];
@@ -46,48 +46,35 @@ pub async fn import_areas<C>(db: &C, actor: &Actor, bytes: &[u8]) -> AppResult<A
 where
     C: ConnectionTrait + TransactionTrait,
 {
-    let text =
-        decode_text(bytes).map_err(|e| AppError::validation("unreadable_file", e.to_string()))?;
-    let mut reader = csv::ReaderBuilder::new()
-        .flexible(true)
-        .trim(csv::Trim::All)
-        .from_reader(text.as_bytes());
-    let headers = reader
-        .headers()
-        .map_err(|e| AppError::validation("unreadable_file", format!("无法读取表头：{e}")))?
-        .clone();
+    let table = CsvTable::read(bytes)?;
     let ([code_col, name_col], unknown_columns) =
-        map_headers(&headers, [CODE_HEADERS, NAME_HEADERS]);
+        map_headers(&table.headers, [CODE_HEADERS, NAME_HEADERS]);
     let (Some(code_col), Some(name_col)) = (code_col, name_col) else {
         return Err(AppError::validation(
             "missing_columns",
             "表头缺少必需的列：区划代码（code）和名称（name）",
         ));
     };
+    table.ensure_rows()?;
 
     let mut rejected = Vec::new();
     let mut candidates: Vec<Candidate> = Vec::new();
     let mut seen: HashMap<String, String> = HashMap::new();
-    let mut rows = 0u64;
-    for (index, record) in reader.records().enumerate() {
-        let line = index as u64 + 2;
+    for (line, record) in &table.rows {
+        let line = *line;
         let record = match record {
             Ok(record) => record,
-            Err(e) => {
+            Err(reason) => {
                 rejected.push(RejectedRow::new(
                     line,
                     Vec::new(),
                     "unreadable_row",
-                    format!("无法读取此行：{e}"),
+                    reason.clone(),
                 ));
                 continue;
             }
         };
         let values: Vec<String> = record.iter().map(str::to_owned).collect();
-        if values.iter().all(String::is_empty) {
-            continue;
-        }
-        rows += 1;
         let raw_code = record.get(code_col).unwrap_or_default();
         let name = record.get(name_col).unwrap_or_default().to_owned();
         let code = match AreaCode::parse(raw_code) {
@@ -146,10 +133,6 @@ where
             name,
         });
     }
-    if rows == 0 && rejected.is_empty() {
-        return Err(AppError::validation("no_rows", "文件只有表头，没有数据行"));
-    }
-
     // Parents before children, whatever order the file had.
     candidates.sort_by_key(|c| (level_rank(c.code.level()), c.code.clone()));
 
@@ -241,7 +224,7 @@ where
     rejected.sort_by_key(|r| r.line);
     Ok(AreaImport {
         summary,
-        headers: headers.iter().map(str::to_owned).collect(),
+        headers: table.header_names(),
         rejected,
         unknown_columns,
     })

@@ -484,6 +484,7 @@ where
             "表头缺少必需的列：身份证号（id_number）、体检日期（exam_date）、体检机构（institution）",
         ));
     };
+    table.ensure_rows()?;
     let txn = begin_write(db).await?;
     let campaign = campaign::get_open(&txn, campaign_id).await?;
     let mut institutions = crate::institution::CodeLookup::default();

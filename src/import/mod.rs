@@ -48,8 +48,8 @@ pub struct CsvTable {
 }
 
 impl CsvTable {
-    /// Decodes `bytes` (UTF-8 with or without BOM, or GB18030) and splits it into rows. An
-    /// empty file, binary junk or a header with no data rows is an error for the whole file.
+    /// Decodes `bytes` (UTF-8 with or without BOM, or GB18030) and splits it into rows; blank
+    /// rows are left out. An empty file or binary junk is an error for the whole file.
     pub fn read(bytes: &[u8]) -> crate::error::AppResult<Self> {
         use crate::error::AppError;
         let text = decode_text(bytes)
@@ -68,10 +68,19 @@ impl CsvTable {
             .map(|(i, r)| (i as u64 + 2, r.map_err(|e| format!("无法读取此行：{e}"))))
             .filter(|(_, r)| !matches!(r, Ok(r) if r.iter().all(str::is_empty)))
             .collect();
-        if rows.is_empty() {
-            return Err(AppError::validation("no_rows", "文件没有数据行"));
-        }
         Ok(Self { headers, rows })
+    }
+
+    /// A header with no data rows is an error for the whole file (checked after the columns,
+    /// so a file with the wrong columns is told so first).
+    pub fn ensure_rows(&self) -> crate::error::AppResult<()> {
+        if self.rows.is_empty() {
+            return Err(crate::error::AppError::validation(
+                "no_rows",
+                "文件只有表头，没有数据行",
+            ));
+        }
+        Ok(())
     }
 
     pub fn header_names(&self) -> Vec<String> {

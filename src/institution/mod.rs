@@ -779,6 +779,7 @@ where
             "表头至少需要容量（capacity）或休息（closed）一列",
         ));
     }
+    table.ensure_rows()?;
     let mut summary = ImportSummary::default();
     let mut rejected = Vec::new();
     let mut institutions = crate::institution::CodeLookup::default();
