@@ -254,10 +254,9 @@ where
             format!("一次预约 1–{MAX_GROUP} 名居民，且不能重复"),
         ));
     }
-    let campaign = campaign::get_open(db, campaign_id).await?;
-    check_day(&campaign, request.day)?;
     let txn = begin_write(db).await?;
-    campaign::get_open_locked(&txn, campaign_id).await?;
+    let campaign = campaign::get_open_locked(&txn, campaign_id).await?;
+    check_day(&campaign, request.day)?;
     let institution = institution::find(&txn, request.institution_id).await?;
     if !institution.active {
         return Err(AppError::refused(
