@@ -19,6 +19,8 @@ pub struct Model {
     pub reason: Option<String>,
     pub attended_at: Option<DateTimeUtc>,
     pub cancelled_at: Option<DateTimeUtc>,
+    /// The resident confirmed by replying 1 / 确认.
+    pub confirmed_at: Option<DateTimeUtc>,
     pub created_at: DateTimeUtc,
     pub updated_at: DateTimeUtc,
 }

@@ -11,6 +11,7 @@ mod m20261122_000005_create_residents;
 mod m20261123_000006_create_campaigns;
 mod m20261123_000007_create_institutions;
 mod m20261123_000008_create_appointments;
+mod m20261129_000009_create_outbox;
 
 pub struct Migrator;
 
@@ -26,6 +27,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261123_000006_create_campaigns::Migration),
             Box::new(m20261123_000007_create_institutions::Migration),
             Box::new(m20261123_000008_create_appointments::Migration),
+            Box::new(m20261129_000009_create_outbox::Migration),
         ]
     }
 }

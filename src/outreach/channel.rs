@@ -11,7 +11,7 @@ use lettre::transport::smtp::authentication::Credentials;
 use lettre::{AsyncSmtpTransport, AsyncTransport, Message, Tokio1Executor};
 use serde::Deserialize;
 
-use super::MessageKind;
+use super::{MessageContext, MessageKind};
 use crate::config::Secret;
 
 /// Where a message goes.
@@ -53,6 +53,9 @@ pub struct Outgoing {
     /// Subject or first line.
     pub title: String,
     pub text: String,
+    /// The values the text was rendered from: providers that send registered templates
+    /// (cloud SMS, WeChat) pass these as template parameters instead of the text.
+    pub context: MessageContext,
 }
 
 /// What the provider said when it took the message.
@@ -60,6 +63,9 @@ pub struct Outgoing {
 pub struct Sent {
     pub provider: &'static str,
     pub provider_message_id: String,
+    /// The channel already knows the message arrived (the `log` channel when it simulates
+    /// receipts); otherwise a receipt may follow on a webhook.
+    pub delivered: bool,
 }
 
 /// Why a message did not go: worth retrying later, or never.
@@ -79,13 +85,21 @@ pub trait Channel: Send + Sync {
     fn name(&self) -> &'static str;
     /// Whether this channel can reach `recipient` at all.
     fn reaches(&self, recipient: &Recipient) -> bool;
+    /// Whether the provider recognises a repeated idempotency key as the same message, so
+    /// a send whose outcome was lost (a crash mid-call) may safely be sent again.
+    fn deduplicates(&self) -> bool {
+        false
+    }
     async fn send(&self, message: &Outgoing) -> Result<Sent, SendError>;
 }
 
 /// The embedded default: writes the message to the service log and reports it sent, so the
-/// whole flow works with no provider configured.
+/// whole flow works with no provider configured. With `simulate_receipts` (demo and
+/// development) it also reports each message delivered.
 #[derive(Debug, Default)]
-pub struct LogChannel;
+pub struct LogChannel {
+    pub simulate_receipts: bool,
+}
 
 #[async_trait]
 impl Channel for LogChannel {
@@ -111,6 +125,7 @@ impl Channel for LogChannel {
         Ok(Sent {
             provider: "log",
             provider_message_id: id,
+            delivered: self.simulate_receipts,
         })
     }
 }
@@ -233,6 +248,7 @@ impl Channel for EmailChannel {
             Ok(_) => Ok(Sent {
                 provider: "smtp",
                 provider_message_id: message_id,
+                delivered: false,
             }),
             Err(e) if e.is_permanent() => Err(SendError::Permanent(e.to_string())),
             Err(e) => Err(SendError::Transient(e.to_string())),
@@ -379,6 +395,7 @@ impl Channel for JasminChannel {
             return Ok(Sent {
                 provider: "jasmin",
                 provider_message_id: id,
+                delivered: false,
             });
         }
         let reason = format!("gateway answered {status}: {}", body.trim());

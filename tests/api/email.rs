@@ -128,6 +128,7 @@ async fn a_notice_reaches_a_real_smtp_server_with_its_key_as_message_id() {
             recipient,
             title: MessageKind::AppointmentNotice.title().into(),
             text: text.clone(),
+            context: MessageContext::sample(),
         })
         .await
         .expect("the server takes it");
@@ -150,6 +151,7 @@ async fn an_unreachable_server_is_a_transient_failure_and_a_bad_address_a_perman
         recipient: Recipient::Email(to.into()),
         title: "今日体检提醒".into(),
         text: "今天请来体检".into(),
+        context: MessageContext::sample(),
     };
     match channel.send(&message("lisi@example.org")).await {
         Err(SendError::Transient(_)) => {}

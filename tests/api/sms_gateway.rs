@@ -11,7 +11,9 @@ use axum::http::StatusCode;
 use axum::routing::post;
 use outreach::config::Secret;
 use outreach::outreach::channel::JasminSettings;
-use outreach::outreach::{Channel, JasminChannel, MessageKind, Outgoing, Recipient, SendError};
+use outreach::outreach::{
+    Channel, JasminChannel, MessageContext, MessageKind, Outgoing, Recipient, SendError,
+};
 
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum Mode {
@@ -104,6 +106,7 @@ fn message() -> Outgoing {
         text:
             "【新源县卫健委】阿依古丽您好，今天上午9:30请到卫生院体检，请空腹并带身份证。回TD退订"
                 .into(),
+        context: MessageContext::sample(),
     }
 }
 
