@@ -44,6 +44,14 @@ pub enum Command {
     },
     /// Apply database migrations and exit.
     Migrate,
+    /// Run dispatch workers only (no HTTP), e.g. on another machine or beside `serve` with
+    /// `messaging.outbox.dispatch = false`. Stops on SIGTERM after recording the sends in
+    /// flight.
+    Dispatch {
+        /// Send what is due now, print the totals as JSON and exit.
+        #[arg(long)]
+        until_idle: bool,
+    },
     /// Import data from a file.
     #[command(subcommand)]
     Import(ImportCommand),
@@ -117,6 +125,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     telemetry::init(&settings.log);
     match cli.command {
         Command::Serve { .. } => serve(settings).await,
+        Command::Dispatch { until_idle } => dispatch(settings, until_idle).await,
         Command::Migrate => {
             db::connect_and_migrate(&settings).await?;
             println!("migrations applied to {}", settings.database_url);
@@ -158,6 +167,21 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             .await
         }
     }
+}
+
+async fn dispatch(settings: Settings, until_idle: bool) -> anyhow::Result<ExitCode> {
+    let shutdown = CancellationToken::new();
+    shutdown_on_signals(shutdown.clone()).context("installing signal handlers")?;
+    let database = db::connect_and_migrate(&settings).await?;
+    let dispatcher = crate::startup::dispatcher_for(&settings, database)?;
+    if until_idle {
+        let totals = dispatcher.drain().await.map_err(app_error)?;
+        println!("{}", serde_json::to_string(&totals)?);
+    } else {
+        tracing::info!("dispatching");
+        dispatcher.run(shutdown).await;
+    }
+    Ok(ExitCode::SUCCESS)
 }
 
 async fn serve(settings: Settings) -> anyhow::Result<ExitCode> {

@@ -56,6 +56,13 @@ pub struct MessagingSettings {
     pub smtp: Option<crate::outreach::channel::SmtpSettings>,
     /// A self-hosted Jasmin SMS gateway; no SMS through it when unset.
     pub jasmin: Option<crate::outreach::channel::JasminSettings>,
+    /// Which provider carries SMS: `log` (the embedded default, which only records and then
+    /// also stands in for WeChat and e-mail), `aliyun`, `tencent` or `jasmin`.
+    pub sms_provider: String,
+    /// When reminders go out, retries, leases, caps and rate limits.
+    pub outbox: crate::outreach::outbox::OutboxSettings,
+    /// How provider callbacks are authenticated.
+    pub webhooks: crate::outreach::webhooks::WebhookSettings,
 }
 
 impl Default for MessagingSettings {
@@ -65,6 +72,9 @@ impl Default for MessagingSettings {
             templates_dir: None,
             smtp: None,
             jasmin: None,
+            sms_provider: "log".to_owned(),
+            outbox: Default::default(),
+            webhooks: Default::default(),
         }
     }
 }
@@ -224,6 +234,10 @@ impl Default for SchedulerSettings {
                 ("purge_expired_tokens".to_owned(), "0 17 * * * *".to_owned()),
                 // Five past midnight and hourly after: a missed firing is caught up soon.
                 ("mark_no_shows".to_owned(), "0 5 * * * *".to_owned()),
+                // The safety net under the reminders a booking plans itself.
+                ("plan_reminders".to_owned(), "0 */10 * * * *".to_owned()),
+                // Tops up waves with residents who joined their audience later.
+                ("plan_waves".to_owned(), "0 30 * * * *".to_owned()),
             ]),
         }
     }

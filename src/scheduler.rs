@@ -10,7 +10,8 @@ use chrono_tz::Tz;
 use cron::Schedule;
 use entities::job_runs;
 use sea_orm::{
-    ActiveValue::Set, ColumnTrait, ConnectionTrait, EntityTrait, QueryFilter, sea_query::Expr,
+    ActiveValue::Set, ColumnTrait, ConnectionTrait, DatabaseConnection, DatabaseTransaction,
+    DbBackend, EntityTrait, QueryFilter, QueryOrder, Statement, TransactionTrait, sea_query::Expr,
 };
 use tokio_util::sync::CancellationToken;
 
@@ -22,17 +23,29 @@ use crate::startup::AppState;
 pub enum Job {
     /// Deletes expired and revoked bearer tokens and trims the login throttle.
     PurgeExpiredTokens,
-    /// Turns booked appointments whose day has ended into no-shows.
+    /// Turns booked appointments whose day has ended into no-shows (and plans their
+    /// follow-ups).
     MarkNoShows,
+    /// Plans the notices, reminders and follow-ups the booking paths may have missed.
+    PlanReminders,
+    /// Plans wave messages for residents who joined a wave's audience after it was created.
+    PlanWaves,
 }
 
 impl Job {
-    pub const ALL: &'static [Job] = &[Job::PurgeExpiredTokens, Job::MarkNoShows];
+    pub const ALL: &'static [Job] = &[
+        Job::PurgeExpiredTokens,
+        Job::MarkNoShows,
+        Job::PlanReminders,
+        Job::PlanWaves,
+    ];
 
     pub fn name(self) -> &'static str {
         match self {
             Job::PurgeExpiredTokens => "purge_expired_tokens",
             Job::MarkNoShows => "mark_no_shows",
+            Job::PlanReminders => "plan_reminders",
+            Job::PlanWaves => "plan_waves",
         }
     }
 
@@ -48,8 +61,25 @@ impl Job {
                 Ok(format!("purged {purged} tokens"))
             }
             Job::MarkNoShows => {
-                let marked = crate::appointment::mark_no_shows(&state.db).await?;
+                let marked = crate::appointment::mark_no_shows(
+                    &state.db,
+                    &state.settings.messaging.outbox.reminders,
+                )
+                .await?;
                 Ok(format!("{marked} appointments marked as no-shows"))
+            }
+            Job::PlanReminders => {
+                let planned = crate::outreach::outbox::plan_reminders(
+                    &state.db,
+                    &state.settings.messaging.outbox.reminders,
+                    Utc::now(),
+                )
+                .await?;
+                Ok(format!("{planned} reminders planned"))
+            }
+            Job::PlanWaves => {
+                let planned = crate::outreach::waves::plan_open(&state.db).await?;
+                Ok(format!("{planned} wave messages planned"))
             }
         }
     }
@@ -100,11 +130,16 @@ impl Scheduler {
         })
     }
 
-    /// Sleeps until the next firing of any job, runs it, repeats; returns on `shutdown`.
+    /// Catches up missed firings once, then sleeps until the next firing of any job, runs
+    /// it, repeats; returns on `shutdown`.
     pub async fn run(self, state: AppState, shutdown: CancellationToken) {
         if !self.enabled || self.entries.is_empty() {
             shutdown.cancelled().await;
             return;
+        }
+        for (job, at) in self.missed(&state.db, Utc::now()).await {
+            let outcome = try_execute_once(&state, job, at).await;
+            tracing::info!(job = job.name(), ?outcome, "missed job caught up");
         }
         loop {
             let now = Utc::now().with_timezone(&self.timezone);
@@ -130,7 +165,41 @@ impl Scheduler {
     }
 }
 
-/// Claims the firing `(job, scheduled_for)` and runs it if the claim succeeds.
+impl Scheduler {
+    /// For each job, the latest firing between its last recorded run and `now` that never
+    /// ran (the service was down): one per job, however many ticks were missed. A job that
+    /// never ran at all is not caught up (its first firing comes on schedule).
+    pub async fn missed(
+        &self,
+        db: &impl ConnectionTrait,
+        now: DateTime<Utc>,
+    ) -> Vec<(Job, DateTime<Utc>)> {
+        let mut missed = Vec::new();
+        for (job, schedule) in &self.entries {
+            let last = job_runs::Entity::find()
+                .filter(job_runs::Column::Job.eq(job.name()))
+                .order_by_desc(job_runs::Column::ScheduledFor)
+                .one(db)
+                .await;
+            let Ok(Some(last)) = last else {
+                continue;
+            };
+            let from = last.scheduled_for.with_timezone(&self.timezone);
+            let latest = schedule
+                .after(&from)
+                .take_while(|at| at.with_timezone(&Utc) <= now)
+                .last();
+            if let Some(at) = latest {
+                missed.push((*job, at.with_timezone(&Utc)));
+            }
+        }
+        missed
+    }
+}
+
+/// Claims the firing `(job, scheduled_for)` and runs it if the claim succeeds. On
+/// PostgreSQL the run also holds a transaction-level advisory lock named after the job, so
+/// two firings of one job (a slow run and the next tick on another instance) never overlap.
 pub async fn try_execute_once(state: &AppState, job: Job, scheduled_for: DateTime<Utc>) -> Outcome {
     let claim = job_runs::Entity::insert(job_runs::ActiveModel {
         job: Set(job.name().to_owned()),
@@ -159,6 +228,21 @@ pub async fn try_execute_once(state: &AppState, job: Job, scheduled_for: DateTim
             };
         }
     };
+    let guard = match exclusive(&state.db, job).await {
+        Ok(Some(guard)) => guard,
+        Ok(None) => {
+            let detail = "another instance is running this job";
+            if let Err(e) = finish(&state.db, run_id, "skipped", detail).await {
+                tracing::error!(job = job.name(), error = %e, "cannot record a skipped run");
+            }
+            return Outcome::AlreadyClaimed;
+        }
+        Err(e) => {
+            return Outcome::Failed {
+                error: format!("cannot take the job lock: {e}"),
+            };
+        }
+    };
     let (status, detail, outcome) = match job.execute(state).await {
         Ok(detail) => ("succeeded", detail.clone(), Outcome::Ran { detail }),
         Err(e) => {
@@ -169,7 +253,47 @@ pub async fn try_execute_once(state: &AppState, job: Job, scheduled_for: DateTim
     if let Err(e) = finish(&state.db, run_id, status, &detail).await {
         tracing::error!(job = job.name(), error = %e, "cannot record the end of a job run");
     }
+    if let Some(txn) = guard
+        && let Err(e) = txn.commit().await
+    {
+        tracing::warn!(job = job.name(), error = %e, "cannot release the job lock");
+    }
     outcome
+}
+
+/// On PostgreSQL, a transaction holding `pg_try_advisory_xact_lock` for the job (`None`
+/// when another instance holds it); on SQLite there is one writer and nothing to take.
+async fn exclusive(
+    db: &DatabaseConnection,
+    job: Job,
+) -> Result<Option<Option<DatabaseTransaction>>, sea_orm::DbErr> {
+    if db.get_database_backend() != DbBackend::Postgres {
+        return Ok(Some(None));
+    }
+    let txn = db.begin().await?;
+    let key = job_lock_key(job);
+    let row = txn
+        .query_one_raw(Statement::from_sql_and_values(
+            DbBackend::Postgres,
+            "SELECT pg_try_advisory_xact_lock($1) AS locked",
+            [key.into()],
+        ))
+        .await?;
+    let locked = match row {
+        Some(row) => row.try_get::<bool>("", "locked")?,
+        None => false,
+    };
+    Ok(locked.then_some(Some(txn)))
+}
+
+/// A stable 64-bit lock key per job name (FNV-1a), in a range of its own.
+fn job_lock_key(job: Job) -> i64 {
+    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
+    for byte in format!("outreach.job.{}", job.name()).bytes() {
+        hash ^= u64::from(byte);
+        hash = hash.wrapping_mul(0x0100_0000_01b3);
+    }
+    hash as i64
 }
 
 async fn finish(

@@ -14,6 +14,7 @@ use tokio_util::sync::CancellationToken;
 use crate::auth::LoginThrottle;
 use crate::config::Settings;
 use crate::outreach::Templates;
+use crate::outreach::dispatch::{Channels, Dispatcher};
 use crate::privacy::Privacy;
 use crate::scheduler::Scheduler;
 use crate::{db, http};
@@ -26,6 +27,20 @@ pub struct AppState {
     pub throttle: Arc<LoginThrottle>,
     pub privacy: Arc<Privacy>,
     pub templates: Arc<Templates>,
+    pub channels: Arc<Channels>,
+}
+
+impl AppState {
+    /// A dispatch worker over this state's database, channels and settings.
+    pub fn dispatcher(&self) -> Dispatcher {
+        Dispatcher::new(
+            self.db.clone(),
+            self.privacy.clone(),
+            self.templates.clone(),
+            self.channels.clone(),
+            self.settings.messaging.outbox.clone(),
+        )
+    }
 }
 
 /// The message templates: built in, or the configured folder; a broken template stops
@@ -36,6 +51,20 @@ pub fn load_templates(settings: &crate::config::MessagingSettings) -> anyhow::Re
         None => Templates::embedded(&settings.sms_signature),
     };
     loaded.map_err(|e| anyhow::anyhow!("message template unusable: {e}"))
+}
+
+/// A dispatch worker for `settings` over `db`, without the HTTP side.
+pub fn dispatcher_for(settings: &Settings, db: DatabaseConnection) -> anyhow::Result<Dispatcher> {
+    let privacy = Arc::new(Privacy::load(settings)?);
+    let templates = Arc::new(load_templates(&settings.messaging)?);
+    let channels = Arc::new(Channels::from_settings(&settings.messaging, &db, &privacy)?);
+    Ok(Dispatcher::new(
+        db,
+        privacy,
+        templates,
+        channels,
+        settings.messaging.outbox.clone(),
+    ))
 }
 
 pub struct Application {
@@ -56,6 +85,7 @@ impl Application {
         let scheduler = Scheduler::from_settings(&settings.scheduler)?;
         let privacy = Arc::new(Privacy::load(&settings)?);
         let templates = Arc::new(load_templates(&settings.messaging)?);
+        let channels = Arc::new(Channels::from_settings(&settings.messaging, &db, &privacy)?);
         let listener = TcpListener::bind(settings.bind)
             .await
             .with_context(|| format!("cannot listen on {}", settings.bind))?;
@@ -63,6 +93,7 @@ impl Application {
             throttle: Arc::new(LoginThrottle::new(&settings.auth)),
             privacy,
             templates,
+            channels,
             settings: Arc::new(settings),
             db,
         };
@@ -100,6 +131,15 @@ impl Application {
         .with_graceful_shutdown(async move { server_shutdown.cancelled().await })
         .into_future();
         let scheduler = self.scheduler.run(self.state.clone(), shutdown.clone());
+        // Dispatch workers run beside the server unless `outreach dispatch` runs them apart.
+        let dispatcher = self.state.dispatcher();
+        let dispatching = self.state.settings.messaging.outbox.dispatch;
+        let dispatch_shutdown = shutdown.clone();
+        let dispatch = tokio::spawn(async move {
+            if dispatching {
+                dispatcher.run(dispatch_shutdown).await;
+            }
+        });
         tokio::pin!(server, scheduler);
         let mut server_done = false;
         let mut scheduler_done = false;
@@ -120,6 +160,10 @@ impl Application {
                     shutdown.cancel();
                 }
             }
+        }
+        // The round in progress records its sends before the process ends.
+        if let Err(e) = dispatch.await {
+            tracing::error!(error = %e, "dispatch worker failed");
         }
         Ok(())
     }

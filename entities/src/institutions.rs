@@ -19,6 +19,8 @@ pub struct Model {
     /// ISO weekdays (1 = Monday) it is closed, comma-separated; empty when open every day.
     pub closed_weekdays: String,
     pub active: bool,
+    /// Street address, quoted in appointment notices.
+    pub address: Option<String>,
     pub created_at: DateTimeUtc,
     pub updated_at: DateTimeUtc,
 }

@@ -190,6 +190,14 @@ impl MigrationTrait for Migration {
                     .to_owned(),
             )
             .await?;
+        manager
+            .alter_table(
+                Table::alter()
+                    .table(Institutions::Table)
+                    .add_column(string_len_null(Institutions::Address, 200))
+                    .to_owned(),
+            )
+            .await?;
         Ok(())
     }
 
@@ -213,6 +221,12 @@ impl MigrationTrait for Migration {
 enum Appointments {
     Table,
     ConfirmedAt,
+}
+
+#[derive(DeriveIden)]
+enum Institutions {
+    Table,
+    Address,
 }
 
 #[derive(DeriveIden)]

@@ -23,6 +23,8 @@ use crate::campaign::{self, Campaign, Stage, enrol};
 use crate::db::{Sql, begin_write};
 use crate::error::{AppError, AppResult};
 use crate::institution::{self, DayView};
+use crate::outreach::MessageKind;
+use crate::outreach::outbox::{self, Reminders};
 
 /// The largest group one booking may hold.
 pub const MAX_GROUP: usize = 200;
@@ -119,7 +121,7 @@ fn check_day(campaign: &Campaign, day: NaiveDate) -> AppResult<()> {
 }
 
 /// The next days after `day` with room for `needed` people, within the exam window.
-async fn proposals(
+pub(crate) async fn proposals(
     db: &impl ConnectionTrait,
     campaign: &Campaign,
     institution: &institutions::Model,
@@ -241,6 +243,7 @@ pub async fn book<C>(
     actor: &Actor,
     campaign_id: i32,
     request: BookingRequest,
+    reminders: &Reminders,
 ) -> AppResult<Booking>
 where
     C: ConnectionTrait + TransactionTrait,
@@ -347,6 +350,14 @@ where
         appointments::Column::BookingRef.eq(booking_ref.clone()),
     )
     .await?;
+    // The notice and the reminder are planned with the booking: both or neither.
+    let planned: Vec<_> = appointments
+        .iter()
+        .flat_map(|a| {
+            outbox::for_appointment(&campaign, reminders, a.id, a.resident_id, a.day, now)
+        })
+        .collect();
+    outbox::insert(&txn, &planned, now).await?;
     let calendar = day_after(&txn, &institution, request.day).await?;
     txn.commit().await?;
     Ok(Booking {
@@ -619,6 +630,7 @@ pub async fn reschedule<C>(
     actor: &Actor,
     id: i32,
     request: Reschedule,
+    reminders: &Reminders,
 ) -> AppResult<AppointmentView>
 where
     C: ConnectionTrait + TransactionTrait,
@@ -679,6 +691,25 @@ where
         .one(&txn)
         .await?
         .ok_or_else(|| anyhow::anyhow!("appointment {id} vanished"))?;
+    // The old day's notices go; the new day's are planned, with a confirmation now.
+    let now = Utc::now();
+    outbox::cancel_for_appointments(&txn, &[id], None, now).await?;
+    let mut planned =
+        outbox::for_appointment(&campaign, reminders, id, saved.resident_id, saved.day, now);
+    planned.push(outbox::immediate(
+        campaign.id(),
+        saved.resident_id,
+        MessageKind::RescheduleConfirmation,
+        Some(id),
+        outbox::key(
+            MessageKind::RescheduleConfirmation,
+            saved.resident_id,
+            &format!("a{id}"),
+            saved.day,
+        ),
+        now,
+    ));
+    outbox::insert(&txn, &planned, now).await?;
     audit::record(
         &txn,
         actor,
@@ -769,6 +800,8 @@ async fn leave_booked(
     if result.rows_affected != 1 {
         return Err(changed_meanwhile());
     }
+    // Whatever it ended as, its notices and reminders have nothing left to say.
+    outbox::cancel_for_appointments(db, &[current.id], None, now).await?;
     appointments::Entity::find_by_id(current.id)
         .one(db)
         .await?
@@ -848,6 +881,7 @@ pub async fn mark_attendance<C>(
     actor: &Actor,
     id: i32,
     request: Attendance,
+    reminders: &Reminders,
 ) -> AppResult<AppointmentView>
 where
     C: ConnectionTrait + TransactionTrait,
@@ -892,7 +926,17 @@ where
         .await?;
         saved
     } else {
-        no_show(&txn, &current, now).await?
+        let saved = no_show(&txn, &current, now).await?;
+        let followup = outbox::missed_followup(
+            &campaign,
+            reminders,
+            id,
+            current.resident_id,
+            current.day,
+            now,
+        );
+        outbox::insert(&txn, followup.as_slice(), now).await?;
+        saved
     };
     audit::record(
         &txn,
@@ -924,14 +968,23 @@ async fn no_show(
 /// no-show. Safe to run any number of times, and beside cadres rescheduling: the update
 /// itself selects the rows, so an appointment moved meanwhile is left alone. Returns how
 /// many changed.
-pub async fn mark_no_shows<C>(db: &C) -> AppResult<u64>
+pub async fn mark_no_shows<C>(db: &C, reminders: &Reminders) -> AppResult<u64>
 where
     C: ConnectionTrait + TransactionTrait,
 {
     let mut changed = 0;
     for campaign in campaign::open_campaigns(db).await? {
         let txn = begin_write(db).await?;
-        let marked = no_shows_before(&txn, campaign.id(), campaign.today()).await?;
+        let missed = no_shows_before(&txn, campaign.id(), campaign.today()).await?;
+        let now = Utc::now();
+        let followups: Vec<_> = missed
+            .iter()
+            .filter_map(|&(id, resident, day)| {
+                outbox::missed_followup(&campaign, reminders, id, resident, day, now)
+            })
+            .collect();
+        outbox::insert(&txn, &followups, now).await?;
+        let marked = missed.len() as u64;
         if marked > 0 {
             audit::record(
                 &txn,
@@ -953,12 +1006,13 @@ where
 }
 
 /// Booked appointments of a campaign before `day` become no-shows (their places stay taken:
-/// the day is over); the residents' rows leave `appointed`.
+/// the day is over); the residents' rows leave `appointed`, their pending reminders are
+/// cancelled. Returns (appointment, resident, day) of each.
 pub(crate) async fn no_shows_before(
     db: &impl ConnectionTrait,
     campaign_id: i32,
     day: NaiveDate,
-) -> AppResult<u64> {
+) -> AppResult<Vec<(i32, i32, NaiveDate)>> {
     let now = Utc::now();
     let mut sql = Sql::new(db.get_database_backend());
     sql.push("UPDATE appointments SET status = 'no_show', updated_at = ")
@@ -967,17 +1021,26 @@ pub(crate) async fn no_shows_before(
         .bind(campaign_id)
         .push(" AND status = 'booked' AND day < ")
         .bind(day)
-        .push(" RETURNING resident_id");
-    let residents: Vec<i32> = db
+        .push(" RETURNING id, resident_id, day");
+    let missed: Vec<(i32, i32, NaiveDate)> = db
         .query_all_raw(sql.build())
         .await?
         .iter()
-        .map(|row| row.try_get::<i32>("", "resident_id"))
+        .map(|row| {
+            Ok::<_, sea_orm::DbErr>((
+                row.try_get("", "id")?,
+                row.try_get("", "resident_id")?,
+                row.try_get("", "day")?,
+            ))
+        })
         .collect::<Result<_, _>>()?;
+    let residents: Vec<i32> = missed.iter().map(|m| m.1).collect();
     for chunk in residents.chunks(500) {
         enrol::unmark_appointed(db, campaign_id, chunk, now).await?;
     }
-    Ok(residents.len() as u64)
+    let ids: Vec<i32> = missed.iter().map(|m| m.0).collect();
+    outbox::cancel_for_appointments(db, &ids, None, now).await?;
+    Ok(missed)
 }
 
 /// Cancels a campaign's booked appointments that match `condition` (SQL over the
@@ -1001,10 +1064,12 @@ async fn cancel_matching(
         .bind(campaign_id)
         .push(" AND status = 'booked' AND ")
         .push(condition)
-        .push(" RETURNING institution_id, day, resident_id");
+        .push(" RETURNING id, institution_id, day, resident_id");
     let mut per_day: std::collections::BTreeMap<(i32, NaiveDate), i32> = Default::default();
     let mut residents = Vec::new();
+    let mut ids = Vec::new();
     for row in db.query_all_raw(sql.build()).await? {
+        ids.push(row.try_get::<i32>("", "id")?);
         let key = (
             row.try_get::<i32>("", "institution_id")?,
             row.try_get::<NaiveDate>("", "day")?,
@@ -1015,6 +1080,7 @@ async fn cancel_matching(
     for ((institution_id, day), n) in per_day {
         release(db, institution_id, day, n).await?;
     }
+    outbox::cancel_for_appointments(db, &ids, None, now).await?;
     Ok(residents)
 }
 
@@ -1034,6 +1100,7 @@ pub async fn cancel_for_exempt(
         now,
     )
     .await?;
+    outbox::cancel_for_exempt(db, campaign_id, now).await?;
     Ok(())
 }
 
@@ -1046,6 +1113,7 @@ pub async fn settle_for_close(
 ) -> AppResult<()> {
     no_shows_before(db, campaign_id, today).await?;
     let now = Utc::now();
+    outbox::cancel_where(db, outbox::CancelBy::Campaign, campaign_id, now).await?;
     let cancelled = cancel_matching(db, campaign_id, "1 = 1", "体检工作已结束", now).await?;
     for chunk in cancelled.chunks(500) {
         enrol::unmark_appointed(db, campaign_id, chunk, now).await?;

@@ -56,7 +56,14 @@ async fn book_group(
     Path(id): Path<i32>,
     Json(request): Json<BookingRequest>,
 ) -> AppResult<(StatusCode, Json<Booking>)> {
-    let booking = appointment::book(&state.db, &actor, id, request).await?;
+    let booking = appointment::book(
+        &state.db,
+        &actor,
+        id,
+        request,
+        &state.settings.messaging.outbox.reminders,
+    )
+    .await?;
     Ok((StatusCode::CREATED, Json(booking)))
 }
 
@@ -123,7 +130,14 @@ async fn reschedule_appointment(
     Json(request): Json<Reschedule>,
 ) -> AppResult<Json<AppointmentView>> {
     Ok(Json(
-        appointment::reschedule(&state.db, &actor, id, request).await?,
+        appointment::reschedule(
+            &state.db,
+            &actor,
+            id,
+            request,
+            &state.settings.messaging.outbox.reminders,
+        )
+        .await?,
     ))
 }
 
@@ -176,7 +190,14 @@ async fn mark_attendance(
     Json(request): Json<Attendance>,
 ) -> AppResult<Json<AppointmentView>> {
     Ok(Json(
-        appointment::mark_attendance(&state.db, &actor, id, request).await?,
+        appointment::mark_attendance(
+            &state.db,
+            &actor,
+            id,
+            request,
+            &state.settings.messaging.outbox.reminders,
+        )
+        .await?,
     ))
 }
 

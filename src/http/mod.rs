@@ -9,6 +9,7 @@ mod campaigns;
 pub mod extract;
 mod health;
 mod institutions;
+mod messaging;
 mod middleware;
 mod residents;
 mod users;
@@ -52,6 +53,7 @@ use crate::startup::AppState;
         (name = "campaigns", description = "the year's campaign, enrolment, progress and worklists"),
         (name = "institutions", description = "institutions, the areas they serve, capacity calendars"),
         (name = "appointments", description = "group bookings, reschedule, cancel, attendance"),
+        (name = "messaging", description = "messages and their states, waves, the outbox, tasks and replies"),
         (name = "exams", description = "exam records: at an institution, elsewhere, imported"),
     )
 )]
@@ -79,6 +81,7 @@ pub fn api() -> (Router<AppState>, utoipa::openapi::OpenApi) {
         .merge(campaigns::router())
         .merge(institutions::router())
         .merge(appointments::router())
+        .merge(messaging::router())
         .merge(audit::router());
     OpenApiRouter::with_openapi(ApiDoc::openapi())
         .merge(health::router())

@@ -76,12 +76,16 @@ pub struct NewInstitution {
     pub closed_weekdays: Vec<u32>,
     /// Areas whose residents it examines (county, townships or villages).
     pub serves: Vec<String>,
+    /// Street address, quoted in appointment notices.
+    #[serde(default)]
+    pub address: Option<String>,
 }
 
 #[derive(Debug, Clone, Default, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct InstitutionChanges {
     pub name: Option<String>,
+    pub address: Option<String>,
     pub daily_capacity: Option<i32>,
     pub closed_weekdays: Option<Vec<u32>>,
     /// Office only.
@@ -102,6 +106,7 @@ pub struct InstitutionView {
     pub closed_weekdays: Vec<u32>,
     pub serves: Vec<String>,
     pub active: bool,
+    pub address: Option<String>,
 }
 
 /// One day of the calendar as the booking side sees it.
@@ -230,6 +235,7 @@ fn view(model: institutions::Model, serves: Vec<String>) -> InstitutionView {
         closed_weekdays: parse_weekdays(&model.closed_weekdays),
         serves,
         active: model.active,
+        address: model.address,
     }
 }
 
@@ -285,6 +291,11 @@ where
         area_code: Set(location.as_str().to_owned()),
         daily_capacity: Set(capacity),
         closed_weekdays: Set(closed),
+        address: Set(crate::registry::optional_name(
+            new.address.as_deref(),
+            "地址",
+            200,
+        )?),
         active: Set(true),
         created_at: Set(now),
         updated_at: Set(now),
@@ -412,6 +423,9 @@ where
     let mut model: institutions::ActiveModel = current.clone().into();
     if let Some(name) = &changes.name {
         model.name = Set(crate::registry::check_name(name, "机构名称", 100)?);
+    }
+    if let Some(address) = &changes.address {
+        model.address = Set(crate::registry::optional_name(Some(address), "地址", 200)?);
     }
     if let Some(capacity) = changes.daily_capacity {
         model.daily_capacity = Set(check_capacity(capacity)?);

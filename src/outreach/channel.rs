@@ -91,6 +91,15 @@ pub trait Channel: Send + Sync {
         false
     }
     async fn send(&self, message: &Outgoing) -> Result<Sent, SendError>;
+    /// Asks the provider whether it took the message with this idempotency key: `Some`
+    /// when it did, `None` when it certainly did not, an error when it cannot say (the
+    /// default: most providers offer no such lookup).
+    async fn lookup(&self, _idempotency_key: &str) -> Result<Option<Sent>, SendError> {
+        Err(SendError::Transient(format!(
+            "{} cannot look a message up",
+            self.name()
+        )))
+    }
 }
 
 /// The embedded default: writes the message to the service log and reports it sent, so the
@@ -108,6 +117,11 @@ impl Channel for LogChannel {
     }
 
     fn reaches(&self, _recipient: &Recipient) -> bool {
+        true
+    }
+
+    /// Sending a logged message again reaches nobody twice.
+    fn deduplicates(&self) -> bool {
         true
     }
 

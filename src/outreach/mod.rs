@@ -2,8 +2,13 @@
 //! planner and dispatch workers build on these.
 
 pub mod channel;
+pub mod dispatch;
+pub mod outbox;
 pub mod signing;
+pub mod tasks;
 pub mod templates;
+pub mod waves;
+pub mod webhooks;
 
 pub use channel::{
     Channel, EmailChannel, JasminChannel, LogChannel, Outgoing, Recipient, SendError, Sent,

@@ -26,16 +26,19 @@ pub enum MessageKind {
     /// The call to migrant residents to come home for the exam in a holiday window.
     MigrantWave,
     OptOutConfirmation,
+    /// The answer to a "2"/改期 reply: the next days with room.
+    RescheduleOptions,
 }
 
 impl MessageKind {
-    pub const ALL: [MessageKind; 6] = [
+    pub const ALL: [MessageKind; 7] = [
         MessageKind::AppointmentNotice,
         MessageKind::SameDayReminder,
         MessageKind::MissedFollowup,
         MessageKind::RescheduleConfirmation,
         MessageKind::MigrantWave,
         MessageKind::OptOutConfirmation,
+        MessageKind::RescheduleOptions,
     ];
 
     pub fn code(self) -> &'static str {
@@ -46,7 +49,12 @@ impl MessageKind {
             MessageKind::RescheduleConfirmation => "reschedule_confirmation",
             MessageKind::MigrantWave => "migrant_wave",
             MessageKind::OptOutConfirmation => "opt_out_confirmation",
+            MessageKind::RescheduleOptions => "reschedule_options",
         }
+    }
+
+    pub fn parse(code: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|k| k.code() == code)
     }
 
     /// The title of the message (e-mail subject, WeChat first line).
@@ -58,6 +66,7 @@ impl MessageKind {
             MessageKind::RescheduleConfirmation => "体检改期确认",
             MessageKind::MigrantWave => "回乡体检通知",
             MessageKind::OptOutConfirmation => "退订确认",
+            MessageKind::RescheduleOptions => "可改约日期",
         }
     }
 
@@ -121,6 +130,8 @@ pub struct MessageContext {
     pub cadre_phone: String,
     pub window_from: String,
     pub window_to: String,
+    /// The days offered for a new appointment, e.g. `12月3日、12月4日`.
+    pub options: String,
 }
 
 impl MessageContext {
@@ -137,6 +148,7 @@ impl MessageContext {
             cadre_phone: "0999-5123456".to_owned(),
             window_from: "1月20日".to_owned(),
             window_to: "2月20日".to_owned(),
+            options: "1月5日、1月6日、1月8日".to_owned(),
         }
     }
 }
@@ -206,6 +218,11 @@ const EMBEDDED: &[(&str, &str, &str)] = &[
         "opt_out_confirmation",
         "zh-CN",
         include_str!("../../message-templates/opt_out_confirmation/zh-CN.txt"),
+    ),
+    (
+        "reschedule_options",
+        "zh-CN",
+        include_str!("../../message-templates/reschedule_options/zh-CN.txt"),
     ),
 ];
 

@@ -423,6 +423,7 @@ async fn import_exams_records_the_list_and_writes_duplicates_to_the_rejected_fil
             daily_capacity: 50,
             closed_weekdays: Vec::new(),
             serves: vec!["654025100000".into()],
+            address: None,
         },
     )
     .await

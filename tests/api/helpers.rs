@@ -116,6 +116,8 @@ pub async fn spawn_app_with(configure: impl FnOnce(&mut Settings)) -> TestApp {
         outreach::privacy::new_key_base64(),
     ));
     settings.scheduler.enabled = false;
+    // Tests drain the outbox themselves, when they choose.
+    settings.messaging.outbox.dispatch = false;
     configure(&mut settings);
     let app = Application::build(settings.clone())
         .await
@@ -336,6 +338,7 @@ impl TestApp {
                 daily_capacity: capacity,
                 closed_weekdays: Vec::new(),
                 serves: serves.iter().map(|s| s.to_string()).collect(),
+                address: None,
             },
         )
         .await

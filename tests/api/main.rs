@@ -12,6 +12,7 @@ mod errors;
 mod exams;
 mod health;
 mod helpers;
+mod messaging;
 mod residents;
 mod scope_matrix;
 mod sms_gateway;

@@ -63,6 +63,12 @@ struct Targets {
     /// An appointment and an exam with evidence, of a resident of the village.
     appointment: i32,
     evidence_exam: i32,
+    /// A wave over the county; per user: waves to cancel, failed messages to re-send, tasks
+    /// to mark done (all of residents of the village).
+    wave: i32,
+    waves: Vec<i32>,
+    failed: Vec<i32>,
+    tasks: Vec<i32>,
 }
 
 fn each(ids: &[i32], path: impl Fn(i32) -> String + 'static, body: Option<Value>) -> Request {
@@ -470,6 +476,84 @@ fn cases(t: &Targets) -> Vec<Case> {
             fixed(format!("/api/v1/exams/{}/evidence", t.evidence_exam), None),
             [200, 404, 200, 200, 200, 200],
         ),
+        case(
+            Method::GET,
+            "/api/v1/residents/{id}/messages",
+            fixed(format!("{resident}/messages"), None),
+            [200, 404, 200, 200, 200, 200],
+        ),
+        case(
+            Method::GET,
+            "/api/v1/appointments/{id}/messages",
+            fixed(
+                format!("/api/v1/appointments/{}/messages", t.appointment),
+                None,
+            ),
+            [200, 404, 200, 200, 200, 200],
+        ),
+        case(
+            Method::GET,
+            "/api/v1/campaigns/{id}/waves",
+            fixed(format!("{campaign}/waves"), None),
+            [200, 200, 200, 200, 403, 200],
+        ),
+        case(
+            Method::POST,
+            "/api/v1/campaigns/{id}/waves",
+            fixed(
+                format!("{campaign}/waves"),
+                Some(json!({"name": "春节", "window_from": day(1), "window_to": day(20)})),
+            ),
+            [201, 201, 403, 403, 403, 403],
+        ),
+        case(
+            Method::GET,
+            "/api/v1/waves/{id}",
+            fixed(format!("/api/v1/waves/{}", t.wave), None),
+            [200, 404, 200, 200, 403, 200],
+        ),
+        case(
+            Method::GET,
+            "/api/v1/waves/{id}/messages",
+            fixed(format!("/api/v1/waves/{}/messages", t.wave), None),
+            [200, 404, 200, 200, 403, 200],
+        ),
+        case(
+            Method::POST,
+            "/api/v1/waves/{id}/cancel",
+            each(&t.waves, |w| format!("/api/v1/waves/{w}/cancel"), None),
+            [200, 404, 403, 403, 403, 403],
+        ),
+        case(
+            Method::GET,
+            "/api/v1/outbox/health",
+            fixed("/api/v1/outbox/health".into(), None),
+            [200, 200, 403, 403, 403, 200],
+        ),
+        case(
+            Method::POST,
+            "/api/v1/messages/{id}/resend",
+            each(&t.failed, |m| format!("/api/v1/messages/{m}/resend"), None),
+            [201, 404, 201, 201, 403, 403],
+        ),
+        case(
+            Method::GET,
+            "/api/v1/tasks",
+            fixed("/api/v1/tasks".into(), None),
+            [200, 200, 200, 200, 403, 200],
+        ),
+        case(
+            Method::POST,
+            "/api/v1/tasks/{id}/done",
+            each(&t.tasks, |id| format!("/api/v1/tasks/{id}/done"), None),
+            [204, 404, 204, 204, 403, 403],
+        ),
+        case(
+            Method::GET,
+            "/api/v1/replies",
+            fixed("/api/v1/replies".into(), None),
+            [200, 200, 200, 200, 403, 200],
+        ),
         // Endpoints that change the caller's own session are checked for "no token" only here
         // (their behaviour is covered in auth.rs).
         case(
@@ -520,6 +604,99 @@ async fn resident(app: &crate::helpers::TestApp, n: u32) -> i32 {
     .await
     .unwrap()
     .id
+}
+
+/// A county-wide wave, six more to cancel, six failed messages and six open tasks, all of
+/// `resident` (a migrant of the village).
+async fn messaging_targets(
+    app: &crate::helpers::TestApp,
+    campaign: i32,
+    resident: i32,
+) -> (i32, Vec<i32>, Vec<i32>, Vec<i32>) {
+    use sea_orm::ConnectionTrait;
+    let wave = |name: &str| outreach::outreach::waves::NewWave {
+        name: name.to_owned(),
+        audience: outreach::outreach::waves::Audience {
+            area: Some(COUNTY.to_owned()),
+            ..Default::default()
+        },
+        window_from: day(1),
+        window_to: day(20),
+        send_at: Some(chrono::Utc::now() + chrono::Duration::hours(1)),
+    };
+    let mut waves = Vec::new();
+    for i in 0..7 {
+        waves.push(
+            outreach::outreach::waves::create(
+                &app.db,
+                &Actor::cli(),
+                campaign,
+                wave(&format!("批次{i}")),
+            )
+            .await
+            .unwrap()
+            .id,
+        );
+    }
+    let now = chrono::Utc::now();
+    let mut failed = Vec::new();
+    let mut tasks = Vec::new();
+    for i in 0..6 {
+        let mut planned = outreach::outreach::outbox::immediate(
+            campaign,
+            resident,
+            outreach::outreach::MessageKind::MigrantWave,
+            None,
+            format!("matrix:{i}"),
+            now,
+        );
+        planned.expires_at = now + chrono::Duration::days(3);
+        outreach::outreach::outbox::insert(&app.db, &[planned], now)
+            .await
+            .unwrap();
+        let row = app
+            .db
+            .query_one_raw(sea_orm::Statement::from_string(
+                app.db.get_database_backend(),
+                format!(
+                    "UPDATE messages SET state = 'failed', failed_at = created_at \
+                     WHERE idempotency_key = 'matrix:{i}' RETURNING id"
+                ),
+            ))
+            .await
+            .unwrap()
+            .unwrap();
+        failed.push(row.try_get::<i32>("", "id").unwrap());
+        outreach::outreach::tasks::create(
+            &app.db,
+            outreach::outreach::tasks::NewTask {
+                campaign_id: campaign,
+                resident_id: resident,
+                village_code: VILLAGE.to_owned(),
+                kind: outreach::outreach::tasks::TaskKind::Unreachable,
+                dedupe_key: format!("matrix:{i}"),
+                message_id: None,
+                reply_id: None,
+                note: None,
+            },
+            now,
+        )
+        .await
+        .unwrap();
+    }
+    let rows = app
+        .db
+        .query_all_raw(sea_orm::Statement::from_string(
+            app.db.get_database_backend(),
+            "SELECT id FROM outreach_tasks ORDER BY id".to_owned(),
+        ))
+        .await
+        .unwrap();
+    for row in rows {
+        tasks.push(row.try_get::<i32>("", "id").unwrap());
+    }
+    let first = waves.remove(0);
+    (first, waves, failed, tasks)
 }
 
 #[tokio::test]
@@ -603,6 +780,7 @@ async fn every_role_and_scope_gets_exactly_its_rights() {
             day: day(0),
             resident_ids: more[18..37].to_vec(),
         },
+        &Default::default(),
     )
     .await
     .unwrap();
@@ -624,7 +802,12 @@ async fn every_role_and_scope_gets_exactly_its_rights() {
     )
     .await
     .unwrap();
+    let (wave, waves, failed, tasks) = messaging_targets(&app, campaign, ids[0]).await;
     let targets = Targets {
+        wave,
+        waves,
+        failed,
+        tasks,
         user,
         resident: ids[0],
         deceased: ids[1..7].to_vec(),
@@ -741,6 +924,10 @@ async fn every_documented_endpoint_is_in_the_matrix() {
         to_attend: vec![1; 6],
         appointment: 1,
         evidence_exam: 1,
+        wave: 1,
+        waves: vec![1; 6],
+        failed: vec![1; 6],
+        tasks: vec![1; 6],
     };
     let mut covered: BTreeSet<(String, String)> = cases(&targets)
         .iter()

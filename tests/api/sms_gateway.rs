@@ -16,16 +16,18 @@ use outreach::outreach::{
 };
 
 #[derive(Clone, Copy, PartialEq, Eq)]
-enum Mode {
+pub enum Mode {
     Accept,
     Busy,
     Slow,
 }
 
+/// A stand-in for a Jasmin gateway's HTTP API: checks the credentials and the UCS-2 content
+/// as the gateway does, keeps what it accepted, and can be told to be busy or slow.
 #[derive(Clone)]
-struct Gateway {
-    mode: Arc<Mutex<Mode>>,
-    received: Arc<Mutex<Vec<HashMap<String, String>>>>,
+pub struct Gateway {
+    pub mode: Arc<Mutex<Mode>>,
+    pub received: Arc<Mutex<Vec<HashMap<String, String>>>>,
 }
 
 fn decode_ucs2_hex(hex: &str) -> Option<String> {
@@ -73,7 +75,7 @@ async fn send(
     (StatusCode::OK, format!("Success \"{id}\""))
 }
 
-async fn start_gateway() -> (String, Gateway) {
+pub async fn start_gateway() -> (String, Gateway) {
     let gateway = Gateway {
         mode: Arc::new(Mutex::new(Mode::Accept)),
         received: Arc::default(),
@@ -87,7 +89,7 @@ async fn start_gateway() -> (String, Gateway) {
     (address, gateway)
 }
 
-fn settings(url: &str, password: &str) -> JasminSettings {
+pub fn settings(url: &str, password: &str) -> JasminSettings {
     JasminSettings {
         url: url.to_owned(),
         username: "county".into(),

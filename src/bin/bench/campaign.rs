@@ -219,6 +219,7 @@ async fn run_book(
                 daily_capacity: capacity,
                 closed_weekdays: Vec::new(),
                 serves: vec!["654025000000".to_owned()],
+                address: None,
             },
         )
         .await

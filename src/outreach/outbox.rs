@@ -1,0 +1,935 @@
+//! The outbox: every message is a row before anything is sent, written in the transaction of
+//! the change that causes it (a booking plans its notice and reminder, a no-show its
+//! follow-up, a wave its calls). A unique idempotency key per (resident, kind, appointment or
+//! wave, day) makes planning twice harmless. States only move forward:
+//! scheduled → queued → sending → sent → delivered | failed | expired | cancelled | suppressed.
+
+use std::collections::BTreeMap;
+
+use chrono::{DateTime, Duration, NaiveDate, NaiveTime, TimeZone, Utc};
+use chrono_tz::Tz;
+use sea_orm::ConnectionTrait;
+use serde::{Deserialize, Deserializer, Serialize};
+
+use super::MessageKind;
+use crate::campaign::Campaign;
+use crate::db::Sql;
+use crate::error::AppResult;
+
+/// Where a message is. Only forward moves are written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum MessageState {
+    /// Planned for a later time.
+    Scheduled,
+    /// Due, waiting for a worker (or for quiet hours, the daily cap, a retry).
+    Queued,
+    /// Leased by a worker that is talking to the provider.
+    Sending,
+    /// The provider took it.
+    Sent,
+    Delivered,
+    Failed,
+    /// Too late to be useful (a day-before notice on the day after).
+    Expired,
+    /// Its appointment was cancelled, attended or moved.
+    Cancelled,
+    /// Every channel the resident has is opted out.
+    Suppressed,
+}
+
+impl MessageState {
+    pub const ALL: [MessageState; 9] = [
+        MessageState::Scheduled,
+        MessageState::Queued,
+        MessageState::Sending,
+        MessageState::Sent,
+        MessageState::Delivered,
+        MessageState::Failed,
+        MessageState::Expired,
+        MessageState::Cancelled,
+        MessageState::Suppressed,
+    ];
+
+    pub fn code(self) -> &'static str {
+        match self {
+            MessageState::Scheduled => "scheduled",
+            MessageState::Queued => "queued",
+            MessageState::Sending => "sending",
+            MessageState::Sent => "sent",
+            MessageState::Delivered => "delivered",
+            MessageState::Failed => "failed",
+            MessageState::Expired => "expired",
+            MessageState::Cancelled => "cancelled",
+            MessageState::Suppressed => "suppressed",
+        }
+    }
+
+    pub fn label(self) -> &'static str {
+        match self {
+            MessageState::Scheduled => "待发送",
+            MessageState::Queued => "排队中",
+            MessageState::Sending => "发送中",
+            MessageState::Sent => "已发送",
+            MessageState::Delivered => "已送达",
+            MessageState::Failed => "发送失败",
+            MessageState::Expired => "已过期",
+            MessageState::Cancelled => "已取消",
+            MessageState::Suppressed => "已退订未发",
+        }
+    }
+
+    pub fn parse(raw: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|s| s.code() == raw)
+    }
+}
+
+/// The states a message can still leave by being sent.
+pub(crate) const PENDING: &str = "('scheduled', 'queued')";
+
+/// When reminders go out, in the campaign's local time.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Reminders {
+    /// The day-before notice.
+    #[serde(deserialize_with = "hh_mm")]
+    pub notice_at: NaiveTime,
+    /// The same-day reminder.
+    #[serde(deserialize_with = "hh_mm")]
+    pub same_day_at: NaiveTime,
+    /// The follow-up the day after a missed appointment.
+    #[serde(deserialize_with = "hh_mm")]
+    pub followup_at: NaiveTime,
+}
+
+impl Default for Reminders {
+    fn default() -> Self {
+        let at = |h| NaiveTime::from_hms_opt(h, 0, 0).expect("a valid hour");
+        Self {
+            notice_at: at(18),
+            same_day_at: at(8),
+            followup_at: at(10),
+        }
+    }
+}
+
+fn hh_mm<'de, D: Deserializer<'de>>(deserializer: D) -> Result<NaiveTime, D::Error> {
+    let raw = String::deserialize(deserializer)?;
+    NaiveTime::parse_from_str(&raw, "%H:%M")
+        .map_err(|_| serde::de::Error::custom(format!("{raw:?} is not a time like 18:00")))
+}
+
+/// `[messaging.outbox]` in the configuration.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct OutboxSettings {
+    /// `[messaging.outbox.reminders]`.
+    pub reminders: Reminders,
+    /// What the notice says about the time of day (institutions examine in the morning,
+    /// fasting).
+    pub exam_time: String,
+    /// At most this many messages reach one resident on one (local) day.
+    pub daily_cap: u32,
+    /// Attempts on one channel before the next channel of the fallback plan is tried.
+    pub max_attempts: u32,
+    /// The first retry waits this long; each further one twice as long (with jitter).
+    pub retry_base_secs: u64,
+    pub retry_max_secs: u64,
+    /// How long a worker holds a message it is sending before another may reconcile it.
+    pub lease_secs: u64,
+    /// Messages leased per round.
+    pub batch: u32,
+    /// Sends in flight at once per worker.
+    pub concurrency: usize,
+    /// How often an idle worker looks for due messages.
+    pub poll_ms: u64,
+    /// Run dispatch workers inside `serve` (turn off when `outreach dispatch` runs apart).
+    pub dispatch: bool,
+    /// Messages per second per provider (`aliyun`, `tencent`, `jasmin`, `wechat`, `smtp`,
+    /// `log`); a provider not listed is not limited here.
+    pub rate_per_second: BTreeMap<String, u32>,
+    /// The `log` channel reports its messages delivered (demo and development).
+    pub simulate_receipts: bool,
+    /// The phone residents are told to call with questions (村委会 or 卫生院).
+    pub hotline: String,
+}
+
+impl Default for OutboxSettings {
+    fn default() -> Self {
+        Self {
+            reminders: Reminders::default(),
+            exam_time: "上午8:00—11:00".to_owned(),
+            daily_cap: 3,
+            max_attempts: 5,
+            retry_base_secs: 30,
+            retry_max_secs: 3600,
+            lease_secs: 120,
+            batch: 200,
+            concurrency: 16,
+            poll_ms: 1000,
+            dispatch: true,
+            rate_per_second: BTreeMap::from([
+                ("aliyun".to_owned(), 500),
+                ("tencent".to_owned(), 500),
+                ("jasmin".to_owned(), 100),
+                ("wechat".to_owned(), 200),
+                ("smtp".to_owned(), 20),
+            ]),
+            simulate_receipts: false,
+            hotline: String::new(),
+        }
+    }
+}
+
+/// The UTC instant of a local wall-clock time in `tz` (the earlier one if a clock change
+/// makes it ambiguous; an hour later if it falls into a gap).
+pub fn at_local(tz: Tz, day: NaiveDate, time: NaiveTime) -> DateTime<Utc> {
+    let local = day.and_time(time);
+    tz.from_local_datetime(&local)
+        .earliest()
+        .or_else(|| {
+            tz.from_local_datetime(&(local + Duration::hours(1)))
+                .earliest()
+        })
+        .map(|t| t.with_timezone(&Utc))
+        .unwrap_or_else(|| Utc.from_utc_datetime(&local))
+}
+
+/// Whether `at` falls into the quiet hours `[start, end)` of `tz`; a window may cross
+/// midnight (22:00–08:00). Returns when the quiet hours end, if they hold.
+pub fn quiet_until(
+    tz: Tz,
+    start: NaiveTime,
+    end: NaiveTime,
+    at: DateTime<Utc>,
+) -> Option<DateTime<Utc>> {
+    let local = at.with_timezone(&tz);
+    let time = local.time();
+    let today = local.date_naive();
+    if start == end {
+        return None;
+    }
+    if start < end {
+        (time >= start && time < end).then(|| at_local(tz, today, end))
+    } else if time >= start {
+        Some(at_local(tz, today.succ_opt()?, end))
+    } else if time < end {
+        Some(at_local(tz, today, end))
+    } else {
+        None
+    }
+}
+
+/// One message to plan.
+#[derive(Debug, Clone)]
+pub struct Planned {
+    pub campaign_id: i32,
+    pub resident_id: i32,
+    pub kind: MessageKind,
+    pub appointment_id: Option<i32>,
+    pub wave_id: Option<i32>,
+    pub key: String,
+    pub due_at: DateTime<Utc>,
+    pub expires_at: DateTime<Utc>,
+    /// Set when only one route may carry it (an opt-out confirmation goes back the way the
+    /// reply came).
+    pub route: Option<&'static str>,
+    /// Where in the fallback plan to start (after a channel failed to deliver).
+    pub step: i32,
+}
+
+/// The idempotency key: one message per resident, kind, appointment or wave, and day.
+pub fn key(
+    kind: MessageKind,
+    resident_id: i32,
+    subject: &str,
+    day: impl std::fmt::Display,
+) -> String {
+    format!("{}:r{resident_id}:{subject}:{day}", kind.code())
+}
+
+/// The day-before notice and the same-day reminder of an appointment; nothing that would
+/// already be too late.
+pub fn for_appointment(
+    campaign: &Campaign,
+    reminders: &Reminders,
+    appointment_id: i32,
+    resident_id: i32,
+    day: NaiveDate,
+    now: DateTime<Utc>,
+) -> Vec<Planned> {
+    let tz = campaign.timezone;
+    let subject = format!("a{appointment_id}");
+    let mut planned = Vec::with_capacity(2);
+    let same_day_at = at_local(tz, day, reminders.same_day_at);
+    if let Some(before) = day.pred_opt() {
+        let due = at_local(tz, before, reminders.notice_at);
+        if same_day_at > now {
+            planned.push(Planned {
+                campaign_id: campaign.id(),
+                resident_id,
+                kind: MessageKind::AppointmentNotice,
+                appointment_id: Some(appointment_id),
+                wave_id: None,
+                key: key(MessageKind::AppointmentNotice, resident_id, &subject, day),
+                due_at: due.max(now),
+                expires_at: same_day_at,
+                route: None,
+                step: 0,
+            });
+        }
+    }
+    // The reminder is worth sending until midday of the day itself.
+    let noon = at_local(tz, day, NaiveTime::from_hms_opt(12, 0, 0).expect("noon"));
+    if noon > now {
+        planned.push(Planned {
+            campaign_id: campaign.id(),
+            resident_id,
+            kind: MessageKind::SameDayReminder,
+            appointment_id: Some(appointment_id),
+            wave_id: None,
+            key: key(MessageKind::SameDayReminder, resident_id, &subject, day),
+            due_at: same_day_at.max(now),
+            expires_at: noon,
+            route: None,
+            step: 0,
+        });
+    }
+    planned
+}
+
+/// The follow-up on the day after a missed appointment, useful for three days.
+pub fn missed_followup(
+    campaign: &Campaign,
+    reminders: &Reminders,
+    appointment_id: i32,
+    resident_id: i32,
+    day: NaiveDate,
+    now: DateTime<Utc>,
+) -> Option<Planned> {
+    let tz = campaign.timezone;
+    let next = day.succ_opt()?;
+    let expires_at = at_local(tz, next + Duration::days(3), reminders.followup_at);
+    (expires_at > now).then(|| Planned {
+        campaign_id: campaign.id(),
+        resident_id,
+        kind: MessageKind::MissedFollowup,
+        appointment_id: Some(appointment_id),
+        wave_id: None,
+        key: key(
+            MessageKind::MissedFollowup,
+            resident_id,
+            &format!("a{appointment_id}"),
+            day,
+        ),
+        due_at: at_local(tz, next, reminders.followup_at).max(now),
+        expires_at,
+        route: None,
+        step: 0,
+    })
+}
+
+/// A message that goes now and is useless after a day (a confirmation, an answer to a
+/// reply).
+pub fn immediate(
+    campaign_id: i32,
+    resident_id: i32,
+    kind: MessageKind,
+    appointment_id: Option<i32>,
+    key: String,
+    now: DateTime<Utc>,
+) -> Planned {
+    Planned {
+        campaign_id,
+        resident_id,
+        kind,
+        appointment_id,
+        wave_id: None,
+        key,
+        due_at: now,
+        expires_at: now + Duration::days(1),
+        route: None,
+        step: 0,
+    }
+}
+
+const COLUMNS: &str = "campaign_id, resident_id, kind, appointment_id, wave_id, idempotency_key, \
+     state, due_at, expires_at, next_attempt_at, attempts, step, route, created_at";
+
+/// Writes planned messages; a key planned before is left as it is. Returns how many rows
+/// were new.
+pub async fn insert(
+    db: &impl ConnectionTrait,
+    planned: &[Planned],
+    now: DateTime<Utc>,
+) -> AppResult<u64> {
+    let mut written = 0;
+    for chunk in planned.chunks(200) {
+        let mut sql = Sql::new(db.get_database_backend());
+        sql.push("INSERT INTO messages (")
+            .push(COLUMNS)
+            .push(") VALUES ");
+        for (i, p) in chunk.iter().enumerate() {
+            if i > 0 {
+                sql.push(", ");
+            }
+            let state = if p.due_at <= now {
+                MessageState::Queued
+            } else {
+                MessageState::Scheduled
+            };
+            sql.push("(")
+                .bind(p.campaign_id)
+                .push(", ")
+                .bind(p.resident_id)
+                .push(", ")
+                .bind(p.kind.code())
+                .push(", ")
+                .bind(p.appointment_id)
+                .push(", ")
+                .bind(p.wave_id)
+                .push(", ")
+                .bind(p.key.as_str())
+                .push(", ")
+                .bind(state.code())
+                .push(", ")
+                .bind(p.due_at)
+                .push(", ")
+                .bind(p.expires_at)
+                .push(", ")
+                .bind(p.due_at)
+                .push(", 0, ")
+                .bind(p.step)
+                .push(", ")
+                .bind(p.route)
+                .push(", ")
+                .bind(now)
+                .push(")");
+        }
+        sql.push(" ON CONFLICT (idempotency_key) DO NOTHING");
+        written += db.execute_raw(sql.build()).await?.rows_affected();
+    }
+    Ok(written)
+}
+
+/// Cancels the messages of appointments that have not gone yet (all kinds, or only
+/// `kinds`). Returns how many.
+pub async fn cancel_for_appointments(
+    db: &impl ConnectionTrait,
+    appointment_ids: &[i32],
+    kinds: Option<&[MessageKind]>,
+    now: DateTime<Utc>,
+) -> AppResult<u64> {
+    let mut cancelled = 0;
+    for chunk in appointment_ids.chunks(500) {
+        let mut sql = cancel_statement(db, now);
+        sql.push(" AND appointment_id IN ")
+            .bind_list(chunk.iter().copied());
+        if let Some(kinds) = kinds {
+            sql.push(" AND kind IN ")
+                .bind_list(kinds.iter().map(|k| k.code()));
+        }
+        cancelled += db.execute_raw(sql.build()).await?.rows_affected();
+    }
+    Ok(cancelled)
+}
+
+/// Cancels what has not gone yet for a whole campaign (it closed) or a wave.
+pub async fn cancel_where(
+    db: &impl ConnectionTrait,
+    column: CancelBy,
+    id: i32,
+    now: DateTime<Utc>,
+) -> AppResult<u64> {
+    let mut sql = cancel_statement(db, now);
+    sql.push(match column {
+        CancelBy::Campaign => " AND campaign_id = ",
+        CancelBy::Wave => " AND wave_id = ",
+        CancelBy::Resident => " AND resident_id = ",
+    })
+    .bind(id);
+    Ok(db.execute_raw(sql.build()).await?.rows_affected())
+}
+
+/// Nothing more goes to residents who have died or moved out.
+pub async fn cancel_for_exempt(
+    db: &impl ConnectionTrait,
+    campaign_id: i32,
+    now: DateTime<Utc>,
+) -> AppResult<u64> {
+    let mut sql = cancel_statement(db, now);
+    sql.push(" AND campaign_id = ").bind(campaign_id).push(
+        " AND resident_id IN (SELECT resident_id FROM enrolments \
+             WHERE campaign_id = messages.campaign_id AND stage = 'exempt')",
+    );
+    Ok(db.execute_raw(sql.build()).await?.rows_affected())
+}
+
+#[derive(Debug, Clone, Copy)]
+pub enum CancelBy {
+    Campaign,
+    Wave,
+    Resident,
+}
+
+fn cancel_statement(db: &impl ConnectionTrait, now: DateTime<Utc>) -> Sql {
+    let mut sql = Sql::new(db.get_database_backend());
+    sql.push("UPDATE messages SET state = 'cancelled', cancelled_at = ")
+        .bind(now)
+        .push(" WHERE state IN ")
+        .push(PENDING);
+    sql
+}
+
+/// Reminders the booking path may have missed (appointments made by an import, a planner
+/// that was down): every booked appointment of an open campaign from today on gets its
+/// notice and reminder, every no-show of the last three days its follow-up. Idempotent.
+pub async fn plan_reminders(
+    db: &impl ConnectionTrait,
+    reminders: &Reminders,
+    now: DateTime<Utc>,
+) -> AppResult<u64> {
+    let mut written = 0;
+    for campaign in crate::campaign::open_campaigns(db).await? {
+        let today = campaign.today();
+        let mut sql = Sql::new(db.get_database_backend());
+        sql.push("SELECT id, resident_id, day, status FROM appointments WHERE campaign_id = ")
+            .bind(campaign.id())
+            .push(" AND ((status = 'booked' AND day >= ")
+            .bind(today)
+            .push(" AND day <= ")
+            .bind(today + Duration::days(1))
+            .push(") OR (status = 'no_show' AND day >= ")
+            .bind(today - Duration::days(3))
+            .push("))");
+        let mut planned = Vec::new();
+        for row in db.query_all_raw(sql.build()).await? {
+            let id: i32 = row.try_get("", "id")?;
+            let resident: i32 = row.try_get("", "resident_id")?;
+            let day: NaiveDate = row.try_get("", "day")?;
+            let status: String = row.try_get("", "status")?;
+            if status == "booked" {
+                planned.extend(for_appointment(
+                    &campaign, reminders, id, resident, day, now,
+                ));
+            } else {
+                planned.extend(missed_followup(
+                    &campaign, reminders, id, resident, day, now,
+                ));
+            }
+        }
+        written += insert(db, &planned, now).await?;
+    }
+    Ok(written)
+}
+
+/// A row of the outbox as the API shows it.
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+pub struct MessageView {
+    pub id: i32,
+    pub campaign_id: i32,
+    pub resident_id: i32,
+    pub kind: String,
+    pub appointment_id: Option<i32>,
+    pub wave_id: Option<i32>,
+    pub state: MessageState,
+    /// The state in Chinese, for display.
+    pub state_label: String,
+    pub due_at: DateTime<Utc>,
+    pub expires_at: DateTime<Utc>,
+    pub attempts: i32,
+    /// `wechat`, `phone`, `email` or `relative` once a route was tried.
+    pub route: Option<String>,
+    pub channel: Option<String>,
+    /// Masked.
+    pub recipient: Option<String>,
+    pub provider: Option<String>,
+    pub provider_message_id: Option<String>,
+    /// The text as it was sent.
+    pub body: Option<String>,
+    pub segments: Option<i32>,
+    pub last_error: Option<String>,
+    pub created_at: DateTime<Utc>,
+    pub sent_at: Option<DateTime<Utc>>,
+    pub delivered_at: Option<DateTime<Utc>>,
+    pub failed_at: Option<DateTime<Utc>>,
+    pub finished_at: Option<DateTime<Utc>>,
+}
+
+pub(crate) const VIEW_COLUMNS: &str = "m.id, m.campaign_id, m.resident_id, m.kind, \
+     m.appointment_id, m.wave_id, m.state, m.due_at, m.expires_at, m.attempts, m.route, \
+     m.channel, m.recipient, m.provider, m.provider_message_id, m.body, m.segments, \
+     m.last_error, m.created_at, m.sent_at, m.delivered_at, m.failed_at, \
+     COALESCE(m.expired_at, m.cancelled_at, m.suppressed_at) AS finished_at";
+
+impl MessageView {
+    pub(crate) fn from_row(row: &sea_orm::QueryResult) -> Result<Self, sea_orm::DbErr> {
+        let state: String = row.try_get("", "state")?;
+        let state = MessageState::parse(&state).unwrap_or(MessageState::Failed);
+        Ok(Self {
+            id: row.try_get("", "id")?,
+            campaign_id: row.try_get("", "campaign_id")?,
+            resident_id: row.try_get("", "resident_id")?,
+            kind: row.try_get("", "kind")?,
+            appointment_id: row.try_get("", "appointment_id")?,
+            wave_id: row.try_get("", "wave_id")?,
+            state_label: state.label().to_owned(),
+            state,
+            due_at: row.try_get("", "due_at")?,
+            expires_at: row.try_get("", "expires_at")?,
+            attempts: row.try_get("", "attempts")?,
+            route: row.try_get("", "route")?,
+            channel: row.try_get("", "channel")?,
+            recipient: row.try_get("", "recipient")?,
+            provider: row.try_get("", "provider")?,
+            provider_message_id: row.try_get("", "provider_message_id")?,
+            body: row.try_get("", "body")?,
+            segments: row.try_get("", "segments")?,
+            last_error: row.try_get("", "last_error")?,
+            created_at: row.try_get("", "created_at")?,
+            sent_at: row.try_get("", "sent_at")?,
+            delivered_at: row.try_get("", "delivered_at")?,
+            failed_at: row.try_get("", "failed_at")?,
+            finished_at: row.try_get("", "finished_at")?,
+        })
+    }
+}
+
+/// The progress row notices a message: sent → notified, delivered → reached (never
+/// backwards, never over appointed/examined/refused/exempt).
+pub async fn progress(
+    db: &impl ConnectionTrait,
+    campaign_id: i32,
+    resident_id: i32,
+    delivered: bool,
+    now: DateTime<Utc>,
+) -> AppResult<()> {
+    let mut sql = Sql::new(db.get_database_backend());
+    if delivered {
+        sql.push(
+            "UPDATE enrolments SET stage = CASE WHEN stage IN ('target', 'notified') \
+             THEN 'reached' ELSE stage END, notified_at = COALESCE(notified_at, ",
+        )
+        .bind(now)
+        .push("), reached_at = COALESCE(reached_at, ")
+        .bind(now)
+        .push(")");
+    } else {
+        sql.push(
+            "UPDATE enrolments SET stage = CASE WHEN stage = 'target' THEN 'notified' \
+             ELSE stage END, notified_at = COALESCE(notified_at, ",
+        )
+        .bind(now)
+        .push(")");
+    }
+    sql.push(", updated_at = ")
+        .bind(now)
+        .push(" WHERE campaign_id = ")
+        .bind(campaign_id)
+        .push(" AND resident_id = ")
+        .bind(resident_id);
+    db.execute_raw(sql.build()).await?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn t(h: u32, m: u32) -> NaiveTime {
+        NaiveTime::from_hms_opt(h, m, 0).unwrap()
+    }
+
+    fn utc(raw: &str) -> DateTime<Utc> {
+        raw.parse().unwrap()
+    }
+
+    #[test]
+    fn quiet_hours_cross_midnight_in_the_campaigns_zone() {
+        let shanghai: Tz = "Asia/Shanghai".parse().unwrap();
+        let (start, end) = (t(22, 0), t(8, 0));
+        // 22:00 Beijing time is 14:00 UTC: held to 08:00 the next morning (00:00 UTC).
+        assert_eq!(
+            quiet_until(shanghai, start, end, utc("2026-12-01T14:00:00Z")),
+            Some(utc("2026-12-02T00:00:00Z"))
+        );
+        // 03:00 Beijing: held to 08:00 the same morning.
+        assert_eq!(
+            quiet_until(shanghai, start, end, utc("2026-12-01T19:00:00Z")),
+            Some(utc("2026-12-02T00:00:00Z"))
+        );
+        // 08:00 sharp and 21:59 are not quiet.
+        assert_eq!(
+            quiet_until(shanghai, start, end, utc("2026-12-02T00:00:00Z")),
+            None
+        );
+        assert_eq!(
+            quiet_until(shanghai, start, end, utc("2026-12-01T13:59:00Z")),
+            None
+        );
+        // The same instant is 20:00 in Urumqi (UTC+6): not quiet there.
+        let urumqi: Tz = "Asia/Urumqi".parse().unwrap();
+        assert_eq!(
+            quiet_until(urumqi, start, end, utc("2026-12-01T14:00:00Z")),
+            None
+        );
+        // A window inside one day, and an empty one.
+        assert_eq!(
+            quiet_until(shanghai, t(12, 0), t(14, 0), utc("2026-12-01T05:00:00Z")),
+            Some(utc("2026-12-01T06:00:00Z"))
+        );
+        assert_eq!(
+            quiet_until(shanghai, t(8, 0), t(8, 0), utc("2026-12-01T05:00:00Z")),
+            None
+        );
+    }
+
+    #[test]
+    fn keys_name_resident_kind_subject_and_day() {
+        let day = NaiveDate::from_ymd_opt(2026, 12, 31).unwrap();
+        assert_eq!(
+            key(MessageKind::AppointmentNotice, 7, "a42", day),
+            "appointment_notice:r7:a42:2026-12-31"
+        );
+    }
+
+    #[test]
+    fn reminder_times_are_read_as_hours_and_minutes() {
+        let parsed: Reminders =
+            serde_json::from_str(r#"{"notice_at": "19:30", "same_day_at": "07:45"}"#).unwrap();
+        assert_eq!(parsed.notice_at, t(19, 30));
+        assert_eq!(parsed.same_day_at, t(7, 45));
+        assert_eq!(parsed.followup_at, t(10, 0));
+        let err = serde_json::from_str::<Reminders>(r#"{"notice_at": "6pm"}"#).unwrap_err();
+        assert!(err.to_string().contains("6pm"), "{err}");
+    }
+}
+
+/// How the outbox is doing.
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+pub struct Health {
+    /// Messages per state.
+    pub states: BTreeMap<String, i64>,
+    /// Queued and due now.
+    pub due: i64,
+    /// The oldest due message waits since.
+    pub oldest_due_at: Option<DateTime<Utc>>,
+    pub oldest_due_secs: Option<i64>,
+    /// Messages whose worker's lease ran out (reconciled on the next round).
+    pub stale_leases: i64,
+    /// Per provider over the last hour.
+    pub providers: Vec<ProviderHealth>,
+    /// Providers with most of their last hour's messages failing.
+    pub failing: Vec<String>,
+}
+
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+pub struct ProviderHealth {
+    pub provider: String,
+    pub sent: i64,
+    pub delivered: i64,
+    pub failed: i64,
+    /// Messages waiting for a retry after this provider's last error.
+    pub retrying: i64,
+}
+
+pub async fn health(db: &impl ConnectionTrait, now: DateTime<Utc>) -> AppResult<Health> {
+    let backend = db.get_database_backend();
+    let mut states = BTreeMap::new();
+    let sql = Sql::new(backend)
+        .push("SELECT state, COUNT(*) AS n FROM messages GROUP BY state")
+        .build();
+    for row in db.query_all_raw(sql).await? {
+        states.insert(row.try_get("", "state")?, row.try_get("", "n")?);
+    }
+    let mut sql = Sql::new(backend);
+    sql.push("SELECT COUNT(*) AS n, MIN(next_attempt_at) AS oldest FROM messages WHERE state IN ('queued', 'scheduled') AND next_attempt_at <= ")
+        .bind(now);
+    let row = db.query_one_raw(sql.build()).await?;
+    let (due, oldest_due_at): (i64, Option<DateTime<Utc>>) = match row {
+        Some(row) => (row.try_get("", "n")?, row.try_get("", "oldest")?),
+        None => (0, None),
+    };
+    let mut sql = Sql::new(backend);
+    sql.push("SELECT COUNT(*) AS n FROM messages WHERE state = 'sending' AND lease_until < ")
+        .bind(now);
+    let stale_leases = match db.query_one_raw(sql.build()).await? {
+        Some(row) => row.try_get("", "n")?,
+        None => 0,
+    };
+    let hour_ago = now - Duration::hours(1);
+    let mut sql = Sql::new(backend);
+    sql.push(
+        "SELECT provider, \
+         SUM(CASE WHEN sent_at >= ",
+    )
+    .bind(hour_ago)
+    .push(" THEN 1 ELSE 0 END) AS sent, SUM(CASE WHEN delivered_at >= ")
+    .bind(hour_ago)
+    .push(" THEN 1 ELSE 0 END) AS delivered, SUM(CASE WHEN state = 'failed' AND failed_at >= ")
+    .bind(hour_ago)
+    .push(
+        " THEN 1 ELSE 0 END) AS failed FROM messages WHERE provider IS NOT NULL AND \
+         (sent_at >= ",
+    )
+    .bind(hour_ago)
+    .push(" OR failed_at >= ")
+    .bind(hour_ago)
+    .push(") GROUP BY provider");
+    let mut by_provider: BTreeMap<String, ProviderHealth> = BTreeMap::new();
+    for row in db.query_all_raw(sql.build()).await? {
+        let provider: String = row.try_get("", "provider")?;
+        by_provider.insert(
+            provider.clone(),
+            ProviderHealth {
+                provider,
+                sent: row.try_get::<Option<i64>>("", "sent")?.unwrap_or(0),
+                delivered: row.try_get::<Option<i64>>("", "delivered")?.unwrap_or(0),
+                failed: row.try_get::<Option<i64>>("", "failed")?.unwrap_or(0),
+                retrying: 0,
+            },
+        );
+    }
+    // Waiting retries carry the channel that failed them.
+    let sql = Sql::new(backend)
+        .push(
+            "SELECT channel, COUNT(*) AS n FROM messages WHERE state = 'queued' AND \
+             attempts > 0 AND last_error IS NOT NULL AND channel IS NOT NULL GROUP BY channel",
+        )
+        .build();
+    for row in db.query_all_raw(sql).await? {
+        let channel: String = row.try_get("", "channel")?;
+        let n: i64 = row.try_get("", "n")?;
+        by_provider
+            .entry(channel.clone())
+            .or_insert_with(|| ProviderHealth {
+                provider: channel,
+                sent: 0,
+                delivered: 0,
+                failed: 0,
+                retrying: 0,
+            })
+            .retrying = n;
+    }
+    let providers: Vec<ProviderHealth> = by_provider.into_values().collect();
+    let failing = providers
+        .iter()
+        .filter(|p| {
+            let bad = p.failed + p.retrying;
+            bad >= 5 && bad * 2 > bad + p.sent
+        })
+        .map(|p| p.provider.clone())
+        .collect();
+    Ok(Health {
+        states,
+        due,
+        oldest_due_secs: oldest_due_at.map(|t| (now - t).num_seconds().max(0)),
+        oldest_due_at,
+        stale_leases,
+        providers,
+        failing,
+    })
+}
+
+/// Sends a failed or expired message again, by hand: a new row (the old one keeps its
+/// history) due now, audited. An opted-out resident's message is not re-sent.
+pub async fn resend<C>(db: &C, actor: &crate::auth::Actor, id: i32) -> AppResult<MessageView>
+where
+    C: ConnectionTrait + sea_orm::TransactionTrait,
+{
+    use sea_orm::TransactionSession;
+
+    use crate::error::AppError;
+    let now = Utc::now();
+    let txn = crate::db::begin_write(db).await?;
+    let mut sql = Sql::new(txn.get_database_backend());
+    sql.push("SELECT m.id, m.campaign_id, m.resident_id, m.kind, m.appointment_id, m.wave_id, m.idempotency_key, m.state, r.village_code FROM messages m JOIN residents r ON r.id = m.resident_id WHERE m.id = ")
+        .bind(id);
+    super::tasks::scope_sql(&mut sql, "r.village_code", &actor.scope);
+    let row = txn
+        .query_one_raw(sql.build())
+        .await?
+        .ok_or_else(|| AppError::NotFound(format!("消息 {id} 不存在")))?;
+    let state: String = row.try_get("", "state")?;
+    if !matches!(state.as_str(), "failed" | "expired") {
+        return Err(AppError::refused(
+            "not_resendable",
+            "只有发送失败或已过期的消息可以重发",
+        ));
+    }
+    let kind: String = row.try_get("", "kind")?;
+    let kind = MessageKind::parse(&kind)
+        .ok_or_else(|| anyhow::anyhow!("message {id} has an unknown kind"))?;
+    let appointment_id: Option<i32> = row.try_get("", "appointment_id")?;
+    if let Some(appointment) = appointment_id {
+        let mut sql = Sql::new(txn.get_database_backend());
+        sql.push("SELECT status FROM appointments WHERE id = ")
+            .bind(appointment);
+        let status: Option<String> = match txn.query_one_raw(sql.build()).await? {
+            Some(row) => Some(row.try_get("", "status")?),
+            None => None,
+        };
+        let still_useful = match kind {
+            MessageKind::MissedFollowup => status.as_deref() == Some("no_show"),
+            _ => status.as_deref() == Some("booked"),
+        };
+        if !still_useful {
+            return Err(AppError::refused(
+                "no_longer_relevant",
+                "该预约已变更，原消息不必重发",
+            ));
+        }
+    }
+    let original: String = row.try_get("", "idempotency_key")?;
+    let base = original
+        .split("#resend")
+        .next()
+        .unwrap_or(&original)
+        .to_owned();
+    let mut sql = Sql::new(txn.get_database_backend());
+    sql.push("SELECT COUNT(*) AS n FROM messages WHERE idempotency_key LIKE ")
+        .bind(format!("{base}#resend%"));
+    let earlier: i64 = match txn.query_one_raw(sql.build()).await? {
+        Some(row) => row.try_get("", "n")?,
+        None => 0,
+    };
+    let campaign_id: i32 = row.try_get("", "campaign_id")?;
+    let resident_id: i32 = row.try_get("", "resident_id")?;
+    let mut planned = immediate(
+        campaign_id,
+        resident_id,
+        kind,
+        appointment_id,
+        format!("{base}#resend{}", earlier + 1),
+        now,
+    );
+    planned.wave_id = row.try_get("", "wave_id")?;
+    if insert(&txn, std::slice::from_ref(&planned), now).await? != 1 {
+        return Err(AppError::refused("already_resent", "该消息刚刚已重发"));
+    }
+    let village: String = row.try_get("", "village_code")?;
+    crate::audit::record(
+        &txn,
+        actor,
+        crate::audit::AuditEvent {
+            action: "message.resend",
+            entity: "message",
+            entity_id: Some(id.to_string()),
+            area_code: crate::area::AreaCode::parse(&village).ok(),
+            summary: serde_json::json!({"kind": kind.code(), "key": planned.key}),
+        },
+    )
+    .await?;
+    let mut sql = Sql::new(txn.get_database_backend());
+    sql.push("SELECT ")
+        .push(VIEW_COLUMNS)
+        .push(" FROM messages m WHERE m.idempotency_key = ")
+        .bind(planned.key.as_str());
+    let view = txn
+        .query_one_raw(sql.build())
+        .await?
+        .ok_or_else(|| anyhow::anyhow!("the re-sent message vanished"))?;
+    let view = MessageView::from_row(&view)?;
+    txn.commit().await?;
+    Ok(view)
+}

@@ -1,0 +1,515 @@
+//! Waves: an office-defined call to a group of residents — typically migrant residents, to
+//! come home for the exam during a holiday window (春节, 古尔邦节). A wave is an audience
+//! filter, a template and a window; creating it plans one message per resident in the same
+//! transaction, and the `plan_waves` job tops it up with residents who joined the audience
+//! later. Planning is idempotent (one key per resident, wave and day).
+
+use chrono::{DateTime, Duration, NaiveDate, NaiveTime, Utc};
+use sea_orm::{ConnectionTrait, TransactionSession, TransactionTrait};
+use serde::{Deserialize, Serialize};
+use serde_json::json;
+
+use super::MessageKind;
+use super::outbox::{self, MessageState, MessageView, at_local};
+use super::tasks::scope_sql;
+use crate::area::AreaCode;
+use crate::audit::{self, AuditEvent};
+use crate::auth::{Actor, Scope};
+use crate::campaign::{self, Campaign, Stage};
+use crate::db::{Sql, begin_write};
+use crate::error::{AppError, AppResult};
+use crate::registry::MigrantType;
+
+/// Who a wave goes to. Every part narrows it.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Audience {
+    /// A township or village (default: the whole county).
+    pub area: Option<String>,
+    /// Default: every migrant type except `local`.
+    #[serde(default)]
+    pub migrant_types: Vec<MigrantType>,
+    /// Default: residents not yet appointed (`target`, `notified`, `reached`).
+    #[serde(default)]
+    pub stages: Vec<Stage>,
+}
+
+#[derive(Debug, Clone, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct NewWave {
+    pub name: String,
+    #[serde(default)]
+    pub audience: Audience,
+    /// The holiday window residents are asked to come in.
+    pub window_from: NaiveDate,
+    pub window_to: NaiveDate,
+    /// When the messages go (default: now); quiet hours still hold.
+    pub send_at: Option<DateTime<Utc>>,
+}
+
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+pub struct WaveView {
+    pub id: i32,
+    pub campaign_id: i32,
+    pub name: String,
+    pub kind: String,
+    pub audience: Audience,
+    pub window_from: NaiveDate,
+    pub window_to: NaiveDate,
+    pub send_at: DateTime<Utc>,
+    pub expires_at: DateTime<Utc>,
+    /// planned or cancelled.
+    pub status: String,
+    /// Messages planned.
+    pub planned: i32,
+    /// Messages per state.
+    pub states: std::collections::BTreeMap<String, i64>,
+    pub created_at: DateTime<Utc>,
+    pub cancelled_at: Option<DateTime<Utc>>,
+}
+
+const MAX_WINDOW_DAYS: i64 = 92;
+
+fn check(
+    actor: &Actor,
+    campaign: &Campaign,
+    new: &NewWave,
+    now: DateTime<Utc>,
+) -> AppResult<Audience> {
+    if new.window_to < new.window_from {
+        return Err(AppError::validation(
+            "invalid_window",
+            "回乡体检时段的结束日期早于开始日期",
+        ));
+    }
+    if (new.window_to - new.window_from).num_days() >= MAX_WINDOW_DAYS {
+        return Err(AppError::validation(
+            "invalid_window",
+            format!("回乡体检时段最长 {MAX_WINDOW_DAYS} 天"),
+        ));
+    }
+    if new.window_to < campaign.today() {
+        return Err(AppError::validation(
+            "invalid_window",
+            "回乡体检时段已经过去",
+        ));
+    }
+    if new
+        .send_at
+        .is_some_and(|at| at < now - Duration::minutes(5))
+    {
+        return Err(AppError::validation("invalid_send_at", "发送时间已经过去"));
+    }
+    let mut audience = new.audience.clone();
+    // The audience lies inside the caller's scope: by default all of it.
+    match &new.audience.area {
+        Some(area) => {
+            let code = AreaCode::parse(area)
+                .map_err(|e| AppError::validation("invalid_area", format!("地区代码无效：{e}")))?;
+            if !actor.scope.contains(&code) {
+                return Err(AppError::Forbidden("该地区不在您的管辖范围内".to_owned()));
+            }
+        }
+        None => audience.area = actor.scope.area().map(|a| a.as_str().to_owned()),
+    }
+    if audience.migrant_types.is_empty() {
+        audience.migrant_types = MigrantType::ALL
+            .iter()
+            .copied()
+            .filter(|t| t.code() != "local")
+            .collect();
+    }
+    if audience.stages.is_empty() {
+        audience.stages = vec![Stage::Target, Stage::Notified, Stage::Reached];
+    }
+    if audience
+        .stages
+        .iter()
+        .any(|s| matches!(s, Stage::Examined | Stage::Refused | Stage::Exempt))
+    {
+        return Err(AppError::validation(
+            "invalid_stage",
+            "不能向已体检、已拒检或不计入的居民发送回乡体检通知",
+        ));
+    }
+    Ok(audience)
+}
+
+/// Creates a wave and plans its messages, in one transaction (office only).
+pub async fn create<C>(db: &C, actor: &Actor, campaign_id: i32, new: NewWave) -> AppResult<WaveView>
+where
+    C: ConnectionTrait + TransactionTrait,
+{
+    let name = crate::registry::check_name(&new.name, "名称", 100)?;
+    let now = Utc::now();
+    let txn = begin_write(db).await?;
+    let campaign = campaign::get_open_locked(&txn, campaign_id).await?;
+    let audience = check(actor, &campaign, &new, now)?;
+    let send_at = new.send_at.unwrap_or(now).max(now);
+    let expires_at = at_local(
+        campaign.timezone,
+        new.window_to.succ_opt().unwrap_or(new.window_to),
+        NaiveTime::MIN,
+    );
+    let audience_json = serde_json::to_string(&audience).map_err(anyhow::Error::from)?;
+    let mut sql = Sql::new(txn.get_database_backend());
+    sql.push(
+        "INSERT INTO waves (campaign_id, name, kind, audience, window_start, window_end, \
+         send_at, expires_at, status, planned, created_by, created_at) VALUES (",
+    )
+    .bind(campaign_id)
+    .push(", ")
+    .bind(name.clone())
+    .push(", ")
+    .bind(MessageKind::MigrantWave.code())
+    .push(", ")
+    .bind(audience_json)
+    .push(", ")
+    .bind(new.window_from)
+    .push(", ")
+    .bind(new.window_to)
+    .push(", ")
+    .bind(send_at)
+    .push(", ")
+    .bind(expires_at)
+    .push(", 'planned', 0, ")
+    .bind(actor.user_id)
+    .push(", ")
+    .bind(now)
+    .push(") RETURNING id");
+    let id: i32 = txn
+        .query_one_raw(sql.build())
+        .await?
+        .ok_or_else(|| anyhow::anyhow!("the wave was not written"))?
+        .try_get("", "id")?;
+    let wave = Wave {
+        id,
+        campaign_id,
+        audience,
+        send_at,
+        expires_at,
+    };
+    let planned = plan(&txn, &campaign, &wave, now).await?;
+    audit::record(
+        &txn,
+        actor,
+        AuditEvent {
+            action: "wave.create",
+            entity: "wave",
+            entity_id: Some(id.to_string()),
+            area_code: wave
+                .audience
+                .area
+                .as_deref()
+                .and_then(|a| AreaCode::parse(a).ok()),
+            summary: json!({
+                "campaign_id": campaign_id,
+                "name": name,
+                "window": [new.window_from, new.window_to],
+                "planned": planned,
+            }),
+        },
+    )
+    .await?;
+    txn.commit().await?;
+    get(db, actor, id).await
+}
+
+/// What planning needs of a wave.
+pub struct Wave {
+    pub id: i32,
+    pub campaign_id: i32,
+    pub audience: Audience,
+    pub send_at: DateTime<Utc>,
+    pub expires_at: DateTime<Utc>,
+}
+
+/// Plans the wave's message for every resident of the audience who has none: one
+/// `INSERT … SELECT` over the progress rows. Returns how many were new.
+pub async fn plan(
+    db: &impl ConnectionTrait,
+    campaign: &Campaign,
+    wave: &Wave,
+    now: DateTime<Utc>,
+) -> AppResult<u64> {
+    if wave.expires_at <= now {
+        return Ok(0);
+    }
+    let due = wave.send_at.max(now);
+    let state = if due <= now {
+        MessageState::Queued
+    } else {
+        MessageState::Scheduled
+    };
+    let day = due.with_timezone(&campaign.timezone).date_naive();
+    let kind = MessageKind::MigrantWave.code();
+    let mut sql = Sql::new(db.get_database_backend());
+    sql.push(
+        "INSERT INTO messages (campaign_id, resident_id, kind, appointment_id, wave_id, \
+         idempotency_key, state, due_at, expires_at, next_attempt_at, attempts, step, route, \
+         created_at) SELECT e.campaign_id, e.resident_id, ",
+    )
+    .bind(kind)
+    .push(", NULL, ")
+    .bind(wave.id)
+    .push(", ")
+    .bind(format!("{kind}:r"))
+    .push(" || CAST(e.resident_id AS TEXT) || ")
+    .bind(format!(":w{}:{day}", wave.id))
+    .push(", ")
+    .bind(state.code())
+    .push(", ")
+    .bind(due)
+    .push(", ")
+    .bind(wave.expires_at)
+    .push(", ")
+    .bind(due)
+    .push(", 0, 0, NULL, ")
+    .bind(now)
+    .push(" FROM enrolments e WHERE e.campaign_id = ")
+    .bind(campaign.id())
+    .push(" AND e.stage IN ")
+    .bind_list(wave.audience.stages.iter().map(|s| s.code()))
+    .push(" AND e.migrant_type IN ")
+    .bind_list(wave.audience.migrant_types.iter().map(|t| t.code()));
+    if let Some(area) = &wave.audience.area {
+        let code = AreaCode::parse(area).map_err(|e| anyhow::anyhow!("stored wave area: {e}"))?;
+        scope_sql(&mut sql, "e.village_code", &Scope::Within(code));
+    }
+    sql.push(" ON CONFLICT (idempotency_key) DO NOTHING");
+    let planned = db.execute_raw(sql.build()).await?.rows_affected();
+    if planned > 0 {
+        let mut sql = Sql::new(db.get_database_backend());
+        sql.push("UPDATE waves SET planned = planned + ")
+            .bind(planned as i64)
+            .push(" WHERE id = ")
+            .bind(wave.id);
+        db.execute_raw(sql.build()).await?;
+    }
+    Ok(planned)
+}
+
+/// Tops up every planned wave of the open campaigns whose window is still ahead.
+pub async fn plan_open<C>(db: &C) -> AppResult<u64>
+where
+    C: ConnectionTrait + TransactionTrait,
+{
+    let now = Utc::now();
+    let mut planned = 0;
+    for campaign in campaign::open_campaigns(db).await? {
+        let mut sql = Sql::new(db.get_database_backend());
+        sql.push("SELECT id, audience, send_at, expires_at FROM waves WHERE campaign_id = ")
+            .bind(campaign.id())
+            .push(" AND status = 'planned' AND expires_at > ")
+            .bind(now);
+        for row in db.query_all_raw(sql.build()).await? {
+            let audience: String = row.try_get("", "audience")?;
+            let wave = Wave {
+                id: row.try_get("", "id")?,
+                campaign_id: campaign.id(),
+                audience: serde_json::from_str(&audience).map_err(anyhow::Error::from)?,
+                send_at: row.try_get("", "send_at")?,
+                expires_at: row.try_get("", "expires_at")?,
+            };
+            let txn = begin_write(db).await?;
+            planned += plan(&txn, &campaign, &wave, now).await?;
+            txn.commit().await?;
+        }
+    }
+    Ok(planned)
+}
+
+fn view(row: &sea_orm::QueryResult) -> AppResult<WaveView> {
+    let audience: String = row.try_get("", "audience")?;
+    Ok(WaveView {
+        id: row.try_get("", "id")?,
+        campaign_id: row.try_get("", "campaign_id")?,
+        name: row.try_get("", "name")?,
+        kind: row.try_get("", "kind")?,
+        audience: serde_json::from_str(&audience).map_err(anyhow::Error::from)?,
+        window_from: row.try_get("", "window_start")?,
+        window_to: row.try_get("", "window_end")?,
+        send_at: row.try_get("", "send_at")?,
+        expires_at: row.try_get("", "expires_at")?,
+        status: row.try_get("", "status")?,
+        planned: row.try_get("", "planned")?,
+        states: Default::default(),
+        created_at: row.try_get("", "created_at")?,
+        cancelled_at: row.try_get("", "cancelled_at")?,
+    })
+}
+
+const WAVE_COLUMNS: &str = "id, campaign_id, name, kind, audience, window_start, window_end, \
+     send_at, expires_at, status, planned, created_at, cancelled_at";
+
+/// Whether a wave concerns the caller: its audience overlaps the caller's scope.
+fn visible(actor: &Actor, wave: &WaveView) -> bool {
+    let Some(mine) = actor.scope.area() else {
+        return true;
+    };
+    match wave.audience.area.as_deref().map(AreaCode::parse) {
+        None => true,
+        Some(Ok(area)) => area.contains(mine) || mine.contains(&area),
+        Some(Err(_)) => false,
+    }
+}
+
+/// One wave with its messages counted by state (those of residents in the caller's scope).
+pub async fn get(db: &impl ConnectionTrait, actor: &Actor, id: i32) -> AppResult<WaveView> {
+    let mut sql = Sql::new(db.get_database_backend());
+    sql.push("SELECT ")
+        .push(WAVE_COLUMNS)
+        .push(" FROM waves WHERE id = ")
+        .bind(id);
+    let row = db
+        .query_one_raw(sql.build())
+        .await?
+        .ok_or_else(|| AppError::NotFound(format!("通知批次 {id} 不存在")))?;
+    let mut wave = view(&row)?;
+    if !visible(actor, &wave) {
+        return Err(AppError::NotFound(format!("通知批次 {id} 不存在")));
+    }
+    let mut sql = Sql::new(db.get_database_backend());
+    sql.push(
+        "SELECT m.state, COUNT(*) AS n FROM messages m JOIN residents r ON r.id = m.resident_id \
+         WHERE m.wave_id = ",
+    )
+    .bind(id);
+    scope_sql(&mut sql, "r.village_code", &actor.scope);
+    sql.push(" GROUP BY m.state");
+    for row in db.query_all_raw(sql.build()).await? {
+        wave.states
+            .insert(row.try_get("", "state")?, row.try_get("", "n")?);
+    }
+    Ok(wave)
+}
+
+/// The waves of a campaign that concern the caller, newest first.
+pub async fn list(
+    db: &impl ConnectionTrait,
+    actor: &Actor,
+    campaign_id: i32,
+) -> AppResult<Vec<WaveView>> {
+    campaign::get(db, campaign_id).await?;
+    let mut sql = Sql::new(db.get_database_backend());
+    sql.push("SELECT ")
+        .push(WAVE_COLUMNS)
+        .push(" FROM waves WHERE campaign_id = ")
+        .bind(campaign_id)
+        .push(" ORDER BY id DESC");
+    let mut waves = Vec::new();
+    for row in db.query_all_raw(sql.build()).await? {
+        let wave = view(&row)?;
+        if visible(actor, &wave) {
+            waves.push(wave);
+        }
+    }
+    Ok(waves)
+}
+
+/// Cancels a wave: its messages not yet sent are cancelled (office only, audited).
+pub async fn cancel<C>(db: &C, actor: &Actor, id: i32) -> AppResult<WaveView>
+where
+    C: ConnectionTrait + TransactionTrait,
+{
+    let now = Utc::now();
+    let txn = begin_write(db).await?;
+    // Only a wave whose whole audience is the caller's.
+    let wave = get(&txn, actor, id).await?;
+    let covered = match wave.audience.area.as_deref().map(AreaCode::parse) {
+        Some(Ok(area)) => actor.scope.contains(&area),
+        Some(Err(_)) => false,
+        None => actor.scope.area().is_none(),
+    };
+    if !covered {
+        return Err(AppError::NotFound(format!("通知批次 {id} 不存在")));
+    }
+    let mut sql = Sql::new(txn.get_database_backend());
+    sql.push("UPDATE waves SET status = 'cancelled', cancelled_at = ")
+        .bind(now)
+        .push(" WHERE id = ")
+        .bind(id)
+        .push(" AND status = 'planned' RETURNING id");
+    if txn.query_one_raw(sql.build()).await?.is_none() {
+        return Err(AppError::refused("wave_cancelled", "该通知批次已取消"));
+    }
+    let cancelled = outbox::cancel_where(&txn, outbox::CancelBy::Wave, id, now).await?;
+    audit::record(
+        &txn,
+        actor,
+        AuditEvent {
+            action: "wave.cancel",
+            entity: "wave",
+            entity_id: Some(id.to_string()),
+            area_code: wave.audience.area.as_deref().and_then(|a| AreaCode::parse(a).ok()),
+            summary: json!({"messages_cancelled": cancelled}),
+        },
+    )
+    .await?;
+    txn.commit().await?;
+    get(db, actor, id).await
+}
+
+#[derive(Debug, Clone, Default, Deserialize, utoipa::IntoParams)]
+pub struct MessageFilter {
+    pub state: Option<String>,
+    pub limit: Option<u64>,
+    /// Messages with an id above this one (the `next` of the previous page).
+    pub after: Option<i32>,
+}
+
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+pub struct MessagePage {
+    pub items: Vec<MessageView>,
+    pub next: Option<i32>,
+}
+
+/// Which messages to list.
+pub enum MessagesOf {
+    Resident(i32),
+    Appointment(i32),
+    Wave(i32),
+}
+
+/// Messages of a resident, an appointment or a wave — only those of residents in scope.
+pub async fn messages(
+    db: &impl ConnectionTrait,
+    scope: &Scope,
+    of: MessagesOf,
+    filter: &MessageFilter,
+) -> AppResult<MessagePage> {
+    let limit = crate::paging::size(filter.limit);
+    let mut sql = Sql::new(db.get_database_backend());
+    sql.push("SELECT ")
+        .push(outbox::VIEW_COLUMNS)
+        .push(" FROM messages m JOIN residents r ON r.id = m.resident_id WHERE ");
+    match of {
+        MessagesOf::Resident(id) => sql.push("m.resident_id = ").bind(id),
+        MessagesOf::Appointment(id) => sql.push("m.appointment_id = ").bind(id),
+        MessagesOf::Wave(id) => sql.push("m.wave_id = ").bind(id),
+    };
+    scope_sql(&mut sql, "r.village_code", scope);
+    if let Some(state) = &filter.state {
+        let state = MessageState::parse(state).ok_or_else(|| {
+            AppError::validation("invalid_state", format!("未知的消息状态 {state:?}"))
+        })?;
+        sql.push(" AND m.state = ").bind(state.code());
+    }
+    if let Some(after) = filter.after {
+        sql.push(" AND m.id > ").bind(after);
+    }
+    sql.push(" ORDER BY m.id LIMIT ").bind((limit + 1) as i64);
+    let mut items = db
+        .query_all_raw(sql.build())
+        .await?
+        .iter()
+        .map(MessageView::from_row)
+        .collect::<Result<Vec<_>, _>>()?;
+    let next = if items.len() as u64 > limit {
+        items.truncate(limit as usize);
+        items.last().map(|m| m.id)
+    } else {
+        None
+    };
+    Ok(MessagePage { items, next })
+}

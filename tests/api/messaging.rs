@@ -1,0 +1,752 @@
+//! The outbox and dispatch: bookings plan their notices once, dispatch sends them through the
+//! fallback plan and records what happened, cancellations cancel, quiet hours / the daily cap /
+//! opt-outs / expiry hold, retries back off, waves plan once, and a failed message can be
+//! re-sent by hand.
+
+use chrono::{Duration, NaiveTime, Utc};
+use entities::users::Role;
+use outreach::auth::Actor;
+use outreach::campaign;
+use outreach::outreach::dispatch::Round;
+use outreach::registry::{self, MigrantType, NewResident};
+use reqwest::StatusCode;
+use sea_orm::{ConnectionTrait, Statement};
+use serde_json::{Value, json};
+
+use crate::campaigns::row;
+use crate::helpers::{TOWNSHIP, TestApp, VILLAGE, error_code, resident_id, spawn_app_with};
+use crate::sms_gateway::{Mode, start_gateway};
+
+/// Reminder times that make a booking for tomorrow deterministic whatever the hour: the
+/// notice is due at once, the same-day reminder at midnight.
+fn midnight_reminders(settings: &mut outreach::config::Settings) {
+    let midnight = NaiveTime::MIN;
+    settings.messaging.outbox.reminders.notice_at = midnight;
+    settings.messaging.outbox.reminders.same_day_at = midnight;
+    settings.messaging.outbox.simulate_receipts = true;
+    settings.messaging.outbox.hotline = "0999-5123456".into();
+    settings.messaging.sms_signature = "新源县卫健委".into();
+}
+
+struct Contacts {
+    phone: Option<&'static str>,
+    relative_phone: Option<&'static str>,
+    migrant: Option<MigrantType>,
+}
+
+const OWN: Contacts = Contacts {
+    phone: Some("13800001111"),
+    relative_phone: None,
+    migrant: None,
+};
+
+async fn resident(app: &TestApp, n: u32, contacts: Contacts) -> i32 {
+    let id_number = resident_id(n, "19700101");
+    registry::create(
+        &app.db,
+        &app.state.privacy,
+        &Actor::cli(),
+        NewResident {
+            name: format!("居民{n}"),
+            id_number,
+            village_code: VILLAGE.to_owned(),
+            phone: contacts.phone.map(str::to_owned),
+            relative_name: contacts.relative_phone.map(|_| "亲属".to_owned()),
+            relative_relation: contacts.relative_phone.map(|_| "子女".to_owned()),
+            relative_phone: contacts.relative_phone.map(str::to_owned),
+            migrant_type: contacts.migrant,
+            permit_since: None,
+            special: None,
+            current_address: None,
+            wechat_openid: None,
+            email: None,
+            language: None,
+        },
+    )
+    .await
+    .unwrap_or_else(|e| panic!("create resident: {e}"))
+    .id
+}
+
+/// An open campaign whose quiet hours are six hours away (or around now with `quiet`).
+async fn campaign_with_quiet_hours(app: &TestApp, quiet_now: bool) -> i32 {
+    let today = registry::today();
+    let mut new = crate::helpers::test_campaign(today);
+    let local = Utc::now().with_timezone(&chrono_tz::Asia::Shanghai).time();
+    let (start, end) = if quiet_now {
+        (local - Duration::hours(1), local + Duration::hours(1))
+    } else {
+        (local + Duration::hours(6), local + Duration::hours(7))
+    };
+    new.quiet_hours = Some(campaign::QuietHours {
+        start: start.format("%H:%M").to_string(),
+        end: end.format("%H:%M").to_string(),
+    });
+    let id = campaign::create(&app.db, &Actor::cli(), new)
+        .await
+        .unwrap()
+        .id();
+    campaign::open(&app.db, &Actor::cli(), id).await.unwrap();
+    id
+}
+
+struct Setup {
+    app: TestApp,
+    campaign: i32,
+    institution: i32,
+    cadre: String,
+}
+
+async fn setup(configure: impl FnOnce(&mut outreach::config::Settings)) -> Setup {
+    setup_quiet(configure, false).await
+}
+
+async fn setup_quiet(
+    configure: impl FnOnce(&mut outreach::config::Settings),
+    quiet_now: bool,
+) -> Setup {
+    let app = spawn_app_with(|s| {
+        midnight_reminders(s);
+        configure(s);
+    })
+    .await;
+    app.seed_areas().await;
+    let campaign = campaign_with_quiet_hours(&app, quiet_now).await;
+    let institution = app.institution("XYZ-WSY", TOWNSHIP, &[TOWNSHIP], 20).await;
+    let (_, cadre) = app.user("cadre.m", Role::Cadre, VILLAGE).await;
+    Setup {
+        app,
+        campaign,
+        institution,
+        cadre,
+    }
+}
+
+fn tomorrow() -> chrono::NaiveDate {
+    registry::today() + Duration::days(1)
+}
+
+async fn book(s: &Setup, residents: &[i32]) -> Vec<i32> {
+    let response = s
+        .app
+        .post(
+            &format!("/api/v1/campaigns/{}/bookings", s.campaign),
+            &s.cadre,
+            json!({"institution_id": s.institution, "day": tomorrow(), "resident_ids": residents}),
+        )
+        .await;
+    assert_eq!(response.status(), StatusCode::CREATED);
+    let body: Value = response.json().await.unwrap();
+    body["appointments"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| a["id"].as_i64().unwrap() as i32)
+        .collect()
+}
+
+/// (kind, state) of every message of a resident, in order.
+async fn states(app: &TestApp, resident: i32) -> Vec<(String, String)> {
+    let rows = app
+        .db
+        .query_all_raw(Statement::from_string(
+            app.db.get_database_backend(),
+            format!("SELECT kind, state FROM messages WHERE resident_id = {resident} ORDER BY id"),
+        ))
+        .await
+        .unwrap();
+    rows.iter()
+        .map(|r| {
+            (
+                r.try_get("", "kind").unwrap(),
+                r.try_get("", "state").unwrap(),
+            )
+        })
+        .collect()
+}
+
+fn pair(kind: &str, state: &str) -> (String, String) {
+    (kind.to_owned(), state.to_owned())
+}
+
+async fn drain(app: &TestApp) -> Round {
+    app.state.dispatcher().drain().await.unwrap()
+}
+
+#[tokio::test]
+async fn a_booking_plans_its_notice_once_and_dispatch_delivers_it_with_the_preparation() {
+    let s = setup(|_| {}).await;
+    let a = resident(&s.app, 1, OWN).await;
+    let b = resident(&s.app, 2, OWN).await;
+    book(&s, &[a, b]).await;
+    assert_eq!(
+        states(&s.app, a).await,
+        [
+            pair("appointment_notice", "queued"),
+            pair("same_day_reminder", "scheduled")
+        ]
+    );
+    // The planner job finds nothing left to plan.
+    let planned = outreach::outreach::outbox::plan_reminders(
+        &s.app.db,
+        &s.app.state.settings.messaging.outbox.reminders,
+        Utc::now(),
+    )
+    .await
+    .unwrap();
+    assert_eq!(planned, 0);
+    let round = drain(&s.app).await;
+    assert_eq!((round.sent, round.delivered), (2, 2));
+    assert_eq!(
+        states(&s.app, a).await,
+        [
+            pair("appointment_notice", "delivered"),
+            pair("same_day_reminder", "scheduled")
+        ]
+    );
+    // The progress row noticed: notified and reached (the stage stays appointed).
+    let progress = row(&s.app, s.campaign, a).await.unwrap();
+    assert_eq!(progress.stage, "appointed");
+    assert!(progress.notified_at.is_some() && progress.reached_at.is_some());
+    // What the cadre sees: the text as sent, the masked number, the state in Chinese.
+    let response = s
+        .app
+        .get(&format!("/api/v1/residents/{a}/messages"), &s.cadre)
+        .await;
+    assert_eq!(response.status(), StatusCode::OK);
+    let body: Value = response.json().await.unwrap();
+    let notice = &body["items"][0];
+    assert_eq!(notice["state"], "delivered");
+    assert_eq!(notice["state_label"], "已送达");
+    assert_eq!(notice["route"], "phone");
+    assert_eq!(notice["recipient"], "138****1111");
+    let text = notice["body"].as_str().unwrap();
+    assert!(text.starts_with("【新源县卫健委】居民1您好"), "{text}");
+    assert!(text.contains("禁食") && text.contains("身份证"), "{text}");
+    assert!(text.ends_with("回TD退订"), "{text}");
+    assert_eq!(
+        notice["segments"],
+        outreach::outreach::templates::segments(text) as i64
+    );
+    // Nothing is sent twice.
+    assert_eq!(drain(&s.app).await.sent, 0);
+}
+
+#[tokio::test]
+async fn cancelling_rescheduling_and_attending_cancel_what_has_not_gone() {
+    let s = setup(|_| {}).await;
+    let a = resident(&s.app, 1, OWN).await;
+    let b = resident(&s.app, 2, OWN).await;
+    let ids = book(&s, &[a, b]).await;
+    let response = s
+        .app
+        .post(
+            &format!("/api/v1/appointments/{}/cancel", ids[0]),
+            &s.cadre,
+            json!({"reason": "外出务工"}),
+        )
+        .await;
+    assert_eq!(response.status(), StatusCode::OK);
+    assert_eq!(
+        states(&s.app, a).await,
+        [
+            pair("appointment_notice", "cancelled"),
+            pair("same_day_reminder", "cancelled")
+        ]
+    );
+    let later = registry::today() + Duration::days(3);
+    let response = s
+        .app
+        .post(
+            &format!("/api/v1/appointments/{}/reschedule", ids[1]),
+            &s.cadre,
+            json!({"day": later}),
+        )
+        .await;
+    assert_eq!(response.status(), StatusCode::OK);
+    let moved = states(&s.app, b).await;
+    assert_eq!(
+        moved,
+        [
+            pair("appointment_notice", "cancelled"),
+            pair("same_day_reminder", "cancelled"),
+            pair("appointment_notice", "scheduled"),
+            pair("same_day_reminder", "scheduled"),
+            pair("reschedule_confirmation", "queued"),
+        ]
+    );
+    let round = drain(&s.app).await;
+    assert_eq!(round.sent, 1, "only the confirmation is due");
+    let response = s
+        .app
+        .get(
+            &format!("/api/v1/appointments/{}/messages", ids[1]),
+            &s.cadre,
+        )
+        .await;
+    let body: Value = response.json().await.unwrap();
+    let confirmation = body["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|m| m["kind"] == "reschedule_confirmation")
+        .unwrap();
+    let text = confirmation["body"].as_str().unwrap();
+    let expected_day = format!(
+        "{}月{}日",
+        chrono::Datelike::month(&later),
+        chrono::Datelike::day(&later)
+    );
+    assert!(text.contains(&expected_day), "{text}");
+}
+
+#[tokio::test]
+async fn the_fallback_plan_ends_with_a_relative_then_a_task_for_the_cadre() {
+    let s = setup(|_| {}).await;
+    let relative_only = resident(
+        &s.app,
+        1,
+        Contacts {
+            phone: None,
+            relative_phone: Some("13900002222"),
+            migrant: None,
+        },
+    )
+    .await;
+    let nobody = resident(
+        &s.app,
+        2,
+        Contacts {
+            phone: None,
+            relative_phone: None,
+            migrant: None,
+        },
+    )
+    .await;
+    let opted_out = resident(&s.app, 3, OWN).await;
+    s.app
+        .patch(
+            &format!("/api/v1/residents/{opted_out}"),
+            &s.cadre,
+            json!({"phone_opt_out": true}),
+        )
+        .await
+        .error_for_status()
+        .unwrap();
+    book(&s, &[relative_only, nobody, opted_out]).await;
+    let round = drain(&s.app).await;
+    assert_eq!((round.sent, round.failed, round.suppressed), (1, 1, 1));
+    let body: Value = s
+        .app
+        .get(
+            &format!("/api/v1/residents/{relative_only}/messages"),
+            &s.cadre,
+        )
+        .await
+        .json()
+        .await
+        .unwrap();
+    let relayed = &body["items"][0];
+    assert_eq!(relayed["route"], "relative");
+    assert_eq!(relayed["recipient"], "139****2222");
+    assert!(
+        relayed["body"].as_str().unwrap().contains("请转告居民1："),
+        "{relayed}"
+    );
+    assert_eq!(
+        states(&s.app, nobody).await[0],
+        pair("appointment_notice", "failed")
+    );
+    assert_eq!(
+        states(&s.app, opted_out).await[0],
+        pair("appointment_notice", "suppressed")
+    );
+    // Both land on the cadre's list, once each.
+    let tasks: Value = s
+        .app
+        .get("/api/v1/tasks", &s.cadre)
+        .await
+        .json()
+        .await
+        .unwrap();
+    let mut residents: Vec<i64> = tasks["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| {
+            assert_eq!(t["kind"], "unreachable");
+            t["resident_id"].as_i64().unwrap()
+        })
+        .collect();
+    residents.sort_unstable();
+    let mut expected = vec![nobody as i64, opted_out as i64];
+    expected.sort_unstable();
+    assert_eq!(residents, expected);
+    // Done is done, once.
+    let task = tasks["items"][0]["id"].as_i64().unwrap();
+    let done = s
+        .app
+        .post(&format!("/api/v1/tasks/{task}/done"), &s.cadre, json!({}))
+        .await;
+    assert_eq!(done.status(), StatusCode::NO_CONTENT);
+    let again = s
+        .app
+        .post(&format!("/api/v1/tasks/{task}/done"), &s.cadre, json!({}))
+        .await;
+    assert_eq!(
+        error_code(again, StatusCode::CONFLICT).await,
+        "already_done"
+    );
+}
+
+#[tokio::test]
+async fn quiet_hours_hold_messages_until_they_end() {
+    let s = setup_quiet(|_| {}, true).await;
+    let quiet = s.campaign;
+    let a = resident(&s.app, 1, OWN).await;
+    // A wave in the quiet campaign: due now, but held.
+    let office = s.app.office_token().await;
+    let today = registry::today();
+    let response = s
+        .app
+        .post(
+            &format!("/api/v1/campaigns/{quiet}/waves"),
+            &office,
+            json!({"name": "测试", "window_from": today, "window_to": today + Duration::days(10),
+                   "audience": {"migrant_types": ["local"]}}),
+        )
+        .await;
+    assert_eq!(response.status(), StatusCode::CREATED);
+    let round = drain(&s.app).await;
+    assert_eq!(round.leased, 0);
+    assert!(
+        states(&s.app, a)
+            .await
+            .iter()
+            .any(|(_, state)| state == "queued")
+    );
+}
+
+#[tokio::test]
+async fn the_daily_cap_holds_the_rest_until_tomorrow() {
+    let s = setup(|settings| settings.messaging.outbox.daily_cap = 1).await;
+    let a = resident(&s.app, 1, OWN).await;
+    book(&s, &[a]).await;
+    // A wave to local residents, due now beside the notice.
+    let office = s.app.office_token().await;
+    let today = registry::today();
+    s.app
+        .post(
+            &format!("/api/v1/campaigns/{}/waves", s.campaign),
+            &office,
+            json!({"name": "通知", "window_from": today, "window_to": today + Duration::days(10),
+                   "audience": {"migrant_types": ["local"], "stages": ["appointed"]}}),
+        )
+        .await
+        .error_for_status()
+        .unwrap();
+    let round = drain(&s.app).await;
+    assert_eq!((round.sent, round.held), (1, 1));
+    let held = s
+        .app
+        .db
+        .query_one_raw(Statement::from_string(
+            s.app.db.get_database_backend(),
+            format!(
+                "SELECT next_attempt_at, last_error FROM messages WHERE resident_id = {a} \
+                 AND state = 'queued'"
+            ),
+        ))
+        .await
+        .unwrap()
+        .unwrap();
+    let next: chrono::DateTime<Utc> = held.try_get("", "next_attempt_at").unwrap();
+    assert!(next > Utc::now() + Duration::hours(1), "{next}");
+    let error: String = held.try_get("", "last_error").unwrap();
+    assert!(error.contains("daily cap"), "{error}");
+}
+
+#[tokio::test]
+async fn a_message_past_its_useful_time_expires_instead_of_arriving_late() {
+    let s = setup(|_| {}).await;
+    let a = resident(&s.app, 1, OWN).await;
+    book(&s, &[a]).await;
+    s.app
+        .db
+        .execute_raw(Statement::from_string(
+            s.app.db.get_database_backend(),
+            format!("UPDATE messages SET expires_at = due_at WHERE resident_id = {a} AND kind = 'appointment_notice'"),
+        ))
+        .await
+        .unwrap();
+    let round = drain(&s.app).await;
+    assert_eq!((round.sent, round.expired), (0, 1));
+    assert_eq!(
+        states(&s.app, a).await[0],
+        pair("appointment_notice", "expired")
+    );
+}
+
+#[tokio::test]
+async fn a_busy_gateway_is_retried_later_and_a_refusal_moves_on_to_the_next_channel() {
+    let (url, gateway) = start_gateway().await;
+    let s = setup(move |settings| {
+        settings.messaging.sms_provider = "jasmin".into();
+        settings.messaging.jasmin = Some(crate::sms_gateway::settings(&url, "s3cret"));
+        settings.messaging.outbox.max_attempts = 2;
+    })
+    .await;
+    let a = resident(
+        &s.app,
+        1,
+        Contacts {
+            phone: Some("13800001111"),
+            relative_phone: Some("13900002222"),
+            migrant: None,
+        },
+    )
+    .await;
+    book(&s, &[a]).await;
+    *gateway.mode.lock().unwrap() = Mode::Busy;
+    let round = drain(&s.app).await;
+    assert_eq!((round.sent, round.retried), (0, 1));
+    let row = s
+        .app
+        .db
+        .query_one_raw(Statement::from_string(
+            s.app.db.get_database_backend(),
+            format!(
+                "SELECT state, attempts, step, next_attempt_at, last_error FROM messages \
+                 WHERE resident_id = {a} AND kind = 'appointment_notice'"
+            ),
+        ))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(row.try_get::<String>("", "state").unwrap(), "queued");
+    assert_eq!(row.try_get::<i32>("", "attempts").unwrap(), 1);
+    assert_eq!(
+        row.try_get::<i32>("", "step").unwrap(),
+        1,
+        "still the own phone"
+    );
+    let next: chrono::DateTime<Utc> = row.try_get("", "next_attempt_at").unwrap();
+    // 30 s base with ±25 % jitter.
+    assert!(next > Utc::now() + Duration::seconds(15), "{next}");
+    assert!(
+        row.try_get::<String>("", "last_error")
+            .unwrap()
+            .starts_with("jasmin:")
+    );
+    // The second (last) attempt fails too: the relative's phone is next, at once.
+    s.app
+        .db
+        .execute_raw(Statement::from_string(
+            s.app.db.get_database_backend(),
+            format!(
+                "UPDATE messages SET next_attempt_at = created_at WHERE resident_id = {a} \
+                 AND kind = 'appointment_notice'"
+            ),
+        ))
+        .await
+        .unwrap();
+    let round = drain(&s.app).await;
+    assert_eq!(round.sent, 0);
+    *gateway.mode.lock().unwrap() = Mode::Accept;
+    s.app
+        .db
+        .execute_raw(Statement::from_string(
+            s.app.db.get_database_backend(),
+            format!(
+                "UPDATE messages SET next_attempt_at = created_at WHERE resident_id = {a} \
+                 AND kind = 'appointment_notice'"
+            ),
+        ))
+        .await
+        .unwrap();
+    let round = drain(&s.app).await;
+    assert_eq!(round.sent, 1);
+    let received = gateway.received.lock().unwrap().clone();
+    assert_eq!(received.len(), 1);
+    assert_eq!(received[0]["to"], "8613900002222");
+    assert!(
+        received[0]["text"].contains("请转告"),
+        "{:?}",
+        received[0]["text"]
+    );
+}
+
+#[tokio::test]
+async fn a_wave_plans_one_message_per_migrant_once_and_can_be_cancelled() {
+    let s = setup(|_| {}).await;
+    let away = resident(
+        &s.app,
+        1,
+        Contacts {
+            phone: Some("13800001111"),
+            relative_phone: None,
+            migrant: Some(MigrantType::OutOfRegion),
+        },
+    )
+    .await;
+    let home = resident(&s.app, 2, OWN).await;
+    let office = s.app.office_token().await;
+    let today = registry::today();
+    let send_at = Utc::now() + Duration::hours(2);
+    let response = s
+        .app
+        .post(
+            &format!("/api/v1/campaigns/{}/waves", s.campaign),
+            &office,
+            json!({"name": "春节回乡体检", "window_from": today + Duration::days(5),
+                   "window_to": today + Duration::days(20), "send_at": send_at}),
+        )
+        .await;
+    assert_eq!(response.status(), StatusCode::CREATED);
+    let wave: Value = response.json().await.unwrap();
+    assert_eq!(wave["planned"], 1);
+    assert_eq!(wave["states"]["scheduled"], 1);
+    assert_eq!(
+        states(&s.app, away).await,
+        [pair("migrant_wave", "scheduled")]
+    );
+    assert!(states(&s.app, home).await.is_empty());
+    // Topping up plans nothing new.
+    assert_eq!(
+        outreach::outreach::waves::plan_open(&s.app.db)
+            .await
+            .unwrap(),
+        0
+    );
+    // A cadre may read it, not create one.
+    let id = wave["id"].as_i64().unwrap();
+    let listed = s
+        .app
+        .get(&format!("/api/v1/waves/{id}/messages"), &s.cadre)
+        .await;
+    assert_eq!(listed.status(), StatusCode::OK);
+    let listed: Value = listed.json().await.unwrap();
+    assert_eq!(listed["items"].as_array().unwrap().len(), 1);
+    let forbidden = s
+        .app
+        .post(
+            &format!("/api/v1/campaigns/{}/waves", s.campaign),
+            &s.cadre,
+            json!({"name": "x", "window_from": today, "window_to": today}),
+        )
+        .await;
+    assert_eq!(forbidden.status(), StatusCode::FORBIDDEN);
+    // A reversed window is refused.
+    let bad = s
+        .app
+        .post(
+            &format!("/api/v1/campaigns/{}/waves", s.campaign),
+            &office,
+            json!({"name": "x", "window_from": today + Duration::days(3), "window_to": today}),
+        )
+        .await;
+    assert_eq!(
+        error_code(bad, StatusCode::UNPROCESSABLE_ENTITY).await,
+        "invalid_window"
+    );
+    let cancelled = s
+        .app
+        .post(&format!("/api/v1/waves/{id}/cancel"), &office, json!({}))
+        .await;
+    assert_eq!(cancelled.status(), StatusCode::OK);
+    let cancelled: Value = cancelled.json().await.unwrap();
+    assert_eq!(cancelled["status"], "cancelled");
+    assert_eq!(
+        states(&s.app, away).await,
+        [pair("migrant_wave", "cancelled")]
+    );
+}
+
+#[tokio::test]
+async fn a_failed_message_is_resent_by_hand_once_and_audited() {
+    let s = setup(|_| {}).await;
+    let nobody = resident(
+        &s.app,
+        1,
+        Contacts {
+            phone: None,
+            relative_phone: None,
+            migrant: None,
+        },
+    )
+    .await;
+    book(&s, &[nobody]).await;
+    drain(&s.app).await;
+    let body: Value = s
+        .app
+        .get(
+            &format!("/api/v1/residents/{nobody}/messages?state=failed"),
+            &s.cadre,
+        )
+        .await
+        .json()
+        .await
+        .unwrap();
+    let failed = body["items"][0]["id"].as_i64().unwrap();
+    // Not something that is still on its way.
+    let states_now = states(&s.app, nobody).await;
+    let body: Value = s
+        .app
+        .get(
+            &format!("/api/v1/residents/{nobody}/messages?state=scheduled"),
+            &s.cadre,
+        )
+        .await
+        .json()
+        .await
+        .unwrap();
+    let pending = body["items"][0]["id"]
+        .as_i64()
+        .unwrap_or_else(|| panic!("{body} {:?}", states_now));
+    let refused = s
+        .app
+        .post(
+            &format!("/api/v1/messages/{pending}/resend"),
+            &s.cadre,
+            json!({}),
+        )
+        .await;
+    assert_eq!(
+        error_code(refused, StatusCode::CONFLICT).await,
+        "not_resendable"
+    );
+    let resent = s
+        .app
+        .post(
+            &format!("/api/v1/messages/{failed}/resend"),
+            &s.cadre,
+            json!({}),
+        )
+        .await;
+    assert_eq!(resent.status(), StatusCode::CREATED);
+    let resent: Value = resent.json().await.unwrap();
+    assert_eq!(resent["state"], "queued");
+    assert_eq!(resent["kind"], "appointment_notice");
+    let office = s.app.office_token().await;
+    let audit: Value = s
+        .app
+        .get("/api/v1/audit?action=message.resend", &office)
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(audit["entries"].as_array().unwrap().len(), 1);
+    // The outbox's health shows the failures.
+    let health: Value = s
+        .app
+        .get("/api/v1/outbox/health", &office)
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(health["states"]["failed"], 1);
+    assert_eq!(health["states"]["queued"], 1);
+    assert_eq!(health["due"], 1);
+    let cadre_health = s.app.get("/api/v1/outbox/health", &s.cadre).await;
+    assert_eq!(cadre_health.status(), StatusCode::FORBIDDEN);
+}
