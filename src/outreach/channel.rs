@@ -338,9 +338,7 @@ impl JasminChannel {
             .join("send")
             .map_err(|e| anyhow::anyhow!("messaging.jasmin.url: {e}"))?
             .to_string();
-        let client = reqwest::Client::builder()
-            .timeout(Duration::from_secs(settings.timeout_secs))
-            .build()?;
+        let client = super::http_client::http_client(Duration::from_secs(settings.timeout_secs))?;
         Ok(Self {
             client,
             send_url,

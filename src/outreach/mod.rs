@@ -3,6 +3,7 @@
 
 pub mod channel;
 pub mod dispatch;
+pub mod http_client;
 pub mod outbox;
 pub mod signing;
 pub mod tasks;

@@ -160,7 +160,7 @@ async fn serve_prints_the_admin_password_once_and_a_cli_added_cadre_sees_only_th
     }
     let address = address.expect("address printed");
     let password = password.expect("password printed");
-    let client = reqwest::Client::new();
+    let client = outreach::outreach::http_client::builder().build().unwrap();
     let health = client
         .get(format!("{address}/healthz"))
         .send()

@@ -131,7 +131,7 @@ pub async fn spawn_app_with(configure: impl FnOnce(&mut Settings)) -> TestApp {
         address,
         db,
         state,
-        client: reqwest::Client::new(),
+        client: outreach::outreach::http_client::builder().build().unwrap(),
         _test_db: test_db,
         shutdown,
     }

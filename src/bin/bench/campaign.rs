@@ -246,7 +246,7 @@ async fn run_book(
     let base = format!("http://127.0.0.1:{}", app.port());
     let shutdown = CancellationToken::new();
     let server = tokio::spawn(app.run_until_stopped(shutdown.clone()));
-    let client = reqwest::Client::new();
+    let client = outreach::outreach::http_client::builder().build()?;
     let login: Value = client
         .post(format!("{base}/api/v1/auth/login"))
         .json(&json!({"username": "bench.office", "password": password}))
