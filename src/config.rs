@@ -56,6 +56,12 @@ pub struct MessagingSettings {
     pub smtp: Option<crate::outreach::channel::SmtpSettings>,
     /// A self-hosted Jasmin SMS gateway; no SMS through it when unset.
     pub jasmin: Option<crate::outreach::channel::JasminSettings>,
+    /// Alibaba Cloud SMS; no SMS through it when unset.
+    pub aliyun: Option<crate::outreach::cloud::AliyunSmsSettings>,
+    /// Tencent Cloud SMS; no SMS through it when unset.
+    pub tencent: Option<crate::outreach::cloud::TencentSmsSettings>,
+    /// WeChat official-account template messages; none when unset.
+    pub wechat: Option<crate::outreach::cloud::WeChatSettings>,
     /// Which provider carries SMS: `log` (the embedded default, which only records and then
     /// also stands in for WeChat and e-mail), `aliyun`, `tencent` or `jasmin`.
     pub sms_provider: String,
@@ -72,6 +78,9 @@ impl Default for MessagingSettings {
             templates_dir: None,
             smtp: None,
             jasmin: None,
+            aliyun: None,
+            tencent: None,
+            wechat: None,
             sms_provider: "log".to_owned(),
             outbox: Default::default(),
             webhooks: Default::default(),

@@ -2,6 +2,7 @@
 //! planner and dispatch workers build on these.
 
 pub mod channel;
+pub mod cloud;
 pub mod dispatch;
 pub mod http_client;
 pub mod outbox;

@@ -31,6 +31,9 @@ pub enum Field {
     ResidentId,
     /// Any phone number (own or a relative's): one index, so a number is found wherever it is.
     Phone,
+    /// A provider's access token cached in `provider_tokens` (WeChat): encrypted only, never
+    /// indexed.
+    ProviderToken,
 }
 
 impl Field {
@@ -38,6 +41,7 @@ impl Field {
         match self {
             Field::ResidentId => b"resident.id_number",
             Field::Phone => b"resident.phone",
+            Field::ProviderToken => b"provider_tokens.token",
         }
     }
 }
