@@ -1,6 +1,7 @@
 //! Reaching residents: message templates and the channels that carry them; the outbox,
 //! planner and dispatch workers build on these.
 
+pub mod callbacks;
 pub mod channel;
 pub mod cloud;
 pub mod dispatch;
