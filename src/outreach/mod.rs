@@ -8,6 +8,7 @@ pub mod dispatch;
 pub mod http_client;
 pub mod outbox;
 pub mod signing;
+pub mod standin;
 pub mod tasks;
 pub mod templates;
 pub mod waves;

@@ -7,6 +7,7 @@ mod audit;
 mod auth;
 mod campaigns;
 mod cli;
+mod cloud_sms;
 mod email;
 mod errors;
 mod exams;
