@@ -13,6 +13,7 @@ mod messaging;
 mod middleware;
 mod residents;
 mod users;
+mod webhooks;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -95,37 +96,38 @@ pub fn router(state: AppState) -> Router {
     let openapi = Arc::new(openapi);
     let http = &state.settings.http;
     let request_id = HeaderName::from_static(REQUEST_ID_HEADER);
-    api.route(
-        "/api/openapi.json",
-        get(move || {
-            let openapi = openapi.clone();
-            async move { axum::Json(openapi) }
-        }),
-    )
-    .fallback(middleware::not_found)
-    // Innermost first: limits and panics, then the envelope for every error response that
-    // is not one yet, then request ids and tracing around everything.
-    .layer(
-        ServiceBuilder::new()
-            .layer(CatchPanicLayer::custom(middleware::panic_response))
-            // The upload endpoint streams up to `import.max_upload_bytes`; every other body is
-            // held to `http.max_body_bytes` by `DefaultBodyLimit` in its extractor.
-            .layer(RequestBodyLimitLayer::new(
-                http.max_body_bytes
-                    .max(state.settings.import.max_upload_bytes as usize),
-            ))
-            .layer(TimeoutLayer::with_status_code(
-                StatusCode::REQUEST_TIMEOUT,
-                Duration::from_secs(http.request_timeout_secs),
-            ))
-            .layer(DefaultBodyLimit::max(http.max_body_bytes)),
-    )
-    .layer(axum::middleware::map_response(middleware::error_envelope))
-    .layer(
-        ServiceBuilder::new()
-            .layer(SetRequestIdLayer::new(request_id.clone(), MakeRequestUuid))
-            .layer(TraceLayer::new_for_http().make_span_with(middleware::make_span))
-            .layer(PropagateRequestIdLayer::new(request_id)),
-    )
-    .with_state(state)
+    api.merge(webhooks::router())
+        .route(
+            "/api/openapi.json",
+            get(move || {
+                let openapi = openapi.clone();
+                async move { axum::Json(openapi) }
+            }),
+        )
+        .fallback(middleware::not_found)
+        // Innermost first: limits and panics, then the envelope for every error response that
+        // is not one yet, then request ids and tracing around everything.
+        .layer(
+            ServiceBuilder::new()
+                .layer(CatchPanicLayer::custom(middleware::panic_response))
+                // The upload endpoint streams up to `import.max_upload_bytes`; every other body is
+                // held to `http.max_body_bytes` by `DefaultBodyLimit` in its extractor.
+                .layer(RequestBodyLimitLayer::new(
+                    http.max_body_bytes
+                        .max(state.settings.import.max_upload_bytes as usize),
+                ))
+                .layer(TimeoutLayer::with_status_code(
+                    StatusCode::REQUEST_TIMEOUT,
+                    Duration::from_secs(http.request_timeout_secs),
+                ))
+                .layer(DefaultBodyLimit::max(http.max_body_bytes)),
+        )
+        .layer(axum::middleware::map_response(middleware::error_envelope))
+        .layer(
+            ServiceBuilder::new()
+                .layer(SetRequestIdLayer::new(request_id.clone(), MakeRequestUuid))
+                .layer(TraceLayer::new_for_http().make_span_with(middleware::make_span))
+                .layer(PropagateRequestIdLayer::new(request_id)),
+        )
+        .with_state(state)
 }

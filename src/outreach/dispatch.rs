@@ -112,7 +112,14 @@ impl Channels {
             Some(smtp) => Some(Arc::new(super::EmailChannel::new(smtp)?)),
             None => None,
         };
-        let wechat: Option<Arc<dyn Channel>> = None; // WIRE-CLOUD
+        let wechat: Option<Arc<dyn Channel>> = match &settings.wechat {
+            Some(wechat) => Some(Arc::new(super::cloud::WeChatChannel::new(
+                wechat,
+                db.clone(),
+                privacy.clone(),
+            )?)),
+            None => None,
+        };
         let sms: Arc<dyn Channel> = match settings.sms_provider.as_str() {
             "log" => {
                 let log: Arc<dyn Channel> = Arc::new(LogChannel {
@@ -130,7 +137,18 @@ impl Channels {
                     anyhow::anyhow!("messaging.sms_provider = \"jasmin\" needs [messaging.jasmin]")
                 })?,
             )?),
-            // WIRE-CLOUD
+            "aliyun" => Arc::new(super::cloud::AliyunSmsChannel::new(
+                settings.aliyun.as_ref().ok_or_else(|| {
+                    anyhow::anyhow!("messaging.sms_provider = \"aliyun\" needs [messaging.aliyun]")
+                })?,
+            )?),
+            "tencent" => Arc::new(super::cloud::TencentSmsChannel::new(
+                settings.tencent.as_ref().ok_or_else(|| {
+                    anyhow::anyhow!(
+                        "messaging.sms_provider = \"tencent\" needs [messaging.tencent]"
+                    )
+                })?,
+            )?),
             other => anyhow::bail!(
                 "messaging.sms_provider {other:?}: expected log, aliyun, tencent or jasmin"
             ),
@@ -835,10 +853,12 @@ impl Dispatcher {
                 )),
                 None => None,
             },
+            // A resident who opted their own number out is not texted through a relative
+            // either: the cadre calls instead.
             Route::Relative => match &resident.relative_phone_cipher {
                 Some(cipher) => Some((
                     Recipient::Phone(self.privacy.decrypt(Field::Phone, cipher)?),
-                    resident.relative_opt_out,
+                    resident.relative_opt_out || resident.phone_opt_out,
                 )),
                 None => None,
             },
@@ -976,15 +996,19 @@ impl Dispatcher {
             .bind(self.worker.as_str());
         let txn = begin_write(&self.db).await?;
         txn.execute_raw(sql.build()).await?;
-        // A WeChat user who blocked the account has opted out of it.
-        if job.route == Route::WeChat
-            && matches!(error, SendError::Permanent(m) if m.contains("opted_out"))
+        // A WeChat user who blocked the account, a number on the operator's block list: the
+        // resident has opted out of that channel.
+        let opt_out = match job.route {
+            Route::WeChat => Some(residents::Column::WechatOptOut),
+            Route::Phone => Some(residents::Column::PhoneOptOut),
+            Route::Relative => Some(residents::Column::RelativeOptOut),
+            Route::Email => None,
+        };
+        if let (Some(column), SendError::Permanent(reason)) = (opt_out, error)
+            && reason.starts_with("opted_out")
         {
             residents::Entity::update_many()
-                .col_expr(
-                    residents::Column::WechatOptOut,
-                    sea_orm::sea_query::Expr::value(true),
-                )
+                .col_expr(column, sea_orm::sea_query::Expr::value(true))
                 .filter(residents::Column::Id.eq(job.message.resident_id))
                 .exec(&txn)
                 .await?;

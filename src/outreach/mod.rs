@@ -6,6 +6,7 @@ pub mod channel;
 pub mod cloud;
 pub mod dispatch;
 pub mod http_client;
+pub mod inbound;
 pub mod outbox;
 pub mod signing;
 pub mod standin;

@@ -20,3 +20,4 @@ mod sms_gateway;
 mod storage;
 mod templates;
 mod users;
+mod webhooks;

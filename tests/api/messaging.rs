@@ -68,6 +68,11 @@ async fn resident(app: &TestApp, n: u32, contacts: Contacts) -> i32 {
     .id
 }
 
+/// An open campaign whose quiet hours are six hours away.
+pub async fn open_loud_campaign(app: &TestApp) -> i32 {
+    campaign_with_quiet_hours(app, false).await
+}
+
 /// An open campaign whose quiet hours are six hours away (or around now with `quiet`).
 async fn campaign_with_quiet_hours(app: &TestApp, quiet_now: bool) -> i32 {
     let today = registry::today();

@@ -1,0 +1,393 @@
+//! What a delivery receipt or a resident's reply does to the outbox, the appointment and
+//! the resident's opt-outs.
+
+use chrono::{DateTime, Utc};
+use sea_orm::{ConnectionTrait, TransactionSession, TransactionTrait};
+use serde::Serialize;
+use serde_json::json;
+
+use super::MessageKind;
+use super::callbacks::{InboundSms, Receipt, ReceiptStatus};
+use super::dispatch::Route;
+use super::outbox::{self, Planned};
+use super::tasks::{self, NewTask, TaskKind};
+use crate::audit::{self, AuditEvent};
+use crate::auth::Actor;
+use crate::db::{Sql, begin_write};
+use crate::error::AppResult;
+use crate::privacy::{Field, Privacy};
+use crate::registry::MobilePhone;
+
+/// Moves the message a receipt names forward: delivered or failed, only from `sending` or
+/// `sent`, so a late or repeated receipt changes nothing. A failed delivery plans the same
+/// message through the next channel of the fallback plan. Returns whether a message moved.
+pub async fn apply_receipt<C>(db: &C, receipt: &Receipt) -> AppResult<bool>
+where
+    C: ConnectionTrait + TransactionTrait,
+{
+    let now = Utc::now();
+    let at = receipt.at.unwrap_or(now);
+    let txn = begin_write(db).await?;
+    let mut sql = Sql::new(txn.get_database_backend());
+    match &receipt.status {
+        ReceiptStatus::Accepted => {
+            txn.commit().await?;
+            return Ok(false);
+        }
+        ReceiptStatus::Delivered => {
+            sql.push("UPDATE messages SET state = 'delivered', delivered_at = ")
+                .bind(at);
+        }
+        ReceiptStatus::Failed(reason) => {
+            sql.push("UPDATE messages SET state = 'failed', failed_at = ")
+                .bind(at)
+                .push(", last_error = ")
+                .bind(format!(
+                    "not delivered: {}",
+                    reason.chars().take(200).collect::<String>()
+                ));
+        }
+    }
+    sql.push(", lease_until = NULL, leased_by = NULL WHERE provider = ")
+        .bind(receipt.provider)
+        .push(" AND provider_message_id = ")
+        .bind(receipt.provider_message_id.as_str())
+        .push(
+            " AND state IN ('sending', 'sent') RETURNING id, campaign_id, resident_id, kind, \
+             appointment_id, wave_id, idempotency_key, expires_at, step",
+        );
+    let rows = txn.query_all_raw(sql.build()).await?;
+    let moved = !rows.is_empty();
+    for row in rows {
+        let campaign_id: i32 = row.try_get("", "campaign_id")?;
+        let resident_id: i32 = row.try_get("", "resident_id")?;
+        match &receipt.status {
+            ReceiptStatus::Delivered => {
+                outbox::progress(&txn, campaign_id, resident_id, true, now).await?;
+            }
+            _ => {
+                let step: i32 = row.try_get("", "step")?;
+                let key: String = row.try_get("", "idempotency_key")?;
+                let kind: String = row.try_get("", "kind")?;
+                let Some(kind) = MessageKind::parse(&kind) else {
+                    continue;
+                };
+                let base = key.split("#s").next().unwrap_or(&key).to_owned();
+                let next = Planned {
+                    campaign_id,
+                    resident_id,
+                    kind,
+                    appointment_id: row.try_get("", "appointment_id")?,
+                    wave_id: row.try_get("", "wave_id")?,
+                    key: format!("{base}#s{}", step + 1),
+                    due_at: now,
+                    expires_at: row.try_get("", "expires_at")?,
+                    route: None,
+                    step: step + 1,
+                };
+                if next.expires_at > now {
+                    outbox::insert(&txn, &[next], now).await?;
+                }
+            }
+        }
+    }
+    txn.commit().await?;
+    Ok(moved)
+}
+
+/// What a reply did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, utoipa::ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum ReplyAction {
+    /// 1 / 确认: the appointment is confirmed.
+    Confirm,
+    /// 2 / 改期: a task for the cadre and a message with the next days with room.
+    Reschedule,
+    /// TD / T / N / 退订: the number is opted out of SMS.
+    OptOut,
+    /// Anything else, or from an unknown number: kept for the cadre.
+    Unmatched,
+}
+
+impl ReplyAction {
+    pub fn code(self) -> &'static str {
+        match self {
+            ReplyAction::Confirm => "confirm",
+            ReplyAction::Reschedule => "reschedule",
+            ReplyAction::OptOut => "opt_out",
+            ReplyAction::Unmatched => "unmatched",
+        }
+    }
+
+    /// Reads the keyword of a reply: half- or full-width, any case, surrounding spaces and
+    /// punctuation ignored.
+    pub fn of(text: &str) -> ReplyAction {
+        let normal: String = text
+            .chars()
+            .map(|c| match c {
+                '\u{FF01}'..='\u{FF5E}' => char::from_u32(c as u32 - 0xFEE0).unwrap_or(c),
+                '\u{3000}' => ' ',
+                other => other,
+            })
+            .filter(|c| !c.is_whitespace() && !matches!(c, '.' | '。' | '!' | '！' | ',' | '，'))
+            .collect::<String>()
+            .to_uppercase();
+        match normal.as_str() {
+            "1" | "确认" | "确定" | "是" => ReplyAction::Confirm,
+            "2" | "改期" | "改约" => ReplyAction::Reschedule,
+            "TD" | "T" | "N" | "退订" | "取消订阅" => ReplyAction::OptOut,
+            _ => ReplyAction::Unmatched,
+        }
+    }
+}
+
+/// A resident a reply's number belongs to, and whether it is their own number.
+struct Sender {
+    resident_id: i32,
+    village_code: String,
+    route: Route,
+}
+
+/// Acts on a reply and keeps it. The number is matched through the phone blind index (own
+/// or a relative's); a number shared by several residents is taken as the one most recently
+/// messaged.
+pub async fn apply_reply<C>(db: &C, privacy: &Privacy, reply: &InboundSms) -> AppResult<ReplyAction>
+where
+    C: ConnectionTrait + TransactionTrait,
+{
+    let now = Utc::now();
+    let received_at = reply.at.unwrap_or(now);
+    let phone = MobilePhone::parse(&reply.from_phone);
+    let index = phone
+        .as_ref()
+        .map(|p| privacy.blind_index(Field::Phone, p.expose()));
+    let masked = phone
+        .as_ref()
+        .map(MobilePhone::masked)
+        .unwrap_or_else(|| "***".to_owned());
+    let mut action = ReplyAction::of(&reply.text);
+    let txn = begin_write(db).await?;
+    let senders = match &index {
+        Some(index) => senders(&txn, index).await?,
+        None => Vec::new(),
+    };
+    let campaign = crate::campaign::open_campaigns(&txn)
+        .await?
+        .into_iter()
+        .next();
+    let sender = senders.first();
+    if sender.is_none() {
+        action = ReplyAction::Unmatched;
+    }
+    // The active appointment, for confirm and reschedule.
+    let appointment = match (sender, &campaign) {
+        (Some(s), Some(c)) => crate::appointment::active_of(&txn, c.id(), s.resident_id).await?,
+        _ => None,
+    };
+    if matches!(action, ReplyAction::Confirm | ReplyAction::Reschedule) && appointment.is_none() {
+        action = ReplyAction::Unmatched;
+    }
+    let mut sql = Sql::new(txn.get_database_backend());
+    sql.push(
+        "INSERT INTO inbound_replies (provider, from_index, from_masked, text, action, \
+         resident_id, message_id, village_code, received_at) VALUES (",
+    )
+    .bind(reply.provider)
+    .push(", ")
+    .bind(index.clone())
+    .push(", ")
+    .bind(masked.as_str())
+    .push(", ")
+    .bind(reply.text.chars().take(500).collect::<String>())
+    .push(", ")
+    .bind(action.code())
+    .push(", ")
+    .bind(sender.map(|s| s.resident_id))
+    .push(", NULL, ")
+    .bind(sender.map(|s| s.village_code.clone()))
+    .push(", ")
+    .bind(received_at)
+    .push(") RETURNING id");
+    let reply_id: i32 = txn
+        .query_one_raw(sql.build())
+        .await?
+        .ok_or_else(|| anyhow::anyhow!("the reply was not kept"))?
+        .try_get("", "id")?;
+    match (action, sender) {
+        (ReplyAction::Confirm, Some(_)) => {
+            if let Some(a) = &appointment {
+                let mut sql = Sql::new(txn.get_database_backend());
+                sql.push("UPDATE appointments SET confirmed_at = ")
+                    .bind(now)
+                    .push(" WHERE id = ")
+                    .bind(a.id)
+                    .push(" AND confirmed_at IS NULL");
+                txn.execute_raw(sql.build()).await?;
+            }
+        }
+        (ReplyAction::Reschedule, Some(s)) => {
+            if let (Some(a), Some(c)) = (&appointment, &campaign) {
+                tasks::create(
+                    &txn,
+                    NewTask {
+                        campaign_id: c.id(),
+                        resident_id: s.resident_id,
+                        village_code: s.village_code.clone(),
+                        kind: TaskKind::RescheduleRequest,
+                        dedupe_key: format!("reschedule:a{}:{}", a.id, a.day),
+                        message_id: None,
+                        reply_id: Some(reply_id),
+                        note: Some(format!("居民回复改期，原预约 {}", a.day)),
+                    },
+                    now,
+                )
+                .await?;
+                let mut options = outbox::immediate(
+                    c.id(),
+                    s.resident_id,
+                    MessageKind::RescheduleOptions,
+                    Some(a.id),
+                    outbox::key(
+                        MessageKind::RescheduleOptions,
+                        s.resident_id,
+                        &format!("a{}", a.id),
+                        a.day,
+                    ),
+                    now,
+                );
+                options.route = Some(s.route.code());
+                outbox::insert(&txn, &[options], now).await?;
+            }
+        }
+        (ReplyAction::OptOut, Some(first)) => {
+            // The number leaves SMS wherever it is: own phone or a relative's.
+            let index = index.clone().unwrap_or_default();
+            for (flag, column) in [
+                ("phone_opt_out", "phone_index"),
+                ("relative_opt_out", "relative_phone_index"),
+            ] {
+                let mut sql = Sql::new(txn.get_database_backend());
+                sql.push(&format!("UPDATE residents SET {flag} = "))
+                    .bind(true)
+                    .push(", updated_at = ")
+                    .bind(now)
+                    .push(&format!(" WHERE {column} = "))
+                    .bind(index.clone());
+                txn.execute_raw(sql.build()).await?;
+            }
+            audit::record(
+                &txn,
+                &Actor::system(),
+                AuditEvent {
+                    action: "resident.opt_out",
+                    entity: "resident",
+                    entity_id: Some(first.resident_id.to_string()),
+                    area_code: crate::area::AreaCode::parse(&first.village_code).ok(),
+                    summary: json!({"channel": "sms", "number": masked, "residents": senders.len()}),
+                },
+            )
+            .await?;
+            if let Some(c) = &campaign {
+                // Confirmed once per number, back the way the reply came.
+                let mut confirmation = outbox::immediate(
+                    c.id(),
+                    first.resident_id,
+                    MessageKind::OptOutConfirmation,
+                    None,
+                    format!(
+                        "opt_out_confirmation:n{}",
+                        index
+                            .iter()
+                            .take(8)
+                            .map(|b| format!("{b:02x}"))
+                            .collect::<String>()
+                    ),
+                    now,
+                );
+                confirmation.route = Some(first.route.code());
+                outbox::insert(&txn, &[confirmation], now).await?;
+            }
+        }
+        (_, Some(s)) => {
+            if let Some(c) = &campaign {
+                tasks::create(
+                    &txn,
+                    NewTask {
+                        campaign_id: c.id(),
+                        resident_id: s.resident_id,
+                        village_code: s.village_code.clone(),
+                        kind: TaskKind::Reply,
+                        dedupe_key: format!("reply:{reply_id}"),
+                        message_id: None,
+                        reply_id: Some(reply_id),
+                        note: Some(format!(
+                            "居民回复：{}",
+                            reply.text.chars().take(100).collect::<String>()
+                        )),
+                    },
+                    now,
+                )
+                .await?;
+            }
+        }
+        (_, None) => {}
+    }
+    txn.commit().await?;
+    Ok(action)
+}
+
+/// Residents whose own or relative's number has this blind index, the most recently
+/// messaged first.
+async fn senders(db: &impl ConnectionTrait, index: &[u8]) -> AppResult<Vec<Sender>> {
+    let mut sql = Sql::new(db.get_database_backend());
+    sql.push("SELECT r.id, r.village_code, CASE WHEN r.phone_index = ")
+        .bind(index.to_vec())
+        .push(
+            " THEN 'phone' ELSE 'relative' END AS route, \
+             (SELECT MAX(m.sent_at) FROM messages m WHERE m.resident_id = r.id) AS last_sent \
+             FROM residents r WHERE r.phone_index = ",
+        )
+        .bind(index.to_vec())
+        .push(" OR r.relative_phone_index = ")
+        .bind(index.to_vec());
+    let mut found: Vec<(Option<DateTime<Utc>>, Sender)> = Vec::new();
+    for row in db.query_all_raw(sql.build()).await? {
+        let route: String = row.try_get("", "route")?;
+        found.push((
+            row.try_get("", "last_sent")?,
+            Sender {
+                resident_id: row.try_get("", "id")?,
+                village_code: row.try_get("", "village_code")?,
+                route: Route::parse(&route).unwrap_or(Route::Phone),
+            },
+        ));
+    }
+    // Own number before a relative's, then the latest messaged.
+    found.sort_by(|a, b| {
+        (a.1.route != Route::Phone)
+            .cmp(&(b.1.route != Route::Phone))
+            .then(b.0.cmp(&a.0))
+    });
+    Ok(found.into_iter().map(|(_, s)| s).collect())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reply_keywords_are_read_in_any_width_and_case() {
+        for text in ["1", " 1 ", "１", "确认", "确认。"] {
+            assert_eq!(ReplyAction::of(text), ReplyAction::Confirm, "{text:?}");
+        }
+        for text in ["2", "２", "改期"] {
+            assert_eq!(ReplyAction::of(text), ReplyAction::Reschedule, "{text:?}");
+        }
+        for text in ["TD", "td", "ＴＤ", "T", "n", "退订"] {
+            assert_eq!(ReplyAction::of(text), ReplyAction::OptOut, "{text:?}");
+        }
+        for text in ["12", "好的谢谢", "", "TDX"] {
+            assert_eq!(ReplyAction::of(text), ReplyAction::Unmatched, "{text:?}");
+        }
+    }
+}

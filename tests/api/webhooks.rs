@@ -1,0 +1,432 @@
+//! Provider callbacks: receipts move a message forward only (late and repeated ones change
+//! nothing), a failed delivery falls back to the next channel, replies confirm / ask to
+//! reschedule / opt out, unknown numbers are kept for the office, and unauthenticated calls
+//! are refused.
+
+use chrono::Duration;
+use entities::users::Role;
+use outreach::auth::Actor;
+use outreach::registry::{self, NewResident};
+use reqwest::StatusCode;
+use sea_orm::{ConnectionTrait, Statement};
+use serde_json::{Value, json};
+use sha1::{Digest, Sha1};
+
+use crate::helpers::{TOWNSHIP, TestApp, VILLAGE, error_code, resident_id, spawn_app_with};
+use crate::sms_gateway::{Gateway, start_gateway};
+
+const SECRET: &str = "hook-secret-2026";
+const WECHAT_TOKEN: &str = "wx-server-token";
+
+struct Setup {
+    app: TestApp,
+    gateway: Gateway,
+    campaign: i32,
+    resident: i32,
+    appointment: i32,
+    cadre: String,
+}
+
+/// A resident with an own and a relative's phone, booked for tomorrow; the notice sent
+/// through the (stand-in) Jasmin gateway.
+async fn setup() -> Setup {
+    let (url, gateway) = start_gateway().await;
+    let app = spawn_app_with(move |s| {
+        s.messaging.sms_provider = "jasmin".into();
+        s.messaging.jasmin = Some(crate::sms_gateway::settings(&url, "s3cret"));
+        s.messaging.webhooks.secret = Some(outreach::config::Secret::new(SECRET));
+        s.messaging.webhooks.wechat_token = Some(outreach::config::Secret::new(WECHAT_TOKEN));
+        s.messaging.outbox.reminders.notice_at = chrono::NaiveTime::MIN;
+        s.messaging.outbox.reminders.same_day_at = chrono::NaiveTime::MIN;
+    })
+    .await;
+    app.seed_areas().await;
+    let resident = registry::create(
+        &app.db,
+        &app.state.privacy,
+        &Actor::cli(),
+        NewResident {
+            name: "阿依古丽".into(),
+            id_number: resident_id(1, "19700101"),
+            village_code: VILLAGE.to_owned(),
+            phone: Some("13800001111".into()),
+            relative_name: Some("买买提".into()),
+            relative_relation: Some("子女".into()),
+            relative_phone: Some("13900002222".into()),
+            migrant_type: None,
+            permit_since: None,
+            special: None,
+            current_address: None,
+            wechat_openid: None,
+            email: None,
+            language: None,
+        },
+    )
+    .await
+    .unwrap()
+    .id;
+    let campaign = crate::messaging::open_loud_campaign(&app).await;
+    let institution = app.institution("XYZ-WSY", TOWNSHIP, &[TOWNSHIP], 20).await;
+    let (_, cadre) = app.user("cadre.w", Role::Cadre, VILLAGE).await;
+    let response = app
+        .post(
+            &format!("/api/v1/campaigns/{campaign}/bookings"),
+            &cadre,
+            json!({"institution_id": institution, "day": registry::today() + Duration::days(1),
+                   "resident_ids": [resident]}),
+        )
+        .await;
+    assert_eq!(response.status(), StatusCode::CREATED);
+    let body: Value = response.json().await.unwrap();
+    let appointment = body["appointments"][0]["id"].as_i64().unwrap() as i32;
+    let round = app.state.dispatcher().drain().await.unwrap();
+    assert_eq!(round.sent, 1);
+    Setup {
+        app,
+        gateway,
+        campaign,
+        resident,
+        appointment,
+        cadre,
+    }
+}
+
+async fn form(app: &TestApp, path: &str, fields: &[(&str, &str)]) -> reqwest::Response {
+    app.client
+        .post(app.url(path))
+        .form(fields)
+        .send()
+        .await
+        .unwrap()
+}
+
+async fn value(app: &TestApp, sql: &str) -> Option<String> {
+    let row = app
+        .db
+        .query_one_raw(Statement::from_string(
+            app.db.get_database_backend(),
+            sql.to_owned(),
+        ))
+        .await
+        .unwrap()?;
+    row.try_get::<Option<String>>("", "v").unwrap()
+}
+
+async fn notice_state(s: &Setup) -> String {
+    value(
+        &s.app,
+        &format!(
+            "SELECT state AS v FROM messages WHERE resident_id = {} AND kind = 'appointment_notice'",
+            s.resident
+        ),
+    )
+    .await
+    .unwrap()
+}
+
+#[tokio::test]
+async fn receipts_move_a_message_forward_only_and_repeats_change_nothing() {
+    let s = setup().await;
+    let dlr = |status: &'static str, level: &'static str| {
+        vec![("id", "gw-1"), ("message_status", status), ("level", level)]
+    };
+    let path = format!("/webhooks/jasmin/dlr?token={SECRET}");
+    // Accepted by the operator: still just sent.
+    let response = form(&s.app, &path, &dlr("ESME_ROK", "1")).await;
+    assert_eq!(response.status(), StatusCode::OK);
+    assert_eq!(response.text().await.unwrap(), "ACK/Jasmin");
+    assert_eq!(notice_state(&s).await, "sent");
+    let before = crate::campaigns::row(&s.app, s.campaign, s.resident)
+        .await
+        .unwrap();
+    assert!(before.notified_at.is_some() && before.reached_at.is_none());
+    // Delivered: the resident is reached.
+    assert_eq!(
+        form(&s.app, &path, &dlr("DELIVRD", "2")).await.status(),
+        StatusCode::OK
+    );
+    assert_eq!(notice_state(&s).await, "delivered");
+    let after = crate::campaigns::row(&s.app, s.campaign, s.resident)
+        .await
+        .unwrap();
+    assert!(after.reached_at.is_some());
+    // Repeated, late or contradicting receipts change nothing.
+    for (status, level) in [("DELIVRD", "2"), ("ESME_ROK", "1"), ("UNDELIV", "2")] {
+        let response = form(&s.app, &path, &dlr(status, level)).await;
+        assert_eq!(response.status(), StatusCode::OK);
+        assert_eq!(notice_state(&s).await, "delivered");
+    }
+    // Unknown ids are answered (the gateway must not retry forever) and change nothing.
+    let unknown = form(
+        &s.app,
+        &path,
+        &[
+            ("id", "gw-999"),
+            ("message_status", "DELIVRD"),
+            ("level", "2"),
+        ],
+    )
+    .await;
+    assert_eq!(unknown.status(), StatusCode::OK);
+    // Malformed: a clear 400.
+    let junk = form(&s.app, &path, &[("id", "gw-1")]).await;
+    assert_eq!(
+        error_code(junk, StatusCode::BAD_REQUEST).await,
+        "invalid_callback"
+    );
+}
+
+#[tokio::test]
+async fn an_undelivered_message_falls_back_to_the_relatives_phone() {
+    let s = setup().await;
+    let path = format!("/webhooks/jasmin/dlr?token={SECRET}");
+    let response = form(
+        &s.app,
+        &path,
+        &[
+            ("id", "gw-1"),
+            ("message_status", "UNDELIV"),
+            ("level", "2"),
+        ],
+    )
+    .await;
+    assert_eq!(response.status(), StatusCode::OK);
+    let rows = s
+        .app
+        .db
+        .query_all_raw(Statement::from_string(
+            s.app.db.get_database_backend(),
+            format!(
+                "SELECT state, step FROM messages WHERE resident_id = {} \
+                 AND kind = 'appointment_notice' ORDER BY id",
+                s.resident
+            ),
+        ))
+        .await
+        .unwrap();
+    let states: Vec<(String, i32)> = rows
+        .iter()
+        .map(|r| {
+            (
+                r.try_get("", "state").unwrap(),
+                r.try_get("", "step").unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(states, [("failed".into(), 1), ("queued".into(), 2)]);
+    let round = s.app.state.dispatcher().drain().await.unwrap();
+    assert_eq!(round.sent, 1);
+    let received = s.gateway.received.lock().unwrap().clone();
+    assert_eq!(received.len(), 2);
+    assert_eq!(received[1]["to"], "8613900002222");
+    assert!(
+        received[1]["text"].contains("请转告阿依古丽"),
+        "{:?}",
+        received[1]
+    );
+}
+
+#[tokio::test]
+async fn unauthenticated_callbacks_are_refused_and_change_nothing() {
+    let s = setup().await;
+    let fields = [
+        ("id", "gw-1"),
+        ("message_status", "DELIVRD"),
+        ("level", "2"),
+    ];
+    for path in [
+        "/webhooks/jasmin/dlr".to_owned(),
+        "/webhooks/jasmin/dlr?token=wrong".to_owned(),
+        format!("/webhooks/jasmin/dlr?token={SECRET}x"),
+    ] {
+        let response = form(&s.app, &path, &fields).await;
+        assert_eq!(
+            error_code(response, StatusCode::UNAUTHORIZED).await,
+            "unauthorized"
+        );
+    }
+    for path in ["/webhooks/aliyun/report", "/webhooks/tencent/status"] {
+        let response = s
+            .app
+            .client
+            .post(s.app.url(&format!("{path}?token=nope")))
+            .body("[]")
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), StatusCode::UNAUTHORIZED, "{path}");
+    }
+    assert_eq!(notice_state(&s).await, "sent");
+    // WeChat: the server check echoes only when signed with the account's token.
+    let (timestamp, nonce) = ("1767225600", "8812");
+    let mut parts = [WECHAT_TOKEN, timestamp, nonce];
+    parts.sort_unstable();
+    let signature: String = Sha1::digest(parts.concat().as_bytes())
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    let good = s
+        .app
+        .client
+        .get(s.app.url(&format!(
+            "/webhooks/wechat?signature={signature}&timestamp={timestamp}&nonce={nonce}&echostr=hello"
+        )))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(good.status(), StatusCode::OK);
+    assert_eq!(good.text().await.unwrap(), "hello");
+    let bad = s
+        .app
+        .client
+        .post(s.app.url(&format!(
+            "/webhooks/wechat?signature=0{}&timestamp={timestamp}&nonce={nonce}",
+            &signature[1..]
+        )))
+        .body("<xml><Event><![CDATA[TEMPLATESENDJOBFINISH]]></Event></xml>")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(bad.status(), StatusCode::UNAUTHORIZED);
+    // A source outside the allowed networks is refused even with the token.
+    let (url, _gateway) = start_gateway().await;
+    let guarded = spawn_app_with(move |c| {
+        c.messaging.sms_provider = "jasmin".into();
+        c.messaging.jasmin = Some(crate::sms_gateway::settings(&url, "s3cret"));
+        c.messaging.webhooks.secret = Some(outreach::config::Secret::new(SECRET));
+        c.messaging.webhooks.allowed_sources = vec!["10.0.0.0/8".into()];
+    })
+    .await;
+    let response = form(
+        &guarded,
+        &format!("/webhooks/jasmin/dlr?token={SECRET}"),
+        &fields,
+    )
+    .await;
+    assert_eq!(response.status(), StatusCode::FORBIDDEN);
+}
+
+async fn reply(s: &Setup, from: &str, text: &str) {
+    let response = form(
+        &s.app,
+        &format!("/webhooks/jasmin/mo?token={SECRET}"),
+        &[
+            ("id", "mo-1"),
+            ("from", from),
+            ("to", "106900001"),
+            ("content", text),
+            ("coding", "0"),
+        ],
+    )
+    .await;
+    assert_eq!(response.status(), StatusCode::OK, "{text}");
+}
+
+#[tokio::test]
+async fn replies_confirm_ask_to_reschedule_and_opt_out_once() {
+    let s = setup().await;
+    // 1: the appointment is confirmed.
+    reply(&s, "8613800001111", "1").await;
+    let confirmed = value(
+        &s.app,
+        &format!(
+            "SELECT CAST(confirmed_at AS TEXT) AS v FROM appointments WHERE id = {}",
+            s.appointment
+        ),
+    )
+    .await;
+    assert!(confirmed.is_some(), "the appointment is confirmed");
+    // 2: a task for the cadre and an answer with the days that have room.
+    reply(&s, "13800001111", "改期").await;
+    let tasks: Value = s
+        .app
+        .get("/api/v1/tasks", &s.cadre)
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(tasks["items"][0]["kind"], "reschedule_request");
+    assert_eq!(tasks["items"][0]["resident_id"], s.resident);
+    let round = s.app.state.dispatcher().drain().await.unwrap();
+    assert_eq!(round.sent, 1);
+    let received = s.gateway.received.lock().unwrap().clone();
+    let offer = &received.last().unwrap()["text"];
+    assert!(offer.contains("近期还有名额的日期"), "{offer}");
+    assert!(offer.contains('月') && offer.contains('日'), "{offer}");
+    // TD: the number leaves SMS; the confirmation goes once, even though it is opted out.
+    reply(&s, "13800001111", "TD").await;
+    reply(&s, "13800001111", "退订").await;
+    let opted: Value = s
+        .app
+        .get(&format!("/api/v1/residents/{}", s.resident), &s.cadre)
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(opted["phone_opt_out"], true);
+    assert_eq!(opted["relative_opt_out"], false);
+    let round = s.app.state.dispatcher().drain().await.unwrap();
+    assert_eq!(round.sent, 1, "one confirmation for two opt-outs");
+    let received = s.gateway.received.lock().unwrap().clone();
+    let confirmation = received.last().unwrap();
+    assert_eq!(confirmation["to"], "8613800001111");
+    assert!(
+        confirmation["text"].contains("您已退订"),
+        "{confirmation:?}"
+    );
+    assert!(!confirmation["text"].contains("回TD退订"));
+    // Replies are listed for the cadre with what each did.
+    let replies: Value = s
+        .app
+        .get("/api/v1/replies", &s.cadre)
+        .await
+        .json()
+        .await
+        .unwrap();
+    let actions: Vec<&str> = replies["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["action"].as_str().unwrap())
+        .collect();
+    assert_eq!(actions, ["opt_out", "opt_out", "reschedule", "confirm"]);
+    assert_eq!(replies["items"][0]["from"], "138****1111");
+}
+
+#[tokio::test]
+async fn a_reply_from_an_unknown_number_is_kept_for_the_office() {
+    let s = setup().await;
+    reply(&s, "13700003333", "1").await;
+    reply(&s, "13800001111", "明天下雨还去吗").await;
+    let office = s.app.office_token().await;
+    let replies: Value = s
+        .app
+        .get("/api/v1/replies", &office)
+        .await
+        .json()
+        .await
+        .unwrap();
+    let items = replies["items"].as_array().unwrap();
+    assert_eq!(items.len(), 2);
+    assert_eq!(items[1]["action"], "unmatched");
+    assert_eq!(items[1]["resident_id"], Value::Null);
+    assert_eq!(items[1]["from"], "137****3333");
+    // The cadre sees their resident's question (as a task too), not the stranger's.
+    let cadre: Value = s
+        .app
+        .get("/api/v1/replies", &s.cadre)
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(cadre["items"].as_array().unwrap().len(), 1);
+    assert_eq!(cadre["items"][0]["text"], "明天下雨还去吗");
+    let tasks: Value = s
+        .app
+        .get("/api/v1/tasks", &s.cadre)
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(tasks["items"][0]["kind"], "reply");
+}
