@@ -441,7 +441,11 @@ where
             action: "wave.cancel",
             entity: "wave",
             entity_id: Some(id.to_string()),
-            area_code: wave.audience.area.as_deref().and_then(|a| AreaCode::parse(a).ok()),
+            area_code: wave
+                .audience
+                .area
+                .as_deref()
+                .and_then(|a| AreaCode::parse(a).ok()),
             summary: json!({"messages_cancelled": cancelled}),
         },
     )
