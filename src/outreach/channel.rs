@@ -91,10 +91,14 @@ pub trait Channel: Send + Sync {
         false
     }
     async fn send(&self, message: &Outgoing) -> Result<Sent, SendError>;
-    /// Asks the provider whether it took the message with this idempotency key: `Some`
-    /// when it did, `None` when it certainly did not, an error when it cannot say (the
-    /// default: most providers offer no such lookup).
-    async fn lookup(&self, _idempotency_key: &str) -> Result<Option<Sent>, SendError> {
+    /// Asks the provider whether it took `message` (by its idempotency key) since `since`:
+    /// `Some` when it did, `None` when it certainly did not, an error when it cannot say
+    /// (the default: most providers offer no such lookup).
+    async fn lookup(
+        &self,
+        _message: &Outgoing,
+        _since: chrono::DateTime<chrono::Utc>,
+    ) -> Result<Option<Sent>, SendError> {
         Err(SendError::Transient(format!(
             "{} cannot look a message up",
             self.name()

@@ -425,8 +425,8 @@ impl Dispatcher {
     async fn reconcile(&self, now: DateTime<Utc>) -> AppResult<u64> {
         let mut sql = Sql::new(self.backend());
         sql.push(
-            "SELECT id, channel, idempotency_key, leased_by FROM messages \
-             WHERE state = 'sending' AND lease_until < ",
+            "SELECT id, kind, resident_id, step, channel, idempotency_key, leased_by, \
+             sending_at FROM messages WHERE state = 'sending' AND lease_until < ",
         )
         .bind(now)
         .push(" ORDER BY lease_until LIMIT ")
@@ -436,18 +436,13 @@ impl Dispatcher {
         for row in rows {
             let id: i32 = row.try_get("", "id")?;
             let channel: Option<String> = row.try_get("", "channel")?;
-            let key: String = row.try_get("", "idempotency_key")?;
             let leased_by: Option<String> = row.try_get("", "leased_by")?;
             let channel = channel.as_deref().and_then(|c| self.channels.named(c));
             let outcome = match channel {
                 // Never got as far as choosing a channel: nothing went out.
                 None => Reconciled::NotSent,
                 Some(c) if c.deduplicates() => Reconciled::NotSent,
-                Some(c) => match c.lookup(&key).await {
-                    Ok(Some(sent)) => Reconciled::Sent(sent),
-                    Ok(None) => Reconciled::NotSent,
-                    Err(_) => Reconciled::Unknown,
-                },
+                Some(c) => self.ask_provider(c, &row).await,
             };
             let mut sql = Sql::new(self.backend());
             match &outcome {
@@ -462,7 +457,7 @@ impl Dispatcher {
                         .push(", provider = ")
                         .bind(sent.provider)
                         .push(", provider_message_id = ")
-                        .bind(sent.provider_message_id.as_str())
+                        .bind(Some(sent.provider_message_id.as_str()).filter(|id| !id.is_empty()))
                         .push(", lease_until = NULL, leased_by = NULL");
                 }
                 Reconciled::Unknown => {
@@ -489,6 +484,53 @@ impl Dispatcher {
             }
         }
         Ok(reconciled)
+    }
+
+    /// Whether the provider has the message of a reconciled row.
+    async fn ask_provider(
+        &self,
+        channel: &Arc<dyn Channel>,
+        row: &sea_orm::QueryResult,
+    ) -> Reconciled {
+        let found = async {
+            let resident_id: i32 = row.try_get("", "resident_id")?;
+            let step: i32 = row.try_get("", "step")?;
+            let kind: String = row.try_get("", "kind")?;
+            let since: Option<DateTime<Utc>> = row.try_get("", "sending_at")?;
+            let route = Route::PLAN[step.clamp(0, 3) as usize];
+            let resident = residents::Entity::find_by_id(resident_id)
+                .one(&self.db)
+                .await?
+                .ok_or_else(|| anyhow::anyhow!("resident {resident_id} is gone"))?;
+            let Some((recipient, _)) = self.recipient(&resident, route)? else {
+                return Ok::<_, crate::error::AppError>(None);
+            };
+            let kind = MessageKind::parse(&kind)
+                .ok_or_else(|| anyhow::anyhow!("unknown message kind {kind}"))?;
+            let outgoing = Outgoing {
+                idempotency_key: row.try_get("", "idempotency_key")?,
+                kind,
+                recipient,
+                title: kind.title().to_owned(),
+                text: String::new(),
+                context: MessageContext::default(),
+            };
+            Ok(Some(
+                channel
+                    .lookup(&outgoing, since.unwrap_or_else(Utc::now))
+                    .await
+                    .map_err(|e| anyhow::anyhow!("{e}"))?,
+            ))
+        };
+        match found.await {
+            Ok(Some(Some(sent))) => Reconciled::Sent(sent),
+            // No address any more: nothing can have gone to it.
+            Ok(None) | Ok(Some(None)) => Reconciled::NotSent,
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot ask the provider about a message");
+                Reconciled::Unknown
+            }
+        }
     }
 
     async fn lease(&self, now: DateTime<Utc>, quiet: &[i32]) -> AppResult<Vec<Leased>> {

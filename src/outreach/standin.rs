@@ -68,6 +68,9 @@ pub enum Behaviour {
     Timeout,
     /// Answers normally after this long.
     Slow(Duration),
+    /// Takes the message at once but answers only after this long (a client that dies
+    /// meanwhile leaves a message the provider has and the sender does not know about).
+    SlowAnswer(Duration),
     /// Refuses the recipient: Alibaba `isv.MOBILE_NUMBER_ILLEGAL`, Tencent
     /// `InvalidParameterValue.IncorrectPhoneNumber`, WeChat 43101 (the user refused).
     RejectNumber,
@@ -388,6 +391,9 @@ async fn aliyun(
             "Specified signature nonce was used already.",
         );
     }
+    if parameters["Action"] == "QuerySendDetails" {
+        return aliyun_query(&shared, &parameters);
+    }
     if parameters["Action"] != "SendSms" {
         return aliyun_answer(
             StatusCode::BAD_REQUEST,
@@ -449,6 +455,9 @@ async fn aliyun(
             provider_id: biz_id.clone(),
         },
     );
+    if let Behaviour::SlowAnswer(delay) = shared.behaviour() {
+        tokio::time::sleep(delay).await;
+    }
     (
         StatusCode::OK,
         axum::Json(json!({
@@ -459,6 +468,61 @@ async fn aliyun(
         })),
     )
         .into_response()
+}
+
+/// `QuerySendDetails`: the messages accepted for `PhoneNumber` (all on the stand-in's one
+/// day), one page of `PageSize` at `CurrentPage`, each with its `OutId`.
+fn aliyun_query(shared: &Shared, parameters: &BTreeMap<String, String>) -> Response {
+    for name in ["PhoneNumber", "SendDate", "PageSize", "CurrentPage"] {
+        if parameters.get(name).is_none_or(|v| v.is_empty()) {
+            return aliyun_answer(
+                StatusCode::BAD_REQUEST,
+                &format!("Missing{name}"),
+                &format!("{name} is mandatory for this action."),
+            );
+        }
+    }
+    let size: usize = parameters["PageSize"].parse().unwrap_or(0);
+    let page: usize = parameters["CurrentPage"].parse().unwrap_or(0);
+    if !(1..=50).contains(&size) || page == 0 {
+        return aliyun_answer(
+            StatusCode::OK,
+            "isv.INVALID_PARAMETERS",
+            "PageSize 1–50, CurrentPage from 1",
+        );
+    }
+    let phone = &parameters["PhoneNumber"];
+    let records: Vec<Value> = shared
+        .accepted
+        .lock()
+        .expect("accepted lock")
+        .iter()
+        .filter(|a| a.to.split(',').any(|p| p == phone))
+        .map(|a| {
+            json!({
+                "PhoneNum": phone,
+                "SendStatus": 3,
+                "ErrCode": "DELIVERED",
+                "TemplateCode": a.template,
+                "OutId": a.idempotency_key,
+                "SendDate": parameters["SendDate"],
+            })
+        })
+        .collect();
+    let total = records.len();
+    let page: Vec<Value> = records
+        .into_iter()
+        .skip((page - 1) * size)
+        .take(size)
+        .collect();
+    axum::Json(json!({
+        "Code": "OK",
+        "Message": "OK",
+        "TotalCount": total,
+        "SmsSendDetailDTOs": {"SmsSendDetailDTO": page},
+        "RequestId": uuid::Uuid::new_v4().to_string().to_uppercase(),
+    }))
+    .into_response()
 }
 
 // ---------------------------------------------------------------------------------------
