@@ -958,3 +958,42 @@ async fn the_providers_rate_limit_is_honoured() {
         started.elapsed()
     );
 }
+
+/// After downtime a job's missed firings are caught up once (the latest), not once per tick;
+/// a firing that ran is not missed; a job that never ran waits for its schedule.
+#[tokio::test]
+async fn missed_scheduler_firings_are_caught_up_once() {
+    use outreach::scheduler::{self, Job, Outcome, Scheduler};
+    let app = spawn_app_with(|_| {}).await;
+    let mut settings = outreach::config::SchedulerSettings::default();
+    settings.jobs.clear();
+    settings
+        .jobs
+        .insert("plan_reminders".into(), "0 */10 * * * *".into());
+    settings
+        .jobs
+        .insert("plan_waves".into(), "0 30 * * * *".into());
+    let scheduler = Scheduler::from_settings(&settings).unwrap();
+    let now = Utc::now();
+    assert!(
+        scheduler.missed(&app.db, now).await.is_empty(),
+        "nothing ran yet"
+    );
+    // The last run was three hours ago: eighteen ticks missed, one catch-up.
+    let three_hours_ago = now - Duration::hours(3);
+    let last = three_hours_ago
+        - Duration::seconds(i64::from(
+            chrono::Timelike::minute(&three_hours_ago) % 10 * 60
+                + chrono::Timelike::second(&three_hours_ago),
+        ));
+    let outcome = scheduler::try_execute_once(&app.state, Job::PlanReminders, last).await;
+    assert!(matches!(outcome, Outcome::Ran { .. }), "{outcome:?}");
+    let missed = scheduler.missed(&app.db, now).await;
+    assert_eq!(missed.len(), 1, "{missed:?}");
+    let (job, at) = missed[0];
+    assert_eq!(job, Job::PlanReminders);
+    assert!(at <= now && now - at < Duration::minutes(10), "{at}");
+    // Once caught up, nothing is missed any more.
+    scheduler::try_execute_once(&app.state, job, at).await;
+    assert!(scheduler.missed(&app.db, now).await.is_empty());
+}
