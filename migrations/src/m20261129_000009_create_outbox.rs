@@ -106,6 +106,23 @@ impl MigrationTrait for Migration {
         ] {
             db.execute_unprepared(statement).await?;
         }
+        // Receipts that arrive before the send they belong to is recorded (a fast gateway),
+        // kept until it is.
+        manager
+            .create_table(
+                Table::create()
+                    .table(PendingReceipts::Table)
+                    .if_not_exists()
+                    .col(pk_auto(PendingReceipts::Id))
+                    .col(string_len(PendingReceipts::Provider, 32))
+                    .col(string_len(PendingReceipts::ProviderMessageId, 100))
+                    .col(string_len(PendingReceipts::Status, 12))
+                    .col(text_null(PendingReceipts::Reason))
+                    .col(timestamp_with_time_zone_null(PendingReceipts::At))
+                    .col(timestamp_with_time_zone(PendingReceipts::ReceivedAt))
+                    .to_owned(),
+            )
+            .await?;
         manager
             .create_table(
                 Table::create()
@@ -203,6 +220,7 @@ impl MigrationTrait for Migration {
 
     async fn down(&self, manager: &SchemaManager) -> Result<(), DbErr> {
         for table in [
+            PendingReceipts::Table.into_iden(),
             ProviderTokens::Table.into_iden(),
             OutreachTasks::Table.into_iden(),
             InboundReplies::Table.into_iden(),
@@ -283,6 +301,18 @@ enum Messages {
     ExpiredAt,
     CancelledAt,
     SuppressedAt,
+}
+
+#[derive(DeriveIden)]
+enum PendingReceipts {
+    Table,
+    Id,
+    Provider,
+    ProviderMessageId,
+    Status,
+    Reason,
+    At,
+    ReceivedAt,
 }
 
 #[derive(DeriveIden)]

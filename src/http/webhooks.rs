@@ -93,11 +93,13 @@ fn malformed(e: callbacks::CallbackError) -> AppError {
 
 async fn receipts(state: &AppState, receipts: &[Receipt]) -> AppResult<()> {
     for receipt in receipts {
-        if !inbound::apply_receipt(&state.db, receipt).await? {
+        let outcome = inbound::apply_receipt(&state.db, receipt).await?;
+        if outcome != inbound::ReceiptOutcome::Moved {
             tracing::info!(
                 provider = receipt.provider,
                 id = %receipt.provider_message_id,
-                "receipt changed nothing (unknown, repeated or late)"
+                ?outcome,
+                "receipt changed nothing now (repeated, late, or before its send was recorded)"
             );
         }
     }

@@ -350,6 +350,7 @@ impl Dispatcher {
         };
         self.promote(now).await?;
         round.reconciled = self.reconcile(now).await?;
+        super::inbound::apply_pending(&self.db).await?;
         let campaigns: HashMap<i32, Campaign> = crate::campaign::open_campaigns(&self.db)
             .await?
             .into_iter()

@@ -18,21 +18,123 @@ use crate::error::AppResult;
 use crate::privacy::{Field, Privacy};
 use crate::registry::MobilePhone;
 
+/// What a receipt did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ReceiptOutcome {
+    /// The message moved forward.
+    Moved,
+    /// Its message is known and already where the receipt would put it, or further.
+    Unchanged,
+    /// No message has this provider id (yet): kept, and applied when the send is recorded.
+    Unknown,
+}
+
 /// Moves the message a receipt names forward: delivered or failed, only from `sending` or
 /// `sent`, so a late or repeated receipt changes nothing. A failed delivery plans the same
-/// message through the next channel of the fallback plan. Returns whether a message moved.
-pub async fn apply_receipt<C>(db: &C, receipt: &Receipt) -> AppResult<bool>
+/// message through the next channel of the fallback plan. A receipt for a message whose send
+/// is not recorded yet is kept in `pending_receipts` (see [`apply_pending`]).
+pub async fn apply_receipt<C>(db: &C, receipt: &Receipt) -> AppResult<ReceiptOutcome>
 where
     C: ConnectionTrait + TransactionTrait,
 {
+    let txn = begin_write(db).await?;
+    let outcome = apply_in(&txn, receipt).await?;
+    if outcome == ReceiptOutcome::Unknown && receipt.status != ReceiptStatus::Accepted {
+        let (status, reason) = match &receipt.status {
+            ReceiptStatus::Failed(reason) => ("failed", Some(reason.clone())),
+            _ => ("delivered", None),
+        };
+        let mut sql = Sql::new(txn.get_database_backend());
+        sql.push(
+            "INSERT INTO pending_receipts (provider, provider_message_id, status, reason, at, \
+             received_at) VALUES (",
+        )
+        .bind(receipt.provider)
+        .push(", ")
+        .bind(
+            receipt
+                .provider_message_id
+                .chars()
+                .take(100)
+                .collect::<String>(),
+        )
+        .push(", ")
+        .bind(status)
+        .push(", ")
+        .bind(reason)
+        .push(", ")
+        .bind(receipt.at)
+        .push(", ")
+        .bind(Utc::now())
+        .push(")");
+        txn.execute_raw(sql.build()).await?;
+    }
+    txn.commit().await?;
+    Ok(outcome)
+}
+
+/// Receipts kept because they came before their send was recorded: applied now if their
+/// message is known, dropped after two days if it never is. Returns how many were applied.
+pub async fn apply_pending<C>(db: &C) -> AppResult<u64>
+where
+    C: ConnectionTrait + TransactionTrait,
+{
+    let mut sql = Sql::new(db.get_database_backend());
+    sql.push(
+        "SELECT id, provider, provider_message_id, status, reason, at, received_at \
+         FROM pending_receipts ORDER BY id LIMIT 500",
+    );
+    let rows = db.query_all_raw(sql.build()).await?;
+    let mut applied = 0;
+    let stale = Utc::now() - chrono::Duration::days(2);
+    for row in rows {
+        let id: i32 = row.try_get("", "id")?;
+        let provider: String = row.try_get("", "provider")?;
+        let status: String = row.try_get("", "status")?;
+        let received_at: DateTime<Utc> = row.try_get("", "received_at")?;
+        let Some(provider) = provider_name(&provider) else {
+            continue;
+        };
+        let receipt = Receipt {
+            provider,
+            provider_message_id: row.try_get("", "provider_message_id")?,
+            status: if status == "failed" {
+                ReceiptStatus::Failed(
+                    row.try_get::<Option<String>>("", "reason")?
+                        .unwrap_or_default(),
+                )
+            } else {
+                ReceiptStatus::Delivered
+            },
+            at: row.try_get("", "at")?,
+        };
+        let txn = begin_write(db).await?;
+        let outcome = apply_in(&txn, &receipt).await?;
+        if outcome != ReceiptOutcome::Unknown || received_at < stale {
+            let mut sql = Sql::new(txn.get_database_backend());
+            sql.push("DELETE FROM pending_receipts WHERE id = ")
+                .bind(id);
+            txn.execute_raw(sql.build()).await?;
+        }
+        txn.commit().await?;
+        if outcome == ReceiptOutcome::Moved {
+            applied += 1;
+        }
+    }
+    Ok(applied)
+}
+
+async fn apply_in(txn: &impl ConnectionTrait, receipt: &Receipt) -> AppResult<ReceiptOutcome> {
     let now = Utc::now();
     let at = receipt.at.unwrap_or(now);
-    let txn = begin_write(db).await?;
     let mut sql = Sql::new(txn.get_database_backend());
     match &receipt.status {
         ReceiptStatus::Accepted => {
-            txn.commit().await?;
-            return Ok(false);
+            return Ok(if known(txn, receipt).await? {
+                ReceiptOutcome::Unchanged
+            } else {
+                ReceiptOutcome::Unknown
+            });
         }
         ReceiptStatus::Delivered => {
             sql.push("UPDATE messages SET state = 'delivered', delivered_at = ")
@@ -63,7 +165,7 @@ where
         let resident_id: i32 = row.try_get("", "resident_id")?;
         match &receipt.status {
             ReceiptStatus::Delivered => {
-                outbox::progress(&txn, campaign_id, resident_id, true, now).await?;
+                outbox::progress(txn, campaign_id, resident_id, true, now).await?;
             }
             _ => {
                 let step: i32 = row.try_get("", "step")?;
@@ -86,13 +188,35 @@ where
                     step: step + 1,
                 };
                 if next.expires_at > now {
-                    outbox::insert(&txn, &[next], now).await?;
+                    outbox::insert(txn, &[next], now).await?;
                 }
             }
         }
     }
-    txn.commit().await?;
-    Ok(moved)
+    if moved {
+        Ok(ReceiptOutcome::Moved)
+    } else if known(txn, receipt).await? {
+        Ok(ReceiptOutcome::Unchanged)
+    } else {
+        Ok(ReceiptOutcome::Unknown)
+    }
+}
+
+/// The provider names receipts carry.
+fn provider_name(stored: &str) -> Option<&'static str> {
+    ["aliyun", "tencent", "jasmin", "wechat", "smtp", "log"]
+        .into_iter()
+        .find(|p| *p == stored)
+}
+
+/// Whether a message has this provider id.
+async fn known(db: &impl ConnectionTrait, receipt: &Receipt) -> AppResult<bool> {
+    let mut sql = Sql::new(db.get_database_backend());
+    sql.push("SELECT 1 AS one FROM messages WHERE provider = ")
+        .bind(receipt.provider)
+        .push(" AND provider_message_id = ")
+        .bind(receipt.provider_message_id.as_str());
+    Ok(db.query_one_raw(sql.build()).await?.is_some())
 }
 
 /// What a reply did.

@@ -430,3 +430,37 @@ async fn a_reply_from_an_unknown_number_is_kept_for_the_office() {
         .unwrap();
     assert_eq!(tasks["items"][0]["kind"], "reply");
 }
+
+#[tokio::test]
+async fn a_receipt_that_comes_before_its_send_is_recorded_is_kept_and_applied() {
+    let s = setup().await;
+    // The gateway's next id is gw-2; its receipt comes first.
+    let early = form(
+        &s.app,
+        &format!("/webhooks/jasmin/dlr?token={SECRET}"),
+        &[
+            ("id", "gw-2"),
+            ("message_status", "DELIVRD"),
+            ("level", "2"),
+        ],
+    )
+    .await;
+    assert_eq!(early.status(), StatusCode::OK);
+    reply(&s, "13800001111", "2").await;
+    s.app.state.dispatcher().drain().await.unwrap();
+    let state = value(
+        &s.app,
+        &format!(
+            "SELECT state AS v FROM messages WHERE resident_id = {} AND kind = 'reschedule_options'",
+            s.resident
+        ),
+    )
+    .await;
+    assert_eq!(state.as_deref(), Some("delivered"));
+    let left = value(
+        &s.app,
+        "SELECT CAST(COUNT(*) AS TEXT) AS v FROM pending_receipts",
+    )
+    .await;
+    assert_eq!(left.as_deref(), Some("0"));
+}
