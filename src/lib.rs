@@ -19,6 +19,7 @@ pub mod paging;
 pub mod privacy;
 pub mod registry;
 pub mod scheduler;
+pub mod signature;
 pub mod startup;
 pub mod telemetry;
 pub mod users;

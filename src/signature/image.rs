@@ -1,0 +1,1082 @@
+//! Turning what a phone uploads — a PNG, or the strokes of a signature pad — into a checked
+//! signature image: a real PNG within the size limits that actually carries a signature.
+
+use std::io::Cursor;
+
+use serde::Deserialize;
+use sha2::{Digest, Sha256};
+
+/// A signature that passed every check. `png` holds the bytes exactly as they are stored and
+/// served; `sha256` is their lowercase hex digest, the key they are stored under.
+#[derive(Clone, PartialEq, Eq)]
+pub struct SignatureImage {
+    pub png: Vec<u8>,
+    pub width: u32,
+    pub height: u32,
+    pub sha256: String,
+}
+
+impl std::fmt::Debug for SignatureImage {
+    // The bytes would flood a log line; their hash identifies them.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SignatureImage")
+            .field("width", &self.width)
+            .field("height", &self.height)
+            .field("size", &self.png.len())
+            .field("sha256", &self.sha256)
+            .finish()
+    }
+}
+
+/// What an acceptable signature looks like.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Limits {
+    /// Largest PNG accepted, in bytes.
+    pub max_bytes: usize,
+    /// Largest stroke JSON accepted, in bytes.
+    pub max_stroke_bytes: usize,
+    /// Most points over all strokes, which bounds the rendering work.
+    pub max_stroke_points: usize,
+    pub max_width: u32,
+    pub max_height: u32,
+    pub min_width: u32,
+    pub min_height: u32,
+    /// Fewest ink pixels for the image not to count as blank.
+    pub min_ink_pixels: u32,
+    /// Fewest columns between the leftmost and the rightmost ink pixel: a dot is not a signature.
+    pub min_ink_span: u32,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self {
+            max_bytes: 512 * 1024,
+            max_stroke_bytes: 1024 * 1024,
+            max_stroke_points: 100_000,
+            max_width: 2000,
+            max_height: 1000,
+            min_width: 100,
+            min_height: 40,
+            min_ink_pixels: 150,
+            min_ink_span: 20,
+        }
+    }
+}
+
+/// Why a signature was refused. `Display` is the message shown to the person signing;
+/// [`SignatureError::code`] is the stable machine code.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum SignatureError {
+    #[error("签名不是有效的 PNG 图片")]
+    NotAnImage,
+    #[error("签名图片超过 {max_kb} KB")]
+    TooLarge { max_kb: usize },
+    #[error("签名笔迹数据超过 {max_kb} KB")]
+    StrokesTooLarge { max_kb: usize },
+    #[error(
+        "签名图片尺寸应在 {min_width}×{min_height} 到 {max_width}×{max_height} 像素之间（实际 {width}×{height}）"
+    )]
+    BadDimensions {
+        width: u64,
+        height: u64,
+        min_width: u32,
+        min_height: u32,
+        max_width: u32,
+        max_height: u32,
+    },
+    #[error("签名为空白，请重新签名")]
+    Blank,
+    #[error("签名笔迹数据无效")]
+    BadStrokes,
+}
+
+impl SignatureError {
+    pub fn code(&self) -> &'static str {
+        match self {
+            Self::NotAnImage => "not_an_image",
+            Self::TooLarge { .. } | Self::StrokesTooLarge { .. } => "too_large",
+            Self::BadDimensions { .. } => "bad_dimensions",
+            Self::Blank => "blank",
+            Self::BadStrokes => "bad_strokes",
+        }
+    }
+}
+
+/// Checks an uploaded PNG: decodes it completely (so a truncated or corrupt file is refused),
+/// checks size and dimensions, and that it carries enough ink to be a signature. The bytes are
+/// kept as they came.
+pub fn from_png(bytes: &[u8], limits: &Limits) -> Result<SignatureImage, SignatureError> {
+    if bytes.len() > limits.max_bytes {
+        return Err(SignatureError::TooLarge {
+            max_kb: limits.max_bytes.div_ceil(1024),
+        });
+    }
+    let pixels = decode(bytes, limits)?;
+    let ink = count_ink(&pixels);
+    if ink.pixels < u64::from(limits.min_ink_pixels) || ink.span < limits.min_ink_span {
+        return Err(SignatureError::Blank);
+    }
+    Ok(SignatureImage {
+        png: bytes.to_vec(),
+        width: pixels.width,
+        height: pixels.height,
+        sha256: sha256_hex(bytes),
+    })
+}
+
+/// Renders signature-pad strokes — `{"width":W,"height":H,"strokes":[[[x,y],…],…]}`, points
+/// also as `{"x":…,"y":…}` — as black lines on white, encodes that as a PNG and checks it like
+/// an upload.
+pub fn from_strokes(json: &str, limits: &Limits) -> Result<SignatureImage, SignatureError> {
+    if json.len() > limits.max_stroke_bytes {
+        return Err(SignatureError::StrokesTooLarge {
+            max_kb: limits.max_stroke_bytes.div_ceil(1024),
+        });
+    }
+    let pad: StrokePad = serde_json::from_str(json).map_err(|_| SignatureError::BadStrokes)?;
+    let width = canvas_side(pad.width)?;
+    let height = canvas_side(pad.height)?;
+    check_dimensions(u64::from(width), u64::from(height), limits)?;
+
+    let points: usize = pad.strokes.iter().map(Vec::len).sum();
+    if points > limits.max_stroke_points {
+        return Err(SignatureError::BadStrokes);
+    }
+    let mut strokes = Vec::with_capacity(pad.strokes.len());
+    for stroke in &pad.strokes {
+        let stroke = stroke
+            .iter()
+            .map(StrokePoint::xy)
+            .collect::<Option<Vec<_>>>()
+            .ok_or(SignatureError::BadStrokes)?;
+        strokes.push(stroke);
+    }
+
+    let mut canvas = Canvas::new(width, height);
+    for stroke in &strokes {
+        canvas.draw_stroke(stroke);
+    }
+    let png = canvas.encode().map_err(|_| SignatureError::BadStrokes)?;
+    from_png(&png, limits)
+}
+
+pub(crate) fn sha256_hex(bytes: &[u8]) -> String {
+    use std::fmt::Write;
+    let digest = Sha256::digest(bytes);
+    let mut hex = String::with_capacity(64);
+    for byte in digest {
+        let _ = write!(hex, "{byte:02x}");
+    }
+    hex
+}
+
+fn check_dimensions(width: u64, height: u64, limits: &Limits) -> Result<(), SignatureError> {
+    let fits = (u64::from(limits.min_width)..=u64::from(limits.max_width)).contains(&width)
+        && (u64::from(limits.min_height)..=u64::from(limits.max_height)).contains(&height);
+    if fits {
+        Ok(())
+    } else {
+        Err(SignatureError::BadDimensions {
+            width,
+            height,
+            min_width: limits.min_width,
+            min_height: limits.min_height,
+            max_width: limits.max_width,
+            max_height: limits.max_height,
+        })
+    }
+}
+
+/// Decoded pixels, 8 bits per sample with alpha: gray+alpha (2 channels) or RGBA (4).
+struct Pixels {
+    width: u32,
+    height: u32,
+    channels: usize,
+    line_size: usize,
+    data: Vec<u8>,
+}
+
+fn decode(bytes: &[u8], limits: &Limits) -> Result<Pixels, SignatureError> {
+    // The decoder's own allocation cap, so a file that lies in its header cannot make it
+    // reserve more than the largest allowed image needs (16-bit RGBA, plus room for chunks).
+    let cap = (limits.max_width as usize)
+        .saturating_mul(limits.max_height as usize)
+        .saturating_mul(8)
+        .saturating_add(4 * 1024 * 1024);
+    let mut decoder = png::Decoder::new_with_limits(Cursor::new(bytes), png::Limits { bytes: cap });
+    // Every colour type, bit depth, palette and tRNS comes out as 8-bit gray+alpha or RGBA.
+    decoder.set_transformations(
+        png::Transformations::EXPAND | png::Transformations::STRIP_16 | png::Transformations::ALPHA,
+    );
+    let (width, height) = decoder
+        .read_header_info()
+        .map_err(|_| SignatureError::NotAnImage)?
+        .size();
+    // Before anything is allocated for the pixels.
+    check_dimensions(u64::from(width), u64::from(height), limits)?;
+
+    let mut reader = decoder
+        .read_info()
+        .map_err(|_| SignatureError::NotAnImage)?;
+    let size = reader
+        .output_buffer_size()
+        .ok_or(SignatureError::NotAnImage)?;
+    let mut data = vec![0; size];
+    let frame = reader
+        .next_frame(&mut data)
+        .map_err(|_| SignatureError::NotAnImage)?;
+    // Reads on to IEND, so checksums and truncation after the image data are caught too.
+    reader.finish().map_err(|_| SignatureError::NotAnImage)?;
+
+    let channels = match (frame.color_type, frame.bit_depth) {
+        (png::ColorType::GrayscaleAlpha, png::BitDepth::Eight) => 2,
+        (png::ColorType::Rgba, png::BitDepth::Eight) => 4,
+        _ => return Err(SignatureError::NotAnImage),
+    };
+    let needed = frame.line_size.checked_mul(frame.height as usize);
+    if frame.line_size < frame.width as usize * channels || needed.is_none_or(|n| n > data.len()) {
+        return Err(SignatureError::NotAnImage);
+    }
+    Ok(Pixels {
+        width: frame.width,
+        height: frame.height,
+        channels,
+        line_size: frame.line_size,
+        data,
+    })
+}
+
+struct Ink {
+    pixels: u64,
+    /// Columns from the leftmost to the rightmost ink pixel, both included.
+    span: u32,
+}
+
+/// How much darker than the background a pixel must be to count as ink (of 255).
+const INK_CONTRAST: u8 = 64;
+/// How opaque a pixel must be to count as ink (of 255).
+const INK_MIN_ALPHA: u8 = 128;
+
+/// Counts ink: pixels opaque enough and clearly darker than the image's dominant background.
+/// Each pixel is seen as it would look on white paper, so a transparent background counts as
+/// white and transparent pixels never count as ink.
+fn count_ink(pixels: &Pixels) -> Ink {
+    let rows = || {
+        pixels
+            .data
+            .chunks_exact(pixels.line_size)
+            .take(pixels.height as usize)
+    };
+    let shade = |px: &[u8]| -> (u8, u8) {
+        let (luma, alpha) = if pixels.channels == 2 {
+            (u32::from(px[0]), u32::from(px[1]))
+        } else {
+            // ITU-R BT.601 luma in integers.
+            let luma =
+                (299 * u32::from(px[0]) + 587 * u32::from(px[1]) + 114 * u32::from(px[2])) / 1000;
+            (luma, u32::from(px[3]))
+        };
+        let on_white = (luma * alpha + 255 * (255 - alpha) + 127) / 255;
+        (on_white as u8, alpha as u8)
+    };
+
+    let mut histogram = [0u64; 256];
+    for row in rows() {
+        for px in row
+            .chunks_exact(pixels.channels)
+            .take(pixels.width as usize)
+        {
+            histogram[usize::from(shade(px).0)] += 1;
+        }
+    }
+    let background = dominant_shade(&histogram);
+    let threshold = background.saturating_sub(INK_CONTRAST);
+
+    let mut count = 0u64;
+    let (mut left, mut right) = (u32::MAX, 0u32);
+    if background >= INK_CONTRAST {
+        for row in rows() {
+            for (x, px) in row
+                .chunks_exact(pixels.channels)
+                .take(pixels.width as usize)
+                .enumerate()
+            {
+                let (value, alpha) = shade(px);
+                if alpha >= INK_MIN_ALPHA && value < threshold {
+                    count += 1;
+                    let x = x as u32;
+                    left = left.min(x);
+                    right = right.max(x);
+                }
+            }
+        }
+    }
+    Ink {
+        pixels: count,
+        span: if count == 0 { 0 } else { right - left + 1 },
+    }
+}
+
+/// The most common shade, smoothed over a small window so that the noise of a photographed
+/// page or an anti-aliased edge does not split the background into many near-equal shades.
+fn dominant_shade(histogram: &[u64; 256]) -> u8 {
+    const HALF_WINDOW: usize = 8;
+    let mut best = (0u64, 255u8);
+    for centre in 0..256usize {
+        let from = centre.saturating_sub(HALF_WINDOW);
+        let to = (centre + HALF_WINDOW).min(255);
+        let weight: u64 = histogram[from..=to].iter().sum();
+        // Ties go to the lighter shade: paper is light.
+        if weight >= best.0 {
+            best = (weight, centre as u8);
+        }
+    }
+    best.1
+}
+
+#[derive(Deserialize)]
+struct StrokePad {
+    width: f64,
+    height: f64,
+    strokes: Vec<Vec<StrokePoint>>,
+}
+
+/// A point as signature pads send it: `[x, y]` (maybe with time or pressure after), or an
+/// object with `x` and `y` (other fields ignored).
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum StrokePoint {
+    Pair(Vec<f64>),
+    Object { x: f64, y: f64 },
+}
+
+impl StrokePoint {
+    fn xy(&self) -> Option<(f64, f64)> {
+        let (x, y) = match self {
+            Self::Pair(values) if values.len() >= 2 => (values[0], values[1]),
+            Self::Pair(_) => return None,
+            Self::Object { x, y } => (*x, *y),
+        };
+        // A finger that slides off the pad gives points a little outside it; anything
+        // beyond this is not from a signature pad.
+        let plausible = |v: f64| v.is_finite() && v.abs() <= MAX_COORDINATE;
+        (plausible(x) && plausible(y)).then_some((x, y))
+    }
+}
+
+fn canvas_side(value: f64) -> Result<u32, SignatureError> {
+    if !value.is_finite() || value < 0.0 {
+        return Err(SignatureError::BadStrokes);
+    }
+    // Saturates for absurd sizes, which the dimension check then refuses.
+    Ok(value.round().min(f64::from(u32::MAX)) as u32)
+}
+
+/// Largest coordinate accepted in stroke data, in pixels either way from the pad's corner.
+const MAX_COORDINATE: f64 = 100_000.0;
+
+/// Pen radius in pixels: lines come out about 3 px thick.
+const PEN_RADIUS: f64 = 1.5;
+/// Distance between pen stamps along a segment, in pixels.
+const PEN_STEP: f64 = 0.5;
+
+/// An 8-bit grayscale canvas, white, with a round pen in black.
+struct Canvas {
+    width: u32,
+    height: u32,
+    pixels: Vec<u8>,
+}
+
+impl Canvas {
+    fn new(width: u32, height: u32) -> Self {
+        Self {
+            width,
+            height,
+            pixels: vec![255; width as usize * height as usize],
+        }
+    }
+
+    fn draw_stroke(&mut self, points: &[(f64, f64)]) {
+        match points {
+            [] => {}
+            [only] => self.stamp(*only),
+            _ => {
+                for pair in points.windows(2) {
+                    self.draw_segment(pair[0], pair[1]);
+                }
+            }
+        }
+    }
+
+    fn draw_segment(&mut self, from: (f64, f64), to: (f64, f64)) {
+        // Only the part of the segment that can touch the canvas is walked, so a point far
+        // off the pad costs nothing.
+        let Some((t0, t1)) = self.clip(from, to) else {
+            return;
+        };
+        let (dx, dy) = (to.0 - from.0, to.1 - from.1);
+        let start = (from.0 + dx * t0, from.1 + dy * t0);
+        let end = (from.0 + dx * t1, from.1 + dy * t1);
+        let (dx, dy) = (end.0 - start.0, end.1 - start.1);
+        // The clipped part lies within the canvas grown by the pen, so its length is bounded
+        // by that diagonal; the cap only guards against rounding.
+        let most = (f64::from(self.width) + f64::from(self.height) + 8.0) / PEN_STEP;
+        let steps = (dx.hypot(dy) / PEN_STEP).ceil().clamp(1.0, most) as u64;
+        for i in 0..=steps {
+            let t = i as f64 / steps as f64;
+            self.stamp((start.0 + dx * t, start.1 + dy * t));
+        }
+    }
+
+    /// Liang–Barsky: the parameter range of `from→to` inside the canvas grown by the pen.
+    fn clip(&self, from: (f64, f64), to: (f64, f64)) -> Option<(f64, f64)> {
+        let margin = PEN_RADIUS + 1.0;
+        let (min_x, max_x) = (-margin, f64::from(self.width) + margin);
+        let (min_y, max_y) = (-margin, f64::from(self.height) + margin);
+        let (dx, dy) = (to.0 - from.0, to.1 - from.1);
+        let (mut t0, mut t1) = (0.0f64, 1.0f64);
+        for (p, q) in [
+            (-dx, from.0 - min_x),
+            (dx, max_x - from.0),
+            (-dy, from.1 - min_y),
+            (dy, max_y - from.1),
+        ] {
+            if p == 0.0 {
+                if q < 0.0 {
+                    return None;
+                }
+            } else {
+                let r = q / p;
+                if p < 0.0 {
+                    t0 = t0.max(r);
+                } else {
+                    t1 = t1.min(r);
+                }
+            }
+        }
+        (t0 <= t1).then_some((t0, t1))
+    }
+
+    /// Fills the disc of the pen around `(x, y)`: every pixel whose centre lies inside it.
+    fn stamp(&mut self, (x, y): (f64, f64)) {
+        let from_x = (x - PEN_RADIUS).floor().max(0.0);
+        let to_x = (x + PEN_RADIUS).ceil().min(f64::from(self.width) - 1.0);
+        let from_y = (y - PEN_RADIUS).floor().max(0.0);
+        let to_y = (y + PEN_RADIUS).ceil().min(f64::from(self.height) - 1.0);
+        if from_x > to_x || from_y > to_y {
+            return;
+        }
+        for py in from_y as u32..=to_y as u32 {
+            for px in from_x as u32..=to_x as u32 {
+                let cx = f64::from(px) + 0.5 - x;
+                let cy = f64::from(py) + 0.5 - y;
+                if cx * cx + cy * cy <= PEN_RADIUS * PEN_RADIUS {
+                    self.pixels[py as usize * self.width as usize + px as usize] = 0;
+                }
+            }
+        }
+    }
+
+    fn encode(&self) -> Result<Vec<u8>, png::EncodingError> {
+        let mut out = Vec::new();
+        let mut encoder = png::Encoder::new(&mut out, self.width, self.height);
+        encoder.set_color(png::ColorType::Grayscale);
+        encoder.set_depth(png::BitDepth::Eight);
+        let mut writer = encoder.write_header()?;
+        writer.write_image_data(&self.pixels)?;
+        writer.finish()?;
+        Ok(out)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Encodes raw samples as a PNG of the given colour type and depth.
+    fn encode(
+        width: u32,
+        height: u32,
+        color: png::ColorType,
+        depth: png::BitDepth,
+        data: &[u8],
+        palette: Option<(&[u8], Option<&[u8]>)>,
+    ) -> Vec<u8> {
+        let mut out = Vec::new();
+        {
+            let mut encoder = png::Encoder::new(&mut out, width, height);
+            encoder.set_color(color);
+            encoder.set_depth(depth);
+            encoder.set_compression(png::Compression::Fast);
+            if let Some((palette, trns)) = palette {
+                encoder.set_palette(palette.to_vec());
+                if let Some(trns) = trns {
+                    encoder.set_trns(trns.to_vec());
+                }
+            }
+            let mut writer = encoder.write_header().unwrap();
+            writer.write_image_data(data).unwrap();
+            writer.finish().unwrap();
+        }
+        out
+    }
+
+    /// Whether `(x, y)` lies on a hand-written-looking scribble: a wave across most of the
+    /// width plus an underline.
+    fn on_scribble(x: u32, y: u32, width: u32, height: u32) -> bool {
+        let (w, h) = (f64::from(width), f64::from(height));
+        let (fx, fy) = (f64::from(x), f64::from(y));
+        if fx < w * 0.1 || fx > w * 0.9 {
+            return false;
+        }
+        let wave = h * 0.45 + h * 0.2 * (fx / 9.0).sin();
+        let underline = h * 0.8;
+        (fy - wave).abs() <= 1.5 || (fy - underline).abs() <= 1.0
+    }
+
+    fn rgba_scribble(width: u32, height: u32) -> Vec<u8> {
+        let mut data = Vec::new();
+        for y in 0..height {
+            for x in 0..width {
+                if on_scribble(x, y, width, height) {
+                    data.extend_from_slice(&[20, 20, 90, 255]);
+                } else {
+                    data.extend_from_slice(&[0, 0, 0, 0]);
+                }
+            }
+        }
+        encode(
+            width,
+            height,
+            png::ColorType::Rgba,
+            png::BitDepth::Eight,
+            &data,
+            None,
+        )
+    }
+
+    fn gray_image(width: u32, height: u32, mut shade: impl FnMut(u32, u32) -> u8) -> Vec<u8> {
+        let mut data = Vec::new();
+        for y in 0..height {
+            for x in 0..width {
+                data.push(shade(x, y));
+            }
+        }
+        encode(
+            width,
+            height,
+            png::ColorType::Grayscale,
+            png::BitDepth::Eight,
+            &data,
+            None,
+        )
+    }
+
+    fn code(result: Result<SignatureImage, SignatureError>) -> &'static str {
+        match result {
+            Ok(image) => panic!("accepted: {image:?}"),
+            Err(error) => error.code(),
+        }
+    }
+
+    #[test]
+    fn a_scribble_on_a_transparent_background_is_accepted_as_it_came() {
+        let png = rgba_scribble(400, 150);
+        let image = from_png(&png, &Limits::default()).expect("accepted");
+        assert_eq!((image.width, image.height), (400, 150));
+        assert_eq!(image.png, png);
+        assert_eq!(image.sha256, sha256_hex(&png));
+        assert_eq!(image.sha256.len(), 64);
+        assert!(
+            image
+                .sha256
+                .chars()
+                .all(|c| c.is_ascii_digit() || ('a'..='f').contains(&c))
+        );
+    }
+
+    #[test]
+    fn the_sha256_is_that_of_the_bytes() {
+        // SHA-256 of "abc", from FIPS 180-2.
+        assert_eq!(
+            sha256_hex(b"abc"),
+            "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
+        );
+    }
+
+    #[test]
+    fn every_colour_type_and_depth_is_read() {
+        let (w, h) = (300u32, 100u32);
+        let ink = |x, y| on_scribble(x, y, w, h);
+        let limits = Limits::default();
+
+        // RGB on white.
+        let mut rgb = Vec::new();
+        for y in 0..h {
+            for x in 0..w {
+                rgb.extend_from_slice(if ink(x, y) {
+                    &[0, 0, 0]
+                } else {
+                    &[255, 255, 255]
+                });
+            }
+        }
+        let png = encode(w, h, png::ColorType::Rgb, png::BitDepth::Eight, &rgb, None);
+        from_png(&png, &limits).expect("rgb");
+
+        // 8-bit grayscale on light-gray paper with dark-gray ink.
+        let png = gray_image(w, h, |x, y| if ink(x, y) { 60 } else { 220 });
+        from_png(&png, &limits).expect("gray");
+
+        // 16-bit grayscale with alpha: transparent background.
+        let mut gray16 = Vec::new();
+        for y in 0..h {
+            for x in 0..w {
+                let (value, alpha): (u16, u16) = if ink(x, y) { (0, 65535) } else { (65535, 0) };
+                gray16.extend_from_slice(&value.to_be_bytes());
+                gray16.extend_from_slice(&alpha.to_be_bytes());
+            }
+        }
+        let png = encode(
+            w,
+            h,
+            png::ColorType::GrayscaleAlpha,
+            png::BitDepth::Sixteen,
+            &gray16,
+            None,
+        );
+        from_png(&png, &limits).expect("gray+alpha 16");
+
+        // 16-bit RGB.
+        let mut rgb16 = Vec::new();
+        for y in 0..h {
+            for x in 0..w {
+                let value: u16 = if ink(x, y) { 1000 } else { 64000 };
+                for _ in 0..3 {
+                    rgb16.extend_from_slice(&value.to_be_bytes());
+                }
+            }
+        }
+        let png = encode(
+            w,
+            h,
+            png::ColorType::Rgb,
+            png::BitDepth::Sixteen,
+            &rgb16,
+            None,
+        );
+        from_png(&png, &limits).expect("rgb 16");
+
+        // Palette with a transparent background entry.
+        let indices: Vec<u8> = (0..h)
+            .flat_map(|y| (0..w).map(move |x| u8::from(ink(x, y))))
+            .collect();
+        let palette = [255, 255, 255, 10, 10, 10];
+        let png = encode(
+            w,
+            h,
+            png::ColorType::Indexed,
+            png::BitDepth::Eight,
+            &indices,
+            Some((&palette, Some(&[0, 255]))),
+        );
+        from_png(&png, &limits).expect("palette with tRNS");
+
+        // 1-bit grayscale: white background, black ink.
+        let stride = w.div_ceil(8) as usize;
+        let mut bits = vec![0u8; stride * h as usize];
+        for y in 0..h {
+            for x in 0..w {
+                if !ink(x, y) {
+                    bits[y as usize * stride + x as usize / 8] |= 0x80 >> (x % 8);
+                }
+            }
+        }
+        let png = encode(
+            w,
+            h,
+            png::ColorType::Grayscale,
+            png::BitDepth::One,
+            &bits,
+            None,
+        );
+        from_png(&png, &limits).expect("1-bit gray");
+    }
+
+    #[test]
+    fn blank_images_are_refused() {
+        let limits = Limits::default();
+        let white = gray_image(400, 150, |_, _| 255);
+        assert_eq!(code(from_png(&white, &limits)), "blank");
+
+        let black = gray_image(400, 150, |_, _| 0);
+        assert_eq!(code(from_png(&black, &limits)), "blank");
+
+        let transparent = encode(
+            400,
+            150,
+            png::ColorType::Rgba,
+            png::BitDepth::Eight,
+            &vec![0; 400 * 150 * 4],
+            None,
+        );
+        assert_eq!(code(from_png(&transparent, &limits)), "blank");
+
+        // Dark strokes that are almost fully transparent do not show on paper.
+        let mut faint = Vec::new();
+        for y in 0..150 {
+            for x in 0..400 {
+                let alpha = if on_scribble(x, y, 400, 150) { 40 } else { 0 };
+                faint.extend_from_slice(&[0, 0, 0, alpha]);
+            }
+        }
+        let faint = encode(
+            400,
+            150,
+            png::ColorType::Rgba,
+            png::BitDepth::Eight,
+            &faint,
+            None,
+        );
+        assert_eq!(code(from_png(&faint, &limits)), "blank");
+    }
+
+    #[test]
+    fn a_dot_is_not_a_signature() {
+        let limits = Limits::default();
+        // A small dot: too little ink.
+        let dot = gray_image(400, 150, |x, y| {
+            if (200..203).contains(&x) && (70..73).contains(&y) {
+                0
+            } else {
+                255
+            }
+        });
+        assert_eq!(code(from_png(&dot, &limits)), "blank");
+
+        // A big blot: plenty of ink, but 15 px wide.
+        let blot = gray_image(400, 150, |x, y| {
+            if (200..215).contains(&x) && (50..100).contains(&y) {
+                0
+            } else {
+                255
+            }
+        });
+        assert_eq!(code(from_png(&blot, &limits)), "blank");
+    }
+
+    #[test]
+    fn sizes_outside_the_limits_are_refused() {
+        let limits = Limits::default();
+        let tiny = gray_image(10, 10, |x, _| if x < 5 { 0 } else { 255 });
+        assert_eq!(code(from_png(&tiny, &limits)), "bad_dimensions");
+
+        // 5000×5000 white compresses well below the byte limit; its size is what is refused.
+        let huge = gray_image(5000, 5000, |_, _| 255);
+        assert!(huge.len() < limits.max_bytes);
+        let error = from_png(&huge, &limits).unwrap_err();
+        assert_eq!(error.code(), "bad_dimensions");
+        assert_eq!(
+            error.to_string(),
+            "签名图片尺寸应在 100×40 到 2000×1000 像素之间（实际 5000×5000）"
+        );
+
+        let noisy = gray_image(1500, 900, |x, y| {
+            (x.wrapping_mul(2_654_435_761) ^ y.wrapping_mul(40_503)) as u8
+        });
+        assert!(noisy.len() > limits.max_bytes);
+        let error = from_png(&noisy, &limits).unwrap_err();
+        assert_eq!(error.code(), "too_large");
+        assert_eq!(error.to_string(), "签名图片超过 512 KB");
+    }
+
+    #[test]
+    fn what_is_not_a_png_is_refused() {
+        let limits = Limits::default();
+        let jpeg = [
+            0xFF, 0xD8, 0xFF, 0xE0, 0x00, 0x10, b'J', b'F', b'I', b'F', 0x00, 0x01, 0x01, 0x00,
+        ];
+        assert_eq!(code(from_png(&jpeg, &limits)), "not_an_image");
+        assert_eq!(code(from_png(b"", &limits)), "not_an_image");
+        assert_eq!(
+            code(from_png(
+                b"<svg xmlns='http://www.w3.org/2000/svg'/>",
+                &limits
+            )),
+            "not_an_image"
+        );
+        let mut state = 0x2545_f491_4f6c_dd1du64;
+        let random: Vec<u8> = (0..4096)
+            .map(|_| {
+                state ^= state << 13;
+                state ^= state >> 7;
+                state ^= state << 17;
+                state as u8
+            })
+            .collect();
+        assert_eq!(code(from_png(&random, &limits)), "not_an_image");
+
+        let good = rgba_scribble(400, 150);
+        let truncated = &good[..good.len() * 2 / 3];
+        assert_eq!(code(from_png(truncated, &limits)), "not_an_image");
+        // Without IEND.
+        let no_end = &good[..good.len() - 12];
+        assert_eq!(code(from_png(no_end, &limits)), "not_an_image");
+        // A flipped bit in the image data fails its checksum.
+        let mut corrupt = good.clone();
+        let middle = corrupt.len() / 2;
+        corrupt[middle] ^= 0x40;
+        assert_eq!(code(from_png(&corrupt, &limits)), "not_an_image");
+    }
+
+    /// A PNG whose IHDR declares `width`×`height` (with a correct CRC) and carries no data.
+    fn header_only(width: u32, height: u32) -> Vec<u8> {
+        let mut ihdr = Vec::new();
+        ihdr.extend_from_slice(b"IHDR");
+        ihdr.extend_from_slice(&width.to_be_bytes());
+        ihdr.extend_from_slice(&height.to_be_bytes());
+        ihdr.extend_from_slice(&[8, 6, 0, 0, 0]);
+        let crc = crc32(&ihdr);
+        let mut png = vec![0x89, b'P', b'N', b'G', 0x0D, 0x0A, 0x1A, 0x0A];
+        png.extend_from_slice(&13u32.to_be_bytes());
+        png.extend_from_slice(&ihdr);
+        png.extend_from_slice(&crc.to_be_bytes());
+        png.extend_from_slice(&[0, 0, 0, 0, b'I', b'E', b'N', b'D', 0xAE, 0x42, 0x60, 0x82]);
+        png
+    }
+
+    fn crc32(bytes: &[u8]) -> u32 {
+        let mut crc = 0xFFFF_FFFFu32;
+        for &byte in bytes {
+            crc ^= u32::from(byte);
+            for _ in 0..8 {
+                crc = if crc & 1 == 1 {
+                    (crc >> 1) ^ 0xEDB8_8320
+                } else {
+                    crc >> 1
+                };
+            }
+        }
+        !crc
+    }
+
+    #[test]
+    fn lying_headers_are_refused_without_allocating() {
+        let limits = Limits::default();
+        let huge = header_only(0x7FFF_FFFF, 0x7FFF_FFFF);
+        assert_eq!(code(from_png(&huge, &limits)), "bad_dimensions");
+        let zero = header_only(0, 0);
+        assert!(matches!(
+            code(from_png(&zero, &limits)),
+            "not_an_image" | "bad_dimensions"
+        ));
+        // Plausible size but no pixel data.
+        let empty = header_only(400, 150);
+        assert_eq!(code(from_png(&empty, &limits)), "not_an_image");
+        // Even with limits wider than the decoder can serve.
+        let wide = Limits {
+            max_width: u32::MAX,
+            max_height: u32::MAX,
+            ..Limits::default()
+        };
+        assert_eq!(code(from_png(&huge, &wide)), "not_an_image");
+    }
+
+    #[test]
+    fn garbage_never_panics() {
+        let limits = Limits::default();
+        let mut state = 0x9E37_79B9_7F4A_7C15u64;
+        let mut next = move || {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            state
+        };
+        let seeds = [
+            rgba_scribble(200, 60),
+            gray_image(120, 50, |x, y| if (x + y) % 7 == 0 { 0 } else { 255 }),
+            header_only(300, 100),
+        ];
+        for seed in &seeds {
+            // Every prefix.
+            for end in 0..seed.len() {
+                let _ = from_png(&seed[..end], &limits);
+            }
+            // Random byte flips, insertions and deletions.
+            for _ in 0..400 {
+                let mut bytes = seed.clone();
+                for _ in 0..1 + next() % 4 {
+                    let at = (next() as usize) % bytes.len();
+                    match next() % 3 {
+                        0 => bytes[at] = next() as u8,
+                        1 => bytes.insert(at, next() as u8),
+                        _ => {
+                            bytes.remove(at);
+                        }
+                    }
+                    if bytes.is_empty() {
+                        break;
+                    }
+                }
+                let _ = from_png(&bytes, &limits);
+            }
+        }
+        const ALPHABET: &[u8] = b"{}[],:.-0123456789exyz\"widthstrokes ";
+        for _ in 0..2000 {
+            let len = (next() % 300) as usize;
+            let bytes: String = (0..len)
+                .map(|_| char::from(ALPHABET[next() as usize % ALPHABET.len()]))
+                .collect();
+            let _ = from_strokes(&bytes, &limits);
+        }
+        // Well-formed JSON with odd numbers: off-pad, negative, fractional, zero-size pads.
+        let coordinate = |r: u64| (r % 200_000) as f64 / 100.0 - 700.0;
+        for _ in 0..60 {
+            let width = coordinate(next()).abs() % 700.0;
+            let height = coordinate(next()).abs() % 300.0;
+            let mut strokes = Vec::new();
+            for _ in 0..next() % 4 {
+                let points: Vec<(f64, f64)> = (0..next() % 30)
+                    .map(|_| (coordinate(next()), coordinate(next())))
+                    .collect();
+                strokes.push(points);
+            }
+            let json = serde_json::json!({"width": width, "height": height, "strokes": strokes});
+            let _ = from_strokes(&json.to_string(), &limits);
+        }
+    }
+
+    #[test]
+    fn strokes_are_rendered_and_accepted() {
+        let limits = Limits::default();
+        let mut first = Vec::new();
+        for i in 0..=60 {
+            let x = 40.0 + f64::from(i) * 5.2;
+            let y = 70.0 + 35.0 * (f64::from(i) / 4.0).sin();
+            first.push(serde_json::json!([x, y]));
+        }
+        let second: Vec<_> = (0..=20)
+            .map(|i| serde_json::json!({"x": 60.0 + f64::from(i) * 12.5, "y": 125.5, "t": i}))
+            .collect();
+        let json = serde_json::json!({
+            "width": 400.0,
+            "height": 150,
+            "strokes": [first, second],
+        })
+        .to_string();
+        let image = from_strokes(&json, &limits).expect("accepted");
+        assert_eq!((image.width, image.height), (400, 150));
+        assert_eq!(image.sha256, sha256_hex(&image.png));
+        // What is stored is a PNG that passes the upload checks on its own.
+        assert_eq!(from_png(&image.png, &limits).unwrap(), image);
+
+        // The rendering is deterministic, so the same strokes give the same hash.
+        assert_eq!(from_strokes(&json, &limits).unwrap().sha256, image.sha256);
+    }
+
+    #[test]
+    fn the_pen_draws_lines_about_three_pixels_thick() {
+        let thickness = |y: f64| {
+            let mut canvas = Canvas::new(100, 40);
+            canvas.draw_stroke(&[(10.0, y), (90.0, y)]);
+            (0..40)
+                .filter(|&row| canvas.pixels[row * 100 + 50] == 0)
+                .count()
+        };
+        // Through pixel centres, and along the edge between two rows.
+        assert_eq!(thickness(20.5), 3);
+        assert!((3..=4).contains(&thickness(20.0)));
+
+        let mut canvas = Canvas::new(100, 40);
+        canvas.draw_stroke(&[(10.0, 20.5), (90.0, 20.5)]);
+        let row = &canvas.pixels[20 * 100..21 * 100];
+        assert!(row[9..=90].iter().all(|&v| v == 0));
+        assert!(row[..8].iter().all(|&v| v == 255));
+        assert!(row[92..].iter().all(|&v| v == 255));
+    }
+
+    #[test]
+    fn strokes_far_off_the_pad_are_clipped_not_walked() {
+        let limits = Limits::default();
+        let json = serde_json::json!({
+            "width": 400, "height": 150,
+            "strokes": [[[-90000, 75], [90000, 75.5]], [[50000, 50000], [-60000, 90000]]],
+        })
+        .to_string();
+        // One horizontal line across the pad: enough ink and span.
+        let image = from_strokes(&json, &limits).expect("accepted");
+        assert_eq!(image.width, 400);
+
+        let absurd = r#"{"width":400,"height":150,"strokes":[[[-1e300,75],[1e300,75]]]}"#;
+        assert_eq!(code(from_strokes(absurd, &limits)), "bad_strokes");
+    }
+
+    #[test]
+    fn bad_strokes_are_refused() {
+        let limits = Limits::default();
+        let refused = |json: &str| code(from_strokes(json, &limits));
+
+        assert_eq!(
+            refused(r#"{"width":400,"height":150,"strokes":[]}"#),
+            "blank"
+        );
+        assert_eq!(
+            refused(r#"{"width":400,"height":150,"strokes":[[],[]]}"#),
+            "blank"
+        );
+        // A tap is a dot.
+        assert_eq!(
+            refused(r#"{"width":400,"height":150,"strokes":[[[200,75]]]}"#),
+            "blank"
+        );
+        assert_eq!(refused("not json"), "bad_strokes");
+        assert_eq!(refused(r#"{"width":400,"height":150}"#), "bad_strokes");
+        assert_eq!(
+            refused(r#"{"width":400,"height":150,"strokes":[[[1]]]}"#),
+            "bad_strokes"
+        );
+        assert_eq!(
+            refused(r#"{"width":400,"height":150,"strokes":[[{"x":"a","y":1}]]}"#),
+            "bad_strokes"
+        );
+        assert_eq!(
+            refused(r#"{"width":-5,"height":150,"strokes":[]}"#),
+            "bad_strokes"
+        );
+        assert_eq!(
+            refused(r#"{"width":0,"height":0,"strokes":[]}"#),
+            "bad_dimensions"
+        );
+        assert_eq!(
+            refused(r#"{"width":1e30,"height":1e30,"strokes":[]}"#),
+            "bad_dimensions"
+        );
+        assert_eq!(
+            refused(r#"{"width":5000,"height":5000,"strokes":[[[0,0],[4999,4999]]]}"#),
+            "bad_dimensions"
+        );
+
+        let many = format!(
+            r#"{{"width":400,"height":150,"strokes":[[{}]]}}"#,
+            vec!["[1,1]"; 100_001].join(",")
+        );
+        assert_eq!(refused(&many), "bad_strokes");
+        let long = format!(
+            r#"{{"width":400,"height":150,"strokes":[],"pad":"{}"}}"#,
+            "x".repeat(2 * 1024 * 1024)
+        );
+        let error = from_strokes(&long, &limits).unwrap_err();
+        assert_eq!(error.code(), "too_large");
+        assert_eq!(error.to_string(), "签名笔迹数据超过 1024 KB");
+    }
+
+    #[test]
+    fn messages_are_for_the_person_signing() {
+        assert_eq!(
+            SignatureError::NotAnImage.to_string(),
+            "签名不是有效的 PNG 图片"
+        );
+        assert_eq!(SignatureError::Blank.to_string(), "签名为空白，请重新签名");
+        assert_eq!(SignatureError::BadStrokes.to_string(), "签名笔迹数据无效");
+    }
+}
