@@ -178,6 +178,8 @@ impl Scheduler {
         for (job, schedule) in &self.entries {
             let last = job_runs::Entity::find()
                 .filter(job_runs::Column::Job.eq(job.name()))
+                // A firing skipped because another run held the job's lock still needs one.
+                .filter(job_runs::Column::Status.ne("skipped"))
                 .order_by_desc(job_runs::Column::ScheduledFor)
                 .one(db)
                 .await;

@@ -120,6 +120,8 @@ impl MigrationTrait for Migration {
                     .col(text_null(PendingReceipts::Reason))
                     .col(timestamp_with_time_zone_null(PendingReceipts::At))
                     .col(timestamp_with_time_zone(PendingReceipts::ReceivedAt))
+                    .col(integer(PendingReceipts::Tries).default(0))
+                    .col(timestamp_with_time_zone(PendingReceipts::NextTryAt))
                     .to_owned(),
             )
             .await?;
@@ -130,6 +132,7 @@ impl MigrationTrait for Migration {
                     .if_not_exists()
                     .col(pk_auto(InboundReplies::Id))
                     .col(string_len(InboundReplies::Provider, 32))
+                    .col(string_len_null(InboundReplies::ProviderId, 100))
                     .col(blob_null(InboundReplies::FromIndex))
                     .col(string_len(InboundReplies::FromMasked, 64))
                     .col(text(InboundReplies::Text))
@@ -144,6 +147,12 @@ impl MigrationTrait for Migration {
             .await?;
         db.execute_unprepared(
             "CREATE INDEX idx_inbound_replies_village ON inbound_replies (village_code, received_at)",
+        )
+        .await?;
+        // A provider that pushes a reply twice: acted on once.
+        db.execute_unprepared(
+            "CREATE UNIQUE INDEX uq_inbound_replies_provider_id ON inbound_replies \
+             (provider, provider_id) WHERE provider_id IS NOT NULL",
         )
         .await?;
         manager
@@ -313,6 +322,8 @@ enum PendingReceipts {
     Reason,
     At,
     ReceivedAt,
+    Tries,
+    NextTryAt,
 }
 
 #[derive(DeriveIden)]
@@ -320,6 +331,7 @@ enum InboundReplies {
     Table,
     Id,
     Provider,
+    ProviderId,
     FromIndex,
     FromMasked,
     Text,

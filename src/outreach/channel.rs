@@ -77,6 +77,10 @@ pub enum SendError {
     /// Invalid recipient, rejected content: fail fast.
     #[error("permanent: {0}")]
     Permanent(String),
+    /// The request went out and no answer came back: the provider may or may not have the
+    /// message. Sending again blindly could deliver it twice.
+    #[error("unknown: {0}")]
+    Unknown(String),
 }
 
 #[async_trait]
@@ -394,12 +398,18 @@ impl Channel for JasminChannel {
             .form(&form)
             .send()
             .await
-            .map_err(|e| SendError::Transient(format!("gateway unreachable: {e}")))?;
+            .map_err(|e| {
+                if e.is_timeout() && !e.is_connect() {
+                    SendError::Unknown(format!("gateway did not answer in time: {e}"))
+                } else {
+                    SendError::Transient(format!("gateway unreachable: {e}"))
+                }
+            })?;
         let status = response.status();
         let body = response
             .text()
             .await
-            .map_err(|e| SendError::Transient(format!("gateway answer lost: {e}")))?;
+            .map_err(|e| SendError::Unknown(format!("gateway answer lost: {e}")))?;
         if status.is_success() {
             // `Success "<message id>"`
             let id = body

@@ -150,11 +150,19 @@ pub fn short_key(key: &str, max: usize) -> String {
 
 /// A request that did not get an answer: timed out, refused connection, cut off. Transient;
 /// the URL is left out (WeChat's carries the access token).
+/// A token fetch that got no answer sent no message: retry later.
+fn token_unanswered(error: SendError) -> SendError {
+    match error {
+        SendError::Unknown(reason) => SendError::Transient(reason),
+        other => other,
+    }
+}
+
 fn unanswered(provider: &str, error: reqwest::Error) -> SendError {
-    let what = if error.is_timeout() {
-        "timed out"
-    } else if error.is_connect() {
+    let what = if error.is_connect() {
         "unreachable"
+    } else if error.is_timeout() {
+        "timed out"
     } else {
         "no answer"
     };
@@ -167,7 +175,12 @@ fn unanswered(provider: &str, error: reqwest::Error) -> SendError {
         reason.push_str(&cause.to_string());
         source = cause.source();
     }
-    SendError::Transient(redact(&reason))
+    if what == "timed out" {
+        // The request may have reached the provider: whether it took the message is unknown.
+        SendError::Unknown(redact(&reason))
+    } else {
+        SendError::Transient(redact(&reason))
+    }
 }
 
 /// An answer that is not the provider's JSON: a 5xx or 429 from a proxy is transient,
@@ -838,8 +851,23 @@ impl WeChatChannel {
             self.remember(&stored);
             return Ok(stored.token);
         }
+        if self.db.get_database_backend() != DbBackend::Postgres {
+            // One process owns an SQLite database, and the mutex above makes it the only
+            // refresher: the database's write lock is not held across the network call.
+            let fresh = self.fetch_token().await?;
+            let stored = async {
+                let txn = begin_write(&self.db).await.map_err(database)?;
+                self.store_token(&txn, &fresh).await?;
+                txn.commit().await.map_err(database)
+            };
+            if let Err(error) = stored.await {
+                tracing::warn!(account = %self.account, error = %error, "could not store the WeChat access token");
+            }
+            self.remember(&fresh);
+            return Ok(fresh.token);
+        }
         let txn = begin_write(&self.db).await.map_err(database)?;
-        if txn.get_database_backend() == DbBackend::Postgres {
+        {
             let mut lock = Sql::new(DbBackend::Postgres);
             lock.push("SELECT pg_advisory_xact_lock(")
                 .bind(TOKEN_LOCK_KEY)
@@ -931,9 +959,12 @@ impl WeChatChannel {
             .get(url)
             .send()
             .await
-            .map_err(|e| unanswered("wechat", e))?;
+            .map_err(|e| token_unanswered(unanswered("wechat", e)))?;
         let status = response.status();
-        let body = response.text().await.map_err(|e| unanswered("wechat", e))?;
+        let body = response
+            .text()
+            .await
+            .map_err(|e| token_unanswered(unanswered("wechat", e)))?;
         let answer = match serde_json::from_str::<WeChatAnswer>(&body) {
             Ok(answer) if status.is_success() => answer,
             _ => return Err(unexpected_answer("wechat", status, &body)),

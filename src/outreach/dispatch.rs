@@ -226,11 +226,15 @@ struct Leased {
     step: i32,
     route: Option<String>,
     expires_at: DateTime<Utc>,
+    /// The last attempt's error; `…unknown: …` when its outcome is not known.
+    last_error: Option<String>,
 }
 
 /// What the appointment of a message says.
 #[derive(Debug, Clone)]
 struct AppointmentInfo {
+    /// booked, attended, no_show or cancelled, as it is now.
+    status: String,
     day: NaiveDate,
     institution_id: i32,
     institution_name: String,
@@ -426,8 +430,8 @@ impl Dispatcher {
     async fn reconcile(&self, now: DateTime<Utc>) -> AppResult<u64> {
         let mut sql = Sql::new(self.backend());
         sql.push(
-            "SELECT id, kind, resident_id, step, channel, idempotency_key, leased_by, \
-             sending_at FROM messages WHERE state = 'sending' AND lease_until < ",
+            "SELECT id, campaign_id, kind, resident_id, step, channel, idempotency_key, \
+             leased_by, sending_at FROM messages WHERE state = 'sending' AND lease_until < ",
         )
         .bind(now)
         .push(" ORDER BY lease_until LIMIT ")
@@ -459,6 +463,11 @@ impl Dispatcher {
                         .bind(sent.provider)
                         .push(", provider_message_id = ")
                         .bind(Some(sent.provider_message_id.as_str()).filter(|id| !id.is_empty()))
+                        .push(", route = ")
+                        .bind(
+                            Route::PLAN[row.try_get::<i32>("", "step")?.clamp(0, 3) as usize]
+                                .code(),
+                        )
                         .push(", lease_until = NULL, leased_by = NULL");
                 }
                 Reconciled::Unknown => {
@@ -481,6 +490,16 @@ impl Dispatcher {
             };
             if self.db.execute_raw(sql.build()).await?.rows_affected() == 1 {
                 reconciled += 1;
+                if matches!(outcome, Reconciled::Sent(_)) {
+                    outbox::progress(
+                        &self.db,
+                        row.try_get("", "campaign_id")?,
+                        row.try_get("", "resident_id")?,
+                        false,
+                        now,
+                    )
+                    .await?;
+                }
                 tracing::warn!(message = id, outcome = ?outcome.label(), "lease ran out mid-send");
             }
         }
@@ -550,6 +569,11 @@ impl Dispatcher {
             sql.push(" AND campaign_id NOT IN ")
                 .bind_list(quiet.iter().copied());
         }
+        // A resident another worker is sending to waits, so two workers never both count
+        // the same day's messages against the daily cap.
+        sql.push(
+            " AND resident_id NOT IN (SELECT resident_id FROM messages WHERE state = 'sending')",
+        );
         sql.push(" ORDER BY next_attempt_at LIMIT ")
             .bind(i64::from(self.settings.batch));
         if backend == DbBackend::Postgres {
@@ -557,7 +581,7 @@ impl Dispatcher {
         }
         sql.push(
             ") RETURNING id, campaign_id, resident_id, kind, appointment_id, wave_id, \
-             idempotency_key, attempts, step, route, expires_at",
+             idempotency_key, attempts, step, route, expires_at, last_error",
         );
         let rows = self.db.query_all_raw(sql.build()).await?;
         let mut leased = Vec::with_capacity(rows.len());
@@ -575,6 +599,7 @@ impl Dispatcher {
                 step: row.try_get("", "step")?,
                 route: row.try_get("", "route")?,
                 expires_at: row.try_get("", "expires_at")?,
+                last_error: row.try_get("", "last_error")?,
             });
         }
         leased.sort_by_key(|m| m.id);
@@ -621,7 +646,8 @@ impl Dispatcher {
         for chunk in appointment_ids.chunks(500) {
             let mut sql = Sql::new(self.backend());
             sql.push(
-                "SELECT a.id, a.day, a.institution_id, i.name, i.address FROM appointments a \
+                "SELECT a.id, a.status, a.day, a.institution_id, i.name, i.address \
+                 FROM appointments a \
                  JOIN institutions i ON i.id = a.institution_id WHERE a.id IN ",
             )
             .bind_list(chunk.iter().copied());
@@ -629,6 +655,7 @@ impl Dispatcher {
                 context.appointments.insert(
                     row.try_get("", "id")?,
                     AppointmentInfo {
+                        status: row.try_get("", "status")?,
                         day: row.try_get("", "day")?,
                         institution_id: row.try_get("", "institution_id")?,
                         institution_name: row.try_get("", "name")?,
@@ -750,6 +777,8 @@ impl Dispatcher {
             Some(Stage::Examined | Stage::Refused) => {
                 matches!(kind, MessageKind::MigrantWave | MessageKind::MissedFollowup)
             }
+            // Booked again since missing the last one.
+            Some(Stage::Appointed) => kind == MessageKind::MissedFollowup,
             _ => false,
         };
         if done {
@@ -757,6 +786,22 @@ impl Dispatcher {
                 MessageState::Cancelled,
                 "nothing left to ask of this resident",
             );
+        }
+        // The appointment a message speaks of must still be as it says (cancelled, moved or
+        // attended while this message waited or was being handed over).
+        let appointment = message
+            .appointment_id
+            .and_then(|id| context.appointments.get(&id));
+        if let Some(a) = appointment {
+            let expected = match kind {
+                MessageKind::MissedFollowup => "no_show",
+                _ => "booked",
+            };
+            if a.status != expected {
+                return finish(MessageState::Cancelled, "the appointment changed");
+            }
+        } else if message.appointment_id.is_some() {
+            return finish(MessageState::Cancelled, "the appointment is gone");
         }
         if !answers_resident(kind) {
             let sent = context.sent_today.get(&resident.id).copied().unwrap_or(0)
@@ -789,8 +834,9 @@ impl Dispatcher {
                     continue;
                 }
             };
-            // An opt-out confirmation goes back the way the reply came, opted out or not.
-            if opt_out && forced.is_none() {
+            // An opt-out confirmation goes back the way the reply came, opted out or not;
+            // nothing else does.
+            if opt_out && kind != MessageKind::OptOutConfirmation {
                 opted_out = true;
                 continue;
             }
@@ -815,9 +861,6 @@ impl Dispatcher {
                 }
             };
         };
-        let appointment = message
-            .appointment_id
-            .and_then(|id| context.appointments.get(&id));
         let wave = message.wave_id.and_then(|id| context.waves.get(&id));
         let values = MessageContext {
             resident_name: resident.name.clone(),
@@ -938,13 +981,39 @@ impl Dispatcher {
 
     async fn send_and_record(&self, job: Job) -> Round {
         self.channels.wait_turn(job.channel.name()).await;
-        // Never outlive the lease: a send that hangs is a transient failure.
-        let limit = Duration::from_secs((self.settings.lease_secs / 2).max(1));
-        let result = match tokio::time::timeout(limit, job.channel.send(&job.outgoing)).await {
-            Ok(result) => result,
-            Err(_) => Err(SendError::Transient("no answer in time".to_owned())),
-        };
         let mut round = Round::default();
+        // Right before the provider call: renew the lease and make sure the message is still
+        // ours (a slow batch may have outlived its lease and been reconciled elsewhere).
+        match self.renew(&job).await {
+            Ok(true) => {}
+            Ok(false) => return round,
+            Err(e) => {
+                tracing::error!(message = job.message.id, error = %e, "cannot renew a lease");
+                return round;
+            }
+        }
+        // The last attempt may have reached the provider: ask before sending again.
+        let uncertain = job
+            .message
+            .last_error
+            .as_deref()
+            .is_some_and(|e| e.starts_with(&format!("{}: unknown:", job.channel.name())));
+        let result = if uncertain && !job.channel.deduplicates() {
+            match job
+                .channel
+                .lookup(&job.outgoing, Utc::now() - chrono::Duration::days(1))
+                .await
+            {
+                Ok(Some(sent)) => Ok(sent),
+                Ok(None) => self.send_now(&job).await,
+                Err(e) => Err(SendError::Permanent(format!(
+                    "outcome_unknown: an earlier attempt may have reached the provider, which \
+                     cannot say ({e})"
+                ))),
+            }
+        } else {
+            self.send_now(&job).await
+        };
         let recorded = match result {
             Ok(sent) => {
                 round.sent += 1;
@@ -963,6 +1032,42 @@ impl Dispatcher {
             tracing::error!(message = job.message.id, error = %e, "cannot record a send");
         }
         round
+    }
+
+    /// One provider call, never outliving the lease: no answer in time is an unknown outcome.
+    async fn send_now(&self, job: &Job) -> Result<Sent, SendError> {
+        let limit = Duration::from_secs((self.settings.lease_secs / 2).max(1));
+        match tokio::time::timeout(limit, job.channel.send(&job.outgoing)).await {
+            Ok(result) => result,
+            Err(_) => Err(SendError::Unknown("no answer in time".to_owned())),
+        }
+    }
+
+    /// Extends the lease of a message about to be sent; false when it is no longer ours (or
+    /// it has expired meanwhile, which is then recorded).
+    async fn renew(&self, job: &Job) -> AppResult<bool> {
+        let now = Utc::now();
+        let mut sql = Sql::new(self.backend());
+        sql.push("UPDATE messages SET lease_until = ")
+            .bind(now + chrono::Duration::seconds(self.settings.lease_secs as i64))
+            .push(" WHERE id = ")
+            .bind(job.message.id)
+            .push(" AND state = 'sending' AND leased_by = ")
+            .bind(self.worker.as_str())
+            .push(" AND expires_at > ")
+            .bind(now);
+        if self.db.execute_raw(sql.build()).await?.rows_affected() == 1 {
+            return Ok(true);
+        }
+        let mut sql = Sql::new(self.backend());
+        sql.push("UPDATE messages SET state = 'expired', expired_at = ")
+            .bind(now)
+            .push(", lease_until = NULL, leased_by = NULL WHERE id = ")
+            .bind(job.message.id)
+            .push(" AND state = 'sending' AND leased_by = ")
+            .bind(self.worker.as_str());
+        self.db.execute_raw(sql.build()).await?;
+        Ok(false)
     }
 
     async fn record_sent(&self, job: &Job, sent: &Sent) -> AppResult<()> {
@@ -1007,6 +1112,11 @@ impl Dispatcher {
             .await?;
         }
         txn.commit().await?;
+        // A receipt may have come before this was recorded (a fast gateway).
+        if !sent.provider_message_id.is_empty() {
+            super::inbound::apply_pending_for(&self.db, sent.provider, &sent.provider_message_id)
+                .await?;
+        }
         Ok(())
     }
 
@@ -1019,7 +1129,9 @@ impl Dispatcher {
             .push(", route = ")
             .bind(job.message.route.as_deref())
             .push(", lease_until = NULL, leased_by = NULL, ");
-        let retry = matches!(error, SendError::Transient(_))
+        // An unknown outcome is retried on the same channel, which then first asks the
+        // provider whether it has the message (or, if it de-duplicates, just sends again).
+        let retry = matches!(error, SendError::Transient(_) | SendError::Unknown(_))
             && job.message.attempts < self.settings.max_attempts as i32;
         if retry {
             sql.push("step = ")
@@ -1076,7 +1188,7 @@ impl Dispatcher {
             .bind(until)
             .push(", last_error = 'held: daily cap reached', lease_until = NULL, leased_by = NULL WHERE id = ")
             .bind(message.id)
-            .push(" AND leased_by = ")
+            .push(" AND state = 'sending' AND leased_by = ")
             .bind(self.worker.as_str());
         self.db.execute_raw(sql.build()).await?;
         Ok(())

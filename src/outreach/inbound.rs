@@ -47,7 +47,7 @@ where
         let mut sql = Sql::new(txn.get_database_backend());
         sql.push(
             "INSERT INTO pending_receipts (provider, provider_message_id, status, reason, at, \
-             received_at) VALUES (",
+             received_at, tries, next_try_at) VALUES (",
         )
         .bind(receipt.provider)
         .push(", ")
@@ -66,6 +66,8 @@ where
         .bind(receipt.at)
         .push(", ")
         .bind(Utc::now())
+        .push(", 0, ")
+        .bind(Utc::now())
         .push(")");
         txn.execute_raw(sql.build()).await?;
     }
@@ -79,11 +81,43 @@ pub async fn apply_pending<C>(db: &C) -> AppResult<u64>
 where
     C: ConnectionTrait + TransactionTrait,
 {
+    apply_pending_where(db, None).await
+}
+
+/// The kept receipts of one message whose send has just been recorded.
+pub async fn apply_pending_for<C>(
+    db: &C,
+    provider: &str,
+    provider_message_id: &str,
+) -> AppResult<u64>
+where
+    C: ConnectionTrait + TransactionTrait,
+{
+    apply_pending_where(db, Some((provider, provider_message_id))).await
+}
+
+async fn apply_pending_where<C>(db: &C, only: Option<(&str, &str)>) -> AppResult<u64>
+where
+    C: ConnectionTrait + TransactionTrait,
+{
     let mut sql = Sql::new(db.get_database_backend());
+    let now = Utc::now();
     sql.push(
-        "SELECT id, provider, provider_message_id, status, reason, at, received_at \
-         FROM pending_receipts ORDER BY id LIMIT 500",
+        "SELECT id, provider, provider_message_id, status, reason, at, received_at, tries \
+         FROM pending_receipts WHERE ",
     );
+    match only {
+        Some((provider, id)) => {
+            sql.push("provider = ")
+                .bind(provider)
+                .push(" AND provider_message_id = ")
+                .bind(id);
+        }
+        None => {
+            sql.push("next_try_at <= ").bind(now);
+        }
+    }
+    sql.push(" ORDER BY next_try_at LIMIT 100");
     let rows = db.query_all_raw(sql.build()).await?;
     let mut applied = 0;
     let stale = Utc::now() - chrono::Duration::days(2);
@@ -110,12 +144,20 @@ where
         };
         let txn = begin_write(db).await?;
         let outcome = apply_in(&txn, &receipt).await?;
+        let mut sql = Sql::new(txn.get_database_backend());
         if outcome != ReceiptOutcome::Unknown || received_at < stale {
-            let mut sql = Sql::new(txn.get_database_backend());
             sql.push("DELETE FROM pending_receipts WHERE id = ")
                 .bind(id);
-            txn.execute_raw(sql.build()).await?;
+        } else {
+            // Not yet: try again later, less and less often (5 s, 10 s, … up to an hour).
+            let tries: i32 = row.try_get("", "tries")?;
+            let wait = (5i64 << tries.clamp(0, 10)).min(3600);
+            sql.push("UPDATE pending_receipts SET tries = tries + 1, next_try_at = ")
+                .bind(now + chrono::Duration::seconds(wait))
+                .push(" WHERE id = ")
+                .bind(id);
         }
+        txn.execute_raw(sql.build()).await?;
         txn.commit().await?;
         if outcome == ReceiptOutcome::Moved {
             applied += 1;
@@ -313,10 +355,17 @@ where
     }
     let mut sql = Sql::new(txn.get_database_backend());
     sql.push(
-        "INSERT INTO inbound_replies (provider, from_index, from_masked, text, action, \
-         resident_id, message_id, village_code, received_at) VALUES (",
+        "INSERT INTO inbound_replies (provider, provider_id, from_index, from_masked, text, \
+         action, resident_id, message_id, village_code, received_at) VALUES (",
     )
     .bind(reply.provider)
+    .push(", ")
+    .bind(
+        reply
+            .provider_id
+            .as_ref()
+            .map(|id| id.chars().take(100).collect::<String>()),
+    )
     .push(", ")
     .bind(index.clone())
     .push(", ")
@@ -331,12 +380,17 @@ where
     .bind(sender.map(|s| s.village_code.clone()))
     .push(", ")
     .bind(received_at)
-    .push(") RETURNING id");
-    let reply_id: i32 = txn
-        .query_one_raw(sql.build())
-        .await?
-        .ok_or_else(|| anyhow::anyhow!("the reply was not kept"))?
-        .try_get("", "id")?;
+    .push(
+        ") ON CONFLICT (provider, provider_id) WHERE provider_id IS NOT NULL DO NOTHING \
+         RETURNING id",
+    );
+    let Some(kept) = txn.query_one_raw(sql.build()).await? else {
+        // The provider pushed this reply before: it was acted on then.
+        txn.commit().await?;
+        tracing::info!(provider = reply.provider, "a reply pushed again: ignored");
+        return Ok(action);
+    };
+    let reply_id: i32 = kept.try_get("", "id")?;
     match (action, sender) {
         (ReplyAction::Confirm, Some(_)) => {
             if let Some(a) = &appointment {

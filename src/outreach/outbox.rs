@@ -406,7 +406,15 @@ pub async fn insert(
                 .bind(now)
                 .push(")");
         }
-        sql.push(" ON CONFLICT (idempotency_key) DO NOTHING");
+        // A key planned before stays as it is, unless it was cancelled and is planned again
+        // (an appointment moved away and back to the same day): then it lives again.
+        sql.push(
+            " ON CONFLICT (idempotency_key) DO UPDATE SET state = excluded.state, \
+             due_at = excluded.due_at, expires_at = excluded.expires_at, \
+             next_attempt_at = excluded.next_attempt_at, attempts = 0, step = excluded.step, \
+             route = excluded.route, last_error = NULL, cancelled_at = NULL \
+             WHERE messages.state = 'cancelled'",
+        );
         written += db.execute_raw(sql.build()).await?.rows_affected();
     }
     Ok(written)

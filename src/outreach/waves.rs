@@ -241,7 +241,8 @@ pub async fn plan(
     } else {
         MessageState::Scheduled
     };
-    let day = due.with_timezone(&campaign.timezone).date_naive();
+    // The day of the wave's own send time: topping up later never makes a second key.
+    let day = wave.send_at.with_timezone(&campaign.timezone).date_naive();
     let kind = MessageKind::MigrantWave.code();
     let mut sql = Sql::new(db.get_database_backend());
     sql.push(

@@ -997,3 +997,495 @@ async fn missed_scheduler_firings_are_caught_up_once() {
     scheduler::try_execute_once(&app.state, job, at).await;
     assert!(scheduler.missed(&app.db, now).await.is_empty());
 }
+
+// ------------------------------------------------------------------------------------------
+// Races and crash windows of the outbox
+// ------------------------------------------------------------------------------------------
+
+async fn rv_exec(
+    app: &TestApp,
+    sql_sqlite: &str,
+    sql_pg: &str,
+    values: Vec<sea_orm::Value>,
+) -> u64 {
+    let backend = app.db.get_database_backend();
+    let sql = if backend == sea_orm::DbBackend::Postgres {
+        sql_pg
+    } else {
+        sql_sqlite
+    };
+    app.db
+        .execute_raw(Statement::from_sql_and_values(backend, sql, values))
+        .await
+        .unwrap()
+        .rows_affected()
+}
+
+async fn rv_count(app: &TestApp, sql: &str) -> i64 {
+    app.db
+        .query_one_raw(Statement::from_string(
+            app.db.get_database_backend(),
+            sql.to_owned(),
+        ))
+        .await
+        .unwrap()
+        .unwrap()
+        .try_get::<i64>("", "n")
+        .unwrap()
+}
+
+/// The plan_waves job running again on a later day plans nobody's wave message twice.
+#[tokio::test]
+async fn a_wave_is_planned_once_not_every_day() {
+    use outreach::outreach::waves;
+    let s = setup(|_| {}).await;
+    let a = resident(&s.app, 1, OWN).await;
+    let today = registry::today();
+    let wave = waves::create(
+        &s.app.db,
+        &Actor::cli(),
+        s.campaign,
+        waves::NewWave {
+            name: "回乡体检".into(),
+            audience: waves::Audience {
+                migrant_types: vec![MigrantType::Local],
+                ..Default::default()
+            },
+            window_from: today,
+            window_to: today + Duration::days(10),
+            send_at: None,
+        },
+    )
+    .await
+    .unwrap();
+    assert_eq!(wave.planned, 1);
+    let round = drain(&s.app).await;
+    assert_eq!(round.sent, 1);
+    let campaign = campaign::open_campaigns(&s.app.db)
+        .await
+        .unwrap()
+        .into_iter()
+        .next()
+        .unwrap();
+    let w = waves::Wave {
+        id: wave.id,
+        campaign_id: s.campaign,
+        audience: wave.audience.clone(),
+        send_at: wave.send_at,
+        expires_at: wave.expires_at,
+    };
+    // Same day: nothing new (what the existing test checks).
+    assert_eq!(
+        waves::plan(&s.app.db, &campaign, &w, Utc::now())
+            .await
+            .unwrap(),
+        0
+    );
+    // The job's run tomorrow:
+    let tomorrow = Utc::now() + Duration::days(1);
+    let again = waves::plan(&s.app.db, &campaign, &w, tomorrow)
+        .await
+        .unwrap();
+    let n = rv_count(
+        &s.app,
+        &format!(
+            "SELECT COUNT(*) AS n FROM messages WHERE resident_id = {a} AND kind = 'migrant_wave'"
+        ),
+    )
+    .await;
+    assert_eq!(
+        again, 0,
+        "the wave was planned a second time for the same resident the next day"
+    );
+    assert_eq!(n, 1);
+}
+
+/// Moving an appointment away and back to its first day plans that day's notices again.
+#[tokio::test]
+async fn moving_back_to_the_first_day_plans_its_notices_again() {
+    let s = setup(|_| {}).await;
+    let a = resident(&s.app, 1, OWN).await;
+    let ids = book(&s, &[a]).await;
+    let later = registry::today() + Duration::days(3);
+    for day in [later, tomorrow()] {
+        let response = s
+            .app
+            .post(
+                &format!("/api/v1/appointments/{}/reschedule", ids[0]),
+                &s.cadre,
+                json!({"day": day}),
+            )
+            .await;
+        assert_eq!(response.status(), StatusCode::OK);
+    }
+    let st = states(&s.app, a).await;
+    assert!(
+        st.iter()
+            .any(|(k, s)| k == "appointment_notice" && (s == "queued" || s == "scheduled")),
+        "no pending notice for the appointment's current day: {st:?}"
+    );
+}
+
+/// A message already leased (`sending`) when its appointment is cancelled is not sent: the
+/// worker sees the appointment changed, even after the lease is reconciled.
+#[tokio::test]
+async fn a_message_leased_during_cancellation_is_not_sent() {
+    let s = setup(|_| {}).await;
+    let a = resident(&s.app, 1, OWN).await;
+    let ids = book(&s, &[a]).await;
+    // A worker leased the notice (and died, or is slow): what `lease` writes.
+    let past: sea_orm::Value = (Utc::now() - Duration::minutes(5)).into();
+    let changed = rv_exec(
+        &s.app,
+        &format!("UPDATE messages SET state = 'sending', leased_by = 'w-dead', lease_until = ?, attempts = 1 WHERE resident_id = {a} AND kind = 'appointment_notice'"),
+        &format!("UPDATE messages SET state = 'sending', leased_by = 'w-dead', lease_until = $1, attempts = 1 WHERE resident_id = {a} AND kind = 'appointment_notice'"),
+        vec![past],
+    )
+    .await;
+    assert_eq!(changed, 1);
+    let response = s
+        .app
+        .post(
+            &format!("/api/v1/appointments/{}/cancel", ids[0]),
+            &s.cadre,
+            json!({"reason": "外出务工"}),
+        )
+        .await;
+    assert_eq!(response.status(), StatusCode::OK);
+    let round = drain(&s.app).await;
+    assert_eq!(round.sent, 0);
+    let st = states(&s.app, a).await;
+    assert!(
+        !st.iter()
+            .any(|(k, s)| k == "appointment_notice" && (s == "sent" || s == "delivered")),
+        "a notice went out for a cancelled appointment: {st:?}"
+    );
+}
+
+/// A failed receipt for a notice of an appointment cancelled meanwhile sends nothing more
+/// through the next channel.
+#[tokio::test]
+async fn a_failed_receipt_after_cancellation_sends_nothing_more() {
+    use outreach::outreach::callbacks::{Receipt, ReceiptStatus};
+    let s = setup(|s| {
+        s.messaging.outbox.simulate_receipts = false;
+    })
+    .await;
+    let a = resident(
+        &s.app,
+        1,
+        Contacts {
+            phone: Some("13800001111"),
+            relative_phone: Some("13900002222"),
+            migrant: None,
+        },
+    )
+    .await;
+    let ids = book(&s, &[a]).await;
+    drain(&s.app).await;
+    let row = s
+        .app
+        .db
+        .query_one_raw(Statement::from_string(
+            s.app.db.get_database_backend(),
+            format!("SELECT provider_message_id FROM messages WHERE resident_id = {a} AND kind = 'appointment_notice'"),
+        ))
+        .await
+        .unwrap()
+        .unwrap();
+    let pid: String = row.try_get("", "provider_message_id").unwrap();
+    let response = s
+        .app
+        .post(
+            &format!("/api/v1/appointments/{}/cancel", ids[0]),
+            &s.cadre,
+            json!({"reason": "外出务工"}),
+        )
+        .await;
+    assert_eq!(response.status(), StatusCode::OK);
+    outreach::outreach::inbound::apply_receipt(
+        &s.app.db,
+        &Receipt {
+            provider: "log",
+            provider_message_id: pid,
+            status: ReceiptStatus::Failed("UNDELIV".into()),
+            at: None,
+        },
+    )
+    .await
+    .unwrap();
+    let round = drain(&s.app).await;
+    let st = states(&s.app, a).await;
+    assert_eq!(
+        round.sent, 0,
+        "a notice was sent again for a cancelled appointment: {st:?}"
+    );
+}
+
+/// A resident asks to reschedule (2) and then opts out (TD) before the answer goes: only the
+/// opt-out confirmation reaches the opted-out number, not the answer.
+#[tokio::test]
+async fn an_opt_out_holds_for_answers_sent_back_the_way_a_reply_came() {
+    use outreach::outreach::callbacks::InboundSms;
+    use outreach::outreach::inbound::{ReplyAction, apply_reply};
+    let s = setup(|_| {}).await;
+    let a = resident(&s.app, 1, OWN).await;
+    book(&s, &[a]).await;
+    drain(&s.app).await;
+    let sms = |text: &str| InboundSms {
+        provider: "aliyun",
+        from_phone: "13800001111".into(),
+        text: text.into(),
+        at: None,
+        provider_id: None,
+        signature: None,
+    };
+    assert_eq!(
+        apply_reply(&s.app.db, &s.app.state.privacy, &sms("2"))
+            .await
+            .unwrap(),
+        ReplyAction::Reschedule
+    );
+    assert_eq!(
+        apply_reply(&s.app.db, &s.app.state.privacy, &sms("TD"))
+            .await
+            .unwrap(),
+        ReplyAction::OptOut
+    );
+    let round = drain(&s.app).await;
+    assert_eq!(round.sent, 1, "only the opt-out confirmation goes");
+    let rows = s
+        .app
+        .db
+        .query_all_raw(Statement::from_string(
+            s.app.db.get_database_backend(),
+            format!("SELECT kind, state, route FROM messages WHERE resident_id = {a} ORDER BY id"),
+        ))
+        .await
+        .unwrap();
+    let st: Vec<(String, String, Option<String>)> = rows
+        .iter()
+        .map(|r| {
+            (
+                r.try_get("", "kind").unwrap(),
+                r.try_get("", "state").unwrap(),
+                r.try_get("", "route").unwrap(),
+            )
+        })
+        .collect();
+    assert!(
+        !st.iter()
+            .any(|(k, s, _)| k == "reschedule_options" && (s == "sent" || s == "delivered")),
+        "reschedule options texted to a number that had opted out: {st:?}"
+    );
+}
+
+fn rv_aliyun(s: &mut outreach::config::Settings, url: String, timeout_secs: u64) {
+    use std::collections::BTreeMap;
+    s.messaging.sms_provider = "aliyun".into();
+    s.messaging.aliyun = Some(outreach::outreach::cloud::AliyunSmsSettings {
+        endpoint: url,
+        access_key_id: "LTAI-county".into(),
+        access_key_secret: outreach::config::Secret::new("county-secret"),
+        sign_name: "新源县卫健委".into(),
+        templates: BTreeMap::from([
+            ("appointment_notice".to_owned(), "SMS_1".to_owned()),
+            ("same_day_reminder".to_owned(), "SMS_2".to_owned()),
+            ("migrant_wave".to_owned(), "SMS_3".to_owned()),
+        ]),
+        timeout_secs,
+    });
+}
+
+/// A send the provider took but answered too slowly has an unknown outcome: the next attempt
+/// looks it up with the provider and does not send it a second time.
+#[tokio::test]
+async fn a_timed_out_send_is_looked_up_not_sent_twice() {
+    use outreach::outreach::standin::{Behaviour, StandIn, StandInKind};
+    let provider = StandIn::start(StandInKind::Aliyun {
+        access_key_id: "LTAI-county".into(),
+        secret: "county-secret".into(),
+    })
+    .await
+    .unwrap();
+    let url = provider.url();
+    let s = setup(move |s| {
+        rv_aliyun(s, url, 1);
+        s.messaging.outbox.retry_base_secs = 1;
+    })
+    .await;
+    let a = resident(&s.app, 1, OWN).await;
+    book(&s, &[a]).await;
+    provider.set_behaviour(Behaviour::SlowAnswer(std::time::Duration::from_millis(
+        1500,
+    )));
+    let first = drain(&s.app).await;
+    assert_eq!(
+        (first.sent, first.retried),
+        (0, 1),
+        "no answer: outcome unknown"
+    );
+    provider.set_behaviour(Behaviour::Normal);
+    tokio::time::sleep(std::time::Duration::from_millis(1600)).await;
+    let second = drain(&s.app).await;
+    assert_eq!(second.sent, 1, "found with the provider, recorded as sent");
+    assert_eq!(provider.accepted().len(), 1);
+    assert_eq!(
+        provider.duplicates(),
+        0,
+        "the provider got the same notice twice"
+    );
+}
+
+/// Two dispatchers: rows leased by A but still waiting behind A's slow sends outlive their
+/// lease and are taken over by B; A renews each lease before sending, so it skips those.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_live_workers_rows_are_not_sent_twice_by_reconcile() {
+    use outreach::outreach::standin::{Behaviour, StandIn, StandInKind};
+    let provider = StandIn::start(StandInKind::Aliyun {
+        access_key_id: "LTAI-county".into(),
+        secret: "county-secret".into(),
+    })
+    .await
+    .unwrap();
+    let url = provider.url();
+    let s = setup(move |s| {
+        rv_aliyun(s, url, 5);
+        s.messaging.outbox.batch = 6;
+        s.messaging.outbox.concurrency = 1;
+        s.messaging.outbox.lease_secs = 2;
+    })
+    .await;
+    for n in 0..6u32 {
+        registry::create(
+            &s.app.db,
+            &s.app.state.privacy,
+            &Actor::cli(),
+            NewResident {
+                name: format!("居民{n}"),
+                id_number: resident_id(n + 10, "19700101"),
+                village_code: VILLAGE.to_owned(),
+                phone: Some(format!("1380000{n:04}")),
+                relative_name: None,
+                relative_relation: None,
+                relative_phone: None,
+                migrant_type: None,
+                permit_since: None,
+                special: None,
+                current_address: None,
+                wechat_openid: None,
+                email: None,
+                language: None,
+            },
+        )
+        .await
+        .unwrap();
+    }
+    let today = registry::today();
+    outreach::outreach::waves::create(
+        &s.app.db,
+        &Actor::cli(),
+        s.campaign,
+        outreach::outreach::waves::NewWave {
+            name: "回乡体检".into(),
+            audience: outreach::outreach::waves::Audience {
+                migrant_types: vec![MigrantType::Local],
+                ..Default::default()
+            },
+            window_from: today,
+            window_to: today + Duration::days(10),
+            send_at: None,
+        },
+    )
+    .await
+    .unwrap();
+    provider.set_behaviour(Behaviour::SlowAnswer(std::time::Duration::from_millis(600)));
+    let a = s.app.state.dispatcher();
+    let b = s.app.state.dispatcher();
+    let ha = tokio::spawn(async move { a.round().await.unwrap() });
+    tokio::time::sleep(std::time::Duration::from_millis(2300)).await;
+    let rb = b.round().await.unwrap();
+    let ra = ha.await.unwrap();
+    assert_eq!(ra.sent + rb.sent, provider.accepted().len() as u64);
+    assert_eq!(
+        provider.duplicates(),
+        0,
+        "messages reached the provider twice"
+    );
+}
+
+/// Two dispatchers working at once still hold one resident to the daily cap.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_dispatchers_keep_the_daily_cap() {
+    use outreach::outreach::waves;
+    let s = setup(|s| {
+        s.messaging.outbox.daily_cap = 2;
+        s.messaging.outbox.batch = 2;
+    })
+    .await;
+    let a = resident(&s.app, 1, OWN).await;
+    let today = registry::today();
+    for i in 0..4 {
+        waves::create(
+            &s.app.db,
+            &Actor::cli(),
+            s.campaign,
+            waves::NewWave {
+                name: format!("批次{i}"),
+                audience: waves::Audience {
+                    migrant_types: vec![MigrantType::Local],
+                    ..Default::default()
+                },
+                window_from: today,
+                window_to: today + Duration::days(10),
+                send_at: None,
+            },
+        )
+        .await
+        .unwrap();
+    }
+    let d1 = s.app.state.dispatcher();
+    let d2 = s.app.state.dispatcher();
+    let (r1, r2) = tokio::join!(d1.round(), d2.round());
+    r1.unwrap();
+    r2.unwrap();
+    let sent = rv_count(
+        &s.app,
+        &format!(
+            "SELECT COUNT(*) AS n FROM messages WHERE resident_id = {a} AND sent_at IS NOT NULL"
+        ),
+    )
+    .await;
+    assert!(sent <= 2, "daily cap 2, sent {sent}");
+}
+
+/// A provider that pushes the same reply twice (its retry) makes one reply and one task.
+#[tokio::test]
+async fn a_reply_pushed_twice_is_acted_on_once() {
+    use outreach::outreach::callbacks::InboundSms;
+    use outreach::outreach::inbound::apply_reply;
+    let s = setup(|_| {}).await;
+    let a = resident(&s.app, 1, OWN).await;
+    let sms = InboundSms {
+        provider: "aliyun",
+        from_phone: "13800001111".into(),
+        text: "医生几点上班？".into(),
+        at: None,
+        provider_id: Some("seq-42".into()),
+        signature: None,
+    };
+    apply_reply(&s.app.db, &s.app.state.privacy, &sms)
+        .await
+        .unwrap();
+    apply_reply(&s.app.db, &s.app.state.privacy, &sms)
+        .await
+        .unwrap();
+    let replies = rv_count(&s.app, "SELECT COUNT(*) AS n FROM inbound_replies").await;
+    let tasks = rv_count(
+        &s.app,
+        &format!("SELECT COUNT(*) AS n FROM outreach_tasks WHERE resident_id = {a}"),
+    )
+    .await;
+    assert_eq!(replies, 1);
+    assert_eq!(tasks, 1, "one push, delivered twice, made {tasks} tasks");
+}

@@ -307,11 +307,13 @@ async fn unauthenticated_callbacks_are_refused_and_change_nothing() {
 }
 
 async fn reply(s: &Setup, from: &str, text: &str) {
+    // Each push carries the gateway's own id.
+    let id = uuid::Uuid::new_v4().to_string();
     let response = form(
         &s.app,
         &format!("/webhooks/jasmin/mo?token={SECRET}"),
         &[
-            ("id", "mo-1"),
+            ("id", id.as_str()),
             ("from", from),
             ("to", "106900001"),
             ("content", text),
