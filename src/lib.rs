@@ -8,6 +8,7 @@ pub mod auth;
 pub mod campaign;
 pub mod cli;
 pub mod config;
+pub mod contact;
 pub mod db;
 pub mod error;
 pub mod exam;

@@ -12,6 +12,7 @@ mod m20261123_000006_create_campaigns;
 mod m20261123_000007_create_institutions;
 mod m20261123_000008_create_appointments;
 mod m20261129_000009_create_outbox;
+mod m20261129_000010_create_contact_attempts;
 
 pub struct Migrator;
 
@@ -28,6 +29,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261123_000007_create_institutions::Migration),
             Box::new(m20261123_000008_create_appointments::Migration),
             Box::new(m20261129_000009_create_outbox::Migration),
+            Box::new(m20261129_000010_create_contact_attempts::Migration),
         ]
     }
 }

@@ -6,6 +6,7 @@ mod areas;
 mod audit;
 mod auth;
 mod campaigns;
+mod contact;
 pub mod extract;
 mod health;
 mod institutions;
@@ -54,6 +55,7 @@ use crate::startup::AppState;
         (name = "campaigns", description = "the year's campaign, enrolment, progress and worklists"),
         (name = "institutions", description = "institutions, the areas they serve, capacity calendars"),
         (name = "appointments", description = "group bookings, reschedule, cancel, attendance"),
+        (name = "contact", description = "contact attempts: calls, visits, delivered messages"),
         (name = "messaging", description = "messages and their states, waves, the outbox, tasks and replies"),
         (name = "exams", description = "exam records: at an institution, elsewhere, imported"),
     )
@@ -83,6 +85,7 @@ pub fn api() -> (Router<AppState>, utoipa::openapi::OpenApi) {
         .merge(institutions::router())
         .merge(appointments::router())
         .merge(messaging::router())
+        .merge(contact::router())
         .merge(audit::router());
     OpenApiRouter::with_openapi(ApiDoc::openapi())
         .merge(health::router())

@@ -851,23 +851,11 @@ impl WeChatChannel {
             self.remember(&stored);
             return Ok(stored.token);
         }
-        if self.db.get_database_backend() != DbBackend::Postgres {
-            // One process owns an SQLite database, and the mutex above makes it the only
-            // refresher: the database's write lock is not held across the network call.
-            let fresh = self.fetch_token().await?;
-            let stored = async {
-                let txn = begin_write(&self.db).await.map_err(database)?;
-                self.store_token(&txn, &fresh).await?;
-                txn.commit().await.map_err(database)
-            };
-            if let Err(error) = stored.await {
-                tracing::warn!(account = %self.account, error = %error, "could not store the WeChat access token");
-            }
-            self.remember(&fresh);
-            return Ok(fresh.token);
-        }
+        // One refresher across instances: on PostgreSQL an advisory lock; on SQLite the write
+        // lock of `BEGIN IMMEDIATE` (held for the fetch, at most `timeout_secs`, about once
+        // every two hours — a `serve` and an `outreach dispatch` may share the file).
         let txn = begin_write(&self.db).await.map_err(database)?;
-        {
+        if txn.get_database_backend() == DbBackend::Postgres {
             let mut lock = Sql::new(DbBackend::Postgres);
             lock.push("SELECT pg_advisory_xact_lock(")
                 .bind(TOKEN_LOCK_KEY)

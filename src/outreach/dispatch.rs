@@ -1110,6 +1110,17 @@ impl Dispatcher {
                 now,
             )
             .await?;
+            if sent.delivered {
+                crate::contact::from_delivered_message(
+                    &txn,
+                    job.message.id,
+                    job.message.campaign_id,
+                    job.message.resident_id,
+                    Some(job.route.code()),
+                    now,
+                )
+                .await?;
+            }
         }
         txn.commit().await?;
         // A receipt may have come before this was recorded (a fast gateway).

@@ -198,7 +198,7 @@ async fn apply_in(txn: &impl ConnectionTrait, receipt: &Receipt) -> AppResult<Re
         .bind(receipt.provider_message_id.as_str())
         .push(
             " AND state IN ('sending', 'sent') RETURNING id, campaign_id, resident_id, kind, \
-             appointment_id, wave_id, idempotency_key, expires_at, step",
+             appointment_id, wave_id, idempotency_key, expires_at, step, route",
         );
     let rows = txn.query_all_raw(sql.build()).await?;
     let moved = !rows.is_empty();
@@ -207,7 +207,17 @@ async fn apply_in(txn: &impl ConnectionTrait, receipt: &Receipt) -> AppResult<Re
         let resident_id: i32 = row.try_get("", "resident_id")?;
         match &receipt.status {
             ReceiptStatus::Delivered => {
-                outbox::progress(txn, campaign_id, resident_id, true, now).await?;
+                // A delivered message is a contact attempt of its channel.
+                let route: Option<String> = row.try_get("", "route")?;
+                crate::contact::from_delivered_message(
+                    txn,
+                    row.try_get("", "id")?,
+                    campaign_id,
+                    resident_id,
+                    route.as_deref(),
+                    at,
+                )
+                .await?;
             }
             _ => {
                 let step: i32 = row.try_get("", "step")?;

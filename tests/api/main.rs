@@ -8,6 +8,7 @@ mod auth;
 mod campaigns;
 mod cli;
 mod cloud_sms;
+mod contact;
 mod email;
 mod errors;
 mod exams;

@@ -554,6 +554,26 @@ fn cases(t: &Targets) -> Vec<Case> {
             fixed("/api/v1/replies".into(), None),
             [200, 200, 200, 200, 403, 200],
         ),
+        case(
+            Method::POST,
+            "/api/v1/campaigns/{id}/residents/{resident_id}/attempts",
+            fixed(
+                format!("{campaign}/residents/{}/attempts", t.resident),
+                Some(
+                    json!({"channel": "phone_call", "contact": "own_phone", "outcome": "no_answer"}),
+                ),
+            ),
+            [201, 404, 201, 201, 403, 403],
+        ),
+        case(
+            Method::GET,
+            "/api/v1/campaigns/{id}/residents/{resident_id}/attempts",
+            fixed(
+                format!("{campaign}/residents/{}/attempts", t.resident),
+                None,
+            ),
+            [200, 404, 200, 200, 403, 200],
+        ),
         // Endpoints that change the caller's own session are checked for "no token" only here
         // (their behaviour is covered in auth.rs).
         case(

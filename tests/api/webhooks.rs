@@ -156,6 +156,17 @@ async fn receipts_move_a_message_forward_only_and_repeats_change_nothing() {
         assert_eq!(response.status(), StatusCode::OK);
         assert_eq!(notice_state(&s).await, "delivered");
     }
+    // The delivered message is one contact attempt, however many receipts came.
+    let attempts = value(
+        &s.app,
+        &format!(
+            "SELECT CAST(COUNT(*) AS TEXT) AS v FROM contact_attempts WHERE resident_id = {} \
+             AND outcome = 'delivered'",
+            s.resident
+        ),
+    )
+    .await;
+    assert_eq!(attempts.as_deref(), Some("1"));
     // Unknown ids are answered (the gateway must not retry forever) and change nothing.
     let unknown = form(
         &s.app,

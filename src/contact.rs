@@ -1,0 +1,371 @@
+//! Contact attempts: every time a cadre calls, visits or writes to a resident (or a relative),
+//! and every message the outreach engine delivered. They are the documented contact a refusal
+//! registration rests on ("经多次联系"), and they move the resident's progress row to notified
+//! or reached.
+
+use chrono::{DateTime, Duration, NaiveDate, Utc};
+use sea_orm::{ConnectionTrait, TransactionSession, TransactionTrait};
+use serde::{Deserialize, Serialize};
+use serde_json::json;
+
+use crate::area::AreaCode;
+use crate::audit::{self, AuditEvent};
+use crate::auth::Actor;
+use crate::campaign::{self, Campaign};
+use crate::db::{Sql, begin_write};
+use crate::error::{AppError, AppResult};
+
+macro_rules! codes {
+    ($(#[$meta:meta])* $name:ident { $($variant:ident => $code:literal, $zh:literal;)+ }) => {
+        $(#[$meta])*
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+        #[serde(rename_all = "snake_case")]
+        pub enum $name {
+            $($variant,)+
+        }
+
+        impl $name {
+            pub const ALL: &'static [$name] = &[$($name::$variant,)+];
+
+            pub fn code(self) -> &'static str {
+                match self {
+                    $($name::$variant => $code,)+
+                }
+            }
+
+            pub fn label(self) -> &'static str {
+                match self {
+                    $($name::$variant => $zh,)+
+                }
+            }
+
+            pub fn parse(raw: &str) -> Option<Self> {
+                Self::ALL.iter().copied().find(|v| v.code() == raw)
+            }
+        }
+    };
+}
+
+codes!(
+    /// How the resident was contacted.
+    ContactChannel {
+        PhoneCall => "phone_call", "电话";
+        HomeVisit => "home_visit", "入户";
+        Sms => "sms", "短信";
+        WeChat => "wechat", "微信";
+        Email => "email", "电子邮件";
+        Letter => "letter", "书面通知";
+        Relative => "relative", "通过亲属";
+    }
+);
+
+codes!(
+    /// Which of the resident's contacts was used.
+    ContactUsed {
+        OwnPhone => "own_phone", "本人电话";
+        RelativePhone => "relative_phone", "亲属电话";
+        WeChat => "wechat", "微信";
+        Email => "email", "电子邮箱";
+        InPerson => "in_person", "当面";
+        Other => "other", "其他";
+    }
+);
+
+codes!(
+    /// What came of it.
+    Outcome {
+        ReachedAgreed => "reached_agreed", "已联系，同意体检";
+        ReachedRefused => "reached_refused", "已联系，拒绝体检";
+        ExaminedElsewhere => "examined_elsewhere", "已在外地体检";
+        NoAnswer => "no_answer", "无人接听";
+        WrongNumber => "wrong_number", "号码错误";
+        Unreachable => "unreachable", "无法联系";
+        LeftMessage => "left_message", "已留言";
+        Delivered => "delivered", "消息已送达";
+    }
+);
+
+impl Outcome {
+    /// The person (or a relative) was spoken to.
+    pub fn reached(self) -> bool {
+        matches!(
+            self,
+            Outcome::ReachedAgreed | Outcome::ReachedRefused | Outcome::ExaminedElsewhere
+        )
+    }
+}
+
+#[derive(Debug, Clone, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct NewAttempt {
+    /// When (default: now); not in the future.
+    pub attempted_at: Option<DateTime<Utc>>,
+    pub channel: ContactChannel,
+    pub contact: ContactUsed,
+    pub outcome: Outcome,
+    pub note: Option<String>,
+}
+
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+pub struct AttemptView {
+    pub id: i32,
+    pub campaign_id: i32,
+    pub resident_id: i32,
+    pub attempted_at: DateTime<Utc>,
+    /// The local day it counts for.
+    pub day: NaiveDate,
+    pub channel: ContactChannel,
+    pub channel_label: String,
+    pub contact: ContactUsed,
+    pub outcome: Outcome,
+    pub outcome_label: String,
+    /// The person or a relative was spoken to.
+    pub reached: bool,
+    pub note: Option<String>,
+    /// Set when the attempt is a message the service delivered.
+    pub message_id: Option<i32>,
+    pub recorded_by: Option<i32>,
+}
+
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+pub struct Attempts {
+    pub items: Vec<AttemptView>,
+    /// Attempts, the different days they were on, and whether any reached the person.
+    pub count: usize,
+    pub days: usize,
+    pub reached: bool,
+}
+
+/// A resident of the campaign the caller may act on, and their village.
+async fn resident_in_scope(
+    db: &impl ConnectionTrait,
+    actor: &Actor,
+    resident_id: i32,
+) -> AppResult<String> {
+    let resident = crate::registry::find(db, &actor.scope, resident_id).await?;
+    Ok(resident.village_code)
+}
+
+/// A cadre logs an attempt (audited); the progress row moves to notified or reached.
+pub async fn record<C>(
+    db: &C,
+    actor: &Actor,
+    campaign_id: i32,
+    resident_id: i32,
+    new: NewAttempt,
+) -> AppResult<AttemptView>
+where
+    C: ConnectionTrait + TransactionTrait,
+{
+    let now = Utc::now();
+    let attempted_at = new.attempted_at.unwrap_or(now);
+    if attempted_at > now + Duration::minutes(5) {
+        return Err(AppError::validation(
+            "attempt_in_future",
+            "联系时间不能晚于现在",
+        ));
+    }
+    let note = crate::registry::optional_name(new.note.as_deref(), "备注", 500)?;
+    let txn = begin_write(db).await?;
+    let campaign = campaign::get_open(&txn, campaign_id).await?;
+    if attempted_at.with_timezone(&campaign.timezone).date_naive() < campaign.model.reference_date {
+        return Err(AppError::validation(
+            "attempt_before_campaign",
+            "联系时间早于本次体检工作",
+        ));
+    }
+    let village = resident_in_scope(&txn, actor, resident_id).await?;
+    let id = insert(
+        &txn,
+        &campaign,
+        resident_id,
+        &village,
+        attempted_at,
+        new.channel,
+        new.contact,
+        new.outcome,
+        note.clone(),
+        None,
+        actor.user_id,
+    )
+    .await?
+    .ok_or_else(|| anyhow::anyhow!("the attempt was not written"))?;
+    audit::record(
+        &txn,
+        actor,
+        AuditEvent {
+            action: "contact.attempt",
+            entity: "contact_attempt",
+            entity_id: Some(id.to_string()),
+            area_code: AreaCode::parse(&village).ok(),
+            summary: json!({
+                "campaign_id": campaign_id,
+                "resident_id": resident_id,
+                "channel": new.channel.code(),
+                "outcome": new.outcome.code(),
+            }),
+        },
+    )
+    .await?;
+    txn.commit().await?;
+    let attempts = list(db, actor, campaign_id, resident_id).await?;
+    attempts
+        .items
+        .into_iter()
+        .find(|a| a.id == id)
+        .ok_or_else(|| anyhow::anyhow!("attempt {id} vanished").into())
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn insert(
+    db: &impl ConnectionTrait,
+    campaign: &Campaign,
+    resident_id: i32,
+    village: &str,
+    attempted_at: DateTime<Utc>,
+    channel: ContactChannel,
+    contact: ContactUsed,
+    outcome: Outcome,
+    note: Option<String>,
+    message_id: Option<i32>,
+    recorded_by: Option<i32>,
+) -> AppResult<Option<i32>> {
+    let day = attempted_at.with_timezone(&campaign.timezone).date_naive();
+    let mut sql = Sql::new(db.get_database_backend());
+    sql.push(
+        "INSERT INTO contact_attempts (campaign_id, resident_id, village_code, attempted_at, \
+         day, channel, contact, outcome, reached, note, message_id, recorded_by, created_at) \
+         VALUES (",
+    )
+    .bind(campaign.id())
+    .push(", ")
+    .bind(resident_id)
+    .push(", ")
+    .bind(village)
+    .push(", ")
+    .bind(attempted_at)
+    .push(", ")
+    .bind(day)
+    .push(", ")
+    .bind(channel.code())
+    .push(", ")
+    .bind(contact.code())
+    .push(", ")
+    .bind(outcome.code())
+    .push(", ")
+    .bind(outcome.reached())
+    .push(", ")
+    .bind(note)
+    .push(", ")
+    .bind(message_id)
+    .push(", ")
+    .bind(recorded_by)
+    .push(", ")
+    .bind(Utc::now())
+    .push(") ON CONFLICT (message_id) WHERE message_id IS NOT NULL DO NOTHING RETURNING id");
+    let id = match db.query_one_raw(sql.build()).await? {
+        Some(row) => Some(row.try_get::<i32>("", "id")?),
+        None => None,
+    };
+    if id.is_some() {
+        // Spoken to, or a message delivered: reached; otherwise at least notified.
+        let reached = outcome.reached() || outcome == Outcome::Delivered;
+        crate::outreach::outbox::progress(db, campaign.id(), resident_id, reached, attempted_at)
+            .await?;
+    }
+    Ok(id)
+}
+
+/// A delivered message counts as an attempt of its channel, once. `route` is the
+/// fallback-plan route it took (`wechat`, `phone`, `email`, `relative`).
+pub async fn from_delivered_message(
+    db: &impl ConnectionTrait,
+    message_id: i32,
+    campaign_id: i32,
+    resident_id: i32,
+    route: Option<&str>,
+    at: DateTime<Utc>,
+) -> AppResult<()> {
+    let campaign = campaign::get(db, campaign_id).await?;
+    let mut sql = Sql::new(db.get_database_backend());
+    sql.push("SELECT village_code FROM residents WHERE id = ")
+        .bind(resident_id);
+    let Some(row) = db.query_one_raw(sql.build()).await? else {
+        return Ok(());
+    };
+    let village: String = row.try_get("", "village_code")?;
+    let (channel, contact) = match route {
+        Some("wechat") => (ContactChannel::WeChat, ContactUsed::WeChat),
+        Some("email") => (ContactChannel::Email, ContactUsed::Email),
+        Some("relative") => (ContactChannel::Sms, ContactUsed::RelativePhone),
+        _ => (ContactChannel::Sms, ContactUsed::OwnPhone),
+    };
+    insert(
+        db,
+        &campaign,
+        resident_id,
+        &village,
+        at,
+        channel,
+        contact,
+        Outcome::Delivered,
+        None,
+        Some(message_id),
+        None,
+    )
+    .await?;
+    Ok(())
+}
+
+/// A resident's attempts in a campaign, oldest first, with the counts the refusal rule uses.
+pub async fn list(
+    db: &impl ConnectionTrait,
+    actor: &Actor,
+    campaign_id: i32,
+    resident_id: i32,
+) -> AppResult<Attempts> {
+    campaign::get(db, campaign_id).await?;
+    resident_in_scope(db, actor, resident_id).await?;
+    let mut sql = Sql::new(db.get_database_backend());
+    sql.push(
+        "SELECT id, campaign_id, resident_id, attempted_at, day, channel, contact, outcome, \
+         reached, note, message_id, recorded_by FROM contact_attempts WHERE campaign_id = ",
+    )
+    .bind(campaign_id)
+    .push(" AND resident_id = ")
+    .bind(resident_id)
+    .push(" ORDER BY attempted_at, id");
+    let mut items = Vec::new();
+    for row in db.query_all_raw(sql.build()).await? {
+        let channel: String = row.try_get("", "channel")?;
+        let contact: String = row.try_get("", "contact")?;
+        let outcome: String = row.try_get("", "outcome")?;
+        let channel = ContactChannel::parse(&channel).unwrap_or(ContactChannel::PhoneCall);
+        let outcome = Outcome::parse(&outcome).unwrap_or(Outcome::Unreachable);
+        items.push(AttemptView {
+            id: row.try_get("", "id")?,
+            campaign_id: row.try_get("", "campaign_id")?,
+            resident_id: row.try_get("", "resident_id")?,
+            attempted_at: row.try_get("", "attempted_at")?,
+            day: row.try_get("", "day")?,
+            channel_label: channel.label().to_owned(),
+            channel,
+            contact: ContactUsed::parse(&contact).unwrap_or(ContactUsed::Other),
+            outcome_label: outcome.label().to_owned(),
+            outcome,
+            reached: row.try_get("", "reached")?,
+            note: row.try_get("", "note")?,
+            message_id: row.try_get("", "message_id")?,
+            recorded_by: row.try_get("", "recorded_by")?,
+        });
+    }
+    let mut days: Vec<NaiveDate> = items.iter().map(|a| a.day).collect();
+    days.sort_unstable();
+    days.dedup();
+    Ok(Attempts {
+        count: items.len(),
+        days: days.len(),
+        reached: items.iter().any(|a| a.reached),
+        items,
+    })
+}
