@@ -235,6 +235,48 @@ pub struct AliyunSmsChannel {
 }
 
 impl AliyunSmsChannel {
+    /// One RPC call: the common parameters, the action's own, the signature; the answer's
+    /// status and body.
+    async fn call<const N: usize>(
+        &self,
+        action: &str,
+        own: [(&str, String); N],
+    ) -> Result<(StatusCode, String), SendError> {
+        let mut parameters: BTreeMap<String, String> = [
+            ("AccessKeyId", self.settings.access_key_id.clone()),
+            ("Action", action.to_owned()),
+            ("Format", "JSON".to_owned()),
+            ("SignatureMethod", "HMAC-SHA1".to_owned()),
+            ("SignatureNonce", uuid::Uuid::new_v4().to_string()),
+            ("SignatureVersion", "1.0".to_owned()),
+            (
+                "Timestamp",
+                Utc::now().format("%Y-%m-%dT%H:%M:%SZ").to_string(),
+            ),
+            ("Version", "2017-05-25".to_owned()),
+        ]
+        .into_iter()
+        .chain(own)
+        .map(|(k, v)| (k.to_owned(), v))
+        .collect();
+        let signature = aliyun_rpc_signature(
+            "POST",
+            &parameters,
+            self.settings.access_key_secret.expose(),
+        );
+        parameters.insert("Signature".to_owned(), signature);
+        let response = self
+            .client
+            .post(self.endpoint.clone())
+            .form(&parameters)
+            .send()
+            .await
+            .map_err(|e| unanswered("aliyun", e))?;
+        let status = response.status();
+        let body = response.text().await.map_err(|e| unanswered("aliyun", e))?;
+        Ok((status, body))
+    }
+
     pub fn new(settings: &AliyunSmsSettings) -> anyhow::Result<Self> {
         let endpoint = parse_url("messaging.aliyun.endpoint", &settings.endpoint)?;
         check_kinds("messaging.aliyun.templates", settings.templates.keys())?;
@@ -307,46 +349,21 @@ impl Channel for AliyunSmsChannel {
             .into_iter()
             .map(|(k, v)| (k, Value::String(v)))
             .collect();
-        let mut parameters: BTreeMap<String, String> = [
-            ("AccessKeyId", self.settings.access_key_id.clone()),
-            ("Action", "SendSms".to_owned()),
-            ("Format", "JSON".to_owned()),
-            ("SignatureMethod", "HMAC-SHA1".to_owned()),
-            ("SignatureNonce", uuid::Uuid::new_v4().to_string()),
-            ("SignatureVersion", "1.0".to_owned()),
-            (
-                "Timestamp",
-                Utc::now().format("%Y-%m-%dT%H:%M:%SZ").to_string(),
-            ),
-            ("Version", "2017-05-25".to_owned()),
-            ("PhoneNumbers", phone.clone()),
-            ("SignName", self.settings.sign_name.clone()),
-            ("TemplateCode", template.clone()),
-            ("TemplateParam", Value::Object(values).to_string()),
-            (
-                "OutId",
-                short_key(&message.idempotency_key, ALIYUN_OUT_ID_MAX),
-            ),
-        ]
-        .into_iter()
-        .map(|(k, v)| (k.to_owned(), v))
-        .collect();
-        let signature = aliyun_rpc_signature(
-            "POST",
-            &parameters,
-            self.settings.access_key_secret.expose(),
-        );
-        parameters.insert("Signature".to_owned(), signature);
-
-        let response = self
-            .client
-            .post(self.endpoint.clone())
-            .form(&parameters)
-            .send()
-            .await
-            .map_err(|e| unanswered("aliyun", e))?;
-        let status = response.status();
-        let body = response.text().await.map_err(|e| unanswered("aliyun", e))?;
+        let (status, body) = self
+            .call(
+                "SendSms",
+                [
+                    ("PhoneNumbers", phone.clone()),
+                    ("SignName", self.settings.sign_name.clone()),
+                    ("TemplateCode", template.clone()),
+                    ("TemplateParam", Value::Object(values).to_string()),
+                    (
+                        "OutId",
+                        short_key(&message.idempotency_key, ALIYUN_OUT_ID_MAX),
+                    ),
+                ],
+            )
+            .await?;
         let Ok(answer) = serde_json::from_str::<AliyunAnswer>(&body) else {
             return Err(unexpected_answer("aliyun", status, &body));
         };
@@ -390,41 +407,17 @@ impl Channel for AliyunSmsChannel {
         let today = Utc::now().with_timezone(&china).date_naive();
         while day <= today {
             for page in 1..=20u32 {
-                let mut parameters: BTreeMap<String, String> = [
-                    ("AccessKeyId", self.settings.access_key_id.clone()),
-                    ("Action", "QuerySendDetails".to_owned()),
-                    ("Format", "JSON".to_owned()),
-                    ("SignatureMethod", "HMAC-SHA1".to_owned()),
-                    ("SignatureNonce", uuid::Uuid::new_v4().to_string()),
-                    ("SignatureVersion", "1.0".to_owned()),
-                    (
-                        "Timestamp",
-                        Utc::now().format("%Y-%m-%dT%H:%M:%SZ").to_string(),
-                    ),
-                    ("Version", "2017-05-25".to_owned()),
-                    ("PhoneNumber", phone.clone()),
-                    ("SendDate", day.format("%Y%m%d").to_string()),
-                    ("PageSize", "50".to_owned()),
-                    ("CurrentPage", page.to_string()),
-                ]
-                .into_iter()
-                .map(|(k, v)| (k.to_owned(), v))
-                .collect();
-                let signature = aliyun_rpc_signature(
-                    "POST",
-                    &parameters,
-                    self.settings.access_key_secret.expose(),
-                );
-                parameters.insert("Signature".to_owned(), signature);
-                let response = self
-                    .client
-                    .post(self.endpoint.clone())
-                    .form(&parameters)
-                    .send()
-                    .await
-                    .map_err(|e| unanswered("aliyun", e))?;
-                let status = response.status();
-                let body = response.text().await.map_err(|e| unanswered("aliyun", e))?;
+                let (status, body) = self
+                    .call(
+                        "QuerySendDetails",
+                        [
+                            ("PhoneNumber", phone.clone()),
+                            ("SendDate", day.format("%Y%m%d").to_string()),
+                            ("PageSize", "50".to_owned()),
+                            ("CurrentPage", page.to_string()),
+                        ],
+                    )
+                    .await?;
                 let Ok(answer) = serde_json::from_str::<Value>(&body) else {
                     return Err(unexpected_answer("aliyun", status, &body));
                 };
