@@ -28,19 +28,19 @@ fn midnight_reminders(settings: &mut outreach::config::Settings) {
     settings.messaging.sms_signature = "新源县卫健委".into();
 }
 
-struct Contacts {
-    phone: Option<&'static str>,
-    relative_phone: Option<&'static str>,
+struct Contacts<'a> {
+    phone: Option<&'a str>,
+    relative_phone: Option<&'a str>,
     migrant: Option<MigrantType>,
 }
 
-const OWN: Contacts = Contacts {
+const OWN: Contacts<'static> = Contacts {
     phone: Some("13800001111"),
     relative_phone: None,
     migrant: None,
 };
 
-async fn resident(app: &TestApp, n: u32, contacts: Contacts) -> i32 {
+async fn resident(app: &TestApp, n: u32, contacts: Contacts<'_>) -> i32 {
     let id_number = resident_id(n, "19700101");
     registry::create(
         &app.db,
@@ -777,29 +777,16 @@ async fn a_dispatcher_killed_mid_batch_loses_nothing_and_sends_nothing_twice() {
     .await;
     app.seed_areas().await;
     for n in 0..N {
-        registry::create(
-            &app.db,
-            &app.state.privacy,
-            &Actor::cli(),
-            NewResident {
-                name: format!("居民{n}"),
-                id_number: resident_id(n, "19700101"),
-                village_code: VILLAGE.to_owned(),
-                phone: Some(format!("1380000{n:04}")),
-                relative_name: None,
-                relative_relation: None,
-                relative_phone: None,
-                migrant_type: None,
-                permit_since: None,
-                special: None,
-                current_address: None,
-                wechat_openid: None,
-                email: None,
-                language: None,
+        let phone = format!("1380000{n:04}");
+        resident(
+            &app,
+            n,
+            Contacts {
+                phone: Some(&phone),
+                ..OWN
             },
         )
-        .await
-        .unwrap();
+        .await;
     }
     let campaign = open_loud_campaign(&app).await;
     let today = registry::today();
@@ -1357,29 +1344,16 @@ async fn a_live_workers_rows_are_not_sent_twice_by_reconcile() {
     })
     .await;
     for n in 0..6u32 {
-        registry::create(
-            &s.app.db,
-            &s.app.state.privacy,
-            &Actor::cli(),
-            NewResident {
-                name: format!("居民{n}"),
-                id_number: resident_id(n + 10, "19700101"),
-                village_code: VILLAGE.to_owned(),
-                phone: Some(format!("1380000{n:04}")),
-                relative_name: None,
-                relative_relation: None,
-                relative_phone: None,
-                migrant_type: None,
-                permit_since: None,
-                special: None,
-                current_address: None,
-                wechat_openid: None,
-                email: None,
-                language: None,
+        let phone = format!("1380000{n:04}");
+        resident(
+            &s.app,
+            n + 10,
+            Contacts {
+                phone: Some(&phone),
+                ..OWN
             },
         )
-        .await
-        .unwrap();
+        .await;
     }
     let today = registry::today();
     outreach::outreach::waves::create(
