@@ -1,8 +1,10 @@
-//! Turning what a phone uploads — a PNG, or the strokes of a signature pad — into a checked
-//! signature image: a real PNG within the size limits that actually carries a signature.
+//! Turning what a phone uploads — a PNG, the strokes of a signature pad, or the SVG a
+//! signature pad exports — into a checked signature image: a real PNG within the size limits
+//! that actually carries a signature.
 
 use std::io::Cursor;
 
+use resvg::{tiny_skia, usvg};
 use serde::Deserialize;
 use sha2::{Digest, Sha256};
 
@@ -37,6 +39,8 @@ pub struct Limits {
     pub max_stroke_bytes: usize,
     /// Most points over all strokes, which bounds the rendering work.
     pub max_stroke_points: usize,
+    /// Largest SVG text accepted, in bytes.
+    pub max_svg_bytes: usize,
     pub max_width: u32,
     pub max_height: u32,
     pub min_width: u32,
@@ -53,6 +57,7 @@ impl Default for Limits {
             max_bytes: 512 * 1024,
             max_stroke_bytes: 1024 * 1024,
             max_stroke_points: 100_000,
+            max_svg_bytes: 256 * 1024,
             max_width: 2000,
             max_height: 1000,
             min_width: 100,
@@ -88,16 +93,23 @@ pub enum SignatureError {
     Blank,
     #[error("签名笔迹数据无效")]
     BadStrokes,
+    #[error("签名 SVG 图片超过 {max_kb} KB")]
+    SvgTooLarge { max_kb: usize },
+    #[error("签名 SVG 图片无效")]
+    BadSvg,
 }
 
 impl SignatureError {
     pub fn code(&self) -> &'static str {
         match self {
             Self::NotAnImage => "not_an_image",
-            Self::TooLarge { .. } | Self::StrokesTooLarge { .. } => "too_large",
+            Self::TooLarge { .. } | Self::StrokesTooLarge { .. } | Self::SvgTooLarge { .. } => {
+                "too_large"
+            }
             Self::BadDimensions { .. } => "bad_dimensions",
             Self::Blank => "blank",
             Self::BadStrokes => "bad_strokes",
+            Self::BadSvg => "bad_svg",
         }
     }
 }
@@ -158,6 +170,199 @@ pub fn from_strokes(json: &str, limits: &Limits) -> Result<SignatureImage, Signa
     }
     let png = canvas.encode().map_err(|_| SignatureError::BadStrokes)?;
     from_png(&png, limits)
+}
+
+/// Renders an SVG signature — as signature-pad libraries export it: `path`, `polyline` or
+/// `circle` strokes, sized by `width`/`height` or a `viewBox` — in its own colours on white,
+/// encodes that as a PNG and checks it like an upload. A drawing larger than the limits is
+/// scaled down to fit; one smaller than the minimum is refused.
+///
+/// Only plain drawing is accepted — shapes, groups, gradients — within a bounded amount of
+/// rendering work; what repeats or post-processes a drawing (`use`, markers, patterns,
+/// filters, masks, clipping, translucent groups) is refused as [`SignatureError::BadSvg`].
+/// Nothing outside the document is ever loaded: images, linked or embedded, and text are
+/// left out of the rendering.
+pub fn from_svg(svg: &str, limits: &Limits) -> Result<SignatureImage, SignatureError> {
+    if svg.len() > limits.max_svg_bytes {
+        return Err(SignatureError::SvgTooLarge {
+            max_kb: limits.max_svg_bytes.div_ceil(1024),
+        });
+    }
+    // No drawing needs an entity, and a few nested ones turn a small file into gigabytes of
+    // text before the drawing is even looked at.
+    if svg.contains("<!ENTITY") {
+        return Err(SignatureError::BadSvg);
+    }
+    let xml = usvg::roxmltree::Document::parse_with_options(
+        svg,
+        usvg::roxmltree::ParsingOptions {
+            allow_dtd: true,
+            ..Default::default()
+        },
+    )
+    .map_err(|_| SignatureError::BadSvg)?;
+    check_svg_elements(&xml)?;
+
+    let options = usvg::Options {
+        // The defaults would read any file path named in `<image href>` from this server's
+        // disk, and decode images embedded as data URLs.
+        image_href_resolver: usvg::ImageHrefResolver {
+            resolve_data: Box::new(|_, _, _| None),
+            resolve_string: Box::new(|_, _| None),
+        },
+        ..usvg::Options::default()
+    };
+    let tree = usvg::Tree::from_xmltree(&xml, &options).map_err(|_| SignatureError::BadSvg)?;
+    let size = tree.size();
+    let (width, height) = svg_canvas(size.width(), size.height(), limits);
+    check_dimensions(u64::from(width), u64::from(height), limits)?;
+    let page = usvg::Rect::from_xywh(0.0, 0.0, size.width(), size.height())
+        .ok_or(SignatureError::BadSvg)?;
+    let mut coverage = 0.0;
+    if !within_drawing_budget(tree.root(), &page, &mut coverage) {
+        return Err(SignatureError::BadSvg);
+    }
+
+    let mut pixmap = tiny_skia::Pixmap::new(width, height).ok_or(SignatureError::BadSvg)?;
+    pixmap.fill(tiny_skia::Color::WHITE);
+    let transform = tiny_skia::Transform::from_scale(
+        width as f32 / size.width(),
+        height as f32 / size.height(),
+    );
+    resvg::render(&tree, transform, &mut pixmap.as_mut());
+    let png = encode_rendering(&pixmap).map_err(|_| SignatureError::BadSvg)?;
+    from_png(&png, limits)
+}
+
+const SVG_NAMESPACE: &str = "http://www.w3.org/2000/svg";
+
+/// The SVG elements a signature may contain: what signature pads and drawing programs write
+/// for strokes on a page. Images and text are accepted and left out of the rendering. What
+/// repeats or post-processes a drawing — `use`, `marker`, `pattern`, `filter`, `mask`,
+/// `clipPath`, a nested `svg` — is refused: a few kilobytes of it cost minutes of rendering
+/// or gigabytes of memory. Elements of other vocabularies (an editor's metadata) are ignored.
+const SVG_ELEMENTS: &[&str] = &[
+    "svg",
+    "g",
+    "defs",
+    "title",
+    "desc",
+    "metadata",
+    "style",
+    "path",
+    "polyline",
+    "polygon",
+    "line",
+    "circle",
+    "ellipse",
+    "rect",
+    "linearGradient",
+    "radialGradient",
+    "stop",
+    "image",
+    "text",
+    "tspan",
+    "textPath",
+];
+
+/// Deepest nesting of elements accepted; signature pads write two or three levels.
+const MAX_SVG_DEPTH: usize = 32;
+
+/// Most drawing an SVG may ask for: the areas of the page its shapes cover, summed, in pages.
+/// The strokes of a signature cover a few pages at most, and 64 pages are drawn in a fraction
+/// of a second.
+const MAX_SVG_COVERAGE: f64 = 64.0;
+
+fn check_svg_elements(xml: &usvg::roxmltree::Document) -> Result<(), SignatureError> {
+    fn check(node: usvg::roxmltree::Node, depth: usize) -> Result<(), SignatureError> {
+        let name = node.tag_name();
+        let svg = matches!(name.namespace(), None | Some(SVG_NAMESPACE));
+        let allowed =
+            !svg || (SVG_ELEMENTS.contains(&name.name()) && (name.name() != "svg" || depth == 1));
+        if !allowed || depth > MAX_SVG_DEPTH {
+            return Err(SignatureError::BadSvg);
+        }
+        node.children()
+            .filter(|child| child.is_element())
+            .try_for_each(|child| check(child, depth + 1))
+    }
+    check(xml.root_element(), 1)
+}
+
+/// Adds to `coverage` the pages that drawing `group` covers — each shape's bounds, as far as
+/// they lie on `page` — and says whether that stays within [`MAX_SVG_COVERAGE`]. A group
+/// drawn apart and then blended in (group opacity, a blend mode, isolation) is refused: its
+/// layer may be 25 times the page, in memory and in work for everything drawn on it.
+fn within_drawing_budget(group: &usvg::Group, page: &usvg::Rect, coverage: &mut f64) -> bool {
+    if group.should_isolate() {
+        return false;
+    }
+    for node in group.children() {
+        match node {
+            usvg::Node::Group(child) => {
+                if !within_drawing_budget(child, page, coverage) {
+                    return false;
+                }
+            }
+            shape => {
+                if let Some(part) = shape.abs_stroke_bounding_box().intersect(page) {
+                    *coverage += f64::from(part.width()) * f64::from(part.height())
+                        / (f64::from(page.width()) * f64::from(page.height()));
+                }
+            }
+        }
+        if *coverage > MAX_SVG_COVERAGE {
+            return false;
+        }
+    }
+    true
+}
+
+/// The pixel size an SVG of `width`×`height` is drawn at: its own, or scaled down to fit the
+/// largest allowed image with its proportions kept.
+fn svg_canvas(width: f32, height: f32, limits: &Limits) -> (u32, u32) {
+    let (width, height) = (f64::from(width), f64::from(height));
+    let scale = (f64::from(limits.max_width) / width)
+        .min(f64::from(limits.max_height) / height)
+        .min(1.0);
+    // Saturates for absurd sizes, which the dimension check then refuses.
+    let side = |value: f64| (value * scale).round().min(f64::from(u32::MAX)) as u32;
+    (side(width), side(height))
+}
+
+/// Encodes a rendering on opaque white as an 8-bit PNG: grayscale when every pixel is a shade
+/// of gray, as black ink is, RGB when the ink has a colour.
+fn encode_rendering(pixmap: &tiny_skia::Pixmap) -> Result<Vec<u8>, png::EncodingError> {
+    // Every pixel is opaque, so the premultiplied samples are the colours themselves.
+    let pixels = pixmap.data().chunks_exact(4);
+    if pixels.clone().all(|px| px[0] == px[1] && px[1] == px[2]) {
+        let gray: Vec<u8> = pixels.map(|px| px[0]).collect();
+        encode_png(
+            pixmap.width(),
+            pixmap.height(),
+            png::ColorType::Grayscale,
+            &gray,
+        )
+    } else {
+        let rgb: Vec<u8> = pixels.flat_map(|px| [px[0], px[1], px[2]]).collect();
+        encode_png(pixmap.width(), pixmap.height(), png::ColorType::Rgb, &rgb)
+    }
+}
+
+fn encode_png(
+    width: u32,
+    height: u32,
+    color: png::ColorType,
+    data: &[u8],
+) -> Result<Vec<u8>, png::EncodingError> {
+    let mut out = Vec::new();
+    let mut encoder = png::Encoder::new(&mut out, width, height);
+    encoder.set_color(color);
+    encoder.set_depth(png::BitDepth::Eight);
+    let mut writer = encoder.write_header()?;
+    writer.write_image_data(data)?;
+    writer.finish()?;
+    Ok(out)
 }
 
 pub(crate) fn sha256_hex(bytes: &[u8]) -> String {
@@ -478,14 +683,12 @@ impl Canvas {
     }
 
     fn encode(&self) -> Result<Vec<u8>, png::EncodingError> {
-        let mut out = Vec::new();
-        let mut encoder = png::Encoder::new(&mut out, self.width, self.height);
-        encoder.set_color(png::ColorType::Grayscale);
-        encoder.set_depth(png::BitDepth::Eight);
-        let mut writer = encoder.write_header()?;
-        writer.write_image_data(&self.pixels)?;
-        writer.finish()?;
-        Ok(out)
+        encode_png(
+            self.width,
+            self.height,
+            png::ColorType::Grayscale,
+            &self.pixels,
+        )
     }
 }
 
@@ -944,6 +1147,25 @@ mod tests {
             let json = serde_json::json!({"width": width, "height": height, "strokes": strokes});
             let _ = from_strokes(&json.to_string(), &limits);
         }
+        // Valid SVG with characters dropped, repeated or replaced.
+        let seed: Vec<char> = signature_svg().chars().collect();
+        const SVG_ALPHABET: &[u8] = b"<>/=\"' -.0123456789eMCLZmclzsvgpathd";
+        for _ in 0..120 {
+            let mut chars = seed.clone();
+            for _ in 0..1 + next() % 6 {
+                let at = (next() as usize) % chars.len();
+                let other = char::from(SVG_ALPHABET[next() as usize % SVG_ALPHABET.len()]);
+                match next() % 3 {
+                    0 => chars[at] = other,
+                    1 => chars.insert(at, other),
+                    _ => {
+                        chars.remove(at);
+                    }
+                }
+            }
+            let text: String = chars.into_iter().collect();
+            let _ = from_svg(&text, &limits);
+        }
     }
 
     #[test]
@@ -1078,5 +1300,464 @@ mod tests {
         );
         assert_eq!(SignatureError::Blank.to_string(), "签名为空白，请重新签名");
         assert_eq!(SignatureError::BadStrokes.to_string(), "签名笔迹数据无效");
+        assert_eq!(SignatureError::BadSvg.to_string(), "签名 SVG 图片无效");
+        assert_eq!(SignatureError::BadSvg.code(), "bad_svg");
+        assert_eq!(
+            SignatureError::SvgTooLarge { max_kb: 256 }.to_string(),
+            "签名 SVG 图片超过 256 KB"
+        );
+        assert_eq!(
+            SignatureError::SvgTooLarge { max_kb: 256 }.code(),
+            "too_large"
+        );
+    }
+
+    /// A signature as signature-pad libraries export it, drawn in a 400×150 space: bezier
+    /// segments, a polyline underline and a dot, in `ink`.
+    fn signature_strokes(ink: &str) -> String {
+        format!(
+            r#"<path d="M 40.000,80.000 C 70.500,20.000 100.000,130.000 140.000,75.000 C 180.000,20.000 210.000,120.000 250.000,70.000 C 290.000,25.000 320.000,110.000 360.000,60.000" fill="none" stroke="{ink}" stroke-width="3" stroke-linecap="round"></path><path d="M 90,40 L 120,100 L 150,45" fill="none" stroke="{ink}" stroke-width="2.5"/><polyline points="60,125 200,128 340,124" fill="none" stroke="{ink}" stroke-width="3"/><circle r="2" cx="370" cy="40" fill="{ink}"></circle>"#
+        )
+    }
+
+    fn svg(attributes: &str, body: &str) -> String {
+        format!(
+            r#"<svg xmlns="http://www.w3.org/2000/svg" xmlns:xlink="http://www.w3.org/1999/xlink" {attributes}>{body}</svg>"#
+        )
+    }
+
+    fn signature_svg() -> String {
+        svg(
+            r#"viewBox="0 0 400 150" width="400" height="150""#,
+            &signature_strokes("black"),
+        )
+    }
+
+    /// The stored PNG decoded again: its pixels and the ink on them.
+    fn ink_of(image: &SignatureImage) -> (Pixels, Ink) {
+        let pixels = decode(&image.png, &Limits::default()).expect("a PNG");
+        let ink = count_ink(&pixels);
+        (pixels, ink)
+    }
+
+    fn is_dark(pixels: &Pixels, x: usize, y: usize) -> bool {
+        let at = y * pixels.line_size + x * pixels.channels;
+        pixels.data[at..at + pixels.channels - 1]
+            .iter()
+            .all(|&v| v < 100)
+    }
+
+    fn color_type(png: &[u8]) -> png::ColorType {
+        let reader = png::Decoder::new(Cursor::new(png)).read_info().unwrap();
+        reader.info().color_type
+    }
+
+    #[test]
+    fn an_svg_signature_is_rendered_and_accepted() {
+        let limits = Limits::default();
+        let image = from_svg(&signature_svg(), &limits).expect("accepted");
+        assert_eq!((image.width, image.height), (400, 150));
+        assert_eq!(image.sha256, sha256_hex(&image.png));
+        // What is stored is a PNG that passes the upload checks on its own.
+        assert_eq!(from_png(&image.png, &limits).unwrap(), image);
+        // Black ink on white is stored as grayscale, as rendered strokes are.
+        assert_eq!(color_type(&image.png), png::ColorType::Grayscale);
+
+        let (pixels, ink) = ink_of(&image);
+        assert_eq!((pixels.width, pixels.height), (400, 150));
+        assert!(ink.pixels > 1500, "{} ink pixels", ink.pixels);
+        // From the curve's start at x=40 to the dot at x=370.
+        assert!((325..=340).contains(&ink.span), "span {}", ink.span);
+        // On the underline, on the dot, and on the paper around them.
+        assert!(is_dark(&pixels, 200, 128));
+        assert!(is_dark(&pixels, 370, 40));
+        assert!(!is_dark(&pixels, 200, 140));
+        assert!(!is_dark(&pixels, 5, 5));
+
+        // The rendering is deterministic, so the same SVG gives the same hash.
+        assert_eq!(
+            from_svg(&signature_svg(), &limits).unwrap().sha256,
+            image.sha256
+        );
+
+        // Sized by its viewBox alone, or by width and height alone, it comes out the same.
+        let by_view_box = svg(r#"viewBox="0 0 400 150""#, &signature_strokes("black"));
+        assert_eq!(from_svg(&by_view_box, &limits).unwrap(), image);
+        let by_size = svg(r#"width="400" height="150""#, &signature_strokes("black"));
+        assert_eq!(from_svg(&by_size, &limits).unwrap(), image);
+    }
+
+    #[test]
+    fn coloured_ink_keeps_its_colour() {
+        let blue = svg(
+            r#"viewBox="0 0 400 150" width="400" height="150""#,
+            &signature_strokes("#1a3d9c"),
+        );
+        let image = from_svg(&blue, &Limits::default()).expect("accepted");
+        assert_eq!(color_type(&image.png), png::ColorType::Rgb);
+        let (pixels, _) = ink_of(&image);
+        let at = 128 * pixels.line_size + 200 * pixels.channels;
+        assert_eq!(&pixels.data[at..at + 4], &[0x1a, 0x3d, 0x9c, 255]);
+    }
+
+    #[test]
+    fn a_blank_svg_is_refused() {
+        let limits = Limits::default();
+        let size = r#"viewBox="0 0 400 150" width="400" height="150""#;
+        for body in [
+            String::new(),
+            // A background and nothing on it.
+            r##"<rect width="100%" height="100%" fill="#ffffff"/>"##.to_owned(),
+            // Strokes in white, or without a stroke colour.
+            signature_strokes("white"),
+            signature_strokes("none"),
+            // Strokes entirely off the page.
+            format!(
+                r#"<g transform="translate(1000 1000)">{}</g>"#,
+                signature_strokes("black")
+            ),
+            // A tap is a dot.
+            r#"<circle r="2" cx="200" cy="75" fill="black"/>"#.to_owned(),
+        ] {
+            let error = from_svg(&svg(size, &body), &limits).unwrap_err();
+            assert_eq!(error, SignatureError::Blank, "{body}");
+        }
+        // A black page is no signature either.
+        let black = svg(
+            size,
+            &format!(
+                r#"<rect width="400" height="150" fill="black"/>{}"#,
+                signature_strokes("white")
+            ),
+        );
+        assert_eq!(code(from_svg(&black, &limits)), "blank");
+    }
+
+    #[test]
+    fn what_is_not_an_svg_is_refused() {
+        let limits = Limits::default();
+        let refused = |text: &str| code(from_svg(text, &limits));
+        assert_eq!(refused(""), "bad_svg");
+        assert_eq!(refused("not an svg"), "bad_svg");
+        assert_eq!(refused("\u{89}PNG\r\n\u{1a}\n"), "bad_svg");
+        assert_eq!(
+            refused(r#"{"width":400,"height":150,"strokes":[]}"#),
+            "bad_svg"
+        );
+        // Cut off half-way.
+        let whole = signature_svg();
+        assert_eq!(refused(&whole[..whole.len() / 2]), "bad_svg");
+        assert_eq!(refused(&whole.replace("</svg>", "")), "bad_svg");
+        // XML, but not SVG.
+        assert_eq!(
+            refused(r#"<?xml version="1.0"?><note><to>resident</to><body>hello</body></note>"#),
+            "bad_svg"
+        );
+        assert_eq!(
+            refused("<html><body><p>signature</p></body></html>"),
+            "bad_svg"
+        );
+        // Without the SVG namespace, as a page's `outerHTML` gives an inline `<svg>`, it is
+        // still the drawing.
+        let bare = format!(
+            r#"<svg width="400" height="150">{}</svg>"#,
+            signature_strokes("black")
+        );
+        assert_eq!(
+            from_svg(&bare, &limits).unwrap(),
+            from_svg(&signature_svg(), &limits).unwrap()
+        );
+        // A size that is no size.
+        for size in [r#"width="0" height="150""#, r#"width="-400" height="150""#] {
+            assert_eq!(refused(&svg(size, &signature_strokes("black"))), "bad_svg");
+        }
+    }
+
+    #[test]
+    fn entities_are_refused_before_they_expand() {
+        let limits = Limits::default();
+        // About 100 KB of text, referenced 255 times per `&b;`, 100 times: gigabytes if expanded.
+        let bomb = format!(
+            r#"<?xml version="1.0"?><!DOCTYPE svg [<!ENTITY a "{}"><!ENTITY b "{}">]><svg xmlns="http://www.w3.org/2000/svg" width="400" height="150"><desc>{}</desc>{}</svg>"#,
+            "x".repeat(100_000),
+            "&a;".repeat(255),
+            "&b;".repeat(100),
+            signature_strokes("black"),
+        );
+        assert!(bomb.len() < limits.max_svg_bytes);
+        assert_eq!(code(from_svg(&bomb, &limits)), "bad_svg");
+
+        // A plain doctype, as drawing programs write it, is fine.
+        let with_doctype = format!(
+            r#"<?xml version="1.0" encoding="UTF-8"?><!DOCTYPE svg PUBLIC "-//W3C//DTD SVG 1.1//EN" "http://www.w3.org/Graphics/SVG/1.1/DTD/svg11.dtd">{}"#,
+            signature_svg()
+        );
+        from_svg(&with_doctype, &limits).expect("accepted");
+    }
+
+    #[test]
+    fn an_svg_over_the_byte_limit_is_refused() {
+        let limits = Limits::default();
+        let signature = signature_svg();
+        let padded = |len: usize| {
+            let comment = "<!--".len() + "-->".len();
+            let padding = "x".repeat(len - signature.len() - comment);
+            signature.replace("</svg>", &format!("<!--{padding}--></svg>"))
+        };
+        let at_limit = padded(limits.max_svg_bytes);
+        assert_eq!(at_limit.len(), 256 * 1024);
+        from_svg(&at_limit, &limits).expect("accepted at the limit");
+
+        let over = padded(limits.max_svg_bytes + 1);
+        let error = from_svg(&over, &limits).unwrap_err();
+        assert_eq!(error, SignatureError::SvgTooLarge { max_kb: 256 });
+        assert_eq!(error.code(), "too_large");
+        assert_eq!(error.to_string(), "签名 SVG 图片超过 256 KB");
+
+        let smaller = Limits {
+            max_svg_bytes: signature.len() - 1,
+            ..Limits::default()
+        };
+        assert_eq!(code(from_svg(&signature, &smaller)), "too_large");
+    }
+
+    #[test]
+    fn images_and_text_are_left_out_and_nothing_is_fetched() {
+        use base64::Engine;
+        use std::net::TcpListener;
+
+        let limits = Limits::default();
+        // The same drawing as a file on this server and embedded as a data URL: read or
+        // decoded, either would pass as a signature.
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("signature.svg");
+        std::fs::write(&file, signature_svg()).unwrap();
+        let file = file.to_str().unwrap();
+        let data_url = format!(
+            "data:image/svg+xml;base64,{}",
+            base64::engine::general_purpose::STANDARD.encode(signature_svg())
+        );
+        // A server that would see any request.
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        listener.set_nonblocking(true).unwrap();
+        let url = format!("http://{}/signature.svg", listener.local_addr().unwrap());
+
+        let size = r#"viewBox="0 0 400 150" width="400" height="150""#;
+        let bodies = [
+            format!(r#"<image href="{url}" width="400" height="150"/>"#),
+            format!(r#"<image xlink:href="{url}" width="400" height="150"/>"#),
+            format!(r#"<image href="{file}" width="400" height="150"/>"#),
+            format!(r#"<image xlink:href="file://{file}" width="400" height="150"/>"#),
+            format!(r#"<image href="{data_url}" width="400" height="150"/>"#),
+            format!(
+                r#"<style>@import url("{url}");</style><rect width="400" height="150" fill="white" style="fill: url({url}#paint)"/>"#
+            ),
+            r#"<text x="20" y="100" font-family="sans-serif" font-size="72" fill="black">张三 Zhang San</text>"#.to_owned(),
+        ];
+        for body in &bodies {
+            let error = from_svg(&svg(size, body), &limits).unwrap_err();
+            assert_eq!(error, SignatureError::Blank, "{body}");
+        }
+        // Other ways of referring to outside files are refused outright.
+        for body in [
+            format!(
+                r#"<filter id="f" x="0" y="0" width="1" height="1"><feImage href="{file}"/></filter><rect width="400" height="150" fill="white" filter="url(#f)"/>"#
+            ),
+            format!(r#"<use href="{file}#signature"/><use href="{url}#signature"/>"#),
+        ] {
+            let error = from_svg(&svg(size, &body), &limits).unwrap_err();
+            assert_eq!(error, SignatureError::BadSvg, "{body}");
+        }
+        match listener.accept() {
+            Err(error) if error.kind() == std::io::ErrorKind::WouldBlock => {}
+            other => panic!("the server was contacted: {other:?}"),
+        }
+        // Beside real strokes they change nothing.
+        let mixed = svg(
+            size,
+            &format!("{}{}", bodies[4], signature_strokes("black")),
+        );
+        assert_eq!(
+            from_svg(&mixed, &limits).unwrap(),
+            from_svg(&signature_svg(), &limits).unwrap()
+        );
+    }
+
+    #[test]
+    fn what_repeats_or_post_processes_a_drawing_is_refused() {
+        let limits = Limits::default();
+        let size = r#"viewBox="0 0 400 150" width="400" height="150""#;
+        let line = r#"<path d="M 40,75 L 360,75" stroke="black" stroke-width="3"/>"#;
+        // About a kilobyte of `use`, each level repeating the one below ten times: a million
+        // copies of the line.
+        let mut repeated = format!(r#"<defs><g id="u0">{line}</g>"#);
+        for level in 1..=6 {
+            repeated.push_str(&format!(r#"<g id="u{level}">"#));
+            for _ in 0..10 {
+                repeated.push_str(&format!(r##"<use href="#u{}"/>"##, level - 1));
+            }
+            repeated.push_str("</g>");
+        }
+        repeated.push_str(r##"</defs><use href="#u6"/>"##);
+        let bodies = [
+            repeated,
+            format!(r##"<defs>{line}</defs><use xlink:href="#s"/>"##)
+                .replace("<path ", r#"<path id="s" "#),
+            format!(
+                r##"<marker id="m" markerWidth="400" markerHeight="150" markerUnits="userSpaceOnUse">{line}</marker><path marker-mid="url(#m)" d="M 0,0 L 1,1 L 2,2 L 3,3"/>"##
+            ),
+            format!(
+                r##"<pattern id="p" width="4" height="4" patternUnits="userSpaceOnUse">{line}</pattern><rect width="400" height="150" fill="url(#p)"/>"##
+            ),
+            format!(
+                r##"<filter id="f"><feGaussianBlur stdDeviation="200"/></filter><g filter="url(#f)">{line}</g>"##
+            ),
+            format!(
+                r##"<mask id="m"><rect width="400" height="150" fill="white"/></mask><g mask="url(#m)">{line}</g>"##
+            ),
+            format!(
+                r##"<clipPath id="c"><rect width="400" height="150"/></clipPath><g clip-path="url(#c)">{line}</g>"##
+            ),
+            format!(r#"<svg width="400" height="150">{line}</svg>"#),
+            format!("{}{line}{}", "<g>".repeat(40), "</g>".repeat(40)),
+        ];
+        for body in &bodies {
+            let error = from_svg(&svg(size, body), &limits).unwrap_err();
+            assert_eq!(error, SignatureError::BadSvg, "{body}");
+        }
+        // Plain groups a few levels deep, and an editor's metadata, are fine.
+        let plain = format!(
+            r#"<metadata><rdf:RDF xmlns:rdf="http://www.w3.org/1999/02/22-rdf-syntax-ns#"><rdf:Description/></rdf:RDF></metadata>{}{}{}"#,
+            "<g>".repeat(10),
+            signature_strokes("black"),
+            "</g>".repeat(10)
+        );
+        from_svg(&svg(size, &plain), &limits).expect("accepted");
+    }
+
+    #[test]
+    fn rendering_work_is_bounded() {
+        let limits = Limits::default();
+        let size = r#"viewBox="0 0 400 150" width="400" height="150""#;
+        // The same stroke from corner to corner, over and over: each covers the whole page.
+        let crossing = |lines: usize| {
+            r#"<path d="M 0,0 L 400,150" stroke="black" stroke-width="2"/>"#.repeat(lines)
+        };
+        from_svg(&svg(size, &crossing(60)), &limits).expect("accepted");
+        assert_eq!(
+            code(from_svg(&svg(size, &crossing(70)), &limits)),
+            "bad_svg"
+        );
+
+        // Shapes off the page cost nothing.
+        let off_page = format!(
+            r#"<g transform="translate(5000 0)">{}</g>{}"#,
+            crossing(500),
+            signature_strokes("black")
+        );
+        from_svg(&svg(size, &off_page), &limits).expect("accepted");
+
+        // The page is what counts, whatever the viewBox.
+        let magnified = r#"viewBox="0 0 400 150" width="1200" height="450""#;
+        from_svg(&svg(magnified, &crossing(60)), &limits).expect("accepted");
+        assert_eq!(
+            code(from_svg(&svg(magnified, &crossing(70)), &limits)),
+            "bad_svg"
+        );
+
+        // Translucent ink is drawn straight onto the page; a translucent group needs a layer
+        // of its own, and is refused.
+        let translucent =
+            signature_strokes("black").replace("<path ", r#"<path stroke-opacity="0.8" "#);
+        from_svg(&svg(size, &translucent), &limits).expect("accepted");
+        let opaque_group = format!(r#"<g opacity="1">{}</g>"#, signature_strokes("black"));
+        from_svg(&svg(size, &opaque_group), &limits).expect("accepted");
+        for layered in [
+            format!(r#"<g opacity="0.9">{}</g>"#, signature_strokes("black")),
+            signature_strokes("black").replace("<path ", r#"<path opacity="0.5" "#),
+            format!(
+                r#"<g style="mix-blend-mode: multiply">{}</g>"#,
+                signature_strokes("black")
+            ),
+        ] {
+            assert_eq!(
+                code(from_svg(&svg(size, &layered), &limits)),
+                "bad_svg",
+                "{layered}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_large_svg_is_scaled_down_to_fit() {
+        let limits = Limits::default();
+        let scaled =
+            |factor: u32, body: &str| format!(r#"<g transform="scale({factor})">{body}</g>"#);
+        // A huge viewBox and no size: 40000×15000 is drawn at 2000×750.
+        let huge = svg(
+            r#"viewBox="0 0 40000 15000""#,
+            &scaled(100, &signature_strokes("black")),
+        );
+        let image = from_svg(&huge, &limits).expect("accepted");
+        assert_eq!((image.width, image.height), (2000, 750));
+        let (pixels, ink) = ink_of(&image);
+        assert_eq!((pixels.width, pixels.height), (2000, 750));
+        // The whole drawing, not its corner: ink from x≈200 to x≈1850.
+        assert!(ink.span > 1600, "span {}", ink.span);
+        assert!(is_dark(&pixels, 1000, 640));
+
+        // Height is what limits a tall drawing: 3000×3000 becomes 1000×1000.
+        let tall = svg(
+            r#"viewBox="0 0 400 150" width="3000" height="3000" preserveAspectRatio="none""#,
+            &signature_strokes("black"),
+        );
+        let image = from_svg(&tall, &limits).expect("accepted");
+        assert_eq!((image.width, image.height), (1000, 1000));
+
+        // Within the limits the SVG's own size is kept, and narrower limits scale it further.
+        let own = svg(
+            r#"viewBox="0 0 400 150" width="1200" height="450""#,
+            &signature_strokes("black"),
+        );
+        let image = from_svg(&own, &limits).expect("accepted");
+        assert_eq!((image.width, image.height), (1200, 450));
+        let narrow = Limits {
+            max_width: 600,
+            max_height: 600,
+            ..Limits::default()
+        };
+        let image = from_svg(&own, &narrow).expect("accepted");
+        assert_eq!((image.width, image.height), (600, 225));
+
+        // Absurd sizes are scaled like any other.
+        let absurd = svg(
+            r#"viewBox="0 0 400 150" width="4e20" height="1.5e20""#,
+            &signature_strokes("black"),
+        );
+        let image = from_svg(&absurd, &limits).expect("accepted");
+        assert_eq!((image.width, image.height), (2000, 750));
+    }
+
+    #[test]
+    fn an_svg_too_small_or_too_thin_is_refused() {
+        let limits = Limits::default();
+        let small = svg(
+            r#"viewBox="0 0 400 150" width="80" height="30""#,
+            &signature_strokes("black"),
+        );
+        let error = from_svg(&small, &limits).unwrap_err();
+        assert_eq!(error.code(), "bad_dimensions");
+        assert_eq!(
+            error.to_string(),
+            "签名图片尺寸应在 100×40 到 2000×1000 像素之间（实际 80×30）"
+        );
+        // Scaled to fit its width, a strip is too low to hold a signature.
+        let strip = svg(
+            r#"viewBox="0 0 400 150" width="100000" height="1500" preserveAspectRatio="none""#,
+            &signature_strokes("black"),
+        );
+        let error = from_svg(&strip, &limits).unwrap_err();
+        assert_eq!(error.code(), "bad_dimensions");
+        assert!(error.to_string().ends_with("（实际 2000×30）"), "{error}");
     }
 }
