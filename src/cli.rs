@@ -58,6 +58,20 @@ pub enum Command {
     /// Manage user accounts.
     #[command(subcommand)]
     User(UserCommand),
+    /// The refusal register.
+    #[command(subcommand)]
+    Refusals(RefusalsCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum RefusalsCommand {
+    /// Check every resident's chain of refusal records (and the audit log beside it); exits 1
+    /// when any record was altered, removed or added behind the service's back.
+    Verify {
+        /// Print the report as JSON.
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -142,6 +156,9 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             campaign,
             json,
         }) => import_exams(settings, &file, campaign, json).await,
+        Command::Refusals(RefusalsCommand::Verify { json }) => {
+            verify_refusals(settings, json).await
+        }
         Command::User(UserCommand::Add {
             username,
             role,
@@ -182,6 +199,35 @@ async fn dispatch(settings: Settings, until_idle: bool) -> anyhow::Result<ExitCo
         dispatcher.run(shutdown).await;
     }
     Ok(ExitCode::SUCCESS)
+}
+
+async fn verify_refusals(settings: Settings, json: bool) -> anyhow::Result<ExitCode> {
+    let database = db::connect_and_migrate(&settings).await?;
+    let report = crate::refusal::chain::verify(&database, &crate::auth::Scope::All)
+        .await
+        .map_err(app_error)?;
+    if json {
+        println!("{}", serde_json::to_string(&report)?);
+    } else {
+        println!(
+            "checked {} records of {} residents: {}",
+            report.records,
+            report.residents,
+            if report.ok { "intact" } else { "BROKEN" }
+        );
+        for b in &report.breaks {
+            let record = b.record_id.map(|id| id.to_string()).unwrap_or_default();
+            println!(
+                "  resident {} record {record}: {} — {}",
+                b.resident_id, b.problem, b.message
+            );
+        }
+    }
+    Ok(if report.ok {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
 }
 
 async fn serve(settings: Settings) -> anyhow::Result<ExitCode> {

@@ -25,6 +25,7 @@ pub struct Settings {
     pub privacy: PrivacySettings,
     pub import: ImportSettings,
     pub messaging: MessagingSettings,
+    pub signatures: SignatureSettings,
 }
 
 impl Default for Settings {
@@ -40,8 +41,17 @@ impl Default for Settings {
             privacy: PrivacySettings::default(),
             import: ImportSettings::default(),
             messaging: MessagingSettings::default(),
+            signatures: SignatureSettings::default(),
         }
     }
+}
+
+/// Where the signature images of refusal registrations are kept.
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct SignatureSettings {
+    /// A directory for the images (large deployments); unset, they live in the database.
+    pub dir: Option<std::path::PathBuf>,
 }
 
 #[derive(Clone, Debug, Deserialize)]

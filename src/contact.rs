@@ -16,12 +16,14 @@ use crate::db::{Sql, begin_write};
 use crate::error::{AppError, AppResult};
 
 macro_rules! codes {
-    ($(#[$meta:meta])* $name:ident { $($variant:ident => $code:literal, $zh:literal;)+ }) => {
+    ($(#[$meta:meta])* $name:ident {
+        $($(#[$vmeta:meta])* $variant:ident => $code:literal, $zh:literal;)+
+    }) => {
         $(#[$meta])*
         #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
         #[serde(rename_all = "snake_case")]
         pub enum $name {
-            $($variant,)+
+            $($(#[$vmeta])* $variant,)+
         }
 
         impl $name {
@@ -45,6 +47,8 @@ macro_rules! codes {
         }
     };
 }
+
+pub(crate) use codes;
 
 codes!(
     /// How the resident was contacted.
@@ -186,7 +190,10 @@ where
         new.outcome,
         note.clone(),
         None,
-        actor.user_id,
+        Recorder {
+            user_id: actor.user_id,
+            area: actor.scope.area().map(|a| a.as_str().to_owned()),
+        },
     )
     .await?
     .ok_or_else(|| anyhow::anyhow!("the attempt was not written"))?;
@@ -216,6 +223,14 @@ where
         .ok_or_else(|| anyhow::anyhow!("attempt {id} vanished").into())
 }
 
+/// Who logged an attempt, and the area they were responsible for then (none for the county
+/// office with the whole tree and for delivered messages).
+#[derive(Default)]
+struct Recorder {
+    user_id: Option<i32>,
+    area: Option<String>,
+}
+
 #[allow(clippy::too_many_arguments)]
 async fn insert(
     db: &impl ConnectionTrait,
@@ -228,14 +243,14 @@ async fn insert(
     outcome: Outcome,
     note: Option<String>,
     message_id: Option<i32>,
-    recorded_by: Option<i32>,
+    recorder: Recorder,
 ) -> AppResult<Option<i32>> {
     let day = attempted_at.with_timezone(&campaign.timezone).date_naive();
     let mut sql = Sql::new(db.get_database_backend());
     sql.push(
         "INSERT INTO contact_attempts (campaign_id, resident_id, village_code, attempted_at, \
-         day, channel, contact, outcome, reached, note, message_id, recorded_by, created_at) \
-         VALUES (",
+         day, channel, contact, outcome, reached, note, message_id, recorded_by, \
+         recorded_area, created_at) VALUES (",
     )
     .bind(campaign.id())
     .push(", ")
@@ -259,7 +274,9 @@ async fn insert(
     .push(", ")
     .bind(message_id)
     .push(", ")
-    .bind(recorded_by)
+    .bind(recorder.user_id)
+    .push(", ")
+    .bind(recorder.area)
     .push(", ")
     .bind(Utc::now())
     .push(") ON CONFLICT (message_id) WHERE message_id IS NOT NULL DO NOTHING RETURNING id");
@@ -311,7 +328,7 @@ pub async fn from_delivered_message(
         Outcome::Delivered,
         None,
         Some(message_id),
-        None,
+        Recorder::default(),
     )
     .await?;
     Ok(())

@@ -18,6 +18,7 @@ pub mod institution;
 pub mod outreach;
 pub mod paging;
 pub mod privacy;
+pub mod refusal;
 pub mod registry;
 pub mod scheduler;
 pub mod signature;

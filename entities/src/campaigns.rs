@@ -34,6 +34,10 @@ pub struct Model {
     pub acceptance_from: Date,
     pub acceptance_to: Date,
     pub opened_at: Option<DateTimeUtc>,
+    /// A refusal may be registered after this many documented contact attempts…
+    pub refusal_min_attempts: i32,
+    /// …on at least this many different days.
+    pub refusal_min_days: i32,
     pub created_at: DateTimeUtc,
     pub updated_at: DateTimeUtc,
 }

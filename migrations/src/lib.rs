@@ -13,6 +13,7 @@ mod m20261123_000007_create_institutions;
 mod m20261123_000008_create_appointments;
 mod m20261129_000009_create_outbox;
 mod m20261129_000010_create_contact_attempts;
+mod m20261129_000011_create_refusals;
 
 pub struct Migrator;
 
@@ -30,6 +31,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261123_000008_create_appointments::Migration),
             Box::new(m20261129_000009_create_outbox::Migration),
             Box::new(m20261129_000010_create_contact_attempts::Migration),
+            Box::new(m20261129_000011_create_refusals::Migration),
         ]
     }
 }

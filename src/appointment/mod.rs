@@ -1104,6 +1104,35 @@ pub async fn cancel_for_exempt(
     Ok(())
 }
 
+/// A resident's refusal was confirmed: their booked appointment is cancelled (the place given
+/// back, its notices cancelled) and nothing more waiting in the campaign is sent to them.
+pub async fn cancel_for_refusal(
+    db: &impl ConnectionTrait,
+    campaign_id: i32,
+    resident_id: i32,
+    now: DateTime<Utc>,
+) -> AppResult<()> {
+    cancel_matching(
+        db,
+        campaign_id,
+        &format!("resident_id = {resident_id}"),
+        "居民拒绝体检（已确认）",
+        now,
+    )
+    .await?;
+    let mut sql = Sql::new(db.get_database_backend());
+    sql.push("UPDATE messages SET state = 'cancelled', cancelled_at = ")
+        .bind(now)
+        .push(" WHERE state IN ")
+        .push(outbox::PENDING)
+        .push(" AND campaign_id = ")
+        .bind(campaign_id)
+        .push(" AND resident_id = ")
+        .bind(resident_id);
+    db.execute_raw(sql.build()).await?;
+    Ok(())
+}
+
 /// When a campaign closes: past bookings become no-shows, later ones are cancelled (their
 /// places given back), so nobody is left `appointed` in a campaign that has ended.
 pub async fn settle_for_close(

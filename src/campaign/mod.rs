@@ -172,6 +172,40 @@ pub struct QuietHours {
     pub end: String,
 }
 
+/// How much documented contact a refusal registration needs ("经多次联系"): at least
+/// `min_attempts` attempts on at least `min_days` different days, one of which reached the
+/// person or a relative.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RefusalRule {
+    /// Default 3.
+    pub min_attempts: u32,
+    /// Default 2.
+    pub min_days: u32,
+}
+
+impl Default for RefusalRule {
+    fn default() -> Self {
+        Self {
+            min_attempts: 3,
+            min_days: 2,
+        }
+    }
+}
+
+fn check_refusal_rule(rule: RefusalRule) -> AppResult<(i32, i32)> {
+    if !(1..=20).contains(&rule.min_attempts)
+        || rule.min_days < 1
+        || rule.min_days > rule.min_attempts
+    {
+        return Err(AppError::validation(
+            "invalid_refusal_rule",
+            "拒检登记规则：联系次数应在 1–20 之间，联系天数应在 1 到联系次数之间",
+        ));
+    }
+    Ok((rule.min_attempts as i32, rule.min_days as i32))
+}
+
 #[derive(Debug, Clone, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct NewCampaign {
@@ -190,6 +224,8 @@ pub struct NewCampaign {
     pub targets: Option<Vec<Target>>,
     #[serde(default)]
     pub phases: PhaseDates,
+    /// Default: 3 attempts on 2 different days.
+    pub refusal_rule: Option<RefusalRule>,
 }
 
 #[derive(Debug, Clone, Default, Deserialize, utoipa::ToSchema)]
@@ -206,6 +242,7 @@ pub struct CampaignChanges {
     pub targets: Option<Vec<Target>>,
     #[serde(default)]
     pub phases: PhaseDates,
+    pub refusal_rule: Option<RefusalRule>,
 }
 
 #[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
@@ -231,6 +268,7 @@ pub struct CampaignView {
     pub phases: Vec<PhaseView>,
     /// The phases today (in the campaign's time zone) falls in; exams overlap the first two.
     pub current_phases: Vec<Phase>,
+    pub refusal_rule: RefusalRule,
     /// `draft`, `open` or `closed`.
     pub status: String,
     pub opened_at: Option<chrono::DateTime<Utc>>,
@@ -309,6 +347,13 @@ impl Campaign {
         }
     }
 
+    pub fn refusal_rule(&self) -> RefusalRule {
+        RefusalRule {
+            min_attempts: self.model.refusal_min_attempts.max(1) as u32,
+            min_days: self.model.refusal_min_days.max(1) as u32,
+        }
+    }
+
     pub fn view(&self) -> CampaignView {
         let m = &self.model;
         CampaignView {
@@ -334,6 +379,7 @@ impl Campaign {
                 })
                 .collect(),
             current_phases: self.phases_on(self.today()),
+            refusal_rule: self.refusal_rule(),
             status: m.status.clone(),
             opened_at: m.opened_at,
             created_at: m.created_at,
@@ -511,6 +557,8 @@ where
         start: "21:00".to_owned(),
         end: "08:00".to_owned(),
     }))?;
+    let (refusal_min_attempts, refusal_min_days) =
+        check_refusal_rule(new.refusal_rule.unwrap_or_default())?;
     let now = Utc::now();
     let mut model = campaigns::Model {
         id: 0,
@@ -536,6 +584,8 @@ where
         acceptance_from: phases[4].from,
         acceptance_to: phases[4].to,
         opened_at: None,
+        refusal_min_attempts,
+        refusal_min_days,
         created_at: now,
         updated_at: now,
     };
@@ -658,6 +708,9 @@ where
     }
     if let Some(targets) = &changes.targets {
         model.targets = check_targets(targets)?;
+    }
+    if let Some(rule) = changes.refusal_rule {
+        (model.refusal_min_attempts, model.refusal_min_days) = check_refusal_rule(rule)?;
     }
     apply_phases(&mut model, &changes.phases);
     check_model(&model)?;

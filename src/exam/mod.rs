@@ -177,6 +177,8 @@ pub async fn insert(
         Err(e) => return Err(e.into()),
     };
     enrol::mark_examined(db, record.campaign_id, record.resident_id, now).await?;
+    crate::refusal::revoke_for_exam(db, actor, record.campaign_id, record.resident_id, saved.id)
+        .await?;
     Ok(saved)
 }
 

@@ -12,6 +12,7 @@ mod health;
 mod institutions;
 mod messaging;
 mod middleware;
+mod refusals;
 mod residents;
 mod users;
 mod webhooks;
@@ -21,7 +22,8 @@ use std::time::Duration;
 
 use axum::Router;
 use axum::extract::DefaultBodyLimit;
-use axum::http::{HeaderName, StatusCode};
+use axum::http::{HeaderName, StatusCode, header};
+use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use tower::ServiceBuilder;
 use tower_http::catch_panic::CatchPanicLayer;
@@ -34,6 +36,7 @@ use utoipa::{Modify, OpenApi};
 use utoipa_axum::router::OpenApiRouter;
 
 use crate::auth::REQUEST_ID_HEADER;
+use crate::error::{AppError, AppResult};
 use crate::startup::AppState;
 
 #[derive(OpenApi)]
@@ -58,6 +61,7 @@ use crate::startup::AppState;
         (name = "contact", description = "contact attempts: calls, visits, delivered messages"),
         (name = "messaging", description = "messages and their states, waves, the outbox, tasks and replies"),
         (name = "exams", description = "exam records: at an institution, elsewhere, imported"),
+        (name = "refusals", description = "refusal registration with signatures, review, the register, chain verification"),
     )
 )]
 struct ApiDoc;
@@ -74,6 +78,37 @@ impl Modify for BearerAuth {
     }
 }
 
+pub(crate) const CSV: &str = "text/csv; charset=utf-8";
+pub(crate) const XLSX: &str = "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet";
+
+/// The `format` of a list that can also be downloaded: `json` (default), `csv` or `xlsx`.
+pub(crate) fn download_format(raw: Option<&str>) -> AppResult<&'static str> {
+    match raw.unwrap_or("json") {
+        "json" => Ok("json"),
+        "csv" => Ok("csv"),
+        "xlsx" => Ok("xlsx"),
+        _ => Err(AppError::validation(
+            "invalid_format",
+            "format 可选 json、csv、xlsx",
+        )),
+    }
+}
+
+/// A file download of `bytes`.
+pub(crate) fn download(bytes: Vec<u8>, content_type: &'static str, filename: &str) -> Response {
+    (
+        [
+            (header::CONTENT_TYPE, content_type.to_owned()),
+            (
+                header::CONTENT_DISPOSITION,
+                format!("attachment; filename=\"{filename}\""),
+            ),
+        ],
+        bytes,
+    )
+        .into_response()
+}
+
 /// The API routes and the OpenAPI document describing them.
 pub fn api() -> (Router<AppState>, utoipa::openapi::OpenApi) {
     let v1 = OpenApiRouter::new()
@@ -86,6 +121,7 @@ pub fn api() -> (Router<AppState>, utoipa::openapi::OpenApi) {
         .merge(appointments::router())
         .merge(messaging::router())
         .merge(contact::router())
+        .merge(refusals::router())
         .merge(audit::router());
     OpenApiRouter::with_openapi(ApiDoc::openapi())
         .merge(health::router())

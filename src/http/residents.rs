@@ -6,7 +6,7 @@ use std::io::Write;
 
 use axum::body::Body;
 use axum::extract::State;
-use axum::http::{StatusCode, header};
+use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use futures_util::StreamExt;
 use serde::{Deserialize, Serialize};
@@ -316,13 +316,7 @@ async fn migrant_book(
     actor: Auth<AnyRole>,
     Query(params): Query<BookParams>,
 ) -> AppResult<Response> {
-    let format = params.format.as_deref().unwrap_or("json");
-    if !matches!(format, "json" | "csv" | "xlsx") {
-        return Err(AppError::validation(
-            "invalid_format",
-            "format 可选 json、csv、xlsx",
-        ));
-    }
+    let format = super::download_format(params.format.as_deref())?;
     let area = params
         .area
         .as_deref()
@@ -330,27 +324,16 @@ async fn migrant_book(
         .transpose()?;
     let book =
         registry::migrant_book(&state.db, &state.privacy, &actor, area, params.reveal).await?;
-    let attachment = |bytes: Vec<u8>, content_type: &'static str, extension: &str| {
-        let disposition = format!("attachment; filename=\"migrant-book.{extension}\"");
-        (
-            [
-                (header::CONTENT_TYPE, content_type.to_owned()),
-                (header::CONTENT_DISPOSITION, disposition),
-            ],
-            bytes,
-        )
-            .into_response()
-    };
     Ok(match format {
-        "csv" => attachment(
+        "csv" => super::download(
             registry::migrant_book_csv(&book)?,
-            "text/csv; charset=utf-8",
-            "csv",
+            super::CSV,
+            "migrant-book.csv",
         ),
-        "xlsx" => attachment(
+        "xlsx" => super::download(
             registry::migrant_book_xlsx(&book)?,
-            "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet",
-            "xlsx",
+            super::XLSX,
+            "migrant-book.xlsx",
         ),
         _ => Json(book).into_response(),
     })

@@ -70,32 +70,7 @@ impl DbStore {
 impl SignatureStore for DbStore {
     #[instrument(skip_all, fields(sha256 = %image.sha256), err)]
     async fn put(&self, image: &SignatureImage) -> anyhow::Result<()> {
-        check_image(image)?;
-        let size = i32::try_from(image.png.len()).context("signature too large to store")?;
-        let width = i32::try_from(image.width).context("signature too wide to store")?;
-        let height = i32::try_from(image.height).context("signature too tall to store")?;
-        let mut sql = Sql::new(self.db.get_database_backend());
-        sql.push(
-            "INSERT INTO signature_blobs (sha256, content, width, height, size, created_at) \
-             VALUES (",
-        )
-        .bind(image.sha256.clone())
-        .push(", ")
-        .bind(image.png.clone())
-        .push(", ")
-        .bind(width)
-        .push(", ")
-        .bind(height)
-        .push(", ")
-        .bind(size)
-        .push(", ")
-        .bind(chrono::Utc::now())
-        .push(") ON CONFLICT (sha256) DO NOTHING");
-        self.db
-            .execute_raw(sql.build())
-            .await
-            .context("storing a signature")?;
-        Ok(())
+        put_blob(&self.db, image).await
     }
 
     #[instrument(skip_all, fields(sha256 = %sha256), err)]
@@ -115,6 +90,36 @@ impl SignatureStore for DbStore {
         let content: Vec<u8> = row.try_get("", "content")?;
         verified(sha256, content).map(Some)
     }
+}
+
+/// Stores `image` in the `signature_blobs` table through `db` — a transaction, so that the
+/// image is kept exactly when the record that names it is.
+pub async fn put_blob(db: &impl ConnectionTrait, image: &SignatureImage) -> anyhow::Result<()> {
+    check_image(image)?;
+    let size = i32::try_from(image.png.len()).context("signature too large to store")?;
+    let width = i32::try_from(image.width).context("signature too wide to store")?;
+    let height = i32::try_from(image.height).context("signature too tall to store")?;
+    let mut sql = Sql::new(db.get_database_backend());
+    sql.push(
+        "INSERT INTO signature_blobs (sha256, content, width, height, size, created_at) \
+         VALUES (",
+    )
+    .bind(image.sha256.clone())
+    .push(", ")
+    .bind(image.png.clone())
+    .push(", ")
+    .bind(width)
+    .push(", ")
+    .bind(height)
+    .push(", ")
+    .bind(size)
+    .push(", ")
+    .bind(chrono::Utc::now())
+    .push(") ON CONFLICT (sha256) DO NOTHING");
+    db.execute_raw(sql.build())
+        .await
+        .context("storing a signature")?;
+    Ok(())
 }
 
 /// Signatures as files: `<root>/<first two hex digits>/<sha256>.png`.

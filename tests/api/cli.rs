@@ -471,3 +471,42 @@ async fn import_exams_records_the_list_and_writes_duplicates_to_the_rejected_fil
         .unwrap();
     assert_eq!(unknown.status.code(), Some(2));
 }
+
+#[tokio::test]
+async fn refusals_verify_exits_non_zero_when_a_record_is_gone() {
+    let db = TestDb::new().await;
+    let migrate = outreach(&db).arg("migrate").output().unwrap();
+    assert!(migrate.status.success());
+    let intact = outreach(&db)
+        .args(["refusals", "verify", "--json"])
+        .output()
+        .unwrap();
+    assert_eq!(intact.status.code(), Some(0));
+    let report: Value = serde_json::from_slice(&intact.stdout).unwrap();
+    assert_eq!(report["ok"], true);
+    assert_eq!(report["records"], 0);
+
+    // The audit log names a refusal record that is not there any more.
+    let database = sea_orm::Database::connect(&db.url).await.unwrap();
+    outreach::audit::record(
+        &database,
+        &outreach::auth::Actor::cli(),
+        outreach::audit::AuditEvent {
+            action: "refusal.register",
+            entity: "refusal_record",
+            entity_id: Some("42".into()),
+            area_code: None,
+            summary: json!({"resident_id": 7}),
+        },
+    )
+    .await
+    .unwrap();
+    database.close().await.unwrap();
+    let broken = outreach(&db).args(["refusals", "verify"]).output().unwrap();
+    assert_eq!(broken.status.code(), Some(1));
+    let text = String::from_utf8_lossy(&broken.stdout);
+    assert!(
+        text.contains("BROKEN") && text.contains("record 42: missing"),
+        "{text}"
+    );
+}

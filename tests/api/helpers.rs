@@ -384,6 +384,7 @@ pub fn test_campaign(today: chrono::NaiveDate) -> campaign::NewCampaign {
             catch_up: range(days(61), days(70)),
             acceptance: range(days(71), days(80)),
         },
+        refusal_rule: None,
     }
 }
 

@@ -15,6 +15,7 @@ mod exams;
 mod health;
 mod helpers;
 mod messaging;
+mod refusals;
 mod residents;
 mod scope_matrix;
 mod sms_gateway;

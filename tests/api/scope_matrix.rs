@@ -69,6 +69,12 @@ struct Targets {
     waves: Vec<i32>,
     failed: Vec<i32>,
     tasks: Vec<i32>,
+    /// Per user: residents with enough documented contact to register a refusal, pending
+    /// registrations to confirm and to return; one registration (by the command line) to read.
+    to_refuse: Vec<i32>,
+    to_confirm: Vec<i32>,
+    to_return: Vec<i32>,
+    refusal: i32,
 }
 
 fn each(ids: &[i32], path: impl Fn(i32) -> String + 'static, body: Option<Value>) -> Request {
@@ -91,6 +97,7 @@ fn per_user(targets: &[i32], suffix: &'static str, body: Value) -> Request {
 }
 
 fn cases(t: &Targets) -> Vec<Case> {
+    let campaign_id = t.campaign;
     let user = format!("/api/v1/users/{}", t.user);
     let resident = format!("/api/v1/residents/{}", t.resident);
     let campaign = format!("/api/v1/campaigns/{}", t.campaign);
@@ -574,6 +581,79 @@ fn cases(t: &Targets) -> Vec<Case> {
             ),
             [200, 404, 200, 200, 403, 200],
         ),
+        case(
+            Method::POST,
+            "/api/v1/campaigns/{id}/residents/{resident_id}/refusals",
+            {
+                let residents = t.to_refuse.clone();
+                // A signature of each caller's own (the same image twice is refused as a copy).
+                Box::new(move |i| {
+                    (
+                        format!(
+                            "/api/v1/campaigns/{campaign_id}/residents/{}/refusals",
+                            residents[i]
+                        ),
+                        Some(json!({"reason": "unwilling", "signer_name": "本人",
+                                    "signer_relation": "self",
+                                    "signature_strokes": crate::refusals::strokes()})),
+                    )
+                })
+            },
+            [201, 404, 201, 201, 403, 403],
+        ),
+        case(
+            Method::GET,
+            "/api/v1/campaigns/{id}/residents/{resident_id}/refusals",
+            fixed(
+                format!("{campaign}/residents/{}/refusals", t.resident),
+                None,
+            ),
+            [200, 404, 200, 200, 403, 200],
+        ),
+        case(
+            Method::GET,
+            "/api/v1/campaigns/{id}/refusals",
+            fixed(format!("{campaign}/refusals"), None),
+            [200, 200, 200, 200, 403, 200],
+        ),
+        case(
+            Method::GET,
+            "/api/v1/refusals/{id}",
+            fixed(format!("/api/v1/refusals/{}", t.refusal), None),
+            [200, 404, 200, 200, 403, 200],
+        ),
+        case(
+            Method::POST,
+            "/api/v1/refusals/{id}/confirm",
+            each(
+                &t.to_confirm,
+                |r| format!("/api/v1/refusals/{r}/confirm"),
+                Some(json!({})),
+            ),
+            [200, 404, 403, 403, 403, 403],
+        ),
+        case(
+            Method::POST,
+            "/api/v1/refusals/{id}/return",
+            each(
+                &t.to_return,
+                |r| format!("/api/v1/refusals/{r}/return"),
+                Some(json!({"note": "签名不清晰"})),
+            ),
+            [200, 404, 403, 403, 403, 403],
+        ),
+        case(
+            Method::GET,
+            "/api/v1/refusals/{id}/signature",
+            fixed(format!("/api/v1/refusals/{}/signature", t.refusal), None),
+            [200, 404, 200, 403, 403, 200],
+        ),
+        case(
+            Method::GET,
+            "/api/v1/refusals/verify",
+            fixed("/api/v1/refusals/verify".into(), None),
+            [200, 200, 403, 403, 403, 200],
+        ),
         // Endpoints that change the caller's own session are checked for "no token" only here
         // (their behaviour is covered in auth.rs).
         case(
@@ -719,6 +799,46 @@ async fn messaging_targets(
     (first, waves, failed, tasks)
 }
 
+/// Per user: a resident ready to be registered as refusing, a pending registration to
+/// confirm and one to return; and one more registration to read.
+async fn refusal_targets(
+    app: &crate::helpers::TestApp,
+    campaign: i32,
+    residents: &[i32],
+) -> (Vec<i32>, Vec<i32>, Vec<i32>, i32) {
+    let mut registrations = Vec::new();
+    for (i, resident) in residents.iter().enumerate() {
+        crate::refusals::enough_contact(app, campaign, *resident).await;
+        if i < 6 {
+            continue;
+        }
+        let new: outreach::refusal::NewRegistration = serde_json::from_value(json!({
+            "reason": "unwilling", "signer_name": "本人", "signer_relation": "self",
+            "signature_strokes": crate::refusals::strokes(),
+        }))
+        .unwrap();
+        registrations.push(
+            outreach::refusal::register(
+                &app.db,
+                &Default::default(),
+                &Actor::cli(),
+                campaign,
+                *resident,
+                new,
+            )
+            .await
+            .unwrap()
+            .id,
+        );
+    }
+    (
+        residents[..6].to_vec(),
+        registrations[..6].to_vec(),
+        registrations[6..12].to_vec(),
+        registrations[12],
+    )
+}
+
 #[tokio::test]
 async fn every_role_and_scope_gets_exactly_its_rights() {
     let app = spawn_app().await;
@@ -762,6 +882,7 @@ async fn every_role_and_scope_gets_exactly_its_rights() {
             cohorts: None,
             targets: None,
             phases: Default::default(),
+            refusal_rule: None,
         };
         let d = outreach::campaign::create(&app.db, &Actor::cli(), draft(2060 + i))
             .await
@@ -823,7 +944,18 @@ async fn every_role_and_scope_gets_exactly_its_rights() {
     .await
     .unwrap();
     let (wave, waves, failed, tasks) = messaging_targets(&app, campaign, ids[0]).await;
+    let mut refusing = Vec::new();
+    for _ in 0..19 {
+        let n = fresh();
+        refusing.push(resident(&app, n).await);
+    }
+    let (to_refuse, to_confirm, to_return, refusal) =
+        refusal_targets(&app, campaign, &refusing).await;
     let targets = Targets {
+        to_refuse,
+        to_confirm,
+        to_return,
+        refusal,
         wave,
         waves,
         failed,
@@ -948,6 +1080,10 @@ async fn every_documented_endpoint_is_in_the_matrix() {
         waves: vec![1; 6],
         failed: vec![1; 6],
         tasks: vec![1; 6],
+        to_refuse: vec![1; 6],
+        to_confirm: vec![1; 6],
+        to_return: vec![1; 6],
+        refusal: 1,
     };
     let mut covered: BTreeSet<(String, String)> = cases(&targets)
         .iter()
