@@ -1,23 +1,26 @@
 //! Dispatch workers: lease due messages in batches (`FOR UPDATE SKIP LOCKED` on PostgreSQL,
 //! the one writer on SQLite), pick each one's channel by the fallback plan (WeChat → own
 //! phone → e-mail → a relative's phone → a task for the cadre), send with bounded
-//! concurrency under per-provider rate limits, and commit each result on its own. Quiet
-//! hours, the per-resident daily cap and opt-outs hold for every send. A worker that dies
+//! concurrency under per-provider rate limits, and commit the results as they finish, a
+//! transaction for whatever finished since the last one. Quiet hours, the per-resident daily
+//! cap and opt-outs hold for every send. A worker that dies
 //! mid-send leaves leased rows behind; when the lease runs out they are reconciled: sent
 //! again where the provider recognises the idempotency key, otherwise looked up with the
 //! provider, otherwise failed as "outcome unknown" for a person to re-send.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 use std::num::NonZeroU32;
-use std::sync::Arc;
-use std::time::Duration;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Datelike, NaiveDate, Utc};
 use entities::residents;
 use futures_util::StreamExt;
+use futures_util::stream::FuturesUnordered;
 use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
 use sea_orm::{
-    ColumnTrait, ConnectionTrait, DatabaseConnection, DbBackend, EntityTrait, QueryFilter,
+    ColumnTrait, ConnectionTrait, DatabaseConnection, DatabaseTransaction, DbBackend, EntityTrait,
+    QueryFilter,
 };
 use serde::Serialize;
 use tokio_util::sync::CancellationToken;
@@ -210,7 +213,20 @@ pub struct Dispatcher {
     channels: Arc<Channels>,
     settings: OutboxSettings,
     worker: String,
+    /// When this worker last expired stale rows.
+    last_expiry: Mutex<Option<Instant>>,
 }
+
+/// How often a worker expires the waiting rows that are too late (a scan of what waits);
+/// a leased row is checked on its own before it is sent.
+const EXPIRE_EVERY: Duration = Duration::from_secs(1);
+
+/// At most this many results are recorded in one transaction.
+const RECORD_GROUP: usize = 256;
+
+/// `AND state IN (…)`, the condition of the partial index over waiting and leased rows: said
+/// explicitly so that SQLite uses the index (it cannot infer it from `state = 'queued'`).
+const DUE_INDEX: &str = " AND state IN ('scheduled', 'queued', 'sending')";
 
 /// A leased row.
 #[derive(Debug, Clone)]
@@ -269,6 +285,12 @@ struct Job {
     segments: Option<i32>,
 }
 
+/// A provider call done, waiting to be recorded.
+struct Finished {
+    job: Job,
+    result: Result<Sent, SendError>,
+}
+
 enum Decision {
     Send(Box<Job>),
     /// Ends without sending: expired, cancelled, suppressed, failed.
@@ -306,6 +328,7 @@ impl Dispatcher {
             channels,
             settings,
             worker: format!("w-{}", uuid::Uuid::new_v4().simple()),
+            last_expiry: Mutex::new(None),
         }
     }
 
@@ -349,7 +372,7 @@ impl Dispatcher {
     pub async fn round(&self) -> AppResult<Round> {
         let now = Utc::now();
         let mut round = Round {
-            expired: self.expire(now).await?,
+            expired: self.expire_now_and_then(now).await?,
             ..Round::default()
         };
         self.promote(now).await?;
@@ -394,16 +417,71 @@ impl Dispatcher {
             }
         }
         self.claim_routes(&jobs).await?;
-        let concurrency = self.settings.concurrency.max(1);
-        let results: Vec<Round> = futures_util::stream::iter(jobs)
-            .map(|job| async move { self.send_and_record(job).await })
-            .buffer_unordered(concurrency)
-            .collect()
-            .await;
-        for result in &results {
-            round.add(result);
-        }
+        round.add(&self.send_all(jobs).await);
         Ok(round)
+    }
+
+    /// Sends with bounded concurrency while the results are recorded: the leases of each
+    /// group of sends about to start are renewed (and ownership checked) in one statement,
+    /// and the results are written in one transaction per group of whatever has finished
+    /// since the last write. A result counts once its transaction has committed.
+    async fn send_all(&self, jobs: Vec<Job>) -> Round {
+        let concurrency = self.settings.concurrency.max(1);
+        let (finished, mut results) = tokio::sync::mpsc::unbounded_channel::<Finished>();
+        let sending = async move {
+            let mut waiting = jobs.into_iter();
+            let mut renewing = None;
+            let mut renewed: VecDeque<(Job, Instant)> = VecDeque::new();
+            let mut in_flight = FuturesUnordered::new();
+            loop {
+                // The next group's leases are renewed while the sends before it go on.
+                if renewing.is_none() && renewed.len() < concurrency && waiting.len() > 0 {
+                    let group: Vec<Job> = waiting.by_ref().take(concurrency).collect();
+                    renewing = Some(Box::pin(self.renew_all(group)));
+                }
+                while in_flight.len() < concurrency
+                    && let Some((job, at)) = renewed.pop_front()
+                {
+                    in_flight.push(self.send(job, at));
+                }
+                tokio::select! {
+                    Some(result) = in_flight.next(), if !in_flight.is_empty() => {
+                        if let Some(result) = result {
+                            // The receiver lives until every sender is gone.
+                            let _ = finished.send(result);
+                        }
+                    }
+                    group = async { renewing.as_mut().expect("a renewal").await },
+                        if renewing.is_some() => {
+                        renewing = None;
+                        renewed.extend(group);
+                    }
+                    else => break,
+                }
+            }
+        };
+        let recording = async {
+            let mut round = Round::default();
+            let mut group = Vec::with_capacity(RECORD_GROUP);
+            while results.recv_many(&mut group, RECORD_GROUP).await > 0 {
+                round.add(&self.record_all(std::mem::take(&mut group)).await);
+            }
+            round
+        };
+        let ((), round) = tokio::join!(sending, recording);
+        round
+    }
+
+    /// Expires the waiting rows that are too late, at most every `EXPIRE_EVERY`.
+    async fn expire_now_and_then(&self, now: DateTime<Utc>) -> AppResult<u64> {
+        {
+            let mut last = self.last_expiry.lock().expect("expiry clock");
+            if last.is_some_and(|at| at.elapsed() < EXPIRE_EVERY) {
+                return Ok(0);
+            }
+            *last = Some(Instant::now());
+        }
+        self.expire(now).await
     }
 
     async fn expire(&self, now: DateTime<Utc>) -> AppResult<u64> {
@@ -421,7 +499,9 @@ impl Dispatcher {
         let mut sql = Sql::new(self.backend());
         sql.push("UPDATE messages SET state = 'queued', queued_at = ")
             .bind(now)
-            .push(" WHERE state = 'scheduled' AND next_attempt_at <= ")
+            .push(" WHERE state = 'scheduled'")
+            .push(DUE_INDEX)
+            .push(" AND next_attempt_at <= ")
             .bind(now);
         Ok(self.db.execute_raw(sql.build()).await?.rows_affected())
     }
@@ -431,8 +511,10 @@ impl Dispatcher {
         let mut sql = Sql::new(self.backend());
         sql.push(
             "SELECT id, campaign_id, kind, resident_id, step, channel, idempotency_key, \
-             leased_by, sending_at FROM messages WHERE state = 'sending' AND lease_until < ",
+             leased_by, sending_at FROM messages WHERE state = 'sending'",
         )
+        .push(DUE_INDEX)
+        .push(" AND lease_until < ")
         .bind(now)
         .push(" ORDER BY lease_until LIMIT ")
         .bind(i64::from(self.settings.batch));
@@ -563,7 +645,9 @@ impl Dispatcher {
             .bind(lease_until)
             .push(", leased_by = ")
             .bind(self.worker.as_str())
-            .push(", attempts = attempts + 1 WHERE id IN (SELECT id FROM messages WHERE state = 'queued' AND next_attempt_at <= ")
+            .push(", attempts = attempts + 1 WHERE id IN (SELECT id FROM messages WHERE state = 'queued'")
+            .push(DUE_INDEX)
+            .push(" AND next_attempt_at <= ")
             .bind(now);
         if !quiet.is_empty() {
             sql.push(" AND campaign_id NOT IN ")
@@ -572,8 +656,10 @@ impl Dispatcher {
         // A resident another worker is sending to waits, so two workers never both count
         // the same day's messages against the daily cap.
         sql.push(
-            " AND resident_id NOT IN (SELECT resident_id FROM messages WHERE state = 'sending')",
-        );
+            " AND resident_id NOT IN (SELECT resident_id FROM messages WHERE state = 'sending'",
+        )
+        .push(DUE_INDEX)
+        .push(")");
         sql.push(" ORDER BY next_attempt_at LIMIT ")
             .bind(i64::from(self.settings.batch));
         if backend == DbBackend::Postgres {
@@ -616,6 +702,9 @@ impl Dispatcher {
         let mut resident_ids: Vec<i32> = leased.iter().map(|m| m.resident_id).collect();
         resident_ids.sort_unstable();
         resident_ids.dedup();
+        let mut campaign_ids: Vec<i32> = leased.iter().map(|m| m.campaign_id).collect();
+        campaign_ids.sort_unstable();
+        campaign_ids.dedup();
         for chunk in resident_ids.chunks(500) {
             for resident in residents::Entity::find()
                 .filter(residents::Column::Id.is_in(chunk.iter().copied()))
@@ -625,9 +714,13 @@ impl Dispatcher {
                 context.residents.insert(resident.id, resident);
             }
             let mut sql = Sql::new(self.backend());
+            // By campaign and resident, the key of the progress rows (by resident alone
+            // would read the whole table).
             sql.push(
-                "SELECT campaign_id, resident_id, stage FROM enrolments WHERE resident_id IN ",
+                "SELECT campaign_id, resident_id, stage FROM enrolments WHERE campaign_id IN ",
             )
+            .bind_list(campaign_ids.iter().copied())
+            .push(" AND resident_id IN ")
             .bind_list(chunk.iter().copied());
             for row in self.db.query_all_raw(sql.build()).await? {
                 context.stages.insert(
@@ -979,17 +1072,86 @@ impl Dispatcher {
         Ok(())
     }
 
-    async fn send_and_record(&self, job: Job) -> Round {
-        self.channels.wait_turn(job.channel.name()).await;
-        let mut round = Round::default();
-        // Right before the provider call: renew the lease and make sure the message is still
-        // ours (a slow batch may have outlived its lease and been reconciled elsewhere).
-        match self.renew(&job).await {
-            Ok(true) => {}
-            Ok(false) => return round,
+    /// How long after its lease was renewed a send may still start: the provider call
+    /// (bounded by half a lease in `send_now`) then ends with a quarter of the lease left to
+    /// record it.
+    fn renewal_covers(&self) -> Duration {
+        Duration::from_secs(self.settings.lease_secs.max(1)) / 4
+    }
+
+    /// Extends the leases of the sends about to start, in one statement, and keeps those
+    /// still ours, with when they were renewed. A row no longer ours is not sent.
+    async fn renew_all(&self, jobs: Vec<Job>) -> Vec<(Job, Instant)> {
+        match self.try_renew_all(&jobs).await {
+            Ok((ours, renewed)) => jobs
+                .into_iter()
+                .filter(|job| ours.contains(&job.message.id))
+                .map(|job| (job, renewed))
+                .collect(),
             Err(e) => {
-                tracing::error!(message = job.message.id, error = %e, "cannot renew a lease");
-                return round;
+                // The leases run out and the rows are reconciled.
+                tracing::error!(messages = jobs.len(), error = %e, "cannot renew leases");
+                Vec::new()
+            }
+        }
+    }
+
+    /// The ids whose lease this worker holds for another `lease_secs` from the returned
+    /// instant; those of them that have expired meanwhile are recorded so.
+    async fn try_renew_all(&self, jobs: &[Job]) -> AppResult<(HashSet<i32>, Instant)> {
+        let renewed = Instant::now();
+        let now = Utc::now();
+        let mut sql = Sql::new(self.backend());
+        sql.push("UPDATE messages SET lease_until = ")
+            .bind(now + chrono::Duration::seconds(self.settings.lease_secs as i64))
+            .push(" WHERE id IN ")
+            .bind_list(jobs.iter().map(|job| job.message.id))
+            .push(" AND state = 'sending' AND leased_by = ")
+            .bind(self.worker.as_str())
+            .push(" AND expires_at > ")
+            .bind(now)
+            .push(" RETURNING id");
+        let ours = self
+            .db
+            .query_all_raw(sql.build())
+            .await?
+            .iter()
+            .map(|row| row.try_get::<i32>("", "id"))
+            .collect::<Result<HashSet<_>, _>>()?;
+        let lost: Vec<i32> = jobs
+            .iter()
+            .map(|job| job.message.id)
+            .filter(|id| !ours.contains(id))
+            .collect();
+        if !lost.is_empty() {
+            // Of those, the ones still ours are past their useful time.
+            let mut sql = Sql::new(self.backend());
+            sql.push("UPDATE messages SET state = 'expired', expired_at = ")
+                .bind(now)
+                .push(", lease_until = NULL, leased_by = NULL WHERE id IN ")
+                .bind_list(lost)
+                .push(" AND state = 'sending' AND leased_by = ")
+                .bind(self.worker.as_str());
+            self.db.execute_raw(sql.build()).await?;
+        }
+        Ok((ours, renewed))
+    }
+
+    /// One provider call for a message whose lease was renewed at `renewed`; `None` when the
+    /// message is no longer ours.
+    async fn send(&self, job: Job, renewed: Instant) -> Option<Finished> {
+        self.channels.wait_turn(job.channel.name()).await;
+        // Right before the provider call the message must be ours for longer than the call
+        // can take: after a long wait (the rate limit, slow sends ahead of it), or once the
+        // message is past its useful time, its lease is renewed on its own.
+        if renewed.elapsed() > self.renewal_covers() || job.message.expires_at <= Utc::now() {
+            match self.renew(&job).await {
+                Ok(true) => {}
+                Ok(false) => return None,
+                Err(e) => {
+                    tracing::error!(message = job.message.id, error = %e, "cannot renew a lease");
+                    return None;
+                }
             }
         }
         // The last attempt may have reached the provider: ask before sending again.
@@ -1014,24 +1176,7 @@ impl Dispatcher {
         } else {
             self.send_now(&job).await
         };
-        let recorded = match result {
-            Ok(sent) => {
-                round.sent += 1;
-                if sent.delivered {
-                    round.delivered += 1;
-                }
-                self.record_sent(&job, &sent).await
-            }
-            Err(error) => {
-                round.retried += 1;
-                self.record_error(&job, &error).await
-            }
-        };
-        if let Err(e) = recorded {
-            // The lease runs out and the row is reconciled.
-            tracing::error!(message = job.message.id, error = %e, "cannot record a send");
-        }
-        round
+        Some(Finished { job, result })
     }
 
     /// One provider call, never outliving the lease: no answer in time is an unknown outcome.
@@ -1070,47 +1215,80 @@ impl Dispatcher {
         Ok(false)
     }
 
-    async fn record_sent(&self, job: &Job, sent: &Sent) -> AppResult<()> {
-        let now = Utc::now();
-        let state = if sent.delivered {
-            MessageState::Delivered
-        } else {
-            MessageState::Sent
+    /// Records finished sends in one transaction; if that fails, each in its own, so that one
+    /// row that cannot be written does not hold back the others.
+    async fn record_all(&self, finished: Vec<Finished>) -> Round {
+        // A result may have waited behind the group before it: its lease is made whole again
+        // before anything else, so that it cannot run out (and the message be reconciled by
+        // another worker) while this group is written.
+        if let Err(e) = self.extend_leases(&finished).await {
+            tracing::warn!(error = %e, "cannot extend the leases of finished sends");
+        }
+        let error = match self.record_group(&finished).await {
+            Ok(round) => return round,
+            Err(error) => error,
         };
+        let mut round = Round::default();
+        if finished.len() > 1 {
+            tracing::warn!(sends = finished.len(), error = %error, "recording one by one");
+            for one in finished.chunks(1) {
+                match self.record_group(one).await {
+                    Ok(recorded) => round.add(&recorded),
+                    // The lease runs out and the row is reconciled.
+                    Err(e) => {
+                        tracing::error!(message = one[0].job.message.id, error = %e, "cannot record a send");
+                    }
+                }
+            }
+        } else if let Some(one) = finished.first() {
+            tracing::error!(message = one.job.message.id, error = %error, "cannot record a send");
+        }
+        round
+    }
+
+    /// Extends the leases of `finished` that are still ours, in one statement of its own.
+    async fn extend_leases(&self, finished: &[Finished]) -> AppResult<()> {
+        let now = Utc::now();
+        for chunk in finished.chunks(500) {
+            let mut sql = Sql::new(self.backend());
+            sql.push("UPDATE messages SET lease_until = ")
+                .bind(now + chrono::Duration::seconds(self.settings.lease_secs as i64))
+                .push(" WHERE state = 'sending' AND leased_by = ")
+                .bind(self.worker.as_str())
+                .push(" AND id IN ")
+                .bind_list(chunk.iter().map(|f| f.job.message.id));
+            self.db.execute_raw(sql.build()).await?;
+        }
+        Ok(())
+    }
+
+    /// The results of provider calls, with the progress of the residents reached, in one
+    /// transaction; counted once it has committed.
+    async fn record_group(&self, finished: &[Finished]) -> AppResult<Round> {
+        let now = Utc::now();
+        let sent: Vec<(&Job, &Sent)> = finished
+            .iter()
+            .filter_map(|f| f.result.as_ref().ok().map(|sent| (&f.job, sent)))
+            .collect();
         let txn = begin_write(&self.db).await?;
-        let mut sql = Sql::new(self.backend());
-        sql.push("UPDATE messages SET state = ")
-            .bind(state.code())
-            .push(", sent_at = ")
-            .bind(now)
-            .push(", delivered_at = ")
-            .bind(sent.delivered.then_some(now))
-            .push(", route = ")
-            .bind(job.route.code())
-            .push(", recipient = ")
-            .bind(job.recipient.as_str())
-            .push(", provider = ")
-            .bind(sent.provider)
-            .push(", provider_message_id = ")
-            .bind(sent.provider_message_id.as_str())
-            .push(", body = ")
-            .bind(job.outgoing.text.as_str())
-            .push(", segments = ")
-            .bind(job.segments)
-            .push(", last_error = NULL, lease_until = NULL, leased_by = NULL WHERE id = ")
-            .bind(job.message.id)
-            .push(" AND state = 'sending' AND leased_by = ")
-            .bind(self.worker.as_str());
-        if txn.execute_raw(sql.build()).await?.rows_affected() == 1 {
-            outbox::progress(
-                &txn,
-                job.message.campaign_id,
-                job.message.resident_id,
-                sent.delivered,
-                now,
-            )
-            .await?;
-            if sent.delivered {
+        let mut recorded = HashSet::new();
+        for chunk in sent.chunks(100) {
+            recorded.extend(self.write_sent(&txn, chunk, now).await?);
+        }
+        let mut reached: BTreeMap<(i32, bool), Vec<i32>> = BTreeMap::new();
+        for (job, sent) in &sent {
+            if recorded.contains(&job.message.id) {
+                reached
+                    .entry((job.message.campaign_id, sent.delivered))
+                    .or_default()
+                    .push(job.message.resident_id);
+            }
+        }
+        for ((campaign_id, delivered), residents) in &reached {
+            outbox::progress_many(&txn, *campaign_id, residents, *delivered, now).await?;
+        }
+        for (job, sent) in &sent {
+            if sent.delivered && recorded.contains(&job.message.id) {
                 crate::contact::from_delivered_message(
                     &txn,
                     job.message.id,
@@ -1122,17 +1300,122 @@ impl Dispatcher {
                 .await?;
             }
         }
+        for f in finished {
+            if let Err(error) = &f.result {
+                self.write_error(&txn, &f.job, error, now).await?;
+            }
+        }
         txn.commit().await?;
-        // A receipt may have come before this was recorded (a fast gateway).
-        if !sent.provider_message_id.is_empty() {
-            super::inbound::apply_pending_for(&self.db, sent.provider, &sent.provider_message_id)
-                .await?;
+        let mut round = Round {
+            retried: (finished.len() - sent.len()) as u64,
+            ..Round::default()
+        };
+        for (job, sent) in &sent {
+            if !recorded.contains(&job.message.id) {
+                // Another worker took the row over (its lease had run out): it reconciles it.
+                tracing::warn!(
+                    message = job.message.id,
+                    "a send's result came after its lease"
+                );
+                continue;
+            }
+            round.sent += 1;
+            if sent.delivered {
+                round.delivered += 1;
+            }
+        }
+        if let Err(e) = self.apply_early_receipts(&sent).await {
+            tracing::error!(error = %e, "cannot apply receipts kept for recorded sends");
+        }
+        Ok(round)
+    }
+
+    /// Marks sends the provider took, each only while its row is still this worker's;
+    /// returns the ids written.
+    async fn write_sent(
+        &self,
+        txn: &DatabaseTransaction,
+        sent: &[(&Job, &Sent)],
+        now: DateTime<Utc>,
+    ) -> AppResult<Vec<i32>> {
+        let mut sql = Sql::new(self.backend());
+        sql.push("UPDATE messages SET sent_at = ").bind(now);
+        let mut column = |name: &str, value: fn(&Job, &Sent, DateTime<Utc>) -> sea_orm::Value| {
+            sql.push(", ").push(name).push(" = CASE id");
+            for (job, sent) in sent {
+                sql.push(" WHEN ")
+                    .bind(job.message.id)
+                    .push(" THEN ")
+                    .bind(value(job, sent, now));
+            }
+            sql.push(" END");
+        };
+        column("state", |_, sent, _| {
+            let state = if sent.delivered {
+                MessageState::Delivered
+            } else {
+                MessageState::Sent
+            };
+            state.code().into()
+        });
+        column("delivered_at", |_, sent, now| {
+            sent.delivered.then_some(now).into()
+        });
+        column("route", |job, _, _| job.route.code().into());
+        column("recipient", |job, _, _| job.recipient.as_str().into());
+        column("provider", |_, sent, _| sent.provider.into());
+        column("provider_message_id", |_, sent, _| {
+            sent.provider_message_id.as_str().into()
+        });
+        column("body", |job, _, _| job.outgoing.text.as_str().into());
+        column("segments", |job, _, _| job.segments.into());
+        sql.push(", last_error = NULL, lease_until = NULL, leased_by = NULL WHERE id IN ")
+            .bind_list(sent.iter().map(|(job, _)| job.message.id))
+            .push(" AND state = 'sending' AND leased_by = ")
+            .bind(self.worker.as_str())
+            .push(" RETURNING id");
+        txn.query_all_raw(sql.build())
+            .await?
+            .iter()
+            .map(|row| Ok(row.try_get::<i32>("", "id")?))
+            .collect()
+    }
+
+    /// Receipts that came before their send was recorded (a fast gateway), applied now.
+    async fn apply_early_receipts(&self, sent: &[(&Job, &Sent)]) -> AppResult<()> {
+        let ids: Vec<&str> = sent
+            .iter()
+            .map(|(_, sent)| sent.provider_message_id.as_str())
+            .filter(|id| !id.is_empty())
+            .collect();
+        for chunk in ids.chunks(500) {
+            let mut sql = Sql::new(self.backend());
+            sql.push(
+                "SELECT DISTINCT provider, provider_message_id FROM pending_receipts \
+                 WHERE provider_message_id IN ",
+            )
+            .bind_list(chunk.iter().copied());
+            for row in self.db.query_all_raw(sql.build()).await? {
+                let provider: String = row.try_get("", "provider")?;
+                let id: String = row.try_get("", "provider_message_id")?;
+                if sent
+                    .iter()
+                    .any(|(_, s)| s.provider == provider && s.provider_message_id == id)
+                {
+                    super::inbound::apply_pending_for(&self.db, &provider, &id).await?;
+                }
+            }
         }
         Ok(())
     }
 
-    async fn record_error(&self, job: &Job, error: &SendError) -> AppResult<()> {
-        let now = Utc::now();
+    async fn write_error(
+        &self,
+        txn: &DatabaseTransaction,
+        job: &Job,
+        error: &SendError,
+        now: DateTime<Utc>,
+    ) -> AppResult<()> {
         let step = job.route.index() as i32;
         let mut sql = Sql::new(self.backend());
         sql.push("UPDATE messages SET state = 'queued', last_error = ")
@@ -1160,7 +1443,6 @@ impl Dispatcher {
             .bind(job.message.id)
             .push(" AND state = 'sending' AND leased_by = ")
             .bind(self.worker.as_str());
-        let txn = begin_write(&self.db).await?;
         txn.execute_raw(sql.build()).await?;
         // A WeChat user who blocked the account, a number on the operator's block list: the
         // resident has opted out of that channel.
@@ -1176,10 +1458,9 @@ impl Dispatcher {
             residents::Entity::update_many()
                 .col_expr(column, sea_orm::sea_query::Expr::value(true))
                 .filter(residents::Column::Id.eq(job.message.resident_id))
-                .exec(&txn)
+                .exec(txn)
                 .await?;
         }
-        txn.commit().await?;
         Ok(())
     }
 

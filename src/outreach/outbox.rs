@@ -612,6 +612,36 @@ pub async fn progress(
     delivered: bool,
     now: DateTime<Utc>,
 ) -> AppResult<()> {
+    let mut sql = progress_statement(db, campaign_id, delivered, now);
+    sql.push(" AND resident_id = ").bind(resident_id);
+    db.execute_raw(sql.build()).await?;
+    Ok(())
+}
+
+/// `progress` for many residents of one campaign at once.
+pub async fn progress_many(
+    db: &impl ConnectionTrait,
+    campaign_id: i32,
+    resident_ids: &[i32],
+    delivered: bool,
+    now: DateTime<Utc>,
+) -> AppResult<()> {
+    for chunk in resident_ids.chunks(500) {
+        let mut sql = progress_statement(db, campaign_id, delivered, now);
+        sql.push(" AND resident_id IN ")
+            .bind_list(chunk.iter().copied());
+        db.execute_raw(sql.build()).await?;
+    }
+    Ok(())
+}
+
+/// The update of `progress`, up to the resident.
+fn progress_statement(
+    db: &impl ConnectionTrait,
+    campaign_id: i32,
+    delivered: bool,
+    now: DateTime<Utc>,
+) -> Sql {
     let mut sql = Sql::new(db.get_database_backend());
     if delivered {
         sql.push(
@@ -633,11 +663,8 @@ pub async fn progress(
     sql.push(", updated_at = ")
         .bind(now)
         .push(" WHERE campaign_id = ")
-        .bind(campaign_id)
-        .push(" AND resident_id = ")
-        .bind(resident_id);
-    db.execute_raw(sql.build()).await?;
-    Ok(())
+        .bind(campaign_id);
+    sql
 }
 
 #[cfg(test)]

@@ -189,7 +189,7 @@ where
         send_at,
         expires_at,
     };
-    let planned = plan(&txn, &campaign, &wave, now).await?;
+    let planned = plan_rows(&txn, &campaign, &wave, now, Planning::New).await?;
     audit::record(
         &txn,
         actor,
@@ -231,6 +231,27 @@ pub async fn plan(
     campaign: &Campaign,
     wave: &Wave,
     now: DateTime<Utc>,
+) -> AppResult<u64> {
+    plan_rows(db, campaign, wave, now, Planning::TopUp).await
+}
+
+/// Whether the wave may already have messages.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Planning {
+    /// Written in this transaction: its keys, which carry its id, cannot exist yet, so the
+    /// rows go in as a plain insert (PostgreSQL then skips the speculative insertion of each
+    /// row); a key that existed anyway would fail the wave, not pass unnoticed.
+    New,
+    /// Planned before: keys that exist are left as they are.
+    TopUp,
+}
+
+async fn plan_rows(
+    db: &impl ConnectionTrait,
+    campaign: &Campaign,
+    wave: &Wave,
+    now: DateTime<Utc>,
+    planning: Planning,
 ) -> AppResult<u64> {
     if wave.expires_at <= now {
         return Ok(0);
@@ -277,7 +298,9 @@ pub async fn plan(
         let code = AreaCode::parse(area).map_err(|e| anyhow::anyhow!("stored wave area: {e}"))?;
         scope_sql(&mut sql, "e.village_code", &Scope::Within(code));
     }
-    sql.push(" ON CONFLICT (idempotency_key) DO NOTHING");
+    if planning == Planning::TopUp {
+        sql.push(" ON CONFLICT (idempotency_key) DO NOTHING");
+    }
     let planned = db.execute_raw(sql.build()).await?.rows_affected();
     if planned > 0 {
         let mut sql = Sql::new(db.get_database_backend());
