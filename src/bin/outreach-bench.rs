@@ -4,6 +4,8 @@
 
 #[path = "bench/campaign.rs"]
 mod campaign_bench;
+#[path = "bench/outbox.rs"]
+mod outbox_bench;
 
 use std::io::Write;
 use std::path::Path;
@@ -58,6 +60,48 @@ enum Scenario {
         #[arg(long, default_value_t = 250)]
         capacity: i32,
     },
+    /// Plan a migrant wave over N synthetic residents (a share of them migrants) through
+    /// `waves::create`, then plan it again (must add nothing).
+    Plan {
+        #[arg(long, default_value_t = 1_000_000)]
+        residents: u64,
+        /// Percent of the residents who are migrants (the wave's audience).
+        #[arg(long, default_value_t = 40)]
+        migrant_percent: u64,
+    },
+    /// Drain N due messages through the real dispatcher into a local stand-in for the Jasmin
+    /// gateway, against a plain HTTP loop as the baseline; on PostgreSQL also with two
+    /// dispatcher processes (duplicates at the gateway must be 0).
+    Dispatch {
+        #[arg(long, default_value_t = 200_000)]
+        messages: u64,
+        /// Messages leased per round.
+        #[arg(long, default_value_t = 500)]
+        batch: u32,
+        /// Sends in flight per dispatcher (and in the baseline).
+        #[arg(long, default_value_t = 64)]
+        concurrency: usize,
+        /// Database connections per dispatcher (the service's default is 10).
+        #[arg(long, default_value_t = 10)]
+        connections: u32,
+    },
+    /// One dispatcher process of the `dispatch` scenario (started by it).
+    #[command(hide = true)]
+    DispatchWorker {
+        #[arg(long)]
+        database_url: String,
+        #[arg(long)]
+        sink_url: String,
+        /// The data key (base64); passed in the environment by the parent.
+        #[arg(long, env = outbox_bench::KEY_ENV, hide_env_values = true)]
+        privacy_key: String,
+        #[arg(long, default_value_t = 500)]
+        batch: u32,
+        #[arg(long, default_value_t = 64)]
+        concurrency: usize,
+        #[arg(long, default_value_t = 10)]
+        connections: u32,
+    },
 }
 
 fn main() -> anyhow::Result<()> {
@@ -74,6 +118,40 @@ fn main() -> anyhow::Result<()> {
                 clients,
                 capacity,
             } => campaign_bench::book(residents, group, institutions, clients, capacity).await,
+            Scenario::Plan {
+                residents,
+                migrant_percent,
+            } => outbox_bench::plan(residents, migrant_percent).await,
+            Scenario::Dispatch {
+                messages,
+                batch,
+                concurrency,
+                connections,
+            } => {
+                outbox_bench::dispatch(outbox_bench::DispatchOptions {
+                    messages,
+                    batch,
+                    concurrency,
+                    connections,
+                })
+                .await
+            }
+            Scenario::DispatchWorker {
+                database_url,
+                sink_url,
+                privacy_key,
+                batch,
+                concurrency,
+                connections,
+            } => {
+                let options = outbox_bench::DispatchOptions {
+                    messages: 0,
+                    batch,
+                    concurrency,
+                    connections,
+                };
+                outbox_bench::worker(&database_url, &privacy_key, &sink_url, options).await
+            }
         }
     })
 }

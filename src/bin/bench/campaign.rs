@@ -11,6 +11,8 @@ use outreach::auth::Actor;
 use outreach::campaign::{self, DateRange, NewCampaign, PhaseDates};
 use outreach::config::{DatabaseUrl, Secret, Settings};
 use outreach::db::Sql;
+use outreach::privacy::Privacy;
+use outreach::registry::{MobilePhone, ProtectedPhone};
 use outreach::startup::Application;
 use outreach::{area, db, institution, users};
 use sea_orm::{ConnectionTrait, DatabaseConnection, Statement};
@@ -36,36 +38,61 @@ async fn connect(url: &str) -> anyhow::Result<(Settings, DatabaseConnection)> {
     Ok((settings, database))
 }
 
-/// Writes `n` residents straight into the table (setup, not measured): valid shapes, random
-/// blind indexes, birth dates from 1930 to last year, a tenth of them migrants.
-async fn seed_residents(database: &DatabaseConnection, n: u64) -> anyhow::Result<()> {
+/// Who to seed.
+pub struct Population {
+    pub residents: u64,
+    /// Out of 100: residents with a migrant type other than `local`.
+    pub migrant_percent: u64,
+    /// The migrant types, one picked at random for each migrant.
+    pub migrant_types: &'static [&'static str],
+    /// Each resident gets their own mobile number, encrypted and indexed as the import does.
+    pub phones: Option<Arc<Privacy>>,
+}
+
+/// Writes the residents straight into the table (setup, not measured): valid shapes, random
+/// blind indexes, birth dates from 1930 to last year, Mandarin speakers, no special
+/// situation. Returns how many are migrants.
+pub async fn seed_residents(
+    database: &DatabaseConnection,
+    population: &Population,
+) -> anyhow::Result<u64> {
     use sea_orm::TransactionTrait;
     let backend = database.get_database_backend();
     let mut rng = Rng(0x9E37_79B9_7F4A_7C15);
     let epoch = NaiveDate::from_ymd_opt(1930, 1, 1).expect("valid date");
     let now = Utc::now();
+    let mut migrants = 0;
     let txn = database.begin().await?;
     let mut done = 0;
-    while done < n {
-        let batch = (n - done).min(500);
+    while done < population.residents {
+        let batch = (population.residents - done).min(500);
         let mut sql = Sql::new(backend);
         sql.push(
             "INSERT INTO residents (id_index, id_cipher, id_masked, name, sex, birth_date, \
-             village_code, language, migrant_type, special, phone_opt_out, relative_opt_out, \
-             wechat_opt_out, email_opt_out, created_at, updated_at) VALUES ",
+             village_code, language, migrant_type, special, phone_cipher, phone_index, \
+             phone_masked, phone_opt_out, relative_opt_out, wechat_opt_out, email_opt_out, \
+             created_at, updated_at) VALUES ",
         );
         for i in 0..batch {
+            let n = done + i;
             if i > 0 {
                 sql.push(", ");
             }
             let mut index = [0u8; 16];
             index[..8].copy_from_slice(&rng.next().to_le_bytes());
-            index[8..].copy_from_slice(&(done + i).to_le_bytes());
-            let migrant = if rng.below(10) == 0 {
-                "out_of_region"
+            index[8..].copy_from_slice(&n.to_le_bytes());
+            let migrant = if rng.below(100) < population.migrant_percent {
+                migrants += 1;
+                population.migrant_types[rng.below(population.migrant_types.len() as u64) as usize]
             } else {
                 "local"
             };
+            // 139 and eight digits of the resident's number: unique and valid.
+            let phone = population.phones.as_ref().map(|privacy| {
+                let mobile = MobilePhone::parse(&format!("139{n:08}"))
+                    .expect("a valid synthetic mobile number");
+                ProtectedPhone::new(privacy, &mobile)
+            });
             sql.push("(")
                 .bind(index.to_vec())
                 .push(", ")
@@ -87,6 +114,12 @@ async fn seed_residents(database: &DatabaseConnection, n: u64) -> anyhow::Result
                 .push(", ")
                 .bind(None::<String>)
                 .push(", ")
+                .bind(phone.as_ref().map(|p| p.cipher.clone()))
+                .push(", ")
+                .bind(phone.as_ref().map(|p| p.index.clone()))
+                .push(", ")
+                .bind(phone.as_ref().map(|p| p.masked.clone()))
+                .push(", ")
                 .bind(false)
                 .push(", ")
                 .bind(false)
@@ -104,7 +137,17 @@ async fn seed_residents(database: &DatabaseConnection, n: u64) -> anyhow::Result
         done += batch;
     }
     sea_orm::TransactionSession::commit(txn).await?;
-    Ok(())
+    Ok(migrants)
+}
+
+/// A registry of `residents`, a tenth of them migrants from out of the region.
+fn registry(residents: u64) -> Population {
+    Population {
+        residents,
+        migrant_percent: 10,
+        migrant_types: &["out_of_region"],
+        phones: None,
+    }
 }
 
 /// This year's campaign with an exam window from 1 January to four months from today.
@@ -127,6 +170,7 @@ fn new_campaign(today: NaiveDate) -> NewCampaign {
             catch_up: range(day(121), day(130)),
             acceptance: range(day(131), day(140)),
         },
+        refusal_rule: None,
     }
 }
 
@@ -140,7 +184,7 @@ pub async fn enrol(residents: u64) -> anyhow::Result<()> {
 
 async fn run_enrol(url: &str, residents: u64) -> anyhow::Result<()> {
     let (_, database) = connect(url).await?;
-    seed_residents(&database, residents).await?;
+    seed_residents(&database, &registry(residents)).await?;
     let today = outreach::registry::today();
     let id = campaign::create(&database, &Actor::cli(), new_campaign(today))
         .await
@@ -197,7 +241,7 @@ async fn run_book(
     capacity: i32,
 ) -> anyhow::Result<()> {
     let (settings, database) = connect(url).await?;
-    seed_residents(&database, residents).await?;
+    seed_residents(&database, &registry(residents)).await?;
     let today = outreach::registry::today();
     let campaign = campaign::create(&database, &Actor::cli(), new_campaign(today))
         .await
