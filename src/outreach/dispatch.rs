@@ -1101,14 +1101,8 @@ impl Dispatcher {
     async fn try_renew_all(&self, jobs: &[Job]) -> AppResult<(HashSet<i32>, Instant)> {
         let renewed = Instant::now();
         let now = Utc::now();
-        let mut sql = Sql::new(self.backend());
-        sql.push("UPDATE messages SET lease_until = ")
-            .bind(now + chrono::Duration::seconds(self.settings.lease_secs as i64))
-            .push(" WHERE id IN ")
-            .bind_list(jobs.iter().map(|job| job.message.id))
-            .push(" AND state = 'sending' AND leased_by = ")
-            .bind(self.worker.as_str())
-            .push(" AND expires_at > ")
+        let mut sql = self.lease_extension(jobs.iter().map(|job| job.message.id), now);
+        sql.push(" AND expires_at > ")
             .bind(now)
             .push(" RETURNING id");
         let ours = self
@@ -1192,15 +1186,8 @@ impl Dispatcher {
     /// it has expired meanwhile, which is then recorded).
     async fn renew(&self, job: &Job) -> AppResult<bool> {
         let now = Utc::now();
-        let mut sql = Sql::new(self.backend());
-        sql.push("UPDATE messages SET lease_until = ")
-            .bind(now + chrono::Duration::seconds(self.settings.lease_secs as i64))
-            .push(" WHERE id = ")
-            .bind(job.message.id)
-            .push(" AND state = 'sending' AND leased_by = ")
-            .bind(self.worker.as_str())
-            .push(" AND expires_at > ")
-            .bind(now);
+        let mut sql = self.lease_extension([job.message.id], now);
+        sql.push(" AND expires_at > ").bind(now);
         if self.db.execute_raw(sql.build()).await?.rows_affected() == 1 {
             return Ok(true);
         }
@@ -1250,16 +1237,23 @@ impl Dispatcher {
     async fn extend_leases(&self, finished: &[Finished]) -> AppResult<()> {
         let now = Utc::now();
         for chunk in finished.chunks(500) {
-            let mut sql = Sql::new(self.backend());
-            sql.push("UPDATE messages SET lease_until = ")
-                .bind(now + chrono::Duration::seconds(self.settings.lease_secs as i64))
-                .push(" WHERE state = 'sending' AND leased_by = ")
-                .bind(self.worker.as_str())
-                .push(" AND id IN ")
-                .bind_list(chunk.iter().map(|f| f.job.message.id));
+            let sql = self.lease_extension(chunk.iter().map(|f| f.job.message.id), now);
             self.db.execute_raw(sql.build()).await?;
         }
         Ok(())
+    }
+
+    /// `UPDATE` giving the messages `ids` that this worker is sending another `lease_secs`
+    /// from `now`; more conditions may follow.
+    fn lease_extension(&self, ids: impl IntoIterator<Item = i32>, now: DateTime<Utc>) -> Sql {
+        let mut sql = Sql::new(self.backend());
+        sql.push("UPDATE messages SET lease_until = ")
+            .bind(now + chrono::Duration::seconds(self.settings.lease_secs as i64))
+            .push(" WHERE id IN ")
+            .bind_list(ids)
+            .push(" AND state = 'sending' AND leased_by = ")
+            .bind(self.worker.as_str());
+        sql
     }
 
     /// The results of provider calls, with the progress of the residents reached, in one
