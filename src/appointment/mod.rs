@@ -1120,16 +1120,7 @@ pub async fn cancel_for_refusal(
         now,
     )
     .await?;
-    let mut sql = Sql::new(db.get_database_backend());
-    sql.push("UPDATE messages SET state = 'cancelled', cancelled_at = ")
-        .bind(now)
-        .push(" WHERE state IN ")
-        .push(outbox::PENDING)
-        .push(" AND campaign_id = ")
-        .bind(campaign_id)
-        .push(" AND resident_id = ")
-        .bind(resident_id);
-    db.execute_raw(sql.build()).await?;
+    outbox::cancel_for_resident(db, campaign_id, resident_id, now).await?;
     Ok(())
 }
 

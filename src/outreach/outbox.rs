@@ -459,6 +459,21 @@ pub async fn cancel_where(
     Ok(db.execute_raw(sql.build()).await?.rows_affected())
 }
 
+/// Nothing more goes to a resident in a campaign (their refusal was confirmed).
+pub async fn cancel_for_resident(
+    db: &impl ConnectionTrait,
+    campaign_id: i32,
+    resident_id: i32,
+    now: DateTime<Utc>,
+) -> AppResult<u64> {
+    let mut sql = cancel_statement(db, now);
+    sql.push(" AND campaign_id = ")
+        .bind(campaign_id)
+        .push(" AND resident_id = ")
+        .bind(resident_id);
+    Ok(db.execute_raw(sql.build()).await?.rows_affected())
+}
+
 /// Nothing more goes to residents who have died or moved out.
 pub async fn cancel_for_exempt(
     db: &impl ConnectionTrait,
