@@ -12,6 +12,7 @@ pub mod contact;
 pub mod db;
 pub mod error;
 pub mod exam;
+pub mod export;
 pub mod http;
 pub mod import;
 pub mod institution;

@@ -1,10 +1,10 @@
-//! The refusal register as a download: CSV (UTF-8 with BOM, for Excel) or XLSX, one row per
-//! registration, in the order of the register (by village).
+//! The refusal register as a download: CSV or XLSX, one row per registration, in the order of
+//! the register (by village).
 
-use rust_xlsxwriter::{Format, Workbook};
+use rust_xlsxwriter::Workbook;
 
 use super::{Register, Registration};
-use crate::error::{AppError, AppResult};
+use crate::error::AppResult;
 
 const HEADERS: [&str; 19] = [
     "登记编号",
@@ -60,75 +60,25 @@ fn cells(r: &Registration) -> [String; 19] {
     ]
 }
 
-/// Free text a spreadsheet would run as a formula (`=`, `+`, `-`, `@` first) gets a leading
-/// apostrophe, which Excel shows as text.
-fn inert(value: String) -> String {
-    if value.starts_with(['=', '+', '-', '@', '\t', '\r']) {
-        format!("'{value}")
-    } else {
-        value
-    }
-}
-
-/// The register as CSV: UTF-8 with a BOM so that Excel shows the Chinese correctly; text that
-/// would start a formula is made inert.
+/// The register as CSV for Excel.
 pub fn register_csv(register: &Register) -> AppResult<Vec<u8>> {
-    let mut out = b"\xEF\xBB\xBF".to_vec();
-    {
-        let mut writer = csv::Writer::from_writer(&mut out);
-        let fail = |e: csv::Error| AppError::from(anyhow::anyhow!("csv: {e}"));
-        writer.write_record(HEADERS).map_err(fail)?;
-        for registration in &register.items {
-            writer
-                .write_record(cells(registration).map(inert))
-                .map_err(fail)?;
-        }
-        writer
-            .flush()
-            .map_err(|e| AppError::from(anyhow::anyhow!("csv: {e}")))?;
-    }
-    Ok(out)
+    crate::export::csv(&HEADERS, register.items.iter().map(cells))
 }
 
-/// The register as XLSX: one sheet 拒检登记, bold frozen header row.
+/// The register as XLSX: one sheet 拒检登记.
 pub fn register_xlsx(register: &Register) -> AppResult<Vec<u8>> {
-    let xlsx = |e: rust_xlsxwriter::XlsxError| AppError::from(anyhow::anyhow!("xlsx: {e}"));
     let mut workbook = Workbook::new();
-    let bold = Format::new().set_bold();
-    let sheet = workbook.add_worksheet();
-    sheet.set_name("拒检登记").map_err(xlsx)?;
-    for (col, header) in HEADERS.iter().enumerate() {
-        sheet
-            .write_string_with_format(0, col as u16, *header, &bold)
-            .map_err(xlsx)?;
-        let width = match col {
-            6 | 14 | 16 => 20,
-            18 => 66,
-            _ => 12,
-        };
-        sheet.set_column_width(col as u16, width).map_err(xlsx)?;
-    }
-    sheet.set_freeze_panes(1, 0).map_err(xlsx)?;
-    for (row, registration) in register.items.iter().enumerate() {
-        for (col, value) in cells(registration).iter().enumerate() {
-            sheet
-                .write_string((row + 1) as u32, col as u16, value)
-                .map_err(xlsx)?;
-        }
-    }
-    workbook.save_to_buffer().map_err(xlsx)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn formulas_are_made_inert() {
-        assert_eq!(inert("=HYPERLINK(\"x\")".into()), "'=HYPERLINK(\"x\")");
-        assert_eq!(inert("@SUM(A1)".into()), "'@SUM(A1)");
-        assert_eq!(inert("王某某".into()), "王某某");
-        assert_eq!(inert("2026-11-29".into()), "2026-11-29");
-        assert_eq!(inert(String::new()), "");
-    }
+    let width = |col| match col {
+        6 | 14 | 16 => 20.0,
+        18 => 66.0,
+        _ => 12.0,
+    };
+    crate::export::add_sheet(
+        &mut workbook,
+        "拒检登记",
+        &HEADERS,
+        width,
+        register.items.iter().map(cells),
+    )?;
+    workbook.save_to_buffer().map_err(crate::export::xlsx_error)
 }

@@ -4,7 +4,7 @@
 
 use chrono::NaiveDate;
 use entities::residents;
-use rust_xlsxwriter::{Format, Workbook};
+use rust_xlsxwriter::Workbook;
 use sea_orm::{
     ColumnTrait, ConnectionTrait, EntityTrait, QueryFilter, QueryOrder, TransactionSession,
     TransactionTrait,
@@ -189,52 +189,32 @@ fn cells(group: &BookGroup, e: &BookEntry) -> [String; 13] {
     ]
 }
 
-/// The book as CSV: UTF-8 with a BOM so that Excel shows the Chinese correctly.
+/// The book as CSV for Excel, the migrant type in the first column.
 pub fn migrant_book_csv(book: &MigrantBook) -> AppResult<Vec<u8>> {
-    let mut out = b"\xEF\xBB\xBF".to_vec();
-    {
-        let mut writer = csv::Writer::from_writer(&mut out);
-        let write = |w: &mut csv::Writer<&mut Vec<u8>>, r: &[String]| {
-            w.write_record(r).map_err(|e| anyhow::anyhow!("csv: {e}"))
-        };
-        write(&mut writer, &HEADERS.map(str::to_owned))?;
-        for group in &book.groups {
-            for entry in &group.residents {
-                write(&mut writer, &cells(group, entry))?;
-            }
-        }
-        writer.flush().map_err(|e| anyhow::anyhow!("csv: {e}"))?;
-    }
-    Ok(out)
+    crate::export::csv(
+        &HEADERS,
+        book.groups
+            .iter()
+            .flat_map(|group| group.residents.iter().map(|entry| cells(group, entry))),
+    )
 }
 
-/// The book as XLSX: one sheet per migrant type, bold frozen header row.
+/// The book as XLSX: one sheet per migrant type (which the sheet's name gives).
 pub fn migrant_book_xlsx(book: &MigrantBook) -> AppResult<Vec<u8>> {
-    let xlsx = |e: rust_xlsxwriter::XlsxError| AppError::from(anyhow::anyhow!("xlsx: {e}"));
     let mut workbook = Workbook::new();
-    let bold = Format::new().set_bold();
+    // Columns after the type: the ID number and the address are wide.
+    let width = |col| if col == 4 || col == 9 { 22.0 } else { 14.0 };
     for group in &book.groups {
-        let sheet = workbook.add_worksheet();
-        sheet.set_name(&group.label).map_err(xlsx)?;
-        for (col, header) in HEADERS.iter().enumerate().skip(1) {
-            sheet
-                .write_string_with_format(0, (col - 1) as u16, *header, &bold)
-                .map_err(xlsx)?;
-            sheet
-                .set_column_width(
-                    (col - 1) as u16,
-                    if col == 5 || col == 10 { 22 } else { 14 },
-                )
-                .map_err(xlsx)?;
-        }
-        sheet.set_freeze_panes(1, 0).map_err(xlsx)?;
-        for (row, entry) in group.residents.iter().enumerate() {
-            for (col, value) in cells(group, entry).iter().enumerate().skip(1) {
-                sheet
-                    .write_string((row + 1) as u32, (col - 1) as u16, value)
-                    .map_err(xlsx)?;
-            }
-        }
+        crate::export::add_sheet(
+            &mut workbook,
+            &group.label,
+            &HEADERS[1..],
+            width,
+            group
+                .residents
+                .iter()
+                .map(|entry| cells(group, entry)[1..].to_vec()),
+        )?;
     }
-    workbook.save_to_buffer().map_err(xlsx)
+    workbook.save_to_buffer().map_err(crate::export::xlsx_error)
 }
