@@ -14,6 +14,7 @@ mod m20261123_000008_create_appointments;
 mod m20261129_000009_create_outbox;
 mod m20261129_000010_create_contact_attempts;
 mod m20261129_000011_create_refusals;
+mod m20261129_000012_create_reports;
 
 pub struct Migrator;
 
@@ -32,6 +33,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261129_000009_create_outbox::Migration),
             Box::new(m20261129_000010_create_contact_attempts::Migration),
             Box::new(m20261129_000011_create_refusals::Migration),
+            Box::new(m20261129_000012_create_reports::Migration),
         ]
     }
 }
