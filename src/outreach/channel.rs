@@ -266,12 +266,26 @@ impl Channel for EmailChannel {
                 html_of(&message.title, &message.text),
             ))
             .map_err(|e| SendError::Permanent(format!("cannot build the e-mail: {e}")))?;
+        self.deliver(email).await?;
+        Ok(Sent {
+            provider: "smtp",
+            provider_message_id: message_id,
+            delivered: false,
+        })
+    }
+}
+
+impl EmailChannel {
+    /// The configured sender.
+    pub fn sender(&self) -> &Mailbox {
+        &self.from
+    }
+
+    /// Hands a finished e-mail (a report with its attachment) to the server: a refusal by
+    /// the server is permanent, anything else (unreachable, timed out) transient.
+    pub async fn deliver(&self, email: Message) -> Result<(), SendError> {
         match self.transport.send(email).await {
-            Ok(_) => Ok(Sent {
-                provider: "smtp",
-                provider_message_id: message_id,
-                delivered: false,
-            }),
+            Ok(_) => Ok(()),
             Err(e) if e.is_permanent() => Err(SendError::Permanent(e.to_string())),
             Err(e) => Err(SendError::Transient(e.to_string())),
         }
