@@ -26,6 +26,7 @@ pub struct Settings {
     pub import: ImportSettings,
     pub messaging: MessagingSettings,
     pub signatures: SignatureSettings,
+    pub reports: ReportSettings,
 }
 
 impl Default for Settings {
@@ -42,6 +43,54 @@ impl Default for Settings {
             import: ImportSettings::default(),
             messaging: MessagingSettings::default(),
             signatures: SignatureSettings::default(),
+            reports: ReportSettings::default(),
+        }
+    }
+}
+
+/// Reports and the bulletins e-mailed to the county office.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ReportSettings {
+    /// Closed days one refresh computes at most (a campaign's history is filled in over
+    /// several refreshes).
+    pub backfill_days_per_run: u32,
+    pub bulletins: BulletinSettings,
+}
+
+impl Default for ReportSettings {
+    fn default() -> Self {
+        Self {
+            backfill_days_per_run: 31,
+            bulletins: BulletinSettings::default(),
+        }
+    }
+}
+
+/// Daily, weekly and monthly bulletins: cron expressions (`sec min hour day-of-month month
+/// day-of-week`) read in each campaign's time zone, and who receives them. A bulletin
+/// reports the period that ended before its firing (the daily one: yesterday; the weekly
+/// one: last Monday to Sunday; the monthly one: last month). The `send_bulletins` job
+/// sends what is due; it needs `messaging.smtp`.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct BulletinSettings {
+    pub recipients: Vec<String>,
+    pub daily: Option<String>,
+    pub weekly: Option<String>,
+    pub monthly: Option<String>,
+    /// Sends of one period tried at most this many times when the server refuses or fails.
+    pub max_attempts: u32,
+}
+
+impl Default for BulletinSettings {
+    fn default() -> Self {
+        Self {
+            recipients: Vec::new(),
+            daily: Some("0 0 8 * * *".to_owned()),
+            weekly: Some("0 0 8 * * Mon".to_owned()),
+            monthly: Some("0 0 8 1 * *".to_owned()),
+            max_attempts: 5,
         }
     }
 }
@@ -257,6 +306,11 @@ impl Default for SchedulerSettings {
                 ("plan_reminders".to_owned(), "0 */10 * * * *".to_owned()),
                 // Tops up waves with residents who joined their audience later.
                 ("plan_waves".to_owned(), "0 30 * * * *".to_owned()),
+                // Rebuilds the report figures and fills in closed days.
+                ("refresh_reports".to_owned(), "0 */5 * * * *".to_owned()),
+                // Sends the bulletins that are due (their own schedules are under
+                // `reports.bulletins`).
+                ("send_bulletins".to_owned(), "30 */5 * * * *".to_owned()),
             ]),
         }
     }

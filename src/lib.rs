@@ -21,6 +21,7 @@ pub mod paging;
 pub mod privacy;
 pub mod refusal;
 pub mod registry;
+pub mod report;
 pub mod scheduler;
 pub mod signature;
 pub mod startup;

@@ -30,6 +30,10 @@ pub enum Job {
     PlanReminders,
     /// Plans wave messages for residents who joined a wave's audience after it was created.
     PlanWaves,
+    /// Rebuilds the report figures of open campaigns and computes closed days.
+    RefreshReports,
+    /// Sends the daily, weekly and monthly bulletins that are due.
+    SendBulletins,
 }
 
 impl Job {
@@ -38,6 +42,8 @@ impl Job {
         Job::MarkNoShows,
         Job::PlanReminders,
         Job::PlanWaves,
+        Job::RefreshReports,
+        Job::SendBulletins,
     ];
 
     pub fn name(self) -> &'static str {
@@ -46,6 +52,8 @@ impl Job {
             Job::MarkNoShows => "mark_no_shows",
             Job::PlanReminders => "plan_reminders",
             Job::PlanWaves => "plan_waves",
+            Job::RefreshReports => "refresh_reports",
+            Job::SendBulletins => "send_bulletins",
         }
     }
 
@@ -80,6 +88,22 @@ impl Job {
             Job::PlanWaves => {
                 let planned = crate::outreach::waves::plan_open(&state.db).await?;
                 Ok(format!("{planned} wave messages planned"))
+            }
+            Job::RefreshReports => {
+                let done = crate::report::refresh_open(
+                    &state.db,
+                    state.settings.reports.backfill_days_per_run,
+                )
+                .await?;
+                let days: usize = done.iter().map(|r| r.days_computed.len()).sum();
+                Ok(format!(
+                    "{} campaigns refreshed, {days} closed days computed",
+                    done.len()
+                ))
+            }
+            Job::SendBulletins => {
+                let sent = crate::report::bulletin::send_due(state, Utc::now()).await?;
+                Ok(sent)
             }
         }
     }

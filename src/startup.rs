@@ -83,6 +83,7 @@ impl Application {
     /// Binds with an already opened and migrated database.
     pub async fn build_with_db(settings: Settings, db: DatabaseConnection) -> anyhow::Result<Self> {
         let scheduler = Scheduler::from_settings(&settings.scheduler)?;
+        crate::report::bulletin::check_settings(&settings.reports.bulletins)?;
         let privacy = Arc::new(Privacy::load(&settings)?);
         let templates = Arc::new(load_templates(&settings.messaging)?);
         let channels = Arc::new(Channels::from_settings(&settings.messaging, &db, &privacy)?);

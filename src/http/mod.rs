@@ -13,6 +13,7 @@ mod institutions;
 mod messaging;
 mod middleware;
 mod refusals;
+mod reports;
 mod residents;
 mod users;
 mod webhooks;
@@ -62,6 +63,7 @@ use crate::startup::AppState;
         (name = "messaging", description = "messages and their states, waves, the outbox, tasks and replies"),
         (name = "exams", description = "exam records: at an institution, elsewhere, imported"),
         (name = "refusals", description = "refusal registration with signatures, review, the register, chain verification"),
+        (name = "reports", description = "progress, time series, rankings, reach figures, exports and bulletins"),
     )
 )]
 struct ApiDoc;
@@ -122,6 +124,7 @@ pub fn api() -> (Router<AppState>, utoipa::openapi::OpenApi) {
         .merge(messaging::router())
         .merge(contact::router())
         .merge(refusals::router())
+        .merge(reports::router())
         .merge(audit::router());
     OpenApiRouter::with_openapi(ApiDoc::openapi())
         .merge(health::router())

@@ -1,0 +1,598 @@
+//! The report cube: the progress rows of a campaign counted per village, cohort, migrant
+//! type, special situation, route and examining place, kept in `report_cells` — the live
+//! figures and each closed day's figures as they stood at its end — plus the key groups and
+//! the reach figures (messages, contact attempts, replies). Reports read only these tables;
+//! a refresh rebuilds them from `enrolments`, `messages`, `contact_attempts` and
+//! `inbound_replies`, reading first and writing in one short transaction.
+
+use std::time::Instant;
+
+use chrono::{DateTime, Duration, NaiveDate, Utc};
+use sea_orm::{ConnectionTrait, DbBackend, QueryResult, TransactionSession, TransactionTrait};
+
+use crate::campaign::Campaign;
+use crate::db::{Sql, begin_write};
+use crate::error::AppResult;
+
+/// Counts of one cell or of a sum of cells.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Counts {
+    pub population: i64,
+    pub exempt: i64,
+    pub notified: i64,
+    pub reached: i64,
+    pub appointed: i64,
+    pub examined: i64,
+    pub refused: i64,
+}
+
+impl Counts {
+    pub const COLUMNS: [&'static str; 7] = [
+        "population",
+        "exempt",
+        "notified",
+        "reached",
+        "appointed",
+        "examined",
+        "refused",
+    ];
+
+    fn values(&self) -> [i64; 7] {
+        [
+            self.population,
+            self.exempt,
+            self.notified,
+            self.reached,
+            self.appointed,
+            self.examined,
+            self.refused,
+        ]
+    }
+
+    fn from_values(v: [i64; 7]) -> Self {
+        Self {
+            population: v[0],
+            exempt: v[1],
+            notified: v[2],
+            reached: v[3],
+            appointed: v[4],
+            examined: v[5],
+            refused: v[6],
+        }
+    }
+
+    pub fn add(&mut self, other: &Counts) {
+        let (a, b) = (self.values(), other.values());
+        *self = Self::from_values(std::array::from_fn(|i| a[i] + b[i]));
+    }
+
+    /// `self − earlier` for what happened in between; population and exempt stay `self`'s
+    /// (the denominator is the one at the end of the range).
+    pub fn since(&self, earlier: &Counts) -> Counts {
+        Counts {
+            population: self.population,
+            exempt: self.exempt,
+            notified: self.notified - earlier.notified,
+            reached: self.reached - earlier.reached,
+            appointed: self.appointed - earlier.appointed,
+            examined: self.examined - earlier.examined,
+            refused: self.refused - earlier.refused,
+        }
+    }
+
+    pub fn target(&self) -> i64 {
+        self.population - self.exempt
+    }
+
+    /// Reads `SUM(...)` columns named as in [`Counts::COLUMNS`].
+    pub fn read(row: &QueryResult) -> AppResult<Self> {
+        let mut v = [0i64; 7];
+        for (i, column) in Self::COLUMNS.iter().enumerate() {
+            v[i] = row.try_get::<Option<i64>>("", column)?.unwrap_or(0);
+        }
+        Ok(Self::from_values(v))
+    }
+}
+
+/// One row of the cube.
+struct Cell {
+    village_code: String,
+    township_code: String,
+    cohort: String,
+    migrant_type: String,
+    special: String,
+    route: String,
+    exam_area: String,
+    counts: Counts,
+}
+
+/// What a refresh did.
+#[derive(Debug, Clone, serde::Serialize, utoipa::ToSchema)]
+pub struct Refreshed {
+    pub campaign_id: i32,
+    pub refreshed_at: DateTime<Utc>,
+    pub took_ms: i64,
+    /// Closed days whose figures were computed in this refresh.
+    pub days_computed: Vec<NaiveDate>,
+    pub cells: usize,
+}
+
+/// The measures of every progress row as it stood before `until`, per cell. A row counts
+/// from its creation; exempt rows (deceased, moved out) leave the denominator and every
+/// numerator from their exemption on; a refusal counts while it stands (an exam revokes it);
+/// the examining place is the area of the institution that examined the resident.
+fn cells_sql(backend: DbBackend, campaign_id: i32, until: DateTime<Utc>) -> Sql {
+    let mut sql = Sql::new(backend);
+    sql.push(
+        "SELECT village_code, township_code, cohort, migrant_type, special, route, exam_area, \
+         COUNT(*) AS population, SUM(is_exempt) AS exempt, \
+         SUM(CASE WHEN is_exempt = 0 AND notified_on = 1 THEN 1 ELSE 0 END) AS notified, \
+         SUM(CASE WHEN is_exempt = 0 AND reached_on = 1 THEN 1 ELSE 0 END) AS reached, \
+         SUM(CASE WHEN is_exempt = 0 AND appointed_on = 1 THEN 1 ELSE 0 END) AS appointed, \
+         SUM(examined_on) AS examined, SUM(refused_on) AS refused FROM (SELECT \
+         e.village_code, e.township_code, e.cohort, e.migrant_type, \
+         COALESCE(e.special, '') AS special, e.route, CASE WHEN e.examined_at < ",
+    );
+    sql.bind(until);
+    sql.push(
+        " THEN COALESCE((SELECT i.area_code FROM exam_records x \
+         JOIN institutions i ON i.id = x.institution_id \
+         WHERE x.campaign_id = e.campaign_id AND x.resident_id = e.resident_id), '') \
+         ELSE '' END AS exam_area, \
+         CASE WHEN e.stage = 'exempt' AND e.exempt_at < ",
+    );
+    sql.bind(until);
+    sql.push(" THEN 1 ELSE 0 END AS is_exempt, CASE WHEN COALESCE(e.notified_at, e.reached_at) < ");
+    sql.bind(until);
+    sql.push(" THEN 1 ELSE 0 END AS notified_on, CASE WHEN e.reached_at < ");
+    sql.bind(until);
+    sql.push(" THEN 1 ELSE 0 END AS reached_on, CASE WHEN e.appointed_at < ");
+    sql.bind(until);
+    sql.push(" THEN 1 ELSE 0 END AS appointed_on, CASE WHEN e.examined_at < ");
+    sql.bind(until);
+    sql.push(" THEN 1 ELSE 0 END AS examined_on, CASE WHEN e.refused_at < ");
+    sql.bind(until);
+    sql.push(" AND (e.stage = 'refused' OR (e.stage = 'examined' AND e.examined_at >= ");
+    sql.bind(until);
+    sql.push(")) THEN 1 ELSE 0 END AS refused_on FROM enrolments e WHERE e.campaign_id = ");
+    sql.bind(campaign_id);
+    sql.push(" AND e.created_at < ");
+    sql.bind(until);
+    sql.push(
+        ") c GROUP BY village_code, township_code, cohort, migrant_type, special, route, \
+         exam_area",
+    );
+    sql
+}
+
+async fn read_cells(
+    db: &impl ConnectionTrait,
+    campaign_id: i32,
+    until: DateTime<Utc>,
+) -> AppResult<Vec<Cell>> {
+    let rows = db
+        .query_all_raw(cells_sql(db.get_database_backend(), campaign_id, until).build())
+        .await?;
+    rows.iter()
+        .map(|row| {
+            Ok(Cell {
+                village_code: row.try_get("", "village_code")?,
+                township_code: row.try_get("", "township_code")?,
+                cohort: row.try_get("", "cohort")?,
+                migrant_type: row.try_get("", "migrant_type")?,
+                special: row.try_get("", "special")?,
+                route: row.try_get("", "route")?,
+                exam_area: row.try_get("", "exam_area")?,
+                counts: Counts::read(row)?,
+            })
+        })
+        .collect()
+}
+
+/// Rows per multi-row INSERT (well under SQLite's limit on bound values).
+const CHUNK: usize = 400;
+
+async fn write_cells(
+    db: &impl ConnectionTrait,
+    campaign_id: i32,
+    day: Option<NaiveDate>,
+    cells: &[Cell],
+) -> AppResult<()> {
+    let backend = db.get_database_backend();
+    let mut sql = Sql::new(backend);
+    sql.push("DELETE FROM report_cells WHERE campaign_id = ")
+        .bind(campaign_id);
+    match day {
+        Some(day) => sql.push(" AND day = ").bind(day),
+        None => sql.push(" AND day IS NULL"),
+    };
+    db.execute_raw(sql.build()).await?;
+    for chunk in cells.chunks(CHUNK) {
+        let mut sql = Sql::new(backend);
+        sql.push(
+            "INSERT INTO report_cells (campaign_id, day, village_code, township_code, cohort, \
+             migrant_type, special, route, exam_area, population, exempt, notified, reached, \
+             appointed, examined, refused) VALUES ",
+        );
+        for (i, cell) in chunk.iter().enumerate() {
+            if i > 0 {
+                sql.push(", ");
+            }
+            sql.push("(").bind(campaign_id).push(", ").bind(day);
+            for text in [
+                &cell.village_code,
+                &cell.township_code,
+                &cell.cohort,
+                &cell.migrant_type,
+                &cell.special,
+                &cell.route,
+                &cell.exam_area,
+            ] {
+                sql.push(", ").bind(text.clone());
+            }
+            for value in cell.counts.values() {
+                sql.push(", ").bind(value);
+            }
+            sql.push(")");
+        }
+        db.execute_raw(sql.build()).await?;
+    }
+    Ok(())
+}
+
+/// A key group's live figures per village.
+struct KeyGroupRow {
+    village_code: String,
+    tag: String,
+    target: i64,
+    examined: i64,
+}
+
+async fn read_key_groups(
+    db: &impl ConnectionTrait,
+    campaign_id: i32,
+) -> AppResult<Vec<KeyGroupRow>> {
+    let mut sql = Sql::new(db.get_database_backend());
+    sql.push(
+        "SELECT e.village_code, t.tag, \
+         SUM(CASE WHEN e.stage <> 'exempt' THEN 1 ELSE 0 END) AS target, \
+         SUM(CASE WHEN e.stage = 'examined' THEN 1 ELSE 0 END) AS examined \
+         FROM resident_tags t JOIN enrolments e ON e.resident_id = t.resident_id \
+         WHERE e.campaign_id = ",
+    );
+    sql.bind(campaign_id)
+        .push(" GROUP BY e.village_code, t.tag");
+    let rows = db.query_all_raw(sql.build()).await?;
+    rows.iter()
+        .map(|row| {
+            Ok(KeyGroupRow {
+                village_code: row.try_get("", "village_code")?,
+                tag: row.try_get("", "tag")?,
+                target: row.try_get::<Option<i64>>("", "target")?.unwrap_or(0),
+                examined: row.try_get::<Option<i64>>("", "examined")?.unwrap_or(0),
+            })
+        })
+        .collect()
+}
+
+/// One line of reach figures: `source` is `message` (total = sent, succeeded = delivered),
+/// `attempt` (a cadre's own contact; total = made, succeeded = reached the person or a
+/// relative) or `reply` (`channel` = the keyword's action; total = replies).
+struct ContactRow {
+    village_code: String,
+    source: &'static str,
+    channel: String,
+    provider: String,
+    total: i64,
+    succeeded: i64,
+    failed: i64,
+}
+
+async fn read_contacts(
+    db: &impl ConnectionTrait,
+    campaign: &Campaign,
+) -> AppResult<Vec<ContactRow>> {
+    let backend = db.get_database_backend();
+    let id = campaign.id();
+    let mut out = Vec::new();
+
+    let mut sql = Sql::new(backend);
+    sql.push(
+        "SELECT e.village_code, m.route AS channel, COALESCE(m.provider, m.channel) AS provider, \
+         SUM(CASE WHEN m.sent_at IS NOT NULL THEN 1 ELSE 0 END) AS total, \
+         SUM(CASE WHEN m.delivered_at IS NOT NULL THEN 1 ELSE 0 END) AS succeeded, \
+         SUM(CASE WHEN m.state = 'failed' THEN 1 ELSE 0 END) AS failed \
+         FROM messages m JOIN enrolments e ON e.campaign_id = m.campaign_id \
+         AND e.resident_id = m.resident_id WHERE m.campaign_id = ",
+    );
+    sql.bind(id).push(
+        " AND m.route IS NOT NULL GROUP BY e.village_code, m.route, \
+         COALESCE(m.provider, m.channel)",
+    );
+    push_contacts(&mut out, db, &sql, "message").await?;
+
+    let mut sql = Sql::new(backend);
+    sql.push(
+        "SELECT village_code, channel, '' AS provider, COUNT(*) AS total, \
+         SUM(CASE WHEN reached THEN 1 ELSE 0 END) AS succeeded, CAST(0 AS BIGINT) AS failed \
+         FROM contact_attempts WHERE message_id IS NULL AND campaign_id = ",
+    );
+    sql.bind(id).push(" GROUP BY village_code, channel");
+    push_contacts(&mut out, db, &sql, "attempt").await?;
+
+    // Replies to this campaign's messages, and replies from numbers no message went to
+    // (unknown senders, counted for the county) since the campaign opened.
+    let mut sql = Sql::new(backend);
+    sql.push(
+        "SELECT COALESCE(r.village_code, '') AS village_code, r.action AS channel, \
+         r.provider, COUNT(*) AS total, CAST(0 AS BIGINT) AS succeeded, \
+         CAST(0 AS BIGINT) AS failed FROM inbound_replies r \
+         LEFT JOIN messages m ON m.id = r.message_id WHERE (m.campaign_id = ",
+    );
+    sql.bind(id);
+    sql.push(" OR (r.message_id IS NULL AND r.received_at >= ");
+    sql.bind(
+        campaign
+            .model
+            .opened_at
+            .unwrap_or(campaign.model.created_at),
+    );
+    sql.push(")) GROUP BY COALESCE(r.village_code, ''), r.action, r.provider");
+    push_contacts(&mut out, db, &sql, "reply").await?;
+    Ok(out)
+}
+
+async fn push_contacts(
+    out: &mut Vec<ContactRow>,
+    db: &impl ConnectionTrait,
+    sql: &Sql,
+    source: &'static str,
+) -> AppResult<()> {
+    for row in db.query_all_raw(sql.build()).await? {
+        out.push(ContactRow {
+            village_code: row.try_get("", "village_code")?,
+            source,
+            channel: row.try_get("", "channel")?,
+            provider: row.try_get("", "provider")?,
+            total: row.try_get::<Option<i64>>("", "total")?.unwrap_or(0),
+            succeeded: row.try_get::<Option<i64>>("", "succeeded")?.unwrap_or(0),
+            failed: row.try_get::<Option<i64>>("", "failed")?.unwrap_or(0),
+        });
+    }
+    Ok(())
+}
+
+/// Serialises refreshes of one campaign: on PostgreSQL a transaction-level advisory lock
+/// (two instances refreshing at once would each keep their rows); SQLite has one writer.
+async fn lock_campaign(db: &impl ConnectionTrait, campaign_id: i32) -> AppResult<()> {
+    if db.get_database_backend() == DbBackend::Postgres {
+        let mut sql = Sql::new(DbBackend::Postgres);
+        sql.push("SELECT pg_advisory_xact_lock(")
+            .bind(0x7265_706f_i64 << 32 | i64::from(campaign_id))
+            .push(")");
+        db.execute_raw(sql.build()).await?;
+    }
+    Ok(())
+}
+
+/// The end of a local day: the first instant of the next one.
+pub fn end_of_day(campaign: &Campaign, day: NaiveDate) -> DateTime<Utc> {
+    crate::outreach::outbox::at_local(
+        campaign.timezone,
+        day + Duration::days(1),
+        chrono::NaiveTime::MIN,
+    )
+}
+
+/// The local date of an instant in the campaign's time zone.
+pub fn local_day(campaign: &Campaign, at: DateTime<Utc>) -> NaiveDate {
+    at.with_timezone(&campaign.timezone).date_naive()
+}
+
+/// The first day the campaign has figures for: the day it opened (or was created).
+pub fn first_day(campaign: &Campaign) -> NaiveDate {
+    local_day(
+        campaign,
+        campaign
+            .model
+            .opened_at
+            .unwrap_or(campaign.model.created_at),
+    )
+}
+
+/// Computes and keeps the figures of closed day `day` (as they stood at its end).
+pub async fn compute_day<C>(db: &C, campaign: &Campaign, day: NaiveDate) -> AppResult<usize>
+where
+    C: ConnectionTrait + TransactionTrait,
+{
+    let cells = read_cells(db, campaign.id(), end_of_day(campaign, day)).await?;
+    let txn = begin_write(db).await?;
+    lock_campaign(&txn, campaign.id()).await?;
+    write_cells(&txn, campaign.id(), Some(day), &cells).await?;
+    txn.commit().await?;
+    Ok(cells.len())
+}
+
+/// Rebuilds the live figures, the key groups and the reach figures of `campaign`, and
+/// computes up to `backfill_days` closed days not kept yet (oldest first, from the day the
+/// campaign opened to yesterday).
+pub async fn refresh<C>(db: &C, campaign: &Campaign, backfill_days: u32) -> AppResult<Refreshed>
+where
+    C: ConnectionTrait + TransactionTrait,
+{
+    let started = Instant::now();
+    let now = Utc::now();
+    let id = campaign.id();
+    // A second past now: rows written this very instant are in.
+    let cells = read_cells(db, id, now + Duration::seconds(1)).await?;
+    let groups = read_key_groups(db, id).await?;
+    let contacts = read_contacts(db, campaign).await?;
+
+    let txn = begin_write(db).await?;
+    lock_campaign(&txn, id).await?;
+    write_cells(&txn, id, None, &cells).await?;
+    let backend = txn.get_database_backend();
+    for table in ["report_key_groups", "report_contacts"] {
+        let mut sql = Sql::new(backend);
+        sql.push(&format!("DELETE FROM {table} WHERE campaign_id = "))
+            .bind(id);
+        txn.execute_raw(sql.build()).await?;
+    }
+    for chunk in groups.chunks(CHUNK) {
+        let mut sql = Sql::new(backend);
+        sql.push(
+            "INSERT INTO report_key_groups (campaign_id, village_code, tag, target, examined) \
+             VALUES ",
+        );
+        for (i, g) in chunk.iter().enumerate() {
+            if i > 0 {
+                sql.push(", ");
+            }
+            sql.push("(")
+                .bind(id)
+                .push(", ")
+                .bind(g.village_code.clone());
+            sql.push(", ").bind(g.tag.clone()).push(", ").bind(g.target);
+            sql.push(", ").bind(g.examined).push(")");
+        }
+        txn.execute_raw(sql.build()).await?;
+    }
+    for chunk in contacts.chunks(CHUNK) {
+        let mut sql = Sql::new(backend);
+        sql.push(
+            "INSERT INTO report_contacts (campaign_id, village_code, source, channel, provider, \
+             total, succeeded, failed) VALUES ",
+        );
+        for (i, c) in chunk.iter().enumerate() {
+            if i > 0 {
+                sql.push(", ");
+            }
+            sql.push("(")
+                .bind(id)
+                .push(", ")
+                .bind(c.village_code.clone());
+            sql.push(", ")
+                .bind(c.source)
+                .push(", ")
+                .bind(c.channel.clone());
+            sql.push(", ")
+                .bind(c.provider.clone())
+                .push(", ")
+                .bind(c.total);
+            sql.push(", ")
+                .bind(c.succeeded)
+                .push(", ")
+                .bind(c.failed)
+                .push(")");
+        }
+        txn.execute_raw(sql.build()).await?;
+    }
+    let days_through = kept_through(&txn, id).await?;
+    let took_ms = started.elapsed().as_millis() as i64;
+    record_refresh(&txn, id, now, took_ms, days_through).await?;
+    txn.commit().await?;
+
+    // Closed days, each read and written on its own (a long backfill never holds the writer).
+    let yesterday = local_day(campaign, now) - Duration::days(1);
+    let mut day = days_through
+        .map(|d| d + Duration::days(1))
+        .unwrap_or_else(|| first_day(campaign))
+        .max(first_day(campaign));
+    let mut days_computed = Vec::new();
+    while day <= yesterday && days_computed.len() < backfill_days as usize {
+        compute_day(db, campaign, day).await?;
+        let txn = begin_write(db).await?;
+        let mut sql = Sql::new(backend);
+        sql.push("UPDATE report_refreshes SET days_through = ")
+            .bind(day)
+            .push(" WHERE campaign_id = ")
+            .bind(id);
+        txn.execute_raw(sql.build()).await?;
+        txn.commit().await?;
+        days_computed.push(day);
+        day += Duration::days(1);
+    }
+    Ok(Refreshed {
+        campaign_id: id,
+        refreshed_at: now,
+        took_ms: started.elapsed().as_millis() as i64,
+        days_computed,
+        cells: cells.len(),
+    })
+}
+
+async fn kept_through(db: &impl ConnectionTrait, campaign_id: i32) -> AppResult<Option<NaiveDate>> {
+    let mut sql = Sql::new(db.get_database_backend());
+    sql.push("SELECT days_through FROM report_refreshes WHERE campaign_id = ")
+        .bind(campaign_id);
+    Ok(match db.query_one_raw(sql.build()).await? {
+        Some(row) => row.try_get::<Option<NaiveDate>>("", "days_through")?,
+        None => None,
+    })
+}
+
+async fn record_refresh(
+    db: &impl ConnectionTrait,
+    campaign_id: i32,
+    at: DateTime<Utc>,
+    took_ms: i64,
+    days_through: Option<NaiveDate>,
+) -> AppResult<()> {
+    let mut sql = Sql::new(db.get_database_backend());
+    sql.push(
+        "INSERT INTO report_refreshes (campaign_id, refreshed_at, took_ms, days_through) VALUES (",
+    )
+    .bind(campaign_id)
+    .push(", ")
+    .bind(at)
+    .push(", ")
+    .bind(took_ms)
+    .push(", ")
+    .bind(days_through)
+    .push(
+        ") ON CONFLICT (campaign_id) DO UPDATE SET refreshed_at = excluded.refreshed_at, \
+             took_ms = excluded.took_ms",
+    );
+    db.execute_raw(sql.build()).await?;
+    Ok(())
+}
+
+/// When the live figures of a campaign were last rebuilt.
+pub async fn refreshed_at(
+    db: &impl ConnectionTrait,
+    campaign_id: i32,
+) -> AppResult<Option<DateTime<Utc>>> {
+    let mut sql = Sql::new(db.get_database_backend());
+    sql.push("SELECT refreshed_at FROM report_refreshes WHERE campaign_id = ")
+        .bind(campaign_id);
+    Ok(match db.query_one_raw(sql.build()).await? {
+        Some(row) => Some(row.try_get("", "refreshed_at")?),
+        None => None,
+    })
+}
+
+/// Whether the figures of closed day `day` are kept.
+pub async fn has_day(
+    db: &impl ConnectionTrait,
+    campaign_id: i32,
+    day: NaiveDate,
+) -> AppResult<bool> {
+    let mut sql = Sql::new(db.get_database_backend());
+    sql.push("SELECT days_through FROM report_refreshes WHERE campaign_id = ")
+        .bind(campaign_id);
+    let through = match db.query_one_raw(sql.build()).await? {
+        Some(row) => row.try_get::<Option<NaiveDate>>("", "days_through")?,
+        None => None,
+    };
+    if through.is_some_and(|t| t >= day) {
+        return Ok(true);
+    }
+    // Computed on demand (a report or a bulletin asked for it) ahead of the backfill.
+    let mut sql = Sql::new(db.get_database_backend());
+    sql.push("SELECT 1 AS one FROM report_cells WHERE campaign_id = ")
+        .bind(campaign_id)
+        .push(" AND day = ")
+        .bind(day)
+        .push(" LIMIT 1");
+    Ok(db.query_one_raw(sql.build()).await?.is_some())
+}
