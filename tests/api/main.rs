@@ -16,6 +16,7 @@ mod health;
 mod helpers;
 mod messaging;
 mod refusals;
+mod reports;
 mod residents;
 mod scope_matrix;
 mod sms_gateway;

@@ -654,6 +654,51 @@ fn cases(t: &Targets) -> Vec<Case> {
             fixed("/api/v1/refusals/verify".into(), None),
             [200, 200, 403, 403, 403, 200],
         ),
+        // Reports: every reader gets the figures of their own scope (the other county's
+        // office gets its own villages, none of ours); institutions none.
+        case(
+            Method::GET,
+            "/api/v1/campaigns/{id}/reports/progress",
+            fixed(format!("{campaign}/reports/progress?by=village"), None),
+            [200, 200, 200, 200, 403, 200],
+        ),
+        case(
+            Method::GET,
+            "/api/v1/campaigns/{id}/reports/series",
+            fixed(format!("{campaign}/reports/series?by=village&days=3"), None),
+            [200, 200, 200, 200, 403, 200],
+        ),
+        case(
+            Method::GET,
+            "/api/v1/campaigns/{id}/reports/rankings",
+            fixed(format!("{campaign}/reports/rankings"), None),
+            [200, 200, 200, 200, 403, 200],
+        ),
+        case(
+            Method::GET,
+            "/api/v1/campaigns/{id}/reports/contacts",
+            fixed(format!("{campaign}/reports/contacts"), None),
+            [200, 200, 200, 200, 403, 200],
+        ),
+        case(
+            Method::POST,
+            "/api/v1/campaigns/{id}/reports/refresh",
+            fixed(format!("{campaign}/reports/refresh"), Some(json!({}))),
+            [200, 200, 403, 403, 403, 403],
+        ),
+        case(
+            Method::GET,
+            "/api/v1/campaigns/{id}/bulletins",
+            fixed(format!("{campaign}/bulletins"), None),
+            [200, 200, 403, 403, 403, 200],
+        ),
+        // No recipients are configured here: the office is told so (409).
+        case(
+            Method::POST,
+            "/api/v1/campaigns/{id}/bulletins",
+            fixed(format!("{campaign}/bulletins"), Some(json!({"kind": "daily"}))),
+            [409, 409, 403, 403, 403, 403],
+        ),
         // Endpoints that change the caller's own session are checked for "no token" only here
         // (their behaviour is covered in auth.rs).
         case(
