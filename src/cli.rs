@@ -61,6 +61,45 @@ pub enum Command {
     /// The refusal register.
     #[command(subcommand)]
     Refusals(RefusalsCommand),
+    /// Reports: rebuild the figures, print or save a progress report.
+    #[command(subcommand)]
+    Report(ReportCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ReportCommand {
+    /// Rebuild a campaign's report figures now and compute closed days not kept yet.
+    Refresh {
+        #[arg(long)]
+        campaign: i32,
+        /// Closed days to compute at most (default: `reports.backfill_days_per_run`).
+        #[arg(long)]
+        backfill: Option<u32>,
+    },
+    /// The progress report of a campaign (whole tree, or an area), printed as a table or as
+    /// JSON, or saved as XLSX / CSV.
+    Progress {
+        #[arg(long)]
+        campaign: i32,
+        /// Area code (county, township or village).
+        #[arg(long)]
+        area: Option<String>,
+        /// none, township, village, cohort, migrant_type, special or route.
+        #[arg(long)]
+        by: Option<String>,
+        /// Figures at the end of this day (YYYY-MM-DD).
+        #[arg(long)]
+        to: Option<chrono::NaiveDate>,
+        /// With --to: what happened from this day on.
+        #[arg(long)]
+        from: Option<chrono::NaiveDate>,
+        /// Write to this file; `.xlsx` or `.csv` by its extension.
+        #[arg(long)]
+        out: Option<PathBuf>,
+        /// Print the report as JSON.
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -159,6 +198,33 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Refusals(RefusalsCommand::Verify { json }) => {
             verify_refusals(settings, json).await
         }
+        Command::Report(ReportCommand::Refresh { campaign, backfill }) => {
+            let database = db::connect_and_migrate(&settings).await?;
+            let days = backfill.unwrap_or(settings.reports.backfill_days_per_run);
+            let refreshed = crate::report::refresh_now(&database, campaign, days)
+                .await
+                .map_err(app_error)?;
+            println!("{}", serde_json::to_string(&refreshed)?);
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Report(ReportCommand::Progress {
+            campaign,
+            area,
+            by,
+            to,
+            from,
+            out,
+            json,
+        }) => {
+            let query = crate::report::SliceQuery {
+                area,
+                by,
+                to,
+                from,
+                ..Default::default()
+            };
+            report_progress(settings, campaign, query, out, json).await
+        }
         Command::User(UserCommand::Add {
             username,
             role,
@@ -228,6 +294,63 @@ async fn verify_refusals(settings: Settings, json: bool) -> anyhow::Result<ExitC
     } else {
         ExitCode::FAILURE
     })
+}
+
+async fn report_progress(
+    settings: Settings,
+    campaign: i32,
+    query: crate::report::SliceQuery,
+    out: Option<PathBuf>,
+    json: bool,
+) -> anyhow::Result<ExitCode> {
+    use crate::report::export::{about_progress, progress_tables, workbook};
+    let database = db::connect_and_migrate(&settings).await?;
+    let progress = crate::report::progress(&database, &crate::auth::Actor::cli(), campaign, &query)
+        .await
+        .map_err(app_error)?;
+    if let Some(path) = out {
+        let tables = progress_tables(&progress);
+        let bytes = match path.extension().and_then(|e| e.to_str()) {
+            Some("xlsx") => workbook(&about_progress(&progress), &tables).map_err(app_error)?,
+            Some("csv") => tables[0].csv().map_err(app_error)?,
+            _ => anyhow::bail!("--out must end in .xlsx or .csv"),
+        };
+        std::fs::write(&path, bytes).with_context(|| format!("writing {}", path.display()))?;
+        println!("written {}", path.display());
+    } else if json {
+        println!("{}", serde_json::to_string(&progress)?);
+    } else {
+        println!(
+            "{} {} ({})",
+            progress.campaign_name,
+            progress.area_name,
+            crate::report::export::as_of_text(&progress.as_of)
+        );
+        let pct = |r: Option<f64>| r.map(|r| format!("{:.1}%", r * 100.0)).unwrap_or_default();
+        println!(
+            "{:<14} {:<12} {:>8} {:>8} {:>8} {:>8} {:>8} {:>8}",
+            "code", "name", "target", "reached", "reach", "examined", "exam", "refused"
+        );
+        for row in progress.rows.iter().chain([&crate::report::Row {
+            key: String::new(),
+            name: "合计".to_owned(),
+            figures: progress.total.clone(),
+        }]) {
+            let f = &row.figures;
+            println!(
+                "{:<14} {:<12} {:>8} {:>8} {:>8} {:>8} {:>8} {:>8}",
+                row.key,
+                row.name,
+                f.target,
+                f.reached,
+                pct(f.reach_rate),
+                f.examined,
+                pct(f.exam_rate),
+                f.refused
+            );
+        }
+    }
+    Ok(ExitCode::SUCCESS)
 }
 
 async fn serve(settings: Settings) -> anyhow::Result<ExitCode> {

@@ -510,3 +510,91 @@ async fn refusals_verify_exits_non_zero_when_a_record_is_gone() {
         "{text}"
     );
 }
+
+#[tokio::test]
+async fn report_progress_prints_json_and_saves_a_workbook() {
+    let db = TestDb::new().await;
+    let dir = tempfile::tempdir().unwrap();
+    let areas = dir.path().join("areas.csv");
+    std::fs::write(&areas, AREAS_CSV).unwrap();
+    let imported = outreach(&db)
+        .args(["import", "areas"])
+        .arg(&areas)
+        .output()
+        .unwrap();
+    assert!(imported.status.success());
+    let file = dir.path().join("residents.csv");
+    std::fs::write(
+        &file,
+        format!(
+            "姓名,身份证号,户籍地区划代码\n张三,{},{VILLAGE}\n李四,{},{VILLAGE}\n",
+            resident_id(1, "19800101"),
+            resident_id(2, "19800101")
+        ),
+    )
+    .unwrap();
+    let imported = outreach(&db)
+        .args(["import", "residents"])
+        .arg(&file)
+        .output()
+        .unwrap();
+    assert!(imported.status.success());
+    let database = sea_orm::Database::connect(&db.url).await.unwrap();
+    let cli = outreach::auth::Actor::cli();
+    let campaign = outreach::campaign::create(
+        &database,
+        &cli,
+        crate::helpers::test_campaign(outreach::registry::today()),
+    )
+    .await
+    .unwrap()
+    .id();
+    outreach::campaign::open(&database, &cli, campaign)
+        .await
+        .unwrap();
+    database.close().await.unwrap();
+
+    let json = outreach(&db)
+        .args(["report", "progress", "--campaign", &campaign.to_string()])
+        .args(["--area", crate::helpers::TOWNSHIP, "--json"])
+        .output()
+        .unwrap();
+    assert!(
+        json.status.success(),
+        "{}",
+        String::from_utf8_lossy(&json.stderr)
+    );
+    let report: Value = serde_json::from_slice(&json.stdout).unwrap();
+    assert_eq!(report["by"], "village");
+    assert_eq!(report["total"]["target"], 2);
+    assert_eq!(report["total"]["examined"], 0);
+    assert_eq!(report["rows"].as_array().unwrap().len(), 2);
+
+    let out = dir.path().join("progress.xlsx");
+    let saved = outreach(&db)
+        .args([
+            "report",
+            "progress",
+            "--campaign",
+            &campaign.to_string(),
+            "--out",
+        ])
+        .arg(&out)
+        .output()
+        .unwrap();
+    assert!(saved.status.success());
+    use calamine::Reader;
+    let mut workbook = calamine::open_workbook_auto(&out).unwrap();
+    let sheet = workbook.worksheet_range("体检进度").unwrap();
+    assert_eq!(
+        sheet.get_value((0, 4)),
+        Some(&calamine::Data::String("应检人数".into()))
+    );
+
+    let unknown = outreach(&db)
+        .args(["report", "progress", "--campaign", "999"])
+        .output()
+        .unwrap();
+    assert!(!unknown.status.success());
+    assert!(String::from_utf8_lossy(&unknown.stderr).contains("999"));
+}
