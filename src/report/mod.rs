@@ -630,7 +630,34 @@ where
     Ok(groups)
 }
 
-fn check_range(from: Option<NaiveDate>, to: Option<NaiveDate>) -> AppResult<()> {
+/// A day a report may ask about: this century, and (for `from`) not after today.
+fn check_day(day: Option<NaiveDate>, name: &str) -> AppResult<()> {
+    if let Some(day) = day
+        && !(2000..=2100).contains(&day.year())
+    {
+        return Err(AppError::validation(
+            "invalid_date",
+            format!("{name} 应在 2000–2100 年之间"),
+        ));
+    }
+    Ok(())
+}
+
+fn check_range(
+    campaign: &Campaign,
+    from: Option<NaiveDate>,
+    to: Option<NaiveDate>,
+) -> AppResult<()> {
+    check_day(from, "from")?;
+    check_day(to, "to")?;
+    if let Some(from) = from
+        && from > cube::local_day(campaign, Utc::now())
+    {
+        return Err(AppError::validation(
+            "invalid_range",
+            "开始日期不能晚于今天",
+        ));
+    }
     if let (Some(from), Some(to)) = (from, to)
         && from > to
     {
@@ -658,7 +685,7 @@ where
         Some(raw) => Dimension::parse(raw)?,
         None => area.default_dimension(),
     };
-    check_range(q.from, q.to)?;
+    check_range(&campaign, q.from, q.to)?;
     let refreshed_at = ensure_live(db, &campaign).await?;
     let at = at_for(&campaign, q.to);
 
@@ -1082,6 +1109,7 @@ where
             (slice, area, level)
         }
     };
+    check_day(q.to, "to")?;
     let refreshed_at = ensure_live(db, &campaign).await?;
     let at = at_for(&campaign, q.to);
     let day = match at {

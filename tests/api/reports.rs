@@ -115,6 +115,18 @@ async fn fixture(configure: impl FnOnce(&mut outreach::config::Settings)) -> Fix
         .unwrap();
     }
 
+    for who in [a1, a2] {
+        outreach::campaign::tags::set(
+            &app.db,
+            &cli,
+            who,
+            outreach::campaign::tags::TagSet {
+                tags: vec!["高血压".into()],
+            },
+        )
+        .await
+        .unwrap();
+    }
     attempt(&app, &cli, campaign, a1, 0, Outcome::ReachedAgreed).await;
     attempt(&app, &cli, campaign, a2, 0, Outcome::ReachedAgreed).await;
     attempt(&app, &cli, campaign, a3, 0, Outcome::NoAnswer).await;
@@ -352,16 +364,31 @@ async fn every_figure_matches_the_hand_count() {
     assert!(deceased["exam_rate"].is_null());
 
     // Targets: 65+ has nobody; everyone is in 15-64.
+    // Targets (the plan's: 65 and over, hypertension, diabetes at 95 %): nobody here is 65,
+    // so no rate and not met; a1 (examined) and a2 have hypertension: 1 of 2.
     let targets = county["targets"].as_array().unwrap();
-    assert!(!targets.is_empty());
+    let target = |group: &str| targets.iter().find(|t| t["group"] == group).unwrap();
+    assert_eq!(target("65+")["goal_percent"], 95.0);
+    assert_eq!(target("65+")["target"], 0);
+    assert_eq!(target("65+")["met"], false);
+    assert_eq!(target("hypertension")["name"], "高血压");
+    assert_eq!(target("hypertension")["target"], 2);
+    assert_eq!(target("hypertension")["examined"], 1);
+    assert_eq!(target("hypertension")["exam_rate"], 0.5);
+    assert_eq!(target("diabetes")["target"], 0);
 
     // Bad slices: 422, not 500.
     for query in [
         "by=colour",
         "cohort=12-13",
         "special=flying",
+        "route=air",
+        "migrant_type=astronaut",
         "area=12",
         "from=2026-05-02&to=2026-05-01",
+        "from=2999-01-01",
+        "to=0001-01-01",
+        "format=pdf",
     ] {
         let response = app.get(&format!("{base}?{query}"), &f.office).await;
         assert_eq!(
@@ -370,6 +397,8 @@ async fn every_figure_matches_the_hand_count() {
             "{query}"
         );
     }
+    let malformed = app.get(&format!("{base}?to=2026-13-01"), &f.office).await;
+    assert!(malformed.status().is_client_error());
     let _ = f.a1;
 }
 
