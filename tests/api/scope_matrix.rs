@@ -696,7 +696,10 @@ fn cases(t: &Targets) -> Vec<Case> {
         case(
             Method::POST,
             "/api/v1/campaigns/{id}/bulletins",
-            fixed(format!("{campaign}/bulletins"), Some(json!({"kind": "daily"}))),
+            fixed(
+                format!("{campaign}/bulletins"),
+                Some(json!({"kind": "daily"})),
+            ),
             [409, 409, 403, 403, 403, 403],
         ),
         // Endpoints that change the caller's own session are checked for "no token" only here
