@@ -93,30 +93,35 @@ pub struct Period {
 }
 
 impl Period {
-    /// The period of `kind` that ended before `day` (a firing's local date).
+    /// The last whole period of `kind` that ended before `day` (a firing's local date, or
+    /// today): yesterday; the Monday-to-Sunday week before this one; last month.
     pub fn before(kind: Kind, day: NaiveDate) -> Period {
-        let last = day - Duration::days(1);
         match kind {
-            Kind::Daily => Period {
-                key: last.to_string(),
-                start: last,
-                end: last,
-            },
+            Kind::Daily => {
+                let last = day - Duration::days(1);
+                Period {
+                    key: last.to_string(),
+                    start: last,
+                    end: last,
+                }
+            }
             Kind::Weekly => {
-                let start = last - Duration::days(i64::from(last.weekday().num_days_from_monday()));
+                let end = day - Duration::days(i64::from(day.weekday().num_days_from_monday()) + 1);
+                let start = end - Duration::days(6);
                 let week = start.iso_week();
                 Period {
                     key: format!("{}-W{:02}", week.year(), week.week()),
                     start,
-                    end: start + Duration::days(6),
+                    end,
                 }
             }
             Kind::Monthly => {
-                let start = last.with_day(1).unwrap_or(last);
+                let end = day.with_day(1).unwrap_or(day) - Duration::days(1);
+                let start = end.with_day(1).unwrap_or(end);
                 Period {
                     key: format!("{}-{:02}", start.year(), start.month()),
                     start,
-                    end: last,
+                    end,
                 }
             }
         }
@@ -131,10 +136,12 @@ pub struct Bulletin {
     pub kind: String,
     pub period: String,
     pub period_end: NaiveDate,
-    /// sending, sent or failed.
+    /// building (the workbook; a run cut off here is built again), sending (handed to the
+    /// mail server), sent or failed.
     pub status: String,
-    /// A send still `sending` long after it started was cut off (the service stopped); it
-    /// is not repeated by itself.
+    /// A send still `sending` long after it started was cut off (the service stopped while
+    /// talking to the mail server); whether it arrived is unknown, so it is not repeated by
+    /// itself.
     pub interrupted: bool,
     pub recipients: Vec<String>,
     pub attempts: i32,
@@ -145,6 +152,9 @@ pub struct Bulletin {
     pub started_at: DateTime<Utc>,
     pub finished_at: Option<DateTime<Utc>>,
 }
+
+/// A bulletin still `building` this long after its claim was cut off and is built again.
+const STALE_BUILD_MINUTES: i64 = 10;
 
 const COLUMNS: &str = "id, campaign_id, kind, period, period_end, status, recipients, attempts, \
      message_id, error, requested_by, created_at, started_at, finished_at";
@@ -263,7 +273,15 @@ pub async fn send_due(state: &AppState, now: DateTime<Utc>) -> anyhow::Result<St
     };
     let mailer = EmailChannel::new(smtp)?;
     let mut lines = Vec::new();
-    for campaign in campaign::open_campaigns(&state.db).await? {
+    for campaign in campaign::list(&state.db).await? {
+        // Open campaigns, and closed ones for the periods they were open in.
+        let closed_on = match campaign.model.status.as_str() {
+            "open" => None,
+            "closed" if now - campaign.model.updated_at < Duration::days(35) => {
+                Some(cube::local_day(&campaign, campaign.model.updated_at))
+            }
+            _ => continue,
+        };
         for kind in Kind::ALL {
             let Some(expression) = kind.schedule(settings) else {
                 continue;
@@ -272,7 +290,9 @@ pub async fn send_due(state: &AppState, now: DateTime<Utc>) -> anyhow::Result<St
                 continue;
             };
             let period = Period::before(kind, fired);
-            if period.end < cube::first_day(&campaign) {
+            if period.end < cube::first_day(&campaign)
+                || closed_on.is_some_and(|closed| period.start > closed)
+            {
                 continue;
             }
             match send(
@@ -340,7 +360,7 @@ where
     .bind(period.key.clone())
     .push(", ")
     .bind(period.end)
-    .push(", 'sending', ")
+    .push(", 'building', ")
     .bind(recipients.join(","))
     .push(", 1, ")
     .bind(requested_by.to_owned())
@@ -355,7 +375,7 @@ where
             .map(|b| b.id));
     }
     let mut sql = Sql::new(backend);
-    sql.push("UPDATE bulletins SET status = 'sending', attempts = attempts + 1, error = NULL, recipients = ")
+    sql.push("UPDATE bulletins SET status = 'building', attempts = attempts + 1, error = NULL, recipients = ")
         .bind(recipients.join(","))
         .push(", requested_by = ")
         .bind(requested_by.to_owned())
@@ -368,8 +388,12 @@ where
         .push(" AND period = ")
         .bind(period.key.clone());
     if !force {
-        sql.push(" AND status = 'failed' AND attempts < ")
-            .bind(settings.max_attempts as i32);
+        // A failed send with tries left, or a build cut off (nothing reached the server).
+        sql.push(" AND ((status = 'failed' AND attempts < ")
+            .bind(settings.max_attempts as i32)
+            .push(") OR (status = 'building' AND started_at < ")
+            .bind(now - Duration::minutes(STALE_BUILD_MINUTES))
+            .push("))");
     }
     if db.execute_raw(sql.build()).await?.rows_affected() == 1 {
         return Ok(find(db, campaign_id, kind, &period.key)
@@ -377,6 +401,16 @@ where
             .map(|b| b.id));
     }
     Ok(None)
+}
+
+async fn mark_sending(db: &impl ConnectionTrait, id: i32) -> AppResult<()> {
+    let mut sql = Sql::new(db.get_database_backend());
+    sql.push("UPDATE bulletins SET status = 'sending', started_at = ")
+        .bind(Utc::now())
+        .push(" WHERE id = ")
+        .bind(id);
+    db.execute_raw(sql.build()).await?;
+    Ok(())
 }
 
 async fn finish(
@@ -455,7 +489,7 @@ where
         )
         .await?;
         let mut table = progress_tables(&added).remove(0);
-        table.name = "本期新增".to_owned();
+        table.name = "本期净增".to_owned();
         tables.insert(1, table);
     }
     tables.insert(1, rankings_table(&rankings));
@@ -553,15 +587,30 @@ where
     else {
         return Ok(None);
     };
+    let attempts = find(db, campaign.id(), kind, &period.key)
+        .await?
+        .map_or(1, |b| b.attempts);
     let domain = mailer.sender().email.domain().to_owned();
-    let message_id = format!(
-        "<bulletin.{}.{}.{}@{domain}>",
-        campaign.id(),
-        kind.code(),
-        period.key
-    );
+    // A later attempt gets its own Message-ID, so that a server that has seen the first one
+    // does not drop it as a duplicate.
+    let message_id = match attempts {
+        1 => format!(
+            "<bulletin.{}.{}.{}@{domain}>",
+            campaign.id(),
+            kind.code(),
+            period.key
+        ),
+        n => format!(
+            "<bulletin.{}.{}.{}.{n}@{domain}>",
+            campaign.id(),
+            kind.code(),
+            period.key
+        ),
+    };
     let outcome = async {
-        let built = build(db, campaign, kind, period).await?;
+        let built = build(db, campaign, kind, period)
+            .await
+            .map_err(|e| anyhow::anyhow!("生成通报失败：{e}"))?;
         let mut email = Message::builder()
             .from(mailer.sender().clone())
             .subject(built.subject)
@@ -581,11 +630,13 @@ where
                     .singlepart(SinglePart::plain(built.text))
                     .singlepart(Attachment::new(built.filename).body(built.xlsx, xlsx_type)),
             )
-            .map_err(|e| anyhow::anyhow!("cannot build the e-mail: {e}"))?;
+            .map_err(|e| anyhow::anyhow!("生成邮件失败：{e}"))?;
+        // From here on a cut-off run cannot tell whether the server took it.
+        mark_sending(db, id).await?;
         mailer.deliver(email).await.map_err(|e| match e {
-            SendError::Permanent(e) => anyhow::anyhow!("the mail server refused it: {e}"),
-            SendError::Transient(e) => anyhow::anyhow!("the mail server was not reached: {e}"),
-            other => anyhow::anyhow!("{other:?}"),
+            SendError::Permanent(e) => anyhow::anyhow!("邮件服务器拒收：{e}"),
+            SendError::Transient(e) => anyhow::anyhow!("无法连接邮件服务器：{e}"),
+            SendError::Unknown(e) => anyhow::anyhow!("邮件服务器未应答：{e}"),
         })?;
         Ok::<(), AppError>(())
     }
@@ -679,6 +730,18 @@ mod tests {
         // Across a year: the first week of 2027 (ISO) ends on Sunday 10 Jan.
         let weekly = Period::before(Kind::Weekly, d(2027, 1, 11));
         assert_eq!(weekly.key, "2027-W01");
+        // Sent by hand on a Sunday or mid-month: the last whole week or month, never the
+        // one still running.
+        let weekly = Period::before(Kind::Weekly, d(2026, 11, 29));
+        assert_eq!(
+            (weekly.key.as_str(), weekly.end),
+            ("2026-W47", d(2026, 11, 22))
+        );
+        let monthly = Period::before(Kind::Monthly, d(2026, 11, 20));
+        assert_eq!(
+            (monthly.key.as_str(), monthly.start, monthly.end),
+            ("2026-10", d(2026, 10, 1), d(2026, 10, 31))
+        );
     }
 
     #[test]

@@ -117,51 +117,54 @@ pub struct Refreshed {
     pub cells: usize,
 }
 
-/// The measures of every progress row as it stood before `until`, per cell. A row counts
-/// from its creation; exempt rows (deceased, moved out) leave the denominator and every
-/// numerator from their exemption on; a refusal counts while it stands (an exam revokes it);
-/// the examining place is the area of the institution that examined the resident.
+/// The measures of every progress row as it stood before `until`, per cell:
+/// - a row counts from its creation;
+/// - exempt rows (deceased, moved out) leave the denominator and every numerator from their
+///   exemption on (an exemption later overridden by an exam counted until the exam);
+/// - appointed: holding a booking, or examined after one (a cancelled or missed booking, or
+///   one a confirmed refusal cancelled, no longer counts);
+/// - a refusal counts while it stands: until an exam revokes it or an exemption ends it;
+/// - the examining place is the area of the institution that examined the resident.
+///
+/// A day computed after the fact reads today's dimensions (a household that moved since is
+/// counted in its new village) and only the changes the rows remember.
 fn cells_sql(backend: DbBackend, campaign_id: i32, until: DateTime<Utc>) -> Sql {
-    let mut sql = Sql::new(backend);
-    sql.push(
-        "SELECT village_code, township_code, cohort, migrant_type, special, route, exam_area, \
-         COUNT(*) AS population, SUM(is_exempt) AS exempt, \
+    // `{u}` marks where `until` is bound.
+    let text = "SELECT village_code, township_code, cohort, migrant_type, special, route, \
+         exam_area, COUNT(*) AS population, SUM(is_exempt) AS exempt, \
          SUM(CASE WHEN is_exempt = 0 AND notified_on = 1 THEN 1 ELSE 0 END) AS notified, \
          SUM(CASE WHEN is_exempt = 0 AND reached_on = 1 THEN 1 ELSE 0 END) AS reached, \
          SUM(CASE WHEN is_exempt = 0 AND appointed_on = 1 THEN 1 ELSE 0 END) AS appointed, \
          SUM(examined_on) AS examined, SUM(refused_on) AS refused FROM (SELECT \
          e.village_code, e.township_code, e.cohort, e.migrant_type, \
-         COALESCE(e.special, '') AS special, e.route, CASE WHEN e.examined_at < ",
-    );
-    sql.bind(until);
-    sql.push(
-        " THEN COALESCE((SELECT i.area_code FROM exam_records x \
+         COALESCE(e.special, '') AS special, e.route, \
+         CASE WHEN e.examined_at < {u} THEN COALESCE((SELECT i.area_code FROM exam_records x \
          JOIN institutions i ON i.id = x.institution_id \
          WHERE x.campaign_id = e.campaign_id AND x.resident_id = e.resident_id), '') \
          ELSE '' END AS exam_area, \
-         CASE WHEN e.stage = 'exempt' AND e.exempt_at < ",
-    );
-    sql.bind(until);
-    sql.push(" THEN 1 ELSE 0 END AS is_exempt, CASE WHEN COALESCE(e.notified_at, e.reached_at) < ");
-    sql.bind(until);
-    sql.push(" THEN 1 ELSE 0 END AS notified_on, CASE WHEN e.reached_at < ");
-    sql.bind(until);
-    sql.push(" THEN 1 ELSE 0 END AS reached_on, CASE WHEN e.appointed_at < ");
-    sql.bind(until);
-    sql.push(" THEN 1 ELSE 0 END AS appointed_on, CASE WHEN e.examined_at < ");
-    sql.bind(until);
-    sql.push(" THEN 1 ELSE 0 END AS examined_on, CASE WHEN e.refused_at < ");
-    sql.bind(until);
-    sql.push(" AND (e.stage = 'refused' OR (e.stage = 'examined' AND e.examined_at >= ");
-    sql.bind(until);
-    sql.push(")) THEN 1 ELSE 0 END AS refused_on FROM enrolments e WHERE e.campaign_id = ");
-    sql.bind(campaign_id);
-    sql.push(" AND e.created_at < ");
-    sql.bind(until);
-    sql.push(
-        ") c GROUP BY village_code, township_code, cohort, migrant_type, special, route, \
-         exam_area",
-    );
+         CASE WHEN e.exempt_at < {u} AND (e.stage = 'exempt' \
+         OR (e.stage = 'examined' AND e.examined_at >= {u})) THEN 1 ELSE 0 END AS is_exempt, \
+         CASE WHEN COALESCE(e.notified_at, e.reached_at) < {u} THEN 1 ELSE 0 END AS notified_on, \
+         CASE WHEN e.reached_at < {u} THEN 1 ELSE 0 END AS reached_on, \
+         CASE WHEN e.appointed_at < {u} AND e.stage IN ('appointed', 'examined') \
+         THEN 1 ELSE 0 END AS appointed_on, \
+         CASE WHEN e.examined_at < {u} THEN 1 ELSE 0 END AS examined_on, \
+         CASE WHEN e.refused_at < {u} AND (e.stage = 'refused' \
+         OR (e.stage = 'examined' AND e.examined_at >= {u}) \
+         OR (e.stage = 'exempt' AND e.exempt_at >= {u})) THEN 1 ELSE 0 END AS refused_on \
+         FROM enrolments e WHERE e.campaign_id = {c} AND e.created_at < {u}) c \
+         GROUP BY village_code, township_code, cohort, migrant_type, special, route, exam_area";
+    let mut sql = Sql::new(backend);
+    let mut rest = text;
+    while let Some(at) = rest.find('{') {
+        sql.push(&rest[..at]);
+        match &rest[at..at + 3] {
+            "{u}" => sql.bind(until),
+            _ => sql.bind(campaign_id),
+        };
+        rest = &rest[at + 3..];
+    }
+    sql.push(rest);
     sql
 }
 
@@ -320,24 +323,25 @@ async fn read_contacts(
     sql.bind(id).push(" GROUP BY village_code, channel");
     push_contacts(&mut out, db, &sql, "attempt").await?;
 
-    // Replies to this campaign's messages, and replies from numbers no message went to
-    // (unknown senders, counted for the county) since the campaign opened.
+    // Replies received while the campaign runs (a reply names its sender's village when the
+    // number is a resident's; unknown numbers have none).
     let mut sql = Sql::new(backend);
     sql.push(
-        "SELECT COALESCE(r.village_code, '') AS village_code, r.action AS channel, \
-         r.provider, COUNT(*) AS total, CAST(0 AS BIGINT) AS succeeded, \
-         CAST(0 AS BIGINT) AS failed FROM inbound_replies r \
-         LEFT JOIN messages m ON m.id = r.message_id WHERE (m.campaign_id = ",
+        "SELECT COALESCE(village_code, '') AS village_code, action AS channel, provider, \
+         COUNT(*) AS total, CAST(0 AS BIGINT) AS succeeded, CAST(0 AS BIGINT) AS failed \
+         FROM inbound_replies WHERE received_at >= ",
     );
-    sql.bind(id);
-    sql.push(" OR (r.message_id IS NULL AND r.received_at >= ");
     sql.bind(
         campaign
             .model
             .opened_at
             .unwrap_or(campaign.model.created_at),
     );
-    sql.push(")) GROUP BY COALESCE(r.village_code, ''), r.action, r.provider");
+    if campaign.model.status == "closed" {
+        sql.push(" AND received_at <= ")
+            .bind(campaign.model.updated_at);
+    }
+    sql.push(" GROUP BY COALESCE(village_code, ''), action, provider");
     push_contacts(&mut out, db, &sql, "reply").await?;
     Ok(out)
 }
@@ -389,6 +393,15 @@ pub fn local_day(campaign: &Campaign, at: DateTime<Utc>) -> NaiveDate {
     at.with_timezone(&campaign.timezone).date_naive()
 }
 
+/// How long after midnight a day is taken as closed: a change stamped just before midnight
+/// may commit a little after it.
+const CLOSING_GRACE_MINUTES: i64 = 15;
+
+/// The last local day whose figures are final at `now`.
+pub fn last_closed_day(campaign: &Campaign, now: DateTime<Utc>) -> NaiveDate {
+    local_day(campaign, now - Duration::minutes(CLOSING_GRACE_MINUTES)) - Duration::days(1)
+}
+
 /// The first day the campaign has figures for: the day it opened (or was created).
 pub fn first_day(campaign: &Campaign) -> NaiveDate {
     local_day(
@@ -430,8 +443,19 @@ where
 
     let txn = begin_write(db).await?;
     lock_campaign(&txn, id).await?;
-    write_cells(&txn, id, None, &cells).await?;
     let backend = txn.get_database_backend();
+    // Another refresh that read later than this one has written already: keep its figures.
+    if refreshed_at(&txn, id).await?.is_some_and(|at| at >= now) {
+        txn.commit().await?;
+        return Ok(Refreshed {
+            campaign_id: id,
+            refreshed_at: now,
+            took_ms: started.elapsed().as_millis() as i64,
+            days_computed: Vec::new(),
+            cells: cells.len(),
+        });
+    }
+    write_cells(&txn, id, None, &cells).await?;
     for table in ["report_key_groups", "report_contacts"] {
         let mut sql = Sql::new(backend);
         sql.push(&format!("DELETE FROM {table} WHERE campaign_id = "))
@@ -493,20 +517,23 @@ where
     txn.commit().await?;
 
     // Closed days, each read and written on its own (a long backfill never holds the writer).
-    let yesterday = local_day(campaign, now) - Duration::days(1);
+    let last_closed = last_closed_day(campaign, now);
     let mut day = days_through
         .map(|d| d + Duration::days(1))
         .unwrap_or_else(|| first_day(campaign))
         .max(first_day(campaign));
     let mut days_computed = Vec::new();
-    while day <= yesterday && days_computed.len() < backfill_days as usize {
+    while day <= last_closed && days_computed.len() < backfill_days as usize {
         compute_day(db, campaign, day).await?;
         let txn = begin_write(db).await?;
         let mut sql = Sql::new(backend);
         sql.push("UPDATE report_refreshes SET days_through = ")
             .bind(day)
             .push(" WHERE campaign_id = ")
-            .bind(id);
+            .bind(id)
+            .push(" AND (days_through IS NULL OR days_through < ")
+            .bind(day)
+            .push(")");
         txn.execute_raw(sql.build()).await?;
         txn.commit().await?;
         days_computed.push(day);

@@ -327,6 +327,11 @@ pub fn about_progress(p: &Progress) -> Vec<(&'static str, String)> {
     ];
     if let Some(from) = p.as_of.from {
         about.push(("统计起始日", from.to_string()));
+        about.push((
+            "说明",
+            "各项为统计期内的净增数（期末数减期初数），住户迁出或豁免可使其为负；应检人数为期末数"
+                .to_owned(),
+        ));
     }
     for (label, value) in [
         ("年龄组", &p.slice.cohort),
@@ -348,10 +353,22 @@ pub fn about_progress(p: &Progress) -> Vec<(&'static str, String)> {
 pub fn as_of_text(as_of: &super::AsOf) -> String {
     match (as_of.day, as_of.refreshed_at) {
         (Some(day), _) => format!("{day} 日终"),
-        (None, Some(at)) => at
-            .with_timezone(&chrono::FixedOffset::east_opt(8 * 3600).expect("offset"))
-            .format("%Y-%m-%d %H:%M（北京时间）")
-            .to_string(),
+        (None, Some(at)) => {
+            let zone: chrono_tz::Tz = as_of.timezone.parse().unwrap_or(chrono_tz::Asia::Shanghai);
+            format!(
+                "{}（{}）",
+                at.with_timezone(&zone).format("%Y-%m-%d %H:%M"),
+                zone_name(zone)
+            )
+        }
         (None, None) => String::new(),
+    }
+}
+
+fn zone_name(zone: chrono_tz::Tz) -> &'static str {
+    match zone {
+        chrono_tz::Asia::Shanghai => "北京时间",
+        chrono_tz::Asia::Urumqi => "新疆时间",
+        _ => "当地时间",
     }
 }

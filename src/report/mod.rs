@@ -248,14 +248,20 @@ impl Slice {
 
     /// `AND …` for this slice over `report_cells`.
     fn push(&self, sql: &mut Sql) {
-        if let Some(area) = &self.area_code
-            && let Ok(code) = AreaCode::parse(area)
-        {
-            let (low, high) = code.code_range();
-            sql.push(" AND village_code BETWEEN ")
-                .bind(low)
-                .push(" AND ")
-                .bind(high);
+        if let Some(area) = &self.area_code {
+            match AreaCode::parse(area) {
+                Ok(code) => {
+                    let (low, high) = code.code_range();
+                    sql.push(" AND village_code BETWEEN ")
+                        .bind(low)
+                        .push(" AND ")
+                        .bind(high);
+                }
+                // Checked on the way in; never widen the slice if it were not.
+                Err(_) => {
+                    sql.push(" AND 1 = 0");
+                }
+            }
         }
         for (column, value) in [
             ("cohort", &self.cohort),
@@ -440,8 +446,12 @@ pub struct AsOf {
     pub day: Option<NaiveDate>,
     /// When the live figures were last rebuilt from the progress rows.
     pub refreshed_at: Option<DateTime<Utc>>,
-    /// With a date range: its first day.
+    /// With a date range: its first day. The figures are then the change from the end of
+    /// the day before to the end of `day` — a net change, which a household moving away or
+    /// an exemption can make negative — and the target is the one at the end.
     pub from: Option<NaiveDate>,
+    /// The campaign's time zone, which days are counted in.
+    pub timezone: String,
 }
 
 /// A progress report.
@@ -531,11 +541,11 @@ pub fn label(dimension: Dimension, key: &str) -> String {
     }
 }
 
-/// Which figures a `to` day asks for: live for today and later.
+/// Which figures a `to` day asks for: live for a day not closed yet (today, or yesterday in
+/// the first minutes after midnight) and later.
 fn at_for(campaign: &Campaign, to: Option<NaiveDate>) -> At {
-    let today = cube::local_day(campaign, Utc::now());
     match to {
-        Some(day) if day < today => At::Day(day),
+        Some(day) if day <= cube::last_closed_day(campaign, Utc::now()) => At::Day(day),
         _ => At::Live,
     }
 }
@@ -723,6 +733,7 @@ where
             },
             refreshed_at,
             from: q.from,
+            timezone: campaign.model.timezone.clone(),
         },
         area_code: area.0.as_ref().map(|a| a.to_string()),
         area_name,
@@ -1010,7 +1021,8 @@ pub struct Place {
     /// 1 = highest; areas with equal rates share a rank (1, 2, 2, 4). Null when the area has
     /// no target.
     pub rank: Option<usize>,
-    /// Among the bottom three (fewer than three areas rank below it), as called out.
+    /// Among the bottom three (fewer than three areas rank below it), as called out; an area
+    /// no other area is ahead of is never called out.
     pub bottom_three: bool,
     /// Rate now minus rate at the end of the previous period (a fraction).
     pub rate_change: Option<f64>,
@@ -1044,7 +1056,8 @@ pub struct Rankings {
 }
 
 /// Competition ranks (ties share, the next rank skips) of `rates`, highest first; `None`
-/// for areas without a rate. Also whether each is among the bottom three.
+/// for areas without a rate. Also whether each is among the bottom three (ties included;
+/// never an area that nobody is ahead of).
 pub fn rank(rates: &[Option<f64>]) -> Vec<(Option<usize>, bool)> {
     rates
         .iter()
@@ -1053,7 +1066,7 @@ pub fn rank(rates: &[Option<f64>]) -> Vec<(Option<usize>, bool)> {
             Some(r) => {
                 let higher = rates.iter().flatten().filter(|o| **o > *r).count();
                 let lower = rates.iter().flatten().filter(|o| **o < *r).count();
-                (Some(higher + 1), lower < 3)
+                (Some(higher + 1), lower < 3 && higher > 0)
             }
         })
         .collect()
@@ -1193,6 +1206,7 @@ where
             },
             refreshed_at,
             from: None,
+            timezone: campaign.model.timezone.clone(),
         },
         previous_day,
         areas: ranked,
@@ -1301,8 +1315,12 @@ where
     )
     .bind(campaign_id);
     match &area.0 {
-        // A county office also sees replies from numbers no resident has.
-        Some(code) if code.level() == areas::AreaLevel::County => {
+        // The county office also sees replies from numbers no resident has (as in the
+        // replies list).
+        Some(code)
+            if code.level() == areas::AreaLevel::County
+                && actor.role == entities::users::Role::Office =>
+        {
             let (low, high) = code.code_range();
             sql.push(" AND (village_code BETWEEN ")
                 .bind(low)
@@ -1391,16 +1409,39 @@ where
     cube::refresh(db, &campaign, backfill_days).await
 }
 
-/// The refresh job: every open campaign.
-pub async fn refresh_open<C>(db: &C, backfill_days: u32) -> AppResult<Vec<Refreshed>>
+/// The refresh job: every open campaign, and a closed one once more after it closed (what
+/// closing settled reaches its figures). One campaign failing does not stop the others.
+pub async fn refresh_open<C>(db: &C, backfill_days: u32) -> anyhow::Result<Vec<Refreshed>>
 where
     C: ConnectionTrait + TransactionTrait,
 {
     let mut done = Vec::new();
-    for campaign in campaign::open_campaigns(db).await? {
-        done.push(cube::refresh(db, &campaign, backfill_days).await?);
+    let mut failed = Vec::new();
+    for campaign in campaign::list(db).await? {
+        match campaign.model.status.as_str() {
+            "open" => {}
+            "closed" => {
+                let refreshed = cube::refreshed_at(db, campaign.id()).await?;
+                if refreshed.is_some_and(|at| at >= campaign.model.updated_at) {
+                    continue;
+                }
+            }
+            _ => continue,
+        }
+        match cube::refresh(db, &campaign, backfill_days).await {
+            Ok(refreshed) => done.push(refreshed),
+            Err(e) => failed.push(format!("campaign {}: {e}", campaign.id())),
+        }
     }
-    Ok(done)
+    if failed.is_empty() {
+        Ok(done)
+    } else {
+        Err(anyhow::anyhow!(
+            "{} refreshed; failed: {}",
+            done.len(),
+            failed.join("; ")
+        ))
+    }
 }
 
 /// Key-group labels for exports.
@@ -1416,6 +1457,10 @@ mod tests {
 
     #[test]
     fn ties_share_a_rank_and_the_bottom_three_include_ties() {
+        let all_equal = rank(&[Some(0.5), Some(0.5)]);
+        assert_eq!(all_equal, [(Some(1), false), (Some(1), false)]);
+        let two = rank(&[Some(0.4), Some(0.5)]);
+        assert_eq!(two, [(Some(2), true), (Some(1), false)]);
         let rates = [
             Some(0.9),
             Some(0.5),

@@ -6,7 +6,7 @@
 use std::io::Cursor;
 
 use calamine::{Data, Reader};
-use chrono::{Duration, NaiveDate, Utc};
+use chrono::{Duration, Utc};
 use entities::users::Role;
 use outreach::auth::Actor;
 use outreach::contact::Outcome;
@@ -30,6 +30,7 @@ struct Fixture {
     campaign: i32,
     office: String,
     a1: i32,
+    a4: i32,
 }
 
 async fn sql(app: &TestApp, statement: String) {
@@ -246,6 +247,7 @@ async fn fixture(configure: impl FnOnce(&mut outreach::config::Settings)) -> Fix
         campaign,
         office,
         a1,
+        a4,
     }
 }
 
@@ -539,8 +541,8 @@ async fn closed_days_ranges_series_and_rankings() {
     .await;
     assert_eq!(by_township["points"].as_array().unwrap().len(), 4);
 
-    // Rankings: both townships examined a third of their target (a tie, rank 1 each, both
-    // among the bottom three); by reach 则克台镇 (2/3) leads 新源镇 (3/9). Against yesterday:
+    // Rankings: both townships examined a third of their target (a tie, rank 1 each); by
+    // reach 则克台镇 (2/3) leads 新源镇 (3/9). Against yesterday:
     // 新源镇 went from 1/9 to 3/9, 则克台镇 from 0 to 1/3.
     let ranked = get_json(
         app,
@@ -555,9 +557,13 @@ async fn closed_days_ranges_series_and_rankings() {
     let (xinyuan, zeketai) = (find(TOWNSHIP), find(OTHER_TOWNSHIP));
     assert_eq!(xinyuan["exam"]["rank"], 1);
     assert_eq!(zeketai["exam"]["rank"], 1);
-    assert_eq!(xinyuan["exam"]["bottom_three"], true);
+    // Tied at the top: nobody is ahead, nobody is called out.
+    assert_eq!(xinyuan["exam"]["bottom_three"], false);
+    assert_eq!(zeketai["exam"]["bottom_three"], false);
     assert_eq!(zeketai["reach"]["rank"], 1);
     assert_eq!(xinyuan["reach"]["rank"], 2);
+    assert_eq!(xinyuan["reach"]["bottom_three"], true);
+    assert_eq!(zeketai["reach"]["bottom_three"], false);
     let change = |a: &Value| a["exam"]["rate_change"].as_f64().unwrap();
     assert!(
         (change(xinyuan) - (3.0 / 9.0 - 1.0 / 9.0)).abs() < 1e-9,
@@ -568,7 +574,22 @@ async fn closed_days_ranges_series_and_rankings() {
     assert_eq!(xinyuan["exam"]["rank_change"], 0);
     assert_eq!(zeketai["exam"]["rank_change"], 1);
 
-    // A refresh later: the kept days stay as they were.
+    // a4's booking is cancelled: no longer appointed once the figures are rebuilt; a
+    // refresh keeps the closed days as they were.
+    let appointment = outreach::appointment::active_of(&app.db, campaign, f.a4)
+        .await
+        .unwrap()
+        .unwrap();
+    outreach::appointment::cancel(
+        &app.db,
+        &Actor::cli(),
+        appointment.id,
+        outreach::appointment::Cancellation {
+            reason: "家中有事".into(),
+        },
+    )
+    .await
+    .unwrap();
     let again = app
         .post(
             &format!("/api/v1/campaigns/{campaign}/reports/refresh"),
@@ -581,6 +602,30 @@ async fn closed_days_ranges_series_and_rankings() {
         again["days_computed"].as_array().unwrap().is_empty(),
         "{again}"
     );
+    let now = get_json(
+        app,
+        &format!("/api/v1/campaigns/{campaign}/reports/progress?by=none"),
+        &f.office,
+    )
+    .await;
+    assert_counts(&now["total"], [14, 2, 12, 6, 5, 0, 4, 1, 1]);
+    let later = get_json(
+        app,
+        &format!("/api/v1/campaigns/{campaign}/reports/series?days=10"),
+        &f.office,
+    )
+    .await;
+    let closed = |s: &Value| {
+        s["points"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|p| p["day"] != today.to_string())
+            .cloned()
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(closed(&later), closed(&series));
+    assert_eq!(closed(&later).len(), 3);
 }
 
 #[tokio::test]
@@ -589,9 +634,7 @@ async fn message_figures_count_sent_delivered_failed_and_replies() {
     let (app, campaign) = (&f.app, f.campaign);
     // Three SMS to own phones through aliyun (two delivered, one failed), one WeChat
     // delivered, one still queued (not sent).
-    let backend = app.db.get_database_backend();
     let now = stamp(app, Utc::now());
-    let _ = backend;
     for (i, (route, provider, state, sent, delivered)) in [
         ("phone", "aliyun", "delivered", true, true),
         ("phone", "aliyun", "delivered", true, true),
@@ -912,7 +955,17 @@ async fn a_bulletin_goes_out_once_per_period_across_a_restart() {
     })
     .await;
     let (app, campaign) = (&f.app, f.campaign);
-    let now = Utc::now();
+    // 10:00 today in the campaign's time zone: the 08:00 firing reports yesterday.
+    let tz = outreach::campaign::get(&app.db, campaign)
+        .await
+        .unwrap()
+        .timezone;
+    let today = outreach::registry::today();
+    let now = outreach::outreach::outbox::at_local(
+        tz,
+        today,
+        chrono::NaiveTime::from_hms_opt(10, 0, 0).unwrap(),
+    );
     let detail = outreach::report::bulletin::send_due(&app.state, now)
         .await
         .unwrap();
@@ -938,7 +991,7 @@ async fn a_bulletin_goes_out_once_per_period_across_a_restart() {
     assert_eq!(runs[0]["status"], "sent");
     assert_eq!(runs[0]["kind"], "daily");
     let period = runs[0]["period"].as_str().unwrap().to_owned();
-    let period_day: NaiveDate = period.parse().unwrap();
+    assert_eq!(period, (today - Duration::days(1)).to_string());
     assert!(
         subject.contains("每日数据") && subject.contains(&period),
         "{subject}"
@@ -950,17 +1003,12 @@ async fn a_bulletin_goes_out_once_per_period_across_a_restart() {
     );
     assert_eq!(runs[0]["message_id"], id);
     assert!(body.contains("应检 12 人"), "{body}");
-    // The workbook attached is the report as the day ended: the township table with its
-    // total, then the rankings.
+    // The workbook attached is the report as yesterday ended (only a1 examined then): the
+    // township table with its total, then the rankings.
     let table = sheet(&attachment, "体检进度");
     assert_eq!(table.get_value((3, 1)), Some(&Data::String("合计".into())));
     assert_eq!(table.get_value((3, 4)), Some(&Data::Float(12.0)));
-    let examined_then = if period_day >= outreach::registry::today() - Duration::days(2) {
-        1.0
-    } else {
-        0.0
-    };
-    assert_eq!(table.get_value((3, 9)), Some(&Data::Float(examined_then)));
+    assert_eq!(table.get_value((3, 9)), Some(&Data::Float(1.0)));
     assert!(sheet(&attachment, "排名").get_value((1, 0)).is_some());
 
     // The job runs again, and again after a restart: nothing more goes out.
@@ -970,7 +1018,7 @@ async fn a_bulletin_goes_out_once_per_period_across_a_restart() {
     let restarted = outreach::startup::Application::build((*app.state.settings).clone())
         .await
         .unwrap();
-    let detail = outreach::report::bulletin::send_due(restarted.state(), Utc::now())
+    let detail = outreach::report::bulletin::send_due(restarted.state(), now)
         .await
         .unwrap();
     assert_eq!(detail, "nothing due");
@@ -997,6 +1045,11 @@ async fn a_bulletin_goes_out_once_per_period_across_a_restart() {
     let again: Value = again.json().await.unwrap();
     assert_eq!(again["status"], "sent");
     assert_eq!(again["attempts"], 2);
+    // Its own Message-ID, so the first one's receivers do not drop it as a repeat.
+    assert_eq!(
+        again["message_id"],
+        format!("<bulletin.{campaign}.daily.{period}.2@xinyuan.example>")
+    );
     let started = std::time::Instant::now();
     while mails(&smtp).len() < 2 {
         assert!(started.elapsed() < std::time::Duration::from_secs(10));
@@ -1046,8 +1099,107 @@ async fn a_failed_bulletin_is_recorded_and_tried_again() {
     // Tried twice (the limit), not three times.
     assert_eq!(runs[0]["attempts"], 2);
     assert!(
-        runs[0]["error"].as_str().unwrap().contains("not reached"),
+        runs[0]["error"]
+            .as_str()
+            .unwrap()
+            .contains("无法连接邮件服务器"),
         "{}",
         runs[0]
     );
+}
+
+#[tokio::test]
+async fn a_bulletin_cut_off_while_building_goes_out_but_one_cut_off_while_sending_does_not() {
+    let smtp = start_smtp();
+    let port = smtp.port;
+    let f = fixture(move |settings| {
+        settings.messaging.smtp = Some(outreach::outreach::channel::SmtpSettings {
+            host: "127.0.0.1".into(),
+            port,
+            security: outreach::outreach::channel::SmtpSecurity::None,
+            username: None,
+            password: None,
+            from: "新源县卫健委 <tijian@xinyuan.example>".into(),
+            timeout_secs: 5,
+        });
+        settings.reports.bulletins.recipients = vec!["office@xinyuan.example".into()];
+        settings.reports.bulletins.monthly = None;
+    })
+    .await;
+    let (app, campaign) = (&f.app, f.campaign);
+    let tz = outreach::campaign::get(&app.db, campaign)
+        .await
+        .unwrap()
+        .timezone;
+    let today = outreach::registry::today();
+    let now = outreach::outreach::outbox::at_local(
+        tz,
+        today,
+        chrono::NaiveTime::from_hms_opt(10, 0, 0).unwrap(),
+    );
+    let yesterday = today - Duration::days(1);
+    // Opened ten days ago: last week is due too.
+    let ten_days_ago = stamp(app, Utc::now() - Duration::days(10));
+    sql(
+        app,
+        format!("UPDATE campaigns SET opened_at = {ten_days_ago} WHERE id = {campaign}"),
+    )
+    .await;
+    // A run that died while building yesterday's daily bulletin (20 minutes ago), and one
+    // that died while the mail server had this week's.
+    let stale = stamp(app, Utc::now() - Duration::minutes(20));
+    sql(
+        app,
+        format!(
+            "INSERT INTO bulletins (campaign_id, kind, period, period_end, status, recipients, \
+             attempts, requested_by, created_at, started_at) VALUES \
+             ({campaign}, 'daily', '{yesterday}', '{yesterday}', 'building', 'office@xinyuan.example', 1, 'scheduler', {stale}, {stale})"
+        ),
+    )
+    .await;
+    let week =
+        outreach::report::bulletin::Period::before(outreach::report::bulletin::Kind::Weekly, today);
+    let stale_send = stamp(app, Utc::now() - Duration::minutes(45));
+    sql(
+        app,
+        format!(
+            "INSERT INTO bulletins (campaign_id, kind, period, period_end, status, recipients, \
+             attempts, requested_by, created_at, started_at) VALUES \
+             ({campaign}, 'weekly', '{}', '{}', 'sending', 'office@xinyuan.example', 1, 'scheduler', {stale_send}, {stale_send})",
+            week.key, week.end
+        ),
+    )
+    .await;
+    outreach::report::bulletin::send_due(&app.state, now)
+        .await
+        .unwrap();
+    let started = std::time::Instant::now();
+    while mails(&smtp).is_empty() {
+        assert!(started.elapsed() < std::time::Duration::from_secs(10));
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    let files = mails(&smtp);
+    assert_eq!(files.len(), 1, "only the daily bulletin goes out");
+    let (subject, ..) = read_mail(&files[0]);
+    assert!(subject.contains("每日数据"), "{subject}");
+    let history = get_json(
+        app,
+        &format!("/api/v1/campaigns/{campaign}/bulletins"),
+        &f.office,
+    )
+    .await;
+    let run = |kind: &str| {
+        history
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|b| b["kind"] == kind)
+            .unwrap()
+            .clone()
+    };
+    assert_eq!(run("daily")["status"], "sent");
+    assert_eq!(run("daily")["attempts"], 2);
+    assert_eq!(run("weekly")["status"], "sending");
+    assert_eq!(run("weekly")["interrupted"], true);
 }
