@@ -26,7 +26,7 @@ impl Table {
 }
 
 /// The figure columns, after the group's own columns.
-pub const FIGURE_HEADERS: [&str; 13] = [
+const FIGURE_HEADERS: [&str; 13] = [
     "户籍人口",
     "豁免（死亡、迁出）",
     "应检人数",

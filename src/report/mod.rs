@@ -22,7 +22,7 @@ use crate::auth::Actor;
 use crate::campaign::{self, Campaign, TargetGroup};
 use crate::db::Sql;
 use crate::error::{AppError, AppResult};
-use crate::registry::{Cohort, KeyGroup, MigrantType, Special};
+use crate::registry::{Cohort, MigrantType, Special};
 use cube::Counts;
 
 pub use cube::Refreshed;
@@ -1442,13 +1442,6 @@ where
             failed.join("; ")
         ))
     }
-}
-
-/// Key-group labels for exports.
-pub fn key_group_label(code: &str) -> String {
-    KeyGroup::parse(code)
-        .map(|k| k.label().to_owned())
-        .unwrap_or_else(|| code.to_owned())
 }
 
 #[cfg(test)]
