@@ -6,7 +6,7 @@ use std::time::Duration;
 use anyhow::Context;
 use migrations::{Migrator, MigratorTrait};
 use sea_orm::sqlx::sqlite::{SqliteJournalMode, SqliteSynchronous};
-use sea_orm::{ConnectOptions, Database, DatabaseConnection, DbBackend};
+use sea_orm::{ConnectOptions, ConnectionTrait, Database, DatabaseConnection, DbBackend};
 
 use crate::config::Settings;
 
@@ -57,6 +57,19 @@ pub fn backend_name(backend: DbBackend) -> &'static str {
         DbBackend::Postgres => "postgresql",
         DbBackend::Sqlite => "sqlite",
         _ => "other",
+    }
+}
+
+/// After a bulk write (a day of report figures) on PostgreSQL, refreshes the planner's
+/// statistics of `table` at once instead of waiting for autovacuum (which may be off): with
+/// the statistics of an empty table, the reports' sorts spill to disk. Best effort; SQLite
+/// plans by its indexes without statistics.
+pub async fn analyze_after_bulk_write(db: &impl ConnectionTrait, table: &'static str) {
+    if db.get_database_backend() != DbBackend::Postgres {
+        return;
+    }
+    if let Err(e) = db.execute_unprepared(&format!("ANALYZE {table}")).await {
+        tracing::warn!(table, error = %e, "cannot refresh the planner statistics");
     }
 }
 

@@ -20,8 +20,8 @@ impl MigrationTrait for Migration {
                     .col(pk_auto(ReportCells::Id))
                     .col(integer(ReportCells::CampaignId))
                     .col(date_null(ReportCells::Day))
-                    .col(char_len(ReportCells::VillageCode, 12))
-                    .col(char_len(ReportCells::TownshipCode, 12))
+                    .col(string_len(ReportCells::VillageCode, 12))
+                    .col(string_len(ReportCells::TownshipCode, 12))
                     .col(string_len(ReportCells::Cohort, 8))
                     .col(string_len(ReportCells::MigrantType, 24))
                     .col(string_len(ReportCells::Special, 24))
@@ -44,6 +44,36 @@ impl MigrationTrait for Migration {
                     .to_owned(),
             )
             .await?;
+        // Each closed day's figures per village: what the daily series reads (a county's
+        // thirty days are a few thousand rows here, against hundreds of thousands of cells).
+        manager
+            .create_table(
+                Table::create()
+                    .table(ReportDays::Table)
+                    .if_not_exists()
+                    .col(pk_auto(ReportDays::Id))
+                    .col(integer(ReportDays::CampaignId))
+                    .col(date(ReportDays::Day))
+                    .col(string_len(ReportDays::VillageCode, 12))
+                    .col(string_len(ReportDays::TownshipCode, 12))
+                    .col(integer(ReportDays::Population))
+                    .col(integer(ReportDays::Exempt))
+                    .col(integer(ReportDays::Notified))
+                    .col(integer(ReportDays::Reached))
+                    .col(integer(ReportDays::Appointed))
+                    .col(integer(ReportDays::Examined))
+                    .col(integer(ReportDays::Refused))
+                    .col(integer(ReportDays::Elsewhere))
+                    .foreign_key(
+                        ForeignKey::create()
+                            .name("fk_report_days_campaign")
+                            .from(ReportDays::Table, ReportDays::CampaignId)
+                            .to(Campaigns::Table, Campaigns::Id)
+                            .on_delete(ForeignKeyAction::Cascade),
+                    )
+                    .to_owned(),
+            )
+            .await?;
         // Key groups (resident tags such as hypertension) per village, live only: the
         // targets section of a report.
         manager
@@ -53,7 +83,7 @@ impl MigrationTrait for Migration {
                     .if_not_exists()
                     .col(pk_auto(ReportKeyGroups::Id))
                     .col(integer(ReportKeyGroups::CampaignId))
-                    .col(char_len(ReportKeyGroups::VillageCode, 12))
+                    .col(string_len(ReportKeyGroups::VillageCode, 12))
                     .col(string_len(ReportKeyGroups::Tag, 32))
                     .col(integer(ReportKeyGroups::Target))
                     .col(integer(ReportKeyGroups::Examined))
@@ -150,6 +180,7 @@ impl MigrationTrait for Migration {
         for statement in [
             "CREATE INDEX idx_report_cells_campaign_day ON report_cells \
              (campaign_id, day, village_code)",
+            "CREATE UNIQUE INDEX uq_report_days ON report_days (campaign_id, day, village_code)",
             "CREATE INDEX idx_report_key_groups_campaign ON report_key_groups \
              (campaign_id, village_code)",
             "CREATE INDEX idx_report_contacts_campaign ON report_contacts \
@@ -167,6 +198,7 @@ impl MigrationTrait for Migration {
             ReportRefreshes::Table.into_iden(),
             ReportContacts::Table.into_iden(),
             ReportKeyGroups::Table.into_iden(),
+            ReportDays::Table.into_iden(),
             ReportCells::Table.into_iden(),
         ] {
             manager
@@ -197,6 +229,24 @@ enum ReportCells {
     Appointed,
     Examined,
     Refused,
+}
+
+#[derive(DeriveIden)]
+enum ReportDays {
+    Table,
+    Id,
+    CampaignId,
+    Day,
+    VillageCode,
+    TownshipCode,
+    Population,
+    Exempt,
+    Notified,
+    Reached,
+    Appointed,
+    Examined,
+    Refused,
+    Elsewhere,
 }
 
 #[derive(DeriveIden)]

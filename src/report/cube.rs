@@ -5,6 +5,7 @@
 //! a refresh rebuilds them from `enrolments`, `messages`, `contact_attempts` and
 //! `inbound_replies`, reading first and writing in one short transaction.
 
+use std::collections::BTreeMap;
 use std::time::Instant;
 
 use chrono::{DateTime, Duration, NaiveDate, Utc};
@@ -138,10 +139,7 @@ fn cells_sql(backend: DbBackend, campaign_id: i32, until: DateTime<Utc>) -> Sql 
          SUM(examined_on) AS examined, SUM(refused_on) AS refused FROM (SELECT \
          e.village_code, e.township_code, e.cohort, e.migrant_type, \
          COALESCE(e.special, '') AS special, e.route, \
-         CASE WHEN e.examined_at < {u} THEN COALESCE((SELECT i.area_code FROM exam_records x \
-         JOIN institutions i ON i.id = x.institution_id \
-         WHERE x.campaign_id = e.campaign_id AND x.resident_id = e.resident_id), '') \
-         ELSE '' END AS exam_area, \
+         CASE WHEN e.examined_at < {u} THEN COALESCE(i.area_code, '') ELSE '' END AS exam_area, \
          CASE WHEN e.exempt_at < {u} AND (e.stage = 'exempt' \
          OR (e.stage = 'examined' AND e.examined_at >= {u})) THEN 1 ELSE 0 END AS is_exempt, \
          CASE WHEN COALESCE(e.notified_at, e.reached_at) < {u} THEN 1 ELSE 0 END AS notified_on, \
@@ -152,7 +150,9 @@ fn cells_sql(backend: DbBackend, campaign_id: i32, until: DateTime<Utc>) -> Sql 
          CASE WHEN e.refused_at < {u} AND (e.stage = 'refused' \
          OR (e.stage = 'examined' AND e.examined_at >= {u}) \
          OR (e.stage = 'exempt' AND e.exempt_at >= {u})) THEN 1 ELSE 0 END AS refused_on \
-         FROM enrolments e WHERE e.campaign_id = {c} AND e.created_at < {u}) c \
+         FROM enrolments e LEFT JOIN exam_records x ON x.campaign_id = e.campaign_id \
+         AND x.resident_id = e.resident_id LEFT JOIN institutions i ON i.id = x.institution_id \
+         WHERE e.campaign_id = {c} AND e.created_at < {u}) c \
          GROUP BY village_code, township_code, cohort, migrant_type, special, route, exam_area";
     let mut sql = Sql::new(backend);
     let mut rest = text;
@@ -413,15 +413,55 @@ pub fn first_day(campaign: &Campaign) -> NaiveDate {
     )
 }
 
-/// Computes and keeps the figures of closed day `day` (as they stood at its end).
+/// Computes and keeps the figures of closed day `day` (as they stood at its end): the cells,
+/// and their sums per village for the daily series.
 pub async fn compute_day<C>(db: &C, campaign: &Campaign, day: NaiveDate) -> AppResult<usize>
 where
     C: ConnectionTrait + TransactionTrait,
 {
-    let cells = read_cells(db, campaign.id(), end_of_day(campaign, day)).await?;
+    let id = campaign.id();
+    let cells = read_cells(db, id, end_of_day(campaign, day)).await?;
+    let mut villages: BTreeMap<(&str, &str), (Counts, i64)> = BTreeMap::new();
+    for cell in &cells {
+        let entry = villages
+            .entry((cell.village_code.as_str(), cell.township_code.as_str()))
+            .or_default();
+        entry.0.add(&cell.counts);
+        if cell.exam_area.is_empty() {
+            entry.1 += cell.counts.examined;
+        }
+    }
     let txn = begin_write(db).await?;
-    lock_campaign(&txn, campaign.id()).await?;
-    write_cells(&txn, campaign.id(), Some(day), &cells).await?;
+    lock_campaign(&txn, id).await?;
+    write_cells(&txn, id, Some(day), &cells).await?;
+    let backend = txn.get_database_backend();
+    let mut sql = Sql::new(backend);
+    sql.push("DELETE FROM report_days WHERE campaign_id = ")
+        .bind(id)
+        .push(" AND day = ")
+        .bind(day);
+    txn.execute_raw(sql.build()).await?;
+    let rows: Vec<_> = villages.into_iter().collect();
+    for chunk in rows.chunks(CHUNK) {
+        let mut sql = Sql::new(backend);
+        sql.push(
+            "INSERT INTO report_days (campaign_id, day, village_code, township_code, population, \
+             exempt, notified, reached, appointed, examined, refused, elsewhere) VALUES ",
+        );
+        for (i, ((village, township), (counts, elsewhere))) in chunk.iter().enumerate() {
+            if i > 0 {
+                sql.push(", ");
+            }
+            sql.push("(").bind(id).push(", ").bind(day);
+            sql.push(", ").bind(village.to_string());
+            sql.push(", ").bind(township.to_string());
+            for value in counts.values() {
+                sql.push(", ").bind(value);
+            }
+            sql.push(", ").bind(*elsewhere).push(")");
+        }
+        txn.execute_raw(sql.build()).await?;
+    }
     txn.commit().await?;
     Ok(cells.len())
 }
@@ -538,6 +578,11 @@ where
         txn.commit().await?;
         days_computed.push(day);
         day += Duration::days(1);
+    }
+    if !days_computed.is_empty() {
+        // The cube grew by thousands of rows a day: keep the planner's view of it current.
+        crate::db::analyze_after_bulk_write(db, "report_cells").await;
+        crate::db::analyze_after_bulk_write(db, "report_days").await;
     }
     Ok(Refreshed {
         campaign_id: id,

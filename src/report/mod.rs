@@ -913,24 +913,27 @@ where
     let today = cube::local_day(&campaign, Utc::now());
     let first = (today - Duration::days(i64::from(days) - 1)).max(cube::first_day(&campaign));
 
-    // Every kept day in the range in one statement.
-    let key = dimension.column().unwrap_or("''");
+    // Every kept day in the range in one statement, from the per-village daily sums.
+    let key = match dimension {
+        Dimension::Township => "township_code",
+        Dimension::Village => "village_code",
+        _ => "''",
+    };
     let mut sql = Sql::new(db.get_database_backend());
     sql.push(&format!("SELECT day, {key} AS k"));
     for column in Counts::COLUMNS {
         sql.push(&format!(", SUM({column}) AS {column}"));
     }
-    sql.push(", SUM(CASE WHEN exam_area = '' THEN examined ELSE 0 END) AS elsewhere");
-    sql.push(" FROM report_cells WHERE campaign_id = ")
+    sql.push(", SUM(elsewhere) AS elsewhere FROM report_days WHERE campaign_id = ")
         .bind(campaign_id)
         .push(" AND day >= ")
         .bind(first)
         .push(" AND day < ")
         .bind(today);
     slice.push(&mut sql);
-    match dimension.column() {
-        Some(column) => sql.push(&format!(" GROUP BY day, {column}")),
-        None => sql.push(" GROUP BY day"),
+    match dimension {
+        Dimension::None => sql.push(" GROUP BY day"),
+        _ => sql.push(&format!(" GROUP BY day, {key}")),
     };
     let mut by_day: BTreeMap<NaiveDate, BTreeMap<String, Group>> = BTreeMap::new();
     for row in db.query_all_raw(sql.build()).await? {
