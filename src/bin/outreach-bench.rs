@@ -6,6 +6,8 @@
 mod campaign_bench;
 #[path = "bench/outbox.rs"]
 mod outbox_bench;
+#[path = "bench/report.rs"]
+mod report_bench;
 
 use std::io::Write;
 use std::path::Path;
@@ -85,6 +87,20 @@ enum Scenario {
         #[arg(long, default_value_t = 10)]
         connections: u32,
     },
+    /// Reports over a county a month into its campaign: the live cube and the closed days
+    /// rebuilt, then the county by township, one village, the 30-day series and the XLSX
+    /// download, each asked for `--runs` times.
+    Report {
+        #[arg(long, default_value_t = 1_000_000)]
+        residents: u64,
+        #[arg(long, default_value_t = 3_000_000)]
+        messages: u64,
+        #[arg(long, default_value_t = 50_000)]
+        appointments: u64,
+        /// Timed repetitions of each report.
+        #[arg(long, default_value_t = 30)]
+        runs: usize,
+    },
     /// One dispatcher process of the `dispatch` scenario (started by it).
     #[command(hide = true)]
     DispatchWorker {
@@ -133,6 +149,20 @@ fn main() -> anyhow::Result<()> {
                     batch,
                     concurrency,
                     connections,
+                })
+                .await
+            }
+            Scenario::Report {
+                residents,
+                messages,
+                appointments,
+                runs,
+            } => {
+                report_bench::report(report_bench::ReportOptions {
+                    residents,
+                    messages,
+                    appointments,
+                    runs,
                 })
                 .await
             }

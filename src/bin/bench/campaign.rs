@@ -151,7 +151,7 @@ fn registry(residents: u64) -> Population {
 }
 
 /// This year's campaign with an exam window from 1 January to four months from today.
-fn new_campaign(today: NaiveDate) -> NewCampaign {
+pub fn new_campaign(today: NaiveDate) -> NewCampaign {
     let jan1 = NaiveDate::from_ymd_opt(today.year(), 1, 1).expect("valid date");
     let range = |from, to| Some(DateRange { from, to });
     let day = |n| today + Duration::days(n);
