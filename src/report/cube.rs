@@ -649,14 +649,10 @@ pub async fn has_day(
     campaign_id: i32,
     day: NaiveDate,
 ) -> AppResult<bool> {
-    let mut sql = Sql::new(db.get_database_backend());
-    sql.push("SELECT days_through FROM report_refreshes WHERE campaign_id = ")
-        .bind(campaign_id);
-    let through = match db.query_one_raw(sql.build()).await? {
-        Some(row) => row.try_get::<Option<NaiveDate>>("", "days_through")?,
-        None => None,
-    };
-    if through.is_some_and(|t| t >= day) {
+    if kept_through(db, campaign_id)
+        .await?
+        .is_some_and(|t| t >= day)
+    {
         return Ok(true);
     }
     // Computed on demand (a report or a bulletin asked for it) ahead of the backfill.
