@@ -195,6 +195,30 @@ async fn read_cells(
 /// Rows per multi-row INSERT (well under SQLite's limit on bound values).
 const CHUNK: usize = 400;
 
+/// Inserts `rows` with multi-row statements of [`CHUNK`] rows: `head` is the statement up to
+/// `VALUES `, `row` binds one row's values (separated by `, `) inside its parentheses.
+async fn insert_rows<T>(
+    db: &impl ConnectionTrait,
+    head: &str,
+    rows: &[T],
+    row: impl Fn(&mut Sql, &T),
+) -> AppResult<()> {
+    for chunk in rows.chunks(CHUNK) {
+        let mut sql = Sql::new(db.get_database_backend());
+        sql.push(head);
+        for (i, item) in chunk.iter().enumerate() {
+            if i > 0 {
+                sql.push(", ");
+            }
+            sql.push("(");
+            row(&mut sql, item);
+            sql.push(")");
+        }
+        db.execute_raw(sql.build()).await?;
+    }
+    Ok(())
+}
+
 async fn write_cells(
     db: &impl ConnectionTrait,
     campaign_id: i32,
@@ -210,18 +234,14 @@ async fn write_cells(
         None => sql.push(" AND day IS NULL"),
     };
     db.execute_raw(sql.build()).await?;
-    for chunk in cells.chunks(CHUNK) {
-        let mut sql = Sql::new(backend);
-        sql.push(
-            "INSERT INTO report_cells (campaign_id, day, village_code, township_code, cohort, \
-             migrant_type, special, route, exam_area, population, exempt, notified, reached, \
-             appointed, examined, refused) VALUES ",
-        );
-        for (i, cell) in chunk.iter().enumerate() {
-            if i > 0 {
-                sql.push(", ");
-            }
-            sql.push("(").bind(campaign_id).push(", ").bind(day);
+    insert_rows(
+        db,
+        "INSERT INTO report_cells (campaign_id, day, village_code, township_code, cohort, \
+         migrant_type, special, route, exam_area, population, exempt, notified, reached, \
+         appointed, examined, refused) VALUES ",
+        cells,
+        |sql, cell| {
+            sql.bind(campaign_id).push(", ").bind(day);
             for text in [
                 &cell.village_code,
                 &cell.township_code,
@@ -236,10 +256,9 @@ async fn write_cells(
             for value in cell.counts.values() {
                 sql.push(", ").bind(value);
             }
-            sql.push(")");
-        }
-        db.execute_raw(sql.build()).await?;
-    }
+        },
+    )
+    .await?;
     Ok(())
 }
 
@@ -442,26 +461,22 @@ where
         .bind(day);
     txn.execute_raw(sql.build()).await?;
     let rows: Vec<_> = villages.into_iter().collect();
-    for chunk in rows.chunks(CHUNK) {
-        let mut sql = Sql::new(backend);
-        sql.push(
-            "INSERT INTO report_days (campaign_id, day, village_code, township_code, population, \
-             exempt, notified, reached, appointed, examined, refused, elsewhere) VALUES ",
-        );
-        for (i, ((village, township), (counts, elsewhere))) in chunk.iter().enumerate() {
-            if i > 0 {
-                sql.push(", ");
-            }
-            sql.push("(").bind(id).push(", ").bind(day);
+    insert_rows(
+        &txn,
+        "INSERT INTO report_days (campaign_id, day, village_code, township_code, population, \
+         exempt, notified, reached, appointed, examined, refused, elsewhere) VALUES ",
+        &rows,
+        |sql, ((village, township), (counts, elsewhere))| {
+            sql.bind(id).push(", ").bind(day);
             sql.push(", ").bind(village.to_string());
             sql.push(", ").bind(township.to_string());
             for value in counts.values() {
                 sql.push(", ").bind(value);
             }
-            sql.push(", ").bind(*elsewhere).push(")");
-        }
-        txn.execute_raw(sql.build()).await?;
-    }
+            sql.push(", ").bind(*elsewhere);
+        },
+    )
+    .await?;
     txn.commit().await?;
     Ok(cells.len())
 }
@@ -502,39 +517,25 @@ where
             .bind(id);
         txn.execute_raw(sql.build()).await?;
     }
-    for chunk in groups.chunks(CHUNK) {
-        let mut sql = Sql::new(backend);
-        sql.push(
-            "INSERT INTO report_key_groups (campaign_id, village_code, tag, target, examined) \
-             VALUES ",
-        );
-        for (i, g) in chunk.iter().enumerate() {
-            if i > 0 {
-                sql.push(", ");
-            }
-            sql.push("(")
-                .bind(id)
-                .push(", ")
-                .bind(g.village_code.clone());
+    insert_rows(
+        &txn,
+        "INSERT INTO report_key_groups (campaign_id, village_code, tag, target, examined) \
+         VALUES ",
+        &groups,
+        |sql, g| {
+            sql.bind(id).push(", ").bind(g.village_code.clone());
             sql.push(", ").bind(g.tag.clone()).push(", ").bind(g.target);
-            sql.push(", ").bind(g.examined).push(")");
-        }
-        txn.execute_raw(sql.build()).await?;
-    }
-    for chunk in contacts.chunks(CHUNK) {
-        let mut sql = Sql::new(backend);
-        sql.push(
-            "INSERT INTO report_contacts (campaign_id, village_code, source, channel, provider, \
-             total, succeeded, failed) VALUES ",
-        );
-        for (i, c) in chunk.iter().enumerate() {
-            if i > 0 {
-                sql.push(", ");
-            }
-            sql.push("(")
-                .bind(id)
-                .push(", ")
-                .bind(c.village_code.clone());
+            sql.push(", ").bind(g.examined);
+        },
+    )
+    .await?;
+    insert_rows(
+        &txn,
+        "INSERT INTO report_contacts (campaign_id, village_code, source, channel, provider, \
+         total, succeeded, failed) VALUES ",
+        &contacts,
+        |sql, c| {
+            sql.bind(id).push(", ").bind(c.village_code.clone());
             sql.push(", ")
                 .bind(c.source)
                 .push(", ")
@@ -543,14 +544,10 @@ where
                 .bind(c.provider.clone())
                 .push(", ")
                 .bind(c.total);
-            sql.push(", ")
-                .bind(c.succeeded)
-                .push(", ")
-                .bind(c.failed)
-                .push(")");
-        }
-        txn.execute_raw(sql.build()).await?;
-    }
+            sql.push(", ").bind(c.succeeded).push(", ").bind(c.failed);
+        },
+    )
+    .await?;
     let days_through = kept_through(&txn, id).await?;
     let took_ms = started.elapsed().as_millis() as i64;
     record_refresh(&txn, id, now, took_ms, days_through).await?;

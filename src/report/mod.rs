@@ -454,6 +454,27 @@ pub struct AsOf {
     pub timezone: String,
 }
 
+impl AsOf {
+    fn new(
+        campaign: &Campaign,
+        at: At,
+        refreshed_at: Option<DateTime<Utc>>,
+        from: Option<NaiveDate>,
+    ) -> Self {
+        let (kind, day) = match at {
+            At::Live => ("live", None),
+            At::Day(day) => ("day", Some(day)),
+        };
+        AsOf {
+            kind,
+            day,
+            refreshed_at,
+            from,
+            timezone: campaign.model.timezone.clone(),
+        }
+    }
+}
+
 /// A progress report.
 #[derive(Debug, Clone, Serialize, ToSchema)]
 pub struct Progress {
@@ -725,16 +746,7 @@ where
     Ok(Progress {
         campaign_id,
         campaign_name: campaign.model.name.clone(),
-        as_of: AsOf {
-            kind: if at == At::Live { "live" } else { "day" },
-            day: match at {
-                At::Day(day) => Some(day),
-                At::Live => None,
-            },
-            refreshed_at,
-            from: q.from,
-            timezone: campaign.model.timezone.clone(),
-        },
+        as_of: AsOf::new(&campaign, at, refreshed_at, q.from),
         area_code: area.0.as_ref().map(|a| a.to_string()),
         area_name,
         by: dimension,
@@ -1201,16 +1213,7 @@ where
         level,
         area_code: area.0.as_ref().map(|a| a.to_string()),
         period,
-        as_of: AsOf {
-            kind: if at == At::Live { "live" } else { "day" },
-            day: match at {
-                At::Day(day) => Some(day),
-                At::Live => None,
-            },
-            refreshed_at,
-            from: None,
-            timezone: campaign.model.timezone.clone(),
-        },
+        as_of: AsOf::new(&campaign, at, refreshed_at, None),
         previous_day,
         areas: ranked,
     })
