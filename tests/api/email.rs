@@ -11,10 +11,11 @@ use outreach::outreach::{
     Templates,
 };
 
-struct Smtp {
+/// A local SMTP server (aiosmtpd) writing what it receives into a Maildir.
+pub struct Smtp {
     child: Child,
-    port: u16,
-    dir: tempfile::TempDir,
+    pub port: u16,
+    pub dir: tempfile::TempDir,
 }
 
 impl Drop for Smtp {
@@ -24,7 +25,7 @@ impl Drop for Smtp {
     }
 }
 
-fn free_port() -> u16 {
+pub fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0")
         .unwrap()
         .local_addr()
@@ -32,7 +33,7 @@ fn free_port() -> u16 {
         .port()
 }
 
-fn start_smtp() -> Smtp {
+pub fn start_smtp() -> Smtp {
     let dir = tempfile::tempdir().unwrap();
     let port = free_port();
     let child = Command::new("python3")
@@ -54,7 +55,8 @@ fn start_smtp() -> Smtp {
     Smtp { child, port, dir }
 }
 
-fn settings(port: u16) -> SmtpSettings {
+/// Plain SMTP to the local server, sending as the county office.
+pub fn settings(port: u16) -> SmtpSettings {
     SmtpSettings {
         host: "127.0.0.1".into(),
         port,

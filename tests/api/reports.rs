@@ -16,6 +16,7 @@ use sea_orm::{ConnectionTrait, Statement};
 use serde_json::{Value, json};
 
 use crate::campaigns::add_resident;
+use crate::email::{self, Smtp, start_smtp};
 use crate::helpers::{
     COUNTY, OTHER_VILLAGE, TOWNSHIP, TestApp, VILLAGE, error_code, resident_id, spawn_app_with,
 };
@@ -857,43 +858,6 @@ async fn exports_open_back_cell_by_cell() {
     }
 }
 
-/// A local SMTP server (aiosmtpd) writing what it receives into a Maildir.
-struct Smtp {
-    child: std::process::Child,
-    port: u16,
-    dir: tempfile::TempDir,
-}
-
-impl Drop for Smtp {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn start_smtp() -> Smtp {
-    let dir = tempfile::tempdir().unwrap();
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let child = std::process::Command::new("python3")
-        .args(["-m", "aiosmtpd", "-n", "-l", &format!("127.0.0.1:{port}")])
-        .args(["-c", "aiosmtpd.handlers.Mailbox"])
-        .arg(dir.path().join("Maildir"))
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .expect("python3 with aiosmtpd (installed by .ci/run)");
-    let started = std::time::Instant::now();
-    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-        assert!(started.elapsed() < std::time::Duration::from_secs(15));
-        std::thread::sleep(std::time::Duration::from_millis(100));
-    }
-    Smtp { child, port, dir }
-}
-
 fn mails(smtp: &Smtp) -> Vec<std::path::PathBuf> {
     std::fs::read_dir(smtp.dir.path().join("Maildir/new"))
         .map(|d| d.filter_map(Result::ok).map(|e| e.path()).collect())
@@ -937,15 +901,7 @@ async fn a_bulletin_goes_out_once_per_period_across_a_restart() {
     let smtp = start_smtp();
     let port = smtp.port;
     let f = fixture(move |settings| {
-        settings.messaging.smtp = Some(outreach::outreach::channel::SmtpSettings {
-            host: "127.0.0.1".into(),
-            port,
-            security: outreach::outreach::channel::SmtpSecurity::None,
-            username: None,
-            password: None,
-            from: "新源县卫健委 <tijian@xinyuan.example>".into(),
-            timeout_secs: 5,
-        });
+        settings.messaging.smtp = Some(email::settings(port));
         settings.reports.bulletins.recipients = vec![
             "office@xinyuan.example".into(),
             "leader@xinyuan.example".into(),
@@ -1060,20 +1016,11 @@ async fn a_bulletin_goes_out_once_per_period_across_a_restart() {
 #[tokio::test]
 async fn a_failed_bulletin_is_recorded_and_tried_again() {
     // No server listens on this port.
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    let port = email::free_port();
     let f = fixture(move |settings| {
         settings.messaging.smtp = Some(outreach::outreach::channel::SmtpSettings {
-            host: "127.0.0.1".into(),
-            port,
-            security: outreach::outreach::channel::SmtpSecurity::None,
-            username: None,
-            password: None,
-            from: "新源县卫健委 <tijian@xinyuan.example>".into(),
             timeout_secs: 2,
+            ..email::settings(port)
         });
         settings.reports.bulletins.recipients = vec!["office@xinyuan.example".into()];
         settings.reports.bulletins.weekly = None;
@@ -1113,15 +1060,7 @@ async fn a_bulletin_cut_off_while_building_goes_out_but_one_cut_off_while_sendin
     let smtp = start_smtp();
     let port = smtp.port;
     let f = fixture(move |settings| {
-        settings.messaging.smtp = Some(outreach::outreach::channel::SmtpSettings {
-            host: "127.0.0.1".into(),
-            port,
-            security: outreach::outreach::channel::SmtpSecurity::None,
-            username: None,
-            password: None,
-            from: "新源县卫健委 <tijian@xinyuan.example>".into(),
-            timeout_secs: 5,
-        });
+        settings.messaging.smtp = Some(email::settings(port));
         settings.reports.bulletins.recipients = vec!["office@xinyuan.example".into()];
         settings.reports.bulletins.monthly = None;
     })
