@@ -134,9 +134,22 @@ pub fn backend_name(backend: DbBackend) -> &'static str {
     }
 }
 
-/// After a bulk write (a day of report figures) on PostgreSQL, refreshes the planner's
-/// statistics of `table` at once instead of waiting for autovacuum (which may be off): with
-/// the statistics of an empty table, the reports' sorts spill to disk. Best effort; SQLite
+/// A write of at least this many rows refreshes the table's planner statistics at once.
+pub const BULK_WRITE_ROWS: u64 = 10_000;
+
+/// [`analyze_after_bulk_write`] when `rows` rows were written, at least [`BULK_WRITE_ROWS`].
+pub async fn analyze_if_bulk(db: &impl ConnectionTrait, table: &'static str, rows: u64) {
+    if rows >= BULK_WRITE_ROWS {
+        analyze_after_bulk_write(db, table).await;
+    }
+}
+
+/// After a bulk write (a day of report figures, a campaign's enrolment, a wave's messages, a
+/// registry import) on PostgreSQL, refreshes the planner's statistics of `table` at once
+/// instead of waiting for autovacuum (which may be off). With the statistics of an empty
+/// table the reports' sorts spill to disk, and the dispatcher's lookups by campaign and
+/// resident scan every progress row of the campaign (measured: 73 ms instead of about 2 ms
+/// for 500 residents, slowing a 200,000-message run to 300 messages/s). Best effort; SQLite
 /// plans by its indexes without statistics.
 pub async fn analyze_after_bulk_write(db: &impl ConnectionTrait, table: &'static str) {
     if db.get_database_backend() != DbBackend::Postgres {

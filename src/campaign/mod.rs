@@ -788,6 +788,7 @@ where
     )
     .await?;
     txn.commit().await?;
+    crate::db::analyze_if_bulk(db, "enrolments", enrolled).await;
     Ok(Opened {
         campaign: campaign.view(),
         enrolled,

@@ -212,6 +212,7 @@ where
     )
     .await?;
     txn.commit().await?;
+    crate::db::analyze_if_bulk(db, "messages", planned).await;
     get(db, actor, id).await
 }
 

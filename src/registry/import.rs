@@ -697,6 +697,10 @@ async fn write_all(
         .await?;
     }
     txn.commit().await?;
+    let written = summary.imported + summary.updated;
+    crate::db::analyze_if_bulk(db, "residents", written).await;
+    // New residents were enrolled into the open campaigns.
+    crate::db::analyze_if_bulk(db, "enrolments", summary.imported).await;
     Ok((summary, unknown_columns))
 }
 
