@@ -1,4 +1,5 @@
-//! Schema migrations, in order. Each step runs unchanged on SQLite and PostgreSQL.
+//! Schema migrations, in order. Each step runs on SQLite and PostgreSQL (a few parts, said
+//! where, on one of them only).
 //! A landed step is never edited; a change is a new step.
 
 pub use sea_orm_migration::prelude::*;
@@ -15,6 +16,7 @@ mod m20261129_000009_create_outbox;
 mod m20261129_000010_create_contact_attempts;
 mod m20261129_000011_create_refusals;
 mod m20261129_000012_create_reports;
+mod m20261129_000013_outbox_bulk_planning;
 
 pub struct Migrator;
 
@@ -34,6 +36,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261129_000010_create_contact_attempts::Migration),
             Box::new(m20261129_000011_create_refusals::Migration),
             Box::new(m20261129_000012_create_reports::Migration),
+            Box::new(m20261129_000013_outbox_bulk_planning::Migration),
         ]
     }
 }

@@ -1,0 +1,56 @@
+use sea_orm_migration::prelude::*;
+use sea_orm_migration::sea_orm::DbBackend;
+
+#[derive(DeriveMigrationName)]
+pub struct Migration;
+
+/// PostgreSQL only: the outbox without its foreign keys to campaigns and residents, and the
+/// idempotency key compared byte by byte.
+///
+/// Planning a wave writes hundreds of thousands of messages in one `INSERT … SELECT`; on
+/// PostgreSQL each row fired two foreign-key triggers, each locking the referenced campaign
+/// or resident row — more than half of the statement's time (400,000 messages: 10.4 s with
+/// them, 4.8 s without; see BENCHMARKS.md, `plan`). Every message is written from an
+/// enrolment, an appointment or a resident's own reply, so its campaign and resident exist,
+/// and neither campaigns nor residents are ever deleted (they close, move out, die: states,
+/// not deletions), so the cascade the keys carried had nothing to do. The key's ordering
+/// only serves uniqueness, so the "C" collation spares the locale's comparison (a further
+/// 0.8 s).
+///
+/// SQLite keeps both: dropping a constraint there means rebuilding the table, and its
+/// foreign-key checks cost little (about 114,000 messages planned a second with them).
+#[async_trait::async_trait]
+impl MigrationTrait for Migration {
+    async fn up(&self, manager: &SchemaManager) -> Result<(), DbErr> {
+        if manager.get_database_backend() != DbBackend::Postgres {
+            return Ok(());
+        }
+        manager
+            .get_connection()
+            .execute_unprepared(
+                "ALTER TABLE messages DROP CONSTRAINT IF EXISTS fk_messages_campaign, \
+                 DROP CONSTRAINT IF EXISTS fk_messages_resident, \
+                 ALTER COLUMN idempotency_key TYPE varchar(120) COLLATE \"C\"",
+            )
+            .await?;
+        Ok(())
+    }
+
+    async fn down(&self, manager: &SchemaManager) -> Result<(), DbErr> {
+        if manager.get_database_backend() != DbBackend::Postgres {
+            return Ok(());
+        }
+        manager
+            .get_connection()
+            .execute_unprepared(
+                "ALTER TABLE messages \
+                 ALTER COLUMN idempotency_key TYPE varchar(120) COLLATE \"default\", \
+                 ADD CONSTRAINT fk_messages_campaign FOREIGN KEY (campaign_id) \
+                 REFERENCES campaigns (id) ON DELETE CASCADE, \
+                 ADD CONSTRAINT fk_messages_resident FOREIGN KEY (resident_id) \
+                 REFERENCES residents (id) ON DELETE CASCADE",
+            )
+            .await?;
+        Ok(())
+    }
+}
