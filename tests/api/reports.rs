@@ -48,7 +48,12 @@ async fn sql(app: &TestApp, statement: String) {
 fn stamp(app: &TestApp, at: chrono::DateTime<Utc>) -> String {
     match app.db.get_database_backend() {
         sea_orm::DbBackend::Postgres => format!("'{}'::timestamptz", at.to_rfc3339()),
-        _ => format!("'{}'", at.format("%Y-%m-%d %H:%M:%S%.6f+00:00")),
+        // As sqlx writes it: SQLite compares these as text, and a space where the app's own
+        // values have a `T` sorts a time before midnight UTC ahead of that day's boundaries.
+        _ => format!(
+            "'{}'",
+            at.to_rfc3339_opts(chrono::SecondsFormat::AutoSi, false)
+        ),
     }
 }
 
