@@ -955,13 +955,27 @@ fn insert_statement(
     sql.push_str(&INSERT_COLUMNS.join(", "));
     sql.push_str(") VALUES ");
     let mut values: Vec<Value> = Vec::with_capacity(rows.len() * INSERT_COLUMNS.len());
+    // On SQLite the two timestamps (the import's time, the same for every row) are written
+    // into the statement as the text sqlx would bind, instead of formatting and binding two
+    // values a row. Numbered parameters cannot share them: SQLite looks those up linearly.
+    let sqlite_now = (backend == sea_orm::DbBackend::Sqlite).then(|| {
+        format!(
+            "'{}'",
+            now.to_rfc3339_opts(chrono::SecondsFormat::AutoSi, false)
+        )
+    });
+    let bound = if sqlite_now.is_some() {
+        INSERT_COLUMNS.len() - 2
+    } else {
+        INSERT_COLUMNS.len()
+    };
     let mut n = 0;
     for (i, row) in rows.iter().enumerate() {
         if i > 0 {
             sql.push_str(", ");
         }
         sql.push('(');
-        for c in 0..INSERT_COLUMNS.len() {
+        for c in 0..bound {
             if c > 0 {
                 sql.push_str(", ");
             }
@@ -971,6 +985,12 @@ fn insert_statement(
                 sql.push_str(&n.to_string());
             } else {
                 sql.push('?');
+            }
+        }
+        if let Some(now) = &sqlite_now {
+            for _ in 0..2 {
+                sql.push_str(", ");
+                sql.push_str(now);
             }
         }
         sql.push(')');
@@ -999,9 +1019,10 @@ fn insert_statement(
             Value::from(relative.map(|p| p.masked.clone())),
             Value::from(row.wechat_openid.clone()),
             Value::from(row.email.clone()),
-            Value::from(now),
-            Value::from(now),
         ]);
+        if sqlite_now.is_none() {
+            values.extend([Value::from(now), Value::from(now)]);
+        }
     }
     sea_orm::Statement::from_sql_and_values(backend, sql, values)
 }
