@@ -64,7 +64,7 @@ fn postgres_tcp_port(url: &str) -> Option<u16> {
 /// fix is upstream but not released). Without it, a statement with a large bind message —
 /// the dispatcher's grouped `UPDATE` with each message's text — waits about 40 ms for a
 /// delayed acknowledgement: measured, 48 ms a statement instead of 7, and the dispatcher at
-/// 1,168 instead of 2,561 messages/s. sqlx gives no access to its socket, so each new
+/// 1,168 instead of 2,863 messages/s. sqlx gives no access to its socket, so each new
 /// connection sets the option on this process's TCP sockets to the database server's port
 /// (the pool's own connections; setting it again is harmless). Remove once sqlx sets it.
 mod nodelay {
