@@ -48,16 +48,15 @@ pub async fn connect(settings: &Settings) -> anyhow::Result<DatabaseConnection> 
         .with_context(|| format!("cannot open the database at {url}"))
 }
 
-/// The server port of a PostgreSQL URL that connects over TCP (not a Unix socket).
+/// The server port of a PostgreSQL URL that connects over TCP (not a Unix socket), read as
+/// sqlx reads it (`?port=`, `?host=/dir`, an encoded socket path, `PGPORT`).
 fn postgres_tcp_port(url: &str) -> Option<u16> {
-    let url = url::Url::parse(url).ok()?;
-    if !matches!(url.scheme(), "postgres" | "postgresql") {
+    use std::str::FromStr;
+    if !(url.starts_with("postgres://") || url.starts_with("postgresql://")) {
         return None;
     }
-    let over_socket = url
-        .query_pairs()
-        .any(|(k, v)| k == "host" && v.starts_with('/'));
-    (!over_socket).then(|| url.port().unwrap_or(5432))
+    let options = sea_orm::sqlx::postgres::PgConnectOptions::from_str(url).ok()?;
+    options.get_socket().is_none().then(|| options.get_port())
 }
 
 /// sqlx 0.9.0 opens its PostgreSQL TCP connections without `TCP_NODELAY` (0.8 set it; the
@@ -65,8 +64,9 @@ fn postgres_tcp_port(url: &str) -> Option<u16> {
 /// the dispatcher's grouped `UPDATE` with each message's text — waits about 40 ms for a
 /// delayed acknowledgement: measured, 48 ms a statement instead of 7, and the dispatcher at
 /// 1,168 instead of 2,863 messages/s. sqlx gives no access to its socket, so each new
-/// connection sets the option on this process's TCP sockets to the database server's port
-/// (the pool's own connections; setting it again is harmless). Remove once sqlx sets it.
+/// connection sets the option on every TCP socket of this process whose peer has the
+/// database server's port — the pools' connections, and any other connection to that port,
+/// which loses nothing by it; setting it again is harmless. Remove once sqlx sets it.
 mod nodelay {
     #[cfg(target_os = "linux")]
     pub fn set_on_sockets_to(port: u16) {
@@ -87,11 +87,13 @@ mod nodelay {
             if !is_socket {
                 continue;
             }
-            // SAFETY: the descriptor is only used for `getpeername`, `getsockopt` and
-            // `setsockopt` while this loop holds it; if another thread closed it meanwhile
-            // the calls fail (EBADF, ENOTSOCK) and it is skipped, and if the number was
-            // reused for another socket to the database server, that socket wants the
-            // option too.
+            // SAFETY: a deliberate, benign exception to I/O safety. `borrow_raw` wants the
+            // descriptor open for the borrow, which this loop cannot promise while other
+            // threads open and close theirs. It is only passed to `getpeername`,
+            // `getsockopt` and `setsockopt(TCP_NODELAY)`, which neither read nor write data
+            // nor close anything: if the descriptor was closed meanwhile they fail (EBADF)
+            // and it is skipped; if its number was reused, the new descriptor is examined
+            // the same way and changed only if it too is a socket to the server's port.
             let fd = unsafe { BorrowedFd::borrow_raw(fd) };
             let socket = socket2::SockRef::from(&fd);
             let to_server = socket
@@ -245,7 +247,15 @@ mod tests {
             Some(5432)
         );
         assert_eq!(
+            postgres_tcp_port("postgres://app@localhost/outreach?port=6543"),
+            Some(6543)
+        );
+        assert_eq!(
             postgres_tcp_port("postgres://app@localhost/outreach?host=/var/run/postgresql"),
+            None
+        );
+        assert_eq!(
+            postgres_tcp_port("postgres://app@%2Fvar%2Frun%2Fpostgresql/outreach"),
             None
         );
         assert_eq!(
