@@ -11,14 +11,21 @@ pub struct Migration;
 /// PostgreSQL each row fired two foreign-key triggers, each locking the referenced campaign
 /// or resident row — more than half of the statement's time (400,000 messages: 10.4 s with
 /// them, 4.8 s without; see BENCHMARKS.md, `plan`). Every message is written from an
-/// enrolment, an appointment or a resident's own reply, so its campaign and resident exist,
-/// and neither campaigns nor residents are ever deleted (they close, move out, die: states,
-/// not deletions), so the cascade the keys carried had nothing to do. The key's ordering
-/// only serves uniqueness, so the "C" collation spares the locale's comparison (a further
-/// 0.8 s).
+/// enrolment, an appointment or a resident's own reply, or copied from an existing message
+/// (the next step after a failed receipt, a re-send by hand), so its campaign and resident
+/// exist; and neither campaigns nor residents are ever deleted (they close, move out, die:
+/// states, not deletions), so the cascade the keys carried had nothing to do. The key is
+/// only compared for equality (and one prefix `LIKE`), so the "C" collation spares the
+/// locale's comparison (a further 0.8 s) without changing any answer.
 ///
 /// SQLite keeps both: dropping a constraint there means rebuilding the table, and its
-/// foreign-key checks cost little (about 114,000 messages planned a second with them).
+/// foreign-key checks cost little (about 114,000 messages planned a second with them). Were
+/// residents or campaigns ever deleted, SQLite would cascade to their messages and
+/// PostgreSQL would keep them.
+///
+/// Upgrading: the statement rebuilds the key's unique index and holds exclusive locks on
+/// `messages` (and, to drop the keys' triggers, on `campaigns` and `residents`) until it
+/// commits — a few seconds for a few million messages; run it outside sending hours.
 #[async_trait::async_trait]
 impl MigrationTrait for Migration {
     async fn up(&self, manager: &SchemaManager) -> Result<(), DbErr> {
