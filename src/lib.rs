@@ -30,8 +30,8 @@ pub mod users;
 
 /// mimalloc for every allocation of the process — Rust's and, through the `override`
 /// feature, SQLite's own (each bound value is copied by SQLite with `malloc`). A
-/// 1,000,000-row registry import spent about a fifth of its time in glibc's allocator,
-/// much of it freeing on one thread what another had allocated: 61,230 → 87,793–93,637
-/// rows/s with mimalloc (see BENCHMARKS.md, `import`).
+/// 1,000,000-row registry import spent about a fifth of its CPU in glibc's `malloc` and
+/// `free` and the copies around them, much of it freeing on one thread what another had
+/// allocated: 61,230 → 87,793–93,637 rows/s with mimalloc (see BENCHMARKS.md, `import`).
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
