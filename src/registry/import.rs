@@ -9,6 +9,7 @@ use std::collections::{HashMap, HashSet};
 use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use chrono::{NaiveDate, Utc};
 use entities::residents;
@@ -83,9 +84,18 @@ impl ProtectedPhone {
             masked: phone.masked(),
         }
     }
+
+    /// The three stored columns (cipher, index, masked) of a phone that may be absent.
+    fn split(phone: Option<Self>) -> (Option<Vec<u8>>, Option<Vec<u8>>, Option<String>) {
+        match phone {
+            Some(p) => (Some(p.cipher), Some(p.index), Some(p.masked)),
+            None => (None, None, None),
+        }
+    }
 }
 
 /// One valid row, encrypted. `None` fields were blank or absent and leave stored values alone.
+#[derive(Clone)]
 struct Prepared {
     line: u64,
     values: Vec<String>,
@@ -115,8 +125,13 @@ enum Message {
         unknown: Vec<String>,
     },
     Batch {
+        /// The valid rows, kept for comparing with the registry; empty once the import loads
+        /// in bulk (nothing is compared then, and the insert takes their values without a copy).
         rows: Vec<Prepared>,
-        /// The insert for `rows`, built on the reading thread so the writer only executes it.
+        /// How many valid rows the insert holds.
+        count: u64,
+        /// The insert of the valid rows, built on the reading thread so the writer only
+        /// executes it.
         insert: Option<sea_orm::Statement>,
         rejected: Vec<RejectedRow>,
     },
@@ -187,7 +202,10 @@ fn optional_text(value: &str, max: usize) -> Result<Option<String>, ()> {
 }
 
 impl Validator {
-    fn prepare(&mut self, row: &RawRow) -> Result<Prepared, RejectedRow> {
+    /// Takes the row so a valid one keeps its values (for a refusal found later, when the
+    /// registry is compared) without copying them.
+    fn prepare(&mut self, raw: RawRow) -> Result<Prepared, RejectedRow> {
+        let row = &raw;
         let c = self.columns;
         let name = c.get(row, F_NAME);
         if name.is_empty() {
@@ -320,8 +338,8 @@ impl Validator {
             ));
         }
         Ok(Prepared {
-            line: row.line,
-            values: row.values.clone(),
+            line: raw.line,
+            values: raw.values,
             id_cipher: self.privacy.encrypt(Field::ResidentId, id.expose()),
             id_masked: id.masked(),
             id_index,
@@ -436,6 +454,7 @@ pub async fn import_residents(
     let now = now - chrono::Duration::nanoseconds(i64::from(now.timestamp_subsec_nanos() % 1000));
     let stamp = (db.get_database_backend(), now);
     let (sender, mut receiver) = tokio::sync::mpsc::channel::<Result<Message, ReadFailure>>(4);
+    let bulk = Arc::new(AtomicBool::new(false));
     let job = Reading {
         path: path.to_owned(),
         privacy,
@@ -445,6 +464,7 @@ pub async fn import_residents(
         progress,
         backend: stamp.0,
         now: stamp.1,
+        bulk: bulk.clone(),
     };
     let reader = tokio::task::spawn_blocking(move || read_and_prepare(job, sender));
 
@@ -455,7 +475,16 @@ pub async fn import_residents(
         file: None,
         header: Vec::new(),
     };
-    let result = write_all(db, actor, &villages, stamp.1, &mut receiver, &mut sink).await;
+    let result = write_all(
+        db,
+        actor,
+        &villages,
+        stamp.1,
+        &bulk,
+        &mut receiver,
+        &mut sink,
+    )
+    .await;
     drop(receiver);
     let _ = reader.await;
     match result {
@@ -488,6 +517,8 @@ struct Reading {
     progress: Progress,
     backend: sea_orm::DbBackend,
     now: chrono::DateTime<Utc>,
+    /// Set by the writer once it loads in bulk (see [`Indexes::drop_for_bulk`]).
+    bulk: Arc<AtomicBool>,
 }
 
 fn read_and_prepare(job: Reading, sender: tokio::sync::mpsc::Sender<Result<Message, ReadFailure>>) {
@@ -500,7 +531,30 @@ fn read_and_prepare(job: Reading, sender: tokio::sync::mpsc::Sender<Result<Messa
         progress,
         backend,
         now,
+        bulk,
     } = job;
+    let batch = |rows: Vec<Prepared>, rejected: Vec<RejectedRow>| {
+        let count = rows.len() as u64;
+        if count == 0 {
+            return Message::Batch {
+                rows,
+                count,
+                insert: None,
+                rejected,
+            };
+        }
+        let (rows, insert) = if bulk.load(Ordering::Acquire) {
+            (Vec::new(), insert_statement(backend, rows, now))
+        } else {
+            (rows.clone(), insert_statement(backend, rows, now))
+        };
+        Message::Batch {
+            rows,
+            count,
+            insert: Some(insert),
+            rejected,
+        }
+    };
     let path = path.as_path();
     let counter = BytesRead::default();
     let total_bytes = std::fs::metadata(path).map(|m| m.len()).unwrap_or(0);
@@ -578,7 +632,7 @@ fn read_and_prepare(job: Reading, sender: tokio::sync::mpsc::Sender<Result<Messa
             return true;
         };
         count += 1;
-        match validator.prepare(&row) {
+        match validator.prepare(row) {
             Ok(prepared) => rows.push(prepared),
             Err(bad) => rejected.push(bad),
         }
@@ -586,11 +640,7 @@ fn read_and_prepare(job: Reading, sender: tokio::sync::mpsc::Sender<Result<Messa
             let mut rows = std::mem::replace(&mut rows, Vec::with_capacity(BATCH));
             // In village order the village index is written page by page, not at random.
             rows.sort_unstable_by(|a, b| a.village_code.cmp(&b.village_code));
-            let batch = Message::Batch {
-                insert: (!rows.is_empty()).then(|| insert_statement(backend, &rows, now)),
-                rows,
-                rejected: std::mem::take(&mut rejected),
-            };
+            let batch = batch(rows, std::mem::take(&mut rejected));
             if sender.blocking_send(Ok(batch)).is_err() {
                 stopped = true;
                 return false;
@@ -617,11 +667,7 @@ fn read_and_prepare(job: Reading, sender: tokio::sync::mpsc::Sender<Result<Messa
         (Err(e), _) => Err(ReadFailure::Source(e)),
         (Ok(()), Some(f)) => Err(f),
         (Ok(()), None) if validator.is_none() || count == 0 => Err(ReadFailure::Empty),
-        (Ok(()), None) => Ok(Message::Batch {
-            insert: (!rows.is_empty()).then(|| insert_statement(backend, &rows, now)),
-            rows,
-            rejected,
-        }),
+        (Ok(()), None) => Ok(batch(rows, rejected)),
     };
     if lines && count >= 100_000 {
         eprintln!("已读取 {count} 行 read {count} rows (100%)");
@@ -634,6 +680,7 @@ async fn write_all(
     actor: &Actor,
     villages: &HashMap<String, String>,
     now: chrono::DateTime<Utc>,
+    bulk: &AtomicBool,
     receiver: &mut tokio::sync::mpsc::Receiver<Result<Message, ReadFailure>>,
     sink: &mut RejectSink,
 ) -> AppResult<(ImportSummary, Vec<String>)> {
@@ -649,6 +696,7 @@ async fn write_all(
             }
             Message::Batch {
                 rows,
+                count,
                 insert,
                 rejected,
             } => {
@@ -658,10 +706,11 @@ async fn write_all(
                 }
                 if matches!(indexes, Indexes::EmptyAtStart) && summary.imported >= BULK_AFTER {
                     indexes = Indexes::drop_for_bulk(&txn, summary.imported).await?;
+                    bulk.store(matches!(indexes, Indexes::Dropped(_)), Ordering::Release);
                 }
                 let bad = match &indexes {
                     Indexes::Dropped(_) => {
-                        write_bulk(&txn, &rows, insert, &mut summary).await?;
+                        write_bulk(&txn, count, insert, &mut summary).await?;
                         Vec::new()
                     }
                     _ => {
@@ -723,8 +772,9 @@ enum Indexes {
     Kept,
     /// The registry was empty when the import began; a large import drops the indexes.
     EmptyAtStart,
-    /// Dropped inside the import's transaction; these statements build them again before it
-    /// commits (DDL is transactional on SQLite and PostgreSQL, so a failure restores them).
+    /// Dropped inside the import's transaction (with PostgreSQL's foreign keys); these
+    /// statements build them again before it commits (DDL is transactional on SQLite and
+    /// PostgreSQL, so a failure restores them).
     Dropped(Vec<String>),
 }
 
@@ -749,8 +799,13 @@ impl Indexes {
     /// IDs repeated in the file), so nothing needs the unique index to be told apart, and the
     /// unique index built at the end still guards it.
     ///
-    /// On PostgreSQL this takes an exclusive lock on the table until the import commits:
-    /// the registry is empty, so nobody is kept from anything they could have seen.
+    /// On PostgreSQL the registry's foreign keys go too (the household village's: a lookup
+    /// in `areas` a row, about a fifth of the load) and are added back at the end, checked in
+    /// one pass; the reading thread already refuses villages that are not registered. This
+    /// takes exclusive locks on `residents` and `areas` until the import commits: the registry
+    /// is empty, so nobody is kept from anything they could have seen, and what reads the
+    /// area tree alone (the area list, institutions) waits for the commit. SQLite cannot drop
+    /// a foreign key without rebuilding the table and keeps checking it row by row.
     async fn drop_for_bulk(txn: &impl sea_orm::ConnectionTrait, written: u64) -> AppResult<Self> {
         use sea_orm::{DbBackend, Statement};
         let backend = txn.get_database_backend();
@@ -784,8 +839,27 @@ impl Indexes {
             txn.execute_unprepared(&format!("DROP INDEX \"{}\"", name.replace('"', "\"\"")))
                 .await?;
         }
+        let indexes = create.len();
+        if backend == DbBackend::Postgres {
+            let foreign_keys = "SELECT conname AS name, pg_get_constraintdef(oid) AS definition \
+                 FROM pg_constraint WHERE conrelid = 'residents'::regclass AND contype = 'f'";
+            for row in txn
+                .query_all_raw(Statement::from_string(backend, foreign_keys))
+                .await?
+            {
+                let name: String = row.try_get("", "name")?;
+                let name = format!("\"{}\"", name.replace('"', "\"\""));
+                let definition: String = row.try_get("", "definition")?;
+                txn.execute_unprepared(&format!("ALTER TABLE residents DROP CONSTRAINT {name}"))
+                    .await?;
+                create.push(format!(
+                    "ALTER TABLE residents ADD CONSTRAINT {name} {definition}"
+                ));
+            }
+        }
         tracing::info!(
-            indexes = create.len(),
+            indexes,
+            foreign_keys = create.len() - indexes,
             written,
             "loading the registry in bulk"
         );
@@ -805,7 +879,7 @@ impl Indexes {
 /// A batch of an import loaded in bulk: every row is new (see [`Indexes::drop_for_bulk`]).
 async fn write_bulk(
     txn: &impl sea_orm::ConnectionTrait,
-    rows: &[Prepared],
+    count: u64,
     insert: Option<sea_orm::Statement>,
     summary: &mut ImportSummary,
 ) -> AppResult<()> {
@@ -813,12 +887,10 @@ async fn write_bulk(
         return Ok(());
     };
     let inserted = txn.execute_raw(insert).await?.rows_affected();
-    if inserted != rows.len() as u64 {
-        return Err(anyhow::anyhow!(
-            "{inserted} of {} residents inserted in a bulk batch",
-            rows.len()
-        )
-        .into());
+    if inserted != count {
+        return Err(
+            anyhow::anyhow!("{inserted} of {count} residents inserted in a bulk batch").into(),
+        );
     }
     summary.imported += inserted;
     Ok(())
@@ -939,92 +1011,209 @@ const INSERT_COLUMNS: [&str; 24] = [
     "updated_at",
 ];
 
-/// One multi-row insert for a batch (the writer adds the clause that skips IDs already
-/// registered unless the import loads in bulk).
+/// One insert for a batch (the writer adds the clause that skips IDs already registered
+/// unless the import loads in bulk).
 /// Built by hand on this hot path: the values go straight into the statement instead of
 /// through an ActiveModel each, which was most of the cost of a large import (see
 /// BENCHMARKS.md). The opt-out flags take their column defaults.
 fn insert_statement(
     backend: sea_orm::DbBackend,
-    rows: &[Prepared],
+    rows: Vec<Prepared>,
+    now: chrono::DateTime<Utc>,
+) -> sea_orm::Statement {
+    match backend {
+        sea_orm::DbBackend::Postgres => insert_unnest(rows, now),
+        _ => insert_values(backend, rows, now),
+    }
+}
+
+/// SQLite: a multi-row `VALUES` list, 22 values bound a row, moved out of the rows. The two
+/// timestamps (the import's time, the same for every row) are written into the statement as
+/// the text sqlx would bind, instead of formatting and binding two values a row. Numbered
+/// parameters cannot share them: SQLite looks those up linearly. Dates are bound as the text
+/// sqlx would write (`YYYY-MM-DD`), formatted here rather than on the writer.
+fn insert_values(
+    backend: sea_orm::DbBackend,
+    rows: Vec<Prepared>,
     now: chrono::DateTime<Utc>,
 ) -> sea_orm::Statement {
     use sea_orm::Value;
-    let mut sql = String::with_capacity(64 + rows.len() * INSERT_COLUMNS.len() * 5);
+    let bound = INSERT_COLUMNS.len() - 2;
+    let now = format!(
+        "'{}'",
+        now.to_rfc3339_opts(chrono::SecondsFormat::AutoSi, false)
+    );
+    let mut placeholders = vec!["?"; bound];
+    placeholders.extend([now.as_str(), now.as_str()]);
+    let tuple = format!("({})", placeholders.join(", "));
+    let mut sql = String::with_capacity(64 + rows.len() * (tuple.len() + 2));
     sql.push_str("INSERT INTO residents (");
     sql.push_str(&INSERT_COLUMNS.join(", "));
     sql.push_str(") VALUES ");
-    let mut values: Vec<Value> = Vec::with_capacity(rows.len() * INSERT_COLUMNS.len());
-    // On SQLite the two timestamps (the import's time, the same for every row) are written
-    // into the statement as the text sqlx would bind, instead of formatting and binding two
-    // values a row. Numbered parameters cannot share them: SQLite looks those up linearly.
-    let sqlite_now = (backend == sea_orm::DbBackend::Sqlite).then(|| {
-        format!(
-            "'{}'",
-            now.to_rfc3339_opts(chrono::SecondsFormat::AutoSi, false)
-        )
-    });
-    let bound = if sqlite_now.is_some() {
-        INSERT_COLUMNS.len() - 2
-    } else {
-        INSERT_COLUMNS.len()
-    };
-    let mut n = 0;
-    for (i, row) in rows.iter().enumerate() {
+    let mut values: Vec<Value> = Vec::with_capacity(rows.len() * bound);
+    for (i, row) in rows.into_iter().enumerate() {
         if i > 0 {
             sql.push_str(", ");
         }
-        sql.push('(');
-        for c in 0..bound {
-            if c > 0 {
-                sql.push_str(", ");
-            }
-            n += 1;
-            if backend == sea_orm::DbBackend::Postgres {
-                sql.push('$');
-                sql.push_str(&n.to_string());
-            } else {
-                sql.push('?');
-            }
-        }
-        if let Some(now) = &sqlite_now {
-            for _ in 0..2 {
-                sql.push_str(", ");
-                sql.push_str(now);
-            }
-        }
-        sql.push(')');
-        let phone = row.phone.as_ref();
-        let relative = row.relative_phone.as_ref();
+        sql.push_str(&tuple);
+        let (phone_cipher, phone_index, phone_masked) = ProtectedPhone::split(row.phone);
+        let (relative_cipher, relative_index, relative_masked) =
+            ProtectedPhone::split(row.relative_phone);
         values.extend([
-            Value::from(row.id_index.clone()),
-            Value::from(row.id_cipher.clone()),
-            Value::from(row.id_masked.clone()),
-            Value::from(row.name.clone()),
+            Value::from(row.id_index),
+            Value::from(row.id_cipher),
+            Value::from(row.id_masked),
+            Value::from(row.name),
             Value::from(row.sex),
-            Value::from(row.birth_date),
-            Value::from(row.village_code.clone()),
+            Value::from(row.birth_date.to_string()),
+            Value::from(row.village_code),
             Value::from(row.language.unwrap_or(Language::Zh).code()),
             Value::from(row.migrant_type.unwrap_or(MigrantType::Local).code()),
-            Value::from(row.permit_since),
+            Value::from(row.permit_since.map(|d| d.to_string())),
             Value::from(row.special.map(Special::code)),
-            Value::from(row.current_address.clone()),
-            Value::from(phone.map(|p| p.cipher.clone())),
-            Value::from(phone.map(|p| p.index.clone())),
-            Value::from(phone.map(|p| p.masked.clone())),
-            Value::from(row.relative_name.clone()),
-            Value::from(row.relative_relation.clone()),
-            Value::from(relative.map(|p| p.cipher.clone())),
-            Value::from(relative.map(|p| p.index.clone())),
-            Value::from(relative.map(|p| p.masked.clone())),
-            Value::from(row.wechat_openid.clone()),
-            Value::from(row.email.clone()),
+            Value::from(row.current_address),
+            Value::from(phone_cipher),
+            Value::from(phone_index),
+            Value::from(phone_masked),
+            Value::from(row.relative_name),
+            Value::from(row.relative_relation),
+            Value::from(relative_cipher),
+            Value::from(relative_index),
+            Value::from(relative_masked),
+            Value::from(row.wechat_openid),
+            Value::from(row.email),
         ]);
-        if sqlite_now.is_none() {
-            values.extend([Value::from(now), Value::from(now)]);
-        }
     }
     sea_orm::Statement::from_sql_and_values(backend, sql, values)
+}
+
+/// PostgreSQL: one array a column, unpacked by `unnest`. 23 parameters a batch instead of
+/// 24 a row, and one statement text for every batch: the server no longer builds and
+/// evaluates a thousand-row `VALUES` list (most of its time in a large import, see
+/// BENCHMARKS.md). The arrays cannot carry NULL (sea-query binds them as vectors of plain
+/// values), so an absent value travels as an empty text or blob and `NULLIF` restores it —
+/// no validated value is ever empty (blank fields are absent, ciphers and indexes never
+/// empty).
+const PG_INSERT: &str = "INSERT INTO residents (id_index, id_cipher, id_masked, name, sex, \
+     birth_date, village_code, language, migrant_type, permit_since, special, current_address, \
+     phone_cipher, phone_index, phone_masked, relative_name, relative_relation, \
+     relative_phone_cipher, relative_phone_index, relative_phone_masked, wechat_openid, email, \
+     created_at, updated_at) \
+     SELECT id_index, id_cipher, id_masked, name, sex, birth_date, village_code, language, \
+     migrant_type, NULLIF(permit_since, '')::date, NULLIF(special, ''), \
+     NULLIF(current_address, ''), NULLIF(phone_cipher, ''::bytea), \
+     NULLIF(phone_index, ''::bytea), NULLIF(phone_masked, ''), NULLIF(relative_name, ''), \
+     NULLIF(relative_relation, ''), NULLIF(relative_phone_cipher, ''::bytea), \
+     NULLIF(relative_phone_index, ''::bytea), NULLIF(relative_phone_masked, ''), \
+     NULLIF(wechat_openid, ''), NULLIF(email, ''), $23::timestamptz, $23::timestamptz \
+     FROM unnest($1::bytea[], $2::bytea[], $3::text[], $4::text[], $5::text[], $6::date[], \
+     $7::text[], $8::text[], $9::text[], $10::text[], $11::text[], $12::text[], $13::bytea[], \
+     $14::bytea[], $15::text[], $16::text[], $17::text[], $18::bytea[], $19::bytea[], \
+     $20::text[], $21::text[], $22::text[]) \
+     AS r(id_index, id_cipher, id_masked, name, sex, birth_date, village_code, language, \
+     migrant_type, permit_since, special, current_address, phone_cipher, phone_index, \
+     phone_masked, relative_name, relative_relation, relative_phone_cipher, \
+     relative_phone_index, relative_phone_masked, wechat_openid, email)";
+
+fn insert_unnest(rows: Vec<Prepared>, now: chrono::DateTime<Utc>) -> sea_orm::Statement {
+    use sea_orm::Value;
+    /// The columns as arrays; absent values as empty texts and blobs (see [`PG_INSERT`]).
+    #[derive(Default)]
+    struct Arrays {
+        id_index: Vec<Vec<u8>>,
+        id_cipher: Vec<Vec<u8>>,
+        id_masked: Vec<String>,
+        name: Vec<String>,
+        sex: Vec<String>,
+        birth_date: Vec<NaiveDate>,
+        village_code: Vec<String>,
+        language: Vec<String>,
+        migrant_type: Vec<String>,
+        permit_since: Vec<String>,
+        special: Vec<String>,
+        current_address: Vec<String>,
+        phone_cipher: Vec<Vec<u8>>,
+        phone_index: Vec<Vec<u8>>,
+        phone_masked: Vec<String>,
+        relative_name: Vec<String>,
+        relative_relation: Vec<String>,
+        relative_phone_cipher: Vec<Vec<u8>>,
+        relative_phone_index: Vec<Vec<u8>>,
+        relative_phone_masked: Vec<String>,
+        wechat_openid: Vec<String>,
+        email: Vec<String>,
+    }
+    let mut a = Arrays::default();
+    for row in rows {
+        let (phone_cipher, phone_index, phone_masked) = ProtectedPhone::split(row.phone);
+        let (relative_cipher, relative_index, relative_masked) =
+            ProtectedPhone::split(row.relative_phone);
+        a.id_index.push(row.id_index);
+        a.id_cipher.push(row.id_cipher);
+        a.id_masked.push(row.id_masked);
+        a.name.push(row.name);
+        a.sex.push(row.sex.to_owned());
+        a.birth_date.push(row.birth_date);
+        a.village_code.push(row.village_code);
+        a.language
+            .push(row.language.unwrap_or(Language::Zh).code().to_owned());
+        a.migrant_type.push(
+            row.migrant_type
+                .unwrap_or(MigrantType::Local)
+                .code()
+                .to_owned(),
+        );
+        a.permit_since
+            .push(row.permit_since.map(|d| d.to_string()).unwrap_or_default());
+        a.special.push(
+            row.special
+                .map(Special::code)
+                .unwrap_or_default()
+                .to_owned(),
+        );
+        a.current_address
+            .push(row.current_address.unwrap_or_default());
+        a.phone_cipher.push(phone_cipher.unwrap_or_default());
+        a.phone_index.push(phone_index.unwrap_or_default());
+        a.phone_masked.push(phone_masked.unwrap_or_default());
+        a.relative_name.push(row.relative_name.unwrap_or_default());
+        a.relative_relation
+            .push(row.relative_relation.unwrap_or_default());
+        a.relative_phone_cipher
+            .push(relative_cipher.unwrap_or_default());
+        a.relative_phone_index
+            .push(relative_index.unwrap_or_default());
+        a.relative_phone_masked
+            .push(relative_masked.unwrap_or_default());
+        a.wechat_openid.push(row.wechat_openid.unwrap_or_default());
+        a.email.push(row.email.unwrap_or_default());
+    }
+    let values = vec![
+        Value::from(a.id_index),
+        Value::from(a.id_cipher),
+        Value::from(a.id_masked),
+        Value::from(a.name),
+        Value::from(a.sex),
+        Value::from(a.birth_date),
+        Value::from(a.village_code),
+        Value::from(a.language),
+        Value::from(a.migrant_type),
+        Value::from(a.permit_since),
+        Value::from(a.special),
+        Value::from(a.current_address),
+        Value::from(a.phone_cipher),
+        Value::from(a.phone_index),
+        Value::from(a.phone_masked),
+        Value::from(a.relative_name),
+        Value::from(a.relative_relation),
+        Value::from(a.relative_phone_cipher),
+        Value::from(a.relative_phone_index),
+        Value::from(a.relative_phone_masked),
+        Value::from(a.wechat_openid),
+        Value::from(a.email),
+        Value::from(now),
+    ];
+    sea_orm::Statement::from_sql_and_values(sea_orm::DbBackend::Postgres, PG_INSERT, values)
 }
 
 /// The fields of `row` that differ from `current`, as an audit summary (phones by their

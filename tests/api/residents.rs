@@ -964,6 +964,19 @@ async fn a_large_first_import_loads_in_bulk_and_keeps_every_rule() {
         .await
         .unwrap();
     assert_eq!(phones, 7_500);
+    // The household village's foreign key holds again (PostgreSQL drops it while loading).
+    let orphan = app
+        .db
+        .execute_unprepared(
+            "UPDATE residents SET village_code = '659999999999' \
+             WHERE id = (SELECT MIN(id) FROM residents)",
+        )
+        .await
+        .expect_err("a village that is not registered is refused");
+    assert!(
+        orphan.to_string().to_lowercase().contains("foreign key"),
+        "{orphan}"
+    );
 
     // Loaded in bulk or not, the registry answers a re-import row by row.
     let again = json_body(app.upload_residents(&office, file(true)).await).await;
@@ -991,4 +1004,113 @@ async fn a_large_first_import_loads_in_bulk_and_keeps_every_rule() {
         .unwrap();
     assert_eq!(renamed, 1);
     assert_eq!(resident_indexes(&app.db).await, indexes);
+}
+
+#[tokio::test]
+async fn every_column_is_stored_as_given_and_blank_ones_stay_empty() {
+    let app = spawn_app().await;
+    app.seed_areas().await;
+    let (_, office) = app.user("office.f", Role::Office, COUNTY).await;
+    let full = resident_id(1, "19800229");
+    let blank = resident_id(2, "19900101");
+    let csv = format!(
+        "name,id_number,village_code,phone,relative_name,relative_phone,relative_relation,\
+         migrant_type,current_address,permit_since,special,wechat_openid,email,language\n\
+         阿依古丽,{full},{VILLAGE},13812345678,买买提,13900001111,儿子,in_region_permit,\
+         乌鲁木齐市天山区,2023-05-06,remote_pastoral,oABC_123-x,Ayi@Example.cn,ug\n\
+         李四,{blank},{VILLAGE},,,,,,,,,,,\n"
+    );
+    let report = json_body(app.upload_residents(&office, csv).await).await;
+    assert_eq!(report["imported"], 2, "{report}");
+
+    let stored = |masked: String| {
+        let db = app.db.clone();
+        async move {
+            residents::Entity::find()
+                .filter(residents::Column::IdMasked.eq(masked))
+                .one(&db)
+                .await
+                .unwrap()
+                .expect("imported")
+        }
+    };
+    let masked = |id: &str| format!("{}**********{}", &id[..4], &id[14..]);
+    let a = stored(masked(&full)).await;
+    assert_eq!(
+        (
+            a.name.as_str(),
+            a.sex.as_str(),
+            a.birth_date.to_string(),
+            a.village_code.as_str(),
+            a.language.as_str(),
+            a.migrant_type.as_str(),
+        ),
+        (
+            "阿依古丽",
+            "M",
+            "1980-02-29".to_owned(),
+            VILLAGE,
+            "ug",
+            "in_region_permit"
+        )
+    );
+    assert_eq!(
+        a.permit_since.map(|d| d.to_string()).as_deref(),
+        Some("2023-05-06")
+    );
+    assert_eq!(a.special.as_deref(), Some("remote_pastoral"));
+    assert_eq!(a.current_address.as_deref(), Some("乌鲁木齐市天山区"));
+    assert_eq!(a.phone_masked.as_deref(), Some("138****5678"));
+    assert_eq!(a.relative_name.as_deref(), Some("买买提"));
+    assert_eq!(a.relative_relation.as_deref(), Some("儿子"));
+    assert_eq!(a.relative_phone_masked.as_deref(), Some("139****1111"));
+    assert_eq!(a.wechat_openid.as_deref(), Some("oABC_123-x"));
+    assert_eq!(a.email.as_deref(), Some("ayi@example.cn"));
+    assert!(a.phone_cipher.is_some() && a.phone_index.is_some());
+    assert!(a.relative_phone_cipher.is_some() && a.relative_phone_index.is_some());
+    assert!(!a.phone_opt_out && !a.relative_opt_out && !a.wechat_opt_out && !a.email_opt_out);
+    assert_eq!(a.created_at, a.updated_at);
+
+    let b = stored(masked(&blank)).await;
+    assert_eq!(
+        (b.language.as_str(), b.migrant_type.as_str()),
+        ("zh", "local")
+    );
+    assert_eq!(
+        (
+            b.permit_since,
+            b.special,
+            b.current_address,
+            b.phone_cipher,
+            b.phone_index,
+            b.phone_masked,
+        ),
+        (None, None, None, None, None, None)
+    );
+    assert_eq!(
+        (
+            b.relative_name,
+            b.relative_relation,
+            b.relative_phone_cipher,
+            b.relative_phone_index,
+            b.relative_phone_masked,
+            b.wechat_openid,
+            b.email,
+        ),
+        (None, None, None, None, None, None, None)
+    );
+
+    // The full numbers decrypt back to what the file said, for a role allowed to see them.
+    let (_, cadre) = app.user("cadre.f", Role::Cadre, VILLAGE).await;
+    let path = format!("/api/v1/residents/{}?reveal=true", a.id);
+    let detail = json_body(app.get(&path, &cadre).await).await;
+    assert_eq!(
+        (
+            &detail["id_number"],
+            &detail["phone"],
+            &detail["relative_phone"]
+        ),
+        (&json!(full), &json!("13812345678"), &json!("13900001111")),
+        "{detail}"
+    );
 }
