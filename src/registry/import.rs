@@ -362,11 +362,15 @@ impl Validator {
     }
 }
 
+/// A date as registers write it. Only years 1900 to 9999: chrono's `%Y` also reads year 0
+/// and signed years, which no register means and which PostgreSQL would refuse as text.
 pub fn parse_date(raw: &str) -> Option<NaiveDate> {
+    use chrono::Datelike;
     let raw = raw.trim();
     ["%Y-%m-%d", "%Y/%m/%d", "%Y.%m.%d", "%Y%m%d", "%Y年%m月%d日"]
         .iter()
         .find_map(|format| NaiveDate::parse_from_str(raw, format).ok())
+        .filter(|date| (1900..=9999).contains(&date.year()))
 }
 
 pub fn valid_openid(raw: &str) -> bool {
@@ -800,12 +804,19 @@ impl Indexes {
     /// unique index built at the end still guards it.
     ///
     /// On PostgreSQL the registry's foreign keys go too (the household village's: a lookup
-    /// in `areas` a row, about a fifth of the load) and are added back at the end, checked in
-    /// one pass; the reading thread already refuses villages that are not registered. This
-    /// takes exclusive locks on `residents` and `areas` until the import commits: the registry
-    /// is empty, so nobody is kept from anything they could have seen, and what reads the
-    /// area tree alone (the area list, institutions) waits for the commit. SQLite cannot drop
-    /// a foreign key without rebuilding the table and keeps checking it row by row.
+    /// in `areas` a row, two-fifths of the insert's time — 17.3 → 10.5 s for a million rows)
+    /// and are added back at the end, checked in one pass; the reading thread already refuses
+    /// villages that are not registered. SQLite cannot drop a foreign key without rebuilding
+    /// the table and keeps checking it row by row.
+    ///
+    /// On PostgreSQL this holds exclusive locks on `residents` and — dropping the foreign key —
+    /// on `areas` until the import commits (about 13 s for a million rows on the machine of
+    /// BENCHMARKS.md). The registry is empty, so nobody is kept from residents they could have
+    /// seen, but every request that reads either table waits for the commit: resident pages
+    /// and reports, and through the area tree the signed-in user's own details (`/me` of an
+    /// area-bound user), user and institution management, the area list. Each waiting request
+    /// holds a pool connection. A county's first import is a setting-up step; run it before
+    /// the cadres start work.
     async fn drop_for_bulk(txn: &impl sea_orm::ConnectionTrait, written: u64) -> AppResult<Self> {
         use sea_orm::{DbBackend, Statement};
         let backend = txn.get_database_backend();
@@ -910,6 +921,10 @@ async fn write_batch(
     let Some(mut insert) = insert else {
         return Ok(Vec::new());
     };
+    debug_assert!(
+        !rows.is_empty(),
+        "rows are kept until the import loads in bulk"
+    );
     insert.sql.push_str(" ON CONFLICT (id_index) DO NOTHING");
     // Insert what is new in one statement. Only when some rows were already registered are
     // the batch's rows looked up: those stamped with this run's time are the ones just
@@ -1089,7 +1104,7 @@ fn insert_values(
 
 /// PostgreSQL: one array a column, unpacked by `unnest`. 23 parameters a batch instead of
 /// 24 a row, and one statement text for every batch: the server no longer builds and
-/// evaluates a thousand-row `VALUES` list (most of its time in a large import, see
+/// evaluates a thousand-row `VALUES` list (a million rows: 52,000 → 58,000 rows/s, see
 /// BENCHMARKS.md). The arrays cannot carry NULL (sea-query binds them as vectors of plain
 /// values), so an absent value travels as an empty text or blob and `NULLIF` restores it —
 /// no validated value is ever empty (blank fields are absent, ciphers and indexes never
@@ -1325,4 +1340,41 @@ fn diff(
         model.relative_phone_masked = Set(Some(phone.masked.clone()));
     }
     (changes, model)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::parse_date;
+
+    #[test]
+    fn dates_are_read_in_the_registers_formats_and_only_in_plausible_years() {
+        for raw in [
+            "2023-05-06",
+            "2023/5/6",
+            "2023.05.06",
+            "20230506",
+            "2023年5月6日",
+            " 2023-05-06 ",
+        ] {
+            assert_eq!(
+                parse_date(raw).map(|d| d.to_string()).as_deref(),
+                Some("2023-05-06"),
+                "{raw}"
+            );
+        }
+        assert!(parse_date("1900-01-01").is_some());
+        for raw in [
+            "",
+            "2023-02-29",
+            "1899-12-31",
+            "0000-01-01",
+            "00000101",
+            "-0001-01-01",
+            "+12345-01-01",
+            "2023-13-01",
+            "六月",
+        ] {
+            assert_eq!(parse_date(raw), None, "{raw}");
+        }
+    }
 }

@@ -1,6 +1,7 @@
 //! The resident registry: import edges, privacy, scope, filters and record changes.
 
 use entities::{audit_log, residents, users::Role};
+use outreach::privacy::Field;
 use reqwest::StatusCode;
 use sea_orm::{
     ColumnTrait, ConnectionTrait, DatabaseConnection, DbBackend, EntityTrait, PaginatorTrait,
@@ -1018,10 +1019,17 @@ async fn every_column_is_stored_as_given_and_blank_ones_stay_empty() {
          migrant_type,current_address,permit_since,special,wechat_openid,email,language\n\
          阿依古丽,{full},{VILLAGE},13812345678,买买提,13900001111,儿子,in_region_permit,\
          乌鲁木齐市天山区,2023-05-06,remote_pastoral,oABC_123-x,Ayi@Example.cn,ug\n\
-         李四,{blank},{VILLAGE},,,,,,,,,,,\n"
+         李四,{blank},{VILLAGE},,,,,,,,,,,\n\
+         王五,{},{VILLAGE},,,,,,,0000-01-01,,,,\n",
+        resident_id(3, "19900101")
     );
     let report = json_body(app.upload_residents(&office, csv).await).await;
-    assert_eq!(report["imported"], 2, "{report}");
+    assert_eq!(
+        (&report["imported"], &report["rejected"]),
+        (&json!(2), &json!(1)),
+        "{report}"
+    );
+    assert_eq!(report["rejected_rows"][0]["code"], "invalid_permit_since");
 
     let stored = |masked: String| {
         let db = app.db.clone();
@@ -1066,8 +1074,27 @@ async fn every_column_is_stored_as_given_and_blank_ones_stay_empty() {
     assert_eq!(a.relative_phone_masked.as_deref(), Some("139****1111"));
     assert_eq!(a.wechat_openid.as_deref(), Some("oABC_123-x"));
     assert_eq!(a.email.as_deref(), Some("ayi@example.cn"));
-    assert!(a.phone_cipher.is_some() && a.phone_index.is_some());
-    assert!(a.relative_phone_cipher.is_some() && a.relative_phone_index.is_some());
+    let privacy = &app.state.privacy;
+    assert_eq!(a.id_index, privacy.blind_index(Field::ResidentId, &full));
+    assert_eq!(
+        (a.phone_index, a.relative_phone_index),
+        (
+            Some(privacy.blind_index(Field::Phone, "13812345678")),
+            Some(privacy.blind_index(Field::Phone, "13900001111"))
+        )
+    );
+    assert_eq!(
+        (
+            privacy.decrypt(Field::ResidentId, &a.id_cipher).unwrap(),
+            privacy
+                .decrypt(Field::Phone, &a.phone_cipher.unwrap())
+                .unwrap(),
+            privacy
+                .decrypt(Field::Phone, &a.relative_phone_cipher.unwrap())
+                .unwrap()
+        ),
+        (full.clone(), "13812345678".into(), "13900001111".into())
+    );
     assert!(!a.phone_opt_out && !a.relative_opt_out && !a.wechat_opt_out && !a.email_opt_out);
     assert_eq!(a.created_at, a.updated_at);
 
