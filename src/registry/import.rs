@@ -1344,7 +1344,18 @@ fn diff(
 
 #[cfg(test)]
 mod tests {
-    use super::parse_date;
+    use super::{INSERT_COLUMNS, PG_INSERT, parse_date};
+
+    #[test]
+    fn the_postgresql_insert_names_the_columns_in_the_order_of_the_sqlite_one() {
+        let head = format!(
+            "INSERT INTO residents ({}) SELECT ",
+            INSERT_COLUMNS.join(", ")
+        );
+        assert!(PG_INSERT.starts_with(&head), "{PG_INSERT}");
+        let alias = format!("AS r({})", INSERT_COLUMNS[..22].join(", "));
+        assert!(PG_INSERT.ends_with(&alias), "{PG_INSERT}");
+    }
 
     #[test]
     fn dates_are_read_in_the_registers_formats_and_only_in_plausible_years() {
