@@ -20,7 +20,7 @@ use futures_util::stream::FuturesUnordered;
 use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
 use sea_orm::{
     ColumnTrait, ConnectionTrait, DatabaseConnection, DatabaseTransaction, DbBackend, EntityTrait,
-    QueryFilter,
+    QueryFilter, TransactionTrait,
 };
 use serde::Serialize;
 use tokio_util::sync::CancellationToken;
@@ -227,6 +227,10 @@ const RECORD_GROUP: usize = 256;
 /// `AND state IN (…)`, the condition of the partial index over waiting and leased rows: said
 /// explicitly so that SQLite uses the index (it cannot infer it from `state = 'queued'`).
 const DUE_INDEX: &str = " AND state IN ('scheduled', 'queued', 'sending')";
+
+/// The PostgreSQL advisory lock (per transaction) under which a worker leases messages
+/// ("outrleas"; see `Dispatcher::lease`).
+pub const LEASE_LOCK_KEY: i64 = 0x6f75_7472_6c65_6173;
 
 /// A leased row.
 #[derive(Debug, Clone)]
@@ -669,7 +673,25 @@ impl Dispatcher {
             ") RETURNING id, campaign_id, resident_id, kind, appointment_id, wave_id, \
              idempotency_key, attempts, step, route, expires_at, last_error",
         );
-        let rows = self.db.query_all_raw(sql.build()).await?;
+        let rows = if backend == DbBackend::Postgres {
+            // Under READ COMMITTED this statement's snapshot would not show the rows another
+            // worker is leasing at the same moment (`SKIP LOCKED` passes over them), so the
+            // guard above would let both workers take messages of one resident and each
+            // count none sent today. Leases are taken one at a time: the statement's snapshot
+            // is taken once the lock is held, after the previous lease committed — as on
+            // SQLite, whose writers are serial. A lease is one short statement.
+            let txn = self.db.begin().await?;
+            let mut lock = Sql::new(backend);
+            lock.push("SELECT pg_advisory_xact_lock(")
+                .bind(LEASE_LOCK_KEY)
+                .push(")");
+            txn.execute_raw(lock.build()).await?;
+            let rows = txn.query_all_raw(sql.build()).await?;
+            txn.commit().await?;
+            rows
+        } else {
+            self.db.query_all_raw(sql.build()).await?
+        };
         let mut leased = Vec::with_capacity(rows.len());
         for row in rows {
             let kind: String = row.try_get("", "kind")?;

@@ -7,10 +7,10 @@ use chrono::{Duration, NaiveTime, Utc};
 use entities::users::Role;
 use outreach::auth::Actor;
 use outreach::campaign;
-use outreach::outreach::dispatch::Round;
+use outreach::outreach::dispatch::{LEASE_LOCK_KEY, Round};
 use outreach::registry::{self, MigrantType, NewResident};
 use reqwest::StatusCode;
-use sea_orm::{ConnectionTrait, Statement};
+use sea_orm::{ConnectionTrait, DbBackend, Statement};
 use serde_json::{Value, json};
 
 use crate::campaigns::row;
@@ -1391,15 +1391,66 @@ async fn a_live_workers_rows_are_not_sent_twice_by_reconcile() {
 /// Two dispatchers working at once still hold one resident to the daily cap.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_dispatchers_keep_the_daily_cap() {
-    use outreach::outreach::waves;
     let s = setup(|s| {
         s.messaging.outbox.daily_cap = 2;
         s.messaging.outbox.batch = 2;
     })
     .await;
     let a = resident(&s.app, 1, OWN).await;
+    plan_local_waves(&s, 4).await;
+    let d1 = s.app.state.dispatcher();
+    let d2 = s.app.state.dispatcher();
+    let (r1, r2) = tokio::join!(d1.round(), d2.round());
+    r1.unwrap();
+    r2.unwrap();
+    let sent = sent_to(&s.app, a).await;
+    assert!(sent <= 2, "daily cap 2, sent {sent}");
+}
+
+/// Another worker in the middle of leasing a resident's messages (its lease not yet
+/// committed) keeps this one off that resident's other messages: otherwise each would count
+/// none sent today and both would send up to the cap.
+#[tokio::test]
+async fn a_lease_in_progress_keeps_another_worker_off_the_resident() {
+    let s = setup(|s| {
+        s.messaging.outbox.daily_cap = 2;
+        s.messaging.outbox.batch = 2;
+    })
+    .await;
+    let a = resident(&s.app, 1, OWN).await;
+    plan_local_waves(&s, 4).await;
+    // The other worker, as a lease runs: on PostgreSQL under the lease lock, on SQLite
+    // holding the write lock.
+    let other = outreach::db::begin_write(&s.app.db).await.unwrap();
+    if s.app.db.get_database_backend() == DbBackend::Postgres {
+        other
+            .execute_unprepared(&format!("SELECT pg_advisory_xact_lock({LEASE_LOCK_KEY})"))
+            .await
+            .unwrap();
+    }
+    let marked = other
+        .execute_unprepared(&format!(
+            "UPDATE messages SET state = 'sending', leased_by = 'other' \
+             WHERE id IN (SELECT id FROM messages WHERE resident_id = {a} ORDER BY id LIMIT 2)"
+        ))
+        .await
+        .unwrap();
+    assert_eq!(marked.rows_affected(), 2);
+    let dispatcher = s.app.state.dispatcher();
+    let (round, ()) = tokio::join!(dispatcher.round(), async {
+        tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+        other.commit().await.unwrap();
+    });
+    let round = round.unwrap();
+    assert_eq!(round.leased, 0, "{round:?}");
+    assert_eq!(sent_to(&s.app, a).await, 0);
+}
+
+/// `n` waves for local residents, planned now.
+async fn plan_local_waves(s: &Setup, n: usize) {
+    use outreach::outreach::waves;
     let today = registry::today();
-    for i in 0..4 {
+    for i in 0..n {
         waves::create(
             &s.app.db,
             &Actor::cli(),
@@ -1418,19 +1469,16 @@ async fn two_dispatchers_keep_the_daily_cap() {
         .await
         .unwrap();
     }
-    let d1 = s.app.state.dispatcher();
-    let d2 = s.app.state.dispatcher();
-    let (r1, r2) = tokio::join!(d1.round(), d2.round());
-    r1.unwrap();
-    r2.unwrap();
-    let sent = rv_count(
-        &s.app,
+}
+
+async fn sent_to(app: &TestApp, resident: i32) -> i64 {
+    rv_count(
+        app,
         &format!(
-            "SELECT COUNT(*) AS n FROM messages WHERE resident_id = {a} AND sent_at IS NOT NULL"
+            "SELECT COUNT(*) AS n FROM messages WHERE resident_id = {resident} AND sent_at IS NOT NULL"
         ),
     )
-    .await;
-    assert!(sent <= 2, "daily cap 2, sent {sent}");
+    .await
 }
 
 /// A provider that pushes the same reply twice (its retry) makes one reply and one task.
