@@ -1391,13 +1391,7 @@ async fn a_live_workers_rows_are_not_sent_twice_by_reconcile() {
 /// Two dispatchers working at once still hold one resident to the daily cap.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_dispatchers_keep_the_daily_cap() {
-    let s = setup(|s| {
-        s.messaging.outbox.daily_cap = 2;
-        s.messaging.outbox.batch = 2;
-    })
-    .await;
-    let a = resident(&s.app, 1, OWN).await;
-    plan_local_waves(&s, 4).await;
+    let (s, a) = four_messages_capped_at_two().await;
     let d1 = s.app.state.dispatcher();
     let d2 = s.app.state.dispatcher();
     let (r1, r2) = tokio::join!(d1.round(), d2.round());
@@ -1412,13 +1406,7 @@ async fn two_dispatchers_keep_the_daily_cap() {
 /// none sent today and both would send up to the cap.
 #[tokio::test]
 async fn a_lease_in_progress_keeps_another_worker_off_the_resident() {
-    let s = setup(|s| {
-        s.messaging.outbox.daily_cap = 2;
-        s.messaging.outbox.batch = 2;
-    })
-    .await;
-    let a = resident(&s.app, 1, OWN).await;
-    plan_local_waves(&s, 4).await;
+    let (s, a) = four_messages_capped_at_two().await;
     // The other worker, as a lease runs: on PostgreSQL under the lease lock, on SQLite
     // holding the write lock.
     let other = outreach::db::begin_write(&s.app.db).await.unwrap();
@@ -1446,11 +1434,17 @@ async fn a_lease_in_progress_keeps_another_worker_off_the_resident() {
     assert_eq!(sent_to(&s.app, a).await, 0);
 }
 
-/// `n` waves for local residents, planned now.
-async fn plan_local_waves(s: &Setup, n: usize) {
+/// One resident with four messages queued (four waves), a daily cap of 2 and leases of 2.
+async fn four_messages_capped_at_two() -> (Setup, i32) {
     use outreach::outreach::waves;
+    let s = setup(|s| {
+        s.messaging.outbox.daily_cap = 2;
+        s.messaging.outbox.batch = 2;
+    })
+    .await;
+    let a = resident(&s.app, 1, OWN).await;
     let today = registry::today();
-    for i in 0..n {
+    for i in 0..4 {
         waves::create(
             &s.app.db,
             &Actor::cli(),
@@ -1469,6 +1463,7 @@ async fn plan_local_waves(s: &Setup, n: usize) {
         .await
         .unwrap();
     }
+    (s, a)
 }
 
 async fn sent_to(app: &TestApp, resident: i32) -> i64 {
