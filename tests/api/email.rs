@@ -1,27 +1,76 @@
-//! The e-mail channel against a real SMTP server (aiosmtpd, started here), the message read
-//! back from its mailbox with Python's own e-mail parser.
+//! The e-mail channel against a real SMTP server run in the test process (mailin-embedded),
+//! the message read back as the server received it and parsed with a MIME parser.
 
 use std::net::TcpListener;
-use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use mail_parser::{Message, MessageParser};
 use outreach::outreach::channel::{SmtpSecurity, SmtpSettings};
 use outreach::outreach::{
     Channel, EmailChannel, Locale, MessageContext, MessageKind, Outgoing, Recipient, SendError,
     Templates,
 };
 
-/// A local SMTP server (aiosmtpd) writing what it receives into a Maildir.
+/// A local SMTP server keeping every message it accepts, in the order they arrived. It runs
+/// on its own threads until the test process ends.
 pub struct Smtp {
-    child: Child,
     pub port: u16,
-    pub dir: tempfile::TempDir,
+    received: Arc<Mutex<Vec<Vec<u8>>>>,
 }
 
-impl Drop for Smtp {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+impl Smtp {
+    /// The messages accepted so far, as the server received them (headers and body).
+    pub fn mails(&self) -> Vec<Vec<u8>> {
+        self.received.lock().unwrap().clone()
+    }
+
+    /// Waits until at least `count` messages have arrived and returns them all.
+    pub fn wait_for(&self, count: usize) -> Vec<Vec<u8>> {
+        let started = Instant::now();
+        loop {
+            let mails = self.mails();
+            if mails.len() >= count {
+                return mails;
+            }
+            assert!(
+                started.elapsed() < Duration::from_secs(10),
+                "{} of {count} mails arrived",
+                mails.len()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
+
+/// One SMTP session's message being received; the server clones it for each connection.
+#[derive(Clone)]
+struct Mailbox {
+    data: Vec<u8>,
+    received: Arc<Mutex<Vec<Vec<u8>>>>,
+}
+
+impl mailin_embedded::Handler for Mailbox {
+    fn data_start(
+        &mut self,
+        _domain: &str,
+        _from: &str,
+        _is8bit: bool,
+        _to: &[String],
+    ) -> mailin_embedded::Response {
+        self.data.clear();
+        mailin_embedded::response::OK
+    }
+
+    fn data(&mut self, buf: &[u8]) -> std::io::Result<()> {
+        self.data.extend_from_slice(buf);
+        Ok(())
+    }
+
+    fn data_end(&mut self) -> mailin_embedded::Response {
+        let message = std::mem::take(&mut self.data);
+        self.received.lock().unwrap().push(message);
+        mailin_embedded::response::OK
     }
 }
 
@@ -34,25 +83,43 @@ pub fn free_port() -> u16 {
 }
 
 pub fn start_smtp() -> Smtp {
-    let dir = tempfile::tempdir().unwrap();
-    let port = free_port();
-    let child = Command::new("python3")
-        .args(["-m", "aiosmtpd", "-n", "-l", &format!("127.0.0.1:{port}")])
-        .args(["-c", "aiosmtpd.handlers.Mailbox"])
-        .arg(dir.path().join("Maildir"))
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("python3 with aiosmtpd (installed by .ci/run)");
-    let started = Instant::now();
-    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-        assert!(
-            started.elapsed() < Duration::from_secs(15),
-            "aiosmtpd did not start (pip install aiosmtpd)"
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    }
-    Smtp { child, port, dir }
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let received = Arc::new(Mutex::new(Vec::new()));
+    let mut server = mailin_embedded::Server::new(Mailbox {
+        data: Vec::new(),
+        received: received.clone(),
+    });
+    server
+        .with_name("smtp.test")
+        .with_num_threads(2)
+        .with_tcp_listener(listener);
+    std::thread::spawn(move || {
+        if let Err(error) = server.serve() {
+            panic!("the SMTP server stopped: {error}");
+        }
+    });
+    Smtp { port, received }
+}
+
+/// A received message parsed as a mail client would read it.
+pub fn parse(raw: &[u8]) -> Message<'_> {
+    MessageParser::default()
+        .parse(raw)
+        .expect("a well-formed message")
+}
+
+/// The `To` header as written, addresses joined by ", ".
+pub fn to_header(message: &Message<'_>) -> String {
+    message
+        .to()
+        .map(|to| {
+            to.iter()
+                .filter_map(|a| a.address())
+                .collect::<Vec<_>>()
+                .join(", ")
+        })
+        .unwrap_or_default()
 }
 
 /// Plain SMTP to the local server, sending as the county office.
@@ -68,44 +135,17 @@ pub fn settings(port: u16) -> SmtpSettings {
     }
 }
 
-/// Subject, Message-ID and the plain-text body of the one message in the mailbox.
+/// Subject, Message-ID, recipients and the plain-text body of the one message received.
 fn read_mailbox(smtp: &Smtp) -> (String, String, String, String) {
-    let new = smtp.dir.path().join("Maildir/new");
-    let started = Instant::now();
-    let file = loop {
-        let files: Vec<_> = std::fs::read_dir(&new)
-            .map(|d| d.filter_map(Result::ok).map(|e| e.path()).collect())
-            .unwrap_or_default();
-        if let Some(file) = files.into_iter().next() {
-            break file;
-        }
-        assert!(
-            started.elapsed() < Duration::from_secs(10),
-            "no mail arrived"
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    };
-    let script = "import email, email.policy, sys\n\
-                  m = email.message_from_bytes(open(sys.argv[1], 'rb').read(), policy=email.policy.default)\n\
-                  print(m['subject']); print(m['message-id']); print(m['to'])\n\
-                  print(m.get_body(('plain',)).get_content().strip())";
-    let output = Command::new("python3")
-        .args(["-c", script])
-        .arg(&file)
-        .output()
-        .unwrap();
-    assert!(
-        output.status.success(),
-        "{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    let text = String::from_utf8(output.stdout).unwrap();
-    let mut lines = text.lines();
-    let subject = lines.next().unwrap().to_owned();
-    let id = lines.next().unwrap().to_owned();
-    let to = lines.next().unwrap().to_owned();
-    let body = lines.collect::<Vec<_>>().join("\n");
-    (subject, id, to, body)
+    let mails = smtp.wait_for(1);
+    assert_eq!(mails.len(), 1);
+    let message = parse(&mails[0]);
+    (
+        message.subject().unwrap_or_default().to_owned(),
+        format!("<{}>", message.message_id().unwrap_or_default()),
+        to_header(&message),
+        message.body_text(0).unwrap_or_default().trim().to_owned(),
+    )
 }
 
 #[tokio::test]

@@ -16,7 +16,7 @@ use sea_orm::{ConnectionTrait, Statement};
 use serde_json::{Value, json};
 
 use crate::campaigns::add_resident;
-use crate::email::{self, Smtp, start_smtp};
+use crate::email::{self, start_smtp};
 use crate::helpers::{
     COUNTY, OTHER_VILLAGE, TOWNSHIP, TestApp, VILLAGE, error_code, resident_id, spawn_app_with,
 };
@@ -729,22 +729,13 @@ fn sheet(bytes: &[u8], name: &str) -> calamine::Range<Data> {
     workbook.worksheet_range(name).unwrap()
 }
 
-/// A file of the XLSX package, read with Python's zipfile.
+/// A file of the XLSX package, as text.
 fn xlsx_part(bytes: &[u8], part: &str) -> String {
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("report.xlsx");
-    std::fs::write(&path, bytes).unwrap();
-    let output = std::process::Command::new("python3")
-        .args([
-            "-c",
-            "import sys, zipfile; print(zipfile.ZipFile(sys.argv[1]).read(sys.argv[2]).decode())",
-        ])
-        .arg(&path)
-        .arg(part)
-        .output()
-        .unwrap();
-    assert!(output.status.success());
-    String::from_utf8(output.stdout).unwrap()
+    let mut archive = zip::ZipArchive::new(Cursor::new(bytes)).unwrap();
+    let mut file = archive.by_name(part).unwrap();
+    let mut text = String::new();
+    std::io::Read::read_to_string(&mut file, &mut text).unwrap();
+    text
 }
 
 #[tokio::test]
@@ -863,42 +854,22 @@ async fn exports_open_back_cell_by_cell() {
     }
 }
 
-fn mails(smtp: &Smtp) -> Vec<std::path::PathBuf> {
-    std::fs::read_dir(smtp.dir.path().join("Maildir/new"))
-        .map(|d| d.filter_map(Result::ok).map(|e| e.path()).collect())
-        .unwrap_or_default()
-}
-
-/// Subject, recipients, Message-ID, the text and the attachment of a stored mail.
-fn read_mail(path: &std::path::Path) -> (String, String, String, String, Vec<u8>) {
-    let script = "import email, email.policy, sys, base64\n\
-                  m = email.message_from_bytes(open(sys.argv[1], 'rb').read(), policy=email.policy.default)\n\
-                  body = m.get_body(('plain',)).get_content()\n\
-                  att = [p for p in m.iter_attachments()][0]\n\
-                  print(m['subject']); print(m['to']); print(m['message-id']); print(att.get_filename())\n\
-                  print(base64.b64encode(att.get_content()).decode()); print(body)";
-    let output = std::process::Command::new("python3")
-        .args(["-c", script])
-        .arg(path)
-        .output()
-        .unwrap();
-    assert!(
-        output.status.success(),
-        "{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    let text = String::from_utf8(output.stdout).unwrap();
-    let mut lines = text.lines();
-    let subject = lines.next().unwrap().to_owned();
-    let to = lines.next().unwrap().to_owned();
-    let id = lines.next().unwrap().to_owned();
-    let _filename = lines.next().unwrap().to_owned();
-    use base64::Engine;
-    let attachment = base64::engine::general_purpose::STANDARD
-        .decode(lines.next().unwrap())
-        .unwrap();
-    let body = lines.collect::<Vec<_>>().join("\n");
-    (subject, to, id, body, attachment)
+/// Subject, recipients, Message-ID, the text and the attachment of a received mail.
+fn read_mail(raw: &[u8]) -> (String, String, String, String, Vec<u8>) {
+    let message = email::parse(raw);
+    let attachment = message
+        .attachments()
+        .next()
+        .expect("an attachment")
+        .contents()
+        .to_vec();
+    (
+        message.subject().unwrap_or_default().to_owned(),
+        email::to_header(&message),
+        format!("<{}>", message.message_id().unwrap_or_default()),
+        message.body_text(0).unwrap_or_default().into_owned(),
+        attachment,
+    )
 }
 
 #[tokio::test]
@@ -931,12 +902,7 @@ async fn a_bulletin_goes_out_once_per_period_across_a_restart() {
         .await
         .unwrap();
     assert!(detail.contains("sent"), "{detail}");
-    let started = std::time::Instant::now();
-    while mails(&smtp).is_empty() {
-        assert!(started.elapsed() < std::time::Duration::from_secs(10));
-        std::thread::sleep(std::time::Duration::from_millis(50));
-    }
-    let files = mails(&smtp);
+    let files = smtp.wait_for(1);
     assert_eq!(files.len(), 1);
     let (subject, to, id, body, attachment) = read_mail(&files[0]);
 
@@ -984,7 +950,7 @@ async fn a_bulletin_goes_out_once_per_period_across_a_restart() {
         .unwrap();
     assert_eq!(detail, "nothing due");
     std::thread::sleep(std::time::Duration::from_millis(300));
-    assert_eq!(mails(&smtp).len(), 1);
+    assert_eq!(smtp.mails().len(), 1);
 
     // The office may send it again on purpose; that is a second e-mail and one run row.
     let again = app
@@ -1011,11 +977,7 @@ async fn a_bulletin_goes_out_once_per_period_across_a_restart() {
         again["message_id"],
         format!("<bulletin.{campaign}.daily.{period}.2@xinyuan.example>")
     );
-    let started = std::time::Instant::now();
-    while mails(&smtp).len() < 2 {
-        assert!(started.elapsed() < std::time::Duration::from_secs(10));
-        std::thread::sleep(std::time::Duration::from_millis(50));
-    }
+    smtp.wait_for(2);
 }
 
 #[tokio::test]
@@ -1117,13 +1079,9 @@ async fn a_bulletin_cut_off_while_building_goes_out_but_one_cut_off_while_sendin
     outreach::report::bulletin::send_due(&app.state, now)
         .await
         .unwrap();
-    let started = std::time::Instant::now();
-    while mails(&smtp).is_empty() {
-        assert!(started.elapsed() < std::time::Duration::from_secs(10));
-        std::thread::sleep(std::time::Duration::from_millis(50));
-    }
+    smtp.wait_for(1);
     std::thread::sleep(std::time::Duration::from_millis(300));
-    let files = mails(&smtp);
+    let files = smtp.mails();
     assert_eq!(files.len(), 1, "only the daily bulletin goes out");
     let (subject, ..) = read_mail(&files[0]);
     assert!(subject.contains("每日数据"), "{subject}");
