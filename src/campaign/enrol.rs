@@ -401,8 +401,8 @@ pub async fn repair_funnel(db: &impl ConnectionTrait, campaign: &Campaign) -> Ap
     .push(" WHERE campaign_id = ")
     .bind(id)
     .push(
-        " AND reached_at IS NULL AND EXISTS (SELECT 1 FROM inbound_replies r \
-         WHERE r.resident_id = enrolments.resident_id AND r.received_at >= ",
+        " AND reached_at IS NULL AND resident_id IN (SELECT r.resident_id FROM \
+         inbound_replies r WHERE r.resident_id IS NOT NULL AND r.received_at >= ",
     )
     .bind(
         campaign
