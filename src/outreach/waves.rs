@@ -611,3 +611,48 @@ pub async fn messages(
     };
     Ok(MessagePage { items, next })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_waves_status_follows_its_messages() {
+        let states = |pairs: &[(&str, i64)]| {
+            pairs
+                .iter()
+                .map(|(s, n)| ((*s).to_owned(), *n))
+                .collect::<std::collections::BTreeMap<_, _>>()
+        };
+        assert_eq!(status_of("planned", &states(&[])), "planned");
+        assert_eq!(status_of("planned", &states(&[("queued", 3)])), "planned");
+        assert_eq!(
+            status_of("planned", &states(&[("scheduled", 1), ("queued", 2)])),
+            "planned"
+        );
+        assert_eq!(
+            status_of("planned", &states(&[("sending", 1), ("delivered", 2)])),
+            "sending"
+        );
+        assert_eq!(
+            status_of("planned", &states(&[("queued", 1), ("failed", 1)])),
+            "sending"
+        );
+        assert_eq!(
+            status_of(
+                "planned",
+                &states(&[
+                    ("sent", 1),
+                    ("delivered", 2),
+                    ("expired", 1),
+                    ("suppressed", 1)
+                ])
+            ),
+            "done"
+        );
+        assert_eq!(
+            status_of("cancelled", &states(&[("queued", 1)])),
+            "cancelled"
+        );
+    }
+}
