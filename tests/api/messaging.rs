@@ -1772,3 +1772,76 @@ async fn report_figures_keep_coming_after_a_reply_routed_message_is_suppressed()
     assert_eq!(progress["total"]["appointed"], 2, "{progress}");
     assert_eq!(progress["total"]["reached"], 2, "{progress}");
 }
+
+#[tokio::test]
+async fn an_email_the_mail_server_accepted_counts_as_delivered() {
+    let smtp = crate::email::start_smtp();
+    let port = smtp.port;
+    let s = setup(move |settings| {
+        settings.messaging.smtp = Some(crate::email::settings(port));
+    })
+    .await;
+    let by_mail = registry::create(
+        &s.app.db,
+        &s.app.state.privacy,
+        &Actor::cli(),
+        NewResident {
+            name: "居民1".into(),
+            id_number: resident_id(1, "19700101"),
+            village_code: VILLAGE.to_owned(),
+            phone: None,
+            relative_name: None,
+            relative_relation: None,
+            relative_phone: None,
+            migrant_type: None,
+            permit_since: None,
+            special: None,
+            current_address: None,
+            wechat_openid: None,
+            email: Some("zhangsan@example.org".into()),
+            language: None,
+        },
+    )
+    .await
+    .unwrap()
+    .id;
+    book(&s, &[by_mail]).await;
+    assert_eq!(drain(&s.app).await.delivered, 1);
+    assert_eq!(
+        states(&s.app, by_mail).await[0],
+        pair("appointment_notice", "delivered")
+    );
+    let office = s.app.office_token().await;
+    let refreshed = s
+        .app
+        .post(
+            &format!("/api/v1/campaigns/{}/reports/refresh", s.campaign),
+            &office,
+            json!({}),
+        )
+        .await;
+    assert_eq!(refreshed.status(), StatusCode::OK);
+    let contacts: Value = s
+        .app
+        .get(
+            &format!("/api/v1/campaigns/{}/reports/contacts", s.campaign),
+            &office,
+        )
+        .await
+        .json()
+        .await
+        .unwrap();
+    let email = contacts["channels"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["channel"] == "email")
+        .unwrap_or_else(|| panic!("{contacts}"));
+    assert_eq!(email["provider"], "smtp");
+    assert_eq!(
+        (email["sent"].as_i64(), email["delivered"].as_i64()),
+        (Some(1), Some(1))
+    );
+    assert_eq!(email["delivery_rate"], 1.0);
+    assert!(contacts["note"].as_str().unwrap().contains("电子邮件"));
+}
