@@ -4,11 +4,11 @@
 //! can never take a row backwards or skip the checks of a stage.
 
 use chrono::{DateTime, Utc};
-use sea_orm::{ConnectionTrait, DbBackend};
+use sea_orm::{ConnectionTrait, DbBackend, TransactionSession, TransactionTrait};
 use serde::{Deserialize, Serialize};
 
 use super::Campaign;
-use crate::db::Sql;
+use crate::db::{Sql, begin_write};
 use crate::error::AppResult;
 use crate::registry::{Cohort, Special};
 
@@ -361,8 +361,42 @@ pub async fn mark_examined(
 /// a path that missed it): whoever was booked, examined or replied was reached, at the
 /// earliest of those times, and whoever was reached was notified by then; the stage follows
 /// (a row waiting at target or notified moves on). Returns the rows changed; a second run
-/// changes nothing.
-pub async fn repair_funnel(db: &impl ConnectionTrait, campaign: &Campaign) -> AppResult<u64> {
+/// changes nothing. It looks first, reading only, and takes the writer only when a row needs
+/// it.
+pub async fn repair_funnel<C>(db: &C, campaign: &Campaign) -> AppResult<u64>
+where
+    C: ConnectionTrait + TransactionTrait,
+{
+    let backend = db.get_database_backend();
+    let id = campaign.id();
+    let since = campaign
+        .model
+        .opened_at
+        .unwrap_or(campaign.model.created_at);
+    let mut sql = Sql::new(backend);
+    sql.push("SELECT 1 AS one FROM enrolments WHERE campaign_id = ")
+        .bind(id)
+        .push(
+            " AND ((appointed_at IS NOT NULL AND (reached_at IS NULL OR reached_at > appointed_at)) \
+             OR (examined_at IS NOT NULL AND (reached_at IS NULL OR reached_at > examined_at)) \
+             OR (reached_at IS NOT NULL AND (notified_at IS NULL OR notified_at > reached_at)) \
+             OR (stage IN ('target', 'notified') AND reached_at IS NOT NULL) \
+             OR (stage = 'target' AND notified_at IS NOT NULL) \
+             OR (reached_at IS NULL AND resident_id IN (SELECT r.resident_id FROM \
+             inbound_replies r WHERE r.resident_id IS NOT NULL AND r.received_at >= ",
+        )
+        .bind(since)
+        .push("))) LIMIT 1");
+    if db.query_one_raw(sql.build()).await?.is_none() {
+        return Ok(0);
+    }
+    let txn = begin_write(db).await?;
+    let changed = repair_rows(&txn, campaign).await?;
+    txn.commit().await?;
+    Ok(changed)
+}
+
+async fn repair_rows(db: &impl ConnectionTrait, campaign: &Campaign) -> AppResult<u64> {
     let backend = db.get_database_backend();
     let id = campaign.id();
     let now = Utc::now();

@@ -532,9 +532,7 @@ where
     let now = Utc::now();
     let id = campaign.id();
     // Rows written before the funnel was kept at every step are put right first.
-    let txn = begin_write(db).await?;
-    let repaired = crate::campaign::enrol::repair_funnel(&txn, campaign).await?;
-    txn.commit().await?;
+    let repaired = crate::campaign::enrol::repair_funnel(db, campaign).await?;
     if repaired > 0 {
         tracing::info!(
             campaign = id,
