@@ -159,6 +159,15 @@ pub fn add_sheet<R: AsRef<[String]>>(
     )
 }
 
+/// The Chinese name of a campaign's time zone, for labelling the times of an export.
+pub fn zone_name(zone: chrono_tz::Tz) -> &'static str {
+    match zone {
+        chrono_tz::Asia::Shanghai => "北京时间",
+        chrono_tz::Asia::Urumqi => "新疆时间",
+        _ => "当地时间",
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -4,11 +4,11 @@
 //! can never take a row backwards or skip the checks of a stage.
 
 use chrono::{DateTime, Utc};
-use sea_orm::{ConnectionTrait, DbBackend};
+use sea_orm::{ConnectionTrait, DbBackend, TransactionSession, TransactionTrait};
 use serde::{Deserialize, Serialize};
 
 use super::Campaign;
-use crate::db::Sql;
+use crate::db::{Sql, begin_write};
 use crate::error::AppResult;
 use crate::registry::{Cohort, Special};
 
@@ -284,7 +284,18 @@ async fn refresh(
     Ok(())
 }
 
-/// Moves rows to `appointed` (from target, notified or reached). Returns rows moved.
+/// `, notified_at = COALESCE(notified_at, now), reached_at = COALESCE(reached_at, now)`: the
+/// stages are a funnel, so whoever is booked or examined was reached (and notified).
+fn reached_too(sql: &mut Sql, now: DateTime<Utc>) {
+    sql.push(", notified_at = COALESCE(notified_at, ")
+        .bind(now)
+        .push("), reached_at = COALESCE(reached_at, ")
+        .bind(now)
+        .push(")");
+}
+
+/// Moves rows to `appointed` (from target, notified or reached); a booking made with a
+/// resident also reaches them. Returns rows moved.
 pub async fn mark_appointed(
     db: &impl ConnectionTrait,
     campaign_id: i32,
@@ -293,7 +304,9 @@ pub async fn mark_appointed(
 ) -> AppResult<u64> {
     let mut sql = Sql::new(db.get_database_backend());
     sql.push("UPDATE enrolments SET stage = 'appointed', appointed_at = COALESCE(appointed_at, ");
-    sql.bind(now).push("), updated_at = ").bind(now);
+    sql.bind(now).push(")");
+    reached_too(&mut sql, now);
+    sql.push(", updated_at = ").bind(now);
     sql.push(" WHERE campaign_id = ").bind(campaign_id);
     limit_to(&mut sql, "resident_id", Some(residents));
     sql.push(" AND stage IN ('target', 'notified', 'reached')");
@@ -324,7 +337,7 @@ pub async fn unmark_appointed(
 }
 
 /// Moves a row to `examined` from any stage: an exam overrides a refusal (which is
-/// reversible) and an exemption recorded after the fact.
+/// reversible) and an exemption recorded after the fact. An examined resident was reached.
 pub async fn mark_examined(
     db: &impl ConnectionTrait,
     campaign_id: i32,
@@ -333,13 +346,128 @@ pub async fn mark_examined(
 ) -> AppResult<u64> {
     let mut sql = Sql::new(db.get_database_backend());
     sql.push("UPDATE enrolments SET stage = 'examined', examined_at = COALESCE(examined_at, ");
-    sql.bind(now).push("), updated_at = ").bind(now);
+    sql.bind(now).push(")");
+    reached_too(&mut sql, now);
+    sql.push(", updated_at = ").bind(now);
     sql.push(" WHERE campaign_id = ")
         .bind(campaign_id)
         .push(" AND resident_id = ")
         .bind(resident_id)
         .push(" AND stage <> 'examined'");
     Ok(db.execute_raw(sql.build()).await?.rows_affected())
+}
+
+/// Repairs the funnel of a campaign's rows written before it was kept at every step (or by
+/// a path that missed it): whoever was booked, examined or replied was reached, at the
+/// earliest of those times, and whoever was reached was notified by then; the stage follows
+/// (a row waiting at target or notified moves on). Returns the rows changed; a second run
+/// changes nothing. It looks first, reading only, and takes the writer only when a row needs
+/// it.
+pub async fn repair_funnel<C>(db: &C, campaign: &Campaign) -> AppResult<u64>
+where
+    C: ConnectionTrait + TransactionTrait,
+{
+    let backend = db.get_database_backend();
+    let id = campaign.id();
+    let since = campaign
+        .model
+        .opened_at
+        .unwrap_or(campaign.model.created_at);
+    let mut sql = Sql::new(backend);
+    sql.push("SELECT 1 AS one FROM enrolments WHERE campaign_id = ")
+        .bind(id)
+        .push(
+            " AND ((appointed_at IS NOT NULL AND (reached_at IS NULL OR reached_at > appointed_at)) \
+             OR (examined_at IS NOT NULL AND (reached_at IS NULL OR reached_at > examined_at)) \
+             OR (reached_at IS NOT NULL AND (notified_at IS NULL OR notified_at > reached_at)) \
+             OR (stage IN ('target', 'notified') AND reached_at IS NOT NULL) \
+             OR (stage = 'target' AND notified_at IS NOT NULL) \
+             OR (reached_at IS NULL AND resident_id IN (SELECT r.resident_id FROM \
+             inbound_replies r WHERE r.resident_id IS NOT NULL AND r.received_at >= ",
+        )
+        .bind(since)
+        .push("))) LIMIT 1");
+    if db.query_one_raw(sql.build()).await?.is_none() {
+        return Ok(0);
+    }
+    let txn = begin_write(db).await?;
+    let changed = repair_rows(&txn, campaign).await?;
+    txn.commit().await?;
+    Ok(changed)
+}
+
+async fn repair_rows(db: &impl ConnectionTrait, campaign: &Campaign) -> AppResult<u64> {
+    let backend = db.get_database_backend();
+    let id = campaign.id();
+    let now = Utc::now();
+    let mut changed = 0;
+    let mut run = async |sql: Sql| -> AppResult<()> {
+        changed += db.execute_raw(sql.build()).await?.rows_affected();
+        Ok(())
+    };
+    for earlier in ["appointed_at", "examined_at"] {
+        let mut sql = Sql::new(backend);
+        sql.push(&format!(
+            "UPDATE enrolments SET reached_at = {earlier}, updated_at = "
+        ))
+        .bind(now)
+        .push(" WHERE campaign_id = ")
+        .bind(id)
+        .push(&format!(
+            " AND {earlier} IS NOT NULL AND (reached_at IS NULL OR reached_at > {earlier})"
+        ));
+        run(sql).await?;
+    }
+    // A reply from the resident's number while the campaign runs.
+    let mut sql = Sql::new(backend);
+    sql.push(
+        "UPDATE enrolments SET reached_at = (SELECT MIN(r.received_at) FROM inbound_replies r \
+         WHERE r.resident_id = enrolments.resident_id AND r.received_at >= ",
+    )
+    .bind(
+        campaign
+            .model
+            .opened_at
+            .unwrap_or(campaign.model.created_at),
+    )
+    .push("), updated_at = ")
+    .bind(now)
+    .push(" WHERE campaign_id = ")
+    .bind(id)
+    .push(
+        " AND reached_at IS NULL AND resident_id IN (SELECT r.resident_id FROM \
+         inbound_replies r WHERE r.resident_id IS NOT NULL AND r.received_at >= ",
+    )
+    .bind(
+        campaign
+            .model
+            .opened_at
+            .unwrap_or(campaign.model.created_at),
+    )
+    .push(")");
+    run(sql).await?;
+    let mut sql = Sql::new(backend);
+    sql.push("UPDATE enrolments SET notified_at = reached_at, updated_at = ")
+        .bind(now)
+        .push(" WHERE campaign_id = ")
+        .bind(id)
+        .push(" AND reached_at IS NOT NULL AND (notified_at IS NULL OR notified_at > reached_at)");
+    run(sql).await?;
+    for (stage, from, column) in [
+        ("reached", "('target', 'notified')", "reached_at"),
+        ("notified", "('target')", "notified_at"),
+    ] {
+        let mut sql = Sql::new(backend);
+        sql.push(&format!(
+            "UPDATE enrolments SET stage = '{stage}', updated_at = "
+        ))
+        .bind(now)
+        .push(" WHERE campaign_id = ")
+        .bind(id)
+        .push(&format!(" AND stage IN {from} AND {column} IS NOT NULL"));
+        run(sql).await?;
+    }
+    Ok(changed)
 }
 
 #[cfg(test)]

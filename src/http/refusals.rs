@@ -146,14 +146,19 @@ async fn refusal_register(
         params.reveal,
     )
     .await?;
+    // Times in the campaign's zone, as in every other export.
+    let zone = match format {
+        "csv" | "xlsx" => crate::campaign::get(&state.db, id).await?.timezone,
+        _ => chrono_tz::Asia::Shanghai,
+    };
     Ok(match format {
         "csv" => super::download(
-            refusal::register_csv(&register)?,
+            refusal::register_csv(&register, zone)?,
             super::CSV,
             "refusal-register.csv",
         ),
         "xlsx" => super::download(
-            refusal::register_xlsx(&register)?,
+            refusal::register_xlsx(&register, zone)?,
             super::XLSX,
             "refusal-register.xlsx",
         ),

@@ -202,13 +202,16 @@ async fn contacts_report(
     if format == "json" {
         return Ok(Json(contacts).into_response());
     }
-    let about = [(
-        "数据截至",
-        contacts
-            .refreshed_at
-            .map(|t| t.to_rfc3339())
-            .unwrap_or_default(),
-    )];
+    let about = [
+        (
+            "数据截至",
+            contacts
+                .refreshed_at
+                .map(|t| t.to_rfc3339())
+                .unwrap_or_default(),
+        ),
+        ("口径", contacts.note.clone()),
+    ];
     file(
         format,
         &format!("contacts-{id}"),

@@ -1282,10 +1282,18 @@ impl Dispatcher {
     /// transaction; counted once it has committed.
     async fn record_group(&self, finished: &[Finished]) -> AppResult<Round> {
         let now = Utc::now();
-        let sent: Vec<(&Job, &Sent)> = finished
+        // E-mail has no delivery receipt: a message the mail server accepted is delivered.
+        let accepted: Vec<(&Job, Sent)> = finished
             .iter()
-            .filter_map(|f| f.result.as_ref().ok().map(|sent| (&f.job, sent)))
+            .filter_map(|f| {
+                f.result.as_ref().ok().map(|sent| {
+                    let mut sent = sent.clone();
+                    sent.delivered |= f.job.route == Route::Email;
+                    (&f.job, sent)
+                })
+            })
             .collect();
+        let sent: Vec<(&Job, &Sent)> = accepted.iter().map(|(job, sent)| (*job, sent)).collect();
         let txn = begin_write(&self.db).await?;
         let mut recorded = HashSet::new();
         for chunk in sent.chunks(100) {

@@ -401,6 +401,10 @@ where
         return Ok(action);
     };
     let reply_id: i32 = kept.try_get("", "id")?;
+    // A reply from a resident's number: they were reached.
+    if let (Some(s), Some(c)) = (sender, &campaign) {
+        outbox::progress(&txn, c.id(), s.resident_id, true, received_at).await?;
+    }
     match (action, sender) {
         (ReplyAction::Confirm, Some(_)) => {
             if let Some(a) = &appointment {

@@ -58,11 +58,15 @@ pub struct WaveView {
     pub window_to: NaiveDate,
     pub send_at: DateTime<Utc>,
     pub expires_at: DateTime<Utc>,
-    /// planned or cancelled.
+    /// Where the wave is, from its messages (all of them, whoever asks): `planned` (none
+    /// has gone yet), `sending` (some have gone or finished, some wait), `done` (none waits:
+    /// each was sent, delivered, failed, expired, cancelled or suppressed) — or `cancelled`
+    /// by the office. Residents who join the audience later get their message and take a
+    /// `done` wave back to `sending` until it has gone.
     pub status: String,
-    /// Messages planned.
+    /// Messages planned for residents in the caller's scope (like `states`).
     pub planned: i32,
-    /// Messages per state.
+    /// Messages per state, of residents in the caller's scope.
     pub states: std::collections::BTreeMap<String, i64>,
     pub created_at: DateTime<Utc>,
     pub cancelled_at: Option<DateTime<Utc>>,
@@ -379,6 +383,79 @@ fn visible(actor: &Actor, wave: &WaveView) -> bool {
     }
 }
 
+/// States of a message that has not gone yet: a wave with one of these is not done.
+const WAITING: [MessageState; 3] = [
+    MessageState::Scheduled,
+    MessageState::Queued,
+    MessageState::Sending,
+];
+
+/// The shown status of a wave whose stored status is `stored`, from its messages per state
+/// (the whole wave's).
+fn status_of(stored: &str, states: &std::collections::BTreeMap<String, i64>) -> &'static str {
+    if stored == "cancelled" {
+        return "cancelled";
+    }
+    let total: i64 = states.values().sum();
+    let waiting: i64 = WAITING.iter().filter_map(|s| states.get(s.code())).sum();
+    match (total, waiting) {
+        (0, _) => "planned",
+        (t, w) if w == t => "planned",
+        (_, 0) => "done",
+        _ => "sending",
+    }
+}
+
+/// Fills in the figures of `waves`: messages per state of residents in the caller's scope
+/// (and `planned` from them), and the status from all of each wave's messages.
+async fn fill(db: &impl ConnectionTrait, actor: &Actor, waves: &mut [WaveView]) -> AppResult<()> {
+    use std::collections::{BTreeMap, HashMap};
+    if waves.is_empty() {
+        return Ok(());
+    }
+    let ids: Vec<i32> = waves.iter().map(|w| w.id).collect();
+    let counts = async |scope: Option<&Scope>| -> AppResult<HashMap<i32, BTreeMap<String, i64>>> {
+        let mut sql = Sql::new(db.get_database_backend());
+        match scope {
+            Some(scope) => {
+                sql.push(
+                    "SELECT m.wave_id, m.state, COUNT(*) AS n FROM messages m \
+                     JOIN residents r ON r.id = m.resident_id WHERE m.wave_id IN ",
+                )
+                .bind_list(ids.iter().copied());
+                scope_sql(&mut sql, "r.village_code", scope);
+            }
+            None => {
+                sql.push(
+                    "SELECT m.wave_id, m.state, COUNT(*) AS n FROM messages m WHERE m.wave_id IN ",
+                )
+                .bind_list(ids.iter().copied());
+            }
+        }
+        sql.push(" GROUP BY m.wave_id, m.state");
+        let mut out: HashMap<i32, BTreeMap<String, i64>> = HashMap::new();
+        for row in db.query_all_raw(sql.build()).await? {
+            out.entry(row.try_get("", "wave_id")?)
+                .or_default()
+                .insert(row.try_get("", "state")?, row.try_get("", "n")?);
+        }
+        Ok(out)
+    };
+    let mut scoped = counts(Some(&actor.scope)).await?;
+    let whole = match actor.scope {
+        Scope::Within(_) => counts(None).await?,
+        _ => scoped.clone(),
+    };
+    for wave in waves {
+        let states = scoped.remove(&wave.id).unwrap_or_default();
+        wave.planned = i32::try_from(states.values().sum::<i64>()).unwrap_or(i32::MAX);
+        wave.states = states;
+        let all = whole.get(&wave.id).cloned().unwrap_or_default();
+        wave.status = status_of(&wave.status, &all).to_owned();
+    }
+    Ok(())
+}
+
 /// One wave with its messages counted by state (those of residents in the caller's scope).
 pub async fn get(db: &impl ConnectionTrait, actor: &Actor, id: i32) -> AppResult<WaveView> {
     let mut sql = Sql::new(db.get_database_backend());
@@ -390,22 +467,13 @@ pub async fn get(db: &impl ConnectionTrait, actor: &Actor, id: i32) -> AppResult
         .query_one_raw(sql.build())
         .await?
         .ok_or_else(|| AppError::NotFound(format!("通知批次 {id} 不存在")))?;
-    let mut wave = view(&row)?;
+    let wave = view(&row)?;
     if !visible(actor, &wave) {
         return Err(AppError::NotFound(format!("通知批次 {id} 不存在")));
     }
-    let mut sql = Sql::new(db.get_database_backend());
-    sql.push(
-        "SELECT m.state, COUNT(*) AS n FROM messages m JOIN residents r ON r.id = m.resident_id \
-         WHERE m.wave_id = ",
-    )
-    .bind(id);
-    scope_sql(&mut sql, "r.village_code", &actor.scope);
-    sql.push(" GROUP BY m.state");
-    for row in db.query_all_raw(sql.build()).await? {
-        wave.states
-            .insert(row.try_get("", "state")?, row.try_get("", "n")?);
-    }
+    let mut waves = [wave];
+    fill(db, actor, &mut waves).await?;
+    let [wave] = waves;
     Ok(wave)
 }
 
@@ -429,6 +497,7 @@ pub async fn list(
             waves.push(wave);
         }
     }
+    fill(db, actor, &mut waves).await?;
     Ok(waves)
 }
 
@@ -541,4 +610,49 @@ pub async fn messages(
         None
     };
     Ok(MessagePage { items, next })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_waves_status_follows_its_messages() {
+        let states = |pairs: &[(&str, i64)]| {
+            pairs
+                .iter()
+                .map(|(s, n)| ((*s).to_owned(), *n))
+                .collect::<std::collections::BTreeMap<_, _>>()
+        };
+        assert_eq!(status_of("planned", &states(&[])), "planned");
+        assert_eq!(status_of("planned", &states(&[("queued", 3)])), "planned");
+        assert_eq!(
+            status_of("planned", &states(&[("scheduled", 1), ("queued", 2)])),
+            "planned"
+        );
+        assert_eq!(
+            status_of("planned", &states(&[("sending", 1), ("delivered", 2)])),
+            "sending"
+        );
+        assert_eq!(
+            status_of("planned", &states(&[("queued", 1), ("failed", 1)])),
+            "sending"
+        );
+        assert_eq!(
+            status_of(
+                "planned",
+                &states(&[
+                    ("sent", 1),
+                    ("delivered", 2),
+                    ("expired", 1),
+                    ("suppressed", 1)
+                ])
+            ),
+            "done"
+        );
+        assert_eq!(
+            status_of("cancelled", &states(&[("queued", 1)])),
+            "cancelled"
+        );
+    }
 }

@@ -1,6 +1,8 @@
 //! The refusal register as a download: CSV or XLSX, one row per registration, in the order of
-//! the register (by village).
+//! the register (by village). Times are in the campaign's time zone, named in their headers,
+//! as in every other export.
 
+use chrono_tz::Tz;
 use rust_xlsxwriter::Workbook;
 
 use super::{Register, Registration};
@@ -21,19 +23,25 @@ const HEADERS: [&str; 19] = [
     "见证干部",
     "联系次数",
     "登记人",
-    "登记时间",
+    "登记时间（{zone}）",
     "状态",
-    "审核时间",
+    "审核时间（{zone}）",
     "审核意见",
     "签名 SHA-256",
 ];
 
-fn cells(r: &Registration) -> [String; 19] {
+/// The headers, the times' zone named.
+fn headers(zone: Tz) -> Vec<String> {
+    HEADERS
+        .iter()
+        .map(|h| h.replace("{zone}", crate::export::zone_name(zone)))
+        .collect()
+}
+
+fn cells(r: &Registration, zone: Tz) -> [String; 19] {
     let opt = |v: &Option<String>| v.clone().unwrap_or_default();
-    let beijing = |t: chrono::DateTime<chrono::Utc>| {
-        t.with_timezone(&chrono_tz::Asia::Shanghai)
-            .format("%Y-%m-%d %H:%M")
-            .to_string()
+    let local = |t: chrono::DateTime<chrono::Utc>| {
+        t.with_timezone(&zone).format("%Y-%m-%d %H:%M").to_string()
     };
     [
         r.id.to_string(),
@@ -52,21 +60,25 @@ fn cells(r: &Registration) -> [String; 19] {
         r.witness_name.clone(),
         r.attempt_ids.len().to_string(),
         r.registered_by_name.clone(),
-        beijing(r.registered_at),
+        local(r.registered_at),
         r.status_label.clone(),
-        r.reviewed_at.map(beijing).unwrap_or_default(),
+        r.reviewed_at.map(local).unwrap_or_default(),
         opt(&r.review_note),
         r.signature_sha256.clone(),
     ]
 }
 
-/// The register as CSV for Excel.
-pub fn register_csv(register: &Register) -> AppResult<Vec<u8>> {
-    crate::export::csv(&HEADERS, register.items.iter().map(cells))
+/// The register as CSV for Excel, times in `zone` (the campaign's).
+pub fn register_csv(register: &Register, zone: Tz) -> AppResult<Vec<u8>> {
+    let headers = headers(zone);
+    let headers: Vec<&str> = headers.iter().map(String::as_str).collect();
+    crate::export::csv(&headers, register.items.iter().map(|r| cells(r, zone)))
 }
 
-/// The register as XLSX: one sheet 拒检登记.
-pub fn register_xlsx(register: &Register) -> AppResult<Vec<u8>> {
+/// The register as XLSX: one sheet 拒检登记, times in `zone` (the campaign's).
+pub fn register_xlsx(register: &Register, zone: Tz) -> AppResult<Vec<u8>> {
+    let headers = headers(zone);
+    let headers: Vec<&str> = headers.iter().map(String::as_str).collect();
     let mut workbook = Workbook::new();
     let width = |col| match col {
         6 | 14 | 16 => 20.0,
@@ -76,9 +88,9 @@ pub fn register_xlsx(register: &Register) -> AppResult<Vec<u8>> {
     crate::export::add_sheet(
         &mut workbook,
         "拒检登记",
-        &HEADERS,
+        &headers,
         width,
-        register.items.iter().map(cells),
+        register.items.iter().map(|r| cells(r, zone)),
     )?;
     workbook.save_to_buffer().map_err(crate::export::xlsx_error)
 }

@@ -18,7 +18,7 @@ use utoipa::ToSchema;
 use super::export::{
     Table, about_progress, contacts_tables, progress_tables, rankings_table, workbook,
 };
-use super::{ContactsQuery, Progress, RankingQuery, SliceQuery, cube};
+use super::{ContactsQuery, Progress, RankingQuery, SliceQuery, TargetStatus, cube};
 use crate::auth::Actor;
 use crate::campaign::{self, Campaign};
 use crate::config::BulletinSettings;
@@ -498,6 +498,7 @@ where
     let mut about = about_progress(&progress);
     about.insert(1, ("通报", format!("{}（{}）", kind.title(), period.key)));
     about.insert(2, ("统计期", format!("{} 至 {}", period.start, period.end)));
+    about.push(("消息口径", contacts.note.clone()));
     let xlsx = workbook(&about, &tables)?;
 
     let total = &progress.total;
@@ -541,12 +542,28 @@ where
     if !reach_bottom.is_empty() {
         text.push_str(&format!("触达率后三名：{}。\n", reach_bottom.join("、")));
     }
-    for target in progress.targets.iter().filter(|t| !t.met && t.target > 0) {
+    for target in progress
+        .targets
+        .iter()
+        .filter(|t| t.status == TargetStatus::Missed)
+    {
         text.push_str(&format!(
             "{}体检率 {}，未达到 {}% 的目标。\n",
             target.name,
             percent(target.exam_rate),
             target.goal_percent
+        ));
+    }
+    let no_data: Vec<&str> = progress
+        .targets
+        .iter()
+        .filter(|t| t.status == TargetStatus::NoData)
+        .map(|t| t.name.as_str())
+        .collect();
+    if !no_data.is_empty() {
+        text.push_str(&format!(
+            "{}：暂无数据（尚无居民登记或标记为该人群）。\n",
+            no_data.join("、")
         ));
     }
     text.push_str("\n详见附件。本邮件由系统自动发送。\n");

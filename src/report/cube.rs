@@ -116,14 +116,19 @@ pub struct Refreshed {
     /// Closed days whose figures were computed in this refresh.
     pub days_computed: Vec<NaiveDate>,
     pub cells: usize,
+    /// Rows that could not be read and were left out of the figures (each one logged).
+    pub rows_skipped: usize,
 }
 
 /// The measures of every progress row as it stood before `until`, per cell:
 /// - a row counts from its creation;
 /// - exempt rows (deceased, moved out) leave the denominator and every numerator from their
 ///   exemption on (an exemption later overridden by an exam counted until the exam);
-/// - appointed: holding a booking, or examined after one (a cancelled or missed booking, or
-///   one a confirmed refusal cancelled, no longer counts);
+/// - appointed: holding a booking, or examined (with or without one: an exam is past the
+///   appointment); a cancelled or missed booking, or one a confirmed refusal cancelled, no
+///   longer counts;
+/// - the stages are a funnel: a resident booked (even if the booking was cancelled later)
+///   or examined was reached and notified by then;
 /// - a refusal counts while it stands: until an exam revokes it or an exemption ends it;
 /// - the examining place is the area of the institution that examined the resident.
 ///
@@ -142,10 +147,12 @@ fn cells_sql(backend: DbBackend, campaign_id: i32, until: DateTime<Utc>) -> Sql 
          CASE WHEN e.examined_at < {u} THEN COALESCE(i.area_code, '') ELSE '' END AS exam_area, \
          CASE WHEN e.exempt_at < {u} AND (e.stage = 'exempt' \
          OR (e.stage = 'examined' AND e.examined_at >= {u})) THEN 1 ELSE 0 END AS is_exempt, \
-         CASE WHEN COALESCE(e.notified_at, e.reached_at) < {u} THEN 1 ELSE 0 END AS notified_on, \
-         CASE WHEN e.reached_at < {u} THEN 1 ELSE 0 END AS reached_on, \
-         CASE WHEN e.appointed_at < {u} AND e.stage IN ('appointed', 'examined') \
-         THEN 1 ELSE 0 END AS appointed_on, \
+         CASE WHEN e.notified_at < {u} OR e.reached_at < {u} OR e.appointed_at < {u} \
+         OR e.examined_at < {u} THEN 1 ELSE 0 END AS notified_on, \
+         CASE WHEN e.reached_at < {u} OR e.appointed_at < {u} OR e.examined_at < {u} \
+         THEN 1 ELSE 0 END AS reached_on, \
+         CASE WHEN (e.appointed_at < {u} AND e.stage IN ('appointed', 'examined')) \
+         OR e.examined_at < {u} THEN 1 ELSE 0 END AS appointed_on, \
          CASE WHEN e.examined_at < {u} THEN 1 ELSE 0 END AS examined_on, \
          CASE WHEN e.refused_at < {u} AND (e.stage = 'refused' \
          OR (e.stage = 'examined' AND e.examined_at >= {u}) \
@@ -168,28 +175,48 @@ fn cells_sql(backend: DbBackend, campaign_id: i32, until: DateTime<Utc>) -> Sql 
     sql
 }
 
+/// Reads each row with `read`; a row that cannot be read is logged and left out, so one bad
+/// row never stops a report. Returns the rows read and how many were left out.
+fn read_rows<T>(
+    rows: &[QueryResult],
+    campaign_id: i32,
+    what: &'static str,
+    read: impl Fn(&QueryResult) -> AppResult<T>,
+) -> (Vec<T>, usize) {
+    let mut out = Vec::with_capacity(rows.len());
+    let mut skipped = 0;
+    for row in rows {
+        match read(row) {
+            Ok(item) => out.push(item),
+            Err(e) => {
+                skipped += 1;
+                tracing::warn!(campaign = campaign_id, what, error = %e, "a report row cannot be read: left out");
+            }
+        }
+    }
+    (out, skipped)
+}
+
 async fn read_cells(
     db: &impl ConnectionTrait,
     campaign_id: i32,
     until: DateTime<Utc>,
-) -> AppResult<Vec<Cell>> {
+) -> AppResult<(Vec<Cell>, usize)> {
     let rows = db
         .query_all_raw(cells_sql(db.get_database_backend(), campaign_id, until).build())
         .await?;
-    rows.iter()
-        .map(|row| {
-            Ok(Cell {
-                village_code: row.try_get("", "village_code")?,
-                township_code: row.try_get("", "township_code")?,
-                cohort: row.try_get("", "cohort")?,
-                migrant_type: row.try_get("", "migrant_type")?,
-                special: row.try_get("", "special")?,
-                route: row.try_get("", "route")?,
-                exam_area: row.try_get("", "exam_area")?,
-                counts: Counts::read(row)?,
-            })
+    Ok(read_rows(&rows, campaign_id, "progress cell", |row| {
+        Ok(Cell {
+            village_code: row.try_get("", "village_code")?,
+            township_code: row.try_get("", "township_code")?,
+            cohort: row.try_get("", "cohort")?,
+            migrant_type: row.try_get("", "migrant_type")?,
+            special: row.try_get("", "special")?,
+            route: row.try_get("", "route")?,
+            exam_area: row.try_get("", "exam_area")?,
+            counts: Counts::read(row)?,
         })
-        .collect()
+    }))
 }
 
 /// Rows per multi-row INSERT (well under SQLite's limit on bound values).
@@ -273,7 +300,7 @@ struct KeyGroupRow {
 async fn read_key_groups(
     db: &impl ConnectionTrait,
     campaign_id: i32,
-) -> AppResult<Vec<KeyGroupRow>> {
+) -> AppResult<(Vec<KeyGroupRow>, usize)> {
     let mut sql = Sql::new(db.get_database_backend());
     sql.push(
         "SELECT e.village_code, t.tag, \
@@ -285,16 +312,14 @@ async fn read_key_groups(
     sql.bind(campaign_id)
         .push(" GROUP BY e.village_code, t.tag");
     let rows = db.query_all_raw(sql.build()).await?;
-    rows.iter()
-        .map(|row| {
-            Ok(KeyGroupRow {
-                village_code: row.try_get("", "village_code")?,
-                tag: row.try_get("", "tag")?,
-                target: row.try_get::<Option<i64>>("", "target")?.unwrap_or(0),
-                examined: row.try_get::<Option<i64>>("", "examined")?.unwrap_or(0),
-            })
+    Ok(read_rows(&rows, campaign_id, "key group", |row| {
+        Ok(KeyGroupRow {
+            village_code: row.try_get("", "village_code")?,
+            tag: row.try_get("", "tag")?,
+            target: row.try_get::<Option<i64>>("", "target")?.unwrap_or(0),
+            examined: row.try_get::<Option<i64>>("", "examined")?.unwrap_or(0),
         })
-        .collect()
+    }))
 }
 
 /// One line of reach figures: `source` is `message` (total = sent, succeeded = delivered),
@@ -310,28 +335,40 @@ struct ContactRow {
     failed: i64,
 }
 
+/// A message's line: its route, or `none` when no channel took it (no provider, no channel).
+const NO_CHANNEL_KEY: &str = "CASE WHEN m.provider IS NULL AND m.channel IS NULL THEN 'none' \
+     ELSE COALESCE(m.route, 'none') END";
+
 async fn read_contacts(
     db: &impl ConnectionTrait,
     campaign: &Campaign,
-) -> AppResult<Vec<ContactRow>> {
+) -> AppResult<(Vec<ContactRow>, usize)> {
     let backend = db.get_database_backend();
     let id = campaign.id();
     let mut out = Vec::new();
+    let mut skipped = 0;
 
+    // A message counts once it went to a provider (sent), or when it failed for lack of any
+    // channel: then it has neither a channel nor a provider and is counted on a line of its
+    // own (`none`, 无可用渠道). E-mail has no delivery receipt: a message the mail server
+    // accepted counts as delivered. Messages never sent (suppressed, cancelled, waiting)
+    // have no line.
     let mut sql = Sql::new(backend);
-    sql.push(
-        "SELECT e.village_code, m.route AS channel, COALESCE(m.provider, m.channel) AS provider, \
+    sql.push(&format!(
+        "SELECT e.village_code, {NO_CHANNEL_KEY} AS channel, \
+         COALESCE(m.provider, m.channel, '') AS provider, \
          SUM(CASE WHEN m.sent_at IS NOT NULL THEN 1 ELSE 0 END) AS total, \
-         SUM(CASE WHEN m.delivered_at IS NOT NULL THEN 1 ELSE 0 END) AS succeeded, \
+         SUM(CASE WHEN m.delivered_at IS NOT NULL \
+         OR (m.route = 'email' AND m.sent_at IS NOT NULL) THEN 1 ELSE 0 END) AS succeeded, \
          SUM(CASE WHEN m.state = 'failed' THEN 1 ELSE 0 END) AS failed \
          FROM messages m JOIN enrolments e ON e.campaign_id = m.campaign_id \
-         AND e.resident_id = m.resident_id WHERE m.campaign_id = ",
-    );
-    sql.bind(id).push(
-        " AND m.route IS NOT NULL GROUP BY e.village_code, m.route, \
-         COALESCE(m.provider, m.channel)",
-    );
-    push_contacts(&mut out, db, &sql, "message").await?;
+         AND e.resident_id = m.resident_id WHERE m.campaign_id = "
+    ));
+    sql.bind(id).push(&format!(
+        " AND (m.sent_at IS NOT NULL OR m.state = 'failed') GROUP BY e.village_code, \
+         {NO_CHANNEL_KEY}, COALESCE(m.provider, m.channel, '')"
+    ));
+    skipped += push_contacts(&mut out, db, id, &sql, "message").await?;
 
     let mut sql = Sql::new(backend);
     sql.push(
@@ -340,7 +377,7 @@ async fn read_contacts(
          FROM contact_attempts WHERE message_id IS NULL AND campaign_id = ",
     );
     sql.bind(id).push(" GROUP BY village_code, channel");
-    push_contacts(&mut out, db, &sql, "attempt").await?;
+    skipped += push_contacts(&mut out, db, id, &sql, "attempt").await?;
 
     // Replies received while the campaign runs (a reply names its sender's village when the
     // number is a resident's; unknown numbers have none).
@@ -361,18 +398,20 @@ async fn read_contacts(
             .bind(campaign.model.updated_at);
     }
     sql.push(" GROUP BY COALESCE(village_code, ''), action, provider");
-    push_contacts(&mut out, db, &sql, "reply").await?;
-    Ok(out)
+    skipped += push_contacts(&mut out, db, id, &sql, "reply").await?;
+    Ok((out, skipped))
 }
 
 async fn push_contacts(
     out: &mut Vec<ContactRow>,
     db: &impl ConnectionTrait,
+    campaign_id: i32,
     sql: &Sql,
     source: &'static str,
-) -> AppResult<()> {
-    for row in db.query_all_raw(sql.build()).await? {
-        out.push(ContactRow {
+) -> AppResult<usize> {
+    let rows = db.query_all_raw(sql.build()).await?;
+    let (read, skipped) = read_rows(&rows, campaign_id, source, |row| {
+        Ok(ContactRow {
             village_code: row.try_get("", "village_code")?,
             source,
             channel: row.try_get("", "channel")?,
@@ -380,9 +419,10 @@ async fn push_contacts(
             total: row.try_get::<Option<i64>>("", "total")?.unwrap_or(0),
             succeeded: row.try_get::<Option<i64>>("", "succeeded")?.unwrap_or(0),
             failed: row.try_get::<Option<i64>>("", "failed")?.unwrap_or(0),
-        });
-    }
-    Ok(())
+        })
+    });
+    out.extend(read);
+    Ok(skipped)
 }
 
 /// Serialises refreshes of one campaign: on PostgreSQL a transaction-level advisory lock
@@ -439,7 +479,7 @@ where
     C: ConnectionTrait + TransactionTrait,
 {
     let id = campaign.id();
-    let cells = read_cells(db, id, end_of_day(campaign, day)).await?;
+    let (cells, _) = read_cells(db, id, end_of_day(campaign, day)).await?;
     let mut villages: BTreeMap<(&str, &str), (Counts, i64)> = BTreeMap::new();
     for cell in &cells {
         let entry = villages
@@ -491,10 +531,20 @@ where
     let started = Instant::now();
     let now = Utc::now();
     let id = campaign.id();
+    // Rows written before the funnel was kept at every step are put right first.
+    let repaired = crate::campaign::enrol::repair_funnel(db, campaign).await?;
+    if repaired > 0 {
+        tracing::info!(
+            campaign = id,
+            repaired,
+            "progress rows brought in line with the funnel"
+        );
+    }
     // A second past now: rows written this very instant are in.
-    let cells = read_cells(db, id, now + Duration::seconds(1)).await?;
-    let groups = read_key_groups(db, id).await?;
-    let contacts = read_contacts(db, campaign).await?;
+    let (cells, skipped_cells) = read_cells(db, id, now + Duration::seconds(1)).await?;
+    let (groups, skipped_groups) = read_key_groups(db, id).await?;
+    let (contacts, skipped_contacts) = read_contacts(db, campaign).await?;
+    let rows_skipped = skipped_cells + skipped_groups + skipped_contacts;
 
     let txn = begin_write(db).await?;
     lock_campaign(&txn, id).await?;
@@ -508,6 +558,7 @@ where
             took_ms: started.elapsed().as_millis() as i64,
             days_computed: Vec::new(),
             cells: cells.len(),
+            rows_skipped,
         });
     }
     write_cells(&txn, id, None, &cells).await?;
@@ -587,6 +638,7 @@ where
         took_ms: started.elapsed().as_millis() as i64,
         days_computed,
         cells: cells.len(),
+        rows_skipped,
     })
 }
 

@@ -6,7 +6,7 @@ use rust_xlsxwriter::Workbook;
 
 use super::{Contacts, Figures, Progress, Rankings, Series};
 use crate::error::AppResult;
-use crate::export::{Cell, add_table, csv_cells, xlsx_error};
+use crate::export::{Cell, add_table, csv_cells, xlsx_error, zone_name};
 
 /// One sheet: name, headers, rows.
 pub struct Table {
@@ -117,7 +117,7 @@ pub fn progress_tables(p: &Progress) -> Vec<Table> {
                 t.target.into(),
                 t.examined.into(),
                 t.exam_rate.into(),
-                if t.met { "达标" } else { "未达标" }.into(),
+                t.status.label().into(),
             ]
         })
         .collect();
@@ -362,13 +362,5 @@ pub fn as_of_text(as_of: &super::AsOf) -> String {
             )
         }
         (None, None) => String::new(),
-    }
-}
-
-fn zone_name(zone: chrono_tz::Tz) -> &'static str {
-    match zone {
-        chrono_tz::Asia::Shanghai => "北京时间",
-        chrono_tz::Asia::Urumqi => "新疆时间",
-        _ => "当地时间",
     }
 }

@@ -435,7 +435,40 @@ pub struct TargetRow {
     pub target: i64,
     pub examined: i64,
     pub exam_rate: Option<f64>,
+    /// The goal is reached (never when nobody is in the group).
     pub met: bool,
+    /// met, missed, or no_data when nobody is in the group (no resident tagged, nobody of
+    /// that age): then there is no rate to miss the goal by.
+    pub status: TargetStatus,
+    /// 达标, 未达标 or 无数据.
+    pub status_label: String,
+}
+
+/// Where a key group stands against its goal.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum TargetStatus {
+    Met,
+    Missed,
+    NoData,
+}
+
+impl TargetStatus {
+    fn of(exam_rate: Option<f64>, goal_percent: f64) -> Self {
+        match exam_rate {
+            None => TargetStatus::NoData,
+            Some(r) if r * 100.0 >= goal_percent => TargetStatus::Met,
+            Some(_) => TargetStatus::Missed,
+        }
+    }
+
+    pub fn label(self) -> &'static str {
+        match self {
+            TargetStatus::Met => "达标",
+            TargetStatus::Missed => "未达标",
+            TargetStatus::NoData => "无数据",
+        }
+    }
 }
 
 /// When the figures are from.
@@ -596,6 +629,8 @@ async fn rows_of(
             .collect();
         names.extend(area_names(db, unknown).await?);
         keys.sort();
+    } else if dimension == Dimension::Cohort {
+        keys.sort_by_key(|key| cohort_order(key));
     }
     Ok(keys
         .into_iter()
@@ -616,6 +651,17 @@ async fn rows_of(
             }
         })
         .collect())
+}
+
+/// Age groups in order of age (`0-6` before `7-14` before `15-64`), not as text; anything
+/// else after them.
+fn cohort_order(key: &str) -> (u32, String) {
+    let lowest = key
+        .split(|c: char| !c.is_ascii_digit())
+        .next()
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(u32::MAX);
+    (lowest, key.to_owned())
 }
 
 fn total_of(groups: &BTreeMap<String, Group>) -> Figures {
@@ -819,6 +865,7 @@ async fn targets(
                 ),
             };
             let exam_rate = rate(examined, target);
+            let status = TargetStatus::of(exam_rate, goal.percent);
             Some(TargetRow {
                 group: group.code(),
                 name,
@@ -826,7 +873,9 @@ async fn targets(
                 target,
                 examined,
                 exam_rate,
-                met: exam_rate.is_some_and(|r| r * 100.0 >= goal.percent),
+                met: status == TargetStatus::Met,
+                status,
+                status_label: status.label().to_owned(),
             })
         })
         .collect())
@@ -1272,7 +1321,13 @@ pub struct Contacts {
     pub messages: ChannelFigures,
     pub attempts: Vec<AttemptFigures>,
     pub replies: Vec<ReplyFigures>,
+    /// How the figures are counted (Chinese, for the office).
+    pub note: String,
 }
+
+/// What the contacts report counts, as its note says.
+pub const CONTACTS_NOTE: &str = "送达率=已送达/已发送。电子邮件没有送达回执，以邮件服务器接收为已送达。\
+     “无可用渠道”为居民没有任何可用联系方式、无法发出的消息：计入失败，不计入已发送。";
 
 fn channel_name(route: &str) -> &'static str {
     match route {
@@ -1280,6 +1335,7 @@ fn channel_name(route: &str) -> &'static str {
         "phone" => "短信（本人）",
         "relative" => "短信（亲属转告）",
         "email" => "电子邮件",
+        "none" => "无可用渠道",
         _ => "其他",
     }
 }
@@ -1402,6 +1458,7 @@ where
         },
         attempts: attempts.into_values().collect(),
         replies: replies.into_values().collect(),
+        note: CONTACTS_NOTE.to_owned(),
     })
 }
 
@@ -1478,6 +1535,13 @@ mod tests {
         let bottom: Vec<_> = ranked.iter().map(|(_, b)| *b).collect();
         // 0.2 (none lower), both 0.5 (one lower): bottom three; 0.7 has three lower.
         assert_eq!(bottom, [false, true, true, false, false, true, false]);
+    }
+
+    #[test]
+    fn cohorts_sort_by_age() {
+        let mut keys = vec!["0-6", "15-64", "65-79", "7-14", "80+"];
+        keys.sort_by_key(|k| cohort_order(k));
+        assert_eq!(keys, ["0-6", "7-14", "15-64", "65-79", "80+"]);
     }
 
     #[test]

@@ -420,9 +420,10 @@ async fn reschedule_and_cancel_free_the_place() {
     assert_eq!(cancelled["status"], "cancelled");
     assert_eq!(cancelled["reason"], "外出务工");
     assert_eq!(s.calendar_day(4).await["booked"], 1);
+    // Back out of appointed; reached stays (a booking was made with them).
     assert_eq!(
         row(&s.app, s.campaign, s.residents[0]).await.unwrap().stage,
-        "target"
+        "reached"
     );
     let again = s
         .app
@@ -579,9 +580,10 @@ async fn attendance_writes_the_exam_and_a_missed_day_becomes_a_no_show() {
         .await
         .unwrap();
     assert_eq!(third["status"], "no_show");
+    // Back out of appointed; reached stays (a booking was made with them).
     assert_eq!(
         row(&s.app, s.campaign, s.residents[2]).await.unwrap().stage,
-        "target"
+        "reached"
     );
 
     let worklist: Value = s

@@ -1506,3 +1506,342 @@ async fn a_reply_pushed_twice_is_acted_on_once() {
     assert_eq!(replies, 1);
     assert_eq!(tasks, 1, "one push, delivered twice, made {tasks} tasks");
 }
+
+async fn run_sql(app: &TestApp, sql: &str) {
+    app.db
+        .execute_raw(Statement::from_string(
+            app.db.get_database_backend(),
+            sql.to_owned(),
+        ))
+        .await
+        .unwrap();
+}
+
+/// (planned, status, states) of a wave as `token` sees it, on its own and in the list.
+async fn wave_seen(s: &Setup, id: i64, token: &str) -> (i64, String, Value) {
+    let one: Value = s
+        .app
+        .get(&format!("/api/v1/waves/{id}"), token)
+        .await
+        .json()
+        .await
+        .unwrap();
+    let listed: Value = s
+        .app
+        .get(&format!("/api/v1/campaigns/{}/waves", s.campaign), token)
+        .await
+        .json()
+        .await
+        .unwrap();
+    let in_list = listed
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|w| w["id"] == id)
+        .unwrap();
+    for field in ["planned", "status", "states"] {
+        assert_eq!(one[field], in_list[field], "{field}: {one} / {in_list}");
+    }
+    (
+        one["planned"].as_i64().unwrap(),
+        one["status"].as_str().unwrap().to_owned(),
+        one["states"].clone(),
+    )
+}
+
+#[tokio::test]
+async fn a_waves_figures_are_scoped_alike_and_its_status_moves_on_as_messages_go() {
+    let s = setup(|_| {}).await;
+    let migrant = Contacts {
+        phone: Some("13800001111"),
+        relative_phone: None,
+        migrant: Some(MigrantType::OutOfRegion),
+    };
+    let here = resident(&s.app, 1, migrant).await;
+    // Another township's migrant, outside the cadre's village.
+    let there = registry::create(
+        &s.app.db,
+        &s.app.state.privacy,
+        &Actor::cli(),
+        NewResident {
+            name: "居民2".into(),
+            id_number: resident_id(2, "19700101"),
+            village_code: crate::helpers::OTHER_VILLAGE.to_owned(),
+            phone: Some("13800002222".into()),
+            relative_name: None,
+            relative_relation: None,
+            relative_phone: None,
+            migrant_type: Some(MigrantType::OutOfRegion),
+            permit_since: None,
+            special: None,
+            current_address: None,
+            wechat_openid: None,
+            email: None,
+            language: None,
+        },
+    )
+    .await
+    .unwrap()
+    .id;
+    let office = s.app.office_token().await;
+    let today = registry::today();
+    let response = s
+        .app
+        .post(
+            &format!("/api/v1/campaigns/{}/waves", s.campaign),
+            &office,
+            json!({"name": "古尔邦节回乡体检", "window_from": today + Duration::days(5),
+                   "window_to": today + Duration::days(20)}),
+        )
+        .await;
+    assert_eq!(response.status(), StatusCode::CREATED);
+    let wave: Value = response.json().await.unwrap();
+    let id = wave["id"].as_i64().unwrap();
+    assert_eq!(wave["status"], "planned");
+
+    // Nothing has gone: planned. The office sees both messages, the cadre her village's one
+    // — planned and per state alike.
+    let (planned, status, by_state) = wave_seen(&s, id, &office).await;
+    assert_eq!((planned, status.as_str()), (2, "planned"));
+    assert_eq!(by_state, json!({"queued": 2}));
+    let (planned, status, by_state) = wave_seen(&s, id, &s.cadre).await;
+    assert_eq!((planned, status.as_str()), (1, "planned"));
+    assert_eq!(by_state, json!({"queued": 1}));
+
+    // The other village's message waits an hour: the wave is sending once hers has gone.
+    let later = Utc::now() + Duration::hours(1);
+    let at = match s.app.db.get_database_backend() {
+        DbBackend::Postgres => format!("'{}'::timestamptz", later.to_rfc3339()),
+        _ => format!(
+            "'{}'",
+            later.to_rfc3339_opts(chrono::SecondsFormat::AutoSi, false)
+        ),
+    };
+    run_sql(
+        &s.app,
+        &format!("UPDATE messages SET next_attempt_at = {at} WHERE resident_id = {there}"),
+    )
+    .await;
+    assert_eq!(drain(&s.app).await.sent, 1);
+    let (planned, status, by_state) = wave_seen(&s, id, &office).await;
+    assert_eq!((planned, status.as_str()), (2, "sending"));
+    assert_eq!(by_state, json!({"delivered": 1, "queued": 1}));
+    // Her village's message has gone; the wave as a whole has not.
+    let (planned, status, by_state) = wave_seen(&s, id, &s.cadre).await;
+    assert_eq!((planned, status.as_str()), (1, "sending"));
+    assert_eq!(by_state, json!({"delivered": 1}));
+
+    // Everything delivered: done.
+    run_sql(
+        &s.app,
+        &format!("UPDATE messages SET next_attempt_at = created_at WHERE resident_id = {there}"),
+    )
+    .await;
+    assert_eq!(drain(&s.app).await.sent, 1);
+    let (planned, status, by_state) = wave_seen(&s, id, &office).await;
+    assert_eq!((planned, status.as_str()), (2, "done"));
+    assert_eq!(by_state, json!({"delivered": 2}));
+    let (_, status, _) = wave_seen(&s, id, &s.cadre).await;
+    assert_eq!(status, "done");
+    assert_eq!(
+        states(&s.app, here).await,
+        [pair("migrant_wave", "delivered")]
+    );
+    // Cancelling a finished wave cancels nothing: its messages stay delivered.
+    let cancelled: Value = s
+        .app
+        .post(&format!("/api/v1/waves/{id}/cancel"), &office, json!({}))
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(cancelled["status"], "cancelled");
+    assert_eq!(cancelled["states"], json!({"delivered": 2}));
+}
+
+#[tokio::test]
+async fn report_figures_keep_coming_after_a_reply_routed_message_is_suppressed() {
+    use outreach::outreach::callbacks::InboundSms;
+    use outreach::outreach::inbound::apply_reply;
+    let s = setup(|_| {}).await;
+    let a = resident(&s.app, 1, OWN).await;
+    // A resident with no contact at all: the notice fails for lack of any channel.
+    let nobody = resident(
+        &s.app,
+        2,
+        Contacts {
+            phone: None,
+            relative_phone: None,
+            migrant: None,
+        },
+    )
+    .await;
+    book(&s, &[a, nobody]).await;
+    drain(&s.app).await;
+    assert_eq!(
+        states(&s.app, nobody).await[0],
+        pair("appointment_notice", "failed")
+    );
+    // Reply 2, then TD before the reschedule options went: they are suppressed, with no
+    // channel and no provider.
+    let sms = |text: &str| InboundSms {
+        provider: "aliyun",
+        from_phone: "13800001111".into(),
+        text: text.into(),
+        at: None,
+        provider_id: None,
+        signature: None,
+    };
+    for text in ["2", "TD"] {
+        apply_reply(&s.app.db, &s.app.state.privacy, &sms(text))
+            .await
+            .unwrap();
+    }
+    drain(&s.app).await;
+    let suppressed = rv_count(
+        &s.app,
+        &format!(
+            "SELECT COUNT(*) AS n FROM messages WHERE resident_id = {a} \
+             AND kind = 'reschedule_options' AND state = 'suppressed' \
+             AND provider IS NULL AND channel IS NULL"
+        ),
+    )
+    .await;
+    assert_eq!(suppressed, 1);
+
+    // The refresh goes on, now and every time after.
+    let office = s.app.office_token().await;
+    for _ in 0..2 {
+        let refreshed = s
+            .app
+            .post(
+                &format!("/api/v1/campaigns/{}/reports/refresh", s.campaign),
+                &office,
+                json!({}),
+            )
+            .await;
+        let status = refreshed.status();
+        let body: Value = refreshed.json().await.unwrap();
+        assert_eq!(status, StatusCode::OK, "{body}");
+        assert_eq!(body["rows_skipped"], 0);
+    }
+    assert!(
+        outreach::report::refresh_open(&s.app.db, 0).await.is_ok(),
+        "the scheduled refresh"
+    );
+    let contacts: Value = s
+        .app
+        .get(
+            &format!("/api/v1/campaigns/{}/reports/contacts", s.campaign),
+            &office,
+        )
+        .await
+        .json()
+        .await
+        .unwrap();
+    let channels = contacts["channels"].as_array().unwrap();
+    // Sent: a's notice and the opt-out confirmation; the notice without a channel failed.
+    let sms_line = channels
+        .iter()
+        .find(|c| c["channel"] == "phone")
+        .unwrap_or_else(|| panic!("{contacts}"));
+    assert_eq!(sms_line["sent"], 2, "{contacts}");
+    assert_eq!(sms_line["failed"], 0, "{contacts}");
+    let none = channels
+        .iter()
+        .find(|c| c["channel"] == "none")
+        .unwrap_or_else(|| panic!("{contacts}"));
+    assert_eq!(none["channel_name"], "无可用渠道");
+    assert_eq!(
+        (none["sent"].as_i64(), none["failed"].as_i64()),
+        (Some(0), Some(1))
+    );
+    assert_eq!(contacts["messages"]["sent"], 2);
+    assert_eq!(contacts["messages"]["failed"], 1);
+    let progress: Value = s
+        .app
+        .get(
+            &format!("/api/v1/campaigns/{}/reports/progress?by=none", s.campaign),
+            &office,
+        )
+        .await
+        .json()
+        .await
+        .unwrap();
+    // Both booked: both reached (a booking is made with the person), both appointed.
+    assert_eq!(progress["total"]["appointed"], 2, "{progress}");
+    assert_eq!(progress["total"]["reached"], 2, "{progress}");
+}
+
+#[tokio::test]
+async fn an_email_the_mail_server_accepted_counts_as_delivered() {
+    let smtp = crate::email::start_smtp();
+    let port = smtp.port;
+    let s = setup(move |settings| {
+        settings.messaging.smtp = Some(crate::email::settings(port));
+    })
+    .await;
+    let by_mail = registry::create(
+        &s.app.db,
+        &s.app.state.privacy,
+        &Actor::cli(),
+        NewResident {
+            name: "居民1".into(),
+            id_number: resident_id(1, "19700101"),
+            village_code: VILLAGE.to_owned(),
+            phone: None,
+            relative_name: None,
+            relative_relation: None,
+            relative_phone: None,
+            migrant_type: None,
+            permit_since: None,
+            special: None,
+            current_address: None,
+            wechat_openid: None,
+            email: Some("zhangsan@example.org".into()),
+            language: None,
+        },
+    )
+    .await
+    .unwrap()
+    .id;
+    book(&s, &[by_mail]).await;
+    assert_eq!(drain(&s.app).await.delivered, 1);
+    assert_eq!(
+        states(&s.app, by_mail).await[0],
+        pair("appointment_notice", "delivered")
+    );
+    let office = s.app.office_token().await;
+    let refreshed = s
+        .app
+        .post(
+            &format!("/api/v1/campaigns/{}/reports/refresh", s.campaign),
+            &office,
+            json!({}),
+        )
+        .await;
+    assert_eq!(refreshed.status(), StatusCode::OK);
+    let contacts: Value = s
+        .app
+        .get(
+            &format!("/api/v1/campaigns/{}/reports/contacts", s.campaign),
+            &office,
+        )
+        .await
+        .json()
+        .await
+        .unwrap();
+    let email = contacts["channels"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["channel"] == "email")
+        .unwrap_or_else(|| panic!("{contacts}"));
+    assert_eq!(email["provider"], "smtp");
+    assert_eq!(
+        (email["sent"].as_i64(), email["delivered"].as_i64()),
+        (Some(1), Some(1))
+    );
+    assert_eq!(email["delivery_rate"], 1.0);
+    assert!(contacts["note"].as_str().unwrap().contains("电子邮件"));
+}

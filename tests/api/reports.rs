@@ -316,14 +316,14 @@ async fn every_figure_matches_the_hand_count() {
     assert_eq!(county["by"], "township");
     assert_eq!(county["as_of"]["kind"], "live");
     //                          pop ex tgt not rch app exm else ref
-    assert_counts(&county["total"], [14, 2, 12, 6, 5, 1, 4, 1, 1]);
+    assert_counts(&county["total"], [14, 2, 12, 10, 9, 5, 4, 1, 1]);
     let xinyuan = row(&county["rows"], TOWNSHIP);
     assert_eq!(xinyuan["name"], "新源镇");
-    assert_counts(xinyuan, [10, 1, 9, 4, 3, 1, 3, 1, 1]);
+    assert_counts(xinyuan, [10, 1, 9, 7, 6, 4, 3, 1, 1]);
     // By examining place: a1, b1 and c1 (a resident of 则克台镇) at 新源镇's institution.
     assert_eq!(xinyuan["examined_here"], 3);
     let zeketai = row(&county["rows"], OTHER_TOWNSHIP);
-    assert_counts(zeketai, [4, 1, 3, 2, 2, 0, 1, 0, 0]);
+    assert_counts(zeketai, [4, 1, 3, 3, 3, 1, 1, 0, 0]);
     assert_eq!(zeketai["examined_here"], 0);
 
     // The migrant book apart: a7 and a8, out of region; a7 examined elsewhere.
@@ -331,17 +331,17 @@ async fn every_figure_matches_the_hand_count() {
     assert_eq!(migrants.as_array().unwrap().len(), 1, "{migrants}");
     let out_of_region = row(migrants, "out_of_region");
     assert_eq!(out_of_region["name"], "疆外");
-    assert_counts(out_of_region, [2, 0, 2, 0, 0, 0, 1, 1, 0]);
-    assert_counts(&county["migrants_total"], [2, 0, 2, 0, 0, 0, 1, 1, 0]);
+    assert_counts(out_of_region, [2, 0, 2, 1, 1, 1, 1, 1, 0]);
+    assert_counts(&county["migrants_total"], [2, 0, 2, 1, 1, 1, 1, 1, 0]);
 
     // Villages of 新源镇.
     let villages = get_json(app, &format!("{base}?area={TOWNSHIP}"), &f.office).await;
     assert_eq!(villages["by"], "village");
     assert_eq!(villages["rows"].as_array().unwrap().len(), 2);
-    assert_counts(row(&villages["rows"], VILLAGE), [8, 1, 7, 4, 3, 1, 2, 1, 1]);
+    assert_counts(row(&villages["rows"], VILLAGE), [8, 1, 7, 6, 5, 3, 2, 1, 1]);
     assert_counts(
         row(&villages["rows"], VILLAGE_B),
-        [2, 0, 2, 0, 0, 0, 1, 0, 0],
+        [2, 0, 2, 1, 1, 1, 1, 0, 0],
     );
 
     // A slice: migrants only, by village; local residents only.
@@ -351,7 +351,7 @@ async fn every_figure_matches_the_hand_count() {
         &f.office,
     )
     .await;
-    assert_counts(&sliced["total"], [2, 0, 2, 0, 0, 0, 1, 1, 0]);
+    assert_counts(&sliced["total"], [2, 0, 2, 1, 1, 1, 1, 1, 0]);
     assert_eq!(row(&sliced["rows"], VILLAGE_B)["population"], 0);
     assert!(row(&sliced["rows"], VILLAGE_B)["exam_rate"].is_null());
     let local = get_json(
@@ -360,7 +360,7 @@ async fn every_figure_matches_the_hand_count() {
         &f.office,
     )
     .await;
-    assert_counts(&local["total"], [12, 2, 10, 6, 5, 1, 3, 0, 1]);
+    assert_counts(&local["total"], [12, 2, 10, 9, 8, 4, 3, 0, 1]);
     assert!(local["migrants"].as_array().unwrap().is_empty());
 
     // By special situation: the exempt residents are counted apart and outside the target.
@@ -379,11 +379,18 @@ async fn every_figure_matches_the_hand_count() {
     assert_eq!(target("65+")["goal_percent"], 95.0);
     assert_eq!(target("65+")["target"], 0);
     assert_eq!(target("65+")["met"], false);
+    assert_eq!(target("65+")["status"], "no_data");
     assert_eq!(target("hypertension")["name"], "高血压");
     assert_eq!(target("hypertension")["target"], 2);
     assert_eq!(target("hypertension")["examined"], 1);
     assert_eq!(target("hypertension")["exam_rate"], 0.5);
+    assert_eq!(target("hypertension")["status"], "missed");
+    assert_eq!(target("hypertension")["status_label"], "未达标");
+    // Nobody tagged diabetic: no data, not missed.
     assert_eq!(target("diabetes")["target"], 0);
+    assert!(target("diabetes")["exam_rate"].is_null());
+    assert_eq!(target("diabetes")["status"], "no_data");
+    assert_eq!(target("diabetes")["status_label"], "无数据");
 
     // Bad slices: 422, not 500.
     for query in [
@@ -424,7 +431,7 @@ async fn scope_limits_every_report() {
     assert_eq!(own["area_code"], TOWNSHIP);
     assert_eq!(own["by"], "village");
     assert_eq!(own["rows"].as_array().unwrap().len(), 2);
-    assert_counts(&own["total"], [10, 1, 9, 4, 3, 1, 3, 1, 1]);
+    assert_counts(&own["total"], [10, 1, 9, 7, 6, 4, 3, 1, 1]);
     let other = app
         .get(&format!("{base}?area={OTHER_TOWNSHIP}"), &township)
         .await;
@@ -440,7 +447,7 @@ async fn scope_limits_every_report() {
 
     // A cadre: their village only.
     let village = get_json(app, &base, &cadre_c).await;
-    assert_counts(&village["total"], [4, 1, 3, 2, 2, 0, 1, 0, 0]);
+    assert_counts(&village["total"], [4, 1, 3, 3, 3, 1, 1, 0, 0]);
     let contacts = get_json(
         app,
         &format!("/api/v1/campaigns/{campaign}/reports/contacts"),
@@ -474,8 +481,8 @@ async fn closed_days_ranges_series_and_rankings() {
     let today = outreach::registry::today();
     let day = |n: i64| today - Duration::days(n);
 
-    // Yesterday's end: only a1 examined (two days ago); nobody reached yet except a5, whose
-    // first two attempts were yesterday (notified).
+    // Yesterday's end: only a1 examined (two days ago, so reached and notified then); a5,
+    // whose first two attempts were yesterday, notified.
     let yesterday = get_json(
         app,
         &format!(
@@ -486,9 +493,9 @@ async fn closed_days_ranges_series_and_rankings() {
     )
     .await;
     assert_eq!(yesterday["as_of"]["kind"], "day");
-    assert_counts(&yesterday["total"], [14, 2, 12, 1, 0, 0, 1, 0, 0]);
+    assert_counts(&yesterday["total"], [14, 2, 12, 2, 1, 1, 1, 0, 0]);
 
-    // From two days ago to yesterday: a1's exam and a5's notice.
+    // From two days ago to yesterday: a1's exam (and so reach) and a5's notice.
     let range = get_json(
         app,
         &format!(
@@ -499,7 +506,7 @@ async fn closed_days_ranges_series_and_rankings() {
         &f.office,
     )
     .await;
-    assert_counts(&range["total"], [14, 2, 12, 1, 0, 0, 1, 0, 0]);
+    assert_counts(&range["total"], [14, 2, 12, 2, 1, 1, 1, 0, 0]);
     let one_day = get_json(
         app,
         &format!(
@@ -548,7 +555,7 @@ async fn closed_days_ranges_series_and_rankings() {
     assert_eq!(by_township["points"].as_array().unwrap().len(), 4);
 
     // Rankings: both townships examined a third of their target (a tie, rank 1 each); by
-    // reach 则克台镇 (2/3) leads 新源镇 (3/9). Against yesterday:
+    // reach 则克台镇 (3/3) leads 新源镇 (6/9). Against yesterday:
     // 新源镇 went from 1/9 to 3/9, 则克台镇 from 0 to 1/3.
     let ranked = get_json(
         app,
@@ -614,7 +621,8 @@ async fn closed_days_ranges_series_and_rankings() {
         &f.office,
     )
     .await;
-    assert_counts(&now["total"], [14, 2, 12, 6, 5, 0, 4, 1, 1]);
+    // a4 stays reached: a booking was made with them.
+    assert_counts(&now["total"], [14, 2, 12, 10, 9, 4, 4, 1, 1]);
     let later = get_json(
         app,
         &format!("/api/v1/campaigns/{campaign}/reports/series?days=10"),
@@ -670,6 +678,31 @@ async fn message_figures_count_sent_delivered_failed_and_replies() {
         )
         .await;
     }
+    // An e-mail the mail server accepted (e-mail has no receipt: delivered); a message that
+    // failed for lack of any channel (no route, channel or provider); a reply-routed message
+    // suppressed by an opt-out before it went (a route, but no channel or provider).
+    for (i, route, state, sent_at) in [
+        (5, "'email'", "sent", now.clone()),
+        (6, "NULL", "failed", "NULL".to_owned()),
+        (7, "'phone'", "suppressed", "NULL".to_owned()),
+    ] {
+        let (channel, provider) = match route {
+            "'email'" => ("'email'", "'smtp'"),
+            _ => ("NULL", "NULL"),
+        };
+        sql(
+            app,
+            format!(
+                "INSERT INTO messages (campaign_id, resident_id, kind, idempotency_key, state, \
+                 due_at, expires_at, next_attempt_at, attempts, step, route, channel, provider, \
+                 created_at, sent_at) VALUES ({campaign}, {}, 'wave_call', 'test.{i}', \
+                 '{state}', {now}, {now}, {now}, 1, 0, {route}, {channel}, {provider}, {now}, \
+                 {sent_at})",
+                f.a1
+            ),
+        )
+        .await;
+    }
     sql(
         app,
         format!(
@@ -705,9 +738,38 @@ async fn message_figures_count_sent_delivered_failed_and_replies() {
         (Some(3), Some(2), Some(1))
     );
     assert!((sms["delivery_rate"].as_f64().unwrap() - 2.0 / 3.0).abs() < 1e-9);
-    assert_eq!(contacts["messages"]["sent"], 4);
-    assert_eq!(contacts["messages"]["delivered"], 3);
-    assert!((contacts["messages"]["delivery_rate"].as_f64().unwrap() - 0.75).abs() < 1e-9);
+    let line = |channel: &str| {
+        channels
+            .iter()
+            .find(|c| c["channel"] == channel)
+            .unwrap_or_else(|| panic!("no {channel} in {contacts}"))
+    };
+    let email = line("email");
+    assert_eq!(
+        (email["sent"].as_i64(), email["delivered"].as_i64()),
+        (Some(1), Some(1))
+    );
+    let none = line("none");
+    assert_eq!(none["channel_name"], "无可用渠道");
+    assert_eq!(
+        (
+            none["sent"].as_i64(),
+            none["delivered"].as_i64(),
+            none["failed"].as_i64()
+        ),
+        (Some(0), Some(0), Some(1))
+    );
+    // The suppressed message never went: no line of its own, nothing counted.
+    assert_eq!(channels.len(), 4, "{contacts}");
+    assert_eq!(contacts["messages"]["sent"], 5);
+    assert_eq!(contacts["messages"]["delivered"], 4);
+    assert_eq!(contacts["messages"]["failed"], 2);
+    assert!((contacts["messages"]["delivery_rate"].as_f64().unwrap() - 0.8).abs() < 1e-9);
+    let note = contacts["note"].as_str().unwrap();
+    assert!(
+        note.contains("电子邮件") && note.contains("无可用渠道"),
+        "{note}"
+    );
     // Calls: a1, a2, a3, c2, c3 and a5's three.
     let calls = &contacts["attempts"][0];
     assert_eq!(calls["attempts"], 8);
@@ -788,10 +850,10 @@ async fn exports_open_back_cell_by_cell() {
             Data::Float(10.0),
             Data::Float(1.0),
             Data::Float(9.0),
+            Data::Float(7.0),
+            Data::Float(6.0),
+            Data::Float(6.0 / 9.0),
             Data::Float(4.0),
-            Data::Float(3.0),
-            Data::Float(3.0 / 9.0),
-            Data::Float(1.0),
             Data::Float(3.0),
             Data::Float(3.0 / 9.0),
             Data::Float(1.0),
@@ -814,6 +876,15 @@ async fn exports_open_back_cell_by_cell() {
         about.get_value((3, 0)),
         Some(&Data::String("数据截至".into()))
     );
+    // Key groups nobody is in say so (无数据), the others whether they met the goal.
+    let targets = sheet(&bytes, "重点人群目标");
+    let status_of = |name: &str| {
+        (1..targets.height() as u32)
+            .find(|r| targets.get_value((*r, 0)) == Some(&Data::String(name.into())))
+            .and_then(|r| targets.get_value((r, 5)).cloned())
+    };
+    assert_eq!(status_of("糖尿病"), Some(Data::String("无数据".into())));
+    assert_eq!(status_of("高血压"), Some(Data::String("未达标".into())));
     // The percent format and the frozen header row, in the package itself.
     assert!(xlsx_part(&bytes, "xl/styles.xml").contains("formatCode=\"0.00%\""));
     let sheet1 = xlsx_part(&bytes, "xl/worksheets/sheet1.xml");
@@ -837,7 +908,7 @@ async fn exports_open_back_cell_by_cell() {
     );
     assert_eq!(
         lines.next().unwrap(),
-        format!("{TOWNSHIP},新源镇,10,1,9,4,3,33.33%,1,3,33.33%,1,3,1,11.11%")
+        format!("{TOWNSHIP},新源镇,10,1,9,7,6,66.67%,4,3,33.33%,1,3,1,11.11%")
     );
 
     // Rankings and the message figures download too.
@@ -930,6 +1001,14 @@ async fn a_bulletin_goes_out_once_per_period_across_a_restart() {
     );
     assert_eq!(runs[0]["message_id"], id);
     assert!(body.contains("应检 12 人"), "{body}");
+    // Targets: hypertension (1 of 2) is missed; nobody is 65 or tagged diabetic: no data,
+    // not missed.
+    assert!(
+        body.contains("高血压体检率 50.0%，未达到 95% 的目标"),
+        "{body}"
+    );
+    assert!(body.contains("65岁及以上、糖尿病：暂无数据"), "{body}");
+    assert!(!body.contains("糖尿病体检率"), "{body}");
     // The workbook attached is the report as yesterday ended (only a1 examined then): the
     // township table with its total, then the rankings.
     let table = sheet(&attachment, "体检进度");
@@ -1104,4 +1183,298 @@ async fn a_bulletin_cut_off_while_building_goes_out_but_one_cut_off_while_sendin
     assert_eq!(run("daily")["attempts"], 2);
     assert_eq!(run("weekly")["status"], "sending");
     assert_eq!(run("weekly")["interrupted"], true);
+}
+
+/// The figures of one report row as (notified, reached, appointed, examined).
+fn funnel(row: &Value) -> [i64; 4] {
+    ["notified", "reached", "appointed", "examined"].map(|k| row[k].as_i64().unwrap())
+}
+
+/// notified ≥ reached ≥ appointed ≥ examined in every row and the total of a report.
+fn assert_monotone(report: &Value) {
+    for row in report["rows"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .chain([&report["total"]])
+    {
+        let [notified, reached, appointed, examined] = funnel(row);
+        assert!(
+            notified >= reached && reached >= appointed && appointed >= examined,
+            "not a funnel: {row}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn the_funnel_holds_in_every_slice_and_old_rows_are_repaired() {
+    let f = fixture(|_| {}).await;
+    let (app, campaign) = (&f.app, f.campaign);
+    // Progress rows as an older version left them: booked and examined residents (a1, a4,
+    // a7, b1, c1) with no time of notice or reach — 则克台镇 then showed its exam and nobody
+    // reached.
+    sql(
+        app,
+        format!(
+            "UPDATE enrolments SET notified_at = NULL, reached_at = NULL \
+             WHERE campaign_id = {campaign} AND stage IN ('appointed', 'examined')"
+        ),
+    )
+    .await;
+    let refreshed = app
+        .post(
+            &format!("/api/v1/campaigns/{campaign}/reports/refresh"),
+            &f.office,
+            json!({}),
+        )
+        .await;
+    assert_eq!(refreshed.status(), StatusCode::OK);
+    let base = format!("/api/v1/campaigns/{campaign}/reports/progress");
+    let county = get_json(app, &base, &f.office).await;
+    assert_counts(&county["total"], [14, 2, 12, 10, 9, 5, 4, 1, 1]);
+    assert_counts(
+        row(&county["rows"], OTHER_TOWNSHIP),
+        [4, 1, 3, 3, 3, 1, 1, 0, 0],
+    );
+    // The rows themselves are repaired: reached (and notified) when booked or examined at
+    // the latest; a1 from the day of the exam, two days ago.
+    let rows = app
+        .db
+        .query_all_raw(Statement::from_string(
+            app.db.get_database_backend(),
+            format!(
+                "SELECT resident_id FROM enrolments WHERE campaign_id = {campaign} \
+                 AND stage IN ('appointed', 'examined') AND (reached_at IS NULL \
+                 OR notified_at IS NULL OR reached_at > COALESCE(examined_at, appointed_at))"
+            ),
+        ))
+        .await
+        .unwrap();
+    assert!(rows.is_empty(), "{} rows not repaired", rows.len());
+    let a1 = crate::campaigns::row(app, campaign, f.a1).await.unwrap();
+    assert_eq!(a1.reached_at, a1.examined_at);
+    assert!(a1.notified_at <= a1.reached_at);
+
+    // Every slice, live and at the end of each closed day: a funnel.
+    let today = outreach::registry::today();
+    for query in ["", "&to=DAY1", "&to=DAY2", "&to=DAY3"] {
+        let query = query
+            .replace("DAY1", &(today - Duration::days(1)).to_string())
+            .replace("DAY2", &(today - Duration::days(2)).to_string())
+            .replace("DAY3", &(today - Duration::days(3)).to_string());
+        for by in [
+            "township",
+            "village",
+            "cohort",
+            "migrant_type",
+            "special",
+            "route",
+        ] {
+            let area = if by == "village" {
+                format!("&area={TOWNSHIP}")
+            } else {
+                String::new()
+            };
+            let report = get_json(app, &format!("{base}?by={by}{area}{query}"), &f.office).await;
+            assert_monotone(&report);
+        }
+    }
+    // 则克台镇 (one exam, no call answered but c2's and c3's) is not behind on reach.
+    let ranked = get_json(
+        app,
+        &format!("/api/v1/campaigns/{campaign}/reports/rankings"),
+        &f.office,
+    )
+    .await;
+    let zeketai = ranked["areas"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|a| a["code"] == OTHER_TOWNSHIP)
+        .unwrap();
+    assert_eq!(zeketai["reach"]["rate"], 1.0);
+    assert_eq!(zeketai["reach"]["bottom_three"], false);
+    // A second refresh changes nothing.
+    let again = app
+        .post(
+            &format!("/api/v1/campaigns/{campaign}/reports/refresh"),
+            &f.office,
+            json!({}),
+        )
+        .await;
+    assert_eq!(again.status(), StatusCode::OK);
+    assert_eq!(
+        get_json(app, &base, &f.office).await["total"],
+        county["total"]
+    );
+}
+
+#[tokio::test]
+async fn a_township_examined_without_calls_is_reached() {
+    // Three exams and no call logged: reached, 100 % reach, not bottom-three on reach.
+    let app = spawn_app_with(|_| {}).await;
+    app.seed_areas().await;
+    let campaign = app.open_campaign().await;
+    let office = app.office_token().await;
+    let institution = app.institution("ZKT-HC", TOWNSHIP, &[COUNTY], 50).await;
+    let cli = Actor::cli();
+    for n in 1..=3 {
+        let who = add_resident(&app, resident_id(n, "19800101"), OTHER_VILLAGE, None, None).await;
+        outreach::exam::record_at_institution(
+            &app.db,
+            &cli,
+            campaign,
+            outreach::exam::InstitutionExam {
+                resident_id: who,
+                examined_on: outreach::registry::today(),
+                institution_id: Some(institution),
+            },
+        )
+        .await
+        .unwrap();
+    }
+    for n in 4..=6 {
+        let who = add_resident(&app, resident_id(n, "19800101"), VILLAGE, None, None).await;
+        attempt(&app, &cli, campaign, who, 0, Outcome::ReachedAgreed).await;
+    }
+    let response = app
+        .post(
+            &format!("/api/v1/campaigns/{campaign}/reports/refresh"),
+            &office,
+            json!({}),
+        )
+        .await;
+    assert_eq!(response.status(), StatusCode::OK);
+    let county = get_json(
+        &app,
+        &format!("/api/v1/campaigns/{campaign}/reports/progress"),
+        &office,
+    )
+    .await;
+    assert_counts(
+        row(&county["rows"], OTHER_TOWNSHIP),
+        [3, 0, 3, 3, 3, 3, 3, 0, 0],
+    );
+    assert_counts(row(&county["rows"], TOWNSHIP), [3, 0, 3, 3, 3, 0, 0, 0, 0]);
+    let ranked = get_json(
+        &app,
+        &format!("/api/v1/campaigns/{campaign}/reports/rankings"),
+        &office,
+    )
+    .await;
+    for area in ranked["areas"].as_array().unwrap() {
+        assert_eq!(area["reach"]["rate"], 1.0, "{area}");
+        assert_eq!(area["reach"]["bottom_three"], false, "{area}");
+    }
+}
+
+#[tokio::test]
+async fn cohorts_come_in_order_of_age() {
+    let f = fixture(|_| {}).await;
+    let (app, campaign) = (&f.app, f.campaign);
+    // One resident in each other age group (the fixture's are all 15-64).
+    for (n, born) in [
+        (21, "20220301"),
+        (22, "20150301"),
+        (23, "19550301"),
+        (24, "19400301"),
+    ] {
+        add_resident(app, resident_id(n, born), VILLAGE, None, None).await;
+    }
+    let response = app
+        .post(
+            &format!("/api/v1/campaigns/{campaign}/reports/refresh"),
+            &f.office,
+            json!({}),
+        )
+        .await;
+    assert_eq!(response.status(), StatusCode::OK);
+    let base = format!("/api/v1/campaigns/{campaign}/reports/progress?by=cohort");
+    let report = get_json(app, &base, &f.office).await;
+    let keys: Vec<&str> = report["rows"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["key"].as_str().unwrap())
+        .collect();
+    assert_eq!(keys, ["0-6", "7-14", "15-64", "65-79", "80+"]);
+    assert_eq!(report["rows"][0]["name"], "0-6岁");
+    // The download in the same order.
+    let csv = app.get(&format!("{base}&format=csv"), &f.office).await;
+    let csv = csv.text().await.unwrap();
+    let order: Vec<&str> = csv
+        .lines()
+        .skip(1)
+        .filter_map(|l| l.split(',').next())
+        .filter(|k| !k.is_empty())
+        .collect();
+    assert_eq!(order, ["0-6", "7-14", "15-64", "65-79", "80+"]);
+}
+
+#[tokio::test]
+async fn the_refusal_register_gives_times_in_the_campaigns_zone_named() {
+    let f = fixture(|_| {}).await;
+    let (app, campaign) = (&f.app, f.campaign);
+    sql(
+        app,
+        format!("UPDATE campaigns SET timezone = 'Asia/Urumqi' WHERE id = {campaign}"),
+    )
+    .await;
+    let register = get_json(
+        app,
+        &format!("/api/v1/campaigns/{campaign}/refusals"),
+        &f.office,
+    )
+    .await;
+    let item = &register["items"][0];
+    let at = |field: &str| {
+        chrono::DateTime::parse_from_rfc3339(item[field].as_str().unwrap())
+            .unwrap()
+            .with_timezone(&chrono_tz::Asia::Urumqi)
+            .format("%Y-%m-%d %H:%M")
+            .to_string()
+    };
+    let (registered, reviewed) = (at("registered_at"), at("reviewed_at"));
+    let csv = app
+        .get(
+            &format!("/api/v1/campaigns/{campaign}/refusals?format=csv"),
+            &f.office,
+        )
+        .await;
+    assert_eq!(csv.status(), StatusCode::OK);
+    let csv = csv.text().await.unwrap();
+    let mut lines = csv.trim_start_matches('\u{feff}').lines();
+    let header: Vec<&str> = lines.next().unwrap().split(',').collect();
+    let column = |name: &str| {
+        header
+            .iter()
+            .position(|h| *h == name)
+            .unwrap_or_else(|| panic!("no {name} in {header:?}"))
+    };
+    let (registered_col, reviewed_col) = (
+        column("登记时间（新疆时间）"),
+        column("审核时间（新疆时间）"),
+    );
+    let row: Vec<&str> = lines.next().unwrap().split(',').collect();
+    assert_eq!(row[registered_col], registered);
+    assert_eq!(row[reviewed_col], reviewed);
+    // The workbook says the same.
+    let xlsx = app
+        .get(
+            &format!("/api/v1/campaigns/{campaign}/refusals?format=xlsx"),
+            &f.office,
+        )
+        .await
+        .bytes()
+        .await
+        .unwrap();
+    let table = sheet(&xlsx, "拒检登记");
+    assert_eq!(
+        table.get_value((0, registered_col as u32)),
+        Some(&Data::String("登记时间（新疆时间）".into()))
+    );
+    assert_eq!(
+        table.get_value((1, registered_col as u32)),
+        Some(&Data::String(registered))
+    );
 }
