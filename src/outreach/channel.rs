@@ -183,7 +183,9 @@ fn default_smtp_timeout() -> u64 {
 }
 
 /// E-mail over SMTP (lettre): a plain-text part and an HTML part, the idempotency key as the
-/// Message-ID so a message sent twice is recognisable at the receiving end.
+/// Message-ID so a message sent twice is recognisable at the receiving end. The channel is
+/// named after its provider, `smtp`, like every other channel: the name keys its rate limit
+/// and is what the message rows record.
 pub struct EmailChannel {
     transport: AsyncSmtpTransport<Tokio1Executor>,
     from: Mailbox,
@@ -218,6 +220,29 @@ impl EmailChannel {
     }
 }
 
+/// An RFC 5322 Message-ID derived from an idempotency key: `<left@domain>` where the left
+/// part is a dot-atom. Keys use `:` and may hold other characters a strict parser stops at;
+/// each byte outside the atom characters (and `=` itself) is written `=XX`, so two keys
+/// never share an id and the key can still be read from it.
+pub fn message_id(key: &str, domain: &str) -> String {
+    fn atext(b: u8) -> bool {
+        b.is_ascii_alphanumeric() || b"!#$%&'*+-/?^_`{|}~".contains(&b)
+    }
+    let dots_ok = !key.starts_with('.') && !key.ends_with('.') && !key.contains("..");
+    let mut left = String::with_capacity(key.len());
+    for b in key.bytes() {
+        if atext(b) || (b == b'.' && dots_ok) {
+            left.push(char::from(b));
+        } else {
+            left.push_str(&format!("={b:02X}"));
+        }
+    }
+    if left.is_empty() {
+        left.push_str("=00");
+    }
+    format!("<{left}@{domain}>")
+}
+
 /// The text as HTML: escaped, line breaks kept.
 fn html_of(title: &str, text: &str) -> String {
     let escape = |s: &str| {
@@ -237,7 +262,7 @@ fn html_of(title: &str, text: &str) -> String {
 #[async_trait]
 impl Channel for EmailChannel {
     fn name(&self) -> &'static str {
-        "email"
+        "smtp"
     }
 
     fn reaches(&self, recipient: &Recipient) -> bool {
@@ -251,11 +276,7 @@ impl Channel for EmailChannel {
         let to: Mailbox = address
             .parse()
             .map_err(|e| SendError::Permanent(format!("bad address: {e}")))?;
-        let domain = self.from.email.domain().to_owned();
-        let message_id = format!(
-            "<{}@{domain}>",
-            message.idempotency_key.replace(['<', '>', ' '], "")
-        );
+        let message_id = message_id(&message.idempotency_key, self.from.email.domain());
         let email = Message::builder()
             .from(self.from.clone())
             .to(to)
@@ -317,6 +338,40 @@ mod tests {
         assert_eq!(ucs2_hex("体检A"), "4f5368c00041");
         // Outside the basic plane: a surrogate pair.
         assert_eq!(ucs2_hex("𠀀"), "d840dc00");
+    }
+
+    #[test]
+    fn message_ids_are_valid_dot_atoms_derived_from_the_key() {
+        let id = message_id("migrant_wave:r1487:w1:2026-12-07", "example.org");
+        assert_eq!(id, "<migrant_wave=3Ar1487=3Aw1=3A2026-12-07@example.org>");
+        assert_eq!(
+            message_id("appointment_notice.a42.2026-12-31#s2", "example.org"),
+            "<appointment_notice.a42.2026-12-31#s2@example.org>"
+        );
+        // `=` is escaped too, so `a:b` and `a=3Ab` stay apart.
+        assert_ne!(message_id("a:b", "x.org"), message_id("a=3Ab", "x.org"));
+        assert_eq!(message_id("a..b", "x.org"), "<a=2E=2Eb@x.org>");
+        assert_eq!(message_id("<a b>", "x.org"), "<=3Ca=20b=3E@x.org>");
+        // What a strict parser reads: one `@`, atom characters and single inner dots only.
+        for key in [
+            "migrant_wave:r1487:w1:2026-12-07",
+            "体检:1",
+            ".x.",
+            "k@y\\\"q",
+        ] {
+            let id = message_id(key, "example.org");
+            let left = id
+                .strip_prefix('<')
+                .and_then(|s| s.strip_suffix("@example.org>"))
+                .unwrap();
+            assert!(!left.is_empty() && !left.starts_with('.') && !left.ends_with('.'));
+            assert!(!left.contains(".."), "{id}");
+            assert!(
+                left.bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-/=?^_`{|}~.".contains(&b)),
+                "{id}"
+            );
+        }
     }
 
     #[test]
