@@ -94,7 +94,14 @@ fn malformed(e: callbacks::CallbackError) -> AppError {
 async fn receipts(state: &AppState, receipts: &[Receipt]) -> AppResult<()> {
     for receipt in receipts {
         let outcome = inbound::apply_receipt(&state.db, receipt).await?;
-        if outcome != inbound::ReceiptOutcome::Moved {
+        if outcome.expected(&receipt.status) {
+            tracing::debug!(
+                provider = receipt.provider,
+                id = %receipt.provider_message_id,
+                ?outcome,
+                "receipt"
+            );
+        } else {
             tracing::info!(
                 provider = receipt.provider,
                 id = %receipt.provider_message_id,

@@ -106,10 +106,21 @@ impl Channels {
                 ))
             })
             .collect();
-        Self {
+        let channels = Self {
             routes: [wechat, sms.clone(), email, sms],
             limiters,
+        };
+        for route in Route::PLAN {
+            if let Some(channel) = channels.of(route) {
+                tracing::debug!(
+                    route = route.code(),
+                    channel = channel.name(),
+                    rate_per_second = channels.rate_of(route),
+                    "dispatch route"
+                );
+            }
         }
+        channels
     }
 
     /// The channels the configuration names. With the `log` SMS provider (the embedded
@@ -177,7 +188,7 @@ impl Channels {
     }
 
     /// The rate limit the channel of `route` is held to, if any (messages a second).
-    pub(crate) fn rate_of(&self, route: Route) -> Option<u32> {
+    fn rate_of(&self, route: Route) -> Option<u32> {
         let limiter = self.limiters.get(self.of(route)?.name())?;
         Some(limiter.rate)
     }

@@ -18,11 +18,27 @@ use crate::error::AppResult;
 use crate::privacy::{Field, Privacy};
 use crate::registry::MobilePhone;
 
+impl ReceiptOutcome {
+    /// Whether a receipt that did this is the ordinary course of things (nothing for an
+    /// operator to look at): it moved its message, or it is a first-stage receipt, which
+    /// providers send for every message and which may come before its send is recorded.
+    pub fn expected(self, status: &ReceiptStatus) -> bool {
+        match self {
+            ReceiptOutcome::Moved | ReceiptOutcome::Intermediate => true,
+            ReceiptOutcome::Unknown => *status == ReceiptStatus::Accepted,
+            ReceiptOutcome::Unchanged => false,
+        }
+    }
+}
+
 /// What a receipt did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ReceiptOutcome {
     /// The message moved forward.
     Moved,
+    /// A first-stage receipt (the provider or the operator took it) for a known message:
+    /// the expected step before the final receipt, which nothing needs to follow.
+    Intermediate,
     /// Its message is known and already where the receipt would put it, or further.
     Unchanged,
     /// No message has this provider id (yet): kept, and applied when the send is recorded.
@@ -173,7 +189,7 @@ async fn apply_in(txn: &impl ConnectionTrait, receipt: &Receipt) -> AppResult<Re
     match &receipt.status {
         ReceiptStatus::Accepted => {
             return Ok(if known(txn, receipt).await? {
-                ReceiptOutcome::Unchanged
+                ReceiptOutcome::Intermediate
             } else {
                 ReceiptOutcome::Unknown
             });
@@ -562,6 +578,17 @@ async fn senders(db: &impl ConnectionTrait, index: &[u8]) -> AppResult<Vec<Sende
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn first_stage_receipts_are_expected_and_repeated_finals_are_not() {
+        let accepted = ReceiptStatus::Accepted;
+        let delivered = ReceiptStatus::Delivered;
+        assert!(ReceiptOutcome::Intermediate.expected(&accepted));
+        assert!(ReceiptOutcome::Unknown.expected(&accepted));
+        assert!(ReceiptOutcome::Moved.expected(&delivered));
+        assert!(!ReceiptOutcome::Unchanged.expected(&delivered));
+        assert!(!ReceiptOutcome::Unknown.expected(&delivered));
+    }
 
     #[test]
     fn reply_keywords_are_read_in_any_width_and_case() {

@@ -1209,6 +1209,61 @@ async fn a_failed_receipt_after_cancellation_sends_nothing_more() {
     );
 }
 
+/// A first-stage receipt (the operator took the message) for a sent message is the
+/// expected step before the final one: reported as such, the message left as it was.
+#[tokio::test]
+async fn a_first_stage_receipt_is_an_expected_intermediate_step() {
+    use outreach::outreach::callbacks::{Receipt, ReceiptStatus};
+    use outreach::outreach::inbound::{ReceiptOutcome, apply_receipt};
+    let s = setup(|s| {
+        s.messaging.outbox.simulate_receipts = false;
+    })
+    .await;
+    let a = resident(&s.app, 1, OWN).await;
+    book(&s, &[a]).await;
+    drain(&s.app).await;
+    let row = s
+        .app
+        .db
+        .query_one_raw(Statement::from_string(
+            s.app.db.get_database_backend(),
+            format!("SELECT provider_message_id FROM messages WHERE resident_id = {a} AND kind = 'appointment_notice'"),
+        ))
+        .await
+        .unwrap()
+        .unwrap();
+    let pid: String = row.try_get("", "provider_message_id").unwrap();
+    let receipt = |status| Receipt {
+        provider: "log",
+        provider_message_id: pid.clone(),
+        status,
+        at: None,
+    };
+    let first = apply_receipt(&s.app.db, &receipt(ReceiptStatus::Accepted))
+        .await
+        .unwrap();
+    assert_eq!(first, ReceiptOutcome::Intermediate);
+    assert!(first.expected(&ReceiptStatus::Accepted));
+    let st = states(&s.app, a).await;
+    assert!(
+        st.iter()
+            .any(|(k, state)| k == "appointment_notice" && state == "sent"),
+        "{st:?}"
+    );
+    let last = apply_receipt(&s.app.db, &receipt(ReceiptStatus::Delivered))
+        .await
+        .unwrap();
+    assert_eq!(last, ReceiptOutcome::Moved);
+    let again = apply_receipt(&s.app.db, &receipt(ReceiptStatus::Delivered))
+        .await
+        .unwrap();
+    assert_eq!(again, ReceiptOutcome::Unchanged);
+    assert!(
+        !again.expected(&ReceiptStatus::Delivered),
+        "a repeated final receipt is worth a line"
+    );
+}
+
 /// A resident asks to reschedule (2) and then opts out (TD) before the answer goes: only the
 /// opt-out confirmation reaches the opted-out number, not the answer.
 #[tokio::test]
