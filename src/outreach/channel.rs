@@ -405,6 +405,8 @@ pub struct JasminChannel {
     client: reqwest::Client,
     send_url: String,
     settings: JasminSettings,
+    /// The webhook secret: each message's receipt URL carries a signature made with it.
+    receipt_secret: Option<Secret>,
 }
 
 impl JasminChannel {
@@ -416,11 +418,47 @@ impl JasminChannel {
             .map_err(|e| anyhow::anyhow!("messaging.jasmin.url: {e}"))?
             .to_string();
         let client = super::http_client::http_client(Duration::from_secs(settings.timeout_secs))?;
+        if let Some(dlr_url) = &settings.dlr_url {
+            url::Url::parse(dlr_url)
+                .map_err(|e| anyhow::anyhow!("messaging.jasmin.dlr_url {dlr_url:?}: {e}"))?;
+        }
         Ok(Self {
             client,
             send_url,
             settings: settings.clone(),
+            receipt_secret: None,
         })
+    }
+
+    /// Signs each message's receipt URL with the webhook secret (`ref` = the message's
+    /// idempotency key, `sig` = its signature) and leaves any `token` out of it, so the URL
+    /// the gateway logs with every message does not carry the secret.
+    pub fn with_receipt_secret(mut self, secret: Option<Secret>) -> Self {
+        self.receipt_secret = secret.filter(|s| !s.expose().is_empty());
+        self
+    }
+
+    /// The receipt URL of one message.
+    fn dlr_url_for(&self, key: &str) -> Option<String> {
+        let configured = self.settings.dlr_url.as_ref()?;
+        let Some(secret) = &self.receipt_secret else {
+            return Some(configured.clone());
+        };
+        let mut url = url::Url::parse(configured).ok()?;
+        let kept: Vec<(String, String)> = url
+            .query_pairs()
+            .filter(|(name, _)| !matches!(name.as_ref(), "token" | "ref" | "sig"))
+            .map(|(n, v)| (n.into_owned(), v.into_owned()))
+            .collect();
+        url.query_pairs_mut()
+            .clear()
+            .extend_pairs(kept)
+            .append_pair("ref", key)
+            .append_pair(
+                "sig",
+                &super::callbacks::jasmin_dlr_signature(secret.expose(), key),
+            );
+        Some(url.to_string())
     }
 }
 
@@ -453,10 +491,10 @@ impl Channel for JasminChannel {
             ("coding", "8".to_owned()),
             ("hex-content", ucs2_hex(&message.text)),
         ];
-        if let Some(dlr_url) = &self.settings.dlr_url {
+        if let Some(dlr_url) = self.dlr_url_for(&message.idempotency_key) {
             form.extend([
                 ("dlr", "yes".to_owned()),
-                ("dlr-url", dlr_url.clone()),
+                ("dlr-url", dlr_url),
                 ("dlr-level", "3".to_owned()),
                 ("dlr-method", "POST".to_owned()),
             ]);

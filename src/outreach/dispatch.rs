@@ -155,11 +155,12 @@ impl Channels {
                     rates,
                 ));
             }
-            "jasmin" => Arc::new(super::JasminChannel::new(
-                settings.jasmin.as_ref().ok_or_else(|| {
+            "jasmin" => Arc::new(
+                super::JasminChannel::new(settings.jasmin.as_ref().ok_or_else(|| {
                     anyhow::anyhow!("messaging.sms_provider = \"jasmin\" needs [messaging.jasmin]")
-                })?,
-            )?),
+                })?)?
+                .with_receipt_secret(settings.webhooks.secret.clone()),
+            ),
             "aliyun" => Arc::new(super::cloud::AliyunSmsChannel::new(
                 settings.aliyun.as_ref().ok_or_else(|| {
                     anyhow::anyhow!("messaging.sms_provider = \"aliyun\" needs [messaging.aliyun]")

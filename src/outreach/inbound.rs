@@ -91,6 +91,28 @@ where
     Ok(outcome)
 }
 
+/// Whether a receipt for `(provider, provider_message_id)` may concern the message with
+/// idempotency key `key`: false only when that provider id is recorded for another message.
+/// (A receipt before its send is recorded cannot be told apart yet.)
+pub async fn receipt_may_concern(
+    db: &impl ConnectionTrait,
+    provider: &str,
+    provider_message_id: &str,
+    key: &str,
+) -> AppResult<bool> {
+    let mut sql = Sql::new(db.get_database_backend());
+    sql.push("SELECT idempotency_key FROM messages WHERE provider = ")
+        .bind(provider)
+        .push(" AND provider_message_id = ")
+        .bind(provider_message_id);
+    let rows = db.query_all_raw(sql.build()).await?;
+    let mut keys = Vec::with_capacity(rows.len());
+    for row in rows {
+        keys.push(row.try_get::<String>("", "idempotency_key")?);
+    }
+    Ok(keys.is_empty() || keys.iter().any(|k| k == key))
+}
+
 /// Receipts kept because they came before their send was recorded: applied now if their
 /// message is known, dropped after two days if it never is. Returns how many were applied.
 pub async fn apply_pending<C>(db: &C) -> AppResult<u64>
