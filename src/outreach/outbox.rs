@@ -722,9 +722,11 @@ fn progress_statement(
 mod tests {
     use super::*;
 
-    fn outbox_from_toml(toml: &str) -> Result<OutboxSettings, figment::Error> {
+    fn outbox_from_toml(toml: &str) -> Result<OutboxSettings, String> {
         use figment::providers::Format;
-        figment::Figment::from(figment::providers::Toml::string(toml)).extract()
+        figment::Figment::from(figment::providers::Toml::string(toml))
+            .extract()
+            .map_err(|e| e.to_string())
     }
 
     #[test]
@@ -746,7 +748,7 @@ mod tests {
         );
 
         let err = outbox_from_toml("[rate_per_second]\nemail = 20\n").unwrap_err();
-        assert!(err.to_string().contains("smtp"), "{err}");
+        assert!(err.contains("smtp"), "{err}");
         assert!(outbox_from_toml("[rate_per_second]\nsms = 5\n").is_err());
     }
 
