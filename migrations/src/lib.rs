@@ -18,6 +18,8 @@ mod m20261129_000011_create_refusals;
 mod m20261129_000012_create_reports;
 mod m20261129_000013_outbox_bulk_planning;
 mod m20261207_000030_recount_report_days;
+mod m20261207_041601_email_channel_is_smtp;
+mod m20261207_041602_create_webhook_nonces;
 
 pub struct Migrator;
 
@@ -39,6 +41,8 @@ impl MigratorTrait for Migrator {
             Box::new(m20261129_000012_create_reports::Migration),
             Box::new(m20261129_000013_outbox_bulk_planning::Migration),
             Box::new(m20261207_000030_recount_report_days::Migration),
+            Box::new(m20261207_041601_email_channel_is_smtp::Migration),
+            Box::new(m20261207_041602_create_webhook_nonces::Migration),
         ]
     }
 }

@@ -76,6 +76,34 @@ pub fn secret_ok(expected: &str, given: &str) -> bool {
     !expected.is_empty() && bool::from(expected.as_bytes().ct_eq(given.as_bytes()))
 }
 
+/// The signature a Jasmin receipt URL carries for one message: hex HMAC-SHA256 of the
+/// message's idempotency key under the webhook secret. Jasmin logs the receipt URL of every
+/// message; with this in it instead of the secret, a leaked URL vouches for receipts of
+/// that one message only.
+pub fn jasmin_dlr_signature(secret: &str, key: &str) -> String {
+    use hmac::{Hmac, Mac};
+    let mut mac = Hmac::<sha2::Sha256>::new_from_slice(secret.as_bytes())
+        .expect("HMAC takes keys of any length");
+    mac.update(b"jasmin-dlr\n");
+    mac.update(key.as_bytes());
+    mac.finalize()
+        .into_bytes()
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+/// Whether `signature` is [`jasmin_dlr_signature`] of `key`, compared in constant time. An
+/// unset secret never matches.
+pub fn jasmin_dlr_signature_ok(secret: &str, key: &str, signature: &str) -> bool {
+    !secret.is_empty()
+        && bool::from(
+            jasmin_dlr_signature(secret, key)
+                .as_bytes()
+                .ct_eq(signature.trim().to_ascii_lowercase().as_bytes()),
+        )
+}
+
 /// A mainland mobile number as 11 digits, from `13812345678`, `8613812345678`,
 /// `+8613812345678` or `008613812345678`; `None` for anything else.
 pub fn normalise_mainland_mobile(raw: &str) -> Option<String> {
@@ -744,6 +772,37 @@ mod tests {
             None,
             "no MsgID"
         );
+    }
+
+    #[test]
+    fn jasmin_receipt_signatures_are_per_message() {
+        let sig = jasmin_dlr_signature("hook-secret", "appointment_notice.a7.2026-12-31");
+        assert_eq!(sig.len(), 64);
+        assert!(jasmin_dlr_signature_ok(
+            "hook-secret",
+            "appointment_notice.a7.2026-12-31",
+            &sig
+        ));
+        assert!(!jasmin_dlr_signature_ok(
+            "hook-secret",
+            "appointment_notice.a8.2026-12-31",
+            &sig
+        ));
+        assert!(!jasmin_dlr_signature_ok(
+            "other",
+            "appointment_notice.a7.2026-12-31",
+            &sig
+        ));
+        assert!(!jasmin_dlr_signature_ok(
+            "",
+            "k",
+            &jasmin_dlr_signature("", "k")
+        ));
+        assert!(!jasmin_dlr_signature_ok(
+            "hook-secret",
+            "appointment_notice.a7.2026-12-31",
+            ""
+        ));
     }
 
     #[test]

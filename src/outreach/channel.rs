@@ -183,7 +183,9 @@ fn default_smtp_timeout() -> u64 {
 }
 
 /// E-mail over SMTP (lettre): a plain-text part and an HTML part, the idempotency key as the
-/// Message-ID so a message sent twice is recognisable at the receiving end.
+/// Message-ID so a message sent twice is recognisable at the receiving end. The channel is
+/// named after its provider, `smtp`, like every other channel: the name keys its rate limit
+/// and is what the message rows record.
 pub struct EmailChannel {
     transport: AsyncSmtpTransport<Tokio1Executor>,
     from: Mailbox,
@@ -218,6 +220,29 @@ impl EmailChannel {
     }
 }
 
+/// An RFC 5322 Message-ID derived from an idempotency key: `<left@domain>` where the left
+/// part is a dot-atom. Keys use `:` and may hold other characters a strict parser stops at;
+/// each byte outside the atom characters (and `=` itself) is written `=XX`, so two keys
+/// never share an id and the key can still be read from it.
+pub fn message_id(key: &str, domain: &str) -> String {
+    fn atext(b: u8) -> bool {
+        b.is_ascii_alphanumeric() || b"!#$%&'*+-/?^_`{|}~".contains(&b)
+    }
+    let dots_ok = !key.starts_with('.') && !key.ends_with('.') && !key.contains("..");
+    let mut left = String::with_capacity(key.len());
+    for b in key.bytes() {
+        if atext(b) || (b == b'.' && dots_ok) {
+            left.push(char::from(b));
+        } else {
+            left.push_str(&format!("={b:02X}"));
+        }
+    }
+    if left.is_empty() {
+        left.push_str("=00");
+    }
+    format!("<{left}@{domain}>")
+}
+
 /// The text as HTML: escaped, line breaks kept.
 fn html_of(title: &str, text: &str) -> String {
     let escape = |s: &str| {
@@ -237,7 +262,7 @@ fn html_of(title: &str, text: &str) -> String {
 #[async_trait]
 impl Channel for EmailChannel {
     fn name(&self) -> &'static str {
-        "email"
+        "smtp"
     }
 
     fn reaches(&self, recipient: &Recipient) -> bool {
@@ -251,11 +276,7 @@ impl Channel for EmailChannel {
         let to: Mailbox = address
             .parse()
             .map_err(|e| SendError::Permanent(format!("bad address: {e}")))?;
-        let domain = self.from.email.domain().to_owned();
-        let message_id = format!(
-            "<{}@{domain}>",
-            message.idempotency_key.replace(['<', '>', ' '], "")
-        );
+        let message_id = message_id(&message.idempotency_key, self.from.email.domain());
         let email = Message::builder()
             .from(self.from.clone())
             .to(to)
@@ -320,6 +341,40 @@ mod tests {
     }
 
     #[test]
+    fn message_ids_are_valid_dot_atoms_derived_from_the_key() {
+        let id = message_id("migrant_wave:r1487:w1:2026-12-07", "example.org");
+        assert_eq!(id, "<migrant_wave=3Ar1487=3Aw1=3A2026-12-07@example.org>");
+        assert_eq!(
+            message_id("appointment_notice.a42.2026-12-31#s2", "example.org"),
+            "<appointment_notice.a42.2026-12-31#s2@example.org>"
+        );
+        // `=` is escaped too, so `a:b` and `a=3Ab` stay apart.
+        assert_ne!(message_id("a:b", "x.org"), message_id("a=3Ab", "x.org"));
+        assert_eq!(message_id("a..b", "x.org"), "<a=2E=2Eb@x.org>");
+        assert_eq!(message_id("<a b>", "x.org"), "<=3Ca=20b=3E@x.org>");
+        // What a strict parser reads: one `@`, atom characters and single inner dots only.
+        for key in [
+            "migrant_wave:r1487:w1:2026-12-07",
+            "体检:1",
+            ".x.",
+            "k@y\\\"q",
+        ] {
+            let id = message_id(key, "example.org");
+            let left = id
+                .strip_prefix('<')
+                .and_then(|s| s.strip_suffix("@example.org>"))
+                .unwrap();
+            assert!(!left.is_empty() && !left.starts_with('.') && !left.ends_with('.'));
+            assert!(!left.contains(".."), "{id}");
+            assert!(
+                left.bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-/=?^_`{|}~.".contains(&b)),
+                "{id}"
+            );
+        }
+    }
+
+    #[test]
     fn html_is_escaped() {
         let html = html_of("通知", "a<b>&\n第二行");
         assert!(html.contains("a&lt;b&gt;&amp;<br>第二行"), "{html}");
@@ -350,6 +405,8 @@ pub struct JasminChannel {
     client: reqwest::Client,
     send_url: String,
     settings: JasminSettings,
+    /// The webhook secret: each message's receipt URL carries a signature made with it.
+    receipt_secret: Option<Secret>,
 }
 
 impl JasminChannel {
@@ -361,11 +418,47 @@ impl JasminChannel {
             .map_err(|e| anyhow::anyhow!("messaging.jasmin.url: {e}"))?
             .to_string();
         let client = super::http_client::http_client(Duration::from_secs(settings.timeout_secs))?;
+        if let Some(dlr_url) = &settings.dlr_url {
+            url::Url::parse(dlr_url)
+                .map_err(|e| anyhow::anyhow!("messaging.jasmin.dlr_url {dlr_url:?}: {e}"))?;
+        }
         Ok(Self {
             client,
             send_url,
             settings: settings.clone(),
+            receipt_secret: None,
         })
+    }
+
+    /// Signs each message's receipt URL with the webhook secret (`ref` = the message's
+    /// idempotency key, `sig` = its signature) and leaves any `token` out of it, so the URL
+    /// the gateway logs with every message does not carry the secret.
+    pub fn with_receipt_secret(mut self, secret: Option<Secret>) -> Self {
+        self.receipt_secret = secret.filter(|s| !s.expose().is_empty());
+        self
+    }
+
+    /// The receipt URL of one message.
+    fn dlr_url_for(&self, key: &str) -> Option<String> {
+        let configured = self.settings.dlr_url.as_ref()?;
+        let Some(secret) = &self.receipt_secret else {
+            return Some(configured.clone());
+        };
+        let mut url = url::Url::parse(configured).ok()?;
+        let kept: Vec<(String, String)> = url
+            .query_pairs()
+            .filter(|(name, _)| !matches!(name.as_ref(), "token" | "ref" | "sig"))
+            .map(|(n, v)| (n.into_owned(), v.into_owned()))
+            .collect();
+        url.query_pairs_mut()
+            .clear()
+            .extend_pairs(kept)
+            .append_pair("ref", key)
+            .append_pair(
+                "sig",
+                &super::callbacks::jasmin_dlr_signature(secret.expose(), key),
+            );
+        Some(url.to_string())
     }
 }
 
@@ -398,10 +491,10 @@ impl Channel for JasminChannel {
             ("coding", "8".to_owned()),
             ("hex-content", ucs2_hex(&message.text)),
         ];
-        if let Some(dlr_url) = &self.settings.dlr_url {
+        if let Some(dlr_url) = self.dlr_url_for(&message.idempotency_key) {
             form.extend([
                 ("dlr", "yes".to_owned()),
-                ("dlr-url", dlr_url.clone()),
+                ("dlr-url", dlr_url),
                 ("dlr-level", "3".to_owned()),
                 ("dlr-method", "POST".to_owned()),
             ]);

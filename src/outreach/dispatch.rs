@@ -73,10 +73,16 @@ impl Route {
     }
 }
 
-/// The channel of each route, with the rate limit of each provider.
+/// The channel of each route, with the rate limit of each provider (keyed by the name the
+/// channel goes by, which is its provider's).
 pub struct Channels {
     routes: [Option<Arc<dyn Channel>>; 4],
-    limiters: HashMap<String, Arc<DefaultDirectRateLimiter>>,
+    limiters: HashMap<String, Arc<Limiter>>,
+}
+
+struct Limiter {
+    rate: u32,
+    limiter: DefaultDirectRateLimiter,
 }
 
 impl Channels {
@@ -90,17 +96,31 @@ impl Channels {
         let limiters = rates
             .iter()
             .filter_map(|(name, rate)| {
-                let rate = NonZeroU32::new(*rate)?;
+                let per_second = NonZeroU32::new(*rate)?;
                 Some((
                     name.clone(),
-                    Arc::new(RateLimiter::direct(Quota::per_second(rate))),
+                    Arc::new(Limiter {
+                        rate: *rate,
+                        limiter: RateLimiter::direct(Quota::per_second(per_second)),
+                    }),
                 ))
             })
             .collect();
-        Self {
+        let channels = Self {
             routes: [wechat, sms.clone(), email, sms],
             limiters,
+        };
+        for route in Route::PLAN {
+            if let Some(channel) = channels.of(route) {
+                tracing::debug!(
+                    route = route.code(),
+                    channel = channel.name(),
+                    rate_per_second = channels.rate_of(route),
+                    "dispatch route"
+                );
+            }
         }
+        channels
     }
 
     /// The channels the configuration names. With the `log` SMS provider (the embedded
@@ -135,11 +155,12 @@ impl Channels {
                     rates,
                 ));
             }
-            "jasmin" => Arc::new(super::JasminChannel::new(
-                settings.jasmin.as_ref().ok_or_else(|| {
+            "jasmin" => Arc::new(
+                super::JasminChannel::new(settings.jasmin.as_ref().ok_or_else(|| {
                     anyhow::anyhow!("messaging.sms_provider = \"jasmin\" needs [messaging.jasmin]")
-                })?,
-            )?),
+                })?)?
+                .with_receipt_secret(settings.webhooks.secret.clone()),
+            ),
             "aliyun" => Arc::new(super::cloud::AliyunSmsChannel::new(
                 settings.aliyun.as_ref().ok_or_else(|| {
                     anyhow::anyhow!("messaging.sms_provider = \"aliyun\" needs [messaging.aliyun]")
@@ -167,8 +188,14 @@ impl Channels {
         self.routes.iter().flatten().find(|c| c.name() == name)
     }
 
+    /// The rate limit the channel of `route` is held to, if any (messages a second).
+    fn rate_of(&self, route: Route) -> Option<u32> {
+        let limiter = self.limiters.get(self.of(route)?.name())?;
+        Some(limiter.rate)
+    }
+
     async fn wait_turn(&self, provider: &str) {
-        if let Some(limiter) = self.limiters.get(provider) {
+        if let Some(Limiter { limiter, .. }) = self.limiters.get(provider).map(Arc::as_ref) {
             limiter.until_ready().await;
         }
     }
@@ -1608,6 +1635,33 @@ fn random_unit() -> f64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test]
+    async fn every_channel_is_held_to_its_providers_configured_rate() {
+        let smtp = crate::outreach::channel::SmtpSettings {
+            host: "127.0.0.1".to_owned(),
+            port: 25,
+            security: crate::outreach::channel::SmtpSecurity::None,
+            username: None,
+            password: None,
+            from: "卫健委 <tijian@example.org>".to_owned(),
+            timeout_secs: 1,
+        };
+        let email: Arc<dyn Channel> = Arc::new(crate::outreach::EmailChannel::new(&smtp).unwrap());
+        let log: Arc<dyn Channel> = Arc::new(LogChannel {
+            simulate_receipts: false,
+        });
+        let mut rates = OutboxSettings::default().rate_per_second;
+        rates.insert("log".to_owned(), 7);
+        let channels = Channels::new(None, Some(log), Some(email), &rates);
+        assert_eq!(
+            channels.rate_of(Route::Email),
+            Some(20),
+            "the documented e-mail limit"
+        );
+        assert_eq!(channels.rate_of(Route::Phone), Some(7));
+        assert_eq!(channels.rate_of(Route::WeChat), None);
+    }
 
     #[test]
     fn the_plan_is_wechat_phone_email_relative() {

@@ -18,11 +18,27 @@ use crate::error::AppResult;
 use crate::privacy::{Field, Privacy};
 use crate::registry::MobilePhone;
 
+impl ReceiptOutcome {
+    /// Whether a receipt that did this is the ordinary course of things (nothing for an
+    /// operator to look at): it moved its message, or it is a first-stage receipt, which
+    /// providers send for every message and which may come before its send is recorded.
+    pub fn expected(self, status: &ReceiptStatus) -> bool {
+        match self {
+            ReceiptOutcome::Moved | ReceiptOutcome::Intermediate => true,
+            ReceiptOutcome::Unknown => *status == ReceiptStatus::Accepted,
+            ReceiptOutcome::Unchanged => false,
+        }
+    }
+}
+
 /// What a receipt did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ReceiptOutcome {
     /// The message moved forward.
     Moved,
+    /// A first-stage receipt (the provider or the operator took it) for a known message:
+    /// the expected step before the final receipt, which nothing needs to follow.
+    Intermediate,
     /// Its message is known and already where the receipt would put it, or further.
     Unchanged,
     /// No message has this provider id (yet): kept, and applied when the send is recorded.
@@ -73,6 +89,28 @@ where
     }
     txn.commit().await?;
     Ok(outcome)
+}
+
+/// Whether a receipt for `(provider, provider_message_id)` may concern the message with
+/// idempotency key `key`: false only when that provider id is recorded for another message.
+/// (A receipt before its send is recorded cannot be told apart yet.)
+pub async fn receipt_may_concern(
+    db: &impl ConnectionTrait,
+    provider: &str,
+    provider_message_id: &str,
+    key: &str,
+) -> AppResult<bool> {
+    let mut sql = Sql::new(db.get_database_backend());
+    sql.push("SELECT idempotency_key FROM messages WHERE provider = ")
+        .bind(provider)
+        .push(" AND provider_message_id = ")
+        .bind(provider_message_id);
+    let rows = db.query_all_raw(sql.build()).await?;
+    let mut keys = Vec::with_capacity(rows.len());
+    for row in rows {
+        keys.push(row.try_get::<String>("", "idempotency_key")?);
+    }
+    Ok(keys.is_empty() || keys.iter().any(|k| k == key))
 }
 
 /// Receipts kept because they came before their send was recorded: applied now if their
@@ -173,7 +211,7 @@ async fn apply_in(txn: &impl ConnectionTrait, receipt: &Receipt) -> AppResult<Re
     match &receipt.status {
         ReceiptStatus::Accepted => {
             return Ok(if known(txn, receipt).await? {
-                ReceiptOutcome::Unchanged
+                ReceiptOutcome::Intermediate
             } else {
                 ReceiptOutcome::Unknown
             });
@@ -566,6 +604,17 @@ async fn senders(db: &impl ConnectionTrait, index: &[u8]) -> AppResult<Vec<Sende
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn first_stage_receipts_are_expected_and_repeated_finals_are_not() {
+        let accepted = ReceiptStatus::Accepted;
+        let delivered = ReceiptStatus::Delivered;
+        assert!(ReceiptOutcome::Intermediate.expected(&accepted));
+        assert!(ReceiptOutcome::Unknown.expected(&accepted));
+        assert!(ReceiptOutcome::Moved.expected(&delivered));
+        assert!(!ReceiptOutcome::Unchanged.expected(&delivered));
+        assert!(!ReceiptOutcome::Unknown.expected(&delivered));
+    }
 
     #[test]
     fn reply_keywords_are_read_in_any_width_and_case() {

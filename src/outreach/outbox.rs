@@ -146,7 +146,9 @@ pub struct OutboxSettings {
     /// Run dispatch workers inside `serve` (turn off when `outreach dispatch` runs apart).
     pub dispatch: bool,
     /// Messages per second per provider (`aliyun`, `tencent`, `jasmin`, `wechat`, `smtp`,
-    /// `log`); a provider not listed is not limited here.
+    /// `log`); a provider not listed is not limited here, `0` lifts a limit. Each key given
+    /// in the configuration overrides only its own default.
+    #[serde(deserialize_with = "rates_over_defaults")]
     pub rate_per_second: BTreeMap<String, u32>,
     /// The `log` channel reports its messages delivered (demo and development).
     pub simulate_receipts: bool,
@@ -168,17 +170,51 @@ impl Default for OutboxSettings {
             concurrency: 16,
             poll_ms: 1000,
             dispatch: true,
-            rate_per_second: BTreeMap::from([
-                ("aliyun".to_owned(), 500),
-                ("tencent".to_owned(), 500),
-                ("jasmin".to_owned(), 100),
-                ("wechat".to_owned(), 200),
-                ("smtp".to_owned(), 20),
-            ]),
+            rate_per_second: default_rates(),
             simulate_receipts: false,
             hotline: String::new(),
         }
     }
+}
+
+/// The providers a rate limit can name: the names the channels go by.
+pub const RATE_LIMITED_PROVIDERS: [&str; 6] =
+    ["aliyun", "tencent", "jasmin", "wechat", "smtp", "log"];
+
+fn default_rates() -> BTreeMap<String, u32> {
+    BTreeMap::from([
+        ("aliyun".to_owned(), 500),
+        ("tencent".to_owned(), 500),
+        ("jasmin".to_owned(), 100),
+        ("wechat".to_owned(), 200),
+        ("smtp".to_owned(), 20),
+    ])
+}
+
+/// The configured rates laid over the defaults, key by key: setting `smtp = 10` leaves the
+/// other providers' limits in place. A name that is no provider is refused rather than
+/// silently limiting nothing.
+fn rates_over_defaults<'de, D>(deserializer: D) -> Result<BTreeMap<String, u32>, D::Error>
+where
+    D: Deserializer<'de>,
+{
+    let given = BTreeMap::<String, u32>::deserialize(deserializer)?;
+    let mut rates = default_rates();
+    for (provider, rate) in given {
+        if !RATE_LIMITED_PROVIDERS.contains(&provider.as_str()) {
+            let hint = if provider == "email" {
+                " (e-mail is limited as `smtp`)"
+            } else {
+                ""
+            };
+            return Err(serde::de::Error::custom(format!(
+                "rate_per_second.{provider}: unknown provider{hint}; expected one of {}",
+                RATE_LIMITED_PROVIDERS.join(", ")
+            )));
+        }
+        rates.insert(provider, rate);
+    }
+    Ok(rates)
 }
 
 /// The UTC instant of a local wall-clock time in `tz` (the earlier one if a clock change
@@ -685,6 +721,36 @@ fn progress_statement(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn outbox_from_toml(toml: &str) -> Result<OutboxSettings, String> {
+        use figment::providers::Format;
+        figment::Figment::from(figment::providers::Toml::string(toml))
+            .extract()
+            .map_err(|e| e.to_string())
+    }
+
+    #[test]
+    fn each_configured_rate_overrides_only_its_own_default() {
+        let settings = outbox_from_toml("[rate_per_second]\nsmtp = 10\naliyun = 0\n").unwrap();
+        let rates = &settings.rate_per_second;
+        assert_eq!(rates.get("smtp"), Some(&10));
+        assert_eq!(rates.get("aliyun"), Some(&0), "0 lifts a limit");
+        assert_eq!(
+            rates.get("jasmin"),
+            Some(&100),
+            "the gateway keeps its limit"
+        );
+        assert_eq!(rates.get("tencent"), Some(&500));
+        assert_eq!(rates.get("wechat"), Some(&200));
+        assert_eq!(
+            outbox_from_toml("").unwrap().rate_per_second,
+            default_rates()
+        );
+
+        let err = outbox_from_toml("[rate_per_second]\nemail = 20\n").unwrap_err();
+        assert!(err.contains("smtp"), "{err}");
+        assert!(outbox_from_toml("[rate_per_second]\nsms = 5\n").is_err());
+    }
 
     fn t(h: u32, m: u32) -> NaiveTime {
         NaiveTime::from_hms_opt(h, m, 0).unwrap()

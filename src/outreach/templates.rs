@@ -70,11 +70,17 @@ impl MessageKind {
         }
     }
 
-    /// The most SMS segments one message of this kind may take (each costs a text).
-    pub fn max_segments(self) -> usize {
-        match self {
+    /// The most SMS segments one message of this kind may take in `locale` (each costs a
+    /// text). Uyghur and Kazakh in Arabic script say the same in about twice the characters
+    /// of Chinese, so they may take one segment more.
+    pub fn max_segments(self, locale: Locale) -> usize {
+        let chinese = match self {
             MessageKind::AppointmentNotice | MessageKind::MigrantWave => 3,
             _ => 2,
+        };
+        match locale {
+            Locale::ZhCn => chinese,
+            Locale::Ug | Locale::Kk => chinese + 1,
         }
     }
 
@@ -181,13 +187,16 @@ pub struct Sms {
     pub segments: usize,
 }
 
-/// SMS segments of a text in UCS-2 (any Chinese text): one up to 70 characters, then 67 each.
+/// SMS segments of a text in UCS-2 (any Chinese, Uyghur or Kazakh text: neither Han nor
+/// Arabic script fits the 7-bit alphabet): one up to 70 characters, then 67 each.
 pub fn segments(text: &str) -> usize {
     // Billed in UTF-16 code units: a character outside the basic plane takes two.
     let n = text.encode_utf16().count();
     if n <= 70 { 1 } else { n.div_ceil(67) }
 }
 
+/// The built-in texts: zh-CN, and Uyghur and Kazakh in Arabic script (see
+/// `message-templates/README.md` on having those checked before use).
 const EMBEDDED: &[(&str, &str, &str)] = &[
     (
         "appointment_notice",
@@ -195,9 +204,29 @@ const EMBEDDED: &[(&str, &str, &str)] = &[
         include_str!("../../message-templates/appointment_notice/zh-CN.txt"),
     ),
     (
+        "appointment_notice",
+        "ug",
+        include_str!("../../message-templates/appointment_notice/ug.txt"),
+    ),
+    (
+        "appointment_notice",
+        "kk",
+        include_str!("../../message-templates/appointment_notice/kk.txt"),
+    ),
+    (
         "same_day_reminder",
         "zh-CN",
         include_str!("../../message-templates/same_day_reminder/zh-CN.txt"),
+    ),
+    (
+        "same_day_reminder",
+        "ug",
+        include_str!("../../message-templates/same_day_reminder/ug.txt"),
+    ),
+    (
+        "same_day_reminder",
+        "kk",
+        include_str!("../../message-templates/same_day_reminder/kk.txt"),
     ),
     (
         "missed_followup",
@@ -205,9 +234,29 @@ const EMBEDDED: &[(&str, &str, &str)] = &[
         include_str!("../../message-templates/missed_followup/zh-CN.txt"),
     ),
     (
+        "missed_followup",
+        "ug",
+        include_str!("../../message-templates/missed_followup/ug.txt"),
+    ),
+    (
+        "missed_followup",
+        "kk",
+        include_str!("../../message-templates/missed_followup/kk.txt"),
+    ),
+    (
         "reschedule_confirmation",
         "zh-CN",
         include_str!("../../message-templates/reschedule_confirmation/zh-CN.txt"),
+    ),
+    (
+        "reschedule_confirmation",
+        "ug",
+        include_str!("../../message-templates/reschedule_confirmation/ug.txt"),
+    ),
+    (
+        "reschedule_confirmation",
+        "kk",
+        include_str!("../../message-templates/reschedule_confirmation/kk.txt"),
     ),
     (
         "migrant_wave",
@@ -215,14 +264,44 @@ const EMBEDDED: &[(&str, &str, &str)] = &[
         include_str!("../../message-templates/migrant_wave/zh-CN.txt"),
     ),
     (
+        "migrant_wave",
+        "ug",
+        include_str!("../../message-templates/migrant_wave/ug.txt"),
+    ),
+    (
+        "migrant_wave",
+        "kk",
+        include_str!("../../message-templates/migrant_wave/kk.txt"),
+    ),
+    (
         "opt_out_confirmation",
         "zh-CN",
         include_str!("../../message-templates/opt_out_confirmation/zh-CN.txt"),
     ),
     (
+        "opt_out_confirmation",
+        "ug",
+        include_str!("../../message-templates/opt_out_confirmation/ug.txt"),
+    ),
+    (
+        "opt_out_confirmation",
+        "kk",
+        include_str!("../../message-templates/opt_out_confirmation/kk.txt"),
+    ),
+    (
         "reschedule_options",
         "zh-CN",
         include_str!("../../message-templates/reschedule_options/zh-CN.txt"),
+    ),
+    (
+        "reschedule_options",
+        "ug",
+        include_str!("../../message-templates/reschedule_options/ug.txt"),
+    ),
+    (
+        "reschedule_options",
+        "kk",
+        include_str!("../../message-templates/reschedule_options/kk.txt"),
     ),
 ];
 
@@ -381,15 +460,16 @@ impl Templates {
                     ..sample.clone()
                 };
                 let sms = templates.render_sms(kind, locale, &context)?;
-                if sms.segments > kind.max_segments() {
+                if sms.segments > kind.max_segments(locale) {
                     return Err(TemplateError {
                         file: file.clone(),
                         line: None,
                         message: format!(
-                            "the SMS takes {} segments with the sample data; at most {} for {}",
+                            "the SMS takes {} segments with the sample data; at most {} for {} in {}",
                             sms.segments,
-                            kind.max_segments(),
-                            kind.code()
+                            kind.max_segments(locale),
+                            kind.code(),
+                            locale.code()
                         ),
                     });
                 }
@@ -497,10 +577,40 @@ mod tests {
             .render_sms(MessageKind::OptOutConfirmation, Locale::ZhCn, &sample)
             .unwrap();
         assert!(!opt_out.text.contains("回TD退订"));
-        // Uyghur and Kazakh fall back to zh-CN where no template is written.
+        // Every kind has its Uyghur and Kazakh text, in Arabic script, billed as UCS-2.
+        let arabic = |text: &str| text.chars().any(|c| ('\u{0600}'..='\u{06FF}').contains(&c));
+        for kind in MessageKind::ALL {
+            let chinese = templates.render(kind, Locale::ZhCn, &sample).unwrap();
+            for locale in [Locale::Ug, Locale::Kk] {
+                let sms = templates.render_sms(kind, locale, &sample).unwrap();
+                assert!(arabic(&sms.text), "{kind:?} {locale:?}: {}", sms.text);
+                assert!(!sms.text.contains(&chinese), "{kind:?} {locale:?}");
+                assert_eq!(sms.segments, segments(&sms.text));
+                assert!(
+                    sms.segments <= kind.max_segments(locale),
+                    "{kind:?} {locale:?}"
+                );
+            }
+        }
+        let uyghur = templates
+            .render(MessageKind::SameDayReminder, Locale::Ug, &sample)
+            .unwrap();
+        assert!(uyghur.starts_with("阿依古丽·买买提 ياخشىمۇسىز"), "{uyghur}");
+    }
+
+    #[test]
+    fn a_locale_missing_from_a_countys_own_set_falls_back_to_zh_cn() {
+        let dir = tempfile::tempdir().unwrap();
+        for (kind, locale, text) in EMBEDDED {
+            if *locale == "zh-CN" {
+                write(dir.path(), kind, locale, text);
+            }
+        }
+        let templates = Templates::from_dir(dir.path(), "卫健委").unwrap();
+        let sample = MessageContext::sample();
         assert_eq!(
             templates
-                .render(MessageKind::SameDayReminder, Locale::Ug, &sample)
+                .render(MessageKind::SameDayReminder, Locale::Kk, &sample)
                 .unwrap(),
             templates
                 .render(MessageKind::SameDayReminder, Locale::ZhCn, &sample)
@@ -514,6 +624,10 @@ mod tests {
         assert_eq!(segments(&"字".repeat(71)), 2);
         assert_eq!(segments(&"字".repeat(134)), 2);
         assert_eq!(segments(&"字".repeat(135)), 3);
+        // Arabic script is UCS-2 too: 70 letters in one segment, 67 in each beyond.
+        assert_eq!(segments(&"ئ".repeat(70)), 1);
+        assert_eq!(segments(&"ئ".repeat(71)), 2);
+        assert_eq!(segments(&"ٴ".repeat(135)), 3);
         // A character outside the basic plane counts twice.
         assert_eq!(segments(&format!("{}𠀀", "字".repeat(69))), 2);
     }

@@ -204,3 +204,29 @@ async fn an_unreachable_server_is_a_transient_failure_and_a_bad_address_a_perman
         other => panic!("expected a permanent failure, got {other:?}"),
     }
 }
+
+/// A key with colons (a wave's) still gives a Message-ID a strict parser reads whole: the
+/// colons are written `=3A`, the key can still be read from it.
+#[tokio::test]
+async fn a_waves_key_becomes_a_valid_message_id() {
+    let smtp = start_smtp();
+    let channel = EmailChannel::new(&settings(smtp.port)).unwrap();
+    let sent = channel
+        .send(&Outgoing {
+            idempotency_key: "migrant_wave:r1487:w1:2026-12-07".into(),
+            kind: MessageKind::MigrantWave,
+            recipient: Recipient::Email("wangwu@example.org".into()),
+            title: MessageKind::MigrantWave.title().into(),
+            text: "回乡体检通知".into(),
+            context: MessageContext::sample(),
+        })
+        .await
+        .expect("the server takes it");
+    let (_, id, _, _) = read_mailbox(&smtp);
+    assert_eq!(
+        id,
+        "<migrant_wave=3Ar1487=3Aw1=3A2026-12-07@xinyuan.example>"
+    );
+    assert_eq!(sent.provider_message_id, id);
+    assert_eq!(sent.provider, "smtp");
+}

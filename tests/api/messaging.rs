@@ -41,6 +41,15 @@ const OWN: Contacts<'static> = Contacts {
 };
 
 async fn resident(app: &TestApp, n: u32, contacts: Contacts<'_>) -> i32 {
+    resident_speaking(app, n, contacts, None).await
+}
+
+async fn resident_speaking(
+    app: &TestApp,
+    n: u32,
+    contacts: Contacts<'_>,
+    language: Option<outreach::registry::Language>,
+) -> i32 {
     let id_number = resident_id(n, "19700101");
     registry::create(
         &app.db,
@@ -60,7 +69,7 @@ async fn resident(app: &TestApp, n: u32, contacts: Contacts<'_>) -> i32 {
             current_address: None,
             wechat_openid: None,
             email: None,
-            language: None,
+            language,
         },
     )
     .await
@@ -1209,6 +1218,61 @@ async fn a_failed_receipt_after_cancellation_sends_nothing_more() {
     );
 }
 
+/// A first-stage receipt (the operator took the message) for a sent message is the
+/// expected step before the final one: reported as such, the message left as it was.
+#[tokio::test]
+async fn a_first_stage_receipt_is_an_expected_intermediate_step() {
+    use outreach::outreach::callbacks::{Receipt, ReceiptStatus};
+    use outreach::outreach::inbound::{ReceiptOutcome, apply_receipt};
+    let s = setup(|s| {
+        s.messaging.outbox.simulate_receipts = false;
+    })
+    .await;
+    let a = resident(&s.app, 1, OWN).await;
+    book(&s, &[a]).await;
+    drain(&s.app).await;
+    let row = s
+        .app
+        .db
+        .query_one_raw(Statement::from_string(
+            s.app.db.get_database_backend(),
+            format!("SELECT provider_message_id FROM messages WHERE resident_id = {a} AND kind = 'appointment_notice'"),
+        ))
+        .await
+        .unwrap()
+        .unwrap();
+    let pid: String = row.try_get("", "provider_message_id").unwrap();
+    let receipt = |status| Receipt {
+        provider: "log",
+        provider_message_id: pid.clone(),
+        status,
+        at: None,
+    };
+    let first = apply_receipt(&s.app.db, &receipt(ReceiptStatus::Accepted))
+        .await
+        .unwrap();
+    assert_eq!(first, ReceiptOutcome::Intermediate);
+    assert!(first.expected(&ReceiptStatus::Accepted));
+    let st = states(&s.app, a).await;
+    assert!(
+        st.iter()
+            .any(|(k, state)| k == "appointment_notice" && state == "sent"),
+        "{st:?}"
+    );
+    let last = apply_receipt(&s.app.db, &receipt(ReceiptStatus::Delivered))
+        .await
+        .unwrap();
+    assert_eq!(last, ReceiptOutcome::Moved);
+    let again = apply_receipt(&s.app.db, &receipt(ReceiptStatus::Delivered))
+        .await
+        .unwrap();
+    assert_eq!(again, ReceiptOutcome::Unchanged);
+    assert!(
+        !again.expected(&ReceiptStatus::Delivered),
+        "a repeated final receipt is worth a line"
+    );
+}
+
 /// A resident asks to reschedule (2) and then opts out (TD) before the answer goes: only the
 /// opt-out confirmation reaches the opted-out number, not the answer.
 #[tokio::test]
@@ -1844,4 +1908,137 @@ async fn an_email_the_mail_server_accepted_counts_as_delivered() {
     );
     assert_eq!(email["delivery_rate"], 1.0);
     assert!(contacts["note"].as_str().unwrap().contains("电子邮件"));
+}
+
+/// The text and segment count recorded for a resident's notice.
+async fn notice_row(app: &TestApp, resident: i32) -> (String, i32) {
+    let row = app
+        .db
+        .query_one_raw(Statement::from_string(
+            app.db.get_database_backend(),
+            format!(
+                "SELECT body, segments FROM messages WHERE resident_id = {resident} \
+                 AND kind = 'appointment_notice'"
+            ),
+        ))
+        .await
+        .unwrap()
+        .unwrap();
+    (
+        row.try_get("", "body").unwrap(),
+        row.try_get("", "segments").unwrap(),
+    )
+}
+
+fn arabic_script(text: &str) -> bool {
+    text.chars().any(|c| ('\u{0600}'..='\u{06FF}').contains(&c))
+}
+
+/// Residents marked Uyghur or Kazakh get their notice in their language (Arabic script, sent
+/// as UCS-2 and counted 70/67 a segment); a Chinese-speaking neighbour still gets Chinese.
+#[tokio::test]
+async fn uyghur_and_kazakh_residents_get_their_notice_in_their_language() {
+    use outreach::registry::Language;
+    let (url, gateway) = start_gateway().await;
+    let s = setup(move |settings| {
+        settings.messaging.sms_provider = "jasmin".into();
+        settings.messaging.jasmin = Some(crate::sms_gateway::settings(&url, "s3cret"));
+    })
+    .await;
+    let phone = |p| Contacts {
+        phone: Some(p),
+        relative_phone: None,
+        migrant: None,
+    };
+    let ug = resident_speaking(&s.app, 1, phone("13800001111"), Some(Language::Ug)).await;
+    let kk = resident_speaking(&s.app, 2, phone("13800002222"), Some(Language::Kk)).await;
+    let zh = resident_speaking(&s.app, 3, phone("13800003333"), None).await;
+    book(&s, &[ug, kk, zh]).await;
+    drain(&s.app).await;
+    let received = gateway.received.lock().unwrap().clone();
+    let at_gateway = |to: &str| -> String {
+        received
+            .iter()
+            .find(|f| f["to"] == format!("86{to}"))
+            .unwrap_or_else(|| panic!("nothing reached {to}"))["text"]
+            .clone()
+    };
+    let uyghur = at_gateway("13800001111");
+    assert!(
+        uyghur.starts_with("【新源县卫健委】居民1 ياخشىمۇسىز"),
+        "{uyghur}"
+    );
+    assert!(
+        uyghur.contains("كىملىك"),
+        "the ID card, in Uyghur: {uyghur}"
+    );
+    assert!(uyghur.ends_with("回TD退订"), "{uyghur}");
+    let kazakh = at_gateway("13800002222");
+    assert!(
+        kazakh.starts_with("【新源县卫健委】居民2 سالەمەتسىز بە"),
+        "{kazakh}"
+    );
+    assert!(arabic_script(&kazakh) && kazakh != uyghur);
+    let chinese = at_gateway("13800003333");
+    assert!(
+        chinese.contains("居民3您好") && !arabic_script(&chinese),
+        "{chinese}"
+    );
+    for (resident, text) in [(ug, &uyghur), (kk, &kazakh)] {
+        let (body, segments) = notice_row(&s.app, resident).await;
+        assert_eq!(&body, text);
+        let units = text.encode_utf16().count();
+        assert!(units > 70, "{units}");
+        assert_eq!(
+            segments as usize,
+            units.div_ceil(67),
+            "{units} UCS-2 characters"
+        );
+    }
+}
+
+/// A county's own copy of the templates wins over the built-in Uyghur text.
+#[tokio::test]
+async fn a_countys_own_uyghur_text_wins_over_the_built_in_one() {
+    use outreach::registry::Language;
+    let dir = tempfile::tempdir().unwrap();
+    let from = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("message-templates");
+    for kind in outreach::outreach::MessageKind::ALL {
+        let target = dir.path().join(kind.code());
+        std::fs::create_dir_all(&target).unwrap();
+        for locale in ["zh-CN", "ug", "kk"] {
+            std::fs::copy(
+                from.join(kind.code()).join(format!("{locale}.txt")),
+                target.join(format!("{locale}.txt")),
+            )
+            .unwrap();
+        }
+    }
+    std::fs::write(
+        dir.path().join("appointment_notice/ug.txt"),
+        "{{ resident_name }} ھۆرمەتلىك ئاھالە، {{ day }} {{ time }} {{ institution_name }} دا تەكشۈرۈش بار.",
+    )
+    .unwrap();
+    let (url, gateway) = start_gateway().await;
+    let templates = dir.path().to_owned();
+    let s = setup(move |settings| {
+        settings.messaging.sms_provider = "jasmin".into();
+        settings.messaging.jasmin = Some(crate::sms_gateway::settings(&url, "s3cret"));
+        settings.messaging.templates_dir = Some(templates);
+    })
+    .await;
+    let ug = resident_speaking(&s.app, 1, OWN, Some(Language::Ug)).await;
+    book(&s, &[ug]).await;
+    drain(&s.app).await;
+    let received = gateway.received.lock().unwrap().clone();
+    assert_eq!(received.len(), 1);
+    let text = &received[0]["text"];
+    assert!(
+        text.starts_with("【新源县卫健委】居民1 ھۆرمەتلىك ئاھالە،"),
+        "{text}"
+    );
+    assert!(
+        !text.contains("ياخشىمۇسىز"),
+        "the built-in text was used: {text}"
+    );
 }

@@ -270,13 +270,9 @@ async fn unauthenticated_callbacks_are_refused_and_change_nothing() {
     }
     assert_eq!(notice_state(&s).await, "sent");
     // WeChat: the server check echoes only when signed with the account's token.
-    let (timestamp, nonce) = ("1767225600", "8812");
-    let mut parts = [WECHAT_TOKEN, timestamp, nonce];
-    parts.sort_unstable();
-    let signature: String = Sha1::digest(parts.concat().as_bytes())
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect();
+    let timestamp = chrono::Utc::now().timestamp().to_string();
+    let (timestamp, nonce) = (timestamp.as_str(), "8812");
+    let signature = wechat_signature(timestamp, nonce);
     let good = s
         .app
         .client
@@ -316,6 +312,188 @@ async fn unauthenticated_callbacks_are_refused_and_change_nothing() {
     )
     .await;
     assert_eq!(response.status(), StatusCode::FORBIDDEN);
+}
+
+fn wechat_signature(timestamp: &str, nonce: &str) -> String {
+    let mut parts = [WECHAT_TOKEN, timestamp, nonce];
+    parts.sort_unstable();
+    Sha1::digest(parts.concat().as_bytes())
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+/// A signed WeChat call is refused when its timestamp is minutes away from now (one from
+/// 2001 included) or its nonce was used before; a fresh one passes once.
+#[tokio::test]
+async fn wechat_callbacks_with_stale_timestamps_or_repeated_nonces_are_refused() {
+    let s = setup().await;
+    let verify = |timestamp: String, nonce: &'static str| {
+        let app = &s.app;
+        let signature = wechat_signature(&timestamp, nonce);
+        async move {
+            app.client
+                .get(app.url(&format!(
+                    "/webhooks/wechat?signature={signature}&timestamp={timestamp}\
+                     &nonce={nonce}&echostr=hello"
+                )))
+                .send()
+                .await
+                .unwrap()
+        }
+    };
+    let now = chrono::Utc::now().timestamp();
+    let stale = verify("1000000000".into(), "1001").await;
+    assert_eq!(
+        error_code(stale, StatusCode::UNAUTHORIZED).await,
+        "unauthorized"
+    );
+    let late = verify((now - 600).to_string(), "1002").await;
+    assert_eq!(late.status(), StatusCode::UNAUTHORIZED);
+    let ahead = verify((now + 600).to_string(), "1003").await;
+    assert_eq!(ahead.status(), StatusCode::UNAUTHORIZED);
+    let first = verify(now.to_string(), "1004").await;
+    assert_eq!(first.status(), StatusCode::OK);
+    assert_eq!(first.text().await.unwrap(), "hello");
+    let replay = verify(now.to_string(), "1004").await;
+    assert_eq!(replay.status(), StatusCode::UNAUTHORIZED, "a replay");
+    // The same nonce on an event push is a replay too; a new one is not.
+    let event = "<xml><Event><![CDATA[TEMPLATESENDJOBFINISH]]></Event></xml>";
+    for (nonce, expected) in [("1004", StatusCode::UNAUTHORIZED), ("1005", StatusCode::OK)] {
+        let timestamp = now.to_string();
+        let response = s
+            .app
+            .client
+            .post(s.app.url(&format!(
+                "/webhooks/wechat?signature={}&timestamp={timestamp}&nonce={nonce}",
+                wechat_signature(&timestamp, nonce)
+            )))
+            .body(event)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), expected, "nonce {nonce}");
+    }
+    let kept = value(
+        &s.app,
+        "SELECT CAST(COUNT(*) AS TEXT) AS v FROM webhook_nonces WHERE provider = 'wechat'",
+    )
+    .await;
+    assert_eq!(
+        kept.as_deref(),
+        Some("2"),
+        "refused calls leave no nonce behind"
+    );
+}
+
+/// The shared secret in a header is accepted (`X-Outreach-Token` or a bearer token), and
+/// with `url_token = false` the URL's `?token=` no longer is.
+#[tokio::test]
+async fn the_secret_may_come_in_a_header_and_the_url_token_can_be_turned_off() {
+    let s = setup().await;
+    let delivered = [
+        ("id", "gw-1"),
+        ("message_status", "DELIVRD"),
+        ("level", "2"),
+    ];
+    let post = |header: (&'static str, String)| {
+        s.app
+            .client
+            .post(s.app.url("/webhooks/tencent/status"))
+            .header(header.0, header.1)
+            .body("[]")
+            .send()
+    };
+    for header in [
+        ("x-outreach-token", SECRET.to_owned()),
+        ("authorization", format!("Bearer {SECRET}")),
+    ] {
+        assert_eq!(post(header).await.unwrap().status(), StatusCode::OK);
+    }
+    for header in [
+        ("x-outreach-token", format!("{SECRET}x")),
+        ("authorization", format!("Basic {SECRET}")),
+    ] {
+        assert_eq!(
+            post(header).await.unwrap().status(),
+            StatusCode::UNAUTHORIZED
+        );
+    }
+    let response = s
+        .app
+        .client
+        .post(s.app.url("/webhooks/jasmin/dlr"))
+        .header("x-outreach-token", SECRET)
+        .form(&delivered)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    assert_eq!(notice_state(&s).await, "delivered");
+
+    let (url, _gateway) = start_gateway().await;
+    let strict = spawn_app_with(move |c| {
+        c.messaging.sms_provider = "jasmin".into();
+        c.messaging.jasmin = Some(crate::sms_gateway::settings(&url, "s3cret"));
+        c.messaging.webhooks.secret = Some(outreach::config::Secret::new(SECRET));
+        c.messaging.webhooks.url_token = false;
+    })
+    .await;
+    let in_url = form(
+        &strict,
+        &format!("/webhooks/jasmin/mo?token={SECRET}"),
+        &[("from", "8613800001111"), ("coding", "0"), ("content", "1")],
+    )
+    .await;
+    assert_eq!(in_url.status(), StatusCode::UNAUTHORIZED);
+}
+
+/// Jasmin logs each message's receipt URL: it carries a signature for that message instead
+/// of the secret, which vouches for that message's receipts and no other's.
+#[tokio::test]
+async fn jasmin_receipt_urls_carry_a_per_message_signature_not_the_secret() {
+    let s = setup().await;
+    let sent = s.gateway.received.lock().unwrap()[0].clone();
+    let dlr_url = url::Url::parse(&sent["dlr-url"]).unwrap();
+    assert!(!dlr_url.as_str().contains(SECRET), "{dlr_url}");
+    let pairs: std::collections::HashMap<String, String> =
+        dlr_url.query_pairs().into_owned().collect();
+    let key = value(
+        &s.app,
+        &format!(
+            "SELECT idempotency_key AS v FROM messages WHERE resident_id = {} \
+             AND kind = 'appointment_notice'",
+            s.resident
+        ),
+    )
+    .await
+    .unwrap();
+    assert_eq!(pairs["ref"], key);
+    assert!(!pairs.contains_key("token"));
+    let path = format!("{}?{}", dlr_url.path(), dlr_url.query().unwrap());
+    let dlr = |id: &'static str| [("id", id), ("message_status", "DELIVRD"), ("level", "2")];
+    // Another message's id under this message's signature: refused.
+    reply(&s, "13800001111", "2").await;
+    s.app.state.dispatcher().drain().await.unwrap();
+    let other = form(&s.app, &path, &dlr("gw-2")).await;
+    assert_eq!(other.status(), StatusCode::UNAUTHORIZED);
+    // A forged signature: refused.
+    let forged = form(
+        &s.app,
+        &format!(
+            "/webhooks/jasmin/dlr?ref={}&sig={}",
+            pairs["ref"],
+            "0".repeat(64)
+        ),
+        &dlr("gw-1"),
+    )
+    .await;
+    assert_eq!(forged.status(), StatusCode::UNAUTHORIZED);
+    assert_eq!(notice_state(&s).await, "sent");
+    // Its own receipt, as the gateway sends it: applied.
+    let own = form(&s.app, &path, &dlr("gw-1")).await;
+    assert_eq!(own.status(), StatusCode::OK);
+    assert_eq!(notice_state(&s).await, "delivered");
 }
 
 async fn reply(s: &Setup, from: &str, text: &str) {
