@@ -325,7 +325,7 @@ pub async fn list(
     scope: &Scope,
     filter: UserFilter,
 ) -> AppResult<UserPage> {
-    let size = paging::size(filter.limit);
+    let size = paging::size(filter.limit)?;
     let mut query = users::Entity::find().filter(scope.filter(users::Column::AreaCode));
     if let Some(role) = filter.role.as_deref() {
         query = query.filter(users::Column::Role.eq(parse_role(role)?));
