@@ -9,6 +9,7 @@ use axum::http::StatusCode;
 use axum::http::request::Parts;
 use axum::response::{IntoResponse, Response};
 
+use crate::config::Network;
 use crate::error::AppError;
 use crate::startup::AppState;
 
@@ -83,29 +84,129 @@ impl From<QueryRejection> for AppError {
     }
 }
 
-/// The client's address: the peer, or with `http.trust_forwarded_for` the first address of
-/// `X-Forwarded-For` (only behind a reverse proxy that sets it).
+/// The client's address. Without `http.trust_forwarded_for` it is the peer. With it, and
+/// only when the peer is a trusted proxy, `X-Forwarded-For` is read from the right: each
+/// trusted proxy appends the address it saw, so the first entry from the right that is not a
+/// trusted proxy is the client; entries left of it are written by the client and ignored.
 pub struct ClientAddr(pub IpAddr);
 
 impl FromRequestParts<AppState> for ClientAddr {
     type Rejection = AppError;
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, AppError> {
-        if state.settings.http.trust_forwarded_for
-            && let Some(ip) = parts
-                .headers
-                .get("x-forwarded-for")
-                .and_then(|v| v.to_str().ok())
-                .and_then(|v| v.split(',').next())
-                .and_then(|v| v.trim().parse::<IpAddr>().ok())
-        {
-            return Ok(Self(ip));
-        }
         let peer = parts
             .extensions
             .get::<ConnectInfo<SocketAddr>>()
             .map(|ConnectInfo(addr)| addr.ip())
             .unwrap_or(IpAddr::from([127, 0, 0, 1]));
-        Ok(Self(peer))
+        let http = &state.settings.http;
+        if !http.trust_forwarded_for {
+            return Ok(Self(peer));
+        }
+        let forwarded = parts
+            .headers
+            .get_all("x-forwarded-for")
+            .iter()
+            .filter_map(|v| v.to_str().ok());
+        Ok(Self(client_address(peer, forwarded, &http.trusted_proxies)))
+    }
+}
+
+/// The client behind `peer` given the `X-Forwarded-For` header lines in order and the trusted
+/// proxies (empty: the loopback addresses).
+pub fn client_address<'a>(
+    peer: IpAddr,
+    forwarded: impl Iterator<Item = &'a str>,
+    trusted: &[Network],
+) -> IpAddr {
+    let canonical = |ip: IpAddr| ip.to_canonical();
+    let is_trusted = |ip: IpAddr| {
+        let ip = canonical(ip);
+        if trusted.is_empty() {
+            ip.is_loopback()
+        } else {
+            trusted.iter().any(|net| net.contains(ip))
+        }
+    };
+    if !is_trusted(peer) {
+        return canonical(peer);
+    }
+    // Several header lines are one list, in order.
+    let entries: Vec<&str> = forwarded.flat_map(|line| line.split(',')).collect();
+    let mut client = peer;
+    for entry in entries.iter().rev() {
+        let Some(ip) = parse_forwarded_entry(entry) else {
+            // A proxy never writes garbage: what is left of it came from the client.
+            break;
+        };
+        client = ip;
+        if !is_trusted(ip) {
+            break;
+        }
+    }
+    canonical(client)
+}
+
+/// One `X-Forwarded-For` entry: an address, possibly with a port (`1.2.3.4:5678`,
+/// `[2001:db8::1]:443`).
+fn parse_forwarded_entry(entry: &str) -> Option<IpAddr> {
+    let entry = entry.trim();
+    if let Ok(ip) = entry.parse::<IpAddr>() {
+        return Some(ip);
+    }
+    entry.parse::<SocketAddr>().ok().map(|addr| addr.ip())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ip(raw: &str) -> IpAddr {
+        raw.parse().unwrap()
+    }
+
+    fn nets(raw: &[&str]) -> Vec<Network> {
+        raw.iter().map(|n| n.parse().unwrap()).collect()
+    }
+
+    #[test]
+    fn the_client_is_the_right_most_address_not_a_trusted_proxy() {
+        let proxies = nets(&["10.0.0.0/8"]);
+        // The client wrote 1.1.1.1 itself; the proxy appended the address it saw.
+        let got = client_address(ip("10.0.0.2"), ["1.1.1.1, 203.0.113.9"].into_iter(), &proxies);
+        assert_eq!(got, ip("203.0.113.9"));
+        // Two proxies in a row are skipped.
+        let got = client_address(
+            ip("10.0.0.2"),
+            ["1.1.1.1, 203.0.113.9, 10.0.0.7"].into_iter(),
+            &proxies,
+        );
+        assert_eq!(got, ip("203.0.113.9"));
+        // Header lines are read as one list.
+        let got = client_address(
+            ip("10.0.0.2"),
+            ["6.6.6.6", "203.0.113.9:4431"].into_iter(),
+            &proxies,
+        );
+        assert_eq!(got, ip("203.0.113.9"));
+    }
+
+    #[test]
+    fn forwarded_for_from_an_untrusted_peer_or_garbage_is_ignored() {
+        let proxies = nets(&["10.0.0.0/8"]);
+        let got = client_address(ip("198.51.100.4"), ["1.1.1.1"].into_iter(), &proxies);
+        assert_eq!(got, ip("198.51.100.4"));
+        let got = client_address(ip("10.0.0.2"), ["1.1.1.1, junk"].into_iter(), &proxies);
+        assert_eq!(got, ip("10.0.0.2"));
+        let got = client_address(ip("10.0.0.2"), std::iter::empty(), &proxies);
+        assert_eq!(got, ip("10.0.0.2"));
+        // With no list, only loopback proxies are trusted.
+        let got = client_address(ip("127.0.0.1"), ["203.0.113.9"].into_iter(), &[]);
+        assert_eq!(got, ip("203.0.113.9"));
+        let got = client_address(ip("192.0.2.1"), ["203.0.113.9"].into_iter(), &[]);
+        assert_eq!(got, ip("192.0.2.1"));
+        // An IPv4 peer seen on a dual-stack socket is the same address.
+        let got = client_address(ip("::ffff:10.0.0.2"), ["203.0.113.9"].into_iter(), &proxies);
+        assert_eq!(got, ip("203.0.113.9"));
     }
 }

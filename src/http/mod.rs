@@ -15,6 +15,7 @@ mod middleware;
 mod refusals;
 mod reports;
 mod residents;
+pub mod serve;
 mod users;
 mod webhooks;
 
