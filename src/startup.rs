@@ -75,6 +75,7 @@ pub struct Application {
 impl Application {
     /// Opens and migrates the configured database, then binds.
     pub async fn build(settings: Settings) -> anyhow::Result<Self> {
+        settings.check().map_err(anyhow::Error::msg)?;
         let db = db::connect_and_migrate(&settings).await?;
         Self::build_with_db(settings, db).await
     }

@@ -110,6 +110,10 @@ fn check_display_name(name: &Option<String>) -> AppResult<Option<String>> {
             "invalid_display_name",
             "姓名不能超过 100 个字",
         )),
+        Some(n) if !crate::text::is_clean_name(n) => Err(AppError::validation(
+            "invalid_display_name",
+            crate::text::CONTROL_REASON,
+        )),
         Some(n) => Ok(Some(n.to_owned())),
     }
 }
