@@ -493,10 +493,7 @@ impl Settings {
         positive("import.max_file_bytes", self.import.max_file_bytes);
         positive("import.max_upload_bytes", self.import.max_upload_bytes);
         let outbox = &self.messaging.outbox;
-        positive(
-            "messaging.outbox.daily_cap",
-            u64::from(outbox.daily_cap),
-        );
+        positive("messaging.outbox.daily_cap", u64::from(outbox.daily_cap));
         positive(
             "messaging.outbox.max_attempts",
             u64::from(outbox.max_attempts),
@@ -663,8 +660,8 @@ mod tests {
                 "bad.toml",
                 "[http]\ntrust_forwarded_for = true\ntrusted_proxies = [\"proxy.example\"]\n",
             )?;
-            let err = Settings::load(Some(Path::new("bad.toml")), &Overrides::default())
-                .unwrap_err();
+            let err =
+                Settings::load(Some(Path::new("bad.toml")), &Overrides::default()).unwrap_err();
             assert!(err.to_string().contains("proxy.example"), "{err}");
             Ok(())
         });

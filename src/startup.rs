@@ -128,9 +128,8 @@ impl Application {
         let http_settings = self.state.settings.http.clone();
         let server_shutdown = shutdown.clone();
         let listener = self.listener;
-        let server = async move {
-            http::serve::serve(listener, app, &http_settings, server_shutdown).await
-        };
+        let server =
+            async move { http::serve::serve(listener, app, &http_settings, server_shutdown).await };
         let scheduler = self.scheduler.run(self.state.clone(), shutdown.clone());
         // Dispatch workers run beside the server unless `outreach dispatch` runs them apart.
         let dispatcher = self.state.dispatcher();

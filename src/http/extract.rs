@@ -130,9 +130,7 @@ fn json_has_nul(bytes: &[u8]) -> bool {
             0 => return true,
             b'\\' => {
                 if bytes.get(i + 1) == Some(&b'u')
-                    && bytes
-                        .get(i + 2..i + 6)
-                        .is_some_and(|hex| hex == b"0000")
+                    && bytes.get(i + 2..i + 6).is_some_and(|hex| hex == b"0000")
                 {
                     return true;
                 }
@@ -172,9 +170,7 @@ fn path_error(rejection: PathRejection) -> AppError {
     let message = match &rejection {
         PathRejection::FailedToDeserializePathParams(e) => match e.kind() {
             ErrorKind::ParseErrorAtKey {
-                key,
-                expected_type,
-                ..
+                key, expected_type, ..
             } => format!("路径参数 {key} 应为{}", wants(expected_type)),
             ErrorKind::ParseErrorAtIndex { expected_type, .. }
             | ErrorKind::ParseError { expected_type, .. } => {
@@ -255,8 +251,7 @@ fn wants(expected: &str) -> String {
     if !known.is_empty() {
         return known.to_owned();
     }
-    if let Some(rest) = expected.strip_prefix("struct ") {
-        let _ = rest;
+    if expected.starts_with("struct ") {
         return "对象（JSON 对象）".to_owned();
     }
     if expected.starts_with("tuple") || expected.starts_with("a tuple") {
@@ -275,16 +270,17 @@ fn wants(expected: &str) -> String {
     "正确格式的值".to_owned()
 }
 
-/// "`a`, `b`" → "a、b".
+/// "`a`, `b`" or "`a` or `b`" → "a、b".
 fn names(list: &str) -> String {
     list.split(',')
+        .flat_map(|part| part.split(" or "))
         .map(|name| name.trim().trim_matches('`'))
         .filter(|name| !name.is_empty())
         .collect::<Vec<_>>()
         .join("、")
 }
 
-/// A serde error message (`invalid type: string "x", expected i32`, `missing field \`a\``,
+/// A serde error message (`invalid type: string "x", expected i32`, `missing field "a"`,
 /// parse errors of numbers, chrono's date errors) as a sentence naming the field.
 fn describe(path: &str, message: &str) -> String {
     let field = match path {
@@ -302,10 +298,7 @@ fn describe(path: &str, message: &str) -> String {
     }
     if let Some(rest) = message.strip_prefix("unknown field ") {
         let (name, allowed) = rest.split_once(", expected ").unwrap_or((rest, ""));
-        let allowed = allowed
-            .strip_prefix("one of ")
-            .unwrap_or(allowed)
-            .trim();
+        let allowed = allowed.strip_prefix("one of ").unwrap_or(allowed).trim();
         return if allowed.is_empty() || allowed == "nothing" {
             format!("不认识的字段 {}", name.trim_matches('`'))
         } else {
@@ -341,9 +334,7 @@ fn describe(path: &str, message: &str) -> String {
         return format!("{subject} 的长度不正确（应为{}）", wants(expected));
     }
     let plain = match message {
-        "invalid digit found in string" | "cannot parse integer from empty string" => {
-            Some("整数")
-        }
+        "invalid digit found in string" | "cannot parse integer from empty string" => Some("整数"),
         "number too large to fit in target type" | "number too small to fit in target type" => {
             return format!("{subject} 超出允许的范围");
         }
@@ -455,10 +446,57 @@ mod tests {
     }
 
     #[test]
+    fn serde_messages_become_words_naming_the_field() {
+        let cases = [
+            (
+                "channel",
+                "unknown variant `we_chat`, expected one of `sms`, `wechat`, `email` at line 1 column 20",
+                "字段 channel 的取值 we_chat 无效，可选：sms、wechat、email",
+            ),
+            (
+                "age",
+                "invalid type: string \"x\", expected i32",
+                "字段 age 应为整数",
+            ),
+            (
+                "count",
+                "invalid value: integer `-1`, expected u32",
+                "字段 count 的值无效或超出范围，应为非负整数",
+            ),
+            (
+                "day",
+                "input contains invalid characters",
+                "字段 day 应为日期 YYYY-MM-DD 或日期时间（如 2026-03-01T08:00:00+08:00）",
+            ),
+            (".", "missing field `username`", "缺少字段 username"),
+            (
+                ".",
+                "unknown field `nmae`, expected `name` or `note`",
+                "不认识的字段 nmae（可用字段：name、note）",
+            ),
+            ("name", "invalid type: null, expected a string", "字段 name 不能为空，应为文本"),
+        ];
+        for (path, message, expected) in cases {
+            assert_eq!(describe(path, message), expected);
+        }
+    }
+
+    #[test]
+    fn only_a_real_nul_escape_counts() {
+        assert!(json_has_nul(br#"{"a":"x\u0000"}"#));
+        assert!(!json_has_nul(br#"{"a":"x\\u0000"}"#));
+        assert!(!json_has_nul(br#"{"a":"\u0001"}"#));
+    }
+
+    #[test]
     fn the_client_is_the_right_most_address_not_a_trusted_proxy() {
         let proxies = nets(&["10.0.0.0/8"]);
         // The client wrote 1.1.1.1 itself; the proxy appended the address it saw.
-        let got = client_address(ip("10.0.0.2"), ["1.1.1.1, 203.0.113.9"].into_iter(), &proxies);
+        let got = client_address(
+            ip("10.0.0.2"),
+            ["1.1.1.1, 203.0.113.9"].into_iter(),
+            &proxies,
+        );
         assert_eq!(got, ip("203.0.113.9"));
         // Two proxies in a row are skipped.
         let got = client_address(

@@ -53,11 +53,15 @@ pub async fn serve(
             head,
             idle,
         };
-        let service = app.clone().map_request(move |mut request: Request<Incoming>| {
-            served.store(true, Ordering::Relaxed);
-            request.extensions_mut().insert(ConnectInfo::<SocketAddr>(peer));
-            request
-        });
+        let service = app
+            .clone()
+            .map_request(move |mut request: Request<Incoming>| {
+                served.store(true, Ordering::Relaxed);
+                request
+                    .extensions_mut()
+                    .insert(ConnectInfo::<SocketAddr>(peer));
+                request
+            });
         let connection = hyper::server::conn::http1::Builder::new()
             .timer(timer)
             .header_read_timeout(head)
@@ -84,7 +88,10 @@ pub async fn serve(
 /// descriptors) are logged and waited out a little so the loop does not spin.
 async fn accept_failed(e: std::io::Error) {
     use std::io::ErrorKind::{ConnectionAborted, ConnectionRefused, ConnectionReset};
-    if matches!(e.kind(), ConnectionAborted | ConnectionRefused | ConnectionReset) {
+    if matches!(
+        e.kind(),
+        ConnectionAborted | ConnectionRefused | ConnectionReset
+    ) {
         return;
     }
     tracing::error!(error = %e, "accepting a connection failed");

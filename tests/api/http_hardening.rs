@@ -18,7 +18,10 @@ async fn envelope(response: reqwest::Response, status: StatusCode) -> (String, S
     assert_eq!(response.status(), status);
     let body: Value = response.json().await.unwrap();
     (
-        body["error"]["code"].as_str().unwrap_or_default().to_owned(),
+        body["error"]["code"]
+            .as_str()
+            .unwrap_or_default()
+            .to_owned(),
         body["error"]["message"]
             .as_str()
             .unwrap_or_default()
@@ -103,14 +106,22 @@ async fn a_nul_character_anywhere_in_a_request_is_a_422_on_both_databases() {
         "invalid_display_name"
     );
     // Nothing of it was stored.
-    let users: Value = app.get("/api/v1/users", &office).await.json().await.unwrap();
+    let users: Value = app
+        .get("/api/v1/users", &office)
+        .await
+        .json()
+        .await
+        .unwrap();
     let names: Vec<&str> = users["users"]
         .as_array()
         .unwrap()
         .iter()
         .filter_map(|u| u["username"].as_str())
         .collect();
-    assert!(!names.contains(&"cadre.nul") && !names.contains(&"cadre.esc"), "{names:?}");
+    assert!(
+        !names.contains(&"cadre.nul") && !names.contains(&"cadre.esc"),
+        "{names:?}"
+    );
 }
 
 #[tokio::test]
@@ -339,7 +350,11 @@ async fn many_unknown_usernames_from_one_address_are_throttled() {
         }
         assert_eq!(response.status(), StatusCode::UNAUTHORIZED);
     }
-    assert_eq!(throttled_at, Some(20), "the 21st unknown username is refused");
+    assert_eq!(
+        throttled_at,
+        Some(20),
+        "the 21st unknown username is refused"
+    );
     assert_eq!(
         app.login("cadre.victim", PASSWORD).await.status(),
         StatusCode::TOO_MANY_REQUESTS
@@ -408,13 +423,18 @@ async fn wrong_types_are_explained_in_words_without_rust_type_names() {
             &["active", "true 或 false"],
         ),
         (
-            app.post("/api/v1/users", &office, json!({"username": 5, "role": "cadre", "area_code": VILLAGE}))
-                .await,
+            app.post(
+                "/api/v1/users",
+                &office,
+                json!({"username": 5, "role": "cadre", "area_code": VILLAGE}),
+            )
+            .await,
             StatusCode::UNPROCESSABLE_ENTITY,
             &["username", "文本"],
         ),
         (
-            app.post("/api/v1/users", &office, json!({"role": "cadre"})).await,
+            app.post("/api/v1/users", &office, json!({"role": "cadre"}))
+                .await,
             StatusCode::UNPROCESSABLE_ENTITY,
             &["缺少字段"],
         ),
@@ -439,7 +459,16 @@ async fn wrong_types_are_explained_in_words_without_rust_type_names() {
         for word in words {
             assert!(message.contains(word), "{message} lacks {word}");
         }
-        for rust in ["i32", "u64", "i64", "u32", "bool", "String", "expected", "invalid type"] {
+        for rust in [
+            "i32",
+            "u64",
+            "i64",
+            "u32",
+            "bool",
+            "String",
+            "expected",
+            "invalid type",
+        ] {
             assert!(!message.contains(rust), "{message} speaks Rust ({rust})");
         }
     }
@@ -504,7 +533,11 @@ async fn logs_to_a_pipe_have_no_colour_codes() {
         .env_remove("RUST_LOG")
         .output()
         .unwrap();
-    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
     assert!(!output.stderr.is_empty(), "something was logged");
     assert!(
         !output.stderr.contains(&0x1b),
