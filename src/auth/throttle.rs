@@ -81,13 +81,12 @@ impl LoginThrottle {
     pub fn record_failure(&self, username: &str, known: bool, address: IpAddr) -> AppResult<()> {
         let pair = (username.to_owned(), address);
         let now = Instant::now();
-        let repeated = {
-            let mut recent = self.recent.lock().unwrap_or_else(|e| e.into_inner());
-            let repeated = recent
-                .insert(pair.clone(), now)
-                .is_some_and(|last| now.duration_since(last) < self.window);
-            repeated
-        };
+        let repeated = self
+            .recent
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(pair.clone(), now)
+            .is_some_and(|last| now.duration_since(last) < self.window);
         let mut results = vec![(
             Key::User(pair.0.clone(), address),
             self.by_user.check_key(&pair).err(),

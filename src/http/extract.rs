@@ -85,7 +85,7 @@ fn is_json(headers: &HeaderMap) -> bool {
 /// Parses a JSON body: unreadable JSON is a 400, JSON of the wrong shape a 422.
 pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, AppError> {
     let mut deserializer = serde_json::Deserializer::from_slice(bytes);
-    let parsed = serde_path_to_error::deserialize(&mut deserializer)
+    serde_path_to_error::deserialize(&mut deserializer)
         .map_err(|e| {
             let path = e.path().to_string();
             json_error(&path, e.into_inner())
@@ -95,8 +95,7 @@ pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, AppError> {
                 .end()
                 .map(|()| value)
                 .map_err(|e| json_error(".", e))
-        });
-    parsed
+        })
 }
 
 fn json_error(path: &str, error: serde_json::Error) -> AppError {
@@ -263,7 +262,7 @@ fn wants(expected: &str) -> String {
     if expected.starts_with("variant") || expected.starts_with("enum ") {
         return "规定的取值之一".to_owned();
     }
-    if expected.chars().any(|c| !c.is_ascii()) {
+    if !expected.is_ascii() {
         // A message the domain types wrote themselves (already in Chinese).
         return expected.to_owned();
     }
@@ -354,7 +353,7 @@ fn describe(path: &str, message: &str) -> String {
     if let Some(wanted) = plain {
         return format!("{subject} 应为{wanted}");
     }
-    if message.chars().any(|c| !c.is_ascii()) {
+    if !message.is_ascii() {
         return format!("{subject}：{message}");
     }
     format!("{subject} 的值无效")
@@ -474,7 +473,11 @@ mod tests {
                 "unknown field `nmae`, expected `name` or `note`",
                 "不认识的字段 nmae（可用字段：name、note）",
             ),
-            ("name", "invalid type: null, expected a string", "字段 name 不能为空，应为文本"),
+            (
+                "name",
+                "invalid type: null, expected a string",
+                "字段 name 不能为空，应为文本",
+            ),
         ];
         for (path, message, expected) in cases {
             assert_eq!(describe(path, message), expected);

@@ -167,10 +167,14 @@ async fn slow_and_idle_connections_are_closed_after_their_timeouts() {
 
     for mut stream in slow {
         let mut rest = Vec::new();
-        let closed = tokio::time::timeout(Duration::from_secs(5), stream.read_to_end(&mut rest))
+        // Closed by the server: the read ends (at EOF, or with a reset), it does not hang.
+        let _ended = tokio::time::timeout(Duration::from_secs(5), stream.read_to_end(&mut rest))
             .await
             .expect("a connection with a partial request line was left open");
-        assert!(closed.is_ok() || closed.is_err(), "closed either way");
+        assert!(
+            !String::from_utf8_lossy(&rest).contains("200 OK"),
+            "a partial request was answered"
+        );
     }
     let slow_closed_after = started.elapsed();
     assert!(
