@@ -8,7 +8,9 @@
 //!   and only from there;
 //! - the address (`max_failures_per_address`), spent by failures for usernames that do not
 //!   exist and by the first failure of each further username: guessing across many names
-//!   from one place blocks the place.
+//!   from one place blocks the place;
+//! - and, as a backstop against guessing one account from many addresses, the username
+//!   everywhere after ten times its per-address allowance.
 
 use std::collections::HashMap;
 use std::net::IpAddr;
@@ -26,6 +28,7 @@ pub struct LoginThrottle {
     clock: DefaultClock,
     window: Duration,
     by_user: DefaultKeyedRateLimiter<(String, IpAddr)>,
+    by_user_anywhere: DefaultKeyedRateLimiter<String>,
     by_address: DefaultKeyedRateLimiter<IpAddr>,
     /// When each (username, address) last failed: a username failing again within the
     /// window does not spend the address's allowance again.
@@ -36,6 +39,7 @@ pub struct LoginThrottle {
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
 enum Key {
     User(String, IpAddr),
+    UserAnywhere(String),
     Address(IpAddr),
 }
 
@@ -46,6 +50,12 @@ impl LoginThrottle {
             clock: DefaultClock::default(),
             window,
             by_user: RateLimiter::keyed(quota(settings.max_failures_per_user, window)),
+            by_user_anywhere: RateLimiter::keyed(quota(
+                settings
+                    .max_failures_per_user
+                    .saturating_mul(ACROSS_ADDRESSES),
+                window,
+            )),
             by_address: RateLimiter::keyed(quota(settings.max_failures_per_address, window)),
             recent: Mutex::new(HashMap::new()),
             blocked: Mutex::new(HashMap::new()),
@@ -58,6 +68,7 @@ impl LoginThrottle {
         let mut blocked = self.blocked.lock().unwrap_or_else(|e| e.into_inner());
         let wait = [
             Key::User(username.to_owned(), address),
+            Key::UserAnywhere(username.to_owned()),
             Key::Address(address),
         ]
         .iter()
@@ -91,6 +102,12 @@ impl LoginThrottle {
             Key::User(pair.0.clone(), address),
             self.by_user.check_key(&pair).err(),
         )];
+        if known {
+            results.push((
+                Key::UserAnywhere(pair.0.clone()),
+                self.by_user_anywhere.check_key(&pair.0).err(),
+            ));
+        }
         if !known || !repeated {
             results.push((
                 Key::Address(address),
@@ -119,6 +136,7 @@ impl LoginThrottle {
     /// Forgets keys whose allowance is full again; run from time to time to bound memory.
     pub fn shrink(&self) {
         self.by_user.retain_recent();
+        self.by_user_anywhere.retain_recent();
         self.by_address.retain_recent();
         let now = Instant::now();
         self.recent
@@ -131,6 +149,10 @@ impl LoginThrottle {
             .retain(|_, until| *until > now);
     }
 }
+
+/// How many per-address allowances one username has in all before it is throttled from
+/// everywhere.
+const ACROSS_ADDRESSES: u32 = 10;
 
 fn quota(max_failures: u32, window: Duration) -> Quota {
     let burst = NonZeroU32::new(max_failures.max(1)).unwrap_or(NonZeroU32::MIN);
@@ -170,6 +192,27 @@ mod tests {
         assert!(throttle.check("zhang", ip).is_err());
         assert!(throttle.check("li", ip).is_ok());
         assert!(throttle.check("zhang", elsewhere).is_ok());
+    }
+
+    #[test]
+    fn one_account_guessed_from_many_addresses_is_throttled_everywhere() {
+        let throttle = throttle(2, 100);
+        let mut refused = 0;
+        for i in 0..=40u8 {
+            let ip = IpAddr::from([10, 0, 1, i]);
+            for _ in 0..2 {
+                if throttle.record_failure("zhang", true, ip).is_err() {
+                    refused += 1;
+                }
+            }
+        }
+        assert!(refused > 0);
+        assert!(
+            throttle
+                .check("zhang", "10.9.9.9".parse().unwrap())
+                .is_err()
+        );
+        assert!(throttle.check("li", "10.9.9.9".parse().unwrap()).is_ok());
     }
 
     #[test]
