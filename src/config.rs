@@ -221,8 +221,17 @@ pub struct HttpSettings {
     /// Largest accepted request body (uploads included).
     pub max_body_bytes: usize,
     pub request_timeout_secs: u64,
-    /// Take the client address from `X-Forwarded-For` (only behind a reverse proxy).
+    /// A connection that has not sent a whole request head (request line and headers) this
+    /// long after it opened or after its previous response is closed.
+    pub header_read_timeout_secs: u64,
+    /// An idle kept-alive connection is closed after this long.
+    pub keep_alive_timeout_secs: u64,
+    /// Take the client address from `X-Forwarded-For` when the request comes from one of
+    /// `trusted_proxies`.
     pub trust_forwarded_for: bool,
+    /// The reverse proxies (addresses or networks) whose `X-Forwarded-For` entries are
+    /// believed. Empty with `trust_forwarded_for`: the loopback addresses.
+    pub trusted_proxies: Vec<Network>,
 }
 
 impl Default for HttpSettings {
@@ -230,8 +239,42 @@ impl Default for HttpSettings {
         Self {
             max_body_bytes: 16 * 1024 * 1024,
             request_timeout_secs: 60,
+            header_read_timeout_secs: 10,
+            keep_alive_timeout_secs: 75,
             trust_forwarded_for: false,
+            trusted_proxies: Vec::new(),
         }
+    }
+}
+
+/// An address (`10.0.0.5`, `::1`) or a network (`10.0.0.0/8`) in the settings.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Network(ipnet::IpNet);
+
+impl Network {
+    pub fn contains(&self, address: std::net::IpAddr) -> bool {
+        self.0.contains(&address)
+    }
+}
+
+impl std::str::FromStr for Network {
+    type Err = String;
+
+    fn from_str(raw: &str) -> Result<Self, String> {
+        let raw = raw.trim();
+        if let Ok(net) = raw.parse::<ipnet::IpNet>() {
+            return Ok(Self(net.trunc()));
+        }
+        raw.parse::<std::net::IpAddr>()
+            .map(|address| Self(ipnet::IpNet::from(address)))
+            .map_err(|_| format!("{raw:?} is not an address or a network like 10.0.0.0/8"))
+    }
+}
+
+impl<'de> Deserialize<'de> for Network {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let raw = String::deserialize(deserializer)?;
+        raw.parse().map_err(serde::de::Error::custom)
     }
 }
 
@@ -404,7 +447,100 @@ impl Settings {
         if let Some(url) = &overrides.database_url {
             settings.database_url = DatabaseUrl::new(url.clone());
         }
+        settings
+            .check()
+            .map_err(|e| Box::new(figment::Error::from(e)))?;
         Ok(settings)
+    }
+
+    /// Refuses settings the service cannot work with (a zero lifetime, pool, limit, size or
+    /// window), naming every key at fault.
+    pub fn check(&self) -> Result<(), String> {
+        let mut wrong = Vec::new();
+        let mut positive = |key: &str, value: u64| {
+            if value == 0 {
+                wrong.push(format!("{key} must be greater than 0"));
+            }
+        };
+        positive(
+            "database.max_connections",
+            u64::from(self.database.max_connections),
+        );
+        positive(
+            "database.connect_timeout_secs",
+            self.database.connect_timeout_secs,
+        );
+        positive("http.max_body_bytes", self.http.max_body_bytes as u64);
+        positive("http.request_timeout_secs", self.http.request_timeout_secs);
+        positive(
+            "http.header_read_timeout_secs",
+            self.http.header_read_timeout_secs,
+        );
+        positive(
+            "http.keep_alive_timeout_secs",
+            self.http.keep_alive_timeout_secs,
+        );
+        positive("auth.token_ttl_hours", u64::from(self.auth.token_ttl_hours));
+        positive(
+            "auth.max_failures_per_user",
+            u64::from(self.auth.max_failures_per_user),
+        );
+        positive(
+            "auth.max_failures_per_address",
+            u64::from(self.auth.max_failures_per_address),
+        );
+        positive("auth.failure_window_secs", self.auth.failure_window_secs);
+        positive("import.max_file_bytes", self.import.max_file_bytes);
+        positive("import.max_upload_bytes", self.import.max_upload_bytes);
+        let outbox = &self.messaging.outbox;
+        positive("messaging.outbox.daily_cap", u64::from(outbox.daily_cap));
+        positive(
+            "messaging.outbox.max_attempts",
+            u64::from(outbox.max_attempts),
+        );
+        positive("messaging.outbox.retry_base_secs", outbox.retry_base_secs);
+        positive("messaging.outbox.retry_max_secs", outbox.retry_max_secs);
+        positive("messaging.outbox.lease_secs", outbox.lease_secs);
+        positive("messaging.outbox.batch", u64::from(outbox.batch));
+        positive("messaging.outbox.concurrency", outbox.concurrency as u64);
+        positive("messaging.outbox.poll_ms", outbox.poll_ms);
+        for (provider, rate) in &outbox.rate_per_second {
+            positive(
+                &format!("messaging.outbox.rate_per_second.{provider}"),
+                u64::from(*rate),
+            );
+        }
+        positive(
+            "reports.backfill_days_per_run",
+            u64::from(self.reports.backfill_days_per_run),
+        );
+        positive(
+            "reports.bulletins.max_attempts",
+            u64::from(self.reports.bulletins.max_attempts),
+        );
+        if outbox.retry_base_secs > outbox.retry_max_secs {
+            wrong.push(
+                "messaging.outbox.retry_base_secs must not exceed messaging.outbox.retry_max_secs"
+                    .to_owned(),
+            );
+        }
+        // Beyond these the arithmetic on instants and durations would overflow.
+        if self.auth.token_ttl_hours > 24 * 366 {
+            wrong.push("auth.token_ttl_hours must be at most 8784 (a year)".to_owned());
+        }
+        if self.auth.failure_window_secs > 7 * 24 * 3600 {
+            wrong.push("auth.failure_window_secs must be at most 604800 (a week)".to_owned());
+        }
+        if !self.http.trust_forwarded_for && !self.http.trusted_proxies.is_empty() {
+            wrong.push(
+                "http.trusted_proxies is set but http.trust_forwarded_for is false".to_owned(),
+            );
+        }
+        if wrong.is_empty() {
+            Ok(())
+        } else {
+            Err(format!("impossible settings: {}", wrong.join("; ")))
+        }
     }
 }
 
@@ -460,6 +596,73 @@ mod tests {
             assert_eq!(s.auth.token_ttl_hours, 4);
             assert_eq!(s.auth.max_failures_per_user, 7);
             assert_eq!(s.auth.max_failures_per_address, 20);
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn impossible_settings_are_refused_naming_their_keys() {
+        figment::Jail::expect_with(|jail| {
+            jail.set_env("OUTREACH_AUTH__TOKEN_TTL_HOURS", "0");
+            jail.set_env("OUTREACH_DATABASE__MAX_CONNECTIONS", "0");
+            jail.set_env("OUTREACH_MESSAGING__OUTBOX__CONCURRENCY", "0");
+            let err = Settings::load(None, &Overrides::default()).unwrap_err();
+            let text = err.to_string();
+            for key in [
+                "auth.token_ttl_hours",
+                "database.max_connections",
+                "messaging.outbox.concurrency",
+            ] {
+                assert!(text.contains(key), "{text}");
+            }
+            Ok(())
+        });
+        let mut settings = Settings::default();
+        assert!(settings.check().is_ok());
+        settings.http.max_body_bytes = 0;
+        settings.messaging.outbox.batch = 0;
+        settings.messaging.outbox.retry_base_secs = 7200;
+        settings
+            .messaging
+            .outbox
+            .rate_per_second
+            .insert("jasmin".to_owned(), 0);
+        let text = settings.check().unwrap_err();
+        for key in [
+            "http.max_body_bytes",
+            "messaging.outbox.batch",
+            "retry_base_secs must not exceed",
+            "rate_per_second.jasmin",
+        ] {
+            assert!(text.contains(key), "{text}");
+        }
+    }
+
+    #[test]
+    fn trusted_proxies_are_addresses_or_networks() {
+        figment::Jail::expect_with(|jail| {
+            jail.create_file(
+                "outreach.toml",
+                r#"
+                [http]
+                trust_forwarded_for = true
+                trusted_proxies = ["10.0.0.0/8", "192.168.1.7", "::1"]
+                "#,
+            )?;
+            let s = Settings::load(Some(Path::new("outreach.toml")), &Overrides::default())
+                .map_err(|e| *e)?;
+            let proxies = &s.http.trusted_proxies;
+            assert!(proxies[0].contains("10.200.3.4".parse().unwrap()));
+            assert!(proxies[1].contains("192.168.1.7".parse().unwrap()));
+            assert!(!proxies[1].contains("192.168.1.8".parse().unwrap()));
+            assert!(proxies[2].contains("::1".parse().unwrap()));
+            jail.create_file(
+                "bad.toml",
+                "[http]\ntrust_forwarded_for = true\ntrusted_proxies = [\"proxy.example\"]\n",
+            )?;
+            let err =
+                Settings::load(Some(Path::new("bad.toml")), &Overrides::default()).unwrap_err();
+            assert!(err.to_string().contains("proxy.example"), "{err}");
             Ok(())
         });
     }

@@ -230,6 +230,13 @@ impl IntoResponse for AppError {
                 response.headers_mut().insert(header::RETRY_AFTER, value);
             }
         }
+        if status == StatusCode::UNAUTHORIZED {
+            // RFC 9110: a 401 names the scheme that would be accepted.
+            response.headers_mut().insert(
+                header::WWW_AUTHENTICATE,
+                HeaderValue::from_static("Bearer realm=\"outreach\""),
+            );
+        }
         response
     }
 }

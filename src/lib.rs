@@ -26,6 +26,7 @@ pub mod scheduler;
 pub mod signature;
 pub mod startup;
 pub mod telemetry;
+pub mod text;
 pub mod users;
 
 /// mimalloc for every allocation of the process — Rust's and, through the `override`

@@ -2,7 +2,6 @@
 //! `Application::build` binds (port 0 in tests) and `run_until_stopped` serves the HTTP API
 //! and runs the scheduler under one shutdown signal.
 
-use std::future::IntoFuture;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
@@ -76,12 +75,14 @@ pub struct Application {
 impl Application {
     /// Opens and migrates the configured database, then binds.
     pub async fn build(settings: Settings) -> anyhow::Result<Self> {
+        settings.check().map_err(anyhow::Error::msg)?;
         let db = db::connect_and_migrate(&settings).await?;
         Self::build_with_db(settings, db).await
     }
 
     /// Binds with an already opened and migrated database.
     pub async fn build_with_db(settings: Settings, db: DatabaseConnection) -> anyhow::Result<Self> {
+        settings.check().map_err(anyhow::Error::msg)?;
         let scheduler = Scheduler::from_settings(&settings.scheduler)?;
         crate::report::bulletin::check_settings(&settings.reports.bulletins)?;
         let privacy = Arc::new(Privacy::load(&settings)?);
@@ -124,13 +125,11 @@ impl Application {
     /// the other.
     pub async fn run_until_stopped(self, shutdown: CancellationToken) -> anyhow::Result<()> {
         let app = http::router(self.state.clone());
+        let http_settings = self.state.settings.http.clone();
         let server_shutdown = shutdown.clone();
-        let server = axum::serve(
-            self.listener,
-            app.into_make_service_with_connect_info::<SocketAddr>(),
-        )
-        .with_graceful_shutdown(async move { server_shutdown.cancelled().await })
-        .into_future();
+        let listener = self.listener;
+        let server =
+            async move { http::serve::serve(listener, app, &http_settings, server_shutdown).await };
         let scheduler = self.scheduler.run(self.state.clone(), shutdown.clone());
         // Dispatch workers run beside the server unless `outreach dispatch` runs them apart.
         let dispatcher = self.state.dispatcher();

@@ -520,7 +520,7 @@ pub async fn list(
     filter: AppointmentFilter,
 ) -> AppResult<AppointmentPage> {
     campaign::get(db, campaign_id).await?;
-    let size = crate::paging::size(filter.limit);
+    let size = crate::paging::size(filter.limit)?;
     let mut query = appointments::Entity::find()
         .filter(appointments::Column::CampaignId.eq(campaign_id))
         .find_also_related(residents::Entity);

@@ -107,6 +107,15 @@ where
             ));
             continue;
         }
+        if !crate::text::is_clean_name(&name) {
+            rejected.push(RejectedRow::new(
+                line,
+                values,
+                "invalid_name",
+                crate::text::CONTROL_REASON.to_owned(),
+            ));
+            continue;
+        }
         if !actor.scope.contains(&code) {
             rejected.push(RejectedRow::new(
                 line,

@@ -103,7 +103,7 @@ pub async fn list(
     filter: AuditFilter,
     area: Option<AreaCode>,
 ) -> AppResult<AuditPage> {
-    let size = paging::size(filter.limit);
+    let size = paging::size(filter.limit)?;
     let mut query = audit_log::Entity::find().filter(scope.filter(audit_log::Column::AreaCode));
     if let Some(area) = area {
         query = query.filter(Scope::Within(area).filter(audit_log::Column::AreaCode));

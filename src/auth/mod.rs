@@ -31,7 +31,8 @@ pub struct IssuedToken {
 }
 
 /// Checks a username and password and issues a bearer token. Failed attempts are counted per
-/// username and per client address; past the allowance the caller gets `TooManyRequests`.
+/// username at a client address, and per address for unknown or many different usernames;
+/// past an allowance the caller gets `TooManyRequests`.
 pub async fn login(
     db: &impl ConnectionTrait,
     settings: &AuthSettings,
@@ -56,7 +57,7 @@ pub async fn login(
     let user = match user {
         Some(user) if ok && user.active => user,
         _ => {
-            throttle.record_failure(&username, client)?;
+            throttle.record_failure(&username, user.is_some(), client)?;
             tracing::info!(%client, "failed login");
             return Err(AppError::Unauthorized("用户名或密码错误".to_owned()));
         }

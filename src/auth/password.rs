@@ -30,7 +30,17 @@ fn hash_blocking(password: &str) -> anyhow::Result<String> {
     Ok(hash.to_string())
 }
 
-/// Checks the password policy (length only: long passphrases beat composition rules).
+/// Passwords of ten characters or more that lists of leaked passwords show first, one a line
+/// (compared ignoring case). Shorter ones fail the length rule anyway.
+const COMMON: &str = include_str!("common-passwords.txt");
+
+fn is_common(lowercased: &str) -> bool {
+    COMMON.lines().any(|line| line.trim() == lowercased)
+}
+
+/// Checks the password policy: 10–128 characters, at least two kinds of character
+/// (lower-case, upper-case, digits, others), not a well-known password and not one character
+/// or a short block repeated or counted up or down (`aaaaaaaaaa`, `a1a1a1a1a1`, `1234567890`).
 pub fn check_policy(password: &str) -> AppResult<()> {
     let length = password.chars().count();
     if length < MIN_LENGTH {
@@ -45,7 +55,59 @@ pub fn check_policy(password: &str) -> AppResult<()> {
             format!("密码不能超过 {MAX_LENGTH} 个字符"),
         ));
     }
+    if character_kinds(password) < 2 {
+        return Err(AppError::validation(
+            "weak_password",
+            "密码需包含至少两类字符（小写字母、大写字母、数字、符号）",
+        ));
+    }
+    let lower = password.to_lowercase();
+    if is_common(&lower) || is_repetitive(&lower) || is_sequence(&lower) {
+        return Err(AppError::validation(
+            "weak_password",
+            "密码过于常见或规律太强（如重复、连续的字符），请换一个",
+        ));
+    }
     Ok(())
+}
+
+fn character_kinds(password: &str) -> usize {
+    let mut kinds = [false; 4];
+    for c in password.chars() {
+        let kind = if c.is_ascii_lowercase() {
+            0
+        } else if c.is_ascii_uppercase() {
+            1
+        } else if c.is_ascii_digit() {
+            2
+        } else {
+            3
+        };
+        kinds[kind] = true;
+    }
+    kinds.iter().filter(|k| **k).count()
+}
+
+/// One block of up to four characters repeated over the whole password.
+fn is_repetitive(password: &str) -> bool {
+    let chars: Vec<char> = password.chars().collect();
+    (1..=4.min(chars.len() / 2)).any(|block| {
+        chars
+            .iter()
+            .enumerate()
+            .skip(block)
+            .all(|(i, c)| *c == chars[i - block])
+    })
+}
+
+/// Characters counting up or down by one all the way (`abcdefghij`, `9876543210`), or pairs
+/// of characters doing so (`1a2b3c4d5e` is not caught; `13579…` is not either: length and
+/// the other rules carry those).
+fn is_sequence(password: &str) -> bool {
+    let codes: Vec<i64> = password.chars().map(|c| i64::from(u32::from(c))).collect();
+    [1, -1]
+        .iter()
+        .any(|step| codes.windows(2).all(|w| w[1] - w[0] == *step))
 }
 
 pub async fn hash(password: String) -> AppResult<String> {
@@ -74,17 +136,22 @@ pub async fn verify(password: String, hash: String) -> AppResult<bool> {
 /// easy to read out over the phone to a cadre.
 pub fn generate() -> String {
     const ALPHABET: &[u8] = b"abcdefghijkmnpqrstuvwxyzABCDEFGHJKLMNPQRSTUVWXYZ23456789";
-    let mut out = String::with_capacity(16);
-    while out.len() < 16 {
-        let mut byte = [0u8; 1];
-        OsRng.fill_bytes(&mut byte);
-        // Rejection sampling keeps every character equally likely.
-        let limit = 256 - (256 % ALPHABET.len());
-        if (byte[0] as usize) < limit {
-            out.push(ALPHABET[byte[0] as usize % ALPHABET.len()] as char);
+    loop {
+        let mut out = String::with_capacity(16);
+        while out.len() < 16 {
+            let mut byte = [0u8; 1];
+            OsRng.fill_bytes(&mut byte);
+            // Rejection sampling keeps every character equally likely.
+            let limit = 256 - (256 % ALPHABET.len());
+            if (byte[0] as usize) < limit {
+                out.push(ALPHABET[byte[0] as usize % ALPHABET.len()] as char);
+            }
+        }
+        // All of one kind happens about once in a million draws; draw again then.
+        if check_policy(&out).is_ok() {
+            return out;
         }
     }
-    out
 }
 
 #[cfg(test)]
@@ -119,5 +186,37 @@ mod tests {
         assert!(check_policy(&a).is_ok());
         assert_ne!(a, generate());
         assert!(check_policy("short").is_err());
+    }
+
+    #[test]
+    fn common_and_one_kind_passwords_are_refused() {
+        for weak in [
+            "1234567890",
+            "9876543210",
+            "abcdefghijkl",
+            "aaaaaaaaaaaa",
+            "qwertyuiopas",
+            "Password123",
+            "WOAINI1314520",
+            "1qaz2wsx3edc",
+            "a1a1a1a1a1a1",
+            "abcabcabcabc",
+            "123123123123",
+            "密码密码密码密码密码",
+        ] {
+            let err = check_policy(weak).unwrap_err();
+            assert_eq!(err.code(), "weak_password", "{weak}");
+            let message = err.to_string();
+            assert!(!message.is_empty() && !message.is_ascii(), "{message}");
+        }
+        for fine in [
+            "correct-horse-battery",
+            "a-new-long-password",
+            "xinyuan2026tijian",
+            "新源县全民体检2026",
+            "Tg7pK2mWq9Lz",
+        ] {
+            assert!(check_policy(fine).is_ok(), "{fine}");
+        }
     }
 }

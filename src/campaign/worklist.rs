@@ -135,7 +135,7 @@ pub async fn list(
     params: WorklistParams,
 ) -> AppResult<WorklistPage> {
     let campaign = super::get(db, campaign_id).await?;
-    let size = crate::paging::size(params.limit);
+    let size = crate::paging::size(params.limit)?;
     let page = params.page.unwrap_or(1).max(1);
     if page > MAX_PAGE {
         return Err(AppError::validation(

@@ -1,6 +1,6 @@
-//! Cross-cutting request handling: the tracing span of a request, and turning every error
-//! response that is not already the JSON envelope (404 of an unknown route, 405, 408, 413 from
-//! a layer, a caught panic) into it.
+//! Cross-cutting request handling: the tracing span of a request, the bound on a client's
+//! request id, and turning every error response that is not already the JSON envelope (404 of
+//! an unknown route, 405, 408, 413 from a layer, a caught panic) into it.
 
 use std::any::Any;
 
@@ -10,6 +10,32 @@ use axum::response::{IntoResponse, Response};
 
 use crate::auth::REQUEST_ID_HEADER;
 use crate::error::envelope;
+
+/// The longest request id a client may give; it is echoed, logged and kept in the audit log.
+pub const MAX_REQUEST_ID_LEN: usize = 128;
+
+/// Whether a client's request id may be kept: 1–128 characters of letters, digits and
+/// `-_.:` (enough for UUIDs and the ids proxies and tracing systems write).
+pub fn is_acceptable_request_id(value: &[u8]) -> bool {
+    (1..=MAX_REQUEST_ID_LEN).contains(&value.len())
+        && value
+            .iter()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b':'))
+}
+
+/// Drops a request id the client gave that is too long or holds other characters, so the
+/// request-id layer generates a fresh one in its place.
+pub async fn bound_request_id<B>(mut request: Request<B>) -> Request<B> {
+    let headers = request.headers_mut();
+    let acceptable = headers
+        .get_all(REQUEST_ID_HEADER)
+        .iter()
+        .all(|v| is_acceptable_request_id(v.as_bytes()));
+    if !acceptable || headers.get_all(REQUEST_ID_HEADER).iter().count() > 1 {
+        headers.remove(REQUEST_ID_HEADER);
+    }
+    request
+}
 
 pub fn make_span<B>(request: &Request<B>) -> tracing::Span {
     let route = request
@@ -74,4 +100,23 @@ pub fn panic_response(panic: Box<dyn Any + Send + 'static>) -> Response {
         "服务器内部错误，请稍后重试",
     )
     .into_response()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn request_ids_are_bounded_to_a_safe_alphabet() {
+        assert!(is_acceptable_request_id(
+            b"3f2c9a4e-1b7d-4c1e-9f00-0a1b2c3d4e5f"
+        ));
+        assert!(is_acceptable_request_id(b"trace:abc_1.2"));
+        assert!(is_acceptable_request_id(&[b'a'; MAX_REQUEST_ID_LEN]));
+        assert!(!is_acceptable_request_id(&[b'a'; MAX_REQUEST_ID_LEN + 1]));
+        assert!(!is_acceptable_request_id(b""));
+        assert!(!is_acceptable_request_id(b"a b"));
+        assert!(!is_acceptable_request_id(b"<script>"));
+        assert!(!is_acceptable_request_id("编号".as_bytes()));
+    }
 }

@@ -15,6 +15,7 @@ mod middleware;
 mod refusals;
 mod reports;
 mod residents;
+pub mod serve;
 mod users;
 mod webhooks;
 
@@ -167,6 +168,7 @@ pub fn router(state: AppState) -> Router {
         .layer(axum::middleware::map_response(middleware::error_envelope))
         .layer(
             ServiceBuilder::new()
+                .layer(axum::middleware::map_request(middleware::bound_request_id))
                 .layer(SetRequestIdLayer::new(request_id.clone(), MakeRequestUuid))
                 .layer(TraceLayer::new_for_http().make_span_with(middleware::make_span))
                 .layer(PropagateRequestIdLayer::new(request_id)),

@@ -163,7 +163,7 @@ pub async fn list(
     filter: &TaskFilter,
 ) -> AppResult<TaskPage> {
     let scope = narrowed(actor, filter.area.as_deref())?;
-    let limit = crate::paging::size(filter.limit);
+    let limit = crate::paging::size(filter.limit)?;
     let mut sql = Sql::new(db.get_database_backend());
     sql.push(
         "SELECT t.id, t.campaign_id, t.resident_id, r.name, r.phone_masked, t.village_code, \
@@ -314,7 +314,7 @@ pub async fn replies(
     actor: &Actor,
     filter: &ReplyFilter,
 ) -> AppResult<ReplyPage> {
-    let limit = crate::paging::size(filter.limit);
+    let limit = crate::paging::size(filter.limit)?;
     let mut sql = Sql::new(db.get_database_backend());
     sql.push(
         "SELECT id, provider, from_masked, text, action, resident_id, village_code, received_at \

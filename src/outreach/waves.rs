@@ -576,7 +576,7 @@ pub async fn messages(
     of: MessagesOf,
     filter: &MessageFilter,
 ) -> AppResult<MessagePage> {
-    let limit = crate::paging::size(filter.limit);
+    let limit = crate::paging::size(filter.limit)?;
     let mut sql = Sql::new(db.get_database_backend());
     sql.push("SELECT ")
         .push(outbox::VIEW_COLUMNS)

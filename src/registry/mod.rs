@@ -251,7 +251,7 @@ pub async fn list(
     scope: &Scope,
     filter: ResidentFilter,
 ) -> AppResult<ResidentPage> {
-    let size = crate::paging::size(filter.limit);
+    let size = crate::paging::size(filter.limit)?;
     let mut query = residents::Entity::find().filter(scope.filter(residents::Column::VillageCode));
     if let Some(area) = filter.area.as_deref() {
         let area = parse_area(area)?;

@@ -110,6 +110,10 @@ fn check_display_name(name: &Option<String>) -> AppResult<Option<String>> {
             "invalid_display_name",
             "姓名不能超过 100 个字",
         )),
+        Some(n) if !crate::text::is_clean_name(n) => Err(AppError::validation(
+            "invalid_display_name",
+            crate::text::CONTROL_REASON,
+        )),
         Some(n) => Ok(Some(n.to_owned())),
     }
 }
@@ -325,7 +329,7 @@ pub async fn list(
     scope: &Scope,
     filter: UserFilter,
 ) -> AppResult<UserPage> {
-    let size = paging::size(filter.limit);
+    let size = paging::size(filter.limit)?;
     let mut query = users::Entity::find().filter(scope.filter(users::Column::AreaCode));
     if let Some(role) = filter.role.as_deref() {
         query = query.filter(users::Column::Role.eq(parse_role(role)?));

@@ -14,6 +14,7 @@ mod errors;
 mod exams;
 mod health;
 mod helpers;
+mod http_hardening;
 mod messaging;
 mod refusals;
 mod reports;
