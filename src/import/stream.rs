@@ -13,6 +13,7 @@ use calamine::{DataRef, Reader, Xlsx};
 use encoding_rs::{Decoder, DecoderResult, GB18030};
 
 use super::TextError;
+use super::workbook::{self, LimitError, MAX_CELL_CHARS, MAX_COLUMNS, MAX_ROWS};
 
 const SNIFF_BYTES: usize = 1024 * 1024;
 
@@ -37,6 +38,9 @@ pub enum SourceError {
     Io(#[from] io::Error),
     #[error("CSV 格式错误（第 {line} 行）：{message}")]
     Csv { line: u64, message: String },
+    /// The file is beyond what a register can be: refused before anything large is allocated.
+    #[error(transparent)]
+    Limit(#[from] LimitError),
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -218,6 +222,12 @@ pub fn read_rows(
                 if record.iter().all(|v| v.trim().is_empty()) {
                     continue;
                 }
+                if record.len() > MAX_COLUMNS as usize {
+                    return Err(LimitError::TooManyColumns(record.len().to_string()).into());
+                }
+                if record.iter().any(|v| v.len() > MAX_CELL_CHARS && v.chars().count() > MAX_CELL_CHARS) {
+                    return Err(LimitError::CellTooLong.into());
+                }
                 let row = RawRow {
                     line: record.position().map_or(0, |p| p.line()),
                     values: record.iter().map(|v| v.trim().to_owned()).collect(),
@@ -252,6 +262,20 @@ fn csv_error(e: csv::Error, encoding: Encoding) -> SourceError {
 fn read_xlsx(
     path: &Path,
     counter: &BytesRead,
+    visit: impl FnMut(RawRow) -> bool,
+) -> Result<(), SourceError> {
+    workbook::check_xlsx(BufReader::new(File::open(path)?))?;
+    // The scan above bounds what calamine reads; should a file still trip it, the import
+    // fails with a message instead of taking the process down.
+    std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        read_checked_xlsx(path, counter, visit)
+    }))
+    .unwrap_or_else(|_| Err(SourceError::Xlsx("文件内容异常，无法读取".to_owned())))
+}
+
+fn read_checked_xlsx(
+    path: &Path,
+    counter: &BytesRead,
     mut visit: impl FnMut(RawRow) -> bool,
 ) -> Result<(), SourceError> {
     let xlsx_error = |e: calamine::XlsxError| SourceError::Xlsx(e.to_string());
@@ -278,6 +302,12 @@ fn read_xlsx(
     };
     while let Some(cell) = cells.next_cell().map_err(xlsx_error)? {
         let (row, col) = cell.get_position();
+        if col >= MAX_COLUMNS {
+            return Err(LimitError::TooManyColumns((col + 1).to_string()).into());
+        }
+        if row >= MAX_ROWS {
+            return Err(LimitError::TooManyRows.into());
+        }
         let line = u64::from(row) + 1;
         if current.as_ref().is_none_or(|r| r.line != line) {
             if let Some(done) = current.take()

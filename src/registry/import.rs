@@ -759,6 +759,9 @@ async fn write_all(
 
 fn failure_error(failure: ReadFailure) -> AppError {
     match failure {
+        ReadFailure::Source(SourceError::Limit(e)) => {
+            AppError::validation("file_limit_exceeded", e.to_string())
+        }
         ReadFailure::Source(e) => AppError::validation("unreadable_file", e.to_string()),
         ReadFailure::MissingColumns(missing) => AppError::validation(
             "missing_columns",
