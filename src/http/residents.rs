@@ -220,7 +220,8 @@ async fn move_household(
 pub struct ResidentImportReport {
     #[serde(flatten)]
     pub summary: ImportSummary,
-    /// The first rejected rows with their reasons (at most 1000).
+    /// The first rejected rows with their reasons (at most 1000), ID and phone numbers
+    /// masked, each value cut at 200 characters and a row's values at 2,000.
     pub rejected_rows: Vec<RejectedRow>,
     pub unknown_columns: Vec<String>,
 }
@@ -279,9 +280,10 @@ async fn import_residents(
         Progress::Silent,
     )
     .await?;
+    let rejected_rows = result.rejected_rows_for_response();
     Ok(Json(ResidentImportReport {
         summary: result.summary,
-        rejected_rows: result.rejected_rows,
+        rejected_rows,
         unknown_columns: result.unknown_columns,
     }))
 }

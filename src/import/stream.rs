@@ -10,7 +10,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use calamine::{DataRef, Reader, Xlsx};
-use encoding_rs::{Decoder, DecoderResult, GB18030};
+use encoding_rs::{Decoder, DecoderResult, GB18030, UTF_16BE, UTF_16LE};
 
 use super::TextError;
 use super::workbook::{self, LimitError, MAX_CELL_CHARS, MAX_COLUMNS, MAX_ROWS};
@@ -47,6 +47,9 @@ pub enum SourceError {
 pub enum Encoding {
     Utf8,
     Gb18030,
+    /// With a byte-order mark, as Excel saves "Unicode 文本" (tab-separated).
+    Utf16Le,
+    Utf16Be,
 }
 
 /// Counts the bytes read from the file, for a progress bar.
@@ -72,8 +75,8 @@ impl<R: Read> Read for Counting<R> {
     }
 }
 
-/// GB18030 → UTF-8 as a `Read`, refusing malformed input instead of replacing it.
-struct DecodeGb18030<R> {
+/// GB18030 or UTF-16 → UTF-8 as a `Read`, refusing malformed input instead of replacing it.
+struct DecodeStream<R> {
     inner: R,
     decoder: Decoder,
     input: Vec<u8>,
@@ -82,7 +85,7 @@ struct DecodeGb18030<R> {
     done: bool,
 }
 
-impl<R: Read> Read for DecodeGb18030<R> {
+impl<R: Read> Read for DecodeStream<R> {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
         loop {
             if self.output_pos < self.output.len() {
@@ -113,7 +116,7 @@ impl<R: Read> Read for DecodeGb18030<R> {
                 DecoderResult::Malformed(_, _) => {
                     return Err(io::Error::new(
                         io::ErrorKind::InvalidData,
-                        "malformed GB18030",
+                        "malformed text",
                     ));
                 }
                 DecoderResult::OutputFull => {
@@ -186,23 +189,36 @@ pub fn read_rows(
         drop(file);
         return read_xlsx(path, counter, visit);
     }
-    let encoding = sniff_text(&sample, filled < SNIFF_BYTES)?;
-    counter.0.fetch_add(filled as u64, Ordering::Relaxed);
-    let skip_bom = if sample.starts_with(b"\xEF\xBB\xBF") {
-        3
+    let encoding = if sample.starts_with(b"\xFF\xFE") {
+        Encoding::Utf16Le
+    } else if sample.starts_with(b"\xFE\xFF") {
+        Encoding::Utf16Be
     } else {
-        0
+        sniff_text(&sample, filled < SNIFF_BYTES)?
+    };
+    counter.0.fetch_add(filled as u64, Ordering::Relaxed);
+    let skip_bom = match encoding {
+        Encoding::Utf16Le | Encoding::Utf16Be => 2,
+        _ if sample.starts_with(b"\xEF\xBB\xBF") => 3,
+        _ => 0,
     };
     sample.drain(..skip_bom);
+    let delimiter = delimiter(&sample, encoding);
     let bytes = io::Cursor::new(sample).chain(Counting {
         inner: file,
         count: counter.clone(),
     });
-    let text: Box<dyn Read> = match encoding {
-        Encoding::Utf8 => Box::new(bytes),
-        Encoding::Gb18030 => Box::new(DecodeGb18030 {
+    let decoder = match encoding {
+        Encoding::Utf8 => None,
+        Encoding::Gb18030 => Some(GB18030.new_decoder_without_bom_handling()),
+        Encoding::Utf16Le => Some(UTF_16LE.new_decoder_without_bom_handling()),
+        Encoding::Utf16Be => Some(UTF_16BE.new_decoder_without_bom_handling()),
+    };
+    let text: Box<dyn Read> = match decoder {
+        None => Box::new(bytes),
+        Some(decoder) => Box::new(DecodeStream {
             inner: bytes,
-            decoder: GB18030.new_decoder_without_bom_handling(),
+            decoder,
             input: Vec::new(),
             output: Vec::new(),
             output_pos: 0,
@@ -211,6 +227,7 @@ pub fn read_rows(
     };
     let mut reader = csv::ReaderBuilder::new()
         .flexible(true)
+        .delimiter(delimiter)
         .has_headers(false)
         .buffer_capacity(256 * 1024)
         .from_reader(text);
@@ -239,6 +256,23 @@ pub fn read_rows(
             }
             Err(e) => return Err(csv_error(e, encoding)),
         }
+    }
+}
+
+/// A tab when the header line has tabs and no commas (Excel's "文本文件（制表符分隔）" and
+/// "Unicode 文本"), else a comma.
+fn delimiter(sample: &[u8], encoding: Encoding) -> u8 {
+    let text = match encoding {
+        Encoding::Utf8 => String::from_utf8_lossy(sample),
+        Encoding::Gb18030 => GB18030.decode_without_bom_handling(sample).0,
+        Encoding::Utf16Le => UTF_16LE.decode_without_bom_handling(sample).0,
+        Encoding::Utf16Be => UTF_16BE.decode_without_bom_handling(sample).0,
+    };
+    let header = text.lines().next().unwrap_or("");
+    if header.contains('\t') && !header.contains(',') {
+        b'\t'
+    } else {
+        b','
     }
 }
 

@@ -35,7 +35,7 @@ const MAX_OTHER_PART_BYTES: u64 = 64 * 1024 * 1024;
 /// compresses about ten to one, very repetitive sheets a few times more.
 const MAX_RATIO: u64 = 200;
 /// A part may decompress this much before its ratio is looked at.
-const RATIO_ALLOWANCE: u64 = 8 * 1024 * 1024;
+const RATIO_ALLOWANCE: u64 = 2 * 1024 * 1024;
 
 /// Why a workbook was refused (zh-CN, shown to the user).
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

@@ -46,6 +46,25 @@ impl MobilePhone {
     }
 }
 
+/// The masked form of a phone number as typed (valid or not): the first three and last four
+/// digits when there are at least eleven, nothing of anything else.
+pub fn mask_raw_phone(raw: &str) -> String {
+    match MobilePhone::parse(raw) {
+        Some(phone) => phone.masked(),
+        None if raw.is_empty() => String::new(),
+        None => {
+            let digits: Vec<char> = raw.chars().filter(char::is_ascii_digit).collect();
+            if digits.len() >= 11 {
+                let head: String = digits[..3].iter().collect();
+                let tail: String = digits[digits.len() - 4..].iter().collect();
+                format!("{head}****{tail}")
+            } else {
+                "****".to_owned()
+            }
+        }
+    }
+}
+
 impl fmt::Debug for MobilePhone {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "MobilePhone({})", self.masked())

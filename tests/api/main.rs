@@ -14,6 +14,7 @@ mod errors;
 mod exams;
 mod health;
 mod helpers;
+mod hostile_files;
 mod messaging;
 mod refusals;
 mod reports;
