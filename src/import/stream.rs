@@ -34,6 +34,8 @@ pub enum SourceError {
     MixedEncoding { line: u64 },
     #[error("无法读取 Excel 文件：{0}")]
     Xlsx(String),
+    #[error("这是旧版 Excel 文件（.xls），请在 Excel 中另存为 .xlsx 或 CSV 后重新导入")]
+    OldExcel,
     #[error("无法读取文件：{0}")]
     Io(#[from] io::Error),
     #[error("CSV 格式错误（第 {line} 行）：{message}")]
@@ -114,10 +116,7 @@ impl<R: Read> Read for DecodeStream<R> {
             );
             match result {
                 DecoderResult::Malformed(_, _) => {
-                    return Err(io::Error::new(
-                        io::ErrorKind::InvalidData,
-                        "malformed text",
-                    ));
+                    return Err(io::Error::new(io::ErrorKind::InvalidData, "malformed text"));
                 }
                 DecoderResult::OutputFull => {
                     return Err(io::Error::other("decoder output buffer too small"));
@@ -189,6 +188,9 @@ pub fn read_rows(
         drop(file);
         return read_xlsx(path, counter, visit);
     }
+    if sample.starts_with(b"\xD0\xCF\x11\xE0\xA1\xB1\x1A\xE1") {
+        return Err(SourceError::OldExcel);
+    }
     let encoding = if sample.starts_with(b"\xFF\xFE") {
         Encoding::Utf16Le
     } else if sample.starts_with(b"\xFE\xFF") {
@@ -242,7 +244,10 @@ pub fn read_rows(
                 if record.len() > MAX_COLUMNS as usize {
                     return Err(LimitError::TooManyColumns(record.len().to_string()).into());
                 }
-                if record.iter().any(|v| v.len() > MAX_CELL_CHARS && v.chars().count() > MAX_CELL_CHARS) {
+                if record
+                    .iter()
+                    .any(|v| v.len() > MAX_CELL_CHARS && v.chars().count() > MAX_CELL_CHARS)
+                {
                     return Err(LimitError::CellTooLong.into());
                 }
                 let row = RawRow {

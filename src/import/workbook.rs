@@ -6,8 +6,8 @@
 //! calamine reserves memory from counts and references it reads, so none may reach it
 //! unchecked.
 
-use std::cell::RefCell;
-use std::io::{self, BufReader, Read, Seek};
+use std::cell::{Cell, RefCell};
+use std::io::{self, BufReader, Read, Seek, SeekFrom};
 use std::rc::Rc;
 
 use quick_xml::events::Event;
@@ -31,8 +31,8 @@ const MAX_TOTAL_BYTES: u64 = 4 * 1024 * 1024 * 1024;
 const MAX_SHARED_STRINGS_BYTES: u64 = 512 * 1024 * 1024;
 /// Any other part (styles, workbook, relationships), also held in memory.
 const MAX_OTHER_PART_BYTES: u64 = 64 * 1024 * 1024;
-/// Decompressed ÷ compressed size beyond which a part is a zip bomb; spreadsheet XML
-/// compresses about ten to one, very repetitive sheets a few times more.
+/// Decompressed ÷ compressed bytes (of the part, so far) beyond which a part is a zip bomb;
+/// spreadsheet XML compresses about ten to one, very repetitive sheets a few times more.
 const MAX_RATIO: u64 = 200;
 /// A part may decompress this much before its ratio is looked at.
 const RATIO_ALLOWANCE: u64 = 2 * 1024 * 1024;
@@ -73,6 +73,13 @@ enum Part {
 
 /// Scans every XML part of the XLSX archive `reader` against the limits above.
 pub fn check_xlsx<R: Read + Seek>(reader: R) -> Result<(), LimitError> {
+    // The compressed bytes taken from the file, so that a bomb is told by what it has
+    // produced from what it has consumed, long before its whole declared size.
+    let consumed = Rc::new(Cell::new(0u64));
+    let reader = Consumed {
+        inner: reader,
+        count: consumed.clone(),
+    };
     let mut archive =
         zip::ZipArchive::new(reader).map_err(|_| LimitError::Corrupt("无法读取压缩目录"))?;
     if archive.len() > MAX_PARTS {
@@ -108,7 +115,8 @@ pub fn check_xlsx<R: Read + Seek>(reader: R) -> Result<(), LimitError> {
         }
         let violation = Rc::new(RefCell::new(None));
         let guard = Guard {
-            compressed: entry.compressed_size(),
+            consumed: consumed.clone(),
+            consumed_before: consumed.get(),
             inner: entry,
             read: 0,
             total_before: total,
@@ -319,6 +327,26 @@ fn check_dimension(reference: &str) -> Result<(), LimitError> {
     Ok(())
 }
 
+/// Counts the bytes read from the archive file.
+struct Consumed<R> {
+    inner: R,
+    count: Rc<Cell<u64>>,
+}
+
+impl<R: Read> Read for Consumed<R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        self.count.set(self.count.get() + n as u64);
+        Ok(n)
+    }
+}
+
+impl<R: Seek> Seek for Consumed<R> {
+    fn seek(&mut self, position: SeekFrom) -> io::Result<u64> {
+        self.inner.seek(position)
+    }
+}
+
 /// Counts the bytes handed on.
 struct Counted<R> {
     inner: R,
@@ -337,7 +365,8 @@ impl<R: Read> Read for Counted<R> {
 /// `violation`, since the XML reader only passes on that reading failed).
 struct Guard<R> {
     inner: R,
-    compressed: u64,
+    consumed: Rc<Cell<u64>>,
+    consumed_before: u64,
     read: u64,
     total_before: u64,
     cap: u64,
@@ -355,7 +384,8 @@ impl<R: Read> Guard<R> {
         if self.total_before + self.read > MAX_TOTAL_BYTES {
             return Err(LimitError::TooLarge("超过 4 GiB"));
         }
-        if self.read > RATIO_ALLOWANCE && self.read / self.compressed.max(1) > MAX_RATIO {
+        let compressed = self.consumed.get().saturating_sub(self.consumed_before);
+        if self.read > RATIO_ALLOWANCE && self.read / compressed.max(1) > MAX_RATIO {
             return Err(LimitError::Bomb);
         }
         self.lexer.feed(bytes)
@@ -439,13 +469,9 @@ impl Lexer {
                     quote: if b == quote { 0 } else { quote },
                 },
                 State::Comment { tail } if tail == *b"--" && b == b'>' => self.end(),
-                State::Comment { tail } => State::Comment {
-                    tail: [tail[1], b],
-                },
+                State::Comment { tail } => State::Comment { tail: [tail[1], b] },
                 State::CData { tail } if tail == *b"]]" && b == b'>' => self.end(),
-                State::CData { tail } => State::CData {
-                    tail: [tail[1], b],
-                },
+                State::CData { tail } => State::CData { tail: [tail[1], b] },
                 State::Instruction { last } if last == b'?' && b == b'>' => self.end(),
                 State::Instruction { .. } => State::Instruction { last: b },
             };
@@ -512,7 +538,10 @@ mod tests {
             position("FXSHRXW2"),
             Err(LimitError::TooManyColumns(_))
         ));
-        assert!(matches!(position("XFE1"), Err(LimitError::TooManyColumns(_))));
+        assert!(matches!(
+            position("XFE1"),
+            Err(LimitError::TooManyColumns(_))
+        ));
         for bad in ["", "A", "12", "A0", "A12345678", "A1B", "$A$1"] {
             assert!(
                 matches!(position(bad), Err(LimitError::BadReference(_))),
@@ -520,7 +549,10 @@ mod tests {
             );
         }
         assert!(check_cell("IV5").is_ok());
-        assert!(matches!(check_cell("IW5"), Err(LimitError::TooManyColumns(_))));
+        assert!(matches!(
+            check_cell("IW5"),
+            Err(LimitError::TooManyColumns(_))
+        ));
         assert_eq!(check_cell("A1048577"), Err(LimitError::TooManyRows));
         assert!(check_dimension("A1:XFD1048576").is_ok());
         assert!(check_dimension("B2:A1").is_err());
@@ -529,7 +561,9 @@ mod tests {
 
     #[test]
     fn tokens_are_bounded_wherever_they_occur() {
-        assert!(lex(b"<?xml version=\"1.0\"?><a b='x>y'><!-- <c> --><![CDATA[<d>]]>text</a>").is_ok());
+        assert!(
+            lex(b"<?xml version=\"1.0\"?><a b='x>y'><!-- <c> --><![CDATA[<d>]]>text</a>").is_ok()
+        );
         let long = vec![b'x'; MAX_TOKEN_BYTES as usize + 1];
         let mut text = b"<t>".to_vec();
         text.extend(&long);

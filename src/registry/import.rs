@@ -83,8 +83,7 @@ impl ResidentImport {
             .map(|row| {
                 let mut row = row.clone();
                 for (position, value) in row.values.iter_mut().enumerate() {
-                    if let Some(kind) = self.sensitive_columns.iter().position(|c| *c == position)
-                    {
+                    if let Some(kind) = self.sensitive_columns.iter().position(|c| *c == position) {
                         *value = if kind == 0 {
                             mask_raw_id(value)
                         } else {
@@ -273,6 +272,7 @@ impl Validator {
         let Ok(Some(name)) = optional_text(name, 50) else {
             return Err(reject(row, "invalid_name", "姓名过长或含有非法字符"));
         };
+        let name = super::fields::canonical_name(&name);
         if c.0[F_ID]
             .and_then(|i| row.numeric.get(i).copied())
             .unwrap_or(false)
@@ -401,21 +401,20 @@ impl Validator {
                     })?,
             ),
         };
-        let special =
-            match c.get(row, F_SPECIAL) {
-                "" => None,
-                raw => Some(Special::parse(raw).ok_or_else(|| {
-                    reject(
-                        row,
-                        "invalid_special",
-                        format!(
-                            "未知的特殊情况：{}（可选：{}）",
-                            shown(raw),
-                            allowed(Special::ALL, Special::label)
-                        ),
-                    )
-                })?),
-            };
+        let special = match c.get(row, F_SPECIAL) {
+            "" => None,
+            raw => Some(Special::parse(raw).ok_or_else(|| {
+                reject(
+                    row,
+                    "invalid_special",
+                    format!(
+                        "未知的特殊情况：{}（可选：{}）",
+                        shown(raw),
+                        allowed(Special::ALL, Special::label)
+                    ),
+                )
+            })?),
+        };
         let language = match c.get(row, F_LANGUAGE) {
             "" => None,
             raw => Some(Language::parse(raw).ok_or_else(|| {
