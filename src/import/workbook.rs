@@ -194,7 +194,7 @@ fn scan_part<R: Read>(
                     (Part::SharedStrings, "sst") => {
                         for name in ["count", "uniqueCount"] {
                             if let Some(n) = attribute(e, name)?
-                                && n.parse::<u64>().map_or(true, |n| n > MAX_SHARED_STRINGS)
+                                && !matches!(n.parse::<u64>(), Ok(n) if n <= MAX_SHARED_STRINGS)
                             {
                                 return Err(LimitError::TooManySharedStrings);
                             }

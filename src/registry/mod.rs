@@ -261,10 +261,9 @@ fn name_matches(key: &str) -> sea_orm::sea_query::SimpleExpr {
         pattern.push(c);
     }
     pattern.push('%');
-    sea_orm::sea_query::Expr::cust_with_values(
-        format!("{NAME_KEY_SQL} LIKE ? ESCAPE '!'"),
-        [pattern],
-    )
+    use sea_orm::sea_query::{Expr, ExprTrait, LikeExpr};
+    // The pattern is bound (sea-query writes the placeholder each database wants).
+    Expr::cust(NAME_KEY_SQL).like(LikeExpr::new(pattern).escape('!'))
 }
 
 /// Residents in `scope`, filtered, one page at a time in id order.
