@@ -184,6 +184,13 @@ fn allowed_tags() -> String {
         .join("、")
 }
 
+/// A tags file's header row, its columns found and those not known.
+struct TagHeader {
+    values: Vec<String>,
+    columns: [Option<usize>; 3],
+    unknown: Vec<String>,
+}
+
 /// One row of a tags file, checked: which resident (by blind index) gets or loses which tags.
 struct TagRow {
     line: u64,
@@ -273,17 +280,21 @@ where
     let path = path.to_owned();
     let today = registry::today();
     let read = tokio::task::spawn_blocking(move || {
-        let mut header: Option<(Vec<String>, [Option<usize>; 3], Vec<String>)> = None;
+        let mut header: Option<TagHeader> = None;
         let mut rows = Vec::new();
         let mut rejected = Vec::new();
         stream::read_rows(&path, &stream::BytesRead::default(), |row| match &header {
             None => {
                 let record = csv::StringRecord::from(row.values.clone());
                 let (found, unknown) = map_headers(&record, [TAG_ID, TAG_TAG, TAG_ACTION]);
-                header = Some((row.values, found, unknown));
+                header = Some(TagHeader {
+                    values: row.values,
+                    columns: found,
+                    unknown,
+                });
                 found[0].is_some() && found[1].is_some()
             }
-            Some((_, columns, _)) => {
+            Some(TagHeader { columns, .. }) => {
                 match parse_tag_row(&privacy, columns, row, today) {
                     Ok(row) => rows.push(row),
                     Err(bad) => rejected.push(bad),
@@ -301,7 +312,12 @@ where
         }
         other => AppError::validation("unreadable_file", other.to_string()),
     })?;
-    let Some((headers, columns, unknown_columns)) = header else {
+    let Some(TagHeader {
+        values: headers,
+        columns,
+        unknown: unknown_columns,
+    }) = header
+    else {
         return Err(AppError::validation("no_rows", "文件没有数据行"));
     };
     let missing: Vec<&str> = [(0, "身份证号"), (1, "标签")]
