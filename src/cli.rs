@@ -129,6 +129,14 @@ pub enum ImportCommand {
         #[arg(long)]
         json: bool,
     },
+    /// Key-group tags (身份证号/id_number, 标签/tag, optional 操作/action add|remove) from CSV
+    /// or XLSX; several tags in a cell are separated by 、 , or ;.
+    Tags {
+        file: PathBuf,
+        /// Print the summary as one JSON object on stdout.
+        #[arg(long)]
+        json: bool,
+    },
     /// Exam records from the checkup system's CSV (身份证号/id_number, 体检日期/exam_date,
     /// 体检机构/institution code) into the campaign of a year.
     Exams {
@@ -189,6 +197,9 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         }
         Command::Import(ImportCommand::Residents { file, json }) => {
             import_residents(settings, &file, json).await
+        }
+        Command::Import(ImportCommand::Tags { file, json }) => {
+            import_tags(settings, &file, json).await
         }
         Command::Import(ImportCommand::Exams {
             file,
@@ -554,6 +565,61 @@ async fn import_residents(settings: Settings, file: &Path, json: bool) -> anyhow
         );
     }
     print_summary(&result.summary, json)?;
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn import_tags(settings: Settings, file: &Path, json: bool) -> anyhow::Result<ExitCode> {
+    let limit = settings.import.max_file_bytes;
+    match std::fs::metadata(file) {
+        Ok(meta) if !meta.is_file() || meta.len() > limit => {
+            eprintln!(
+                "错误 error: {} 不是文件或过大（上限 {limit} 字节，见 import.max_file_bytes）",
+                file.display()
+            );
+            return Ok(ExitCode::from(2));
+        }
+        Ok(_) => {}
+        Err(e) => {
+            eprintln!("错误 error: 无法读取文件 {}: {e}", file.display());
+            return Ok(ExitCode::from(2));
+        }
+    }
+    let database = db::connect_and_migrate(&settings).await?;
+    let privacy = std::sync::Arc::new(Privacy::load(&settings)?);
+    let result = match crate::campaign::tags::import(&database, privacy, &Actor::cli(), file).await
+    {
+        Ok(result) => result,
+        Err(AppError::Validation { message, .. }) => {
+            eprintln!(
+                "错误 error: {}: {message}（未写入任何数据 nothing was imported）",
+                file.display()
+            );
+            return Ok(ExitCode::from(2));
+        }
+        Err(e) => return Err(app_error(e)),
+    };
+    report_rejected(
+        file,
+        &result.unknown_columns,
+        &result.headers,
+        &result.rejected_rows,
+    )?;
+    let s = &result.summary;
+    if json {
+        println!("{}", serde_json::to_string(s)?);
+    } else {
+        println!(
+            "added {} · removed {} · unchanged {} · rejected {}（添加 {}，删除 {}，未变 {}，被拒绝 {}）",
+            s.added,
+            s.removed,
+            s.unchanged,
+            s.rejected,
+            s.added,
+            s.removed,
+            s.unchanged,
+            s.rejected
+        );
+    }
     Ok(ExitCode::SUCCESS)
 }
 

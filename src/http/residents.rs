@@ -37,6 +37,7 @@ pub fn router() -> OpenApiRouter<AppState> {
         .routes(routes!(mark_moved_out))
         .routes(routes!(move_household))
         .routes(routes!(import_residents))
+        .routes(routes!(import_tags))
         .routes(routes!(migrant_book))
 }
 
@@ -220,7 +221,8 @@ async fn move_household(
 pub struct ResidentImportReport {
     #[serde(flatten)]
     pub summary: ImportSummary,
-    /// The first rejected rows with their reasons (at most 1000).
+    /// The first rejected rows with their reasons (at most 1000), ID and phone numbers
+    /// masked, each value cut at 200 characters and a row's values at 2,000.
     pub rejected_rows: Vec<RejectedRow>,
     pub unknown_columns: Vec<String>,
 }
@@ -245,6 +247,69 @@ async fn import_residents(
     actor: Auth<EditRegistry>,
     body: Body,
 ) -> AppResult<Json<ResidentImportReport>> {
+    let file = receive_file(&state, body).await?;
+    let result = registry::import_residents(
+        &state.db,
+        state.privacy.clone(),
+        &actor,
+        file.path(),
+        None,
+        Progress::Silent,
+    )
+    .await?;
+    let rejected_rows = result.rejected_rows_for_response();
+    Ok(Json(ResidentImportReport {
+        summary: result.summary,
+        rejected_rows,
+        unknown_columns: result.unknown_columns,
+    }))
+}
+
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct TagImportReport {
+    #[serde(flatten)]
+    pub summary: crate::campaign::tags::TagImportSummary,
+    /// The first rejected rows with their reasons (at most 1000), ID numbers masked, each
+    /// value cut at 200 characters.
+    pub rejected_rows: Vec<RejectedRow>,
+    pub unknown_columns: Vec<String>,
+}
+
+/// Upload key-group tags (body: CSV or XLSX with 身份证号/id_number, 标签/tag and optionally
+/// 操作/action `add` or `remove`) — the same as `outreach import tags`. A resident outside the
+/// caller's scope is a rejected row like one not registered.
+#[utoipa::path(
+    post,
+    path = "/residents/tags/import",
+    tag = "residents",
+    security(("bearer" = [])),
+    request_body(content = String, content_type = "text/csv"),
+    responses(
+        (status = 200, body = TagImportReport),
+        (status = 403, body = ErrorEnvelope),
+        (status = 413, body = ErrorEnvelope),
+        (status = 422, description = "the file itself is unusable; nothing was written", body = ErrorEnvelope),
+    )
+)]
+async fn import_tags(
+    State(state): State<AppState>,
+    actor: Auth<EditRegistry>,
+    body: Body,
+) -> AppResult<Json<TagImportReport>> {
+    let file = receive_file(&state, body).await?;
+    let result =
+        crate::campaign::tags::import(&state.db, state.privacy.clone(), &actor, file.path())
+            .await?;
+    let rejected_rows = result.rejected_rows_for_response();
+    Ok(Json(TagImportReport {
+        summary: result.summary,
+        rejected_rows,
+        unknown_columns: result.unknown_columns,
+    }))
+}
+
+/// Streams an uploaded file into a temporary file, up to `import.max_upload_bytes`.
+async fn receive_file(state: &AppState, body: Body) -> AppResult<tempfile::NamedTempFile> {
     let limit = state.settings.import.max_upload_bytes;
     let file = tempfile::NamedTempFile::new().map_err(|e| anyhow::anyhow!("temp file: {e}"))?;
     let mut writer = std::io::BufWriter::new(file.as_file());
@@ -270,20 +335,7 @@ async fn import_residents(
         .flush()
         .map_err(|e| anyhow::anyhow!("temp file: {e}"))?;
     drop(writer);
-    let result = registry::import_residents(
-        &state.db,
-        state.privacy.clone(),
-        &actor,
-        file.path(),
-        None,
-        Progress::Silent,
-    )
-    .await?;
-    Ok(Json(ResidentImportReport {
-        summary: result.summary,
-        rejected_rows: result.rejected_rows,
-        unknown_columns: result.unknown_columns,
-    }))
+    Ok(file)
 }
 
 #[derive(Debug, Default, Deserialize, utoipa::IntoParams)]

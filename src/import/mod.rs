@@ -4,6 +4,7 @@
 mod rejects;
 pub mod stream;
 mod text;
+pub mod workbook;
 
 pub use rejects::{RejectedFile, RejectedRow, rejected_path, write_rejected_csv};
 pub use text::{TextError, decode_text};

@@ -32,6 +32,34 @@ impl RejectedRow {
     }
 }
 
+/// Characters of one value an answer repeats; a longer one is cut with `…`.
+pub const ECHO_VALUE_CHARS: usize = 200;
+/// Characters of all of a row's values an answer repeats; later values are left empty.
+pub const ECHO_ROW_CHARS: usize = 2000;
+
+impl RejectedRow {
+    /// Cuts the values (and the reason) to what an answer may repeat: the rejected file keeps
+    /// them whole, an answer only needs enough to find the row.
+    pub fn shorten(&mut self) {
+        let mut budget = ECHO_ROW_CHARS;
+        for value in &mut self.values {
+            let limit = ECHO_VALUE_CHARS.min(budget);
+            let length = value.chars().count();
+            if length > limit {
+                let mut cut: String = value.chars().take(limit).collect();
+                cut.push('…');
+                *value = cut;
+            }
+            budget -= length.min(limit);
+        }
+        if self.reason.chars().count() > ECHO_VALUE_CHARS {
+            let mut cut: String = self.reason.chars().take(ECHO_VALUE_CHARS).collect();
+            cut.push('…');
+            self.reason = cut;
+        }
+    }
+}
+
 /// `input` + `.rejected.csv`.
 pub fn rejected_path(input: &Path) -> PathBuf {
     let mut name = input.as_os_str().to_owned();

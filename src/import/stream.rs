@@ -10,9 +10,10 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use calamine::{DataRef, Reader, Xlsx};
-use encoding_rs::{Decoder, DecoderResult, GB18030};
+use encoding_rs::{Decoder, DecoderResult, GB18030, UTF_16BE, UTF_16LE};
 
 use super::TextError;
+use super::workbook::{self, LimitError, MAX_CELL_CHARS, MAX_COLUMNS, MAX_ROWS};
 
 const SNIFF_BYTES: usize = 1024 * 1024;
 
@@ -33,16 +34,24 @@ pub enum SourceError {
     MixedEncoding { line: u64 },
     #[error("无法读取 Excel 文件：{0}")]
     Xlsx(String),
+    #[error("这是旧版 Excel 文件（.xls），请在 Excel 中另存为 .xlsx 或 CSV 后重新导入")]
+    OldExcel,
     #[error("无法读取文件：{0}")]
     Io(#[from] io::Error),
     #[error("CSV 格式错误（第 {line} 行）：{message}")]
     Csv { line: u64, message: String },
+    /// The file is beyond what a register can be: refused before anything large is allocated.
+    #[error(transparent)]
+    Limit(#[from] LimitError),
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Encoding {
     Utf8,
     Gb18030,
+    /// With a byte-order mark, as Excel saves "Unicode 文本" (tab-separated).
+    Utf16Le,
+    Utf16Be,
 }
 
 /// Counts the bytes read from the file, for a progress bar.
@@ -68,8 +77,8 @@ impl<R: Read> Read for Counting<R> {
     }
 }
 
-/// GB18030 → UTF-8 as a `Read`, refusing malformed input instead of replacing it.
-struct DecodeGb18030<R> {
+/// GB18030 or UTF-16 → UTF-8 as a `Read`, refusing malformed input instead of replacing it.
+struct DecodeStream<R> {
     inner: R,
     decoder: Decoder,
     input: Vec<u8>,
@@ -78,7 +87,7 @@ struct DecodeGb18030<R> {
     done: bool,
 }
 
-impl<R: Read> Read for DecodeGb18030<R> {
+impl<R: Read> Read for DecodeStream<R> {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
         loop {
             if self.output_pos < self.output.len() {
@@ -107,10 +116,7 @@ impl<R: Read> Read for DecodeGb18030<R> {
             );
             match result {
                 DecoderResult::Malformed(_, _) => {
-                    return Err(io::Error::new(
-                        io::ErrorKind::InvalidData,
-                        "malformed GB18030",
-                    ));
+                    return Err(io::Error::new(io::ErrorKind::InvalidData, "malformed text"));
                 }
                 DecoderResult::OutputFull => {
                     return Err(io::Error::other("decoder output buffer too small"));
@@ -182,23 +188,39 @@ pub fn read_rows(
         drop(file);
         return read_xlsx(path, counter, visit);
     }
-    let encoding = sniff_text(&sample, filled < SNIFF_BYTES)?;
-    counter.0.fetch_add(filled as u64, Ordering::Relaxed);
-    let skip_bom = if sample.starts_with(b"\xEF\xBB\xBF") {
-        3
+    if sample.starts_with(b"\xD0\xCF\x11\xE0\xA1\xB1\x1A\xE1") {
+        return Err(SourceError::OldExcel);
+    }
+    let encoding = if sample.starts_with(b"\xFF\xFE") {
+        Encoding::Utf16Le
+    } else if sample.starts_with(b"\xFE\xFF") {
+        Encoding::Utf16Be
     } else {
-        0
+        sniff_text(&sample, filled < SNIFF_BYTES)?
+    };
+    counter.0.fetch_add(filled as u64, Ordering::Relaxed);
+    let skip_bom = match encoding {
+        Encoding::Utf16Le | Encoding::Utf16Be => 2,
+        _ if sample.starts_with(b"\xEF\xBB\xBF") => 3,
+        _ => 0,
     };
     sample.drain(..skip_bom);
+    let delimiter = delimiter(&sample, encoding);
     let bytes = io::Cursor::new(sample).chain(Counting {
         inner: file,
         count: counter.clone(),
     });
-    let text: Box<dyn Read> = match encoding {
-        Encoding::Utf8 => Box::new(bytes),
-        Encoding::Gb18030 => Box::new(DecodeGb18030 {
+    let decoder = match encoding {
+        Encoding::Utf8 => None,
+        Encoding::Gb18030 => Some(GB18030.new_decoder_without_bom_handling()),
+        Encoding::Utf16Le => Some(UTF_16LE.new_decoder_without_bom_handling()),
+        Encoding::Utf16Be => Some(UTF_16BE.new_decoder_without_bom_handling()),
+    };
+    let text: Box<dyn Read> = match decoder {
+        None => Box::new(bytes),
+        Some(decoder) => Box::new(DecodeStream {
             inner: bytes,
-            decoder: GB18030.new_decoder_without_bom_handling(),
+            decoder,
             input: Vec::new(),
             output: Vec::new(),
             output_pos: 0,
@@ -207,6 +229,7 @@ pub fn read_rows(
     };
     let mut reader = csv::ReaderBuilder::new()
         .flexible(true)
+        .delimiter(delimiter)
         .has_headers(false)
         .buffer_capacity(256 * 1024)
         .from_reader(text);
@@ -217,6 +240,15 @@ pub fn read_rows(
             Ok(true) => {
                 if record.iter().all(|v| v.trim().is_empty()) {
                     continue;
+                }
+                if record.len() > MAX_COLUMNS as usize {
+                    return Err(LimitError::TooManyColumns(record.len().to_string()).into());
+                }
+                if record
+                    .iter()
+                    .any(|v| v.len() > MAX_CELL_CHARS && v.chars().count() > MAX_CELL_CHARS)
+                {
+                    return Err(LimitError::CellTooLong.into());
                 }
                 let row = RawRow {
                     line: record.position().map_or(0, |p| p.line()),
@@ -229,6 +261,23 @@ pub fn read_rows(
             }
             Err(e) => return Err(csv_error(e, encoding)),
         }
+    }
+}
+
+/// A tab when the header line has tabs and no commas (Excel's "文本文件（制表符分隔）" and
+/// "Unicode 文本"), else a comma.
+fn delimiter(sample: &[u8], encoding: Encoding) -> u8 {
+    let text = match encoding {
+        Encoding::Utf8 => String::from_utf8_lossy(sample),
+        Encoding::Gb18030 => GB18030.decode_without_bom_handling(sample).0,
+        Encoding::Utf16Le => UTF_16LE.decode_without_bom_handling(sample).0,
+        Encoding::Utf16Be => UTF_16BE.decode_without_bom_handling(sample).0,
+    };
+    let header = text.lines().next().unwrap_or("");
+    if header.contains('\t') && !header.contains(',') {
+        b'\t'
+    } else {
+        b','
     }
 }
 
@@ -250,6 +299,20 @@ fn csv_error(e: csv::Error, encoding: Encoding) -> SourceError {
 
 /// The first worksheet, cell by cell; a row is handed on when the next one starts.
 fn read_xlsx(
+    path: &Path,
+    counter: &BytesRead,
+    visit: impl FnMut(RawRow) -> bool,
+) -> Result<(), SourceError> {
+    workbook::check_xlsx(BufReader::new(File::open(path)?))?;
+    // The scan above bounds what calamine reads; should a file still trip it, the import
+    // fails with a message instead of taking the process down.
+    std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        read_checked_xlsx(path, counter, visit)
+    }))
+    .unwrap_or_else(|_| Err(SourceError::Xlsx("文件内容异常，无法读取".to_owned())))
+}
+
+fn read_checked_xlsx(
     path: &Path,
     counter: &BytesRead,
     mut visit: impl FnMut(RawRow) -> bool,
@@ -278,6 +341,12 @@ fn read_xlsx(
     };
     while let Some(cell) = cells.next_cell().map_err(xlsx_error)? {
         let (row, col) = cell.get_position();
+        if col >= MAX_COLUMNS {
+            return Err(LimitError::TooManyColumns((col + 1).to_string()).into());
+        }
+        if row >= MAX_ROWS {
+            return Err(LimitError::TooManyRows.into());
+        }
         let line = u64::from(row) + 1;
         if current.as_ref().is_none_or(|r| r.line != line) {
             if let Some(done) = current.take()

@@ -46,6 +46,51 @@ impl MobilePhone {
     }
 }
 
+/// Marks written between the parts of a Uyghur or Kazakh name in Chinese script (玛依拉·胡安):
+/// the middle dot and what people type for it.
+pub const NAME_SEPARATORS: &[char] = &[
+    '·', '•', '.', '・', '‧', '･', '．', '∙', '⋅', '‐', ' ', '\u{3000}',
+];
+
+/// A name's parts without the separators between them, so `玛依拉胡安`, `玛依拉•胡安` and
+/// `玛依拉.胡安` all find `玛依拉·胡安`.
+pub fn name_key(name: &str) -> String {
+    name.chars()
+        .filter(|c| !NAME_SEPARATORS.contains(c))
+        .collect()
+}
+
+/// A name as stored: the dots people type between the parts of a name become the middle dot
+/// (`玛依拉•胡安` → `玛依拉·胡安`), so one person is written one way whatever the file used.
+pub fn canonical_name(name: &str) -> String {
+    name.trim()
+        .chars()
+        .map(|c| match c {
+            '•' | '.' | '・' | '‧' | '･' | '．' | '∙' | '⋅' => '·',
+            other => other,
+        })
+        .collect()
+}
+
+/// The masked form of a phone number as typed (valid or not): the first three and last four
+/// digits when there are at least eleven, nothing of anything else.
+pub fn mask_raw_phone(raw: &str) -> String {
+    match MobilePhone::parse(raw) {
+        Some(phone) => phone.masked(),
+        None if raw.is_empty() => String::new(),
+        None => {
+            let digits: Vec<char> = raw.chars().filter(char::is_ascii_digit).collect();
+            if digits.len() >= 11 {
+                let head: String = digits[..3].iter().collect();
+                let tail: String = digits[digits.len() - 4..].iter().collect();
+                format!("{head}****{tail}")
+            } else {
+                "****".to_owned()
+            }
+        }
+    }
+}
+
 impl fmt::Debug for MobilePhone {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "MobilePhone({})", self.masked())
@@ -181,6 +226,21 @@ mod tests {
             assert!(MobilePhone::parse(bad).is_none(), "{bad}");
         }
         assert!(!format!("{:?}", MobilePhone::parse("13812345678").unwrap()).contains("1234"));
+    }
+
+    #[test]
+    fn names_compare_without_the_marks_between_their_parts() {
+        for typed in [
+            "玛依拉胡安",
+            "玛依拉•胡安",
+            "玛依拉.胡安",
+            "玛依拉 胡安",
+            "玛依拉・胡安",
+        ] {
+            assert_eq!(name_key(typed), "玛依拉胡安", "{typed}");
+        }
+        assert_eq!(canonical_name(" 玛依拉•胡安 "), "玛依拉·胡安");
+        assert_eq!(canonical_name("张三"), "张三");
     }
 
     #[test]

@@ -19,8 +19,8 @@ use sea_orm::{
 };
 use serde_json::json;
 
-use super::fields::{Language, MigrantType, MobilePhone, Special};
-use super::resident_id::ResidentId;
+use super::fields::{Language, MigrantType, MobilePhone, Special, mask_raw_phone};
+use super::resident_id::{ResidentId, Sex, mask_raw_id};
 use crate::area::AreaCode;
 use crate::audit::{self, AuditEvent};
 use crate::auth::Actor;
@@ -50,6 +50,10 @@ const SPECIAL: &[&str] = &["特殊情况", "special"];
 const WECHAT: &[&str] = &["微信", "wechat_openid"];
 const EMAIL: &[&str] = &["电子邮箱", "email"];
 const LANGUAGE: &[&str] = &["语言", "language"];
+const SEX: &[&str] = &["性别", "sex", "gender"];
+const BIRTH_DATE: &[&str] = &["出生日期", "birth_date"];
+/// Characters of a value repeated in a reason.
+const REASON_VALUE_CHARS: usize = 40;
 
 /// How the reading thread reports progress.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -66,6 +70,32 @@ pub struct ResidentImport {
     /// The first rejected rows (all of them are in `rejected_file` when one was asked for).
     pub rejected_rows: Vec<RejectedRow>,
     pub rejected_file: Option<PathBuf>,
+    /// Positions of the ID and phone columns among each row's values.
+    sensitive_columns: Vec<usize>,
+}
+
+impl ResidentImport {
+    /// The rejected rows as an upload answers them: ID and phone numbers masked as everywhere
+    /// else, long values cut (the rejected file keeps them whole).
+    pub fn rejected_rows_for_response(&self) -> Vec<RejectedRow> {
+        self.rejected_rows
+            .iter()
+            .map(|row| {
+                let mut row = row.clone();
+                for (position, value) in row.values.iter_mut().enumerate() {
+                    if let Some(kind) = self.sensitive_columns.iter().position(|c| *c == position) {
+                        *value = if kind == 0 {
+                            mask_raw_id(value)
+                        } else {
+                            mask_raw_phone(value)
+                        };
+                    }
+                }
+                row.shorten();
+                row
+            })
+            .collect()
+    }
 }
 
 /// A phone number ready to store.
@@ -123,6 +153,8 @@ enum Message {
     Header {
         header: Vec<String>,
         unknown: Vec<String>,
+        /// The ID column first, then the phone columns.
+        sensitive: Vec<usize>,
     },
     Batch {
         /// The valid rows, kept for comparing with the registry; empty once the import loads
@@ -146,7 +178,7 @@ enum ReadFailure {
 
 /// Column positions of the fields in this file's header.
 #[derive(Clone, Copy)]
-struct Columns([Option<usize>; 14]);
+struct Columns([Option<usize>; 16]);
 
 impl Columns {
     fn get<'a>(&self, row: &'a RawRow, field: usize) -> &'a str {
@@ -171,6 +203,8 @@ const F_SPECIAL: usize = 10;
 const F_WECHAT: usize = 11;
 const F_EMAIL: usize = 12;
 const F_LANGUAGE: usize = 13;
+const F_SEX: usize = 14;
+const F_BIRTH: usize = 15;
 
 /// Validates and protects rows on the reading thread.
 struct Validator {
@@ -180,6 +214,30 @@ struct Validator {
     today: NaiveDate,
     columns: Columns,
     seen: HashSet<u64>,
+}
+
+/// A value as repeated in a reason: cut, since the row's values follow anyway.
+fn shown(raw: &str) -> String {
+    if raw.chars().count() > REASON_VALUE_CHARS {
+        let mut cut: String = raw.chars().take(REASON_VALUE_CHARS).collect();
+        cut.push('…');
+        cut
+    } else {
+        raw.to_owned()
+    }
+}
+
+fn allowed<T: Copy>(all: &[T], label: impl Fn(T) -> &'static str) -> String {
+    all.iter().map(|v| label(*v)).collect::<Vec<_>>().join("、")
+}
+
+/// 性别 as registers write it.
+fn parse_sex(raw: &str) -> Option<Sex> {
+    match raw.trim().to_lowercase().as_str() {
+        "男" | "m" | "male" | "1" => Some(Sex::Male),
+        "女" | "f" | "female" | "2" => Some(Sex::Female),
+        _ => None,
+    }
 }
 
 fn reject(row: &RawRow, code: &str, reason: impl Into<String>) -> RejectedRow {
@@ -214,6 +272,7 @@ impl Validator {
         let Ok(Some(name)) = optional_text(name, 50) else {
             return Err(reject(row, "invalid_name", "姓名过长或含有非法字符"));
         };
+        let name = super::fields::canonical_name(&name);
         if c.0[F_ID]
             .and_then(|i| row.numeric.get(i).copied())
             .unwrap_or(false)
@@ -226,6 +285,52 @@ impl Validator {
         }
         let id = ResidentId::parse(c.get(row, F_ID), self.today)
             .map_err(|e| reject(row, e.code(), e.to_string()))?;
+        match c.get(row, F_SEX) {
+            "" => {}
+            raw => match parse_sex(raw) {
+                None => {
+                    return Err(reject(
+                        row,
+                        "invalid_sex",
+                        format!("无法识别的性别：{}（可填 男、女）", shown(raw)),
+                    ));
+                }
+                Some(sex) if sex != id.sex() => {
+                    return Err(reject(
+                        row,
+                        "sex_mismatch",
+                        "性别与身份证号不符（身份证号第 17 位奇数为男、偶数为女）",
+                    ));
+                }
+                Some(_) => {}
+            },
+        }
+        match c.get(row, F_BIRTH) {
+            "" => {}
+            raw => match parse_date(raw) {
+                None => {
+                    return Err(reject(
+                        row,
+                        "invalid_birth_date",
+                        format!(
+                            "无法识别的出生日期：{}（可填 YYYY-MM-DD、YYYY/MM/DD 或 YYYYMMDD）",
+                            shown(raw)
+                        ),
+                    ));
+                }
+                Some(date) if date != id.birth_date() => {
+                    return Err(reject(
+                        row,
+                        "birth_date_mismatch",
+                        format!(
+                            "出生日期 {date} 与身份证号中的出生日期 {} 不符",
+                            id.birth_date()
+                        ),
+                    ));
+                }
+                Some(_) => {}
+            },
+        }
 
         let raw_village = c.get(row, F_VILLAGE);
         let village = AreaCode::parse(raw_village)
@@ -274,7 +379,11 @@ impl Validator {
                 reject(
                     row,
                     "invalid_migrant_type",
-                    format!("未知的流动类型：{raw}"),
+                    format!(
+                        "未知的流动类型：{}（可选：{}）",
+                        shown(raw),
+                        allowed(MigrantType::ALL, MigrantType::label)
+                    ),
                 )
             })?),
         };
@@ -292,20 +401,27 @@ impl Validator {
                     })?,
             ),
         };
-        let special =
-            match c.get(row, F_SPECIAL) {
-                "" => None,
-                raw => Some(Special::parse(raw).ok_or_else(|| {
-                    reject(row, "invalid_special", format!("未知的特殊情况：{raw}"))
-                })?),
-            };
+        let special = match c.get(row, F_SPECIAL) {
+            "" => None,
+            raw => Some(Special::parse(raw).ok_or_else(|| {
+                reject(
+                    row,
+                    "invalid_special",
+                    format!(
+                        "未知的特殊情况：{}（可选：{}）",
+                        shown(raw),
+                        allowed(Special::ALL, Special::label)
+                    ),
+                )
+            })?),
+        };
         let language = match c.get(row, F_LANGUAGE) {
             "" => None,
             raw => Some(Language::parse(raw).ok_or_else(|| {
                 reject(
                     row,
                     "invalid_language",
-                    format!("未知的语言：{raw}（可选 zh、ug、kk）"),
+                    format!("未知的语言：{}（可选 zh、ug、kk）", shown(raw)),
                 )
             })?),
         };
@@ -401,6 +517,7 @@ struct RejectSink {
     target: Option<PathBuf>,
     file: Option<RejectedFile>,
     header: Vec<String>,
+    sensitive: Vec<usize>,
 }
 
 impl RejectSink {
@@ -478,6 +595,7 @@ pub async fn import_residents(
         target: rejected_file,
         file: None,
         header: Vec::new(),
+        sensitive: Vec::new(),
     };
     let result = write_all(
         db,
@@ -502,6 +620,7 @@ pub async fn import_residents(
                 unknown_columns,
                 rejected_rows: std::mem::take(&mut sink.kept),
                 rejected_file,
+                sensitive_columns: std::mem::take(&mut sink.sensitive),
             })
         }
         Err(e) => {
@@ -600,6 +719,8 @@ fn read_and_prepare(job: Reading, sender: tokio::sync::mpsc::Sender<Result<Messa
                     WECHAT,
                     EMAIL,
                     LANGUAGE,
+                    SEX,
+                    BIRTH_DATE,
                 ],
             );
             let missing: Vec<&'static str> = [
@@ -619,6 +740,10 @@ fn read_and_prepare(job: Reading, sender: tokio::sync::mpsc::Sender<Result<Messa
                 .blocking_send(Ok(Message::Header {
                     header: row.values,
                     unknown,
+                    sensitive: [F_ID, F_PHONE, F_RELATIVE_PHONE]
+                        .iter()
+                        .map(|f| found[*f].unwrap_or(usize::MAX))
+                        .collect(),
                 }))
                 .is_err()
             {
@@ -694,9 +819,14 @@ async fn write_all(
     let mut unknown_columns = Vec::new();
     while let Some(message) = receiver.recv().await {
         match message.map_err(failure_error)? {
-            Message::Header { header, unknown } => {
+            Message::Header {
+                header,
+                unknown,
+                sensitive,
+            } => {
                 sink.header = header;
                 unknown_columns = unknown;
+                sink.sensitive = sensitive;
             }
             Message::Batch {
                 rows,
@@ -759,6 +889,11 @@ async fn write_all(
 
 fn failure_error(failure: ReadFailure) -> AppError {
     match failure {
+        ReadFailure::Source(SourceError::Limit(e))
+            if !matches!(e, crate::import::workbook::LimitError::Corrupt(_)) =>
+        {
+            AppError::validation("file_limit_exceeded", e.to_string())
+        }
         ReadFailure::Source(e) => AppError::validation("unreadable_file", e.to_string()),
         ReadFailure::MissingColumns(missing) => AppError::validation(
             "missing_columns",

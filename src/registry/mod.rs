@@ -244,6 +244,28 @@ pub fn parse_area(raw: &str) -> AppResult<AreaCode> {
     AreaCode::parse(raw).map_err(|e| AppError::validation("invalid_area_code", e.to_string()))
 }
 
+/// The stored name without the marks between its parts (see [`fields::name_key`]), as SQL
+/// that SQLite and PostgreSQL both run.
+const NAME_KEY_SQL: &str = "REPLACE(REPLACE(REPLACE(REPLACE(REPLACE(REPLACE(REPLACE(REPLACE(\
+     REPLACE(REPLACE(REPLACE(REPLACE(\"residents\".\"name\", '·', ''), '•', ''), '.', ''), \
+     '・', ''), '‧', ''), '･', ''), '．', ''), '∙', ''), '⋅', ''), '‐', ''), ' ', ''), '\u{3000}', '')";
+
+/// Names containing `key` (already without separators); `%` and `_` in it are literal.
+fn name_matches(key: &str) -> sea_orm::sea_query::SimpleExpr {
+    let mut pattern = String::with_capacity(key.len() + 2);
+    pattern.push('%');
+    for c in key.chars() {
+        if matches!(c, '%' | '_' | '!') {
+            pattern.push('!');
+        }
+        pattern.push(c);
+    }
+    pattern.push('%');
+    use sea_orm::sea_query::{Expr, ExprTrait, LikeExpr};
+    // The pattern is bound (sea-query writes the placeholder each database wants).
+    Expr::cust(NAME_KEY_SQL).like(LikeExpr::new(pattern).escape('!'))
+}
+
 /// Residents in `scope`, filtered, one page at a time in id order.
 pub async fn list(
     db: &impl ConnectionTrait,
@@ -287,8 +309,13 @@ pub async fn list(
             residents::Column::PhoneIndex.is_null()
         });
     }
-    if let Some(q) = filter.q.as_deref().map(str::trim).filter(|q| !q.is_empty()) {
-        query = query.filter(residents::Column::Name.contains(q));
+    if let Some(q) = filter
+        .q
+        .as_deref()
+        .map(fields::name_key)
+        .filter(|q| !q.is_empty())
+    {
+        query = query.filter(name_matches(&q));
     }
     if let Some(raw) = filter.id_number.as_deref() {
         let id = ResidentId::parse(raw, today())

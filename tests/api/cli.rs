@@ -598,3 +598,94 @@ async fn report_progress_prints_json_and_saves_a_workbook() {
     assert!(!unknown.status.success());
     assert!(String::from_utf8_lossy(&unknown.stderr).contains("999"));
 }
+
+#[tokio::test]
+async fn import_tags_prints_the_summary_writes_the_rejected_rows_and_refuses_a_hostile_workbook() {
+    let db = TestDb::new().await;
+    let dir = tempfile::tempdir().unwrap();
+    let areas = dir.path().join("areas.csv");
+    std::fs::write(&areas, AREAS_CSV).unwrap();
+    let residents = dir.path().join("居民.csv");
+    let id = resident_id(1, "19500101");
+    std::fs::write(
+        &residents,
+        format!("姓名,身份证号,户籍地区划代码\n张三,{id},{VILLAGE}\n"),
+    )
+    .unwrap();
+    for (kind, file) in [("areas", &areas), ("residents", &residents)] {
+        let output = outreach(&db)
+            .args(["import", kind])
+            .arg(file)
+            .output()
+            .unwrap();
+        assert!(output.status.success(), "{output:?}");
+    }
+    let tags = dir.path().join("重点人群.csv");
+    std::fs::write(
+        &tags,
+        format!("身份证号,标签\n{id},高血压、糖尿病\n{id},头痛\n"),
+    )
+    .unwrap();
+    let run = || {
+        outreach(&db)
+            .args(["import", "tags"])
+            .arg(&tags)
+            .arg("--json")
+            .output()
+            .unwrap()
+    };
+    let first = run();
+    assert_eq!(
+        first.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&first.stderr)
+    );
+    let summary: Value = serde_json::from_slice(&first.stdout).unwrap();
+    assert_eq!(
+        summary,
+        json!({"added": 2, "removed": 0, "unchanged": 0, "rejected": 1})
+    );
+    let rejected = std::fs::read_to_string(dir.path().join("重点人群.csv.rejected.csv")).unwrap();
+    assert!(
+        rejected.contains("头痛") && rejected.contains("invalid_tag"),
+        "{rejected}"
+    );
+    let summary: Value = serde_json::from_slice(&run().stdout).unwrap();
+    assert_eq!(
+        summary,
+        json!({"added": 0, "removed": 0, "unchanged": 1, "rejected": 1})
+    );
+
+    // A workbook with a cell far beyond any column: refused whole, exit 2, the reason said.
+    let mut workbook = rust_xlsxwriter::Workbook::new();
+    workbook.add_worksheet().write_string(0, 0, "姓名").unwrap();
+    let original = workbook.save_to_buffer().unwrap();
+    let mut archive = zip::ZipArchive::new(std::io::Cursor::new(original)).unwrap();
+    let mut out = zip::ZipWriter::new(std::io::Cursor::new(Vec::new()));
+    for index in 0..archive.len() {
+        let mut entry = archive.by_index(index).unwrap();
+        let name = entry.name().unwrap().into_owned();
+        let mut bytes = Vec::new();
+        entry.read_to_end(&mut bytes).unwrap();
+        if name == "xl/worksheets/sheet1.xml" {
+            bytes = br#"<?xml version="1.0"?><worksheet xmlns="http://schemas.openxmlformats.org/spreadsheetml/2006/main"><sheetData><row r="1"><c r="FXSHRXW1" t="inlineStr"><is><t>x</t></is></c></row></sheetData></worksheet>"#.to_vec();
+        }
+        out.start_file(name, zip::write::SimpleFileOptions::default())
+            .unwrap();
+        out.write_all(&bytes).unwrap();
+    }
+    let hostile = dir.path().join("hostile.xlsx");
+    std::fs::write(&hostile, out.finish().unwrap().into_inner()).unwrap();
+    let output = outreach(&db)
+        .args(["import", "residents"])
+        .arg(&hostile)
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains("FXSHRXW") && stderr.contains("256"),
+        "{stderr}"
+    );
+}

@@ -15,6 +15,7 @@ mod exams;
 mod health;
 mod helpers;
 mod http_hardening;
+mod hostile_files;
 mod messaging;
 mod refusals;
 mod reports;

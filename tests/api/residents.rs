@@ -1141,3 +1141,357 @@ async fn every_column_is_stored_as_given_and_blank_ones_stay_empty() {
         "{detail}"
     );
 }
+
+#[tokio::test]
+async fn rejected_rows_in_an_upload_are_masked_cut_and_say_what_is_allowed() {
+    let app = spawn_app().await;
+    app.seed_areas().await;
+    let (_, office) = app.user("office.m", Role::Office, COUNTY).await;
+    let id = resident_id(1, "19800101");
+    let long_address = "长".repeat(5000);
+    let csv = format!(
+        "姓名,身份证号,户籍地区划代码,联系电话,流动类型,特殊情况,现居住地\n\
+         张三,{id},{VILLAGE},13812345678,去外地,,\n\
+         李四,{id2},{VILLAGE},13900001111,,卧床,\n\
+         王五,{id3},{VILLAGE},,,,{long_address}\n",
+        id2 = resident_id(2, "19800101"),
+        id3 = resident_id(3, "19800101"),
+    );
+    let report = json_body(app.upload_residents(&office, csv).await).await;
+    assert_eq!(report["rejected"], 3, "{report}");
+    let rows = report["rejected_rows"].as_array().unwrap();
+    let body = report.to_string();
+    assert!(!body.contains(&id), "a full ID in the answer: {body}");
+    assert!(!body.contains("13812345678") && !body.contains("13900001111"));
+    assert_eq!(
+        rows[0]["values"][1],
+        format!("{}**********{}", &id[..4], &id[14..])
+    );
+    assert_eq!(rows[0]["values"][3], "138****5678");
+    assert_eq!(rows[0]["code"], "invalid_migrant_type");
+    let reason = rows[0]["reason"].as_str().unwrap();
+    assert!(
+        reason.contains("去外地") && reason.contains("疆内有居住证") && reason.contains("外出上学"),
+        "{reason}"
+    );
+    assert_eq!(rows[1]["code"], "invalid_special");
+    let reason = rows[1]["reason"].as_str().unwrap();
+    assert!(
+        reason.contains("行动不便") && reason.contains("偏远牧区"),
+        "{reason}"
+    );
+    // The address is too long for the registry; the answer repeats only its beginning.
+    assert_eq!(rows[2]["code"], "invalid_address");
+    let shown = rows[2]["values"][6].as_str().unwrap();
+    assert_eq!(shown.chars().count(), 201, "{shown}");
+    assert!(shown.ends_with('…'));
+}
+
+#[tokio::test]
+async fn sex_and_birth_date_columns_are_checked_against_the_id() {
+    let app = spawn_app().await;
+    app.seed_areas().await;
+    let (_, office) = app.user("office.s", Role::Office, COUNTY).await;
+    // `resident_id` numbers the sequence by `n`: odd is male.
+    let male = resident_id(1, "19800101");
+    let female = resident_id(2, "19900315");
+    let mut csv = String::from("姓名,身份证号,户籍地区划代码,性别,出生日期\n");
+    csv.push_str(&format!("甲,{male},{VILLAGE},男,1980-01-01\n"));
+    csv.push_str(&format!("乙,{female},{VILLAGE},F,1990/03/15\n"));
+    csv.push_str(&format!(
+        "丙,{},{VILLAGE},1,19800101\n",
+        resident_id(3, "19800101")
+    ));
+    csv.push_str(&format!(
+        "丁,{},{VILLAGE},女,\n",
+        resident_id(5, "19800101")
+    ));
+    csv.push_str(&format!(
+        "戊,{},{VILLAGE},,1980-01-02\n",
+        resident_id(7, "19800101")
+    ));
+    csv.push_str(&format!(
+        "己,{},{VILLAGE},未知,\n",
+        resident_id(9, "19800101")
+    ));
+    csv.push_str(&format!(
+        "庚,{},{VILLAGE},,去年\n",
+        resident_id(11, "19800101")
+    ));
+    let report = json_body(app.upload_residents(&office, csv).await).await;
+    assert_eq!(report["imported"], 3, "{report}");
+    let codes: Vec<&str> = report["rejected_rows"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["code"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        codes,
+        [
+            "sex_mismatch",
+            "birth_date_mismatch",
+            "invalid_sex",
+            "invalid_birth_date"
+        ]
+    );
+    let reason = report["rejected_rows"][1]["reason"].as_str().unwrap();
+    assert!(reason.contains("1980-01-01"), "{reason}");
+
+    // An XLSX date cell is read as the date it shows.
+    let mut workbook = rust_xlsxwriter::Workbook::new();
+    let sheet = workbook.add_worksheet();
+    for (col, header) in ["姓名", "身份证号", "户籍地区划代码", "出生日期"]
+        .iter()
+        .enumerate()
+    {
+        sheet.write_string(0, col as u16, *header).unwrap();
+    }
+    let date_format = rust_xlsxwriter::Format::new().set_num_format("yyyy-mm-dd");
+    for (row, (n, birth, shown)) in [
+        (13, "19800101", (1980, 1, 1)),
+        (15, "19800101", (1980, 1, 3)),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let row = row as u32 + 1;
+        sheet.write_string(row, 0, "辛").unwrap();
+        sheet.write_string(row, 1, resident_id(n, birth)).unwrap();
+        sheet.write_string(row, 2, VILLAGE).unwrap();
+        let date = rust_xlsxwriter::ExcelDateTime::from_ymd(shown.0, shown.1, shown.2).unwrap();
+        sheet
+            .write_datetime_with_format(row, 3, &date, &date_format)
+            .unwrap();
+    }
+    let report = json_body(
+        app.upload_residents(&office, workbook.save_to_buffer().unwrap())
+            .await,
+    )
+    .await;
+    assert_eq!(report["imported"], 1, "{report}");
+    assert_eq!(report["rejected_rows"][0]["code"], "birth_date_mismatch");
+}
+
+#[tokio::test]
+async fn a_unicode_text_file_from_excel_imports() {
+    let app = spawn_app().await;
+    app.seed_areas().await;
+    let (_, office) = app.user("office.u", Role::Office, COUNTY).await;
+    // Excel's "Unicode 文本": UTF-16LE with a byte-order mark, tab-separated, CRLF.
+    let text = format!(
+        "姓名\t身份证号\t户籍地区划代码\t语言\r\n玛依拉·胡安\t{}\t{VILLAGE}\t哈萨克语\r\n",
+        resident_id(1, "19800101")
+    );
+    let mut bytes = vec![0xFF, 0xFE];
+    for unit in text.encode_utf16() {
+        bytes.extend_from_slice(&unit.to_le_bytes());
+    }
+    let report = json_body(app.upload_residents(&office, bytes).await).await;
+    assert_eq!(report["imported"], 1, "{report}");
+    let stored = residents::Entity::find()
+        .one(&app.db)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(stored.name, "玛依拉·胡安");
+    assert_eq!(stored.language, "kk");
+    // An old .xls workbook is told apart from junk, with what to do.
+    let mut xls = b"\xD0\xCF\x11\xE0\xA1\xB1\x1A\xE1".to_vec();
+    xls.resize(4096, 0);
+    let response = app.upload_residents(&office, xls).await;
+    assert_eq!(response.status(), StatusCode::UNPROCESSABLE_ENTITY);
+    let body: Value = response.json().await.unwrap();
+    assert!(
+        body["error"]["message"].as_str().unwrap().contains(".xlsx"),
+        "{body}"
+    );
+}
+
+#[tokio::test]
+async fn name_search_ignores_the_marks_between_name_parts_and_treats_wildcards_literally() {
+    let app = spawn_app().await;
+    app.seed_areas().await;
+    let (_, office) = app.user("office.n", Role::Office, COUNTY).await;
+    let csv = format!(
+        "姓名,身份证号,户籍地区划代码\n玛依拉•胡安,{},{VILLAGE}\n张三,{},{VILLAGE}\n百分%号,{},{VILLAGE}\n",
+        resident_id(1, "19800101"),
+        resident_id(2, "19800101"),
+        resident_id(3, "19800101"),
+    );
+    let report = json_body(app.upload_residents(&office, csv).await).await;
+    assert_eq!(report["imported"], 3, "{report}");
+    // Stored with the middle dot, whatever the file used.
+    assert!(
+        residents::Entity::find()
+            .filter(residents::Column::Name.eq("玛依拉·胡安"))
+            .one(&app.db)
+            .await
+            .unwrap()
+            .is_some()
+    );
+    let names = |q: &'static str| {
+        let app = &app;
+        let office = office.clone();
+        async move {
+            let query = serde_urlencoded_q(q);
+            let page = json_body(
+                app.get(&format!("/api/v1/residents?q={query}"), &office)
+                    .await,
+            )
+            .await;
+            page["residents"]
+                .as_array()
+                .unwrap_or_else(|| panic!("{page}"))
+                .iter()
+                .map(|r| r["name"].as_str().unwrap().to_owned())
+                .collect::<Vec<_>>()
+        }
+    };
+    for q in [
+        "玛依拉胡安",
+        "玛依拉•胡安",
+        "玛依拉.胡安",
+        "玛依拉·胡安",
+        "玛依拉 胡安",
+        "拉胡",
+    ] {
+        assert_eq!(names(q).await, ["玛依拉·胡安"], "{q}");
+    }
+    assert_eq!(names("%").await, ["百分%号"]);
+    assert!(names("_").await.is_empty());
+    assert!(names("张_").await.is_empty());
+    assert_eq!(names("张").await, ["张三"]);
+}
+
+/// Percent-encodes a query value.
+fn serde_urlencoded_q(q: &str) -> String {
+    q.bytes()
+        .map(|b| {
+            if b.is_ascii_alphanumeric() {
+                (b as char).to_string()
+            } else {
+                format!("%{b:02X}")
+            }
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn key_group_tags_load_in_bulk_with_a_reason_for_each_bad_row() {
+    let app = spawn_app().await;
+    app.seed_areas().await;
+    let (_, office) = app.user("office.t", Role::Office, COUNTY).await;
+    let (_, cadre) = app.user("cadre.t", Role::Cadre, VILLAGE).await;
+    let here = [resident_id(1, "19500101"), resident_id(2, "19600101")];
+    let there = resident_id(3, "19500101");
+    let csv = format!(
+        "姓名,身份证号,户籍地区划代码\n甲,{},{VILLAGE}\n乙,{},{VILLAGE}\n丙,{there},{OTHER_VILLAGE}\n",
+        here[0], here[1]
+    );
+    assert_eq!(
+        json_body(app.upload_residents(&office, csv).await).await["imported"],
+        3
+    );
+
+    let upload = |token: String, body: String| {
+        let app = &app;
+        async move {
+            let response = app
+                .client
+                .post(app.url("/api/v1/residents/tags/import"))
+                .bearer_auth(token)
+                .body(body)
+                .send()
+                .await
+                .unwrap();
+            json_body(response).await
+        }
+    };
+    let file = format!(
+        "身份证号,标签,操作\n{a},高血压、糖尿病,\n{b},diabetes; 高血压,add\n{there},高血压,\n\
+         {a},感冒,\n{missing},高血压,\n{b},糖尿病,删除\n{a},高血压,跳过\n",
+        a = here[0],
+        b = here[1],
+        missing = resident_id(9, "19800101"),
+    );
+    let report = upload(cadre.clone(), file).await;
+    assert_eq!(
+        (
+            &report["added"],
+            &report["removed"],
+            &report["unchanged"],
+            &report["rejected"]
+        ),
+        (&json!(4), &json!(1), &json!(0), &json!(4)),
+        "{report}"
+    );
+    let codes: Vec<&str> = report["rejected_rows"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["code"].as_str().unwrap())
+        .collect();
+    // The resident of another village is told apart from nobody.
+    assert_eq!(
+        codes,
+        ["not_found", "invalid_tag", "not_found", "invalid_action"]
+    );
+    assert_eq!(
+        report["rejected_rows"][0]["reason"],
+        report["rejected_rows"][2]["reason"]
+    );
+    assert!(
+        report["rejected_rows"][1]["reason"]
+            .as_str()
+            .unwrap()
+            .contains("肺结核")
+    );
+    assert!(!report.to_string().contains(&here[0]), "{report}");
+    let tags = |id: &str| {
+        let app = &app;
+        let id = id.to_owned();
+        async move {
+            let resident = residents::Entity::find()
+                .filter(residents::Column::IdMasked.eq(format!(
+                    "{}**********{}",
+                    &id[..4],
+                    &id[14..]
+                )))
+                .one(&app.db)
+                .await
+                .unwrap()
+                .unwrap();
+            let mut tags: Vec<String> = entities::resident_tags::Entity::find()
+                .filter(entities::resident_tags::Column::ResidentId.eq(resident.id))
+                .all(&app.db)
+                .await
+                .unwrap()
+                .into_iter()
+                .map(|t| t.tag)
+                .collect();
+            tags.sort();
+            tags
+        }
+    };
+    assert_eq!(tags(&here[0]).await, ["diabetes", "hypertension"]);
+    assert_eq!(tags(&here[1]).await, ["hypertension"]);
+    assert!(tags(&there).await.is_empty());
+    // Loading the same again changes nothing.
+    let again = upload(
+        office.clone(),
+        format!("身份证号,标签\n{},高血压\n", here[0]),
+    )
+    .await;
+    assert_eq!(
+        (&again["added"], &again["unchanged"]),
+        (&json!(0), &json!(1)),
+        "{again}"
+    );
+    let audited = entities::audit_log::Entity::find()
+        .filter(entities::audit_log::Column::Action.eq("resident.import_tags"))
+        .count(&app.db)
+        .await
+        .unwrap();
+    assert_eq!(audited, 3);
+}

@@ -248,6 +248,18 @@ fn cases(t: &Targets) -> Vec<Case> {
                 [200, 200, 200, 200, 403, 403],
             )
         },
+        Case {
+            csv: Some(format!(
+                "身份证号,标签\n{},高血压\n",
+                resident_id(200, "19900101")
+            )),
+            ..case(
+                Method::POST,
+                "/api/v1/residents/tags/import",
+                fixed("/api/v1/residents/tags/import".into(), None),
+                [200, 200, 200, 200, 403, 403],
+            )
+        },
         case(
             Method::GET,
             "/api/v1/migrant-book",
