@@ -401,28 +401,54 @@ where
 }
 
 /// The evidence file of an exam record, for those who may see the resident.
-pub async fn evidence(
-    db: &impl ConnectionTrait,
-    actor: &Actor,
-    id: i32,
-) -> AppResult<(String, String, Vec<u8>)> {
+/// Roles that may download evidence files: those who record exams elsewhere (office,
+/// township, cadre), as the API documents; institutions and auditors do not.
+pub fn may_download_evidence(role: Role) -> bool {
+    matches!(role, Role::Office | Role::Township | Role::Cadre)
+}
+
+/// The evidence file of an exam record of a resident in scope. Every download is written to
+/// the audit log (who, which record, which resident) before the file is handed out.
+#[tracing::instrument(skip_all, fields(exam_id = id), err)]
+pub async fn evidence<C>(db: &C, actor: &Actor, id: i32) -> AppResult<(String, String, Vec<u8>)>
+where
+    C: ConnectionTrait + TransactionTrait,
+{
+    if !may_download_evidence(actor.role) {
+        return Err(AppError::Forbidden(
+            "您的角色无权下载体检证明材料".to_owned(),
+        ));
+    }
     let found = exam_records::Entity::find_by_id(id)
         .find_also_related(residents::Entity)
         .one(db)
         .await?;
-    let (record, resident) = match found {
-        Some((record, Some(resident)))
-            if AreaCode::parse(&resident.village_code).is_ok_and(|v| actor.scope.contains(&v)) =>
-        {
-            (record, resident)
-        }
+    let (record, village) = match found {
+        Some((record, Some(resident))) => match AreaCode::parse(&resident.village_code) {
+            Ok(village) if actor.scope.contains(&village) => (record, village),
+            _ => return Err(AppError::NotFound(format!("体检记录 {id} 不存在"))),
+        },
         _ => return Err(AppError::NotFound(format!("体检记录 {id} 不存在"))),
     };
-    let _ = resident;
-    match (record.evidence, record.evidence_name, record.evidence_type) {
-        (Some(bytes), Some(name), Some(kind)) => Ok((name, kind, bytes)),
-        _ => Err(AppError::NotFound("该体检记录没有证明材料".to_owned())),
-    }
+    let (bytes, name, kind) = match (record.evidence, record.evidence_name, record.evidence_type) {
+        (Some(bytes), Some(name), Some(kind)) => (bytes, name, kind),
+        _ => return Err(AppError::NotFound("该体检记录没有证明材料".to_owned())),
+    };
+    let txn = begin_write(db).await?;
+    audit::record(
+        &txn,
+        actor,
+        AuditEvent {
+            action: "exam.evidence_download",
+            entity: "exam",
+            entity_id: Some(record.id.to_string()),
+            area_code: Some(village),
+            summary: json!({"campaign_id": record.campaign_id, "resident_id": record.resident_id, "evidence": name, "bytes": bytes.len()}),
+        },
+    )
+    .await?;
+    txn.commit().await?;
+    Ok((name, kind, bytes))
 }
 
 const EXAM_ID: &[&str] = &["身份证号", "身份证号码", "公民身份号码", "id_number"];
