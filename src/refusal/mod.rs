@@ -44,7 +44,6 @@ codes!(
 codes!(
     /// Who signed.
     SignerRelation {
-        #[serde(rename = "self")]
         Own => "self", "本人";
         Guardian => "guardian", "监护人";
         Relative => "relative", "亲属";
