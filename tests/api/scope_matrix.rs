@@ -481,7 +481,7 @@ fn cases(t: &Targets) -> Vec<Case> {
             Method::GET,
             "/api/v1/exams/{id}/evidence",
             fixed(format!("/api/v1/exams/{}/evidence", t.evidence_exam), None),
-            [200, 404, 200, 200, 200, 200],
+            [200, 404, 200, 200, 403, 403],
         ),
         case(
             Method::GET,
@@ -586,7 +586,9 @@ fn cases(t: &Targets) -> Vec<Case> {
             "/api/v1/campaigns/{id}/residents/{resident_id}/refusals",
             {
                 let residents = t.to_refuse.clone();
-                // A signature of each caller's own (the same image twice is refused as a copy).
+                let witness = t.user;
+                // A signature of each caller's own (the same image twice is refused as a copy);
+                // the witness is a cadre of the village (office users cannot witness).
                 Box::new(move |i| {
                     (
                         format!(
@@ -595,6 +597,7 @@ fn cases(t: &Targets) -> Vec<Case> {
                         ),
                         Some(json!({"reason": "unwilling", "signer_name": "本人",
                                     "signer_relation": "self",
+                                    "witness_user_id": witness,
                                     "signature_strokes": crate::refusals::strokes()})),
                     )
                 })
