@@ -415,7 +415,7 @@ async fn registry_changes_after_opening_update_the_progress_rows() {
     let found = registry::list(
         &app.db,
         &app.state.privacy,
-        &outreach::auth::Scope::All,
+        &outreach::auth::Actor::cli(),
         registry::ResidentFilter {
             q: Some("导入者".into()),
             ..Default::default()

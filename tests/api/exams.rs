@@ -331,7 +331,7 @@ async fn institution_staff_import_only_residents_they_serve_and_see_ids_masked()
     let resident = registry::list(
         &app.db,
         &app.state.privacy,
-        &outreach::auth::Scope::All,
+        &outreach::auth::Actor::cli(),
         registry::ResidentFilter {
             id_number: Some(near.clone()),
             ..Default::default()
