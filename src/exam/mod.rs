@@ -710,6 +710,7 @@ where
 
 /// One resident's progress in a campaign: the row, the appointments and the exam.
 #[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+#[schema(as = ResidentProgress)]
 pub struct Progress {
     pub resident_id: i32,
     pub name: String,

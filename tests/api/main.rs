@@ -15,6 +15,7 @@ mod exams;
 mod health;
 mod helpers;
 mod messaging;
+mod openapi;
 mod refusals;
 mod reports;
 mod residents;
