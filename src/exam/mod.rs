@@ -718,8 +718,13 @@ pub struct Progress {
     pub stage_label: &'static str,
     pub cohort: String,
     pub village_code: String,
-    pub migrant_type: String,
-    pub special: Option<String>,
+    /// Absent for institution staff, as is `special`: a clinic is not told who is a migrant
+    /// or detained.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub migrant_type: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<String>)]
+    pub special: Option<Option<String>>,
     pub route: String,
     pub notified_at: Option<chrono::DateTime<Utc>>,
     pub reached_at: Option<chrono::DateTime<Utc>>,
@@ -737,7 +742,13 @@ pub async fn progress(
     campaign_id: i32,
     resident_id: i32,
 ) -> AppResult<Progress> {
-    let resident = registry::find(db, &actor.scope, resident_id).await?;
+    // Institution staff see only the residents their institution examines.
+    let resident = residents::Entity::find_by_id(resident_id)
+        .filter(registry::visible(db, actor).await?)
+        .one(db)
+        .await?
+        .ok_or_else(|| AppError::NotFound(format!("居民 {resident_id} 不存在")))?;
+    let clinic = actor.role == Role::Institution;
     let row = enrolments::Entity::find()
         .filter(enrolments::Column::CampaignId.eq(campaign_id))
         .filter(enrolments::Column::ResidentId.eq(resident_id))
@@ -753,8 +764,8 @@ pub async fn progress(
         stage_label: stage.label(),
         cohort: row.cohort,
         village_code: row.village_code,
-        migrant_type: row.migrant_type,
-        special: row.special,
+        migrant_type: (!clinic).then_some(row.migrant_type),
+        special: (!clinic).then_some(row.special),
         route: row.route,
         notified_at: row.notified_at,
         reached_at: row.reached_at,

@@ -77,10 +77,10 @@ async fn every_operation_documents_its_error_answers_with_the_envelope() {
                 if !status.starts_with('4') {
                     continue;
                 }
-                if let Some(schema) = response.pointer("/content/application~1json/schema") {
-                    if schema["$ref"] != "#/components/schemas/ErrorEnvelope" {
-                        missing.push(format!("{method} {path}: {status} is not the envelope"));
-                    }
+                if let Some(schema) = response.pointer("/content/application~1json/schema")
+                    && schema["$ref"] != "#/components/schemas/ErrorEnvelope"
+                {
+                    missing.push(format!("{method} {path}: {status} is not the envelope"));
                 }
             }
         }
@@ -150,10 +150,10 @@ fn validate(doc: &Value, schema: &Value, value: &Value, at: &str, errors: &mut V
         }
         return;
     }
-    if let Some(options) = schema["enum"].as_array() {
-        if !options.contains(value) {
-            errors.push(format!("{at}: {value} is not one of {options:?}"));
-        }
+    if let Some(options) = schema["enum"].as_array()
+        && !options.contains(value)
+    {
+        errors.push(format!("{at}: {value} is not one of {options:?}"));
     }
     if !types.is_empty() {
         let fits = types.iter().any(|t| match *t {

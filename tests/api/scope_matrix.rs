@@ -1322,4 +1322,35 @@ async fn institution_staff_see_only_their_patients_and_what_a_clinic_needs() {
         app.get("/api/v1/migrant-book", &staff).await.status(),
         StatusCode::FORBIDDEN
     );
+    // Nor the campaign row's migrant type and situation, nor the neighbour's row.
+    let row = app
+        .get(
+            &format!("/api/v1/campaigns/{campaign}/residents/{served}"),
+            &staff,
+        )
+        .await;
+    assert_eq!(row.status(), StatusCode::OK);
+    let row: Value = row.json().await.unwrap();
+    let row = row.as_object().unwrap();
+    assert!(row.contains_key("stage"));
+    assert!(!row.contains_key("migrant_type") && !row.contains_key("special"));
+    let officer_row: Value = app
+        .get(
+            &format!("/api/v1/campaigns/{campaign}/residents/{served}"),
+            &township,
+        )
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(officer_row["special"], "detained");
+    assert_eq!(
+        app.get(
+            &format!("/api/v1/campaigns/{campaign}/residents/{neighbour}"),
+            &staff
+        )
+        .await
+        .status(),
+        StatusCode::NOT_FOUND
+    );
 }
