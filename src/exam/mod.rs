@@ -743,11 +743,7 @@ pub async fn progress(
     resident_id: i32,
 ) -> AppResult<Progress> {
     // Institution staff see only the residents their institution examines.
-    let resident = residents::Entity::find_by_id(resident_id)
-        .filter(registry::visible(db, actor).await?)
-        .one(db)
-        .await?
-        .ok_or_else(|| AppError::NotFound(format!("居民 {resident_id} 不存在")))?;
+    let resident = registry::find_visible(db, actor, resident_id).await?;
     let clinic = actor.role == Role::Institution;
     let row = enrolments::Entity::find()
         .filter(enrolments::Column::CampaignId.eq(campaign_id))

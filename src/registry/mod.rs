@@ -292,6 +292,19 @@ pub async fn visible(db: &impl ConnectionTrait, actor: &Actor) -> AppResult<Cond
     Ok(condition)
 }
 
+/// One resident `actor` may see (see [`visible`]); any other does not exist for them.
+pub async fn find_visible(
+    db: &impl ConnectionTrait,
+    actor: &Actor,
+    id: i32,
+) -> AppResult<residents::Model> {
+    residents::Entity::find_by_id(id)
+        .filter(visible(db, actor).await?)
+        .one(db)
+        .await?
+        .ok_or_else(|| AppError::NotFound(format!("居民 {id} 不存在")))
+}
+
 /// Residents `actor` may see, filtered, one page at a time in id order.
 pub async fn list(
     db: &impl ConnectionTrait,
@@ -400,11 +413,7 @@ where
             "您的角色无权查看完整的身份证号和电话".to_owned(),
         ));
     }
-    let row = residents::Entity::find_by_id(id)
-        .filter(visible(db, actor).await?)
-        .one(db)
-        .await?
-        .ok_or_else(|| AppError::NotFound(format!("居民 {id} 不存在")))?;
+    let row = find_visible(db, actor, id).await?;
     let village_name = areas::Entity::find_by_id(row.village_code.as_str())
         .one(db)
         .await?

@@ -1344,6 +1344,17 @@ async fn institution_staff_see_only_their_patients_and_what_a_clinic_needs() {
         .await
         .unwrap();
     assert_eq!(officer_row["special"], "detained");
+    // The key groups and the messages of a resident follow the same rule.
+    for suffix in ["tags", "messages"] {
+        let status = |id: i32| {
+            let path = format!("/api/v1/residents/{id}/{suffix}");
+            let app = &app;
+            let staff = &staff;
+            async move { app.get(&path, staff).await.status() }
+        };
+        assert_eq!(status(served).await, StatusCode::OK, "{suffix}");
+        assert_eq!(status(neighbour).await, StatusCode::NOT_FOUND, "{suffix}");
+    }
     assert_eq!(
         app.get(
             &format!("/api/v1/campaigns/{campaign}/residents/{neighbour}"),
