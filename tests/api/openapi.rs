@@ -582,6 +582,35 @@ async fn real_responses_match_the_documented_schemas() {
     )
     .await;
 
+    let evidence = "/api/v1/exams/{id}/evidence";
+    c.call(
+        M::GET,
+        evidence,
+        "/api/v1/exams/999999/evidence",
+        o,
+        Body::None,
+    )
+    .await;
+    c.call(
+        M::GET,
+        evidence,
+        "/api/v1/exams/999999/evidence",
+        a,
+        Body::None,
+    )
+    .await;
+    let verify = "/api/v1/refusals/verify";
+    c.call(M::GET, verify, verify, o, Body::None).await;
+    let appointment = "/api/v1/appointments/{id}";
+    c.call(
+        M::GET,
+        appointment,
+        "/api/v1/appointments/999999",
+        k,
+        Body::None,
+    )
+    .await;
+
     // Reports.
     for (template, query) in [
         ("/api/v1/campaigns/{id}/reports/progress", ""),
@@ -617,6 +646,9 @@ async fn real_responses_match_the_documented_schemas() {
         "outbox",
         "tasks",
         "replies",
+        "exams",
+        "refusals",
+        "appointments",
     ] {
         assert!(families.contains(&family), "{family} not called");
     }
