@@ -70,7 +70,9 @@ pub enum Command {
 pub enum ReportCommand {
     /// Rebuild a campaign's report figures now and compute closed days not kept yet.
     Refresh {
-        #[arg(long)]
+        /// The campaign's id. A year (e.g. 2026) is accepted too when no campaign has that id
+        /// and exactly one campaign is of that year.
+        #[arg(long, value_name = "ID")]
         campaign: i32,
         /// Closed days to compute at most (default: `reports.backfill_days_per_run`).
         #[arg(long)]
@@ -79,7 +81,9 @@ pub enum ReportCommand {
     /// The progress report of a campaign (whole tree, or an area), printed as a table or as
     /// JSON, or saved as XLSX / CSV.
     Progress {
-        #[arg(long)]
+        /// The campaign's id. A year (e.g. 2026) is accepted too when no campaign has that id
+        /// and exactly one campaign is of that year.
+        #[arg(long, value_name = "ID")]
         campaign: i32,
         /// Area code (county, township or village).
         #[arg(long)]
@@ -138,11 +142,12 @@ pub enum ImportCommand {
         json: bool,
     },
     /// Exam records from the checkup system's CSV (身份证号/id_number, 体检日期/exam_date,
-    /// 体检机构/institution code) into the campaign of a year.
+    /// 体检机构/institution code) into a campaign.
     Exams {
         file: PathBuf,
-        /// The campaign's year.
-        #[arg(long)]
+        /// The campaign's id. A year (e.g. 2026) is accepted too when no campaign has that id
+        /// and exactly one campaign is of that year.
+        #[arg(long, value_name = "ID")]
         campaign: i32,
         /// Print the summary as one JSON object on stdout.
         #[arg(long)]
@@ -211,6 +216,13 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         }
         Command::Report(ReportCommand::Refresh { campaign, backfill }) => {
             let database = db::connect_and_migrate(&settings).await?;
+            let campaign = match resolve_campaign(&database, campaign).await? {
+                Ok(id) => id,
+                Err(message) => {
+                    eprintln!("错误 error: {message}");
+                    return Ok(ExitCode::from(2));
+                }
+            };
             let days = backfill.unwrap_or(settings.reports.backfill_days_per_run);
             let refreshed = crate::report::refresh_now(&database, campaign, days)
                 .await
@@ -316,6 +328,13 @@ async fn report_progress(
 ) -> anyhow::Result<ExitCode> {
     use crate::report::export::{about_progress, progress_tables, workbook};
     let database = db::connect_and_migrate(&settings).await?;
+    let campaign = match resolve_campaign(&database, campaign).await? {
+        Ok(id) => id,
+        Err(message) => {
+            eprintln!("错误 error: {message}");
+            return Ok(ExitCode::from(2));
+        }
+    };
     let progress = crate::report::progress(&database, &crate::auth::Actor::cli(), campaign, &query)
         .await
         .map_err(app_error)?;
@@ -337,28 +356,43 @@ async fn report_progress(
             progress.area_name,
             crate::report::export::as_of_text(&progress.as_of)
         );
-        let pct = |r: Option<f64>| r.map(|r| format!("{:.1}%", r * 100.0)).unwrap_or_default();
-        println!(
-            "{:<14} {:<12} {:>8} {:>8} {:>8} {:>8} {:>8} {:>8}",
-            "code", "name", "target", "reached", "reach", "examined", "exam", "refused"
-        );
+        // A rate without a target is "-", so that no cell is empty.
+        let pct = |r: Option<f64>| {
+            r.map(|r| format!("{:.1}%", r * 100.0))
+                .unwrap_or_else(|| "-".to_owned())
+        };
+        let mut table = vec![
+            [
+                "区划代码",
+                "名称",
+                "应检人数",
+                "已联系",
+                "联系率",
+                "已体检",
+                "体检率",
+                "拒检",
+            ]
+            .map(str::to_owned),
+        ];
         for row in progress.rows.iter().chain([&crate::report::Row {
             key: String::new(),
             name: "合计".to_owned(),
             figures: progress.total.clone(),
         }]) {
             let f = &row.figures;
-            println!(
-                "{:<14} {:<12} {:>8} {:>8} {:>8} {:>8} {:>8} {:>8}",
-                row.key,
-                row.name,
-                f.target,
-                f.reached,
+            table.push([
+                row.key.clone(),
+                row.name.clone(),
+                f.target.to_string(),
+                f.reached.to_string(),
                 pct(f.reach_rate),
-                f.examined,
+                f.examined.to_string(),
                 pct(f.exam_rate),
-                f.refused
-            );
+                f.refused.to_string(),
+            ]);
+        }
+        for line in aligned(&table, 2) {
+            println!("{line}");
         }
     }
     Ok(ExitCode::SUCCESS)
@@ -450,7 +484,7 @@ fn report_rejected(
 async fn import_exams(
     settings: Settings,
     file: &Path,
-    year: i32,
+    campaign: i32,
     json: bool,
 ) -> anyhow::Result<ExitCode> {
     let bytes = match read_limited(file, MAX_LIST_FILE_BYTES) {
@@ -462,23 +496,15 @@ async fn import_exams(
     };
     let database = db::connect_and_migrate(&settings).await?;
     let privacy = Privacy::load(&settings)?;
-    let Some(campaign) = crate::campaign::list(&database)
-        .await
-        .map_err(app_error)?
-        .into_iter()
-        .find(|c| c.model.year == year)
-    else {
-        eprintln!("错误 error: 没有 {year} 年的体检工作");
-        return Ok(ExitCode::from(2));
+    let campaign = match resolve_campaign(&database, campaign).await? {
+        Ok(id) => id,
+        Err(message) => {
+            eprintln!("错误 error: {message}");
+            return Ok(ExitCode::from(2));
+        }
     };
-    let result = match crate::exam::import(
-        &database,
-        &privacy,
-        &Actor::cli(),
-        campaign.id(),
-        &bytes,
-    )
-    .await
+    let result = match crate::exam::import(&database, &privacy, &Actor::cli(), campaign, &bytes)
+        .await
     {
         Ok(result) => result,
         Err(
@@ -709,6 +735,79 @@ fn read_limited(path: &Path, limit: u64) -> Result<Vec<u8>, String> {
         ));
     }
     std::fs::read(path).map_err(|e| format!("无法读取文件 {}: {e}", path.display()))
+}
+
+/// The campaign `--campaign` names: an id; or, when no campaign has that id, a year
+/// (2000–9999) that exactly one campaign is of. The error is the operator's message.
+async fn resolve_campaign(
+    db: &impl sea_orm::ConnectionTrait,
+    given: i32,
+) -> anyhow::Result<Result<i32, String>> {
+    let campaigns = crate::campaign::list(db).await.map_err(app_error)?;
+    if campaigns.iter().any(|c| c.id() == given) {
+        return Ok(Ok(given));
+    }
+    let known = || {
+        campaigns
+            .iter()
+            .map(|c| format!("{}（{} 年）", c.id(), c.model.year))
+            .collect::<Vec<_>>()
+            .join("、")
+    };
+    if !(2000..=9999).contains(&given) {
+        return Ok(Err(format!(
+            "没有编号为 {given} 的体检工作；现有：{}",
+            known()
+        )));
+    }
+    let of_year: Vec<i32> = campaigns
+        .iter()
+        .filter(|c| c.model.year == given)
+        .map(|c| c.id())
+        .collect();
+    Ok(match of_year[..] {
+        [id] => Ok(id),
+        [] => Err(format!(
+            "没有编号为 {given} 的体检工作，也没有 {given} 年的体检工作；现有：{}",
+            known()
+        )),
+        _ => Err(format!(
+            "{given} 年有多个体检工作，请用编号指定 --campaign：{}",
+            known()
+        )),
+    })
+}
+
+/// Rows of cells as lines whose columns line up on a terminal: widths are display widths
+/// (a Chinese character takes two columns); the first two columns are left-aligned (code,
+/// name), the figures right-aligned; `gap` spaces between columns.
+pub fn aligned<const N: usize>(rows: &[[String; N]], gap: usize) -> Vec<String> {
+    use unicode_width::UnicodeWidthStr;
+    let mut widths = [0usize; N];
+    for row in rows {
+        for (width, cell) in widths.iter_mut().zip(row) {
+            *width = (*width).max(cell.width());
+        }
+    }
+    rows.iter()
+        .map(|row| {
+            let mut line = String::new();
+            for (i, (cell, width)) in row.iter().zip(widths).enumerate() {
+                let pad = " ".repeat(width - cell.width());
+                if i > 0 {
+                    line.push_str(&" ".repeat(gap));
+                }
+                if i < 2 {
+                    line.push_str(cell);
+                    line.push_str(&pad);
+                } else {
+                    line.push_str(&pad);
+                    line.push_str(cell);
+                }
+            }
+            line.trim_end().to_owned()
+        })
+        .collect()
 }
 
 fn app_error(e: AppError) -> anyhow::Error {

@@ -20,10 +20,40 @@ macro_rules! codes {
         $($(#[$vmeta:meta])* $variant:ident => $code:literal, $zh:literal;)+
     }) => {
         $(#[$meta])*
-        #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
-        #[serde(rename_all = "snake_case")]
+        // On the wire each value is its stored code (`wechat`, as in the README and the
+        // database); reading refuses anything else with the list of codes.
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
         pub enum $name {
-            $($(#[$vmeta])* $variant,)+
+            $($(#[$vmeta])* #[serde(rename = $code)] $variant,)+
+        }
+
+        // Written by hand: the derive does not see a `rename` whose value comes from the
+        // macro, and would document the variant names instead of the codes.
+        impl utoipa::PartialSchema for $name {
+            fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+                utoipa::openapi::schema::ObjectBuilder::new()
+                    .schema_type(utoipa::openapi::schema::Type::String)
+                    .enum_values(Some([$($code,)+]))
+                    .into()
+            }
+        }
+
+        impl utoipa::ToSchema for $name {
+            fn name() -> std::borrow::Cow<'static, str> {
+                std::borrow::Cow::Borrowed(stringify!($name))
+            }
+        }
+
+        impl<'de> serde::Deserialize<'de> for $name {
+            fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+                let raw = <String as serde::Deserialize>::deserialize(deserializer)?;
+                Self::parse(&raw).ok_or_else(|| {
+                    serde::de::Error::custom($crate::contact::unknown_code(
+                        &raw,
+                        Self::ALL.iter().map(|v| v.code()),
+                    ))
+                })
+            }
         }
 
         impl $name {
@@ -49,6 +79,17 @@ macro_rules! codes {
 }
 
 pub(crate) use codes;
+
+/// The message for a value that is not one of `codes`: the allowed codes, and for the
+/// spelling `we_chat` (which earlier versions of the API wrote) the one to use instead.
+pub(crate) fn unknown_code<'a>(raw: &str, codes: impl Iterator<Item = &'a str>) -> String {
+    let raw: String = raw.chars().take(40).collect();
+    let codes: Vec<&str> = codes.collect();
+    if raw == "we_chat" && codes.contains(&"wechat") {
+        return "取值 we_chat 已停用，请写作 wechat".to_owned();
+    }
+    format!("未知的取值 {raw}，可选：{}", codes.join("、"))
+}
 
 codes!(
     /// How the resident was contacted.

@@ -760,6 +760,20 @@ where
             campaign.model.name
         )));
     }
+    // A campaign nobody can book into any more is refused here, with its dates, rather than
+    // at the first booking (typically the plan's default calendar of a campaign set up late
+    // in its own year).
+    let window = campaign.exam_window();
+    if campaign.today() > window.to {
+        return Err(AppError::Refused {
+            code: "exam_window_over",
+            message: format!(
+                "体检工作「{}」的体检时段（{} 至 {}，含查漏补检）已经结束，不能开启：请先修改体检实施和查漏补检阶段的日期，或建立下一年度的体检工作",
+                campaign.model.name, window.from, window.to
+            ),
+            details: Some(json!({"exams_from": window.from, "bookable_until": window.to})),
+        });
+    }
     let now = Utc::now();
     let mut active: campaigns::ActiveModel = campaign.model.clone().into();
     active.status = Set("open".to_owned());

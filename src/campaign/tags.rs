@@ -13,7 +13,7 @@ use serde_json::json;
 
 use crate::area::AreaCode;
 use crate::audit::{self, AuditEvent};
-use crate::auth::{Actor, Scope};
+use crate::auth::Actor;
 use crate::error::{AppError, AppResult};
 use crate::registry::{self, KeyGroup};
 
@@ -61,8 +61,10 @@ async fn current(db: &impl ConnectionTrait, resident_id: i32) -> AppResult<Vec<K
         .collect())
 }
 
-pub async fn get(db: &impl ConnectionTrait, scope: &Scope, id: i32) -> AppResult<ResidentTags> {
-    registry::find(db, scope, id).await?;
+/// A resident's key groups, for those who may see the resident (institution staff: the
+/// residents their institution examines).
+pub async fn get(db: &impl ConnectionTrait, actor: &Actor, id: i32) -> AppResult<ResidentTags> {
+    registry::find_visible(db, actor, id).await?;
     Ok(view(id, &current(db, id).await?))
 }
 

@@ -401,28 +401,54 @@ where
 }
 
 /// The evidence file of an exam record, for those who may see the resident.
-pub async fn evidence(
-    db: &impl ConnectionTrait,
-    actor: &Actor,
-    id: i32,
-) -> AppResult<(String, String, Vec<u8>)> {
+/// Roles that may download evidence files: those who record exams elsewhere (office,
+/// township, cadre), as the API documents; institutions and auditors do not.
+pub fn may_download_evidence(role: Role) -> bool {
+    matches!(role, Role::Office | Role::Township | Role::Cadre)
+}
+
+/// The evidence file of an exam record of a resident in scope. Every download is written to
+/// the audit log (who, which record, which resident) before the file is handed out.
+#[tracing::instrument(skip_all, fields(exam_id = id), err)]
+pub async fn evidence<C>(db: &C, actor: &Actor, id: i32) -> AppResult<(String, String, Vec<u8>)>
+where
+    C: ConnectionTrait + TransactionTrait,
+{
+    if !may_download_evidence(actor.role) {
+        return Err(AppError::Forbidden(
+            "您的角色无权下载体检证明材料".to_owned(),
+        ));
+    }
     let found = exam_records::Entity::find_by_id(id)
         .find_also_related(residents::Entity)
         .one(db)
         .await?;
-    let (record, resident) = match found {
-        Some((record, Some(resident)))
-            if AreaCode::parse(&resident.village_code).is_ok_and(|v| actor.scope.contains(&v)) =>
-        {
-            (record, resident)
-        }
+    let (record, village) = match found {
+        Some((record, Some(resident))) => match AreaCode::parse(&resident.village_code) {
+            Ok(village) if actor.scope.contains(&village) => (record, village),
+            _ => return Err(AppError::NotFound(format!("体检记录 {id} 不存在"))),
+        },
         _ => return Err(AppError::NotFound(format!("体检记录 {id} 不存在"))),
     };
-    let _ = resident;
-    match (record.evidence, record.evidence_name, record.evidence_type) {
-        (Some(bytes), Some(name), Some(kind)) => Ok((name, kind, bytes)),
-        _ => Err(AppError::NotFound("该体检记录没有证明材料".to_owned())),
-    }
+    let (bytes, name, kind) = match (record.evidence, record.evidence_name, record.evidence_type) {
+        (Some(bytes), Some(name), Some(kind)) => (bytes, name, kind),
+        _ => return Err(AppError::NotFound("该体检记录没有证明材料".to_owned())),
+    };
+    let txn = begin_write(db).await?;
+    audit::record(
+        &txn,
+        actor,
+        AuditEvent {
+            action: "exam.evidence_download",
+            entity: "exam",
+            entity_id: Some(record.id.to_string()),
+            area_code: Some(village),
+            summary: json!({"campaign_id": record.campaign_id, "resident_id": record.resident_id, "evidence": name, "bytes": bytes.len()}),
+        },
+    )
+    .await?;
+    txn.commit().await?;
+    Ok((name, kind, bytes))
 }
 
 const EXAM_ID: &[&str] = &["身份证号", "身份证号码", "公民身份号码", "id_number"];
@@ -684,6 +710,7 @@ where
 
 /// One resident's progress in a campaign: the row, the appointments and the exam.
 #[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+#[schema(as = ResidentProgress)]
 pub struct Progress {
     pub resident_id: i32,
     pub name: String,
@@ -691,8 +718,13 @@ pub struct Progress {
     pub stage_label: &'static str,
     pub cohort: String,
     pub village_code: String,
-    pub migrant_type: String,
-    pub special: Option<String>,
+    /// Absent for institution staff, as is `special`: a clinic is not told who is a migrant
+    /// or detained.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub migrant_type: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<String>)]
+    pub special: Option<Option<String>>,
     pub route: String,
     pub notified_at: Option<chrono::DateTime<Utc>>,
     pub reached_at: Option<chrono::DateTime<Utc>>,
@@ -710,7 +742,9 @@ pub async fn progress(
     campaign_id: i32,
     resident_id: i32,
 ) -> AppResult<Progress> {
-    let resident = registry::find(db, &actor.scope, resident_id).await?;
+    // Institution staff see only the residents their institution examines.
+    let resident = registry::find_visible(db, actor, resident_id).await?;
+    let clinic = actor.role == Role::Institution;
     let row = enrolments::Entity::find()
         .filter(enrolments::Column::CampaignId.eq(campaign_id))
         .filter(enrolments::Column::ResidentId.eq(resident_id))
@@ -726,8 +760,8 @@ pub async fn progress(
         stage_label: stage.label(),
         cohort: row.cohort,
         village_code: row.village_code,
-        migrant_type: row.migrant_type,
-        special: row.special,
+        migrant_type: (!clinic).then_some(row.migrant_type),
+        special: (!clinic).then_some(row.special),
         route: row.route,
         notified_at: row.notified_at,
         reached_at: row.reached_at,

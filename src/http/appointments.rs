@@ -281,7 +281,8 @@ async fn import_exams(
     Ok(Json(result))
 }
 
-/// Download the evidence file of an exam record (those who may see the resident).
+/// Download the evidence file of an exam record: office, township and cadre users who may
+/// see the resident. Every download is audited (`exam.evidence_download`).
 #[utoipa::path(
     get,
     path = "/exams/{id}/evidence",
@@ -290,12 +291,13 @@ async fn import_exams(
     params(("id" = i32, Path)),
     responses(
         (status = 200, description = "the file", content_type = "application/octet-stream"),
+        (status = 403, description = "institution staff and auditors may not download evidence", body = ErrorEnvelope),
         (status = 404, body = ErrorEnvelope),
     )
 )]
 async fn exam_evidence(
     State(state): State<AppState>,
-    actor: Auth<AnyRole>,
+    actor: Auth<EditRegistry>,
     Path(id): Path<i32>,
 ) -> AppResult<Response> {
     let (name, kind, bytes) = exam::evidence(&state.db, &actor, id).await?;

@@ -220,7 +220,7 @@ async fn get_tags(
     actor: Auth<AnyRole>,
     Path(id): Path<i32>,
 ) -> AppResult<Json<ResidentTags>> {
-    Ok(Json(tags::get(&state.db, &actor.scope, id).await?))
+    Ok(Json(tags::get(&state.db, &actor, id).await?))
 }
 
 /// Replace a resident's key groups (audited).

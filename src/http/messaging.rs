@@ -53,7 +53,7 @@ async fn resident_messages(
     Path(id): Path<i32>,
     Query(filter): Query<MessageFilter>,
 ) -> AppResult<Json<MessagePage>> {
-    crate::registry::find(&state.db, &actor.scope, id).await?;
+    crate::registry::find_visible(&state.db, &actor, id).await?;
     Ok(Json(
         waves::messages(&state.db, &actor.scope, MessagesOf::Resident(id), &filter).await?,
     ))

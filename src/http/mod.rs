@@ -81,6 +81,115 @@ impl Modify for BearerAuth {
     }
 }
 
+/// Adds the error answers an operation can give where it does not describe them itself, all
+/// with the error envelope: 400 (a path, query or body that cannot be read), 401 and 403
+/// (operations that need a token), 404 (operations on one record), 415 (JSON bodies) and 422
+/// (query parameters or bodies the service refuses). Applied to the merged document, after
+/// every router has added its operations.
+struct ErrorResponses;
+
+impl Modify for ErrorResponses {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        use utoipa::openapi::path::ParameterIn;
+        use utoipa::openapi::{ContentBuilder, Ref, RefOr, ResponseBuilder};
+        let error = |description: &str| {
+            RefOr::T(
+                ResponseBuilder::new()
+                    .description(description)
+                    .content(
+                        "application/json",
+                        ContentBuilder::new()
+                            .schema(Some(Ref::from_schema_name("ErrorEnvelope")))
+                            .build(),
+                    )
+                    .build(),
+            )
+        };
+        for (path, item) in openapi.paths.paths.iter_mut() {
+            let operations = [
+                &mut item.get,
+                &mut item.put,
+                &mut item.post,
+                &mut item.delete,
+                &mut item.patch,
+            ];
+            for operation in operations.into_iter().flatten() {
+                let parameters = operation.parameters.as_deref().unwrap_or_default();
+                let query = parameters.iter().any(
+                    |p| matches!(p, RefOr::T(p) if matches!(p.parameter_in, ParameterIn::Query)),
+                );
+                let (body, json_body) = match &operation.request_body {
+                    Some(RefOr::T(body)) => (
+                        true,
+                        body.content
+                            .keys()
+                            .any(|k| k.starts_with("application/json")),
+                    ),
+                    Some(RefOr::Ref(_)) => (true, true),
+                    None => (false, false),
+                };
+                let record = path.contains('{');
+                let secured = operation.security.as_ref().is_some_and(|s| !s.is_empty());
+                let responses = &mut operation.responses.responses;
+                let mut add = |status: &str, description: &str| {
+                    responses
+                        .entry(status.to_owned())
+                        .or_insert_with(|| error(description));
+                };
+                if record || query || body {
+                    add("400", "a path, query or body that cannot be read");
+                }
+                if secured {
+                    add("401", "no token, or an expired or revoked one");
+                    add("403", "the caller's role or scope does not allow it");
+                }
+                if record {
+                    add("404", "no such record in the caller's scope");
+                }
+                if json_body {
+                    add("415", "the body is not sent as application/json");
+                }
+                if query || body {
+                    add("422", "a value the service refuses, with the reason");
+                }
+            }
+        }
+    }
+}
+
+/// Schema names that two routers describe differently: two types sharing a name, of which
+/// the merged document would keep only one. Empty when every name means one type.
+pub fn schema_name_clashes() -> Vec<String> {
+    use std::collections::{BTreeMap, BTreeSet};
+    let routers = [
+        health::router(),
+        auth::router(),
+        areas::router(),
+        users::router(),
+        residents::router(),
+        campaigns::router(),
+        institutions::router(),
+        appointments::router(),
+        messaging::router(),
+        contact::router(),
+        refusals::router(),
+        reports::router(),
+        audit::router(),
+    ];
+    let mut seen: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
+    for router in routers {
+        let openapi = router.into_openapi();
+        for (name, schema) in openapi.components.into_iter().flat_map(|c| c.schemas) {
+            let text = serde_json::to_string(&schema).unwrap_or_default();
+            seen.entry(name).or_default().insert(text);
+        }
+    }
+    seen.into_iter()
+        .filter(|(_, shapes)| shapes.len() > 1)
+        .map(|(name, _)| name)
+        .collect()
+}
+
 pub(crate) const CSV: &str = "text/csv; charset=utf-8";
 pub(crate) const XLSX: &str = "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet";
 
@@ -127,10 +236,12 @@ pub fn api() -> (Router<AppState>, utoipa::openapi::OpenApi) {
         .merge(refusals::router())
         .merge(reports::router())
         .merge(audit::router());
-    OpenApiRouter::with_openapi(ApiDoc::openapi())
+    let (router, mut openapi) = OpenApiRouter::with_openapi(ApiDoc::openapi())
         .merge(health::router())
         .nest("/api/v1", v1)
-        .split_for_parts()
+        .split_for_parts();
+    ErrorResponses.modify(&mut openapi);
+    (router, openapi)
 }
 
 /// The whole application router with its layers.

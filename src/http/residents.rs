@@ -29,6 +29,13 @@ impl Policy for EditRegistry {
     const ROLES: &'static [Role] = &[Role::Office, Role::Township, Role::Cadre];
 }
 
+/// Roles that read the registry's own books (the migrant book): not institution staff, who
+/// see only the residents they examine.
+pub struct ReadRegistry;
+impl Policy for ReadRegistry {
+    const ROLES: &'static [Role] = &[Role::Office, Role::Township, Role::Cadre, Role::Auditor];
+}
+
 pub fn router() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
         .routes(routes!(list_residents, create_resident))
@@ -41,7 +48,9 @@ pub fn router() -> OpenApiRouter<AppState> {
         .routes(routes!(migrant_book))
 }
 
-/// Residents in the caller's scope, filtered; numbers masked.
+/// Residents in the caller's scope, filtered; numbers masked. Institution staff see only the
+/// residents booked with their institution or living in the areas it serves, and only what a
+/// clinic needs (no migrant type, special situation, address, relative or WeChat/e-mail).
 #[utoipa::path(
     get,
     path = "/residents",
@@ -60,7 +69,7 @@ async fn list_residents(
     Query(filter): Query<ResidentFilter>,
 ) -> AppResult<Json<ResidentPage>> {
     Ok(Json(
-        registry::list(&state.db, &state.privacy, &actor.scope, filter).await?,
+        registry::list(&state.db, &state.privacy, &actor, filter).await?,
     ))
 }
 
@@ -350,7 +359,8 @@ pub struct BookParams {
     pub reveal: bool,
 }
 
-/// The migrant book: residents living away, grouped by migrant type, with their contacts.
+/// The migrant book: residents living away, grouped by migrant type, with their contacts
+/// (office, township, cadre and auditors; not institution staff).
 #[utoipa::path(
     get,
     path = "/migrant-book",
@@ -365,7 +375,7 @@ pub struct BookParams {
 )]
 async fn migrant_book(
     State(state): State<AppState>,
-    actor: Auth<AnyRole>,
+    actor: Auth<ReadRegistry>,
     Query(params): Query<BookParams>,
 ) -> AppResult<Response> {
     let format = super::download_format(params.format.as_deref())?;

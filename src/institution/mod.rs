@@ -523,6 +523,42 @@ pub async fn serves_village(
         .any(|area| area.contains(village)))
 }
 
+/// The residents an institution's staff may see: those booked with the institution (an
+/// appointment not cancelled) and those living in the areas it serves. Staff without an
+/// institution see nobody.
+pub async fn clinic_residents(
+    db: &impl ConnectionTrait,
+    institution_id: Option<i32>,
+) -> AppResult<sea_orm::Condition> {
+    use entities::{appointments, residents};
+    use sea_orm::sea_query::Query;
+    let Some(id) = institution_id else {
+        // Ids are never null: a condition no row meets.
+        return Ok(sea_orm::Condition::all().add(residents::Column::Id.is_null()));
+    };
+    let mut visible = sea_orm::Condition::any().add(
+        residents::Column::Id.in_subquery(
+            Query::select()
+                .column(appointments::Column::ResidentId)
+                .from(appointments::Entity)
+                .and_where(appointments::Column::InstitutionId.eq(id))
+                .and_where(appointments::Column::Status.ne("cancelled"))
+                .to_owned(),
+        ),
+    );
+    for row in institution_areas::Entity::find()
+        .filter(institution_areas::Column::InstitutionId.eq(id))
+        .all(db)
+        .await?
+    {
+        if let Ok(area) = AreaCode::parse(&row.area_code) {
+            visible = visible
+                .add(crate::auth::Scope::Within(area).filter(residents::Column::VillageCode));
+        }
+    }
+    Ok(visible)
+}
+
 /// A day without its own row: the institution's defaults.
 pub fn default_day(institution: &institutions::Model, day: NaiveDate) -> DayView {
     let closed =

@@ -41,6 +41,7 @@ use crate::registry::Language;
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Route {
+    #[serde(rename = "wechat")]
     WeChat,
     Phone,
     Email,

@@ -823,6 +823,7 @@ mod tests {
 
 /// How the outbox is doing.
 #[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+#[schema(as = OutboxHealth)]
 pub struct Health {
     /// Messages per state.
     pub states: BTreeMap<String, i64>,

@@ -44,7 +44,6 @@ codes!(
 codes!(
     /// Who signed.
     SignerRelation {
-        #[serde(rename = "self")]
         Own => "self", "本人";
         Guardian => "guardian", "监护人";
         Relative => "relative", "亲属";
@@ -102,7 +101,8 @@ pub struct NewRegistration {
     /// Signature-pad strokes: `{"width", "height", "strokes": [[[x, y], …], …]}`.
     #[schema(value_type = Option<Object>)]
     pub signature_strokes: Option<serde_json::Value>,
-    /// The witnessing cadre (default: the user registering).
+    /// The witness: a village cadre or township officer whose area covers the village
+    /// (default: the user registering, when they are one; office users must name one).
     pub witness_user_id: Option<i32>,
     /// The contact attempts the registration rests on (default: all of the resident's
     /// attempts in the campaign).
@@ -410,34 +410,51 @@ fn check_attempts(
     Ok(attempts.iter().map(|a| a.id).collect())
 }
 
-/// The witnessing cadre: an active user whose area covers the village.
+/// The witness: an active village cadre or township officer whose area covers the village
+/// (as documented). County office staff, the administrator included, are not witnesses: an
+/// office user registering a refusal names the cadre or officer who witnessed it.
 async fn witness(
     db: &impl ConnectionTrait,
     actor: &Actor,
     requested: Option<i32>,
     village: &AreaCode,
 ) -> AppResult<(Option<i32>, String)> {
-    let Some(id) = requested.or(actor.user_id) else {
-        return Ok((None, actor.username.clone()));
+    let id = match (requested, actor.user_id) {
+        (Some(id), _) => id,
+        // The command line records as itself.
+        (None, None) => return Ok((None, actor.username.clone())),
+        (None, Some(_)) if !may_witness(actor.role) => {
+            return Err(AppError::validation(
+                "witness_required",
+                "请在 witness_user_id 中指定见证人：负责该村（社区）的村干部或乡镇干部",
+            ));
+        }
+        (None, Some(id)) => id,
     };
     let user = users::Entity::find_by_id(id).one(db).await?;
     let Some(user) = user.filter(|u| u.active) else {
         return Err(AppError::validation(
             "unknown_witness",
-            format!("见证干部 {id} 不存在或已停用"),
+            format!("见证人（用户 {id}）不存在或已停用"),
         ));
     };
-    let covers = match user.area_code.as_deref() {
-        None => true,
-        Some(code) => AreaCode::parse(code).is_ok_and(|area| area.contains(village)),
-    };
-    if !matches!(user.role, Role::Office | Role::Township | Role::Cadre) || !covers {
+    let covers = user
+        .area_code
+        .as_deref()
+        .and_then(|code| AreaCode::parse(code).ok())
+        .is_some_and(|area| area.contains(village));
+    if !may_witness(user.role) || !covers {
         return Err(AppError::validation(
             "witness_out_of_scope",
-            "见证人应为负责该村（社区）的干部",
+            "见证人应为负责该村（社区）的村干部或乡镇干部，县级管理员、医疗机构和审计人员不能作为见证人",
         ));
     }
     Ok((Some(user.id), user.display_name.unwrap_or(user.username)))
+}
+
+/// Roles whose users may witness a refusal (when their area covers the village).
+fn may_witness(role: Role) -> bool {
+    matches!(role, Role::Township | Role::Cadre)
 }
 
 /// The resident's stage in the campaign; `Refused` when they cannot be registered.

@@ -144,8 +144,13 @@ pub struct ResidentSummary {
     pub id_number: String,
     /// Masked, e.g. `138****5678`.
     pub phone: Option<String>,
-    pub migrant_type: String,
-    pub special: Option<String>,
+    /// Absent for institution staff, as is `special`: a clinic is not told who is a
+    /// migrant or detained.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub migrant_type: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<String>)]
+    pub special: Option<Option<String>>,
     pub language: String,
 }
 
@@ -160,9 +165,21 @@ impl From<residents::Model> for ResidentSummary {
             village_code: r.village_code,
             id_number: r.id_masked,
             phone: r.phone_masked,
-            migrant_type: r.migrant_type,
-            special: r.special,
+            migrant_type: Some(r.migrant_type),
+            special: Some(r.special),
             language: r.language,
+        }
+    }
+}
+
+impl ResidentSummary {
+    /// What a clinic needs: who the person is and how to reach them (masked); not their
+    /// migrant type or special situation.
+    fn for_clinic(self) -> Self {
+        Self {
+            migrant_type: None,
+            special: None,
+            ..self
         }
     }
 }
@@ -179,19 +196,39 @@ pub struct ResidentDetail {
     pub village_name: Option<String>,
     pub id_number: String,
     pub language: String,
-    pub migrant_type: String,
-    pub permit_since: Option<NaiveDate>,
-    pub special: Option<String>,
-    pub current_address: Option<String>,
+    /// Absent for institution staff, who see what a clinic needs (name, sex, birth date,
+    /// village, masked numbers, language) and not the migrant book's fields, the special
+    /// situation, the address, the relative or the WeChat and e-mail contacts.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub migrant_type: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<NaiveDate>)]
+    pub permit_since: Option<Option<NaiveDate>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<String>)]
+    pub special: Option<Option<String>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<String>)]
+    pub current_address: Option<Option<String>>,
     pub phone: Option<String>,
     pub phone_opt_out: bool,
-    pub relative_name: Option<String>,
-    pub relative_relation: Option<String>,
-    pub relative_phone: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<String>)]
+    pub relative_name: Option<Option<String>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<String>)]
+    pub relative_relation: Option<Option<String>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<String>)]
+    pub relative_phone: Option<Option<String>>,
     pub relative_opt_out: bool,
-    pub wechat_openid: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<String>)]
+    pub wechat_openid: Option<Option<String>>,
     pub wechat_opt_out: bool,
-    pub email: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<String>)]
+    pub email: Option<Option<String>>,
     pub email_opt_out: bool,
     /// Whether the ID and phone numbers above are shown in full.
     pub revealed: bool,
@@ -266,15 +303,40 @@ fn name_matches(key: &str) -> sea_orm::sea_query::SimpleExpr {
     Expr::cust(NAME_KEY_SQL).like(LikeExpr::new(pattern).escape('!'))
 }
 
-/// Residents in `scope`, filtered, one page at a time in id order.
+/// The residents `actor` may see: those in their scope; for institution staff, of those only
+/// the ones booked with their institution or living in the areas it serves.
+pub async fn visible(db: &impl ConnectionTrait, actor: &Actor) -> AppResult<Condition> {
+    let mut condition = actor.scope.filter(residents::Column::VillageCode);
+    if actor.role == Role::Institution {
+        condition =
+            condition.add(crate::institution::clinic_residents(db, actor.institution_id).await?);
+    }
+    Ok(condition)
+}
+
+/// One resident `actor` may see (see [`visible`]); any other does not exist for them.
+pub async fn find_visible(
+    db: &impl ConnectionTrait,
+    actor: &Actor,
+    id: i32,
+) -> AppResult<residents::Model> {
+    residents::Entity::find_by_id(id)
+        .filter(visible(db, actor).await?)
+        .one(db)
+        .await?
+        .ok_or_else(|| AppError::NotFound(format!("居民 {id} 不存在")))
+}
+
+/// Residents `actor` may see, filtered, one page at a time in id order.
 pub async fn list(
     db: &impl ConnectionTrait,
     privacy: &Privacy,
-    scope: &Scope,
+    actor: &Actor,
     filter: ResidentFilter,
 ) -> AppResult<ResidentPage> {
+    let scope = &actor.scope;
     let size = crate::paging::size(filter.limit)?;
-    let mut query = residents::Entity::find().filter(scope.filter(residents::Column::VillageCode));
+    let mut query = residents::Entity::find().filter(visible(db, actor).await?);
     if let Some(area) = filter.area.as_deref() {
         let area = parse_area(area)?;
         if !scope.contains(&area) {
@@ -333,7 +395,17 @@ pub async fn list(
         })
         .await?;
     Ok(ResidentPage {
-        residents: rows.into_iter().map(ResidentSummary::from).collect(),
+        residents: rows
+            .into_iter()
+            .map(ResidentSummary::from)
+            .map(|r| {
+                if actor.role == Role::Institution {
+                    r.for_clinic()
+                } else {
+                    r
+                }
+            })
+            .collect(),
         next_after,
     })
 }
@@ -368,7 +440,7 @@ where
             "您的角色无权查看完整的身份证号和电话".to_owned(),
         ));
     }
-    let row = find(db, &actor.scope, id).await?;
+    let row = find_visible(db, actor, id).await?;
     let village_name = areas::Entity::find_by_id(row.village_code.as_str())
         .one(db)
         .await?
@@ -383,24 +455,38 @@ where
         village_name,
         id_number: row.id_masked.clone(),
         language: row.language.clone(),
-        migrant_type: row.migrant_type.clone(),
-        permit_since: row.permit_since,
-        special: row.special.clone(),
-        current_address: row.current_address.clone(),
+        migrant_type: Some(row.migrant_type.clone()),
+        permit_since: Some(row.permit_since),
+        special: Some(row.special.clone()),
+        current_address: Some(row.current_address.clone()),
         phone: row.phone_masked.clone(),
         phone_opt_out: row.phone_opt_out,
-        relative_name: row.relative_name.clone(),
-        relative_relation: row.relative_relation.clone(),
-        relative_phone: row.relative_phone_masked.clone(),
+        relative_name: Some(row.relative_name.clone()),
+        relative_relation: Some(row.relative_relation.clone()),
+        relative_phone: Some(row.relative_phone_masked.clone()),
         relative_opt_out: row.relative_opt_out,
-        wechat_openid: row.wechat_openid.clone(),
+        wechat_openid: Some(row.wechat_openid.clone()),
         wechat_opt_out: row.wechat_opt_out,
-        email: row.email.clone(),
+        email: Some(row.email.clone()),
         email_opt_out: row.email_opt_out,
         revealed: false,
         created_at: row.created_at,
         updated_at: row.updated_at,
     };
+    if actor.role == Role::Institution {
+        detail = ResidentDetail {
+            migrant_type: None,
+            permit_since: None,
+            special: None,
+            current_address: None,
+            relative_name: None,
+            relative_relation: None,
+            relative_phone: None,
+            wechat_openid: None,
+            email: None,
+            ..detail
+        };
+    }
     if reveal {
         detail.id_number = privacy.decrypt(Field::ResidentId, &row.id_cipher)?;
         let mut shown = vec!["id_number"];
@@ -409,7 +495,7 @@ where
             shown.push("phone");
         }
         if let Some(cipher) = &row.relative_phone_cipher {
-            detail.relative_phone = Some(privacy.decrypt(Field::Phone, cipher)?);
+            detail.relative_phone = Some(Some(privacy.decrypt(Field::Phone, cipher)?));
             shown.push("relative_phone");
         }
         detail.revealed = true;

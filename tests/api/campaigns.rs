@@ -174,17 +174,50 @@ async fn opening_enrols_residents_by_cohort_on_the_reference_date() {
     let app = spawn_app().await;
     app.seed_areas().await;
     let admin = app.office_token().await;
-    let reference = NaiveDate::from_ymd_opt(2026, 2, 28).unwrap();
-    // Ages on 2026-02-28: 7 on the birthday itself, 6 the day before it; born 29 February
-    // 2012 is still 13 (2026 has no 29 February); 15, 65 and 80 on the day.
-    let on_birthday = add_resident(&app, resident_id(1, "20190228"), VILLAGE, None, None).await;
-    let day_after_ref = add_resident(&app, resident_id(2, "20190301"), VILLAGE, None, None).await;
-    let leap = add_resident(&app, resident_id(3, "20120229"), VILLAGE, None, None).await;
-    let fifteen = add_resident(&app, resident_id(10, "20110228"), VILLAGE, None, None).await;
-    let sixty_five = add_resident(&app, resident_id(4, "19610228"), VILLAGE, None, None).await;
-    let almost_80 = add_resident(&app, resident_id(5, "19460301"), VILLAGE, None, None).await;
-    let eighty = add_resident(&app, resident_id(6, "19460228"), VILLAGE, None, None).await;
-    let after_reference = add_resident(&app, resident_id(7, "20260301"), VILLAGE, None, None).await;
+    // The campaign of the latest year whose 1 March is past (so everyone below is born by
+    // today), its exam window running into the next year so that it can still be opened.
+    let today = registry::today();
+    let year = if today >= NaiveDate::from_ymd_opt(today.year(), 3, 2).unwrap() {
+        today.year()
+    } else {
+        today.year() - 1
+    };
+    let reference = NaiveDate::from_ymd_opt(year, 2, 28).unwrap();
+    let born = |years_before: i32, month_day: &str| format!("{}{month_day}", year - years_before);
+    // Ages on the reference date (28 February): 7 on the birthday itself, 6 the day before
+    // it; born on a 29 February is a year short of the years since (the birthday is not yet
+    // past on the 28th); 15, 65 and 80 on the day.
+    let leap_year = (year - 15..=year - 12)
+        .rev()
+        .find(|y| NaiveDate::from_ymd_opt(*y, 2, 29).is_some())
+        .unwrap();
+    let on_birthday =
+        add_resident(&app, resident_id(1, &born(7, "0228")), VILLAGE, None, None).await;
+    let day_after_ref =
+        add_resident(&app, resident_id(2, &born(7, "0301")), VILLAGE, None, None).await;
+    let leap = add_resident(
+        &app,
+        resident_id(3, &format!("{leap_year}0229")),
+        VILLAGE,
+        None,
+        None,
+    )
+    .await;
+    let fifteen = add_resident(
+        &app,
+        resident_id(10, &born(15, "0228")),
+        VILLAGE,
+        None,
+        None,
+    )
+    .await;
+    let sixty_five =
+        add_resident(&app, resident_id(4, &born(65, "0228")), VILLAGE, None, None).await;
+    let almost_80 =
+        add_resident(&app, resident_id(5, &born(80, "0301")), VILLAGE, None, None).await;
+    let eighty = add_resident(&app, resident_id(6, &born(80, "0228")), VILLAGE, None, None).await;
+    let after_reference =
+        add_resident(&app, resident_id(7, &born(0, "0301")), VILLAGE, None, None).await;
     let dead = add_resident(&app, resident_id(8, "19800101"), VILLAGE, None, None).await;
     registry::mark(
         &app.db,
@@ -211,7 +244,13 @@ async fn opening_enrols_residents_by_cohort_on_the_reference_date() {
         .post(
             "/api/v1/campaigns",
             &admin,
-            json!({"year": 2026, "reference_date": reference, "cohorts": ["0-6", "7-14", "15-64", "65-79", "80+"]}),
+            json!({"year": year, "reference_date": reference,
+                   "cohorts": ["0-6", "7-14", "15-64", "65-79", "80+"],
+                   "phases": {
+                       "exams": {"from": format!("{year}-01-01"), "to": format!("{}-12-29", year + 1)},
+                       "catch_up": {"from": format!("{}-12-30", year + 1), "to": format!("{}-12-30", year + 1)},
+                       "acceptance": {"from": format!("{}-12-31", year + 1), "to": format!("{}-12-31", year + 1)},
+                   }}),
         )
         .await
         .json()
@@ -267,7 +306,7 @@ async fn opening_enrols_residents_by_cohort_on_the_reference_date() {
         .patch(
             &format!("/api/v1/campaigns/{id}"),
             &admin,
-            json!({"reference_date": "2026-06-01"}),
+            json!({"reference_date": format!("{year}-06-01")}),
         )
         .await;
     assert_eq!(error_code(change, StatusCode::CONFLICT).await, "conflict");
@@ -275,12 +314,12 @@ async fn opening_enrols_residents_by_cohort_on_the_reference_date() {
         .patch(
             &format!("/api/v1/campaigns/{id}"),
             &admin,
-            json!({"name": "2026年新源县全民健康体检", "quiet_hours": {"start": "22:00", "end": "09:00"}}),
+            json!({"name": format!("{year}年新源县全民健康体检"), "quiet_hours": {"start": "22:00", "end": "09:00"}}),
         )
         .await;
     assert_eq!(rename.status(), StatusCode::OK);
     let rename: Value = rename.json().await.unwrap();
-    assert_eq!(rename["name"], "2026年新源县全民健康体检");
+    assert_eq!(rename["name"], format!("{year}年新源县全民健康体检"));
     assert_eq!(rename["quiet_hours"]["start"], "22:00");
 }
 
@@ -376,7 +415,7 @@ async fn registry_changes_after_opening_update_the_progress_rows() {
     let found = registry::list(
         &app.db,
         &app.state.privacy,
-        &outreach::auth::Scope::All,
+        &outreach::auth::Actor::cli(),
         registry::ResidentFilter {
             q: Some("导入者".into()),
             ..Default::default()
@@ -598,4 +637,67 @@ async fn worklists_list_what_a_cadre_has_left_to_do() {
         error_code(bad_sort, StatusCode::UNPROCESSABLE_ENTITY).await,
         "invalid_sort"
     );
+}
+
+#[tokio::test]
+async fn a_campaign_whose_exam_window_is_over_says_so_when_it_is_opened() {
+    let app = spawn_app().await;
+    app.seed_areas().await;
+    add_resident(&app, resident_id(1, "19700101"), VILLAGE, None, None).await;
+    let admin = app.office_token().await;
+    let year = registry::today().year();
+
+    // Last year's campaign with the plan's calendar: its catch-up ended on 31 October.
+    let created = app
+        .post("/api/v1/campaigns", &admin, json!({"year": year - 1}))
+        .await;
+    assert_eq!(created.status(), StatusCode::CREATED);
+    let created: Value = created.json().await.unwrap();
+    let id = created["id"].as_i64().unwrap() as i32;
+    let opened = app
+        .post(&format!("/api/v1/campaigns/{id}/open"), &admin, json!({}))
+        .await;
+    assert_eq!(opened.status(), StatusCode::CONFLICT);
+    let opened: Value = opened.json().await.unwrap();
+    assert_eq!(opened["error"]["code"], "exam_window_over");
+    let message = opened["error"]["message"].as_str().unwrap();
+    assert!(
+        message.contains("已经结束") && message.contains(&format!("{}-10-31", year - 1)),
+        "{message}"
+    );
+    assert_eq!(
+        opened["error"]["details"]["bookable_until"],
+        format!("{}-10-31", year - 1)
+    );
+    let still: Value = app
+        .get(&format!("/api/v1/campaigns/{id}"), &admin)
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(still["status"], "draft");
+    let enrolled = enrolments::Entity::find()
+        .filter(enrolments::Column::CampaignId.eq(id))
+        .all(&app.db)
+        .await
+        .unwrap();
+    assert!(enrolled.is_empty(), "nobody enrolled");
+
+    // Next year's campaign with the same defaults opens: its window is ahead.
+    let next: Value = app
+        .post("/api/v1/campaigns", &admin, json!({"year": year + 1}))
+        .await
+        .json()
+        .await
+        .unwrap();
+    let opened = app
+        .post(
+            &format!("/api/v1/campaigns/{}/open", next["id"]),
+            &admin,
+            json!({}),
+        )
+        .await;
+    assert_eq!(opened.status(), StatusCode::OK);
+    let opened: Value = opened.json().await.unwrap();
+    assert_eq!(opened["enrolled"], 1);
 }

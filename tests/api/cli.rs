@@ -464,12 +464,35 @@ async fn import_exams_records_the_list_and_writes_duplicates_to_the_rejected_fil
         json!({"imported": 0, "duplicates": 2, "rejected": 3})
     );
 
+    // The campaign's id works as well as its year (the same campaign: all duplicates now).
+    let by_id = outreach(&db)
+        .args(["import", "exams", "--json", "--campaign"])
+        .arg(campaign.id().to_string())
+        .arg(&exams)
+        .output()
+        .unwrap();
+    assert_eq!(by_id.status.code(), Some(0));
+    let by_id: Value = serde_json::from_slice(&by_id.stdout).unwrap();
+    assert_eq!(by_id["imported"], 0);
+    assert_eq!(by_id["duplicates"], 2);
+
     let unknown = outreach(&db)
         .args(["import", "exams", "--campaign", "1999"])
         .arg(&exams)
         .output()
         .unwrap();
     assert_eq!(unknown.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&unknown.stderr).contains("没有编号为 1999 的体检工作"));
+
+    let help = outreach(&db)
+        .args(["import", "exams", "--help"])
+        .output()
+        .unwrap();
+    let help = String::from_utf8_lossy(&help.stdout);
+    assert!(
+        help.contains("--campaign <ID>") && help.contains("exactly one campaign is of that year"),
+        "{help}"
+    );
 }
 
 #[tokio::test]
@@ -597,6 +620,79 @@ async fn report_progress_prints_json_and_saves_a_workbook() {
         .unwrap();
     assert!(!unknown.status.success());
     assert!(String::from_utf8_lossy(&unknown.stderr).contains("999"));
+
+    // The table, asked for by the campaign's year (no campaign has that id, one has that
+    // year): the township 新源镇 and the total 合计 under Chinese headers, columns
+    // lined up on a terminal (a Chinese character is two columns wide).
+    let year = chrono::Datelike::year(&outreach::registry::today()).to_string();
+    let table = outreach(&db)
+        .args(["report", "progress", "--campaign", &year])
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8(table.stdout).unwrap();
+    assert!(
+        table.status.success(),
+        "{}",
+        String::from_utf8_lossy(&table.stderr)
+    );
+    let lines: Vec<&str> = stdout.lines().skip(1).collect();
+    assert_eq!(lines.len(), 3, "header, the township, total:\n{stdout}");
+    assert!(lines[0].contains("名称") && lines[0].contains("应检人数"));
+    assert!(lines[1].contains("新源镇"), "{stdout}");
+    assert!(lines[2].contains("合计"), "{stdout}");
+    // Every line ends at the same display column (figures are right-aligned), and the
+    // figure columns end at the same display columns as their headers.
+    let ends = |line: &str| -> Vec<usize> {
+        let mut ends = Vec::new();
+        let mut column = 0;
+        let mut in_token = false;
+        for c in line.chars() {
+            let blank = c == ' ';
+            if in_token && blank {
+                ends.push(column);
+            }
+            in_token = !blank;
+            column += unicode_width::UnicodeWidthChar::width(c).unwrap_or(0);
+        }
+        if in_token {
+            ends.push(column);
+        }
+        ends
+    };
+    let header = ends(lines[0]);
+    assert_eq!(header.len(), 8);
+    for line in &lines[1..] {
+        let mine = ends(line);
+        let n = mine.len();
+        assert_eq!(
+            mine[n - 6..],
+            header[2..],
+            "figures end under their headers:\n{stdout}"
+        );
+    }
+    // The name column starts at the same display column in the header and the townships.
+    let name_start = |line: &str| {
+        let at = line.find(|c: char| !c.is_ascii()).unwrap();
+        unicode_width::UnicodeWidthStr::width(&line[..at])
+    };
+    assert_eq!(name_start(lines[0]), 0, "区划代码 is the first header");
+    let start = |line: &str, name: &str| {
+        unicode_width::UnicodeWidthStr::width(&line[..line.find(name).unwrap()])
+    };
+    assert_eq!(start(lines[1], "新源镇"), start(lines[0], "名称"));
+    assert_eq!(start(lines[2], "合计"), start(lines[0], "名称"));
+
+    // A value that is neither an id nor a campaign's year: exit 2, the campaigns listed.
+    let neither = outreach(&db)
+        .args(["report", "progress", "--campaign", "2001"])
+        .output()
+        .unwrap();
+    assert_eq!(neither.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&neither.stderr);
+    assert!(
+        stderr.contains("2001") && stderr.contains(&format!("{campaign}（{year} 年）")),
+        "{stderr}"
+    );
 }
 
 #[tokio::test]

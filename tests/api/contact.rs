@@ -94,3 +94,57 @@ async fn a_cadre_logs_attempts_counted_by_day_and_the_progress_row_follows() {
     let listed: Value = app.get(&path, &cadre).await.json().await.unwrap();
     assert_eq!(listed["count"], 2, "nothing stored by the refused requests");
 }
+
+#[tokio::test]
+async fn wechat_is_spelled_wechat_in_and_out_and_we_chat_is_refused_with_a_hint() {
+    let app = spawn_app_with(|_| {}).await;
+    app.seed_areas().await;
+    let resident = add_resident(&app, resident_id(1, "19700101"), VILLAGE, None, None).await;
+    let campaign = app.open_campaign().await;
+    let (_, cadre) = app.user("cadre.wx", Role::Cadre, VILLAGE).await;
+    let path = format!("/api/v1/campaigns/{campaign}/residents/{resident}/attempts");
+
+    // As the README writes it: accepted, and answered with the same spelling.
+    let logged = app
+        .post(
+            &path,
+            &cadre,
+            json!({"channel": "wechat", "contact": "wechat", "outcome": "left_message"}),
+        )
+        .await;
+    assert_eq!(logged.status(), StatusCode::CREATED);
+    let logged: Value = logged.json().await.unwrap();
+    assert_eq!(logged["channel"], "wechat");
+    assert_eq!(logged["contact"], "wechat");
+    let listed: Value = app.get(&path, &cadre).await.json().await.unwrap();
+    assert_eq!(listed["items"][0]["channel"], "wechat");
+
+    // The old spelling, in either field: 422 saying which spelling to use; nothing stored.
+    for body in [
+        json!({"channel": "we_chat", "contact": "wechat", "outcome": "left_message"}),
+        json!({"channel": "wechat", "contact": "we_chat", "outcome": "left_message"}),
+    ] {
+        let refused = app.post(&path, &cadre, body).await;
+        assert_eq!(refused.status(), StatusCode::UNPROCESSABLE_ENTITY);
+        let refused: Value = refused.json().await.unwrap();
+        let message = refused["error"]["message"].as_str().unwrap();
+        assert!(message.contains("请写作 wechat"), "{message}");
+    }
+    // Another unknown value gets the list of allowed values.
+    let refused = app
+        .post(
+            &path,
+            &cadre,
+            json!({"channel": "pigeon", "contact": "wechat", "outcome": "left_message"}),
+        )
+        .await;
+    assert_eq!(refused.status(), StatusCode::UNPROCESSABLE_ENTITY);
+    let refused: Value = refused.json().await.unwrap();
+    let message = refused["error"]["message"].as_str().unwrap();
+    assert!(
+        message.contains("phone_call") && message.contains("wechat"),
+        "{message}"
+    );
+    let listed: Value = app.get(&path, &cadre).await.json().await.unwrap();
+    assert_eq!(listed["count"], 1);
+}

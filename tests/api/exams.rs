@@ -331,7 +331,7 @@ async fn institution_staff_import_only_residents_they_serve_and_see_ids_masked()
     let resident = registry::list(
         &app.db,
         &app.state.privacy,
-        &outreach::auth::Scope::All,
+        &outreach::auth::Actor::cli(),
         registry::ResidentFilter {
             id_number: Some(near.clone()),
             ..Default::default()
@@ -364,4 +364,84 @@ async fn institution_staff_import_only_residents_they_serve_and_see_ids_masked()
         error_code(response, StatusCode::UNPROCESSABLE_ENTITY).await,
         "invalid_page"
     );
+}
+
+#[tokio::test]
+async fn evidence_is_served_to_the_documented_roles_and_every_download_is_audited() {
+    use entities::audit_log;
+    use sea_orm::{ColumnTrait, EntityTrait, QueryFilter, QueryOrder};
+
+    let app = spawn_app().await;
+    app.seed_areas().await;
+    let migrant = add_resident(
+        &app,
+        resident_id(1, "19880808"),
+        VILLAGE,
+        Some(registry::MigrantType::InRegionPermit),
+        None,
+    )
+    .await;
+    let campaign = app.open_campaign().await;
+    let (_, cadre) = app.user("cadre.ev", Role::Cadre, VILLAGE).await;
+    let body = json!({
+        "examined_on": registry::today(),
+        "place": "乌鲁木齐市天山区人民医院",
+        "examiner": "天山区人民医院体检科",
+        "evidence_base64": base64::engine::general_purpose::STANDARD.encode(b"form"),
+        "evidence_name": "form.png",
+        "evidence_type": "image/png",
+    });
+    let response = app
+        .post(
+            &format!("/api/v1/campaigns/{campaign}/residents/{migrant}/examined-elsewhere"),
+            &cadre,
+            body,
+        )
+        .await;
+    assert_eq!(response.status(), StatusCode::CREATED);
+    let exam: Value = response.json().await.unwrap();
+    let path = format!("/api/v1/exams/{}/evidence", exam["id"]);
+
+    let office = app.office_token().await;
+    let (township_user, township) = app.user("township.ev", Role::Township, TOWNSHIP).await;
+    for (who, token) in [
+        ("office", &office),
+        ("township", &township),
+        ("cadre", &cadre),
+    ] {
+        let response = app.get(&path, token).await;
+        assert_eq!(response.status(), StatusCode::OK, "{who} downloads");
+        assert_eq!(response.bytes().await.unwrap().as_ref(), b"form");
+    }
+    // Institution staff (even of an institution serving the village) and auditors may not.
+    let (_, institution) = app.user("clinic.ev", Role::Institution, TOWNSHIP).await;
+    let (_, auditor) = app.user("auditor.ev", Role::Auditor, TOWNSHIP).await;
+    for token in [&institution, &auditor] {
+        assert_eq!(
+            error_code(app.get(&path, token).await, StatusCode::FORBIDDEN).await,
+            "forbidden"
+        );
+    }
+    // A cadre of another village does not see the record at all.
+    let (_, neighbour) = app.user("cadre.ev2", Role::Cadre, OTHER_VILLAGE).await;
+    assert_eq!(
+        error_code(app.get(&path, &neighbour).await, StatusCode::NOT_FOUND).await,
+        "not_found"
+    );
+
+    // One audit row per download, naming who downloaded which record; none for the refusals.
+    let rows = audit_log::Entity::find()
+        .filter(audit_log::Column::Action.eq("exam.evidence_download"))
+        .order_by_asc(audit_log::Column::Id)
+        .all(&app.db)
+        .await
+        .unwrap();
+    let roles: Vec<&str> = rows.iter().map(|r| r.actor_role.as_str()).collect();
+    assert_eq!(roles, ["office", "township", "cadre"]);
+    assert!(
+        rows.iter()
+            .all(|r| r.entity_id.as_deref() == Some(&exam["id"].to_string()))
+    );
+    assert!(rows.iter().all(|r| r.area_code.as_deref() == Some(VILLAGE)));
+    assert_eq!(rows[1].actor_user_id, Some(township_user));
 }

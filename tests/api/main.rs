@@ -17,6 +17,7 @@ mod helpers;
 mod http_hardening;
 mod hostile_files;
 mod messaging;
+mod openapi;
 mod refusals;
 mod reports;
 mod residents;

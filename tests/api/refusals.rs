@@ -15,7 +15,7 @@ use outreach::contact::{ContactChannel, ContactUsed, NewAttempt, Outcome};
 
 use crate::campaigns::{add_resident, row};
 use crate::helpers::{
-    OTHER_VILLAGE, TOWNSHIP, TestApp, VILLAGE, error_code, resident_id, spawn_app_with,
+    COUNTY, OTHER_VILLAGE, TOWNSHIP, TestApp, VILLAGE, error_code, resident_id, spawn_app_with,
 };
 
 /// A signature as a signature pad sends it: one zig-zag stroke, a little different each time
@@ -977,4 +977,60 @@ async fn a_refused_registration_leaves_no_file_in_the_signature_directory() {
         .await;
     assert_eq!(refused.status(), StatusCode::UNPROCESSABLE_ENTITY);
     assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0);
+}
+
+#[tokio::test]
+async fn the_witness_is_a_cadre_or_officer_covering_the_village() {
+    let s = setup().await;
+    let app = &s.app;
+    let campaign = s.campaign;
+    let resident = new_resident(app, 1).await;
+    enough_contact(app, campaign, resident).await;
+    let (admin_id, _) = app.user("admin.county", Role::Office, COUNTY).await;
+    let (neighbour_id, _) = app.user("cadre.next", Role::Cadre, OTHER_VILLAGE).await;
+    let (clinic_id, _) = app.user("clinic.w", Role::Institution, TOWNSHIP).await;
+    let (officer_id, _) = app.user("officer.w", Role::Township, TOWNSHIP).await;
+
+    // The county administrator, a cadre of another village and institution staff are refused,
+    // in Chinese, and nothing is stored.
+    for witness in [admin_id, neighbour_id, clinic_id] {
+        let mut body = with_strokes();
+        body["witness_user_id"] = json!(witness);
+        let response = app
+            .post(&refusals_path(campaign, resident), &s.cadre, body)
+            .await;
+        assert_eq!(response.status(), StatusCode::UNPROCESSABLE_ENTITY);
+        let body: Value = response.json().await.unwrap();
+        assert_eq!(body["error"]["code"], "witness_out_of_scope");
+        assert!(
+            body["error"]["message"]
+                .as_str()
+                .unwrap()
+                .contains("见证人应为负责该村"),
+            "{body}"
+        );
+    }
+    assert_eq!(count(app, "refusal_records").await, 0);
+
+    // An office user must name the witness; naming the township officer works.
+    let response = app
+        .post(
+            &refusals_path(campaign, resident),
+            &s.office,
+            with_strokes(),
+        )
+        .await;
+    assert_eq!(
+        error_code(response, StatusCode::UNPROCESSABLE_ENTITY).await,
+        "witness_required"
+    );
+    let mut body = with_strokes();
+    body["witness_user_id"] = json!(officer_id);
+    let response = app
+        .post(&refusals_path(campaign, resident), &s.office, body)
+        .await;
+    assert_eq!(response.status(), StatusCode::CREATED);
+    let registered: Value = response.json().await.unwrap();
+    assert_eq!(registered["witness_user_id"], officer_id);
+    assert_eq!(count(app, "refusal_records").await, 1);
 }

@@ -264,7 +264,7 @@ fn cases(t: &Targets) -> Vec<Case> {
             Method::GET,
             "/api/v1/migrant-book",
             fixed("/api/v1/migrant-book".into(), None),
-            [200, 200, 200, 200, 200, 200],
+            [200, 200, 200, 200, 403, 200],
         ),
         case(
             Method::GET,
@@ -493,7 +493,7 @@ fn cases(t: &Targets) -> Vec<Case> {
             Method::GET,
             "/api/v1/exams/{id}/evidence",
             fixed(format!("/api/v1/exams/{}/evidence", t.evidence_exam), None),
-            [200, 404, 200, 200, 200, 200],
+            [200, 404, 200, 200, 403, 403],
         ),
         case(
             Method::GET,
@@ -598,7 +598,9 @@ fn cases(t: &Targets) -> Vec<Case> {
             "/api/v1/campaigns/{id}/residents/{resident_id}/refusals",
             {
                 let residents = t.to_refuse.clone();
-                // A signature of each caller's own (the same image twice is refused as a copy).
+                let witness = t.user;
+                // A signature of each caller's own (the same image twice is refused as a copy);
+                // the witness is a cadre of the village (office users cannot witness).
                 Box::new(move |i| {
                     (
                         format!(
@@ -607,6 +609,7 @@ fn cases(t: &Targets) -> Vec<Case> {
                         ),
                         Some(json!({"reason": "unwilling", "signer_name": "本人",
                                     "signer_relation": "self",
+                                    "witness_user_id": witness,
                                     "signature_strokes": crate::refusals::strokes()})),
                     )
                 })
@@ -1154,5 +1157,223 @@ async fn every_documented_endpoint_is_in_the_matrix() {
     assert!(
         missing.is_empty(),
         "endpoints without a row in the role × scope matrix: {missing:?}"
+    );
+}
+
+/// An institution's staff see the residents booked with it or living in the areas it serves,
+/// not the rest of their township, and of them only what a clinic needs.
+#[tokio::test]
+async fn institution_staff_see_only_their_patients_and_what_a_clinic_needs() {
+    use outreach::registry::{MigrantType, Special};
+
+    const NEIGHBOUR_VILLAGE: &str = "654025100202";
+    let app = spawn_app().await;
+    app.seed_areas().await;
+    let cli = Actor::cli();
+    // The clinic serves both villages of the township while the booking is made, then only
+    // the first: the resident booked in the second stays visible, her neighbour does not.
+    let clinic = app
+        .institution("CLINIC-1", TOWNSHIP, &[VILLAGE, NEIGHBOUR_VILLAGE], 50)
+        .await;
+    let (_, staff) = app
+        .user_at(
+            "clinic.staff",
+            Role::Institution,
+            TOWNSHIP,
+            Some("CLINIC-1".into()),
+        )
+        .await;
+    let (_, township) = app.user("township.s", Role::Township, TOWNSHIP).await;
+    let served = crate::campaigns::add_resident(
+        &app,
+        resident_id(1, "19600101"),
+        VILLAGE,
+        Some(MigrantType::OutOfRegion),
+        Some(Special::Detained),
+    )
+    .await;
+    let booked = crate::campaigns::add_resident(
+        &app,
+        resident_id(2, "19600101"),
+        NEIGHBOUR_VILLAGE,
+        None,
+        None,
+    )
+    .await;
+    let neighbour = crate::campaigns::add_resident(
+        &app,
+        resident_id(3, "19600101"),
+        NEIGHBOUR_VILLAGE,
+        None,
+        None,
+    )
+    .await;
+    let campaign = app.open_campaign().await;
+    outreach::appointment::book(
+        &app.db,
+        &cli,
+        campaign,
+        outreach::appointment::BookingRequest {
+            institution_id: clinic,
+            day: outreach::registry::today() + chrono::Duration::days(1),
+            resident_ids: vec![booked],
+        },
+        &app.state.settings.messaging.outbox.reminders,
+    )
+    .await
+    .unwrap();
+    outreach::institution::update(
+        &app.db,
+        &cli,
+        clinic,
+        outreach::institution::InstitutionChanges {
+            name: None,
+            address: None,
+            daily_capacity: None,
+            closed_weekdays: None,
+            serves: Some(vec![VILLAGE.into()]),
+            active: None,
+        },
+    )
+    .await
+    .unwrap();
+
+    let ids = |page: &Value| -> Vec<i64> {
+        page["residents"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|r| r["id"].as_i64().unwrap())
+            .collect()
+    };
+    let listed: Value = app
+        .get("/api/v1/residents", &staff)
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(ids(&listed), [served as i64, booked as i64]);
+    // The township officer of the same township sees all three, with every field.
+    let all: Value = app
+        .get("/api/v1/residents", &township)
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(ids(&all), [served as i64, booked as i64, neighbour as i64]);
+    assert_eq!(all["residents"][0]["migrant_type"], "out_of_region");
+    assert_eq!(all["residents"][0]["special"], "detained");
+    // Listed for the clinic: no migrant type, no special situation (not even as null).
+    let first = listed["residents"][0].as_object().unwrap();
+    assert_eq!(first["name"], all["residents"][0]["name"]);
+    assert!(first["id_number"].as_str().unwrap().contains('*'));
+    assert!(!first.contains_key("migrant_type") && !first.contains_key("special"));
+    // A filter cannot get around it either.
+    let detained: Value = app
+        .get("/api/v1/residents?special=detained", &staff)
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(ids(&detained), [served as i64]);
+
+    // The detail: what a clinic needs, nothing of the migrant book or the relative.
+    let detail = app
+        .get(&format!("/api/v1/residents/{served}"), &staff)
+        .await;
+    assert_eq!(detail.status(), StatusCode::OK);
+    let detail: Value = detail.json().await.unwrap();
+    let detail = detail.as_object().unwrap();
+    for kept in [
+        "name",
+        "sex",
+        "birth_date",
+        "age",
+        "village_code",
+        "id_number",
+        "phone",
+        "language",
+    ] {
+        assert!(detail.contains_key(kept), "{kept} kept");
+    }
+    for withheld in [
+        "migrant_type",
+        "special",
+        "permit_since",
+        "current_address",
+        "relative_name",
+        "relative_relation",
+        "relative_phone",
+        "wechat_openid",
+        "email",
+    ] {
+        assert!(!detail.contains_key(withheld), "{withheld} withheld");
+    }
+    let full: Value = app
+        .get(&format!("/api/v1/residents/{served}"), &township)
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(full["special"], "detained");
+    assert!(full.as_object().unwrap().contains_key("current_address"));
+    assert_eq!(
+        app.get(&format!("/api/v1/residents/{booked}"), &staff)
+            .await
+            .status(),
+        StatusCode::OK
+    );
+    assert_eq!(
+        app.get(&format!("/api/v1/residents/{neighbour}"), &staff)
+            .await
+            .status(),
+        StatusCode::NOT_FOUND
+    );
+    // The migrant book is not theirs.
+    assert_eq!(
+        app.get("/api/v1/migrant-book", &staff).await.status(),
+        StatusCode::FORBIDDEN
+    );
+    // Nor the campaign row's migrant type and situation, nor the neighbour's row.
+    let row = app
+        .get(
+            &format!("/api/v1/campaigns/{campaign}/residents/{served}"),
+            &staff,
+        )
+        .await;
+    assert_eq!(row.status(), StatusCode::OK);
+    let row: Value = row.json().await.unwrap();
+    let row = row.as_object().unwrap();
+    assert!(row.contains_key("stage"));
+    assert!(!row.contains_key("migrant_type") && !row.contains_key("special"));
+    let officer_row: Value = app
+        .get(
+            &format!("/api/v1/campaigns/{campaign}/residents/{served}"),
+            &township,
+        )
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(officer_row["special"], "detained");
+    // The key groups and the messages of a resident follow the same rule.
+    for suffix in ["tags", "messages"] {
+        let status = |id: i32| {
+            let path = format!("/api/v1/residents/{id}/{suffix}");
+            let app = &app;
+            let staff = &staff;
+            async move { app.get(&path, staff).await.status() }
+        };
+        assert_eq!(status(served).await, StatusCode::OK, "{suffix}");
+        assert_eq!(status(neighbour).await, StatusCode::NOT_FOUND, "{suffix}");
+    }
+    assert_eq!(
+        app.get(
+            &format!("/api/v1/campaigns/{campaign}/residents/{neighbour}"),
+            &staff
+        )
+        .await
+        .status(),
+        StatusCode::NOT_FOUND
     );
 }
