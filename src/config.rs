@@ -223,6 +223,9 @@ pub struct HttpSettings {
     pub request_timeout_secs: u64,
     /// Take the client address from `X-Forwarded-For` (only behind a reverse proxy).
     pub trust_forwarded_for: bool,
+    /// The address residents and cadres reach the service at (`https://tijian.example.gov.cn`);
+    /// page cookies are `Secure` when it is https.
+    pub public_url: Option<String>,
 }
 
 impl Default for HttpSettings {
@@ -231,6 +234,7 @@ impl Default for HttpSettings {
             max_body_bytes: 16 * 1024 * 1024,
             request_timeout_secs: 60,
             trust_forwarded_for: false,
+            public_url: None,
         }
     }
 }
