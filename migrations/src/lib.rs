@@ -17,6 +17,7 @@ mod m20261129_000010_create_contact_attempts;
 mod m20261129_000011_create_refusals;
 mod m20261129_000012_create_reports;
 mod m20261129_000013_outbox_bulk_planning;
+mod m20261207_050000_attempt_client_keys;
 
 pub struct Migrator;
 
@@ -37,6 +38,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261129_000011_create_refusals::Migration),
             Box::new(m20261129_000012_create_reports::Migration),
             Box::new(m20261129_000013_outbox_bulk_planning::Migration),
+            Box::new(m20261207_050000_attempt_client_keys::Migration),
         ]
     }
 }

@@ -14,11 +14,18 @@ struct Asset {
     bytes: &'static [u8],
 }
 
-const ASSETS: &[Asset] = &[Asset {
-    name: "app.css",
-    content_type: "text/css; charset=utf-8",
-    bytes: include_bytes!("../../web/static/app.css"),
-}];
+const ASSETS: &[Asset] = &[
+    Asset {
+        name: "app.css",
+        content_type: "text/css; charset=utf-8",
+        bytes: include_bytes!("../../web/static/app.css"),
+    },
+    Asset {
+        name: "m.js",
+        content_type: "text/javascript; charset=utf-8",
+        bytes: include_bytes!("../../web/static/m.js"),
+    },
+];
 
 /// Each asset's path under `/static/`, with the first hex digits of its SHA-256 in the name.
 static VERSIONED: LazyLock<Vec<(String, &'static Asset)>> = LazyLock::new(|| {
@@ -65,6 +72,30 @@ pub async fn serve(Path(file): Path<String>) -> Response {
             .into_response(),
         None => StatusCode::NOT_FOUND.into_response(),
     }
+}
+
+/// `GET /m/sw.js`: the cadre pages' service worker, served from the path it controls and
+/// never cached by the browser (a new one must be seen at once), with the assets it keeps.
+pub async fn service_worker() -> Response {
+    static SCRIPT: LazyLock<String> = LazyLock::new(|| {
+        let assets: Vec<String> = ASSETS.iter().map(|a| url(a.name)).collect();
+        format!(
+            "var ASSETS = {};\n{}",
+            serde_json::to_string(&assets).unwrap_or_else(|_| "[]".to_owned()),
+            include_str!("../../web/static/sw.js")
+        )
+    });
+    (
+        [
+            (
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("text/javascript; charset=utf-8"),
+            ),
+            (header::CACHE_CONTROL, HeaderValue::from_static("no-cache")),
+        ],
+        SCRIPT.as_str(),
+    )
+        .into_response()
 }
 
 #[cfg(test)]

@@ -29,6 +29,7 @@ pub fn router() -> Router<AppState> {
         .route("/logout", post(pages::sign_out))
         .route("/m", get(|| async { Redirect::permanent("/m/") }))
         .route("/m/", get(pages::worklist))
+        .route("/m/sw.js", get(assets::service_worker))
         .route("/m/residents/{id}", get(pages::resident))
         .route("/app", get(|| async { Redirect::permanent("/app/") }))
         .route("/app/", get(pages::app_home))

@@ -13,6 +13,7 @@ use super::{FieldWork, Form, Session, clear_cookie, home_of, same_origin, sessio
 use crate::auth::{self, AnyRole, Auth};
 use crate::campaign::worklist::{self, Worklist, WorklistParams};
 use crate::campaign::{self, Campaign, Stage};
+use crate::contact::{ContactChannel, ContactUsed, Outcome};
 use crate::error::AppError;
 use crate::http::extract::ClientAddr;
 use crate::outreach::waves::{self, MessageFilter, MessagesOf};
@@ -449,8 +450,24 @@ async fn resident_page(
             attempt_count => attempts.as_ref().map(|a| a.count),
             attempt_days => attempts.as_ref().map(|a| a.days),
             messages => message_rows,
+            campaign_id => campaign.as_ref().map(|c| c.model.id),
+            channels => choices(ContactChannel::ALL.iter().map(|c| (c.code(), c.label()))),
+            contacts => choices(ContactUsed::ALL.iter().map(|c| (c.code(), c.label()))),
+            outcomes => choices(
+                Outcome::ALL
+                    .iter()
+                    .filter(|o| **o != Outcome::Delivered)
+                    .map(|o| (o.code(), o.label())),
+            ),
         },
     ))
+}
+
+/// The options of a select: `code` and `label` each.
+fn choices<'a>(options: impl Iterator<Item = (&'a str, &'a str)>) -> Vec<minijinja::Value> {
+    options
+        .map(|(code, label)| context! { code, label })
+        .collect()
 }
 
 /// A time as the campaign's office reads it (`2026-12-07 10:05`).

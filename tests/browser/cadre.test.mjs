@@ -15,7 +15,16 @@ before(async () => {
     ['李娜', OTHER_VILLAGE, '13899001124'],
   ]);
   const office = await app.token('office.li');
-  const created = await app.api('POST', '/campaigns', office, { year: 2027 });
+  // This year's campaign, its exam window running into next year so it is open today.
+  const year = new Date().getFullYear();
+  const created = await app.api('POST', '/campaigns', office, {
+    year,
+    phases: {
+      exams: { from: `${year}-01-01`, to: `${year + 1}-12-29` },
+      catch_up: { from: `${year + 1}-12-30`, to: `${year + 1}-12-30` },
+      acceptance: { from: `${year + 1}-12-31`, to: `${year + 1}-12-31` },
+    },
+  });
   assert.equal(created.status, 201, JSON.stringify(created.body));
   campaign = created.body.id;
   const opened = await app.api('POST', `/campaigns/${campaign}/open`, office);
@@ -131,6 +140,130 @@ test('an office user lands on /app/ with the campaigns', async () => {
     assert.equal(new URL(page.url()).pathname, '/app/');
     assert.ok(await page.getByTestId(`campaign-${campaign}`).isVisible());
     await shot(page, 'app-home');
+  } finally {
+    await browser.close();
+  }
+});
+
+/// The resident's id, found as the office would.
+async function residentNamed(name) {
+  const office = await app.token('office.li');
+  const found = await app.api('GET', `/residents?q=${encodeURIComponent(name)}`, office);
+  return found.body.residents[0].id;
+}
+
+async function attemptsOf(resident) {
+  const office = await app.token('office.li');
+  const list = await app.api('GET', `/campaigns/${campaign}/residents/${resident}/attempts`, office);
+  assert.equal(list.status, 200, JSON.stringify(list.body));
+  return list.body.items;
+}
+
+/// Waits until the service worker controls the page, so it answers when the network is gone.
+async function controlled(page) {
+  await page.evaluate(() => navigator.serviceWorker.ready);
+  await page.reload();
+  await page.waitForFunction(() => navigator.serviceWorker.controller !== null);
+}
+
+const pending = (page) =>
+  page.evaluate(() => {
+    const banner = document.querySelector('[data-testid=sync-pending]');
+    return banner.hidden ? 0 : Number(banner.querySelector('.count').textContent);
+  });
+
+test('an attempt made offline waits on the phone, survives a reload, and reaches the server once', async () => {
+  const { browser, context, page } = await phone();
+  try {
+    await signIn(page);
+    const zhang = await residentNamed('张伟');
+    await page.goto(`${app.base}/m/residents/${zhang}`);
+    await controlled(page);
+    assert.equal((await attemptsOf(zhang)).length, 0);
+
+    await context.setOffline(true);
+    await page.getByTestId('attempt-channel').selectOption('phone_call');
+    await page.getByTestId('attempt-outcome').selectOption('no_answer');
+    await page.getByTestId('attempt-submit').click();
+    await page.waitForFunction(() => !document.querySelector('[data-testid=sync-pending]').hidden);
+    assert.equal(await pending(page), 1);
+    assert.match(await page.getByTestId('sync-pending').innerText(), /没有网络/);
+    await shot(page, 'attempt-queued-offline');
+
+    // The phone reloads the page without a network: the page and the entry are still there.
+    await page.reload();
+    assert.ok(await page.getByTestId('attempt-submit').isVisible());
+    await page.waitForFunction(() => !document.querySelector('[data-testid=sync-pending]').hidden);
+    assert.equal(await pending(page), 1);
+    const [queued] = await page.evaluate(
+      () =>
+        new Promise((resolve) => {
+          const open = indexedDB.open('outreach-queue', 1);
+          open.onsuccess = () => {
+            const all = open.result.transaction('entries').objectStore('entries').getAll();
+            all.onsuccess = () => resolve(all.result);
+          };
+        }),
+    );
+    assert.equal((await attemptsOf(zhang)).length, 0, 'nothing reached the server offline');
+
+    await context.setOffline(false);
+    await page.waitForFunction(() => document.querySelector('[data-testid=sync-pending]').hidden, null, {
+      timeout: 20000,
+    });
+    const stored = await attemptsOf(zhang);
+    assert.equal(stored.length, 1);
+    assert.equal(stored[0].outcome, 'no_answer');
+    assert.equal(stored[0].channel, 'phone_call');
+    assert.equal(new Date(stored[0].attempted_at).toISOString(), queued.made_at, 'the time it was made');
+
+    // The same entry uploaded again (an answer lost on the way) is the same attempt.
+    const again = await page.evaluate(async (entry) => {
+      const csrf = document.querySelector('meta[name=csrf-token]').content;
+      const response = await fetch(entry.path, {
+        method: 'POST',
+        headers: { 'content-type': 'application/json', 'x-csrf-token': csrf },
+        body: JSON.stringify(entry.body),
+      });
+      return { status: response.status, body: await response.json() };
+    }, queued);
+    assert.ok(again.status < 300, JSON.stringify(again));
+    assert.equal(again.body.id, stored[0].id);
+    assert.equal((await attemptsOf(zhang)).length, 1);
+    await page.reload();
+    assert.match(await page.getByTestId('attempts').innerText(), /无人接听/);
+    await shot(page, 'attempt-sent');
+  } finally {
+    await browser.close();
+  }
+});
+
+// Last: it closes the campaign.
+test('an entry that can no longer apply is shown with the reason and can be dropped', async () => {
+  const { browser, context, page } = await phone();
+  try {
+    await signIn(page);
+    const aygul = await residentNamed('阿依古丽');
+    await page.goto(`${app.base}/m/residents/${aygul}`);
+    await controlled(page);
+    await context.setOffline(true);
+    await page.getByTestId('attempt-outcome').selectOption('reached_agreed');
+    await page.getByTestId('attempt-submit').click();
+    await page.waitForFunction(() => !document.querySelector('[data-testid=sync-pending]').hidden);
+
+    const office = await app.token('office.li');
+    const closed = await app.api('POST', `/campaigns/${campaign}/close`, office);
+    assert.equal(closed.status, 200, JSON.stringify(closed.body));
+
+    await context.setOffline(false);
+    const failed = page.getByTestId('sync-failed');
+    await failed.waitFor({ timeout: 20000 });
+    assert.match(await failed.innerText(), /阿依古丽 的联系记录：.+/);
+    assert.equal(await pending(page), 0);
+    await shot(page, 'attempt-refused');
+    await failed.getByRole('button', { name: '删除' }).click();
+    await page.waitForFunction(() => document.querySelector('[data-testid=sync-pending]').hidden);
+    assert.equal((await attemptsOf(aygul)).length, 0);
   } finally {
     await browser.close();
   }
