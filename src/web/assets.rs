@@ -25,6 +25,13 @@ const ASSETS: &[Asset] = &[
         content_type: "text/javascript; charset=utf-8",
         bytes: include_bytes!("../../web/static/m.js"),
     },
+    Asset {
+        name: "signature_pad.js",
+        content_type: "text/javascript; charset=utf-8",
+        bytes: include_bytes!(
+            "../../web/static/vendor/signature_pad-5.1.4/signature_pad.umd.min.js"
+        ),
+    },
 ];
 
 /// Each asset's path under `/static/`, with the first hex digits of its SHA-256 in the name.

@@ -31,6 +31,7 @@ pub fn router() -> Router<AppState> {
         .route("/m/", get(pages::worklist))
         .route("/m/sw.js", get(assets::service_worker))
         .route("/m/residents/{id}", get(pages::resident))
+        .route("/m/residents/{id}/refusal", get(pages::refusal))
         .route("/app", get(|| async { Redirect::permanent("/app/") }))
         .route("/app/", get(pages::app_home))
         .route("/static/{file}", get(assets::serve))

@@ -19,7 +19,7 @@ use crate::http::extract::ClientAddr;
 use crate::outreach::waves::{self, MessageFilter, MessagesOf};
 use crate::registry::{self, MigrantType, ResidentFilter, Special};
 use crate::startup::AppState;
-use crate::{contact, exam};
+use crate::{contact, exam, refusal};
 use entities::users::Role;
 
 /// A role as the people in it call it.
@@ -499,4 +499,67 @@ pub async fn app_home(State(state): State<AppState>, session: Session) -> Respon
             reports => actor.role != Role::Institution,
         },
     )
+}
+
+/// `GET /m/residents/{id}/refusal`: the refusal registration form — the contact rule's
+/// progress first (the form is sent only once it is met), the resident's earlier
+/// registrations with the office's reasons for returning them, and a signature pad.
+pub async fn refusal(
+    State(state): State<AppState>,
+    session: Session<FieldWork>,
+    Path(id): Path<i32>,
+) -> Response {
+    match refusal_page(&state, &session, id).await {
+        Ok(response) => response,
+        Err(error) => error_page(&error),
+    }
+}
+
+async fn refusal_page(
+    state: &AppState,
+    session: &Session<FieldWork>,
+    id: i32,
+) -> Result<Response, AppError> {
+    let actor = &session.actor;
+    let detail = registry::detail(&state.db, &state.privacy, actor, id, false).await?;
+    let Some(campaign) = current_campaign(state).await? else {
+        return Err(AppError::NotFound("当前没有进行中的体检工作".to_owned()));
+    };
+    let progress = refusal::contact_progress(&state.db, actor, campaign.model.id, id).await?;
+    let earlier = refusal::of_resident(&state.db, actor, campaign.model.id, id).await?;
+    let open = earlier.iter().any(|r| {
+        matches!(
+            r.status,
+            refusal::Status::Pending | refusal::Status::Confirmed
+        )
+    });
+    let earlier: Vec<_> = earlier
+        .iter()
+        .map(|r| {
+            context! {
+                at => local_time(&Some(campaign.clone()), r.registered_at),
+                status => r.status_label.clone(),
+                returned => r.status == refusal::Status::Returned,
+                note => r.review_note.clone(),
+                reason => r.reason_label.clone(),
+            }
+        })
+        .collect();
+    Ok(page(
+        StatusCode::OK,
+        "m/refusal.html",
+        context! {
+            user => actor.username.clone(),
+            role => role_title(actor.role),
+            csrf => session.csrf.clone(),
+            resident => ser(&detail),
+            campaign_id => campaign.model.id,
+            progress => ser(&progress),
+            needs => progress.needs.join("，"),
+            earlier,
+            open,
+            reasons => choices(refusal::Reason::ALL.iter().map(|r| (r.code(), r.label()))),
+            relations => choices(refusal::SignerRelation::ALL.iter().map(|r| (r.code(), r.label()))),
+        },
+    ))
 }

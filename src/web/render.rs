@@ -7,22 +7,21 @@ use axum::http::StatusCode;
 use axum::response::{Html, IntoResponse, Response};
 use minijinja::Environment;
 
-const TEMPLATES: &[(&str, &str)] = &[
-    ("base.html", include_str!("../../web/templates/base.html")),
-    ("login.html", include_str!("../../web/templates/login.html")),
-    (
-        "m/worklist.html",
-        include_str!("../../web/templates/m/worklist.html"),
-    ),
-    (
-        "m/resident.html",
-        include_str!("../../web/templates/m/resident.html"),
-    ),
-    (
-        "app/home.html",
-        include_str!("../../web/templates/app/home.html"),
-    ),
-    ("error.html", include_str!("../../web/templates/error.html")),
+/// Each template by its path under `web/templates/`.
+macro_rules! templates {
+    ($($name:literal),* $(,)?) => {
+        &[$(($name, include_str!(concat!("../../web/templates/", $name)))),*]
+    };
+}
+
+const TEMPLATES: &[(&str, &str)] = templates![
+    "base.html",
+    "login.html",
+    "error.html",
+    "m/worklist.html",
+    "m/resident.html",
+    "m/refusal.html",
+    "app/home.html",
 ];
 
 static ENV: LazyLock<Environment<'static>> = LazyLock::new(|| {

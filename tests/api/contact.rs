@@ -132,7 +132,12 @@ async fn an_attempt_sent_again_with_its_client_key_is_the_same_attempt() {
         )
         .await;
     assert_eq!(error_code(other, StatusCode::CONFLICT).await, "conflict");
-    for bad in ["short", "has spaces in it", &"x".repeat(65), "引号密钥密钥密钥密钥"] {
+    for bad in [
+        "short",
+        "has spaces in it",
+        &"x".repeat(65),
+        "引号密钥密钥密钥密钥",
+    ] {
         let response = app.post(&path, &cadre, attempt(bad)).await;
         assert_eq!(
             error_code(response, StatusCode::UNPROCESSABLE_ENTITY).await,

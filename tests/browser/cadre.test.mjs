@@ -238,6 +238,75 @@ test('an attempt made offline waits on the phone, survives a reload, and reaches
   }
 });
 
+test('a refusal is refused until the contact rule is met, then signed on the pad and registered', async () => {
+  const { browser, page } = await phone();
+  try {
+    await signIn(page);
+    const mayila = await residentNamed('玛依拉·胡安');
+    const cadre = await app.token('cadre.ma');
+    await page.goto(`${app.base}/m/residents/${mayila}/refusal`);
+    assert.match(await page.getByTestId('refusal-needs').innerText(), /还需再联系 3 次/);
+    assert.equal(await page.getByTestId('refusal-submit').count(), 0, 'no form before the rule is met');
+
+    // Two calls yesterday, nobody answered: one more, and someone must be reached.
+    const yesterday = new Date(Date.now() - 86400000).toISOString();
+    for (const outcome of ['no_answer', 'no_answer']) {
+      const logged = await app.api('POST', `/campaigns/${campaign}/residents/${mayila}/attempts`, cadre, {
+        attempted_at: yesterday, channel: 'phone_call', contact: 'own_phone', outcome,
+      });
+      assert.equal(logged.status, 201, JSON.stringify(logged.body));
+    }
+    await page.reload();
+    const needs = await page.getByTestId('refusal-needs').innerText();
+    assert.match(needs, /还需再联系 1 次，在另外 1 个不同日期联系，至少一次联系到本人或亲属/);
+    await shot(page, 'refusal-not-yet');
+
+    // The third, today, logged on the resident's page: she is reached and refuses.
+    await page.goto(`${app.base}/m/residents/${mayila}`);
+    await page.getByTestId('attempt-channel').selectOption('home_visit');
+    await page.getByTestId('attempt-contact').selectOption('in_person');
+    await page.getByTestId('attempt-outcome').selectOption('reached_refused');
+    await page.getByTestId('attempt-submit').click();
+    await page.waitForFunction(() => document.querySelector('[data-testid=sync-pending]').hidden);
+    await page.getByTestId('open-refusal').click();
+    await page.waitForURL(/\/refusal$/);
+    assert.equal(await page.getByTestId('refusal-needs').count(), 0);
+
+    await page.getByTestId('refusal-reason').selectOption('unwilling');
+    await page.getByTestId('refusal-relation').selectOption('self');
+    // Submitting an empty pad is stopped on the phone.
+    await page.getByTestId('refusal-submit').click();
+    assert.match(await page.getByTestId('refusal-error').innerText(), /签字/);
+    const pad = await page.getByTestId('signature-pad').boundingBox();
+    const at = (fx, fy) => [pad.x + pad.width * fx, pad.y + pad.height * fy];
+    await page.mouse.move(...at(0.1, 0.7));
+    await page.mouse.down();
+    for (const [fx, fy] of [[0.2, 0.2], [0.35, 0.8], [0.5, 0.25], [0.65, 0.75], [0.8, 0.3], [0.9, 0.6]]) {
+      await page.mouse.move(...at(fx, fy), { steps: 8 });
+    }
+    await page.mouse.up();
+    await shot(page, 'refusal-signed');
+    await Promise.all([page.waitForURL(new RegExp(`/m/residents/${mayila}$`)), page.getByTestId('refusal-submit').click()]);
+
+    const registrations = await app.api('GET', `/campaigns/${campaign}/residents/${mayila}/refusals`, cadre);
+    assert.equal(registrations.status, 200);
+    assert.equal(registrations.body.length, 1);
+    assert.equal(registrations.body[0].status, 'pending');
+    assert.equal(registrations.body[0].signer_name, '玛依拉·胡安');
+    assert.equal(registrations.body[0].attempt_ids.length, 3);
+    const png = await fetch(`${app.base}/api/v1/refusals/${registrations.body[0].id}/signature`, {
+      headers: { authorization: `Bearer ${cadre}` },
+    });
+    assert.equal(png.status, 200);
+    const bytes = Buffer.from(await png.arrayBuffer());
+    assert.equal(bytes.subarray(1, 4).toString(), 'PNG');
+    await page.goto(`${app.base}/m/residents/${mayila}/refusal`);
+    assert.match(await page.getByTestId('refusal-earlier').innerText(), /待审核/);
+  } finally {
+    await browser.close();
+  }
+});
+
 // Last: it closes the campaign.
 test('an entry that can no longer apply is shown with the reason and can be dropped', async () => {
   const { browser, context, page } = await phone();

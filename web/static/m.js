@@ -182,6 +182,69 @@
     });
   }
 
+  /* The refusal form: the signature drawn on the pad goes as its strokes, in the canvas's
+   * CSS pixels, as the API takes them. It needs a network: the page says so without one. */
+  var refusal = document.getElementById('refusal-form');
+  if (refusal && window.SignaturePad) {
+    var canvas = refusal.querySelector('canvas');
+    var pad = new window.SignaturePad(canvas, { minWidth: 1, maxWidth: 3, penColor: '#000' });
+    var fit = function () {
+      var ratio = Math.max(window.devicePixelRatio || 1, 1);
+      var drawn = pad.toData();
+      canvas.width = canvas.offsetWidth * ratio;
+      canvas.height = canvas.offsetHeight * ratio;
+      canvas.getContext('2d').scale(ratio, ratio);
+      pad.clear();
+      pad.fromData(drawn);
+    };
+    window.addEventListener('resize', fit);
+    fit();
+    refusal.querySelector('.clear-pad').addEventListener('click', function () { pad.clear(); });
+    var problem = refusal.querySelector('[data-testid=refusal-error]');
+    var say = function (text) { problem.textContent = text; problem.hidden = !text; };
+    pad.addEventListener('endStroke', function () { say(''); });
+    refusal.addEventListener('submit', function (event) {
+      event.preventDefault();
+      if (pad.isEmpty()) return say('请在签字框内签字');
+      if (!navigator.onLine) return say('没有网络：拒检登记需要联网后提交');
+      var field = function (name) { return refusal.elements[name].value.trim(); };
+      var body = {
+        reason: field('reason'),
+        signer_name: field('signer_name'),
+        signer_relation: field('signer_relation'),
+        signature_strokes: {
+          width: Math.round(canvas.offsetWidth),
+          height: Math.round(canvas.offsetHeight),
+          strokes: pad.toData().map(function (group) {
+            return group.points.map(function (p) { return [Math.round(p.x), Math.round(p.y)]; });
+          })
+        }
+      };
+      if (field('reason_text')) body.reason_text = field('reason_text');
+      var button = refusal.querySelector('[data-testid=refusal-submit]');
+      button.disabled = true;
+      say('');
+      fetch(refusal.getAttribute('data-path'), {
+        method: 'POST',
+        credentials: 'same-origin',
+        headers: { 'content-type': 'application/json', 'x-csrf-token': csrf },
+        body: JSON.stringify(body)
+      }).then(function (response) {
+        if (response.ok) {
+          window.location.href = refusal.getAttribute('data-path').replace(/^.*\/residents\/(\d+)\/refusals$/, '/m/residents/$1');
+          return null;
+        }
+        return response.json().catch(function () { return {}; }).then(function (answer) {
+          say((answer.error && answer.error.message) || ('提交失败（' + response.status + '）'));
+          button.disabled = false;
+        });
+      }, function () {
+        say('没有网络：拒检登记需要联网后提交');
+        button.disabled = false;
+      });
+    });
+  }
+
   if ('serviceWorker' in navigator && window.isSecureContext) {
     navigator.serviceWorker.register('/m/sw.js', { scope: '/m/' });
   }
