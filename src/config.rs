@@ -232,6 +232,9 @@ pub struct HttpSettings {
     /// The reverse proxies (addresses or networks) whose `X-Forwarded-For` entries are
     /// believed. Empty with `trust_forwarded_for`: the loopback addresses.
     pub trusted_proxies: Vec<Network>,
+    /// The address residents and cadres reach the service at (`https://tijian.example.gov.cn`);
+    /// page cookies are `Secure` when it is https.
+    pub public_url: Option<String>,
 }
 
 impl Default for HttpSettings {
@@ -243,6 +246,7 @@ impl Default for HttpSettings {
             keep_alive_timeout_secs: 75,
             trust_forwarded_for: false,
             trusted_proxies: Vec::new(),
+            public_url: None,
         }
     }
 }

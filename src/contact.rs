@@ -149,6 +149,11 @@ pub struct NewAttempt {
     pub contact: ContactUsed,
     pub outcome: Outcome,
     pub note: Option<String>,
+    /// A key the client chose for this attempt (8–64 letters, digits, `-` or `_`): sent again,
+    /// the same attempt is answered and no second one is written. The cadre's phone pages
+    /// send one with every attempt they queue.
+    #[serde(default)]
+    pub client_key: Option<String>,
 }
 
 #[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
@@ -211,7 +216,14 @@ where
         ));
     }
     let note = crate::registry::optional_name(new.note.as_deref(), "备注", 500)?;
+    let client_key = new.client_key.as_deref().map(client_key).transpose()?;
     let txn = begin_write(db).await?;
+    if let Some(key) = client_key
+        && let Some(done) = by_client_key(&txn, key).await?
+    {
+        txn.rollback().await?;
+        return repeated(db, actor, campaign_id, resident_id, done).await;
+    }
     let campaign = campaign::get_open(&txn, campaign_id).await?;
     if attempted_at.with_timezone(&campaign.timezone).date_naive() < campaign.model.reference_date {
         return Err(AppError::validation(
@@ -234,6 +246,7 @@ where
         Recorder {
             user_id: actor.user_id,
             area: actor.scope.area().map(|a| a.as_str().to_owned()),
+            client_key: client_key.map(str::to_owned),
         },
     )
     .await?
@@ -270,6 +283,61 @@ where
 struct Recorder {
     user_id: Option<i32>,
     area: Option<String>,
+    /// The key the client chose, when it sent one.
+    client_key: Option<String>,
+}
+
+/// A client's key for an attempt, checked: 8–64 of `A-Z a-z 0-9 - _`.
+fn client_key(raw: &str) -> AppResult<&str> {
+    let ok = (8..=64).contains(&raw.len())
+        && raw
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
+    if ok {
+        Ok(raw)
+    } else {
+        Err(AppError::validation(
+            "invalid_client_key",
+            "client_key 应为 8 到 64 位字母、数字、- 或 _",
+        ))
+    }
+}
+
+/// The attempt already written under `key`: its id, campaign and resident.
+async fn by_client_key(db: &impl ConnectionTrait, key: &str) -> AppResult<Option<(i32, i32, i32)>> {
+    let mut sql = Sql::new(db.get_database_backend());
+    sql.push("SELECT id, campaign_id, resident_id FROM contact_attempts WHERE client_key = ")
+        .bind(key);
+    match db.query_one_raw(sql.build()).await? {
+        Some(row) => Ok(Some((
+            row.try_get::<i32>("", "id")?,
+            row.try_get::<i32>("", "campaign_id")?,
+            row.try_get::<i32>("", "resident_id")?,
+        ))),
+        None => Ok(None),
+    }
+}
+
+/// The answer to an attempt sent again with its key: the attempt written the first time,
+/// if the key was used for the same resident and campaign and the caller may see it.
+async fn repeated(
+    db: &impl ConnectionTrait,
+    actor: &Actor,
+    campaign_id: i32,
+    resident_id: i32,
+    (id, campaign, resident): (i32, i32, i32),
+) -> AppResult<AttemptView> {
+    if (campaign, resident) != (campaign_id, resident_id) {
+        return Err(AppError::Conflict(
+            "该 client_key 已用于另一条联系记录".to_owned(),
+        ));
+    }
+    list(db, actor, campaign_id, resident_id)
+        .await?
+        .items
+        .into_iter()
+        .find(|a| a.id == id)
+        .ok_or_else(|| AppError::NotFound("联系记录不存在".to_owned()))
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -291,7 +359,7 @@ async fn insert(
     sql.push(
         "INSERT INTO contact_attempts (campaign_id, resident_id, village_code, attempted_at, \
          day, channel, contact, outcome, reached, note, message_id, recorded_by, \
-         recorded_area, created_at) VALUES (",
+         recorded_area, client_key, created_at) VALUES (",
     )
     .bind(campaign.id())
     .push(", ")
@@ -318,6 +386,8 @@ async fn insert(
     .bind(recorder.user_id)
     .push(", ")
     .bind(recorder.area)
+    .push(", ")
+    .bind(recorder.client_key)
     .push(", ")
     .bind(Utc::now())
     .push(") ON CONFLICT (message_id) WHERE message_id IS NOT NULL DO NOTHING RETURNING id");

@@ -97,6 +97,16 @@ impl AppError {
         }
     }
 
+    /// The status and the message a person reads, for a page showing the error; a server
+    /// error is logged with its cause here, as the API logs it.
+    pub fn status_and_message(&self) -> (StatusCode, String) {
+        let (status, _, message) = self.parts();
+        if status.is_server_error() {
+            tracing::error!(error = format!("{self:#}"), "page failed");
+        }
+        (status, message)
+    }
+
     fn parts(&self) -> (StatusCode, &'static str, String) {
         match self {
             Self::Refused { code, message, .. } => (StatusCode::CONFLICT, code, message.clone()),

@@ -28,6 +28,7 @@ pub mod startup;
 pub mod telemetry;
 pub mod text;
 pub mod users;
+pub mod web;
 
 /// mimalloc for every allocation of the process — Rust's and, through the `override`
 /// feature, SQLite's own (each bound value is copied by SQLite with `malloc`). A

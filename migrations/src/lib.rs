@@ -20,6 +20,7 @@ mod m20261129_000013_outbox_bulk_planning;
 mod m20261207_000030_recount_report_days;
 mod m20261207_041601_email_channel_is_smtp;
 mod m20261207_041602_create_webhook_nonces;
+mod m20261207_050000_attempt_client_keys;
 
 pub struct Migrator;
 
@@ -43,6 +44,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261207_000030_recount_report_days::Migration),
             Box::new(m20261207_041601_email_channel_is_smtp::Migration),
             Box::new(m20261207_041602_create_webhook_nonces::Migration),
+            Box::new(m20261207_050000_attempt_client_keys::Migration),
         ]
     }
 }

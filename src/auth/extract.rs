@@ -6,7 +6,7 @@ use std::marker::PhantomData;
 use std::ops::Deref;
 
 use axum::extract::FromRequestParts;
-use axum::http::header::AUTHORIZATION;
+use axum::http::header::{AUTHORIZATION, COOKIE};
 use axum::http::request::Parts;
 use chrono::Utc;
 use entities::auth_tokens;
@@ -19,6 +19,34 @@ use crate::error::AppError;
 use crate::startup::AppState;
 
 pub const REQUEST_ID_HEADER: &str = "x-request-id";
+/// The cookie a signed-in browser carries: the same kind of token as `Authorization: Bearer`.
+pub const SESSION_COOKIE: &str = "outreach_session";
+/// The header (or the `_csrf` form field) a page sends with every change it makes.
+pub const CSRF_HEADER: &str = "x-csrf-token";
+
+/// The token a request presents: a bearer header, or the page session's cookie.
+pub fn presented_token(parts: &Parts) -> Option<(&str, bool)> {
+    if let Some(value) = parts.headers.get(AUTHORIZATION) {
+        let (scheme, token) = value.to_str().ok()?.split_once(' ')?;
+        return scheme
+            .eq_ignore_ascii_case("bearer")
+            .then(|| (token.trim(), false));
+    }
+    session_cookie(parts).map(|token| (token, true))
+}
+
+/// The session cookie's value, if the request carries one.
+pub fn session_cookie(parts: &Parts) -> Option<&str> {
+    parts
+        .headers
+        .get_all(COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(';'))
+        .filter_map(|pair| pair.trim().split_once('='))
+        .find(|(name, _)| *name == SESSION_COOKIE)
+        .map(|(_, value)| value.trim_matches('"'))
+}
 
 /// Who is acting: a signed-in user, or the command line (which has the whole tree).
 #[derive(Clone, Debug)]
@@ -120,19 +148,41 @@ impl<P: Policy> FromRequestParts<AppState> for Auth<P> {
     type Rejection = AppError;
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, AppError> {
-        let presented = parts
-            .headers
-            .get(AUTHORIZATION)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| {
-                let (scheme, token) = v.split_once(' ')?;
-                scheme.eq_ignore_ascii_case("bearer").then(|| token.trim())
-            })
-            .ok_or_else(|| AppError::Unauthorized("请先登录".to_owned()))?;
+        Self::resolve(parts, state, false).await
+    }
+}
+
+impl<P: Policy> Auth<P> {
+    /// The user a request is made by. `csrf_in_form`: the caller is a page's form handler that
+    /// checks the anti-forgery token in the form body itself (`web::Form`), so a change made
+    /// with the session cookie needs no header.
+    pub async fn resolve(
+        parts: &Parts,
+        state: &AppState,
+        csrf_in_form: bool,
+    ) -> Result<Self, AppError> {
+        let (presented, by_cookie) =
+            presented_token(parts).ok_or_else(|| AppError::Unauthorized("请先登录".to_owned()))?;
         if !token::looks_valid(presented) {
             return Err(AppError::Unauthorized(
                 "登录凭证无效，请重新登录".to_owned(),
             ));
+        }
+        // A browser sends its cookie with any request, a forged cross-site one included: every
+        // change made with the cookie carries the page's anti-forgery token as well.
+        if by_cookie && !csrf_in_form && !parts.method.is_safe() {
+            let sent = parts
+                .headers
+                .get(CSRF_HEADER)
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or_default();
+            let expected = token::csrf(presented);
+            if !bool::from(subtle::ConstantTimeEq::ct_eq(
+                sent.as_bytes(),
+                expected.as_bytes(),
+            )) {
+                return Err(AppError::Forbidden("页面已过期，请刷新后重试".to_owned()));
+            }
         }
         let found = auth_tokens::Entity::find()
             .filter(auth_tokens::Column::TokenHash.eq(token::hash(presented)))

@@ -5,10 +5,11 @@ mod extract;
 pub mod password;
 mod scope;
 mod throttle;
-mod token;
+pub mod token;
 
 pub use extract::{
-    Actor, AnyRole, Auth, OfficeOnly, Policy, REQUEST_ID_HEADER, ReadAudit, role_name,
+    Actor, AnyRole, Auth, CSRF_HEADER, OfficeOnly, Policy, REQUEST_ID_HEADER, ReadAudit,
+    SESSION_COOKIE, presented_token, role_name, session_cookie,
 };
 pub use scope::Scope;
 pub use throttle::LoginThrottle;

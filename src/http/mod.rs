@@ -251,6 +251,7 @@ pub fn router(state: AppState) -> Router {
     let http = &state.settings.http;
     let request_id = HeaderName::from_static(REQUEST_ID_HEADER);
     api.merge(webhooks::router())
+        .merge(crate::web::router())
         .route(
             "/api/openapi.json",
             get(move || {

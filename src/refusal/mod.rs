@@ -300,6 +300,78 @@ impl Attempt {
     }
 }
 
+/// How far a resident's documented contact is from what the campaign's refusal rule asks:
+/// shown on the registration form before it can be sent, and checked when it is.
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+pub struct ContactProgress {
+    pub rule: crate::campaign::RefusalRule,
+    /// Attempts that count (those logged by someone responsible for the village).
+    pub attempts: u32,
+    pub days: u32,
+    /// Whether one of them reached the person or a relative.
+    pub reached: bool,
+    pub more_attempts: u32,
+    pub more_days: u32,
+    /// The rule is met: a registration may be made.
+    pub met: bool,
+    /// What is still missing, in words (`再联系 1 次`, …).
+    pub needs: Vec<String>,
+}
+
+impl ContactProgress {
+    fn of(rule: crate::campaign::RefusalRule, attempts: &[Attempt]) -> Self {
+        let count = attempts.len() as u32;
+        let days = attempts
+            .iter()
+            .map(|a| a.day)
+            .collect::<BTreeSet<_>>()
+            .len() as u32;
+        let reached = attempts.iter().any(|a| a.reached);
+        let more_attempts = rule.min_attempts.saturating_sub(count);
+        let more_days = rule.min_days.saturating_sub(days);
+        let mut needs = Vec::new();
+        if more_attempts > 0 {
+            needs.push(format!("再联系 {more_attempts} 次"));
+        }
+        if more_days > 0 {
+            needs.push(format!("在另外 {more_days} 个不同日期联系"));
+        }
+        if !reached {
+            needs.push("至少一次联系到本人或亲属".to_owned());
+        }
+        Self {
+            rule,
+            attempts: count,
+            days,
+            reached,
+            more_attempts,
+            more_days,
+            met: needs.is_empty(),
+            needs,
+        }
+    }
+}
+
+/// The documented contact a registration of `resident_id` would rest on now (the resident
+/// must be in the caller's scope).
+pub async fn contact_progress(
+    db: &impl ConnectionTrait,
+    actor: &Actor,
+    campaign_id: i32,
+    resident_id: i32,
+) -> AppResult<ContactProgress> {
+    let campaign = campaign::get(db, campaign_id).await?;
+    let resident = crate::registry::find(db, &actor.scope, resident_id).await?;
+    let village = AreaCode::parse(&resident.village_code)
+        .map_err(|e| anyhow::anyhow!("resident {resident_id} has an invalid village: {e}"))?;
+    let attempts: Vec<Attempt> = attempts_of(db, campaign_id, resident_id)
+        .await?
+        .into_iter()
+        .filter(|a| !a.foreign_to(&village))
+        .collect();
+    Ok(ContactProgress::of(campaign.refusal_rule(), &attempts))
+}
+
 async fn attempts_of(
     db: &impl ConnectionTrait,
     campaign_id: i32,
@@ -367,43 +439,26 @@ fn check_attempts(
             cited
         }
     };
-    let rule = campaign.refusal_rule();
-    let count = attempts.len() as u32;
-    let days = attempts
-        .iter()
-        .map(|a| a.day)
-        .collect::<BTreeSet<_>>()
-        .len() as u32;
-    let reached = attempts.iter().any(|a| a.reached);
-    let more_attempts = rule.min_attempts.saturating_sub(count);
-    let more_days = rule.min_days.saturating_sub(days);
-    if more_attempts > 0 || more_days > 0 || !reached {
-        let mut needs = Vec::new();
-        if more_attempts > 0 {
-            needs.push(format!("再联系 {more_attempts} 次"));
-        }
-        if more_days > 0 {
-            needs.push(format!("在另外 {more_days} 个不同日期联系"));
-        }
-        if !reached {
-            needs.push("至少一次联系到本人或亲属".to_owned());
-        }
+    let progress = ContactProgress::of(campaign.refusal_rule(), &attempts);
+    if !progress.met {
         return Err(AppError::Validation {
             code: "insufficient_contact",
             message: format!(
-                "联系次数不足，暂不能登记拒检：需在至少 {} 个不同日期联系至少 {} 次，且至少一次联系到本人或亲属（现有 {count} 次、{days} 个日期）。还需{}",
-                rule.min_days,
-                rule.min_attempts,
-                needs.join("，")
+                "联系次数不足，暂不能登记拒检：需在至少 {} 个不同日期联系至少 {} 次，且至少一次联系到本人或亲属（现有 {} 次、{} 个日期）。还需{}",
+                progress.rule.min_days,
+                progress.rule.min_attempts,
+                progress.attempts,
+                progress.days,
+                progress.needs.join("，")
             ),
             details: Some(json!({
-                "rule": rule,
-                "attempts": count,
-                "days": days,
-                "reached": reached,
-                "more_attempts": more_attempts,
-                "more_days": more_days,
-                "needs_reached": !reached,
+                "rule": progress.rule,
+                "attempts": progress.attempts,
+                "days": progress.days,
+                "reached": progress.reached,
+                "more_attempts": progress.more_attempts,
+                "more_days": progress.more_days,
+                "needs_reached": !progress.reached,
             })),
         });
     }

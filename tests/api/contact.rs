@@ -148,3 +148,57 @@ async fn wechat_is_spelled_wechat_in_and_out_and_we_chat_is_refused_with_a_hint(
     let listed: Value = app.get(&path, &cadre).await.json().await.unwrap();
     assert_eq!(listed["count"], 1);
 }
+
+#[tokio::test]
+async fn an_attempt_sent_again_with_its_client_key_is_the_same_attempt() {
+    let app = spawn_app_with(|_| {}).await;
+    app.seed_areas().await;
+    let resident = add_resident(&app, resident_id(1, "19700101"), VILLAGE, None, None).await;
+    let neighbour = add_resident(&app, resident_id(2, "19710101"), VILLAGE, None, None).await;
+    let campaign = app.open_campaign().await;
+    let (_, cadre) = app.user("cadre.c", Role::Cadre, VILLAGE).await;
+    let path = format!("/api/v1/campaigns/{campaign}/residents/{resident}/attempts");
+    let attempt = |key: &str| {
+        json!({"channel": "phone_call", "contact": "own_phone", "outcome": "no_answer",
+               "client_key": key})
+    };
+    let first = app.post(&path, &cadre, attempt("9f1c2ab4e07d4c55")).await;
+    assert_eq!(first.status(), StatusCode::CREATED);
+    let first: Value = first.json().await.unwrap();
+    // The phone lost the answer and sends it again.
+    let again = app.post(&path, &cadre, attempt("9f1c2ab4e07d4c55")).await;
+    assert!(again.status().is_success());
+    let again: Value = again.json().await.unwrap();
+    assert_eq!(again["id"], first["id"]);
+    let listed: Value = app.get(&path, &cadre).await.json().await.unwrap();
+    assert_eq!(listed["count"], 1);
+    // A different key is a second attempt.
+    let second = app.post(&path, &cadre, attempt("0b7d5e2a91f34c68")).await;
+    assert_eq!(second.status(), StatusCode::CREATED);
+    let listed: Value = app.get(&path, &cadre).await.json().await.unwrap();
+    assert_eq!(listed["count"], 2);
+    // A key is one attempt: used for another resident it is refused, not moved.
+    let other = app
+        .post(
+            &format!("/api/v1/campaigns/{campaign}/residents/{neighbour}/attempts"),
+            &cadre,
+            attempt("9f1c2ab4e07d4c55"),
+        )
+        .await;
+    assert_eq!(error_code(other, StatusCode::CONFLICT).await, "conflict");
+    for bad in [
+        "short",
+        "has spaces in it",
+        &"x".repeat(65),
+        "引号密钥密钥密钥密钥",
+    ] {
+        let response = app.post(&path, &cadre, attempt(bad)).await;
+        assert_eq!(
+            error_code(response, StatusCode::UNPROCESSABLE_ENTITY).await,
+            "invalid_client_key",
+            "{bad}"
+        );
+    }
+    let listed: Value = app.get(&path, &cadre).await.json().await.unwrap();
+    assert_eq!(listed["count"], 2);
+}

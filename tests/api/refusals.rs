@@ -90,6 +90,7 @@ pub async fn attempt(
             contact: ContactUsed::OwnPhone,
             outcome,
             note: None,
+            client_key: None,
         },
     )
     .await

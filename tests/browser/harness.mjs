@@ -1,0 +1,164 @@
+// A real `outreach serve` for the browser tests: its own SQLite file (or a fresh PostgreSQL
+// database when TEST_DATABASE_URL is set), an area tree, users and residents loaded with
+// the command line, and headless Debian chromium driven by playwright-core.
+import { spawn, execFileSync } from 'node:child_process';
+import { mkdtempSync, writeFileSync, mkdirSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join, dirname } from 'node:path';
+import { randomBytes } from 'node:crypto';
+import { createServer } from 'node:net';
+import { fileURLToPath } from 'node:url';
+import { chromium } from 'playwright-core';
+
+const root = join(dirname(fileURLToPath(import.meta.url)), '..', '..');
+const bin = process.env.OUTREACH_BIN ?? join(root, 'target', 'debug', 'outreach');
+export const screenshots = join(root, 'target', 'browser-screenshots');
+
+export const COUNTY = '654025000000';
+export const TOWNSHIP = '654025100000';
+export const VILLAGE = '654025100201';
+export const OTHER_VILLAGE = '654025100202';
+export const PASSWORD = 'Field-Work-2027';
+
+/// A valid 18-character resident ID (GB 11643 check digit) for a birth date and serial.
+export function residentId(birth, serial) {
+  const body = `654025${birth}${String(serial).padStart(3, '0')}`;
+  const weights = [7, 9, 10, 5, 8, 4, 2, 1, 6, 3, 7, 9, 10, 5, 8, 4, 2];
+  const sum = [...body].reduce((acc, d, i) => acc + Number(d) * weights[i], 0);
+  return body + '10X98765432'[sum % 11];
+}
+
+function freePort() {
+  return new Promise((resolve) => {
+    const server = createServer();
+    server.listen(0, '127.0.0.1', () => {
+      const { port } = server.address();
+      server.close(() => resolve(port));
+    });
+  });
+}
+
+function database(dir) {
+  const base = process.env.TEST_DATABASE_URL;
+  if (!base) return { url: `sqlite://${join(dir, 'outreach.db')}?mode=rwc`, drop() {} };
+  const name = `outreach_test_web_${randomBytes(6).toString('hex')}`;
+  execFileSync('psql', [base, '-qc', `CREATE DATABASE ${name}`]);
+  const url = new URL(base);
+  url.pathname = `/${name}`;
+  return {
+    url: url.toString(),
+    drop() {
+      execFileSync('psql', [base, '-qc', `DROP DATABASE IF EXISTS ${name} WITH (FORCE)`]);
+    },
+  };
+}
+
+/// Starts the service with a county, two villages and their residents; `residents` lists
+/// `[name, village, phone]`.
+export async function startApp(residents) {
+  const dir = mkdtempSync(join(tmpdir(), 'outreach-web-'));
+  const db = database(dir);
+  const port = await freePort();
+  const env = {
+    ...process.env,
+    DATABASE_URL: db.url,
+    OUTREACH_PRIVACY__KEY: randomBytes(32).toString('base64'),
+    OUTREACH_BIND: `127.0.0.1:${port}`,
+    OUTREACH_LOG__FILTER: 'warn',
+    OUTREACH_SCHEDULER__ENABLED: 'false',
+  };
+  const run = (args, input) =>
+    execFileSync(bin, args, { env, cwd: dir, input, stdio: ['pipe', 'pipe', 'pipe'] }).toString();
+  writeFileSync(
+    join(dir, 'areas.csv'),
+    `区划代码,名称\n${COUNTY},新源县\n${TOWNSHIP},新源镇\n${VILLAGE},阿勒玛勒村\n${OTHER_VILLAGE},托格拉克村\n`,
+  );
+  run(['import', 'areas', 'areas.csv']);
+  const users = [
+    ['office.li', 'office', COUNTY],
+    ['cadre.ma', 'cadre', VILLAGE],
+    ['cadre.other', 'cadre', OTHER_VILLAGE],
+  ];
+  for (const [username, role, area] of users) {
+    run(['user', 'add', '--username', username, '--role', role, '--area', area, '--password-stdin'], `${PASSWORD}\n`);
+  }
+  const ids = residents.map((_, i) => residentId(`19${50 + i}0101`, 10 + i));
+  const rows = residents.map(([name, village, phone], i) => `${name},${ids[i]},${village},${phone ?? ''}`);
+  writeFileSync(join(dir, 'residents.csv'), `姓名,身份证号,户籍地区划代码,联系电话\n${rows.join('\n')}\n`);
+  run(['import', 'residents', 'residents.csv']);
+
+  const serve = spawn(bin, ['serve'], { env, cwd: dir, stdio: ['ignore', 'pipe', 'pipe'] });
+  let output = '';
+  serve.stdout.on('data', (d) => (output += d));
+  serve.stderr.on('data', (d) => (output += d));
+  const base = `http://127.0.0.1:${port}`;
+  const started = Date.now();
+  for (;;) {
+    try {
+      if ((await fetch(`${base}/healthz`)).ok) break;
+    } catch {}
+    if (Date.now() - started > 30000) throw new Error(`the service did not start:\n${output}`);
+    await new Promise((r) => setTimeout(r, 100));
+  }
+  const app = {
+    base,
+    ids,
+    output: () => output,
+    async token(username) {
+      const response = await fetch(`${base}/api/v1/auth/login`, {
+        method: 'POST',
+        headers: { 'content-type': 'application/json' },
+        body: JSON.stringify({ username, password: PASSWORD }),
+      });
+      return (await response.json()).token;
+    },
+    async api(method, path, token, body) {
+      const response = await fetch(`${base}/api/v1${path}`, {
+        method,
+        headers: {
+          authorization: `Bearer ${token}`,
+          ...(body === undefined ? {} : { 'content-type': 'application/json' }),
+        },
+        body: body === undefined ? undefined : JSON.stringify(body),
+      });
+      const text = await response.text();
+      return { status: response.status, body: text ? JSON.parse(text) : null };
+    },
+    async stop() {
+      serve.kill('SIGTERM');
+      await new Promise((r) => serve.once('exit', r));
+      db.drop();
+    },
+  };
+  return app;
+}
+
+/// Headless Debian chromium with a phone-sized page.
+export async function phone() {
+  const browser = await chromium.launch({
+    executablePath: process.env.CHROMIUM ?? '/usr/bin/chromium',
+    args: [
+      '--no-sandbox',
+      '--disable-gpu',
+      '--disable-quic',
+      '--no-first-run',
+      '--disable-background-networking',
+      '--disable-component-update',
+      '--disable-sync',
+    ],
+  });
+  const context = await browser.newContext({
+    viewport: { width: 360, height: 640 },
+    deviceScaleFactor: 2,
+    isMobile: true,
+    hasTouch: true,
+    locale: 'zh-CN',
+  });
+  const page = await context.newPage();
+  return { browser, context, page };
+}
+
+export async function shot(page, name) {
+  mkdirSync(screenshots, { recursive: true });
+  await page.screenshot({ path: join(screenshots, `${name}.png`), fullPage: true });
+}
