@@ -23,7 +23,11 @@ pub async fn backdate(
 ) -> anyhow::Result<()> {
     let id = campaign.id();
     let tz = campaign.timezone;
-    let opened_at = at_local(tz, opened_on, NaiveTime::from_hms_opt(9, 0, 0).unwrap_or_default());
+    let opened_at = at_local(
+        tz,
+        opened_on,
+        NaiveTime::from_hms_opt(9, 0, 0).unwrap_or_default(),
+    );
     let today = crate::registry::today();
     let backend = db.get_database_backend();
     let txn = db.begin().await?;
@@ -59,8 +63,11 @@ pub async fn backdate(
         .map(|row| row.try_get::<NaiveDate>("", "examined_on"))
         .collect::<Result<_, _>>()?;
     for day in days {
-        let at: DateTime<Utc> =
-            at_local(tz, day, NaiveTime::from_hms_opt(11, 0, 0).unwrap_or_default());
+        let at: DateTime<Utc> = at_local(
+            tz,
+            day,
+            NaiveTime::from_hms_opt(11, 0, 0).unwrap_or_default(),
+        );
         let mut sql = Sql::new(backend);
         sql.push("UPDATE enrolments SET examined_at = ")
             .bind(at)
@@ -89,6 +96,59 @@ pub async fn backdate(
          AND e.resident_id = appointments.resident_id), created_at) WHERE campaign_id = ",
     )
     .bind(id);
+    txn.execute_raw(sql.build()).await?;
+    txn.commit().await?;
+    Ok(())
+}
+
+/// A booking can only be made for a day to come, so the demo books last week's missed
+/// appointments for today and then moves them, with the places they hold, to `day` (booked
+/// at `booked_at`). `appointment::mark_no_shows` then finds them missed, as it would have.
+pub async fn move_bookings_back(
+    db: &DatabaseConnection,
+    campaign_id: i32,
+    institution: &entities::institutions::Model,
+    residents: &[i32],
+    day: NaiveDate,
+    booked_at: DateTime<Utc>,
+) -> anyhow::Result<()> {
+    let today = crate::registry::today();
+    let backend = db.get_database_backend();
+    let txn = db.begin().await?;
+    crate::institution::ensure_day(&txn, institution, day)
+        .await
+        .map_err(|e| anyhow::anyhow!("{e}"))?;
+    let mut sql = Sql::new(backend);
+    sql.push("UPDATE appointments SET day = ")
+        .bind(day)
+        .push(", created_at = ")
+        .bind(booked_at)
+        .push(" WHERE campaign_id = ")
+        .bind(campaign_id)
+        .push(" AND institution_id = ")
+        .bind(institution.id)
+        .push(" AND status = 'booked' AND day = ")
+        .bind(today)
+        .push(" AND resident_id IN ")
+        .bind_list(residents.iter().copied());
+    let moved = txn.execute_raw(sql.build()).await?.rows_affected() as i32;
+    for (on, change) in [(today, -moved), (day, moved)] {
+        let mut sql = Sql::new(backend);
+        sql.push("UPDATE institution_days SET booked = booked + ")
+            .bind(change)
+            .push(" WHERE institution_id = ")
+            .bind(institution.id)
+            .push(" AND day = ")
+            .bind(on);
+        txn.execute_raw(sql.build()).await?;
+    }
+    let mut sql = Sql::new(backend);
+    sql.push("UPDATE enrolments SET appointed_at = ")
+        .bind(booked_at)
+        .push(" WHERE campaign_id = ")
+        .bind(campaign_id)
+        .push(" AND resident_id IN ")
+        .bind_list(residents.iter().copied());
     txn.execute_raw(sql.build()).await?;
     txn.commit().await?;
     Ok(())

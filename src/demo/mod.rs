@@ -80,7 +80,10 @@ pub async fn run(mut settings: Settings, options: Options) -> anyhow::Result<()>
     let logins_file = options.dir.join(LOGINS);
     let (db, logins) = if logins_file.exists() {
         let db = db::connect_and_migrate(&settings).await?;
-        println!("使用已有的演示目录 / reusing the demo in {}", options.dir.display());
+        println!(
+            "使用已有的演示目录 / reusing the demo in {}",
+            options.dir.display()
+        );
         (db, std::fs::read_to_string(&logins_file)?)
     } else {
         let started = Instant::now();
@@ -108,7 +111,9 @@ pub async fn run(mut settings: Settings, options: Options) -> anyhow::Result<()>
     println!("outreach 演示正在运行 / demo listening on http://{address}");
     println!();
     print!("{logins}");
-    println!("  curl -s -X POST http://{address}/api/v1/auth/login -H 'content-type: application/json' \\");
+    println!(
+        "  curl -s -X POST http://{address}/api/v1/auth/login -H 'content-type: application/json' \\"
+    );
     println!("       -d '{{\"username\":\"<用户名>\",\"password\":\"<密码>\"}}'");
     println!();
     app.run_until_stopped(shutdown).await?;
@@ -128,12 +133,10 @@ fn prepare_dir(options: &Options) -> anyhow::Result<()> {
             );
         }
         if options.reset && ours {
-            std::fs::remove_dir_all(dir)
-                .with_context(|| format!("removing {}", dir.display()))?;
+            std::fs::remove_dir_all(dir).with_context(|| format!("removing {}", dir.display()))?;
         } else if ours && !dir.join(LOGINS).exists() {
             // A build that stopped half way: start again.
-            std::fs::remove_dir_all(dir)
-                .with_context(|| format!("removing {}", dir.display()))?;
+            std::fs::remove_dir_all(dir).with_context(|| format!("removing {}", dir.display()))?;
         }
     }
     std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
@@ -160,7 +163,9 @@ fn write_private(path: &Path, text: &str) -> anyhow::Result<()> {
 }
 
 fn logins_text(logins: &[Login]) -> String {
-    let mut out = String::from("登录账户 / logins (角色 role · 用户名 username · 密码 password · 范围 area):\n");
+    let mut out = String::from(
+        "登录账户 / logins (角色 role · 用户名 username · 密码 password · 范围 area):\n",
+    );
     for login in logins {
         out.push_str(&format!(
             "  {:<12} {:<20} {:<18} {}\n",
@@ -218,6 +223,8 @@ enum Fate {
     Refused,
     /// Booked for a day from today on.
     Booked,
+    /// Booked for a day last week, and did not come.
+    Missed,
     Reached,
     Notified,
     Untouched,
@@ -234,7 +241,8 @@ fn fate(rng: &mut StdRng, person: &data::Person, reference_date: NaiveDate) -> F
         0..430 if away => Fate::ExaminedElsewhere,
         0..520 if !away => Fate::Examined,
         520..536 => Fate::Refused,
-        536..620 if !away => Fate::Booked,
+        536..548 if !away => Fate::Missed,
+        548..620 if !away => Fate::Booked,
         620..700 => Fate::Reached,
         700..790 => Fate::Notified,
         _ => Fate::Untouched,
@@ -242,7 +250,12 @@ fn fate(rng: &mut StdRng, person: &data::Person, reference_date: NaiveDate) -> F
 }
 
 /// A local instant `days_ago` days before today at a working hour.
-fn working_time(campaign: &campaign::Campaign, today: NaiveDate, days_ago: i64, rng: &mut StdRng) -> DateTime<Utc> {
+fn working_time(
+    campaign: &campaign::Campaign,
+    today: NaiveDate,
+    days_ago: i64,
+    rng: &mut StdRng,
+) -> DateTime<Utc> {
     let time = NaiveTime::from_hms_opt(rng.random_range(9..19), rng.random_range(0..60), 0)
         .unwrap_or(NaiveTime::MIN);
     outreach::outbox::at_local(campaign.timezone, today - Duration::days(days_ago), time)
@@ -366,17 +379,41 @@ async fn build(
     let first = &TOWNSHIPS[0];
     let cadre_village = data::village_code(first, 4);
     let wanted: [(&'static str, &str, Role, String, Option<String>); 5] = [
-        ("office", "admin", Role::Office, COUNTY_CODE.to_owned(), None),
-        ("township", "xinyuan.zhen", Role::Township, first.code.to_owned(), None),
-        ("cadre", "cadre.almale", Role::Cadre, cadre_village.clone(), None),
+        (
+            "office",
+            "admin",
+            Role::Office,
+            COUNTY_CODE.to_owned(),
+            None,
+        ),
+        (
+            "township",
+            "xinyuan.zhen",
+            Role::Township,
+            first.code.to_owned(),
+            None,
+        ),
+        (
+            "cadre",
+            "cadre.almale",
+            Role::Cadre,
+            cadre_village.clone(),
+            None,
+        ),
         (
             "institution",
-            "clinic.xinyuan",
+            "clinic.renmin",
             Role::Institution,
-            first.code.to_owned(),
-            Some(format!("wsy-{}", first.centre)),
+            COUNTY_CODE.to_owned(),
+            Some("xy-renmin".to_owned()),
         ),
-        ("auditor", "auditor", Role::Auditor, COUNTY_CODE.to_owned(), None),
+        (
+            "auditor",
+            "auditor",
+            Role::Auditor,
+            COUNTY_CODE.to_owned(),
+            None,
+        ),
     ];
     let mut accounts = HashMap::new();
     for (label, username, role, area_code, institution_code) in wanted {
@@ -443,13 +480,16 @@ async fn build(
             year,
             name: Some(format!("{year}年新源县全民健康体检")),
             reference_date: Some(jan1),
-            timezone: Some("Asia/Urumqi".to_owned()),
+            timezone: None,
             quiet_hours: None,
             cohorts: None,
             targets: None,
             phases: PhaseDates {
                 survey: range(opened_on, opened_on + Duration::days(3)),
-                kickoff: range(opened_on + Duration::days(4), exams_from - Duration::days(1)),
+                kickoff: range(
+                    opened_on + Duration::days(4),
+                    exams_from - Duration::days(1),
+                ),
                 exams: range(exams_from, today + Duration::days(56)),
                 catch_up: range(today + Duration::days(57), today + Duration::days(70)),
                 acceptance: range(today + Duration::days(71), today + Duration::days(80)),
@@ -476,7 +516,7 @@ async fn build(
     let mut attempts = 0usize;
     for (i, person) in people.iter().enumerate() {
         let plan: &[(Outcome, i64)] = match fates[i] {
-            Fate::Reached | Fate::Booked => &[(Outcome::ReachedAgreed, 0)],
+            Fate::Reached | Fate::Booked | Fate::Missed => &[(Outcome::ReachedAgreed, 0)],
             Fate::Notified => &[(Outcome::NoAnswer, 0)],
             Fate::Refused => &[
                 (Outcome::NoAnswer, 0),
@@ -578,7 +618,10 @@ async fn build(
         .map_err(failed("exams elsewhere"))?;
         elsewhere += 1;
     }
-    say(&format!("体检 exams: {} + {elsewhere}", exams.summary.imported));
+    say(&format!(
+        "体检 exams: {} + {elsewhere}",
+        exams.summary.imported
+    ));
 
     // Bookings from today on, in groups per village as cadres make them.
     let reminders = &settings.messaging.outbox.reminders;
@@ -631,6 +674,55 @@ async fn build(
             }
         }
     }
+    // Last week's missed appointments: booked, moved back (see `history`), found missed.
+    let mut missed: HashMap<usize, Vec<i32>> = HashMap::new();
+    for (i, person) in people.iter().enumerate() {
+        if fates[i] == Fate::Missed {
+            missed
+                .entry(person.township)
+                .or_default()
+                .push(resident_ids[i]);
+        }
+    }
+    let mut missed: Vec<_> = missed.into_iter().collect();
+    missed.sort();
+    for (township, members) in missed {
+        let place = if township == 0 {
+            &hospital
+        } else {
+            &centres[township]
+        };
+        for chunk in members.chunks(20) {
+            let booking = appointment::book(
+                db,
+                &officers[township],
+                campaign_id,
+                appointment::BookingRequest {
+                    institution_id: place.id,
+                    day: today,
+                    resident_ids: chunk.to_vec(),
+                },
+                reminders,
+            )
+            .await;
+            match booking {
+                Ok(_) => {}
+                Err(AppError::Refused { .. }) => continue,
+                Err(e) => return Err(failed("bookings")(e)),
+            }
+            let institution = institution::find(db, place.id)
+                .await
+                .map_err(failed("bookings"))?;
+            let day = today - Duration::days(rng.random_range(2..9));
+            let booked_at = working_time(&campaign, day, 3, &mut rng);
+            history::move_bookings_back(db, campaign_id, &institution, chunk, day, booked_at)
+                .await?;
+        }
+    }
+    let no_shows = appointment::mark_no_shows(db, reminders)
+        .await
+        .map_err(failed("no-shows"))?;
+
     // Some of today's appointments have come already.
     let mut attended = 0;
     for (institution_id, members) in &booked_today {
@@ -650,7 +742,9 @@ async fn build(
             attended += 1;
         }
     }
-    say(&format!("预约 bookings: {booked}, {attended} attended today"));
+    say(&format!(
+        "预约 bookings: {booked}, {attended} attended today, {no_shows} missed"
+    ));
 
     // Refusals: registered with a signature by the township officer who witnessed them;
     // the office has confirmed most, returned a few, and some wait for review.
