@@ -139,7 +139,7 @@ async fn the_demo_fills_every_stage_and_its_logins_work() {
     }
     assert_eq!(logins(&served), printed);
 
-    let client = reqwest::Client::new();
+    let client = outreach::outreach::http_client::builder().build().unwrap();
     let mut tokens = Vec::new();
     for (role, username, password) in &printed {
         let response = client
