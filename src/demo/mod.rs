@@ -508,6 +508,36 @@ async fn build(
         .map_err(failed("campaign"))?;
     say("体检工作 campaign");
 
+    // Key groups the township health centres follow: hypertension and diabetes among the
+    // older residents, set as a cadre or clinic would, one resident at a time.
+    let mut tagged = 0;
+    let middle_aged = today - Duration::days(35 * 365);
+    for (i, person) in people.iter().enumerate() {
+        if person.birth > middle_aged || matches!(person.special, Some("deceased" | "moved_out")) {
+            continue;
+        }
+        let mut tags = Vec::new();
+        if rng.random_bool(0.18) {
+            tags.push("hypertension".to_owned());
+        }
+        if rng.random_bool(0.07) {
+            tags.push("diabetes".to_owned());
+        }
+        if tags.is_empty() {
+            continue;
+        }
+        campaign::tags::set(
+            db,
+            &officers[person.township],
+            resident_ids[i],
+            campaign::tags::TagSet { tags },
+        )
+        .await
+        .map_err(failed("key groups"))?;
+        tagged += 1;
+    }
+    say(&format!("重点人群 key groups: {tagged}"));
+
     // Each resident's fate, drawn in registry order (the seed decides it all).
     let fates: Vec<Fate> = people.iter().map(|p| fate(&mut rng, p, jan1)).collect();
     let exam_days = (today - exams_from).num_days().max(1);
