@@ -1,4 +1,4 @@
-//! The command line: `serve`, `migrate`, `import areas|residents|exams`, `user add`. Each command loads the
+//! The command line: `serve`, `migrate`, `import areas|residents|exams`, `user add`, `demo`. Each command loads the
 //! settings the same way and calls the same services the HTTP API uses.
 
 use std::io::{BufRead, IsTerminal};
@@ -64,6 +64,30 @@ pub enum Command {
     /// Reports: rebuild the figures, print or save a progress report.
     #[command(subcommand)]
     Report(ReportCommand),
+    /// A demo county (新源县) in a directory of its own: areas, synthetic residents, a
+    /// campaign some weeks into its exams, one login per role; then serves it. The demo
+    /// always keeps its own SQLite database and key in the directory (DATABASE_URL and
+    /// PostgreSQL are not used). Running it again reuses the directory.
+    Demo {
+        /// The demo's directory (created; reused when it holds a demo).
+        #[arg(long, default_value = "outreach-demo", value_name = "DIR")]
+        dir: PathBuf,
+        /// The same seed gives the same county, residents and history.
+        #[arg(long, default_value_t = 16)]
+        seed: u64,
+        /// Delete the demo directory and build it again.
+        #[arg(long)]
+        reset: bool,
+        /// Address to listen on (default 127.0.0.1:8080).
+        #[arg(long)]
+        bind: Option<SocketAddr>,
+        /// Residents in the registry (500–200,000).
+        #[arg(long, default_value_t = 20_000, value_parser = clap::value_parser!(u32).range(500..=200_000))]
+        residents: u32,
+        /// Build the demo and print the logins, without serving.
+        #[arg(long)]
+        no_serve: bool,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -187,10 +211,36 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         bind,
         database_url: cli.database_url.clone(),
     };
-    let settings = Settings::load(cli.config.as_deref(), &overrides).context("configuration")?;
+    let mut settings =
+        Settings::load(cli.config.as_deref(), &overrides).context("configuration")?;
+    if matches!(cli.command, Command::Demo { .. })
+        && settings.log.filter == crate::config::LogSettings::default().filter
+    {
+        // The demo sends thousands of messages through the `log` channel while it builds.
+        settings.log.filter = "warn".to_owned();
+    }
     telemetry::init(&settings.log);
     match cli.command {
         Command::Serve { .. } => serve(settings).await,
+        Command::Demo {
+            dir,
+            seed,
+            reset,
+            bind,
+            residents,
+            no_serve,
+        } => {
+            let options = crate::demo::Options {
+                dir,
+                seed,
+                reset,
+                bind,
+                residents: residents as usize,
+                serve: !no_serve,
+            };
+            crate::demo::run(settings, options).await?;
+            Ok(ExitCode::SUCCESS)
+        }
         Command::Dispatch { until_idle } => dispatch(settings, until_idle).await,
         Command::Migrate => {
             db::connect_and_migrate(&settings).await?;

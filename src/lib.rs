@@ -10,6 +10,7 @@ pub mod cli;
 pub mod config;
 pub mod contact;
 pub mod db;
+pub mod demo;
 pub mod error;
 pub mod exam;
 pub mod export;

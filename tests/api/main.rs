@@ -9,6 +9,7 @@ mod campaigns;
 mod cli;
 mod cloud_sms;
 mod contact;
+mod demo;
 mod email;
 mod errors;
 mod exams;
