@@ -584,6 +584,7 @@ async fn build(
                     contact,
                     outcome: *outcome,
                     note: None,
+                    client_key: None,
                 },
             )
             .await
