@@ -38,6 +38,21 @@ fn ser<T: Serialize>(value: T) -> minijinja::Value {
     minijinja::Value::from(minijinja::value::Serde(value))
 }
 
+/// An error a page handler meets, answered with the error page.
+pub struct PageError(AppError);
+
+impl From<AppError> for PageError {
+    fn from(error: AppError) -> Self {
+        Self(error)
+    }
+}
+
+impl IntoResponse for PageError {
+    fn into_response(self) -> Response {
+        error_page(&self.0)
+    }
+}
+
 /// A page telling what went wrong, with the status the API would answer.
 pub fn error_page(error: &AppError) -> Response {
     let (status, message) = error.status_and_message();
@@ -193,20 +208,9 @@ pub async fn worklist(
     State(state): State<AppState>,
     session: Session<FieldWork>,
     Query(query): Query<WorklistQuery>,
-) -> Response {
-    match worklist_page(&state, &session, query).await {
-        Ok(response) => response,
-        Err(error) => error_page(&error),
-    }
-}
-
-async fn worklist_page(
-    state: &AppState,
-    session: &Session<FieldWork>,
-    query: WorklistQuery,
-) -> Result<Response, AppError> {
+) -> Result<Response, PageError> {
     let actor = &session.actor;
-    let Some(campaign) = current_campaign(state).await? else {
+    let Some(campaign) = current_campaign(&state).await? else {
         return Ok(page(
             StatusCode::OK,
             "m/worklist.html",
@@ -343,27 +347,16 @@ pub async fn resident(
     State(state): State<AppState>,
     session: Session<FieldWork>,
     Path(id): Path<i32>,
-) -> Response {
-    match resident_page(&state, &session, id).await {
-        Ok(response) => response,
-        Err(error) => error_page(&error),
-    }
-}
-
-async fn resident_page(
-    state: &AppState,
-    session: &Session<FieldWork>,
-    id: i32,
-) -> Result<Response, AppError> {
+) -> Result<Response, PageError> {
     let actor = &session.actor;
     let detail = registry::detail(&state.db, &state.privacy, actor, id, false).await?;
-    let campaign = current_campaign(state).await?;
+    let campaign = current_campaign(&state).await?;
     let (progress, attempts) = match &campaign {
         Some(c) => {
             let progress = match exam::progress(&state.db, actor, c.model.id, id).await {
                 Ok(progress) => Some(progress),
                 Err(AppError::NotFound(_)) => None,
-                Err(error) => return Err(error),
+                Err(error) => return Err(error.into()),
             };
             let attempts = contact::list(&state.db, actor, c.model.id, id).await?;
             (progress, Some(attempts))
@@ -509,22 +502,11 @@ pub async fn refusal(
     State(state): State<AppState>,
     session: Session<FieldWork>,
     Path(id): Path<i32>,
-) -> Response {
-    match refusal_page(&state, &session, id).await {
-        Ok(response) => response,
-        Err(error) => error_page(&error),
-    }
-}
-
-async fn refusal_page(
-    state: &AppState,
-    session: &Session<FieldWork>,
-    id: i32,
-) -> Result<Response, AppError> {
+) -> Result<Response, PageError> {
     let actor = &session.actor;
     let detail = registry::detail(&state.db, &state.privacy, actor, id, false).await?;
-    let Some(campaign) = current_campaign(state).await? else {
-        return Err(AppError::NotFound("当前没有进行中的体检工作".to_owned()));
+    let Some(campaign) = current_campaign(&state).await? else {
+        return Err(AppError::NotFound("当前没有进行中的体检工作".to_owned()).into());
     };
     let progress = refusal::contact_progress(&state.db, actor, campaign.model.id, id).await?;
     let earlier = refusal::of_resident(&state.db, actor, campaign.model.id, id).await?;
