@@ -369,6 +369,22 @@ pub async fn apply_reply<C>(db: &C, privacy: &Privacy, reply: &InboundSms) -> Ap
 where
     C: ConnectionTrait + TransactionTrait,
 {
+    // A NUL in a resident's text means nothing and PostgreSQL cannot store it: left out, so
+    // the provider's push is answered rather than retried forever.
+    let cleaned;
+    let nul = |v: &Option<String>| v.as_deref().is_some_and(crate::text::has_nul);
+    let reply = if reply.text.contains('\0') || nul(&reply.provider_id) || nul(&reply.signature) {
+        let strip = |v: &Option<String>| v.as_ref().map(|v| v.replace('\0', ""));
+        cleaned = InboundSms {
+            text: reply.text.replace('\0', ""),
+            provider_id: strip(&reply.provider_id),
+            signature: strip(&reply.signature),
+            ..reply.clone()
+        };
+        &cleaned
+    } else {
+        reply
+    };
     let now = Utc::now();
     let received_at = reply.at.unwrap_or(now);
     let phone = MobilePhone::parse(&reply.from_phone);

@@ -264,6 +264,10 @@ impl Validator {
     /// registry is compared) without copying them.
     fn prepare(&mut self, raw: RawRow) -> Result<Prepared, RejectedRow> {
         let row = &raw;
+        // PostgreSQL cannot store U+0000 (an XLSX cell can carry one as `_x0000_`).
+        if let Some(reason) = raw.values.iter().find_map(|v| crate::text::nul_in_cell(v)) {
+            return Err(reject(row, "invalid_text", reason));
+        }
         let c = self.columns;
         let name = c.get(row, F_NAME);
         if name.is_empty() {

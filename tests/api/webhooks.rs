@@ -656,3 +656,27 @@ async fn a_receipt_that_comes_before_its_send_is_recorded_is_kept_and_applied() 
     .await;
     assert_eq!(left.as_deref(), Some("0"));
 }
+
+/// A resident's text holding a NUL (U+0000), which PostgreSQL cannot store, is kept without
+/// it and acted on: the gateway gets its 200 instead of retrying a 500 forever.
+#[tokio::test]
+async fn a_reply_holding_a_nul_is_kept_without_it_and_acted_on() {
+    let s = setup().await;
+    reply(&s, "8613800001111", "1\0").await;
+    let confirmed = value(
+        &s.app,
+        &format!(
+            "SELECT CAST(confirmed_at AS TEXT) AS v FROM appointments WHERE id = {}",
+            s.appointment
+        ),
+    )
+    .await;
+    assert!(confirmed.is_some(), "the appointment is confirmed");
+    reply(&s, "8613800009999", "你好\0世界").await;
+    let kept = value(
+        &s.app,
+        "SELECT text AS v FROM inbound_replies WHERE text LIKE '你好%'",
+    )
+    .await;
+    assert_eq!(kept.as_deref(), Some("你好世界"));
+}
