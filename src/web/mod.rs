@@ -81,7 +81,7 @@ impl<P: Policy> FromRequestParts<AppState> for Session<P> {
                 Redirect::to("/"),
             )
                 .into_response()),
-            Err(error @ AppError::Forbidden(_)) => Err(pages::error_page(&error)),
+            // A role the page is not for, or the database failing: a page saying so.
             Err(error) => Err(pages::error_page(&error)),
         }
     }

@@ -19,6 +19,7 @@ mod hostile_files;
 mod http_hardening;
 mod messaging;
 mod openapi;
+mod pages;
 mod refusals;
 mod reports;
 mod residents;
