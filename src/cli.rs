@@ -587,25 +587,9 @@ async fn import_exams(
 }
 
 async fn import_residents(settings: Settings, file: &Path, json: bool) -> anyhow::Result<ExitCode> {
-    let limit = settings.import.max_file_bytes;
-    match std::fs::metadata(file) {
-        Ok(meta) if !meta.is_file() => {
-            eprintln!("错误 error: {} 不是文件", file.display());
-            return Ok(ExitCode::from(2));
-        }
-        Ok(meta) if meta.len() > limit => {
-            eprintln!(
-                "错误 error: 文件 {} 过大（{} 字节，上限 {limit} 字节，见 import.max_file_bytes）",
-                file.display(),
-                meta.len()
-            );
-            return Ok(ExitCode::from(2));
-        }
-        Ok(_) => {}
-        Err(e) => {
-            eprintln!("错误 error: 无法读取文件 {}: {e}", file.display());
-            return Ok(ExitCode::from(2));
-        }
+    if let Some(problem) = unusable_file(file, settings.import.max_file_bytes) {
+        eprintln!("错误 error: {problem}");
+        return Ok(ExitCode::from(2));
     }
     let database = db::connect_and_migrate(&settings).await?;
     let privacy = std::sync::Arc::new(Privacy::load(&settings)?);
@@ -645,20 +629,9 @@ async fn import_residents(settings: Settings, file: &Path, json: bool) -> anyhow
 }
 
 async fn import_tags(settings: Settings, file: &Path, json: bool) -> anyhow::Result<ExitCode> {
-    let limit = settings.import.max_file_bytes;
-    match std::fs::metadata(file) {
-        Ok(meta) if !meta.is_file() || meta.len() > limit => {
-            eprintln!(
-                "错误 error: {} 不是文件或过大（上限 {limit} 字节，见 import.max_file_bytes）",
-                file.display()
-            );
-            return Ok(ExitCode::from(2));
-        }
-        Ok(_) => {}
-        Err(e) => {
-            eprintln!("错误 error: 无法读取文件 {}: {e}", file.display());
-            return Ok(ExitCode::from(2));
-        }
+    if let Some(problem) = unusable_file(file, settings.import.max_file_bytes) {
+        eprintln!("错误 error: {problem}");
+        return Ok(ExitCode::from(2));
     }
     let database = db::connect_and_migrate(&settings).await?;
     let privacy = std::sync::Arc::new(Privacy::load(&settings)?);
@@ -697,6 +670,21 @@ async fn import_tags(settings: Settings, file: &Path, json: bool) -> anyhow::Res
         );
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// Why a file given to an import cannot be read at all: not a file, larger than
+/// `import.max_file_bytes`, or unreadable.
+fn unusable_file(file: &Path, limit: u64) -> Option<String> {
+    match std::fs::metadata(file) {
+        Ok(meta) if !meta.is_file() => Some(format!("{} 不是文件", file.display())),
+        Ok(meta) if meta.len() > limit => Some(format!(
+            "文件 {} 过大（{} 字节，上限 {limit} 字节，见 import.max_file_bytes）",
+            file.display(),
+            meta.len()
+        )),
+        Ok(_) => None,
+        Err(e) => Some(format!("无法读取文件 {}: {e}", file.display())),
+    }
 }
 
 fn print_summary(summary: &ImportSummary, json: bool) -> anyhow::Result<()> {

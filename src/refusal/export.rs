@@ -50,7 +50,7 @@ fn cells(r: &Registration, zone: Tz) -> [String; 19] {
             .clone()
             .unwrap_or_else(|| r.village_code.clone()),
         r.resident_name.clone(),
-        if r.sex == "M" { "男" } else { "女" }.to_owned(),
+        crate::registry::sex_label(&r.sex).to_owned(),
         r.birth_date.to_string(),
         r.id_number.clone(),
         r.reason_label.clone(),

@@ -172,7 +172,7 @@ fn cells(group: &BookGroup, e: &BookEntry) -> [String; 13] {
         group.label.clone(),
         e.village_code.clone(),
         e.name.clone(),
-        if e.sex == "M" { "男" } else { "女" }.to_owned(),
+        super::sex_label(&e.sex).to_owned(),
         e.birth_date.to_string(),
         e.id_number.clone(),
         opt(&e.phone),

@@ -115,6 +115,11 @@ fn years_before(on: NaiveDate, years: u32) -> NaiveDate {
         .unwrap_or(NaiveDate::MIN)
 }
 
+/// The stored sex (`M` or `F`, from the ID number) as it is written in Chinese.
+pub fn sex_label(code: &str) -> &'static str {
+    if code == "M" { "男" } else { "女" }
+}
+
 /// Completed years of age on `on`.
 pub fn age_on(birth: NaiveDate, on: NaiveDate) -> u32 {
     let mut age = on.year() - birth.year();

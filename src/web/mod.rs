@@ -172,26 +172,22 @@ fn secure(state: &AppState) -> bool {
 
 /// The `Set-Cookie` value that starts a page session with `token`.
 pub fn session_cookie_for(state: &AppState, token: &str) -> String {
-    cookie::Cookie::build((SESSION_COOKIE, token.to_owned()))
-        .path("/")
-        .http_only(true)
-        .same_site(cookie::SameSite::Strict)
-        .secure(secure(state))
-        .max_age(cookie::time::Duration::hours(i64::from(
-            state.settings.auth.token_ttl_hours,
-        )))
-        .build()
-        .to_string()
+    let hours = i64::from(state.settings.auth.token_ttl_hours);
+    set_cookie(state, token, cookie::time::Duration::hours(hours))
 }
 
 /// The `Set-Cookie` value that ends a page session in the browser.
 pub fn clear_cookie(state: &AppState) -> String {
-    cookie::Cookie::build((SESSION_COOKIE, ""))
+    set_cookie(state, "", cookie::time::Duration::ZERO)
+}
+
+fn set_cookie(state: &AppState, value: &str, max_age: cookie::time::Duration) -> String {
+    cookie::Cookie::build((SESSION_COOKIE, value.to_owned()))
         .path("/")
         .http_only(true)
         .same_site(cookie::SameSite::Strict)
         .secure(secure(state))
-        .max_age(cookie::time::Duration::ZERO)
+        .max_age(max_age)
         .build()
         .to_string()
 }

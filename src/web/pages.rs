@@ -17,7 +17,7 @@ use crate::contact::{ContactChannel, ContactUsed, Outcome};
 use crate::error::AppError;
 use crate::http::extract::ClientAddr;
 use crate::outreach::waves::{self, MessageFilter, MessagesOf};
-use crate::registry::{self, MigrantType, ResidentFilter, Special};
+use crate::registry::{self, MigrantType, ResidentFilter, Special, sex_label};
 use crate::startup::AppState;
 use crate::{contact, exam, refusal};
 use entities::users::Role;
@@ -191,10 +191,6 @@ struct Row {
     migrant: Option<&'static str>,
     special: Option<&'static str>,
     phone: Option<String>,
-}
-
-fn sex_label(code: &str) -> &'static str {
-    if code == "F" { "女" } else { "男" }
 }
 
 fn migrant_label(code: &str) -> Option<&'static str> {
@@ -386,7 +382,7 @@ pub async fn resident(
             ]
             .into_iter()
             .filter_map(|(stage, at)| {
-                at.map(|at| context! { label => stage.label(), at => local_time(&campaign, at) })
+                at.map(|at| context! { label => stage.label(), at => local_time(campaign.as_ref(), at) })
             })
             .collect()
         })
@@ -398,7 +394,7 @@ pub async fn resident(
                 .iter()
                 .map(|item| {
                     context! {
-                        at => local_time(&campaign, item.attempted_at),
+                        at => local_time(campaign.as_ref(), item.attempted_at),
                         channel => item.channel_label.clone(),
                         outcome => item.outcome_label.clone(),
                         reached => item.reached,
@@ -414,7 +410,7 @@ pub async fn resident(
         .map(|m| {
             let view = ser(m);
             let kind = crate::outreach::MessageKind::parse(&m.kind).map(|k| k.title());
-            context! { created => local_time(&campaign, m.created_at), kind_label => kind, ..view }
+            context! { created => local_time(campaign.as_ref(), m.created_at), kind_label => kind, ..view }
         })
         .collect();
     let villages = registry::village_names(&state.db).await?;
@@ -465,10 +461,8 @@ fn choices<'a>(options: impl Iterator<Item = (&'a str, &'a str)>) -> Vec<minijin
 }
 
 /// A time as the campaign's office reads it (`2026-12-07 10:05`).
-fn local_time(campaign: &Option<Campaign>, at: chrono::DateTime<chrono::Utc>) -> String {
-    let tz = campaign
-        .as_ref()
-        .map_or(chrono_tz::Asia::Shanghai, |c| c.timezone);
+fn local_time(campaign: Option<&Campaign>, at: chrono::DateTime<chrono::Utc>) -> String {
+    let tz = campaign.map_or(chrono_tz::Asia::Shanghai, |c| c.timezone);
     at.with_timezone(&tz).format("%Y-%m-%d %H:%M").to_string()
 }
 
@@ -520,7 +514,7 @@ pub async fn refusal(
         .iter()
         .map(|r| {
             context! {
-                at => local_time(&Some(campaign.clone()), r.registered_at),
+                at => local_time(Some(&campaign), r.registered_at),
                 status => r.status_label.clone(),
                 returned => r.status == refusal::Status::Returned,
                 note => r.review_note.clone(),
