@@ -216,7 +216,11 @@ where
         ));
     }
     let note = crate::registry::optional_name(new.note.as_deref(), "备注", 500)?;
-    let client_key = new.client_key.as_deref().map(client_key).transpose()?;
+    let client_key = new
+        .client_key
+        .as_deref()
+        .map(crate::client_key::check)
+        .transpose()?;
     let txn = begin_write(db).await?;
     if let Some(key) = client_key
         && let Some(done) = by_client_key(&txn, key).await?
@@ -285,22 +289,6 @@ struct Recorder {
     area: Option<String>,
     /// The key the client chose, when it sent one.
     client_key: Option<String>,
-}
-
-/// A client's key for an attempt, checked: 8–64 of `A-Z a-z 0-9 - _`.
-fn client_key(raw: &str) -> AppResult<&str> {
-    let ok = (8..=64).contains(&raw.len())
-        && raw
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
-    if ok {
-        Ok(raw)
-    } else {
-        Err(AppError::validation(
-            "invalid_client_key",
-            "client_key 应为 8 到 64 位字母、数字、- 或 _",
-        ))
-    }
 }
 
 /// The attempt already written under `key`: its id, campaign and resident.

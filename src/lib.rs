@@ -7,6 +7,7 @@ pub mod audit;
 pub mod auth;
 pub mod campaign;
 pub mod cli;
+pub mod client_key;
 pub mod config;
 pub mod contact;
 pub mod db;

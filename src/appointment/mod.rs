@@ -20,6 +20,7 @@ use crate::area::AreaCode;
 use crate::audit::{self, AuditEvent};
 use crate::auth::{Actor, Scope};
 use crate::campaign::{self, Campaign, Stage, enrol};
+use crate::client_key;
 use crate::db::{Sql, begin_write};
 use crate::error::{AppError, AppResult};
 use crate::institution::{self, DayView};
@@ -38,6 +39,10 @@ pub struct BookingRequest {
     pub day: NaiveDate,
     /// Residents of the caller's scope, booked together (1–200).
     pub resident_ids: Vec<i32>,
+    /// A key the client chose for this booking (8–64 of `A-Z a-z 0-9 - _`): the same
+    /// booking sent again with its key is answered with the booking made the first time.
+    #[serde(default)]
+    pub client_key: Option<String>,
 }
 
 #[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
@@ -257,8 +262,34 @@ where
             format!("一次预约 1–{MAX_GROUP} 名居民，且不能重复"),
         ));
     }
+    let key = request
+        .client_key
+        .as_deref()
+        .map(client_key::check)
+        .transpose()?;
+    let booking_ref = uuid::Uuid::new_v4().to_string();
     let txn = begin_write(db).await?;
     let campaign = campaign::get_open_locked(&txn, campaign_id).await?;
+    if let Some(key) = key {
+        let subject = ids.iter().map(i32::to_string).collect::<Vec<_>>().join(",");
+        let claimed = client_key::claim(
+            &txn,
+            key,
+            client_key::Kind::Booking,
+            campaign_id,
+            &subject,
+            actor.user_id,
+        )
+        .await?;
+        if let Some(taken) = claimed {
+            let booking_ref = taken
+                .record(client_key::Kind::Booking, campaign_id, &subject)?
+                .to_owned();
+            txn.rollback().await?;
+            return booking_made(db, actor, &booking_ref).await;
+        }
+        client_key::settle(&txn, key, &booking_ref).await?;
+    }
     check_day(&campaign, request.day)?;
     let institution = institution::find(&txn, request.institution_id).await?;
     if !institution.active {
@@ -291,7 +322,6 @@ where
         return Err(full_day(request.day, &view, n, proposals));
     }
     let now = Utc::now();
-    let booking_ref = uuid::Uuid::new_v4().to_string();
     let inserted = appointments::Entity::insert_many(ids.iter().map(|&resident_id| {
         appointments::ActiveModel {
             campaign_id: Set(campaign_id),
@@ -365,6 +395,40 @@ where
         institution_id: institution.id,
         day: request.day,
         calendar,
+        appointments,
+    })
+}
+
+/// A booking made earlier, as its answer was: the appointments it made (as they are now)
+/// and the day's calendar now.
+async fn booking_made(
+    db: &impl ConnectionTrait,
+    actor: &Actor,
+    booking_ref: &str,
+) -> AppResult<Booking> {
+    let found = appointments::Entity::find()
+        .filter(appointments::Column::BookingRef.eq(booking_ref))
+        .find_also_related(residents::Entity)
+        .order_by_asc(appointments::Column::Id)
+        .all(db)
+        .await?;
+    let mut appointments = Vec::with_capacity(found.len());
+    for (a, r) in found {
+        match r {
+            Some(r) if may_see(actor, &a, &r) => appointments.push(AppointmentView::new(a, &r)),
+            _ => return Err(AppError::NotFound("预约不存在".to_owned())),
+        }
+    }
+    let Some(first) = appointments.first() else {
+        return Err(AppError::NotFound("预约不存在".to_owned()));
+    };
+    let institution = institution::find(db, first.institution_id).await?;
+    let day = first.day;
+    Ok(Booking {
+        booking_ref: booking_ref.to_owned(),
+        institution_id: institution.id,
+        day,
+        calendar: day_after(db, &institution, day).await?,
         appointments,
     })
 }

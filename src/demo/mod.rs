@@ -688,6 +688,7 @@ async fn build(
                     institution_id,
                     day,
                     resident_ids: chunk.to_vec(),
+                    client_key: None,
                 },
                 reminders,
             )
@@ -732,6 +733,7 @@ async fn build(
                     institution_id: place.id,
                     day: today,
                     resident_ids: chunk.to_vec(),
+                    client_key: None,
                 },
                 reminders,
             )
@@ -811,6 +813,7 @@ async fn build(
                 witness_user_id: None,
                 attempt_ids: None,
                 location: None,
+                client_key: None,
             },
         )
         .await

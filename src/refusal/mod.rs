@@ -20,6 +20,7 @@ use crate::area::AreaCode;
 use crate::audit::{self, AuditEvent};
 use crate::auth::{Actor, Scope};
 use crate::campaign::{self, Campaign};
+use crate::client_key;
 use crate::config::SignatureSettings;
 use crate::contact::codes;
 use crate::db::{Sql, begin_write};
@@ -108,6 +109,10 @@ pub struct NewRegistration {
     /// attempts in the campaign).
     pub attempt_ids: Option<Vec<i32>>,
     pub location: Option<Location>,
+    /// A key the client chose for this registration (8–64 of `A-Z a-z 0-9 - _`): the same
+    /// registration sent again with its key is answered with the one made the first time.
+    #[serde(default)]
+    pub client_key: Option<String>,
 }
 
 #[derive(Debug, Clone, Default, Deserialize, utoipa::ToSchema)]
@@ -578,6 +583,12 @@ where
     }
     let signer_name = crate::registry::check_name(&new.signer_name, "签字人姓名", 32)?;
     let location = check_location(&new.location)?;
+    let key = new
+        .client_key
+        .as_deref()
+        .map(client_key::check)
+        .transpose()?
+        .map(str::to_owned);
     // Decoding or rendering a signature is CPU work of up to tens of milliseconds: off the
     // request threads.
     let (new, image) = tokio::task::spawn_blocking(move || {
@@ -593,6 +604,26 @@ where
     let resident = crate::registry::find(&txn, &actor.scope, resident_id).await?;
     let village = AreaCode::parse(&resident.village_code)
         .map_err(|e| anyhow::anyhow!("resident {resident_id} has a bad village: {e}"))?;
+    let subject = resident_id.to_string();
+    if let Some(key) = &key {
+        let claimed = client_key::claim(
+            &txn,
+            key,
+            client_key::Kind::Refusal,
+            campaign_id,
+            &subject,
+            actor.user_id,
+        )
+        .await?;
+        if let Some(taken) = claimed {
+            let id = taken
+                .record(client_key::Kind::Refusal, campaign_id, &subject)?
+                .parse::<i32>()
+                .map_err(|e| anyhow::anyhow!("a refusal's client key names no record: {e}"))?;
+            txn.rollback().await?;
+            return get(db, actor, id).await;
+        }
+    }
     chain::lock_resident(&txn, resident_id).await?;
     check_registrable(&txn, campaign_id, resident_id).await?;
     let history = registrations_of(&txn, campaign_id, resident_id).await?;
@@ -647,6 +678,9 @@ where
     )
     .await?;
     let id = record.id;
+    if let Some(key) = &key {
+        client_key::settle(&txn, key, &id.to_string()).await?;
+    }
     audit_record(
         &txn,
         actor,

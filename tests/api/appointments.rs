@@ -947,3 +947,85 @@ async fn closing_a_campaign_settles_its_bookings_and_defaults_follow_the_institu
     let late = s.book(5, &s.residents[0..1]).await;
     assert_eq!(error_code(late, StatusCode::CONFLICT).await, "conflict");
 }
+
+#[tokio::test]
+async fn a_booking_sent_again_with_its_client_key_books_once() {
+    let s = setup(10, 4).await;
+    let path = format!("/api/v1/campaigns/{}/bookings", s.campaign);
+    let booking = |residents: &[i32], key: &str| {
+        json!({"institution_id": s.institution, "day": day(2), "resident_ids": residents,
+               "client_key": key})
+    };
+    let group = &s.residents[..2];
+    let first = s
+        .app
+        .post(&path, &s.cadre, booking(group, "c0ffee00c0ffee01"))
+        .await;
+    assert_eq!(first.status(), StatusCode::CREATED);
+    let first: Value = first.json().await.unwrap();
+    // The phone lost the answer and sends the same entry again: the same booking comes back.
+    let again = s
+        .app
+        .post(&path, &s.cadre, booking(group, "c0ffee00c0ffee01"))
+        .await;
+    assert!(again.status().is_success(), "{}", again.status());
+    let again: Value = again.json().await.unwrap();
+    assert_eq!(again["booking_ref"], first["booking_ref"]);
+    assert_eq!(again["appointments"], first["appointments"]);
+    assert_eq!(s.calendar_day(2).await["booked"], 2);
+    let stored = appointments::Entity::find()
+        .all(&s.app.state.db)
+        .await
+        .unwrap();
+    assert_eq!(stored.len(), 2);
+    // The key stands for that group: used for others it is refused, and nothing is booked.
+    let other = s
+        .app
+        .post(
+            &path,
+            &s.cadre,
+            booking(&s.residents[2..], "c0ffee00c0ffee01"),
+        )
+        .await;
+    assert_eq!(error_code(other, StatusCode::CONFLICT).await, "conflict");
+    assert_eq!(s.calendar_day(2).await["booked"], 2);
+    // A booking refused (a full day) takes no key: the corrected entry may use it.
+    let closed = s
+        .app
+        .request(
+            Method::PUT,
+            &format!("/api/v1/institutions/{}/calendar/{}", s.institution, day(3)),
+            Some(&s.staff),
+            Some(json!({"capacity": 1})),
+        )
+        .await;
+    assert_eq!(closed.status(), StatusCode::OK);
+    let full = s
+        .app
+        .post(
+            &path,
+            &s.cadre,
+            json!({"institution_id": s.institution, "day": day(3),
+                   "resident_ids": &s.residents[2..], "client_key": "d00dfeed00000001"}),
+        )
+        .await;
+    assert_eq!(error_code(full, StatusCode::CONFLICT).await, "day_full");
+    let fixed = s
+        .app
+        .post(
+            &path,
+            &s.cadre,
+            json!({"institution_id": s.institution, "day": day(4),
+                   "resident_ids": &s.residents[2..], "client_key": "d00dfeed00000001"}),
+        )
+        .await;
+    assert_eq!(fixed.status(), StatusCode::CREATED);
+    let bad = s
+        .app
+        .post(&path, &s.cadre, booking(&s.residents[..1], "bad key"))
+        .await;
+    assert_eq!(
+        error_code(bad, StatusCode::UNPROCESSABLE_ENTITY).await,
+        "invalid_client_key"
+    );
+}

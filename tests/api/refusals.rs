@@ -1035,3 +1035,46 @@ async fn the_witness_is_a_cadre_or_officer_covering_the_village() {
     assert_eq!(registered["witness_user_id"], officer_id);
     assert_eq!(count(app, "refusal_records").await, 1);
 }
+
+#[tokio::test]
+async fn a_registration_sent_again_with_its_client_key_is_registered_once() {
+    let s = setup().await;
+    let (app, campaign) = (&s.app, s.campaign);
+    let resident = new_resident(app, 40).await;
+    let neighbour = new_resident(app, 41).await;
+    enough_contact(app, campaign, resident).await;
+    enough_contact(app, campaign, neighbour).await;
+    let with_key = |key: &str| {
+        let mut body = with_strokes();
+        body["client_key"] = json!(key);
+        body
+    };
+    let path = refusals_path(campaign, resident);
+    let body = with_key("5ea1ed0000000001");
+    let first = app.post(&path, &s.cadre, body.clone()).await;
+    assert_eq!(first.status(), StatusCode::CREATED);
+    let first: Value = first.json().await.unwrap();
+    // The upload is repeated (the answer was lost on the way back to the phone): the same
+    // registration is the answer, not "already registered", and the chain holds one record.
+    let again = app.post(&path, &s.cadre, body).await;
+    assert!(again.status().is_success(), "{}", again.status());
+    let again: Value = again.json().await.unwrap();
+    assert_eq!(again["id"], first["id"]);
+    assert_eq!(count(app, "refusal_records").await, 1);
+    // The key is that registration's: for another resident it is refused.
+    let other = app
+        .post(
+            &refusals_path(campaign, neighbour),
+            &s.cadre,
+            with_key("5ea1ed0000000001"),
+        )
+        .await;
+    assert_eq!(error_code(other, StatusCode::CONFLICT).await, "conflict");
+    assert_eq!(count(app, "refusal_records").await, 1);
+    // Without a key a second registration of the same resident is still refused.
+    let twice = app.post(&path, &s.cadre, with_strokes()).await;
+    assert_eq!(
+        error_code(twice, StatusCode::CONFLICT).await,
+        "open_registration"
+    );
+}

@@ -150,6 +150,7 @@ async fn fixture(configure: impl FnOnce(&mut outreach::config::Settings)) -> Fix
             institution_id: institution,
             day,
             resident_ids: vec![a4],
+            client_key: None,
         },
         &app.state.settings.messaging.outbox.reminders,
     )

@@ -983,6 +983,7 @@ async fn every_role_and_scope_gets_exactly_its_rights() {
             institution_id: institution,
             day: day(0),
             resident_ids: more[18..37].to_vec(),
+            client_key: None,
         },
         &Default::default(),
     )
@@ -1217,6 +1218,7 @@ async fn institution_staff_see_only_their_patients_and_what_a_clinic_needs() {
             institution_id: clinic,
             day: outreach::registry::today() + chrono::Duration::days(1),
             resident_ids: vec![booked],
+            client_key: None,
         },
         &app.state.settings.messaging.outbox.reminders,
     )
