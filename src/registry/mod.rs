@@ -253,7 +253,8 @@ pub struct ResidentFilter {
     pub migrant_type: Option<String>,
     pub special: Option<String>,
     pub has_phone: Option<bool>,
-    /// Part of the name.
+    /// Part of the name (the `·` between the parts of a Uyghur or Kazakh name may be left
+    /// out or typed as `•` or `.`), or the last 1–4 characters of the ID number.
     pub q: Option<String>,
     /// Exact ID number (found through the blind index).
     pub id_number: Option<String>,
@@ -293,6 +294,21 @@ const NAME_KEY_SQL: &str = "REPLACE(REPLACE(REPLACE(REPLACE(REPLACE(REPLACE(REPL
      '・', ''), '‧', ''), '･', ''), '．', ''), '∙', ''), '⋅', ''), '‐', ''), ' ', ''), '\u{3000}', '')";
 
 /// Names containing `key` (already without separators); `%` and `_` in it are literal.
+/// A search for the end of an ID number: 1–4 digits (the last may be the check character X),
+/// the part the masked number shows.
+fn id_tail(q: &str) -> Option<String> {
+    let q = q.trim();
+    let valid = (1..=4).contains(&q.len())
+        && q.char_indices()
+            .all(|(i, c)| c.is_ascii_digit() || (i == q.len() - 1 && matches!(c, 'x' | 'X')));
+    valid.then(|| q.to_ascii_uppercase())
+}
+
+/// Residents whose masked ID number (`6540**********1234`) ends in `tail`.
+fn id_ends_with(tail: &str) -> sea_orm::sea_query::SimpleExpr {
+    residents::Column::IdMasked.like(format!("%{tail}"))
+}
+
 fn name_matches(key: &str) -> sea_orm::sea_query::SimpleExpr {
     let mut pattern = String::with_capacity(key.len() + 2);
     pattern.push('%');
@@ -376,7 +392,9 @@ pub async fn list(
             residents::Column::PhoneIndex.is_null()
         });
     }
-    if let Some(q) = filter
+    if let Some(tail) = filter.q.as_deref().and_then(id_tail) {
+        query = query.filter(id_ends_with(&tail));
+    } else if let Some(q) = filter
         .q
         .as_deref()
         .map(fields::name_key)
@@ -1086,6 +1104,17 @@ mod tests {
 
     fn d(y: i32, m: u32, day: u32) -> NaiveDate {
         NaiveDate::from_ymd_opt(y, m, day).unwrap()
+    }
+
+    #[test]
+    fn a_search_of_up_to_four_digits_is_for_the_end_of_an_id_number() {
+        assert_eq!(id_tail("1234").as_deref(), Some("1234"));
+        assert_eq!(id_tail(" 23x ").as_deref(), Some("23X"));
+        assert_eq!(id_tail("7").as_deref(), Some("7"));
+        assert_eq!(id_tail("12345"), None);
+        assert_eq!(id_tail("x123"), None);
+        assert_eq!(id_tail("张伟"), None);
+        assert_eq!(id_tail(""), None);
     }
 
     #[test]
