@@ -523,6 +523,26 @@ pub async fn serves_village(
         .any(|area| area.contains(village)))
 }
 
+/// The active institutions that examine residents of `village`, by name.
+pub async fn serving(
+    db: &impl ConnectionTrait,
+    village: &AreaCode,
+) -> AppResult<Vec<institutions::Model>> {
+    let ids: Vec<i32> = institution_areas::Entity::find()
+        .all(db)
+        .await?
+        .into_iter()
+        .filter(|row| AreaCode::parse(&row.area_code).is_ok_and(|area| area.contains(village)))
+        .map(|row| row.institution_id)
+        .collect();
+    Ok(institutions::Entity::find()
+        .filter(institutions::Column::Id.is_in(ids))
+        .filter(institutions::Column::Active.eq(true))
+        .order_by_asc(institutions::Column::Name)
+        .all(db)
+        .await?)
+}
+
 /// The residents an institution's staff may see: those booked with the institution (an
 /// appointment not cancelled) and those living in the areas it serves. Staff without an
 /// institution see nobody.

@@ -217,6 +217,18 @@ pub async fn list(
     Ok(TaskPage { items, next })
 }
 
+/// How many tasks of the caller's scope are open.
+pub async fn open_count(db: &impl ConnectionTrait, actor: &Actor) -> AppResult<u64> {
+    let mut sql = Sql::new(db.get_database_backend());
+    sql.push("SELECT COUNT(*) AS n FROM outreach_tasks t WHERE t.done_at IS NULL");
+    scope_sql(&mut sql, "t.village_code", &actor.scope);
+    let n: i64 = match db.query_one_raw(sql.build()).await? {
+        Some(row) => row.try_get("", "n")?,
+        None => 0,
+    };
+    Ok(u64::try_from(n).unwrap_or_default())
+}
+
 /// A cadre marks a task done (audited).
 pub async fn done<C>(db: &C, actor: &Actor, id: i32) -> AppResult<()>
 where

@@ -5,6 +5,7 @@
 //! in an HttpOnly cookie, so logout, expiry, deactivation and password resets end it alike.
 
 mod assets;
+mod field;
 mod pages;
 mod render;
 
@@ -32,6 +33,9 @@ pub fn router() -> Router<AppState> {
         .route("/m/sw.js", get(assets::service_worker))
         .route("/m/residents/{id}", get(pages::resident))
         .route("/m/residents/{id}/refusal", get(pages::refusal))
+        .route("/m/book", get(field::book))
+        .route("/m/tasks", get(field::tasks))
+        .route("/m/tasks/{id}/done", post(field::task_done))
         .route("/app", get(|| async { Redirect::permanent("/app/") }))
         .route("/app/", get(pages::app_home))
         .route("/static/{file}", get(assets::serve))

@@ -23,7 +23,7 @@ use crate::{contact, exam, refusal};
 use entities::users::Role;
 
 /// A role as the people in it call it.
-fn role_title(role: Role) -> &'static str {
+pub(super) fn role_title(role: Role) -> &'static str {
     match role {
         Role::Office => "县卫健委",
         Role::Township => "乡镇",
@@ -34,7 +34,7 @@ fn role_title(role: Role) -> &'static str {
 }
 
 /// Any serialisable value as a template value.
-fn ser<T: Serialize>(value: T) -> minijinja::Value {
+pub(super) fn ser<T: Serialize>(value: T) -> minijinja::Value {
     minijinja::Value::from(minijinja::value::Serde(value))
 }
 
@@ -145,7 +145,7 @@ pub async fn sign_out(
 }
 
 /// The campaign the field pages work on: the open one of the latest year.
-async fn current_campaign(state: &AppState) -> Result<Option<Campaign>, AppError> {
+pub(super) async fn current_campaign(state: &AppState) -> Result<Option<Campaign>, AppError> {
     Ok(campaign::open_campaigns(&state.db)
         .await?
         .into_iter()
@@ -237,6 +237,7 @@ pub async fn worklist(
             active: list == active,
         });
     }
+    let open_tasks = crate::outreach::tasks::open_count(&state.db, actor).await?;
     let search = query.q.as_deref().map(str::trim).filter(|q| !q.is_empty());
     let (rows, total, page_no, pages) = if let Some(q) = search {
         let found = registry::list(
@@ -327,6 +328,7 @@ pub async fn worklist(
             csrf => session.csrf.clone(),
             campaign => campaign.model.name,
             tabs => ser(&tabs),
+            open_tasks,
             active => LISTS.iter().find(|(l, ..)| *l == active).map(|(_, code, _)| *code),
             q => search,
             rows,
@@ -414,6 +416,16 @@ pub async fn resident(
         })
         .collect();
     let villages = registry::village_names(&state.db).await?;
+    let mut places = std::collections::HashMap::new();
+    for a in progress.iter().flat_map(|p| &p.appointments) {
+        if let std::collections::hash_map::Entry::Vacant(entry) = places.entry(a.institution_id) {
+            entry.insert(
+                crate::institution::find(&state.db, a.institution_id)
+                    .await?
+                    .name,
+            );
+        }
+    }
     Ok(page(
         StatusCode::OK,
         "m/resident.html",
@@ -433,9 +445,17 @@ pub async fn resident(
             appointments => progress.as_ref().map(|p| {
                 p.appointments
                     .iter()
-                    .map(|a| context! { day => a.day.to_string(), status => crate::appointment::status_label(&a.status) })
+                    .map(|a| context! {
+                        id => a.id,
+                        day => a.day.to_string(),
+                        institution => places.get(&a.institution_id).cloned(),
+                        active => a.status == "booked",
+                        status => crate::appointment::status_label(&a.status),
+                        reason => a.reason.clone(),
+                    })
                     .collect::<Vec<_>>()
             }),
+            cancel_reasons => CANCEL_REASONS,
             attempts => attempt_rows,
             attempt_count => attempts.as_ref().map(|a| a.count),
             attempt_days => attempts.as_ref().map(|a| a.days),
@@ -453,6 +473,9 @@ pub async fn resident(
     ))
 }
 
+/// Why a cadre cancels an appointment, as the form offers them.
+const CANCEL_REASONS: [&str; 4] = ["居民要求取消", "时间冲突", "外出务工", "身体原因"];
+
 /// The options of a select: `code` and `label` each.
 fn choices<'a>(options: impl Iterator<Item = (&'a str, &'a str)>) -> Vec<minijinja::Value> {
     options
@@ -461,7 +484,7 @@ fn choices<'a>(options: impl Iterator<Item = (&'a str, &'a str)>) -> Vec<minijin
 }
 
 /// A time as the campaign's office reads it (`2026-12-07 10:05`).
-fn local_time(campaign: Option<&Campaign>, at: chrono::DateTime<chrono::Utc>) -> String {
+pub(super) fn local_time(campaign: Option<&Campaign>, at: chrono::DateTime<chrono::Utc>) -> String {
     let tz = campaign.map_or(chrono_tz::Asia::Shanghai, |c| c.timezone);
     at.with_timezone(&tz).format("%Y-%m-%d %H:%M").to_string()
 }

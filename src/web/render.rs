@@ -21,6 +21,8 @@ const TEMPLATES: &[(&str, &str)] = templates![
     "m/worklist.html",
     "m/resident.html",
     "m/refusal.html",
+    "m/book.html",
+    "m/tasks.html",
     "app/home.html",
 ];
 

@@ -156,3 +156,159 @@ async fn a_change_made_with_the_cookie_needs_the_pages_anti_forgery_token() {
         StatusCode::UNAUTHORIZED
     );
 }
+
+/// The page's anti-forgery token (from its `<meta name="csrf-token">`).
+fn csrf_of(page: &str) -> String {
+    page.split("name=\"csrf-token\" content=\"")
+        .nth(1)
+        .and_then(|rest| rest.split('"').next())
+        .unwrap()
+        .to_owned()
+}
+
+#[tokio::test]
+async fn the_booking_page_shows_the_days_left_and_only_residents_in_scope() {
+    use crate::campaigns::add_resident;
+    use crate::helpers::{OTHER_VILLAGE, TOWNSHIP, resident_id};
+
+    let app = spawn_app_with(|_| {}).await;
+    app.seed_areas().await;
+    let mine = add_resident(&app, resident_id(1, "19700101"), VILLAGE, None, None).await;
+    let booked = add_resident(&app, resident_id(2, "19700101"), VILLAGE, None, None).await;
+    let theirs = add_resident(&app, resident_id(3, "19700101"), OTHER_VILLAGE, None, None).await;
+    let campaign = app.open_campaign().await;
+    let institution = app.institution("XYZ-BOOK", TOWNSHIP, &[TOWNSHIP], 3).await;
+    let (_, token) = app.user("cadre.c", Role::Cadre, VILLAGE).await;
+    let tomorrow = outreach::registry::today() + chrono::Duration::days(1);
+    let made = app
+        .post(
+            &format!("/api/v1/campaigns/{campaign}/bookings"),
+            &token,
+            serde_json::json!({"institution_id": institution, "day": tomorrow, "resident_ids": [booked]}),
+        )
+        .await;
+    assert_eq!(made.status(), StatusCode::CREATED);
+    let cadre = sign_in(&app, "cadre.c").await;
+
+    let page = get(&format!("/m/book?r={mine}"), &app, &cadre).await;
+    assert_eq!(page.status(), StatusCode::OK);
+    let html = page.text().await.unwrap();
+    assert!(
+        html.contains("XYZ-BOOK") || html.contains("卫生院"),
+        "{html}"
+    );
+    // Tomorrow's cell says two of three places are left.
+    let cell = html
+        .split(&format!("data-day=\"{tomorrow}\""))
+        .nth(1)
+        .and_then(|rest| rest.split("</label>").next())
+        .unwrap();
+    assert!(cell.contains("余 2"), "{cell}");
+    assert!(html.contains("data-testid=\"book-submit\""));
+    // Another village's resident cannot be booked from this phone, not even by address.
+    let other = get(&format!("/m/book?r={theirs}"), &app, &cadre).await;
+    assert_eq!(other.status(), StatusCode::NOT_FOUND);
+    let bad = get("/m/book?r=1,x", &app, &cadre).await;
+    assert_eq!(bad.status(), StatusCode::UNPROCESSABLE_ENTITY);
+    // The resident page offers the booking, and for the booked resident a move and a cancel.
+    let page = get(&format!("/m/residents/{booked}"), &app, &cadre).await;
+    let html = page.text().await.unwrap();
+    assert!(html.contains("appointment-reschedule") && html.contains("appointment-cancel"));
+    assert!(html.contains(&tomorrow.to_string()));
+}
+
+#[tokio::test]
+async fn the_worklist_finds_a_resident_by_the_last_digits_of_the_id() {
+    use crate::campaigns::add_resident;
+    use crate::helpers::{OTHER_VILLAGE, resident_id};
+
+    let app = spawn_app_with(|_| {}).await;
+    app.seed_areas().await;
+    let id = resident_id(7, "19800101");
+    add_resident(&app, id.clone(), VILLAGE, None, None).await;
+    add_resident(&app, resident_id(8, "19800101"), VILLAGE, None, None).await;
+    add_resident(
+        &app,
+        resident_id(107, "19800101"),
+        OTHER_VILLAGE,
+        None,
+        None,
+    )
+    .await;
+    app.open_campaign().await;
+    app.user("cadre.c", Role::Cadre, VILLAGE).await;
+    let cadre = sign_in(&app, "cadre.c").await;
+    let tail = &id[14..];
+    let html = get(&format!("/m/?q={tail}"), &app, &cadre)
+        .await
+        .text()
+        .await
+        .unwrap();
+    assert_eq!(
+        html.matches("data-testid=\"worklist-item\"").count(),
+        1,
+        "{html}"
+    );
+    assert!(html.contains(&format!("**********{tail}")));
+    assert!(!html.contains(&id), "the full ID number is on the page");
+}
+
+#[tokio::test]
+async fn the_cadre_marks_a_task_done_on_the_tasks_page() {
+    use crate::campaigns::add_resident;
+    use crate::helpers::resident_id;
+    use outreach::outreach::tasks::{self, NewTask, TaskKind};
+
+    let app = spawn_app_with(|_| {}).await;
+    app.seed_areas().await;
+    let resident = add_resident(&app, resident_id(1, "19700101"), VILLAGE, None, None).await;
+    let campaign = app.open_campaign().await;
+    app.user("cadre.c", Role::Cadre, VILLAGE).await;
+    tasks::create(
+        &app.state.db,
+        NewTask {
+            campaign_id: campaign,
+            resident_id: resident,
+            village_code: VILLAGE.to_owned(),
+            kind: TaskKind::Unreachable,
+            dedupe_key: "unreachable:test".to_owned(),
+            message_id: None,
+            reply_id: None,
+            note: Some("短信和微信都发不出".to_owned()),
+        },
+        chrono::Utc::now(),
+    )
+    .await
+    .unwrap();
+    let cadre = sign_in(&app, "cadre.c").await;
+    let worklist = get("/m/", &app, &cadre).await.text().await.unwrap();
+    let tab = worklist
+        .split("data-testid=\"worklist-tab-tasks\"")
+        .nth(1)
+        .unwrap();
+    assert!(tab.starts_with(">待办任务 <b>1</b>"), "{tab}");
+    let page = get("/m/tasks", &app, &cadre).await.text().await.unwrap();
+    assert!(page.contains("短信和微信都发不出") && page.contains("无法送达"));
+    let id = page
+        .split("data-task-id=\"")
+        .nth(1)
+        .and_then(|rest| rest.split('"').next())
+        .unwrap()
+        .to_owned();
+    let done = |token: String| {
+        browser()
+            .post(app.url(&format!("/m/tasks/{id}/done")))
+            .header("cookie", &cadre)
+            .form(&[("_csrf", token)])
+            .send()
+    };
+    assert_eq!(
+        done(String::new()).await.unwrap().status(),
+        StatusCode::FORBIDDEN
+    );
+    let answer = done(csrf_of(&page)).await.unwrap();
+    assert_eq!(answer.status(), StatusCode::SEE_OTHER);
+    assert_eq!(answer.headers()[LOCATION], "/m/tasks");
+    let page = get("/m/tasks", &app, &cadre).await.text().await.unwrap();
+    assert!(page.contains("没有待办任务"), "{page}");
+}

@@ -2,7 +2,10 @@
 // page, the scope of both, the session cookie and the anti-forgery checks.
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
-import { startApp, phone, shot, VILLAGE, OTHER_VILLAGE, PASSWORD } from './harness.mjs';
+import {
+  startApp, phone, shot, signIn as signInAt, openCampaign, controlled, pending, residentNamed as named,
+  VILLAGE, OTHER_VILLAGE,
+} from './harness.mjs';
 
 let app;
 let campaign;
@@ -14,33 +17,14 @@ before(async () => {
     ['阿依古丽', VILLAGE, ''],
     ['李娜', OTHER_VILLAGE, '13899001124'],
   ]);
-  const office = await app.token('office.li');
-  // This year's campaign, its exam window running into next year so it is open today.
-  const year = new Date().getFullYear();
-  const created = await app.api('POST', '/campaigns', office, {
-    year,
-    phases: {
-      exams: { from: `${year}-01-01`, to: `${year + 1}-12-29` },
-      catch_up: { from: `${year + 1}-12-30`, to: `${year + 1}-12-30` },
-      acceptance: { from: `${year + 1}-12-31`, to: `${year + 1}-12-31` },
-    },
-  });
-  assert.equal(created.status, 201, JSON.stringify(created.body));
-  campaign = created.body.id;
-  const opened = await app.api('POST', `/campaigns/${campaign}/open`, office);
-  assert.equal(opened.status, 200, JSON.stringify(opened.body));
+  campaign = await openCampaign(app);
 });
 
 after(async () => {
   await app?.stop();
 });
 
-async function signIn(page, username = 'cadre.ma', password = PASSWORD) {
-  await page.goto(`${app.base}/`);
-  await page.getByTestId('login-username').fill(username);
-  await page.getByTestId('login-password').fill(password);
-  await Promise.all([page.waitForURL(/\/(m|app)\/|\/$/), page.getByTestId('login-submit').click()]);
-}
+const signIn = (page, username, password) => signInAt(app, page, username, password);
 
 test('a cadre signs in on a phone and sees her own village only', async () => {
   const { browser, page } = await phone();
@@ -145,12 +129,7 @@ test('an office user lands on /app/ with the campaigns', async () => {
   }
 });
 
-/// The resident's id, found as the office would.
-async function residentNamed(name) {
-  const office = await app.token('office.li');
-  const found = await app.api('GET', `/residents?q=${encodeURIComponent(name)}`, office);
-  return found.body.residents[0].id;
-}
+const residentNamed = (name) => named(app, name);
 
 async function attemptsOf(resident) {
   const office = await app.token('office.li');
@@ -158,19 +137,6 @@ async function attemptsOf(resident) {
   assert.equal(list.status, 200, JSON.stringify(list.body));
   return list.body.items;
 }
-
-/// Waits until the service worker controls the page, so it answers when the network is gone.
-async function controlled(page) {
-  await page.evaluate(() => navigator.serviceWorker.ready);
-  await page.reload();
-  await page.waitForFunction(() => navigator.serviceWorker.controller !== null);
-}
-
-const pending = (page) =>
-  page.evaluate(() => {
-    const banner = document.querySelector('[data-testid=sync-pending]');
-    return banner.hidden ? 0 : Number(banner.querySelector('.count').textContent);
-  });
 
 test('an attempt made offline waits on the phone, survives a reload, and reaches the server once', async () => {
   const { browser, context, page } = await phone();

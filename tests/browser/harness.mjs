@@ -164,3 +164,51 @@ export async function shot(page, name) {
   mkdirSync(screenshots, { recursive: true });
   await page.screenshot({ path: join(screenshots, `${name}.png`), fullPage: true });
 }
+
+/// Signs in on the form at `/` and waits for the start page.
+export async function signIn(app, page, username = 'cadre.ma', password = PASSWORD) {
+  await page.goto(`${app.base}/`);
+  await page.getByTestId('login-username').fill(username);
+  await page.getByTestId('login-password').fill(password);
+  await Promise.all([page.waitForURL(/\/(m|app)\/|\/$/), page.getByTestId('login-submit').click()]);
+}
+
+/// Creates and opens this year's campaign, its exam window running into next year so that it
+/// is open whatever the day the tests run; returns its id.
+export async function openCampaign(app) {
+  const office = await app.token('office.li');
+  const year = new Date().getFullYear();
+  const created = await app.api('POST', '/campaigns', office, {
+    year,
+    phases: {
+      exams: { from: `${year}-01-01`, to: `${year + 1}-12-29` },
+      catch_up: { from: `${year + 1}-12-30`, to: `${year + 1}-12-30` },
+      acceptance: { from: `${year + 1}-12-31`, to: `${year + 1}-12-31` },
+    },
+  });
+  if (created.status !== 201) throw new Error(JSON.stringify(created.body));
+  const opened = await app.api('POST', `/campaigns/${created.body.id}/open`, office);
+  if (opened.status !== 200) throw new Error(JSON.stringify(opened.body));
+  return created.body.id;
+}
+
+/// Waits until the service worker controls the page, so it answers when the network is gone.
+export async function controlled(page) {
+  await page.evaluate(() => navigator.serviceWorker.ready);
+  await page.reload();
+  await page.waitForFunction(() => navigator.serviceWorker.controller !== null);
+}
+
+/// How many entries the banner says wait on the phone.
+export const pending = (page) =>
+  page.evaluate(() => {
+    const banner = document.querySelector('[data-testid=sync-pending]');
+    return banner.hidden ? 0 : Number(banner.querySelector('.count').textContent);
+  });
+
+/// A resident's id, found as the county office would.
+export async function residentNamed(app, name) {
+  const office = await app.token('office.li');
+  const found = await app.api('GET', `/residents?q=${encodeURIComponent(name)}`, office);
+  return found.body.residents[0].id;
+}

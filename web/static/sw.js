@@ -9,7 +9,10 @@ var CACHE = 'outreach-m-v1';
 self.addEventListener('install', function (event) {
   event.waitUntil(caches.open(CACHE).then(function (cache) {
     return cache.addAll(ASSETS).then(function () {
-      return cache.add('/m/')['catch'](function () {});
+      /* The pages a cadre needs without a network; one missing is no reason to fail. */
+      return Promise.all(['/m/', '/m/book', '/m/tasks'].map(function (page) {
+        return cache.add(page)['catch'](function () {});
+      }));
     });
   }).then(function () { return self.skipWaiting(); }));
 });
@@ -43,6 +46,10 @@ self.addEventListener('fetch', function (event) {
   } else if (url.pathname.indexOf('/m/') === 0) {
     event.respondWith(fromNetwork(request)['catch'](function () {
       return caches.match(request).then(function (hit) {
+        /* A page kept for other parameters (another group to book, another tab) still
+         * works: its script reads the address. */
+        return hit || caches.match(request, { ignoreSearch: true });
+      }).then(function (hit) {
         return hit || new Response(
           '<!doctype html><meta charset=utf-8><meta name=viewport content="width=device-width">' +
           '<p style="font:1rem sans-serif;padding:1rem">没有网络，这个页面还没有保存在手机上。<a href="/m/">返回清单</a></p>',
