@@ -308,6 +308,8 @@ pub struct ReplyView {
 pub struct ReplyFilter {
     /// Only replies the service could not act on.
     pub unmatched: Option<bool>,
+    /// Only replies from this resident's numbers.
+    pub resident_id: Option<i32>,
     pub limit: Option<u64>,
     /// Replies with an id below this one (the `next` of the previous page).
     pub before: Option<i32>,
@@ -342,6 +344,9 @@ pub async fn replies(
     }
     if filter.unmatched.unwrap_or(false) {
         sql.push(" AND action = 'unmatched'");
+    }
+    if let Some(resident) = filter.resident_id {
+        sql.push(" AND resident_id = ").bind(resident);
     }
     if let Some(before) = filter.before {
         sql.push(" AND id < ").bind(before);

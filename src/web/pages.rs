@@ -415,6 +415,28 @@ pub async fn resident(
             context! { created => local_time(campaign.as_ref(), m.created_at), kind_label => kind, ..view }
         })
         .collect();
+    let replies = crate::outreach::tasks::replies(
+        &state.db,
+        actor,
+        &crate::outreach::tasks::ReplyFilter {
+            resident_id: Some(id),
+            limit: Some(20),
+            ..Default::default()
+        },
+    )
+    .await?;
+    let replies: Vec<_> = replies
+        .items
+        .iter()
+        .map(|r| {
+            context! {
+                at => local_time(campaign.as_ref(), r.received_at),
+                text => r.text.clone(),
+                from => r.from.clone(),
+                action => reply_label(&r.action),
+            }
+        })
+        .collect();
     let villages = registry::village_names(&state.db).await?;
     let mut places = std::collections::HashMap::new();
     for a in progress.iter().flat_map(|p| &p.appointments) {
@@ -460,6 +482,7 @@ pub async fn resident(
             attempt_count => attempts.as_ref().map(|a| a.count),
             attempt_days => attempts.as_ref().map(|a| a.days),
             messages => message_rows,
+            replies,
             campaign_id => campaign.as_ref().map(|c| c.model.id),
             channels => choices(ContactChannel::ALL.iter().map(|c| (c.code(), c.label()))),
             contacts => choices(ContactUsed::ALL.iter().map(|c| (c.code(), c.label()))),
@@ -471,6 +494,16 @@ pub async fn resident(
             ),
         },
     ))
+}
+
+/// What the service did with a resident's reply, as the cadre reads it.
+fn reply_label(action: &str) -> &'static str {
+    match action {
+        "confirm" => "已确认预约",
+        "reschedule" => "申请改期",
+        "opt_out" => "已退订短信",
+        _ => "待人工处理",
+    }
 }
 
 /// Why a cadre cancels an appointment, as the form offers them.

@@ -222,3 +222,28 @@ test('tap-to-call reveals the number as an audited view', async () => {
     await browser.close();
   }
 });
+
+test('after one visit online, the residents on the worklist open without a network', async () => {
+  const { browser, context, page } = await phone();
+  try {
+    await signIn(app, page);
+    await controlled(page);
+    const sun = await residentNamed(app, '孙丽');
+    // The worklist keeps its residents' pages on the phone in the background.
+    const kept = (path) => page.evaluate(async (p) => Boolean(await caches.match(p)), path);
+    for (let i = 0; i < 80 && !(await kept(`/m/residents/${sun}`)); i++) {
+      await new Promise((r) => setTimeout(r, 250));
+    }
+    assert.ok(await kept(`/m/residents/${sun}`), 'the resident page is kept on the phone');
+    await context.setOffline(true);
+    await page.goto(`${app.base}/m/residents/${sun}`);
+    assert.ok((await page.locator('h1').first().innerText()).startsWith('孙丽'));
+    assert.ok(await page.getByTestId('attempt-submit').isVisible());
+    await page.goto(`${app.base}/m/tasks`);
+    assert.match(await page.locator('h1').innerText(), /待办任务/);
+    await shot(page, 'tasks-offline');
+    await context.setOffline(false);
+  } finally {
+    await browser.close();
+  }
+});
