@@ -273,6 +273,56 @@ test('a refusal is refused until the contact rule is met, then signed on the pad
   }
 });
 
+test('a refusal signed without a network waits on the phone and is registered once online', async () => {
+  const { browser, context, page } = await phone();
+  try {
+    await signIn(page);
+    const zhang = await residentNamed('张伟');
+    const cadre = await app.token('cadre.ma');
+    // Enough documented contact: two days, the last call reaching him.
+    const yesterday = new Date(Date.now() - 86400000).toISOString();
+    for (const [at, outcome] of [[yesterday, 'no_answer'], [new Date().toISOString(), 'reached_refused']]) {
+      const logged = await app.api('POST', `/campaigns/${campaign}/residents/${zhang}/attempts`, cadre, {
+        attempted_at: at, channel: 'phone_call', contact: 'own_phone', outcome,
+      });
+      assert.equal(logged.status, 201, JSON.stringify(logged.body));
+    }
+    await page.goto(`${app.base}/m/residents/${zhang}`);
+    await controlled(page);
+    await page.goto(`${app.base}/m/residents/${zhang}/refusal`);
+    await context.setOffline(true);
+    await page.getByTestId('refusal-reason').selectOption('examined_elsewhere');
+    await page.getByTestId('signature-pad').scrollIntoViewIfNeeded();
+    const pad = await page.getByTestId('signature-pad').boundingBox();
+    await page.mouse.move(pad.x + 20, pad.y + pad.height * 0.6);
+    await page.mouse.down();
+    for (const [fx, fy] of [[0.3, 0.2], [0.5, 0.8], [0.7, 0.3], [0.9, 0.7]]) {
+      await page.mouse.move(pad.x + pad.width * fx, pad.y + pad.height * fy, { steps: 6 });
+    }
+    await page.mouse.up();
+    await Promise.all([page.waitForURL(new RegExp(`/m/residents/${zhang}$`)), page.getByTestId('refusal-submit').click()]);
+    await page.waitForFunction(() => !document.querySelector('[data-testid=sync-pending]').hidden);
+    assert.equal(await pending(page), 1);
+    await page.reload();
+    await page.waitForFunction(() => !document.querySelector('[data-testid=sync-pending]').hidden);
+    assert.equal(await pending(page), 1, 'still queued after a reload offline');
+    await shot(page, 'refusal-queued-offline');
+    const before = await app.api('GET', `/campaigns/${campaign}/residents/${zhang}/refusals`, cadre);
+    assert.equal(before.body.length, 0);
+
+    await context.setOffline(false);
+    await page.waitForFunction(() => document.querySelector('[data-testid=sync-pending]').hidden, null, {
+      timeout: 20000,
+    });
+    const after = await app.api('GET', `/campaigns/${campaign}/residents/${zhang}/refusals`, cadre);
+    assert.equal(after.body.length, 1);
+    assert.equal(after.body[0].reason, 'examined_elsewhere');
+    assert.equal(after.body[0].status, 'pending');
+  } finally {
+    await browser.close();
+  }
+});
+
 // Last: it closes the campaign.
 test('an entry that can no longer apply is shown with the reason and can be dropped', async () => {
   const { browser, context, page } = await phone();
