@@ -76,6 +76,14 @@ pub async fn run(mut settings: Settings, options: Options) -> anyhow::Result<()>
     if let Some(bind) = options.bind {
         settings.bind = bind;
     }
+    if settings.http.public_url.is_none() {
+        // The residents' links in the demo's messages open the demo itself.
+        let mut at = settings.bind;
+        if at.ip().is_unspecified() {
+            at.set_ip(std::net::Ipv4Addr::LOCALHOST.into());
+        }
+        settings.http.public_url = Some(format!("http://{at}"));
+    }
 
     let logins_file = options.dir.join(LOGINS);
     let (db, logins) = if logins_file.exists() {

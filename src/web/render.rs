@@ -22,6 +22,9 @@ const TEMPLATES: &[(&str, &str)] = templates![
     "m/resident.html",
     "m/refusal.html",
     "app/home.html",
+    "r/page.html",
+    "r/gone.html",
+    "r/busy.html",
 ];
 
 static ENV: LazyLock<Environment<'static>> = LazyLock::new(|| {
