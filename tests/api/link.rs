@@ -287,7 +287,13 @@ async fn without_a_public_url_messages_carry_no_link() {
         .await;
     assert_eq!(response.status(), StatusCode::CREATED);
     app.state.dispatcher().drain().await.unwrap();
-    let rows = query(&app, &format!("SELECT body FROM messages WHERE resident_id = {a}")).await;
+    let rows = query(
+        &app,
+        &format!(
+            "SELECT body FROM messages WHERE resident_id = {a} AND kind = 'appointment_notice'"
+        ),
+    )
+    .await;
     let body: String = rows[0].try_get("", "body").unwrap();
     assert!(body.contains("禁食") && !body.contains("/r/"), "{body}");
     assert!(query(&app, "SELECT id FROM resident_links").await.is_empty());
