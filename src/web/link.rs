@@ -70,7 +70,9 @@ impl LinkThrottle {
     /// Counts a code that opened nothing; the wait when this one spent the allowance.
     fn miss(&self, address: IpAddr) -> Option<Duration> {
         let refused = self.misses.check_key(&address).err()?;
-        let wait = refused.wait_time_from(self.clock.now()).max(MISS_WINDOW / MISSES);
+        let wait = refused
+            .wait_time_from(self.clock.now())
+            .max(MISS_WINDOW / MISSES);
         let mut blocked = self.blocked.lock().unwrap_or_else(|e| e.into_inner());
         blocked.insert(address, Instant::now() + wait);
         // The map holds only addresses still refused.

@@ -168,7 +168,12 @@ async fn messages(app: &TestApp, resident: i32) -> Vec<(String, String)> {
     )
     .await
     .iter()
-    .map(|r| (r.try_get("", "kind").unwrap(), r.try_get("", "state").unwrap()))
+    .map(|r| {
+        (
+            r.try_get("", "kind").unwrap(),
+            r.try_get("", "state").unwrap(),
+        )
+    })
     .collect()
 }
 
@@ -213,7 +218,9 @@ async fn the_notice_carries_the_link_and_the_page_shows_the_appointment_only() {
     let body: String = rows[0].try_get("", "body").unwrap();
     let segments: i32 = rows[0].try_get("", "segments").unwrap();
     let prefix = format!("{PUBLIC_URL}/r/");
-    let at = body.find(&prefix).unwrap_or_else(|| panic!("no link in {body}"));
+    let at = body
+        .find(&prefix)
+        .unwrap_or_else(|| panic!("no link in {body}"));
     let code: String = body[at + prefix.len()..]
         .chars()
         .take_while(char::is_ascii_alphanumeric)
@@ -296,7 +303,11 @@ async fn without_a_public_url_messages_carry_no_link() {
     .await;
     let body: String = rows[0].try_get("", "body").unwrap();
     assert!(body.contains("禁食") && !body.contains("/r/"), "{body}");
-    assert!(query(&app, "SELECT id FROM resident_links").await.is_empty());
+    assert!(
+        query(&app, "SELECT id FROM resident_links")
+            .await
+            .is_empty()
+    );
 }
 
 #[tokio::test]
@@ -309,7 +320,9 @@ async fn confirming_on_the_link_confirms_reaches_and_is_audited() {
     // the link's own step shows).
     query(
         &s.app,
-        &format!("UPDATE enrolments SET reached_at = NULL, notified_at = NULL WHERE resident_id = {a}"),
+        &format!(
+            "UPDATE enrolments SET reached_at = NULL, notified_at = NULL WHERE resident_id = {a}"
+        ),
     )
     .await;
 
@@ -389,8 +402,15 @@ async fn rescheduling_on_the_link_moves_to_a_free_day_and_refuses_a_full_one() {
     let code = code_of(&s, a).await;
 
     // The page offers the days with room only.
-    let html = open(&s.app, &format!("/r/{code}")).await.text().await.unwrap();
-    assert!(html.contains(&format!("value=\"{}\"", in_days(4))), "{html}");
+    let html = open(&s.app, &format!("/r/{code}"))
+        .await
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        html.contains(&format!("value=\"{}\"", in_days(4))),
+        "{html}"
+    );
     assert!(!html.contains(&format!("value=\"{}\"", in_days(3))));
     assert!(!html.contains(&format!("value=\"{}\"", in_days(2))));
 
@@ -419,7 +439,10 @@ async fn rescheduling_on_the_link_moves_to_a_free_day_and_refuses_a_full_one() {
         sent.contains(&pair("reschedule_confirmation", "queued")),
         "{sent:?}"
     );
-    assert!(sent.contains(&pair("appointment_notice", "cancelled")), "{sent:?}");
+    assert!(
+        sent.contains(&pair("appointment_notice", "cancelled")),
+        "{sent:?}"
+    );
     assert_eq!(
         audited(&s.app, "appointment.reschedule").await,
         [("resident_link".to_owned(), Some(appointment.to_string()))]
@@ -489,7 +512,11 @@ async fn opting_out_on_the_link_stops_every_later_message() {
             pair("opt_out_confirmation", "delivered"),
         ]
     );
-    let html = open(&s.app, &format!("/r/{code}")).await.text().await.unwrap();
+    let html = open(&s.app, &format!("/r/{code}"))
+        .await
+        .text()
+        .await
+        .unwrap();
     assert!(html.contains("data-testid=\"link-opted-out\""));
     // A second opt-out queues no second confirmation.
     post(&s.app, &format!("/r/{code}/opt-out"), &[]).await;
@@ -523,7 +550,10 @@ async fn unknown_codes_get_a_friendly_page_until_an_address_keeps_guessing() {
         StatusCode::NOT_FOUND
     );
     // The real link still opens meanwhile.
-    assert_eq!(open(&s.app, &format!("/r/{code}")).await.status(), StatusCode::OK);
+    assert_eq!(
+        open(&s.app, &format!("/r/{code}")).await.status(),
+        StatusCode::OK
+    );
     let mut statuses = Vec::new();
     for n in 0..10 {
         statuses.push(open(&s.app, &format!("/r/CCCCCCCCCC{n:02}")).await.status());
@@ -543,7 +573,10 @@ async fn a_closed_campaign_expires_its_links() {
     let a = resident(&s.app, 8, "赵强").await;
     book(&s, &[a], in_days(2)).await;
     let code = code_of(&s, a).await;
-    assert_eq!(open(&s.app, &format!("/r/{code}")).await.status(), StatusCode::OK);
+    assert_eq!(
+        open(&s.app, &format!("/r/{code}")).await.status(),
+        StatusCode::OK
+    );
     outreach::campaign::close(&s.app.db, &Actor::cli(), s.campaign)
         .await
         .unwrap();
