@@ -876,11 +876,19 @@ impl Dispatcher {
                 .collect();
             pairs.sort_unstable();
             pairs.dedup();
-            context.links = links::ensure(&self.db, &self.privacy, &pairs)
-                .await?
-                .into_iter()
-                .map(|(pair, code)| (pair, links::url(public_url, &code)))
-                .collect();
+            // Without its link a notice still says where and when: a failure here is
+            // logged and the batch goes out without links rather than not at all.
+            match links::ensure(&self.db, &self.privacy, &pairs).await {
+                Ok(codes) => {
+                    context.links = codes
+                        .into_iter()
+                        .map(|(pair, code)| (pair, links::url(public_url, &code)))
+                        .collect();
+                }
+                Err(e) => {
+                    tracing::error!(error = %e, "residents' links unavailable; sent without");
+                }
+            }
         }
         Ok(context)
     }
