@@ -587,3 +587,39 @@ async fn a_closed_campaign_expires_its_links() {
     assert_eq!(posted.status(), StatusCode::GONE);
     assert!(audited(&s.app, "link.confirm").await.is_empty());
 }
+
+#[tokio::test]
+async fn a_cancelled_appointment_is_shown_and_its_actions_refused_with_the_reason() {
+    let s = setup(20).await;
+    let a = resident(&s.app, 9, "孙杰").await;
+    let appointment = book(&s, &[a], in_days(2)).await[0];
+    // Two dispatchers making the same resident's code at once end with one code.
+    let (first, second) = tokio::join!(code_of(&s, a), code_of(&s, a));
+    assert_eq!(first, second);
+    let code = first;
+    let response = s
+        .app
+        .post(
+            &format!("/api/v1/appointments/{appointment}/cancel"),
+            &s.cadre,
+            json!({"reason": "居民外出"}),
+        )
+        .await;
+    assert_eq!(response.status(), StatusCode::OK);
+
+    let html = open(&s.app, &format!("/r/{code}"))
+        .await
+        .text()
+        .await
+        .unwrap();
+    assert!(html.contains("已取消"), "{html}");
+    assert!(!html.contains("data-testid=\"link-confirm\""));
+    assert!(!html.contains("data-testid=\"link-reschedule\""));
+    let refused = post(&s.app, &format!("/r/{code}/confirm"), &[]).await;
+    assert_eq!(refused.status(), StatusCode::CONFLICT);
+    assert!(refused.text().await.unwrap().contains("没有可以更改的预约"));
+    let day = in_days(3).to_string();
+    let refused = post(&s.app, &format!("/r/{code}/reschedule"), &[("day", &day)]).await;
+    assert_eq!(refused.status(), StatusCode::CONFLICT);
+    assert!(audited(&s.app, "link.confirm").await.is_empty());
+}
