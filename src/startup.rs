@@ -27,6 +27,8 @@ pub struct AppState {
     pub privacy: Arc<Privacy>,
     pub templates: Arc<Templates>,
     pub channels: Arc<Channels>,
+    /// Codes of residents' links that opened nothing, per client address.
+    pub links: Arc<crate::web::LinkThrottle>,
 }
 
 impl AppState {
@@ -39,6 +41,7 @@ impl AppState {
             self.channels.clone(),
             self.settings.messaging.outbox.clone(),
         )
+        .with_public_url(self.settings.http.public_url.clone())
     }
 }
 
@@ -63,7 +66,8 @@ pub fn dispatcher_for(settings: &Settings, db: DatabaseConnection) -> anyhow::Re
         templates,
         channels,
         settings.messaging.outbox.clone(),
-    ))
+    )
+    .with_public_url(settings.http.public_url.clone()))
 }
 
 pub struct Application {
@@ -93,6 +97,7 @@ impl Application {
             .with_context(|| format!("cannot listen on {}", settings.bind))?;
         let state = AppState {
             throttle: Arc::new(LoginThrottle::new(&settings.auth)),
+            links: Arc::new(crate::web::LinkThrottle::default()),
             privacy,
             templates,
             channels,

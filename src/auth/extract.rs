@@ -84,6 +84,17 @@ impl Actor {
         }
     }
 
+    /// A resident acting on their own appointment link: what a village cadre of their
+    /// village may do to their appointment, recorded as `system` under `resident_link`.
+    pub fn resident_link(village: crate::area::AreaCode) -> Self {
+        Self {
+            username: "resident_link".to_owned(),
+            role: Role::Cadre,
+            scope: Scope::Within(village),
+            ..Self::cli()
+        }
+    }
+
     pub fn role_label(&self) -> &'static str {
         if self.user_id.is_none() {
             return "system";

@@ -76,6 +76,14 @@ pub async fn run(mut settings: Settings, options: Options) -> anyhow::Result<()>
     if let Some(bind) = options.bind {
         settings.bind = bind;
     }
+    if settings.http.public_url.is_none() {
+        // The residents' links in the demo's messages open the demo itself.
+        let mut at = settings.bind;
+        if at.ip().is_unspecified() {
+            at.set_ip(std::net::Ipv4Addr::LOCALHOST.into());
+        }
+        settings.http.public_url = Some(format!("http://{at}"));
+    }
 
     let logins_file = options.dir.join(LOGINS);
     let (db, logins) = if logins_file.exists() {
@@ -115,9 +123,35 @@ pub async fn run(mut settings: Settings, options: Options) -> anyhow::Result<()>
         "  curl -s -X POST http://{address}/api/v1/auth/login -H 'content-type: application/json' \\"
     );
     println!("       -d '{{\"username\":\"<用户名>\",\"password\":\"<密码>\"}}'");
+    if let Some(link) = sample_link(app.state()).await? {
+        println!();
+        println!("  居民预约链接示例 / a resident's own appointment page: {link}");
+    }
     println!();
     app.run_until_stopped(shutdown).await?;
     Ok(())
+}
+
+/// The link of one resident with an active appointment, as their messages carry it.
+async fn sample_link(state: &crate::startup::AppState) -> anyhow::Result<Option<String>> {
+    use sea_orm::{ColumnTrait, QueryFilter};
+    let Some(public_url) = &state.settings.http.public_url else {
+        return Ok(None);
+    };
+    let Some(booked) = entities::appointments::Entity::find()
+        .filter(entities::appointments::Column::Status.eq("booked"))
+        .one(&state.db)
+        .await?
+    else {
+        return Ok(None);
+    };
+    let pair = (booked.campaign_id, booked.resident_id);
+    let codes = outreach::links::ensure(&state.db, &state.privacy, &[pair])
+        .await
+        .map_err(|e| anyhow::anyhow!("resident link: {e}"))?;
+    Ok(codes
+        .get(&pair)
+        .map(|code| outreach::links::url(public_url, code)))
 }
 
 /// Empties the directory for `--reset` (only one made by the demo), creates it when missing.

@@ -25,6 +25,7 @@ use sea_orm::{
 use serde::Serialize;
 use tokio_util::sync::CancellationToken;
 
+use super::links;
 use super::outbox::{self, MessageState, OutboxSettings, at_local, quiet_until};
 use super::{
     Channel, Locale, LogChannel, MessageContext, MessageKind, Outgoing, Recipient, SendError, Sent,
@@ -243,6 +244,9 @@ pub struct Dispatcher {
     worker: String,
     /// When this worker last expired stale rows.
     last_expiry: Mutex<Option<Instant>>,
+    /// `http.public_url`: where the residents' own links point; without it messages carry
+    /// no link.
+    public_url: Option<String>,
 }
 
 /// How often a worker expires the waiting rows that are too late (a scan of what waits);
@@ -305,6 +309,8 @@ struct BatchContext {
     sent_today: HashMap<i32, i64>,
     /// Days offered, per reschedule-options message.
     options: HashMap<i32, String>,
+    /// The resident's own link, per (campaign, resident) of a message that carries one.
+    links: HashMap<(i32, i32), String>,
 }
 
 /// One send, decided.
@@ -361,7 +367,14 @@ impl Dispatcher {
             settings,
             worker: format!("w-{}", uuid::Uuid::new_v4().simple()),
             last_expiry: Mutex::new(None),
+            public_url: None,
         }
+    }
+
+    /// Messages about an appointment carry the resident's link under `public_url`.
+    pub fn with_public_url(mut self, public_url: Option<String>) -> Self {
+        self.public_url = public_url.filter(|u| !u.trim().is_empty());
+        self
     }
 
     /// Rounds until `shutdown`; an idle worker waits `poll_ms` between rounds. The round in
@@ -855,6 +868,28 @@ impl Dispatcher {
                 self.load_options(message, campaigns, &mut context).await?;
             }
         }
+        if let Some(public_url) = &self.public_url {
+            let mut pairs: Vec<(i32, i32)> = leased
+                .iter()
+                .filter(|m| m.appointment_id.is_some() && m.kind.is_some_and(links::carries_link))
+                .map(|m| (m.campaign_id, m.resident_id))
+                .collect();
+            pairs.sort_unstable();
+            pairs.dedup();
+            // Without its link a notice still says where and when: a failure here is
+            // logged and the batch goes out without links rather than not at all.
+            match links::ensure(&self.db, &self.privacy, &pairs).await {
+                Ok(codes) => {
+                    context.links = codes
+                        .into_iter()
+                        .map(|(pair, code)| (pair, links::url(public_url, &code)))
+                        .collect();
+                }
+                Err(e) => {
+                    tracing::error!(error = %e, "residents' links unavailable; sent without");
+                }
+            }
+        }
         Ok(context)
     }
 
@@ -1025,6 +1060,15 @@ impl Dispatcher {
                 .get(&message.id)
                 .cloned()
                 .unwrap_or_default(),
+            link: if appointment.is_some() && links::carries_link(kind) {
+                context
+                    .links
+                    .get(&(message.campaign_id, message.resident_id))
+                    .cloned()
+                    .unwrap_or_default()
+            } else {
+                String::new()
+            },
         };
         let locale = Locale::of(Language::parse(&resident.language).unwrap_or(Language::Zh));
         let rendered = if route.is_sms() {

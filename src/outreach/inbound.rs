@@ -462,13 +462,7 @@ where
     match (action, sender) {
         (ReplyAction::Confirm, Some(_)) => {
             if let Some(a) = &appointment {
-                let mut sql = Sql::new(txn.get_database_backend());
-                sql.push("UPDATE appointments SET confirmed_at = ")
-                    .bind(now)
-                    .push(" WHERE id = ")
-                    .bind(a.id)
-                    .push(" AND confirmed_at IS NULL");
-                txn.execute_raw(sql.build()).await?;
+                confirm(&txn, a.id, now).await?;
             }
         }
         (ReplyAction::Reschedule, Some(s)) => {
@@ -535,23 +529,23 @@ where
             .await?;
             if let Some(c) = &campaign {
                 // Confirmed once per number, back the way the reply came.
-                let mut confirmation = outbox::immediate(
+                let subject = format!(
+                    "n{}",
+                    index
+                        .iter()
+                        .take(8)
+                        .map(|b| format!("{b:02x}"))
+                        .collect::<String>()
+                );
+                confirm_opt_out(
+                    &txn,
                     c.id(),
                     first.resident_id,
-                    MessageKind::OptOutConfirmation,
-                    None,
-                    format!(
-                        "opt_out_confirmation:n{}",
-                        index
-                            .iter()
-                            .take(8)
-                            .map(|b| format!("{b:02x}"))
-                            .collect::<String>()
-                    ),
+                    &subject,
+                    Some(first.route),
                     now,
-                );
-                confirmation.route = Some(first.route.code());
-                outbox::insert(&txn, &[confirmation], now).await?;
+                )
+                .await?;
             }
         }
         (_, Some(s)) => {
@@ -580,6 +574,71 @@ where
     }
     txn.commit().await?;
     Ok(action)
+}
+
+/// The resident confirms their active appointment (reply 1, or 确认 on their link); a second
+/// confirmation keeps the first time.
+pub(crate) async fn confirm(
+    db: &impl ConnectionTrait,
+    appointment_id: i32,
+    now: DateTime<Utc>,
+) -> AppResult<()> {
+    let mut sql = Sql::new(db.get_database_backend());
+    sql.push("UPDATE appointments SET confirmed_at = ")
+        .bind(now)
+        .push(" WHERE id = ")
+        .bind(appointment_id)
+        .push(" AND confirmed_at IS NULL");
+    db.execute_raw(sql.build()).await?;
+    Ok(())
+}
+
+/// Takes a resident out of every channel at once (退订 on their own link): own phone, a
+/// relative's phone, WeChat and e-mail. Returns whether anything changed.
+pub(crate) async fn opt_out_resident(
+    db: &impl ConnectionTrait,
+    resident_id: i32,
+    now: DateTime<Utc>,
+) -> AppResult<bool> {
+    let mut sql = Sql::new(db.get_database_backend());
+    sql.push("UPDATE residents SET phone_opt_out = ")
+        .bind(true)
+        .push(", relative_opt_out = ")
+        .bind(true)
+        .push(", wechat_opt_out = ")
+        .bind(true)
+        .push(", email_opt_out = ")
+        .bind(true)
+        .push(", updated_at = ")
+        .bind(now)
+        .push(" WHERE id = ")
+        .bind(resident_id)
+        .push(" AND NOT (phone_opt_out AND relative_opt_out AND wechat_opt_out AND email_opt_out)");
+    Ok(db.execute_raw(sql.build()).await?.rows_affected() > 0)
+}
+
+/// Queues the confirmation of an opt-out, once per `subject` (the number a TD came from, or
+/// the resident whose link was used); `route`: back the way the request came, when it came
+/// by SMS.
+pub(crate) async fn confirm_opt_out(
+    db: &impl ConnectionTrait,
+    campaign_id: i32,
+    resident_id: i32,
+    subject: &str,
+    route: Option<Route>,
+    now: DateTime<Utc>,
+) -> AppResult<()> {
+    let mut confirmation = outbox::immediate(
+        campaign_id,
+        resident_id,
+        MessageKind::OptOutConfirmation,
+        None,
+        format!("opt_out_confirmation:{subject}"),
+        now,
+    );
+    confirmation.route = route.map(Route::code);
+    outbox::insert(db, &[confirmation], now).await?;
+    Ok(())
 }
 
 /// Residents whose own or relative's number has this blind index, the most recently

@@ -7,6 +7,7 @@ pub mod cloud;
 pub mod dispatch;
 pub mod http_client;
 pub mod inbound;
+pub mod links;
 pub mod outbox;
 pub mod signing;
 pub mod standin;

@@ -72,12 +72,14 @@ impl MessageKind {
 
     /// The most SMS segments one message of this kind may take in `locale` (each costs a
     /// text). Uyghur and Kazakh in Arabic script say the same in about twice the characters
-    /// of Chinese, so they may take one segment more.
+    /// of Chinese, so they may take one segment more; so may the kinds that carry the
+    /// resident's link (about 45 characters: up to a segment of its own).
     pub fn max_segments(self, locale: Locale) -> usize {
-        let chinese = match self {
+        let text = match self {
             MessageKind::AppointmentNotice | MessageKind::MigrantWave => 3,
             _ => 2,
         };
+        let chinese = text + usize::from(super::links::carries_link(self));
         match locale {
             Locale::ZhCn => chinese,
             Locale::Ug | Locale::Kk => chinese + 1,
@@ -138,6 +140,9 @@ pub struct MessageContext {
     pub window_to: String,
     /// The days offered for a new appointment, e.g. `12月3日、12月4日`.
     pub options: String,
+    /// The resident's own page (`{public_url}/r/{code}`): confirm, move or opt out. Empty
+    /// when `http.public_url` is not set or the message is about no appointment.
+    pub link: String,
 }
 
 impl MessageContext {
@@ -155,6 +160,7 @@ impl MessageContext {
             window_from: "1月20日".to_owned(),
             window_to: "2月20日".to_owned(),
             options: "1月5日、1月6日、1月8日".to_owned(),
+            link: "https://tijian.xinyuan.gov.cn/r/Ab3dE5gH7jK9".to_owned(),
         }
     }
 }

@@ -34,6 +34,8 @@ pub enum Field {
     /// A provider's access token cached in `provider_tokens` (WeChat): encrypted only, never
     /// indexed.
     ProviderToken,
+    /// The code of a resident's own appointment link (`/r/{code}`).
+    LinkCode,
 }
 
 impl Field {
@@ -42,6 +44,7 @@ impl Field {
             Field::ResidentId => b"resident.id_number",
             Field::Phone => b"resident.phone",
             Field::ProviderToken => b"provider_tokens.token",
+            Field::LinkCode => b"resident_links.code",
         }
     }
 }

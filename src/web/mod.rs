@@ -6,6 +6,7 @@
 
 mod assets;
 mod field;
+mod link;
 mod pages;
 mod render;
 
@@ -24,6 +25,8 @@ use crate::auth::{Actor, AnyRole, Auth, Policy, SESSION_COOKIE, session_cookie, 
 use crate::error::AppError;
 use crate::startup::AppState;
 
+pub use link::LinkThrottle;
+
 pub fn router() -> Router<AppState> {
     Router::new()
         .route("/", get(pages::sign_in_page).post(pages::sign_in))
@@ -39,6 +42,10 @@ pub fn router() -> Router<AppState> {
         .route("/app", get(|| async { Redirect::permanent("/app/") }))
         .route("/app/", get(pages::app_home))
         .route("/static/{file}", get(assets::serve))
+        .route("/r/{code}", get(link::show))
+        .route("/r/{code}/confirm", post(link::confirm))
+        .route("/r/{code}/reschedule", post(link::reschedule))
+        .route("/r/{code}/opt-out", post(link::opt_out))
 }
 
 /// The roles that work with residents in the field: village cadres, and the township and

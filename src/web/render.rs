@@ -24,6 +24,9 @@ const TEMPLATES: &[(&str, &str)] = templates![
     "m/book.html",
     "m/tasks.html",
     "app/home.html",
+    "r/page.html",
+    "r/gone.html",
+    "r/busy.html",
 ];
 
 static ENV: LazyLock<Environment<'static>> = LazyLock::new(|| {

@@ -17,6 +17,7 @@ mod health;
 mod helpers;
 mod hostile_files;
 mod http_hardening;
+mod link;
 mod messaging;
 mod openapi;
 mod pages;

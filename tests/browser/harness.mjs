@@ -56,8 +56,10 @@ function database(dir) {
 }
 
 /// Starts the service with a county, two villages and their residents; `residents` lists
-/// `[name, village, phone]`.
-export async function startApp(residents) {
+/// `[name, village, phone]`. `settings` are more configuration, by environment name without
+/// its prefix (e.g. `{ HTTP__PUBLIC_URL: '…' }`); `publicUrl: true` sets the public address to
+/// the service's own.
+export async function startApp(residents, { settings = {}, publicUrl = false } = {}) {
   const dir = mkdtempSync(join(tmpdir(), 'outreach-web-'));
   const db = database(dir);
   const port = await freePort();
@@ -68,6 +70,8 @@ export async function startApp(residents) {
     OUTREACH_BIND: `127.0.0.1:${port}`,
     OUTREACH_LOG__FILTER: 'warn',
     OUTREACH_SCHEDULER__ENABLED: 'false',
+    ...(publicUrl ? { OUTREACH_HTTP__PUBLIC_URL: `http://127.0.0.1:${port}` } : {}),
+    ...Object.fromEntries(Object.entries(settings).map(([k, v]) => [`OUTREACH_${k}`, v])),
   };
   const run = (args, input) =>
     execFileSync(bin, args, { env, cwd: dir, input, stdio: ['pipe', 'pipe', 'pipe'] }).toString();

@@ -1,0 +1,457 @@
+//! The resident's own appointment link, `{public_url}/r/{code}`: one random code per resident
+//! and campaign, written into the notices and reminders, that opens a page where the resident
+//! confirms, moves or opts out without signing in. The database keeps the code only encrypted
+//! and as a blind index; a link stops working when its campaign is no longer open.
+
+use std::collections::HashMap;
+
+use chrono::{Datelike, NaiveDate, Utc};
+use entities::{appointments, institutions, residents};
+use rand::Rng;
+use sea_orm::{
+    ColumnTrait, ConnectionTrait, EntityTrait, QueryFilter, QueryOrder, TransactionSession,
+    TransactionTrait,
+};
+use serde::Serialize;
+use serde_json::json;
+
+use super::MessageKind;
+use super::inbound;
+use super::outbox::{self, Reminders};
+use crate::area::AreaCode;
+use crate::audit::{self, AuditEvent};
+use crate::auth::Actor;
+use crate::campaign::{self, Campaign};
+use crate::db::{Sql, begin_write};
+use crate::error::{AppError, AppResult};
+use crate::institution::{self, DayView};
+use crate::privacy::{Field, Privacy};
+
+/// Characters of a code: 12 of 62 letters and digits, about 71 random bits.
+pub const CODE_LEN: usize = 12;
+
+/// The kinds of message that carry the link: those about an appointment the resident can
+/// still act on.
+pub fn carries_link(kind: MessageKind) -> bool {
+    matches!(
+        kind,
+        MessageKind::AppointmentNotice
+            | MessageKind::SameDayReminder
+            | MessageKind::RescheduleConfirmation
+            | MessageKind::RescheduleOptions
+    )
+}
+
+/// A new code from the thread's CSPRNG (ChaCha, seeded from the operating system).
+fn new_code() -> String {
+    rand::rng()
+        .sample_iter(&rand::distr::Alphanumeric)
+        .take(CODE_LEN)
+        .map(char::from)
+        .collect()
+}
+
+/// Whether `raw` has the shape of a code (anything else is not looked up).
+fn well_formed(raw: &str) -> bool {
+    raw.len() == CODE_LEN && raw.bytes().all(|b| b.is_ascii_alphanumeric())
+}
+
+/// The address of a link under the service's public address.
+pub fn url(public_url: &str, code: &str) -> String {
+    format!("{}/r/{code}", public_url.trim_end_matches('/'))
+}
+
+/// The codes of these (campaign, resident) pairs, created where missing. Two dispatchers
+/// creating the same pair at once both end with the one code that was stored first.
+pub async fn ensure(
+    db: &impl ConnectionTrait,
+    privacy: &Privacy,
+    pairs: &[(i32, i32)],
+) -> AppResult<HashMap<(i32, i32), String>> {
+    let mut found = read(db, privacy, pairs).await?;
+    let missing: Vec<(i32, i32)> = pairs
+        .iter()
+        .copied()
+        .filter(|p| !found.contains_key(p))
+        .collect();
+    if missing.is_empty() {
+        return Ok(found);
+    }
+    let now = Utc::now();
+    for chunk in missing.chunks(200) {
+        let mut sql = Sql::new(db.get_database_backend());
+        sql.push(
+            "INSERT INTO resident_links (campaign_id, resident_id, code_index, code_enc, \
+             created_at) VALUES ",
+        );
+        for (i, (campaign_id, resident_id)) in chunk.iter().enumerate() {
+            let code = new_code();
+            sql.push(if i == 0 { "(" } else { ", (" })
+                .bind(*campaign_id)
+                .push(", ")
+                .bind(*resident_id)
+                .push(", ")
+                .bind(privacy.blind_index(Field::LinkCode, &code))
+                .push(", ")
+                .bind(privacy.encrypt(Field::LinkCode, &code))
+                .push(", ")
+                .bind(now)
+                .push(")");
+        }
+        sql.push(" ON CONFLICT DO NOTHING");
+        db.execute_raw(sql.build()).await?;
+    }
+    found.extend(read(db, privacy, &missing).await?);
+    Ok(found)
+}
+
+async fn read(
+    db: &impl ConnectionTrait,
+    privacy: &Privacy,
+    pairs: &[(i32, i32)],
+) -> AppResult<HashMap<(i32, i32), String>> {
+    let mut by_campaign: HashMap<i32, Vec<i32>> = HashMap::new();
+    for (campaign_id, resident_id) in pairs {
+        by_campaign
+            .entry(*campaign_id)
+            .or_default()
+            .push(*resident_id);
+    }
+    let mut found = HashMap::new();
+    for (campaign_id, residents) in by_campaign {
+        for chunk in residents.chunks(500) {
+            let mut sql = Sql::new(db.get_database_backend());
+            sql.push("SELECT resident_id, code_enc FROM resident_links WHERE campaign_id = ")
+                .bind(campaign_id)
+                .push(" AND resident_id IN ")
+                .bind_list(chunk.iter().copied());
+            for row in db.query_all_raw(sql.build()).await? {
+                let resident_id: i32 = row.try_get("", "resident_id")?;
+                let sealed: Vec<u8> = row.try_get("", "code_enc")?;
+                let code = privacy
+                    .decrypt(Field::LinkCode, &sealed)
+                    .map_err(|e| anyhow::anyhow!("resident link code: {e}"))?;
+                found.insert((campaign_id, resident_id), code);
+            }
+        }
+    }
+    Ok(found)
+}
+
+/// An opened link: the resident it belongs to and its campaign.
+#[derive(Debug, Clone)]
+pub struct Link {
+    pub campaign: Campaign,
+    pub resident: residents::Model,
+}
+
+impl Link {
+    /// A link works while its campaign is open.
+    pub fn expired(&self) -> bool {
+        !self.campaign.is_open()
+    }
+
+    fn actor(&self) -> AppResult<Actor> {
+        let village = AreaCode::parse(&self.resident.village_code)
+            .map_err(|e| anyhow::anyhow!("stored village code: {e}"))?;
+        Ok(Actor::resident_link(village))
+    }
+
+    fn area(&self) -> Option<AreaCode> {
+        AreaCode::parse(&self.resident.village_code).ok()
+    }
+}
+
+/// The link with this code, if there is one (expired or not).
+pub async fn open(
+    db: &impl ConnectionTrait,
+    privacy: &Privacy,
+    code: &str,
+) -> AppResult<Option<Link>> {
+    if !well_formed(code) {
+        return Ok(None);
+    }
+    let mut sql = Sql::new(db.get_database_backend());
+    sql.push("SELECT campaign_id, resident_id FROM resident_links WHERE code_index = ")
+        .bind(privacy.blind_index(Field::LinkCode, code));
+    let Some(row) = db.query_one_raw(sql.build()).await? else {
+        return Ok(None);
+    };
+    let campaign_id: i32 = row.try_get("", "campaign_id")?;
+    let resident_id: i32 = row.try_get("", "resident_id")?;
+    let Some(resident) = residents::Entity::find_by_id(resident_id).one(db).await? else {
+        return Ok(None);
+    };
+    let campaign = campaign::get(db, campaign_id).await?;
+    Ok(Some(Link { campaign, resident }))
+}
+
+/// What the resident's page shows.
+#[derive(Debug, Clone, Serialize)]
+pub struct LinkPage {
+    /// The name with all but its first character hidden (张*).
+    pub name: String,
+    pub campaign_name: String,
+    pub appointment: Option<AppointmentInfo>,
+    /// Opted out of every channel.
+    pub opted_out: bool,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct AppointmentInfo {
+    pub institution_name: String,
+    pub institution_address: Option<String>,
+    pub day: NaiveDate,
+    /// e.g. `12月31日 星期四`.
+    pub day_label: String,
+    /// booked, attended, no_show or cancelled.
+    pub status: String,
+    pub status_label: &'static str,
+    /// Still ahead, so it can be confirmed or moved.
+    pub active: bool,
+    pub confirmed: bool,
+    /// Other days of the same institution with free places.
+    pub free_days: Vec<FreeDay>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct FreeDay {
+    pub day: NaiveDate,
+    pub label: String,
+    pub remaining: i32,
+}
+
+/// `张伟` → `张*`, `玛依拉·胡安` → `玛**`.
+pub fn masked_name(name: &str) -> String {
+    let mut chars = name.chars();
+    match chars.next() {
+        Some(first) => {
+            let rest = chars.count();
+            format!("{first}{}", "*".repeat(rest.min(2)))
+        }
+        None => String::new(),
+    }
+}
+
+/// e.g. `12月31日 星期四`.
+pub fn day_label(day: NaiveDate) -> String {
+    const WEEKDAYS: [&str; 7] = ["一", "二", "三", "四", "五", "六", "日"];
+    format!(
+        "{}月{}日 星期{}",
+        day.month(),
+        day.day(),
+        WEEKDAYS[day.weekday().num_days_from_monday() as usize]
+    )
+}
+
+/// The page of an open link: the resident's appointment of the campaign (the active one, or
+/// else the latest) and the days it could move to.
+pub async fn page(db: &impl ConnectionTrait, link: &Link) -> AppResult<LinkPage> {
+    let r = &link.resident;
+    let latest = appointments::Entity::find()
+        .filter(appointments::Column::CampaignId.eq(link.campaign.id()))
+        .filter(appointments::Column::ResidentId.eq(r.id))
+        .order_by_desc(appointments::Column::Id)
+        .all(db)
+        .await?;
+    let chosen = latest
+        .iter()
+        .find(|a| a.status == "booked")
+        .or_else(|| latest.first());
+    let appointment = match chosen {
+        Some(a) => {
+            let institution = institution::find(db, a.institution_id).await?;
+            let active = a.status == "booked";
+            let free_days = if active {
+                free_days(db, &link.campaign, &institution, a.day).await?
+            } else {
+                Vec::new()
+            };
+            Some(AppointmentInfo {
+                institution_name: institution.name.clone(),
+                institution_address: institution.address.clone(),
+                day: a.day,
+                day_label: day_label(a.day),
+                status: a.status.clone(),
+                status_label: crate::appointment::status_label(&a.status),
+                active,
+                confirmed: a.confirmed_at.is_some(),
+                free_days,
+            })
+        }
+        None => None,
+    };
+    Ok(LinkPage {
+        name: masked_name(&r.name),
+        campaign_name: link.campaign.model.name.clone(),
+        appointment,
+        opted_out: r.phone_opt_out && r.relative_opt_out && r.wechat_opt_out && r.email_opt_out,
+    })
+}
+
+/// Days from today with free places at `institution`, other than `current`.
+async fn free_days(
+    db: &impl ConnectionTrait,
+    campaign: &Campaign,
+    institution: &institutions::Model,
+    current: NaiveDate,
+) -> AppResult<Vec<FreeDay>> {
+    let Some(yesterday) = campaign.today().pred_opt() else {
+        return Ok(Vec::new());
+    };
+    let days: Vec<DayView> =
+        crate::appointment::proposals(db, campaign, institution, yesterday, 1).await?;
+    Ok(days
+        .into_iter()
+        .filter(|d| d.day != current)
+        .map(|d| FreeDay {
+            label: day_label(d.day),
+            day: d.day,
+            remaining: d.remaining,
+        })
+        .collect())
+}
+
+fn not_active() -> AppError {
+    AppError::refused("not_active", "您目前没有可以更改的预约")
+}
+
+fn expired() -> AppError {
+    AppError::refused("link_expired", "本次体检工作已经结束，链接已失效")
+}
+
+/// 确认: as a reply 1 does — the appointment confirmed, the resident reached — and audited.
+pub async fn confirm<C>(db: &C, link: &Link) -> AppResult<()>
+where
+    C: ConnectionTrait + TransactionTrait,
+{
+    if link.expired() {
+        return Err(expired());
+    }
+    let now = Utc::now();
+    let txn = begin_write(db).await?;
+    let Some(active) =
+        crate::appointment::active_of(&txn, link.campaign.id(), link.resident.id).await?
+    else {
+        return Err(not_active());
+    };
+    inbound::confirm(&txn, active.id, now).await?;
+    outbox::progress(&txn, link.campaign.id(), link.resident.id, true, now).await?;
+    audit::record(
+        &txn,
+        &link.actor()?,
+        AuditEvent {
+            action: "link.confirm",
+            entity: "appointment",
+            entity_id: Some(active.id.to_string()),
+            area_code: link.area(),
+            summary: json!({"resident_id": link.resident.id, "day": active.day}),
+        },
+    )
+    .await?;
+    txn.commit().await?;
+    Ok(())
+}
+
+/// 改约: the active appointment moved to `day` at the same institution, by the rules and the
+/// code of a cadre's reschedule (a confirmation queued, the old place given back); the
+/// resident reached.
+pub async fn reschedule<C>(
+    db: &C,
+    link: &Link,
+    day: NaiveDate,
+    reminders: &Reminders,
+) -> AppResult<()>
+where
+    C: ConnectionTrait + TransactionTrait,
+{
+    if link.expired() {
+        return Err(expired());
+    }
+    let Some(active) =
+        crate::appointment::active_of(db, link.campaign.id(), link.resident.id).await?
+    else {
+        return Err(not_active());
+    };
+    crate::appointment::reschedule(
+        db,
+        &link.actor()?,
+        active.id,
+        crate::appointment::Reschedule {
+            day,
+            institution_id: None,
+            reason: Some("居民通过预约链接改约".to_owned()),
+        },
+        reminders,
+    )
+    .await?;
+    outbox::progress(db, link.campaign.id(), link.resident.id, true, Utc::now()).await?;
+    Ok(())
+}
+
+/// 退订: as a reply TD does, but for every channel of the resident — flags set, a
+/// confirmation queued, the resident reached — and audited.
+pub async fn opt_out<C>(db: &C, link: &Link) -> AppResult<()>
+where
+    C: ConnectionTrait + TransactionTrait,
+{
+    if link.expired() {
+        return Err(expired());
+    }
+    let now = Utc::now();
+    let txn = begin_write(db).await?;
+    let changed = inbound::opt_out_resident(&txn, link.resident.id, now).await?;
+    outbox::progress(&txn, link.campaign.id(), link.resident.id, true, now).await?;
+    if changed {
+        audit::record(
+            &txn,
+            &link.actor()?,
+            AuditEvent {
+                action: "resident.opt_out",
+                entity: "resident",
+                entity_id: Some(link.resident.id.to_string()),
+                area_code: link.area(),
+                summary: json!({"channel": "link", "residents": 1}),
+            },
+        )
+        .await?;
+        inbound::confirm_opt_out(
+            &txn,
+            link.campaign.id(),
+            link.resident.id,
+            &format!("link:r{}", link.resident.id),
+            None,
+            now,
+        )
+        .await?;
+    }
+    txn.commit().await?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn codes_are_long_random_and_well_formed() {
+        let a = new_code();
+        let b = new_code();
+        assert_eq!(a.len(), CODE_LEN);
+        assert!(well_formed(&a) && well_formed(&b));
+        assert_ne!(a, b);
+        assert!(!well_formed("short"));
+        assert!(!well_formed("abcdefghijk/"));
+    }
+
+    #[test]
+    fn names_and_days_read_as_on_the_page() {
+        assert_eq!(masked_name("张伟"), "张*");
+        assert_eq!(masked_name("玛依拉·胡安"), "玛**");
+        assert_eq!(
+            day_label(NaiveDate::from_ymd_opt(2026, 12, 31).unwrap()),
+            "12月31日 星期四"
+        );
+        assert_eq!(url("https://a.example/", "abc"), "https://a.example/r/abc");
+    }
+}
