@@ -970,6 +970,33 @@ async fn build(
             .map_err(failed("replies"))?;
         replies += 1;
     }
+    // Residents of the demo cadre's village who wrote back, so their task list is not empty:
+    // "2" (another day, a reschedule request when booked) and questions nobody can match.
+    let questions = [
+        "2",
+        "请问体检要空腹吗",
+        "2",
+        "我在外地打工，过年回来再检可以吗",
+    ];
+    let writers = people
+        .iter()
+        .filter(|p| p.village_code == cadre_village)
+        .filter_map(|p| p.phone.clone())
+        .take(questions.len());
+    for (text, phone) in questions.iter().zip(writers) {
+        let reply = InboundSms {
+            provider: "log",
+            from_phone: phone,
+            text: (*text).to_owned(),
+            at: None,
+            provider_id: None,
+            signature: None,
+        };
+        outreach::inbound::apply_reply(db, &privacy, &reply)
+            .await
+            .map_err(failed("replies"))?;
+        replies += 1;
+    }
     // The confirmations the opt-outs asked for go out too.
     dispatcher.drain().await.map_err(failed("dispatch"))?;
     say(&format!("回复 replies: {replies}"));
