@@ -266,6 +266,25 @@ test('a refusal is refused until the contact rule is met, then signed on the pad
     assert.equal(png.status, 200);
     const bytes = Buffer.from(await png.arrayBuffer());
     assert.equal(bytes.subarray(1, 4).toString(), 'PNG');
+    // The stored image has ink: the browser decodes it and counts the dark pixels.
+    const dark = await page.evaluate(async (data) => {
+      const image = new Image();
+      image.src = `data:image/png;base64,${data}`;
+      await image.decode();
+      const canvas = document.createElement('canvas');
+      canvas.width = image.naturalWidth;
+      canvas.height = image.naturalHeight;
+      const context = canvas.getContext('2d');
+      context.fillStyle = '#fff';
+      context.fillRect(0, 0, canvas.width, canvas.height);
+      context.drawImage(image, 0, 0);
+      const pixels = context.getImageData(0, 0, canvas.width, canvas.height).data;
+      let n = 0;
+      for (let i = 0; i < pixels.length; i += 4) if (pixels[i] + pixels[i + 1] + pixels[i + 2] < 384) n++;
+      return { n, total: pixels.length / 4 };
+    }, bytes.toString('base64'));
+    assert.ok(dark.n > 200, `ink: ${dark.n} dark pixels`);
+    assert.ok(dark.n < dark.total / 4, `not a filled box: ${dark.n} of ${dark.total}`);
     await page.goto(`${app.base}/m/residents/${mayila}/refusal`);
     assert.match(await page.getByTestId('refusal-earlier').innerText(), /待审核/);
   } finally {
