@@ -29,6 +29,7 @@ pub mod signature;
 pub mod startup;
 pub mod telemetry;
 pub mod text;
+pub mod time;
 pub mod users;
 pub mod web;
 

@@ -315,7 +315,7 @@ impl Campaign {
 
     /// Today in the campaign's time zone.
     pub fn today(&self) -> NaiveDate {
-        Utc::now().with_timezone(&self.timezone).date_naive()
+        crate::time::today_in(self.timezone)
     }
 
     pub fn phases(&self) -> [(Phase, DateRange); 5] {

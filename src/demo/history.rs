@@ -11,7 +11,7 @@ use sea_orm::{ConnectionTrait, DatabaseConnection, TransactionTrait};
 
 use crate::campaign::Campaign;
 use crate::db::Sql;
-use crate::outreach::outbox::at_local;
+use crate::time::at_local;
 
 /// Moves the campaign's opening to `opened_on`, its progress rows' creation (and the
 /// exemptions found at opening) with it, each exam to its exam date, and each booking to the

@@ -292,7 +292,7 @@ fn working_time(
 ) -> DateTime<Utc> {
     let time = NaiveTime::from_hms_opt(rng.random_range(9..19), rng.random_range(0..60), 0)
         .unwrap_or(NaiveTime::MIN);
-    outreach::outbox::at_local(campaign.timezone, today - Duration::days(days_ago), time)
+    crate::time::at_local(campaign.timezone, today - Duration::days(days_ago), time)
 }
 
 /// Builds the whole demo county in `db` and returns the logins.

@@ -149,7 +149,7 @@ async fn refusal_register(
     // Times in the campaign's zone, as in every other export.
     let zone = match format {
         "csv" | "xlsx" => crate::campaign::get(&state.db, id).await?.timezone,
-        _ => chrono_tz::Asia::Shanghai,
+        _ => crate::time::DEFAULT_ZONE,
     };
     Ok(match format {
         "csv" => super::download(

@@ -13,7 +13,7 @@ use std::num::NonZeroU32;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use chrono::{DateTime, Datelike, NaiveDate, Utc};
+use chrono::{DateTime, NaiveDate, Utc};
 use entities::residents;
 use futures_util::StreamExt;
 use futures_util::stream::FuturesUnordered;
@@ -26,7 +26,7 @@ use serde::Serialize;
 use tokio_util::sync::CancellationToken;
 
 use super::links;
-use super::outbox::{self, MessageState, OutboxSettings, at_local, quiet_until};
+use super::outbox::{self, MessageState, OutboxSettings};
 use super::{
     Channel, Locale, LogChannel, MessageContext, MessageKind, Outgoing, Recipient, SendError, Sent,
     Templates,
@@ -37,6 +37,7 @@ use crate::db::{Sql, begin_write};
 use crate::error::AppResult;
 use crate::privacy::{Field, Privacy};
 use crate::registry::Language;
+use crate::time::{at_local, month_day, quiet_until};
 
 /// The fallback plan, in order.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
@@ -1660,11 +1661,6 @@ impl Reconciled {
             Reconciled::Unknown => "outcome unknown: failed for a person to re-send",
         }
     }
-}
-
-/// `12月31日`
-pub fn month_day(day: NaiveDate) -> String {
-    format!("{}月{}日", day.month(), day.day())
 }
 
 fn truncate(text: &str, max: usize) -> String {

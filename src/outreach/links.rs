@@ -5,7 +5,7 @@
 
 use std::collections::HashMap;
 
-use chrono::{Datelike, NaiveDate, Utc};
+use chrono::{NaiveDate, Utc};
 use entities::{appointments, institutions, residents};
 use rand::Rng;
 use sea_orm::{
@@ -235,12 +235,10 @@ pub fn masked_name(name: &str) -> String {
 
 /// e.g. `12月31日 星期四`.
 pub fn day_label(day: NaiveDate) -> String {
-    const WEEKDAYS: [&str; 7] = ["一", "二", "三", "四", "五", "六", "日"];
     format!(
-        "{}月{}日 星期{}",
-        day.month(),
-        day.day(),
-        WEEKDAYS[day.weekday().num_days_from_monday() as usize]
+        "{} 星期{}",
+        crate::time::month_day(day),
+        crate::time::weekday(day)
     )
 }
 

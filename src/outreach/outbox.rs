@@ -6,8 +6,7 @@
 
 use std::collections::BTreeMap;
 
-use chrono::{DateTime, Duration, NaiveDate, NaiveTime, TimeZone, Utc};
-use chrono_tz::Tz;
+use chrono::{DateTime, Duration, NaiveDate, NaiveTime, Utc};
 use sea_orm::ConnectionTrait;
 use serde::{Deserialize, Deserializer, Serialize};
 
@@ -15,6 +14,7 @@ use super::MessageKind;
 use crate::campaign::Campaign;
 use crate::db::Sql;
 use crate::error::AppResult;
+use crate::time::at_local;
 
 /// Where a message is. Only forward moves are written.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
@@ -215,45 +215,6 @@ where
         rates.insert(provider, rate);
     }
     Ok(rates)
-}
-
-/// The UTC instant of a local wall-clock time in `tz` (the earlier one if a clock change
-/// makes it ambiguous; an hour later if it falls into a gap).
-pub fn at_local(tz: Tz, day: NaiveDate, time: NaiveTime) -> DateTime<Utc> {
-    let local = day.and_time(time);
-    tz.from_local_datetime(&local)
-        .earliest()
-        .or_else(|| {
-            tz.from_local_datetime(&(local + Duration::hours(1)))
-                .earliest()
-        })
-        .map(|t| t.with_timezone(&Utc))
-        .unwrap_or_else(|| Utc.from_utc_datetime(&local))
-}
-
-/// Whether `at` falls into the quiet hours `[start, end)` of `tz`; a window may cross
-/// midnight (22:00–08:00). Returns when the quiet hours end, if they hold.
-pub fn quiet_until(
-    tz: Tz,
-    start: NaiveTime,
-    end: NaiveTime,
-    at: DateTime<Utc>,
-) -> Option<DateTime<Utc>> {
-    let local = at.with_timezone(&tz);
-    let time = local.time();
-    let today = local.date_naive();
-    if start == end {
-        return None;
-    }
-    if start < end {
-        (time >= start && time < end).then(|| at_local(tz, today, end))
-    } else if time >= start {
-        Some(at_local(tz, today.succ_opt()?, end))
-    } else if time < end {
-        Some(at_local(tz, today, end))
-    } else {
-        None
-    }
 }
 
 /// One message to plan.
@@ -754,50 +715,6 @@ mod tests {
 
     fn t(h: u32, m: u32) -> NaiveTime {
         NaiveTime::from_hms_opt(h, m, 0).unwrap()
-    }
-
-    fn utc(raw: &str) -> DateTime<Utc> {
-        raw.parse().unwrap()
-    }
-
-    #[test]
-    fn quiet_hours_cross_midnight_in_the_campaigns_zone() {
-        let shanghai: Tz = "Asia/Shanghai".parse().unwrap();
-        let (start, end) = (t(22, 0), t(8, 0));
-        // 22:00 Beijing time is 14:00 UTC: held to 08:00 the next morning (00:00 UTC).
-        assert_eq!(
-            quiet_until(shanghai, start, end, utc("2026-12-01T14:00:00Z")),
-            Some(utc("2026-12-02T00:00:00Z"))
-        );
-        // 03:00 Beijing: held to 08:00 the same morning.
-        assert_eq!(
-            quiet_until(shanghai, start, end, utc("2026-12-01T19:00:00Z")),
-            Some(utc("2026-12-02T00:00:00Z"))
-        );
-        // 08:00 sharp and 21:59 are not quiet.
-        assert_eq!(
-            quiet_until(shanghai, start, end, utc("2026-12-02T00:00:00Z")),
-            None
-        );
-        assert_eq!(
-            quiet_until(shanghai, start, end, utc("2026-12-01T13:59:00Z")),
-            None
-        );
-        // The same instant is 20:00 in Urumqi (UTC+6): not quiet there.
-        let urumqi: Tz = "Asia/Urumqi".parse().unwrap();
-        assert_eq!(
-            quiet_until(urumqi, start, end, utc("2026-12-01T14:00:00Z")),
-            None
-        );
-        // A window inside one day, and an empty one.
-        assert_eq!(
-            quiet_until(shanghai, t(12, 0), t(14, 0), utc("2026-12-01T05:00:00Z")),
-            Some(utc("2026-12-01T06:00:00Z"))
-        );
-        assert_eq!(
-            quiet_until(shanghai, t(8, 0), t(8, 0), utc("2026-12-01T05:00:00Z")),
-            None
-        );
     }
 
     #[test]

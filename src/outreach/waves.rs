@@ -10,7 +10,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::json;
 
 use super::MessageKind;
-use super::outbox::{self, MessageState, MessageView, at_local};
+use super::outbox::{self, MessageState, MessageView};
 use super::tasks::scope_sql;
 use crate::area::AreaCode;
 use crate::audit::{self, AuditEvent};
@@ -19,6 +19,7 @@ use crate::campaign::{self, Campaign, Stage};
 use crate::db::{Sql, begin_write};
 use crate::error::{AppError, AppResult};
 use crate::registry::MigrantType;
+use crate::time::at_local;
 
 /// Who a wave goes to. Every part narrows it.
 #[derive(Debug, Clone, Default, Serialize, Deserialize, utoipa::ToSchema)]

@@ -38,9 +38,7 @@ use crate::privacy::{Field, Privacy};
 
 /// Today's date in China (where the campaign's dates are read).
 pub fn today() -> NaiveDate {
-    Utc::now()
-        .with_timezone(&chrono_tz::Asia::Shanghai)
-        .date_naive()
+    crate::time::today_in(crate::time::DEFAULT_ZONE)
 }
 
 /// Code → name of every village and community.

@@ -440,7 +440,7 @@ async fn lock_campaign(db: &impl ConnectionTrait, campaign_id: i32) -> AppResult
 
 /// The end of a local day: the first instant of the next one.
 pub fn end_of_day(campaign: &Campaign, day: NaiveDate) -> DateTime<Utc> {
-    crate::outreach::outbox::at_local(
+    crate::time::at_local(
         campaign.timezone,
         day + Duration::days(1),
         chrono::NaiveTime::MIN,
@@ -449,7 +449,7 @@ pub fn end_of_day(campaign: &Campaign, day: NaiveDate) -> DateTime<Utc> {
 
 /// The local date of an instant in the campaign's time zone.
 pub fn local_day(campaign: &Campaign, at: DateTime<Utc>) -> NaiveDate {
-    at.with_timezone(&campaign.timezone).date_naive()
+    crate::time::local_day(campaign.timezone, at)
 }
 
 /// How long after midnight a day is taken as closed: a change stamped just before midnight

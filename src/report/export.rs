@@ -354,7 +354,7 @@ pub fn as_of_text(as_of: &super::AsOf) -> String {
     match (as_of.day, as_of.refreshed_at) {
         (Some(day), _) => format!("{day} 日终"),
         (None, Some(at)) => {
-            let zone: chrono_tz::Tz = as_of.timezone.parse().unwrap_or(chrono_tz::Asia::Shanghai);
+            let zone: chrono_tz::Tz = as_of.timezone.parse().unwrap_or(crate::time::DEFAULT_ZONE);
             format!(
                 "{}（{}）",
                 at.with_timezone(&zone).format("%Y-%m-%d %H:%M"),

@@ -6,7 +6,7 @@
 use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Redirect, Response};
-use chrono::{Datelike, NaiveDate};
+use chrono::NaiveDate;
 use entities::areas::AreaLevel;
 use minijinja::context;
 use serde::{Deserialize, Serialize};
@@ -42,8 +42,6 @@ struct Day {
     closed: bool,
     full: bool,
 }
-
-const WEEKDAYS: [&str; 7] = ["周一", "周二", "周三", "周四", "周五", "周六", "周日"];
 
 /// Resident ids from `12,13,14`: at most a group's worth, each a number.
 fn resident_ids(raw: Option<&str>) -> Result<Vec<i32>, AppError> {
@@ -121,8 +119,8 @@ pub async fn book(
                     .as_ref()
                     .is_some_and(|a| a.institution_id == inst.id && a.day == d.day);
                 Day {
-                    label: format!("{}月{}日", d.day.month(), d.day.day()),
-                    week: WEEKDAYS[d.day.weekday().num_days_from_monday() as usize],
+                    label: crate::time::month_day(d.day),
+                    week: crate::time::weekday(d.day),
                     full: d.closed || d.remaining < needed || current,
                     day: d.day,
                     remaining: d.remaining,

@@ -518,7 +518,7 @@ fn choices<'a>(options: impl Iterator<Item = (&'a str, &'a str)>) -> Vec<minijin
 
 /// A time as the campaign's office reads it (`2026-12-07 10:05`).
 pub(super) fn local_time(campaign: Option<&Campaign>, at: chrono::DateTime<chrono::Utc>) -> String {
-    let tz = campaign.map_or(chrono_tz::Asia::Shanghai, |c| c.timezone);
+    let tz = campaign.map_or(crate::time::DEFAULT_ZONE, |c| c.timezone);
     at.with_timezone(&tz).format("%Y-%m-%d %H:%M").to_string()
 }
 

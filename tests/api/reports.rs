@@ -965,7 +965,7 @@ async fn a_bulletin_goes_out_once_per_period_across_a_restart() {
         .unwrap()
         .timezone;
     let today = outreach::registry::today();
-    let now = outreach::outreach::outbox::at_local(
+    let now = outreach::time::at_local(
         tz,
         today,
         chrono::NaiveTime::from_hms_opt(10, 0, 0).unwrap(),
@@ -1118,7 +1118,7 @@ async fn a_bulletin_cut_off_while_building_goes_out_but_one_cut_off_while_sendin
         .unwrap()
         .timezone;
     let today = outreach::registry::today();
-    let now = outreach::outreach::outbox::at_local(
+    let now = outreach::time::at_local(
         tz,
         today,
         chrono::NaiveTime::from_hms_opt(10, 0, 0).unwrap(),
