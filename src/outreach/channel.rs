@@ -3,13 +3,13 @@
 //! embedded default, which only records) and e-mail over SMTP. SMS and WeChat providers
 //! implement the same trait.
 
+pub use crate::config::{JasminSettings, SmtpSecurity, SmtpSettings};
 use std::time::Duration;
 
 use async_trait::async_trait;
 use lettre::message::{Mailbox, MultiPart};
 use lettre::transport::smtp::authentication::Credentials;
 use lettre::{AsyncSmtpTransport, AsyncTransport, Message, Tokio1Executor};
-use serde::Deserialize;
 
 use super::{MessageContext, MessageKind};
 use crate::config::Secret;
@@ -152,36 +152,6 @@ impl Channel for LogChannel {
     }
 }
 
-/// How the SMTP connection is secured.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum SmtpSecurity {
-    /// Plain SMTP (a relay on the same host or network).
-    None,
-    /// STARTTLS on the submission port (587).
-    Starttls,
-    /// TLS from the first byte (465).
-    Tls,
-}
-
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct SmtpSettings {
-    pub host: String,
-    pub port: u16,
-    pub security: SmtpSecurity,
-    pub username: Option<String>,
-    pub password: Option<Secret>,
-    /// The sender, e.g. `新源县卫健委 <tijian@example.org>`.
-    pub from: String,
-    #[serde(default = "default_smtp_timeout")]
-    pub timeout_secs: u64,
-}
-
-fn default_smtp_timeout() -> u64 {
-    20
-}
-
 /// E-mail over SMTP (lettre): a plain-text part and an HTML part, the idempotency key as the
 /// Message-ID so a message sent twice is recognisable at the receiving end. The channel is
 /// named after its provider, `smtp`, like every other channel: the name keys its rate limit
@@ -311,91 +281,6 @@ impl EmailChannel {
             Err(e) => Err(SendError::Transient(e.to_string())),
         }
     }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn recipients_are_masked_for_logs() {
-        assert_eq!(
-            Recipient::Phone("13812345678".into()).masked(),
-            "138****5678"
-        );
-        assert_eq!(
-            Recipient::Email("zhangsan@example.org".into()).masked(),
-            "z***@example.org"
-        );
-        assert_eq!(
-            Recipient::WeChat("oAbCdEfGh123".into()).masked(),
-            "wechat:oAbC…"
-        );
-    }
-
-    #[test]
-    fn chinese_text_is_hex_encoded_as_utf16_big_endian() {
-        assert_eq!(ucs2_hex("体检A"), "4f5368c00041");
-        // Outside the basic plane: a surrogate pair.
-        assert_eq!(ucs2_hex("𠀀"), "d840dc00");
-    }
-
-    #[test]
-    fn message_ids_are_valid_dot_atoms_derived_from_the_key() {
-        let id = message_id("migrant_wave:r1487:w1:2026-12-07", "example.org");
-        assert_eq!(id, "<migrant_wave=3Ar1487=3Aw1=3A2026-12-07@example.org>");
-        assert_eq!(
-            message_id("appointment_notice.a42.2026-12-31#s2", "example.org"),
-            "<appointment_notice.a42.2026-12-31#s2@example.org>"
-        );
-        // `=` is escaped too, so `a:b` and `a=3Ab` stay apart.
-        assert_ne!(message_id("a:b", "x.org"), message_id("a=3Ab", "x.org"));
-        assert_eq!(message_id("a..b", "x.org"), "<a=2E=2Eb@x.org>");
-        assert_eq!(message_id("<a b>", "x.org"), "<=3Ca=20b=3E@x.org>");
-        // What a strict parser reads: one `@`, atom characters and single inner dots only.
-        for key in [
-            "migrant_wave:r1487:w1:2026-12-07",
-            "体检:1",
-            ".x.",
-            "k@y\\\"q",
-        ] {
-            let id = message_id(key, "example.org");
-            let left = id
-                .strip_prefix('<')
-                .and_then(|s| s.strip_suffix("@example.org>"))
-                .unwrap();
-            assert!(!left.is_empty() && !left.starts_with('.') && !left.ends_with('.'));
-            assert!(!left.contains(".."), "{id}");
-            assert!(
-                left.bytes()
-                    .all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-/=?^_`{|}~.".contains(&b)),
-                "{id}"
-            );
-        }
-    }
-
-    #[test]
-    fn html_is_escaped() {
-        let html = html_of("通知", "a<b>&\n第二行");
-        assert!(html.contains("a&lt;b&gt;&amp;<br>第二行"), "{html}");
-    }
-}
-
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct JasminSettings {
-    /// The gateway's HTTP API, e.g. `http://127.0.0.1:1401`.
-    pub url: String,
-    pub username: String,
-    pub password: Secret,
-    /// Where the gateway posts delivery receipts (our webhook).
-    pub dlr_url: Option<String>,
-    #[serde(default = "default_http_timeout")]
-    pub timeout_secs: u64,
-}
-
-fn default_http_timeout() -> u64 {
-    10
 }
 
 /// SMS through a self-hosted Jasmin gateway's HTTP API: Chinese text as `coding=8` with the
@@ -537,5 +422,73 @@ impl Channel for JasminChannel {
         } else {
             Err(SendError::Permanent(reason))
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn recipients_are_masked_for_logs() {
+        assert_eq!(
+            Recipient::Phone("13812345678".into()).masked(),
+            "138****5678"
+        );
+        assert_eq!(
+            Recipient::Email("zhangsan@example.org".into()).masked(),
+            "z***@example.org"
+        );
+        assert_eq!(
+            Recipient::WeChat("oAbCdEfGh123".into()).masked(),
+            "wechat:oAbC…"
+        );
+    }
+
+    #[test]
+    fn chinese_text_is_hex_encoded_as_utf16_big_endian() {
+        assert_eq!(ucs2_hex("体检A"), "4f5368c00041");
+        // Outside the basic plane: a surrogate pair.
+        assert_eq!(ucs2_hex("𠀀"), "d840dc00");
+    }
+
+    #[test]
+    fn message_ids_are_valid_dot_atoms_derived_from_the_key() {
+        let id = message_id("migrant_wave:r1487:w1:2026-12-07", "example.org");
+        assert_eq!(id, "<migrant_wave=3Ar1487=3Aw1=3A2026-12-07@example.org>");
+        assert_eq!(
+            message_id("appointment_notice.a42.2026-12-31#s2", "example.org"),
+            "<appointment_notice.a42.2026-12-31#s2@example.org>"
+        );
+        // `=` is escaped too, so `a:b` and `a=3Ab` stay apart.
+        assert_ne!(message_id("a:b", "x.org"), message_id("a=3Ab", "x.org"));
+        assert_eq!(message_id("a..b", "x.org"), "<a=2E=2Eb@x.org>");
+        assert_eq!(message_id("<a b>", "x.org"), "<=3Ca=20b=3E@x.org>");
+        // What a strict parser reads: one `@`, atom characters and single inner dots only.
+        for key in [
+            "migrant_wave:r1487:w1:2026-12-07",
+            "体检:1",
+            ".x.",
+            "k@y\\\"q",
+        ] {
+            let id = message_id(key, "example.org");
+            let left = id
+                .strip_prefix('<')
+                .and_then(|s| s.strip_suffix("@example.org>"))
+                .unwrap();
+            assert!(!left.is_empty() && !left.starts_with('.') && !left.ends_with('.'));
+            assert!(!left.contains(".."), "{id}");
+            assert!(
+                left.bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-/=?^_`{|}~.".contains(&b)),
+                "{id}"
+            );
+        }
+    }
+
+    #[test]
+    fn html_is_escaped() {
+        let html = html_of("通知", "a<b>&\n第二行");
+        assert!(html.contains("a&lt;b&gt;&amp;<br>第二行"), "{html}");
     }
 }

@@ -24,6 +24,7 @@
 //! Nothing here logs a whole phone number, a token or a secret; provider messages are passed
 //! through [`redact`] before they end up in an error.
 
+pub use crate::config::{AliyunSmsSettings, TencentSmsSettings, WeChatSettings};
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -39,7 +40,6 @@ use super::channel::{Channel, Outgoing, Recipient, SendError, Sent};
 use super::http_client::http_client;
 use super::signing::{aliyun_rpc_signature, tencent_tc3_authorization};
 use super::{MessageContext, MessageKind};
-use crate::config::Secret;
 use crate::db::{Sql, begin_write};
 use crate::privacy::{Field, Privacy};
 
@@ -194,33 +194,8 @@ fn unexpected_answer(provider: &str, status: StatusCode, body: &str) -> SendErro
     }
 }
 
-fn default_timeout_secs() -> u64 {
-    10
-}
-
 // ---------------------------------------------------------------------------------------
 // Alibaba Cloud SMS
-
-/// `messaging.aliyun`: Alibaba Cloud SMS (dysmsapi 2017-05-25).
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct AliyunSmsSettings {
-    #[serde(default = "default_aliyun_endpoint")]
-    pub endpoint: String,
-    pub access_key_id: String,
-    pub access_key_secret: Secret,
-    /// The approved signature, without 【】.
-    pub sign_name: String,
-    /// Message kind code (`appointment_notice`, …) → approved template code (`SMS_…`).
-    #[serde(default)]
-    pub templates: BTreeMap<String, String>,
-    #[serde(default = "default_timeout_secs")]
-    pub timeout_secs: u64,
-}
-
-fn default_aliyun_endpoint() -> String {
-    "https://dysmsapi.aliyuncs.com/".to_owned()
-}
 
 /// `OutId` has no firm documented length; ours stay within this many bytes.
 pub const ALIYUN_OUT_ID_MAX: usize = 64;
@@ -454,40 +429,6 @@ impl Channel for AliyunSmsChannel {
 // ---------------------------------------------------------------------------------------
 // Tencent Cloud SMS
 
-/// `messaging.tencent`: Tencent Cloud SMS (SendSms 2021-01-11).
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct TencentSmsSettings {
-    #[serde(default = "default_tencent_endpoint")]
-    pub endpoint: String,
-    /// e.g. `ap-guangzhou`.
-    #[serde(default = "default_tencent_region")]
-    pub region: String,
-    pub secret_id: String,
-    pub secret_key: Secret,
-    /// The SMS application's `SmsSdkAppId`.
-    pub sdk_app_id: String,
-    /// The approved signature, without 【】.
-    pub sign_name: String,
-    /// Message kind code → approved template id.
-    #[serde(default)]
-    pub templates: BTreeMap<String, String>,
-    /// Message kind code → the [`MessageContext`] fields that fill the template's `{1}`,
-    /// `{2}`…, in order; a kind not listed sends no values.
-    #[serde(default)]
-    pub template_params: BTreeMap<String, Vec<String>>,
-    #[serde(default = "default_timeout_secs")]
-    pub timeout_secs: u64,
-}
-
-fn default_tencent_endpoint() -> String {
-    "https://sms.tencentcloudapi.com".to_owned()
-}
-
-fn default_tencent_region() -> String {
-    "ap-guangzhou".to_owned()
-}
-
 /// `SessionContext` must stay under 512 bytes.
 pub const TENCENT_SESSION_CONTEXT_MAX: usize = 500;
 
@@ -688,27 +629,6 @@ impl Channel for TencentSmsChannel {
 
 // ---------------------------------------------------------------------------------------
 // WeChat official account template messages
-
-/// `messaging.wechat`: a WeChat official account's template messages.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct WeChatSettings {
-    #[serde(default = "default_wechat_api_base")]
-    pub api_base: String,
-    pub app_id: String,
-    pub app_secret: Secret,
-    /// Message kind code → template id.
-    #[serde(default)]
-    pub templates: BTreeMap<String, String>,
-    /// Opened when the resident taps the message (e.g. the booking page); none when unset.
-    pub url: Option<String>,
-    #[serde(default = "default_timeout_secs")]
-    pub timeout_secs: u64,
-}
-
-fn default_wechat_api_base() -> String {
-    "https://api.weixin.qq.com".to_owned()
-}
 
 /// A token is replaced this long before WeChat says it expires.
 const TOKEN_REFRESH_MARGIN: chrono::TimeDelta = chrono::TimeDelta::minutes(5);
@@ -1071,6 +991,7 @@ impl Channel for WeChatChannel {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::config::Secret;
 
     #[test]
     fn phone_numbers_are_masked_in_provider_messages() {
@@ -1248,8 +1169,8 @@ mod tests {
     #[test]
     fn unknown_kinds_and_fields_in_settings_are_refused() {
         let settings = TencentSmsSettings {
-            endpoint: default_tencent_endpoint(),
-            region: default_tencent_region(),
+            endpoint: crate::config::messaging::default_tencent_endpoint(),
+            region: crate::config::messaging::default_tencent_region(),
             secret_id: "id".into(),
             secret_key: Secret::new("key"),
             sdk_app_id: "1400000000".into(),

@@ -4,11 +4,13 @@
 //! wave, day) makes planning twice harmless. States only move forward:
 //! scheduled → queued → sending → sent → delivered | failed | expired | cancelled | suppressed.
 
+pub use crate::config::messaging::RATE_LIMITED_PROVIDERS;
+pub use crate::config::{OutboxSettings, Reminders};
 use std::collections::BTreeMap;
 
 use chrono::{DateTime, Duration, NaiveDate, NaiveTime, Utc};
 use sea_orm::ConnectionTrait;
-use serde::{Deserialize, Deserializer, Serialize};
+use serde::{Deserialize, Serialize};
 
 use super::MessageKind;
 use crate::campaign::Campaign;
@@ -86,136 +88,6 @@ impl MessageState {
 
 /// The states a message can still leave by being sent.
 pub(crate) const PENDING: &str = "('scheduled', 'queued')";
-
-/// When reminders go out, in the campaign's local time.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
-#[serde(default, deny_unknown_fields)]
-pub struct Reminders {
-    /// The day-before notice.
-    #[serde(deserialize_with = "hh_mm")]
-    pub notice_at: NaiveTime,
-    /// The same-day reminder.
-    #[serde(deserialize_with = "hh_mm")]
-    pub same_day_at: NaiveTime,
-    /// The follow-up the day after a missed appointment.
-    #[serde(deserialize_with = "hh_mm")]
-    pub followup_at: NaiveTime,
-}
-
-impl Default for Reminders {
-    fn default() -> Self {
-        let at = |h| NaiveTime::from_hms_opt(h, 0, 0).expect("a valid hour");
-        Self {
-            notice_at: at(18),
-            same_day_at: at(8),
-            followup_at: at(10),
-        }
-    }
-}
-
-fn hh_mm<'de, D: Deserializer<'de>>(deserializer: D) -> Result<NaiveTime, D::Error> {
-    let raw = String::deserialize(deserializer)?;
-    NaiveTime::parse_from_str(&raw, "%H:%M")
-        .map_err(|_| serde::de::Error::custom(format!("{raw:?} is not a time like 18:00")))
-}
-
-/// `[messaging.outbox]` in the configuration.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(default, deny_unknown_fields)]
-pub struct OutboxSettings {
-    /// `[messaging.outbox.reminders]`.
-    pub reminders: Reminders,
-    /// What the notice says about the time of day (institutions examine in the morning,
-    /// fasting).
-    pub exam_time: String,
-    /// At most this many messages reach one resident on one (local) day.
-    pub daily_cap: u32,
-    /// Attempts on one channel before the next channel of the fallback plan is tried.
-    pub max_attempts: u32,
-    /// The first retry waits this long; each further one twice as long (with jitter).
-    pub retry_base_secs: u64,
-    pub retry_max_secs: u64,
-    /// How long a worker holds a message it is sending before another may reconcile it.
-    pub lease_secs: u64,
-    /// Messages leased per round.
-    pub batch: u32,
-    /// Sends in flight at once per worker.
-    pub concurrency: usize,
-    /// How often an idle worker looks for due messages.
-    pub poll_ms: u64,
-    /// Run dispatch workers inside `serve` (turn off when `outreach dispatch` runs apart).
-    pub dispatch: bool,
-    /// Messages per second per provider (`aliyun`, `tencent`, `jasmin`, `wechat`, `smtp`,
-    /// `log`); a provider not listed is not limited here, `0` lifts a limit. Each key given
-    /// in the configuration overrides only its own default.
-    #[serde(deserialize_with = "rates_over_defaults")]
-    pub rate_per_second: BTreeMap<String, u32>,
-    /// The `log` channel reports its messages delivered (demo and development).
-    pub simulate_receipts: bool,
-    /// The phone residents are told to call with questions (村委会 or 卫生院).
-    pub hotline: String,
-}
-
-impl Default for OutboxSettings {
-    fn default() -> Self {
-        Self {
-            reminders: Reminders::default(),
-            exam_time: "上午8:00—11:00".to_owned(),
-            daily_cap: 3,
-            max_attempts: 5,
-            retry_base_secs: 30,
-            retry_max_secs: 3600,
-            lease_secs: 120,
-            batch: 200,
-            concurrency: 16,
-            poll_ms: 1000,
-            dispatch: true,
-            rate_per_second: default_rates(),
-            simulate_receipts: false,
-            hotline: String::new(),
-        }
-    }
-}
-
-/// The providers a rate limit can name: the names the channels go by.
-pub const RATE_LIMITED_PROVIDERS: [&str; 6] =
-    ["aliyun", "tencent", "jasmin", "wechat", "smtp", "log"];
-
-fn default_rates() -> BTreeMap<String, u32> {
-    BTreeMap::from([
-        ("aliyun".to_owned(), 500),
-        ("tencent".to_owned(), 500),
-        ("jasmin".to_owned(), 100),
-        ("wechat".to_owned(), 200),
-        ("smtp".to_owned(), 20),
-    ])
-}
-
-/// The configured rates laid over the defaults, key by key: setting `smtp = 10` leaves the
-/// other providers' limits in place. A name that is no provider is refused rather than
-/// silently limiting nothing.
-fn rates_over_defaults<'de, D>(deserializer: D) -> Result<BTreeMap<String, u32>, D::Error>
-where
-    D: Deserializer<'de>,
-{
-    let given = BTreeMap::<String, u32>::deserialize(deserializer)?;
-    let mut rates = default_rates();
-    for (provider, rate) in given {
-        if !RATE_LIMITED_PROVIDERS.contains(&provider.as_str()) {
-            let hint = if provider == "email" {
-                " (e-mail is limited as `smtp`)"
-            } else {
-                ""
-            };
-            return Err(serde::de::Error::custom(format!(
-                "rate_per_second.{provider}: unknown provider{hint}; expected one of {}",
-                RATE_LIMITED_PROVIDERS.join(", ")
-            )));
-        }
-        rates.insert(provider, rate);
-    }
-    Ok(rates)
-}
 
 /// One message to plan.
 #[derive(Debug, Clone)]
@@ -682,36 +554,6 @@ fn progress_statement(
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn outbox_from_toml(toml: &str) -> Result<OutboxSettings, String> {
-        use figment::providers::Format;
-        figment::Figment::from(figment::providers::Toml::string(toml))
-            .extract()
-            .map_err(|e| e.to_string())
-    }
-
-    #[test]
-    fn each_configured_rate_overrides_only_its_own_default() {
-        let settings = outbox_from_toml("[rate_per_second]\nsmtp = 10\naliyun = 0\n").unwrap();
-        let rates = &settings.rate_per_second;
-        assert_eq!(rates.get("smtp"), Some(&10));
-        assert_eq!(rates.get("aliyun"), Some(&0), "0 lifts a limit");
-        assert_eq!(
-            rates.get("jasmin"),
-            Some(&100),
-            "the gateway keeps its limit"
-        );
-        assert_eq!(rates.get("tencent"), Some(&500));
-        assert_eq!(rates.get("wechat"), Some(&200));
-        assert_eq!(
-            outbox_from_toml("").unwrap().rate_per_second,
-            default_rates()
-        );
-
-        let err = outbox_from_toml("[rate_per_second]\nemail = 20\n").unwrap_err();
-        assert!(err.contains("smtp"), "{err}");
-        assert!(outbox_from_toml("[rate_per_second]\nsms = 5\n").is_err());
-    }
 
     fn t(h: u32, m: u32) -> NaiveTime {
         NaiveTime::from_hms_opt(h, m, 0).unwrap()

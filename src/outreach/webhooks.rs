@@ -3,49 +3,12 @@
 //! provider's format) is in `crate::http::webhooks`; this holds its settings and the record
 //! of signed callbacks already seen, which refuses a replay.
 
+pub use crate::config::WebhookSettings;
 use chrono::{DateTime, Duration, Utc};
 use sea_orm::ConnectionTrait;
-use serde::Deserialize;
 
-use crate::config::Secret;
 use crate::db::Sql;
 use crate::error::AppResult;
-
-/// `[messaging.webhooks]`: how provider callbacks are authenticated.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(default, deny_unknown_fields)]
-pub struct WebhookSettings {
-    /// The shared secret of the providers that do not sign their callbacks (Alibaba,
-    /// Tencent, Jasmin). Sent as the `X-Outreach-Token` header or `Authorization: Bearer …`
-    /// where whatever calls us can set a header, as `?token=…` in the callback URL where it
-    /// cannot (see `url_token`). Unset: those callbacks are refused.
-    pub secret: Option<Secret>,
-    /// Accept the secret as `?token=…` in the URL. Alibaba's and Tencent's consoles and
-    /// Jasmin's reply connector take a bare URL, so this is the only way for them to send
-    /// it; turn it off where a relay in front of the service sends the header instead.
-    pub url_token: bool,
-    /// The token configured in the WeChat official account's server settings; callbacks are
-    /// checked against its signature.
-    pub wechat_token: Option<Secret>,
-    /// How far a signed callback's timestamp may be from our clock; older (or later) ones
-    /// are refused, and a nonce is remembered for twice this long to refuse replays.
-    pub max_skew_secs: u32,
-    /// Addresses or networks (`203.0.113.7`, `10.0.0.0/8`) callbacks may come from; empty:
-    /// any.
-    pub allowed_sources: Vec<String>,
-}
-
-impl Default for WebhookSettings {
-    fn default() -> Self {
-        Self {
-            secret: None,
-            url_token: true,
-            wechat_token: None,
-            max_skew_secs: 300,
-            allowed_sources: Vec::new(),
-        }
-    }
-}
 
 /// Why a signed callback's timestamp and nonce are refused.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

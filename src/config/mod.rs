@@ -10,6 +10,13 @@ use figment::Figment;
 use figment::providers::{Env, Format, Toml};
 use serde::Deserialize;
 
+pub mod messaging;
+
+pub use messaging::{
+    AliyunSmsSettings, JasminSettings, OutboxSettings, Reminders, SmtpSecurity, SmtpSettings,
+    TencentSmsSettings, WeChatSettings, WebhookSettings,
+};
+
 #[derive(Clone, Debug, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct Settings {
@@ -112,22 +119,22 @@ pub struct MessagingSettings {
     /// ones.
     pub templates_dir: Option<std::path::PathBuf>,
     /// The SMTP server e-mail goes through; no e-mail channel when unset.
-    pub smtp: Option<crate::outreach::channel::SmtpSettings>,
+    pub smtp: Option<SmtpSettings>,
     /// A self-hosted Jasmin SMS gateway; no SMS through it when unset.
-    pub jasmin: Option<crate::outreach::channel::JasminSettings>,
+    pub jasmin: Option<JasminSettings>,
     /// Alibaba Cloud SMS; no SMS through it when unset.
-    pub aliyun: Option<crate::outreach::cloud::AliyunSmsSettings>,
+    pub aliyun: Option<AliyunSmsSettings>,
     /// Tencent Cloud SMS; no SMS through it when unset.
-    pub tencent: Option<crate::outreach::cloud::TencentSmsSettings>,
+    pub tencent: Option<TencentSmsSettings>,
     /// WeChat official-account template messages; none when unset.
-    pub wechat: Option<crate::outreach::cloud::WeChatSettings>,
+    pub wechat: Option<WeChatSettings>,
     /// Which provider carries SMS: `log` (the embedded default, which only records and then
     /// also stands in for WeChat and e-mail), `aliyun`, `tencent` or `jasmin`.
     pub sms_provider: String,
     /// When reminders go out, retries, leases, caps and rate limits.
-    pub outbox: crate::outreach::outbox::OutboxSettings,
+    pub outbox: OutboxSettings,
     /// How provider callbacks are authenticated.
-    pub webhooks: crate::outreach::webhooks::WebhookSettings,
+    pub webhooks: WebhookSettings,
 }
 
 impl Default for MessagingSettings {
