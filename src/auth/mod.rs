@@ -1,16 +1,14 @@
 //! Who is calling and what they may touch: passwords, bearer tokens, login throttling,
-//! the `Auth<P>` extractor (role policy) and the area `Scope` every query is filtered by.
+//! who is acting (`Actor`) and the area `Scope` every query is filtered by. The extractor that
+//! finds the user of an HTTP request is `crate::http::guard`.
 
-mod extract;
+mod actor;
 pub mod password;
 mod scope;
 mod throttle;
 pub mod token;
 
-pub use extract::{
-    Actor, AnyRole, Auth, CSRF_HEADER, OfficeOnly, Policy, REQUEST_ID_HEADER, ReadAudit,
-    SESSION_COOKIE, presented_token, role_name, session_cookie,
-};
+pub use actor::{Actor, role_name};
 pub use scope::Scope;
 pub use throttle::LoginThrottle;
 

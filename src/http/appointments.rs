@@ -14,9 +14,9 @@ use crate::appointment::{
     self, AppointmentFilter, AppointmentPage, AppointmentView, Attendance, Booking, BookingRequest,
     Cancellation, Reschedule,
 };
-use crate::auth::{AnyRole, Auth};
 use crate::error::{AppResult, ErrorEnvelope};
 use crate::exam::{self, ElsewhereExam, ExamImport, ExamView, InstitutionExam};
+use crate::http::guard::{AnyRole, Auth};
 use crate::startup::AppState;
 
 pub fn router() -> OpenApiRouter<AppState> {

@@ -7,8 +7,9 @@ use utoipa_axum::{router::OpenApiRouter, routes};
 
 use super::extract::{Json, Path};
 use crate::area::{self, AreaCode, AreaNode};
-use crate::auth::{Auth, OfficeOnly, Scope};
+use crate::auth::Scope;
 use crate::error::{AppError, AppResult, ErrorEnvelope};
+use crate::http::guard::{Auth, OfficeOnly};
 use crate::import::{ImportSummary, RejectedRow};
 use crate::startup::AppState;
 

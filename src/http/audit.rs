@@ -6,8 +6,8 @@ use utoipa_axum::{router::OpenApiRouter, routes};
 use super::extract::{Json, Query};
 use crate::area::AreaCode;
 use crate::audit::{self, AuditFilter, AuditPage};
-use crate::auth::{Auth, ReadAudit};
 use crate::error::{AppError, AppResult, ErrorEnvelope};
+use crate::http::guard::{Auth, ReadAudit};
 use crate::startup::AppState;
 
 pub fn router() -> OpenApiRouter<AppState> {

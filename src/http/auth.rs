@@ -7,8 +7,9 @@ use utoipa_axum::{router::OpenApiRouter, routes};
 
 use super::extract::{ClientAddr, Json};
 use crate::area;
-use crate::auth::{self, Auth};
+use crate::auth::{self};
 use crate::error::{AppResult, ErrorEnvelope};
+use crate::http::guard::Auth;
 use crate::startup::AppState;
 use crate::users::{self, UserView};
 

@@ -8,12 +8,12 @@ use utoipa_axum::{router::OpenApiRouter, routes};
 
 use super::extract::{Json, Path, Query};
 use super::residents::EditRegistry;
-use crate::auth::{AnyRole, Auth, OfficeOnly};
 use crate::campaign::tags::{self, ResidentTags, TagSet};
 use crate::campaign::worklist::{self, Worklist, WorklistPage, WorklistParams};
 use crate::campaign::{self, CampaignChanges, CampaignView, NewCampaign, Opened};
 use crate::error::{AppResult, ErrorEnvelope};
 use crate::exam::{self, Progress};
+use crate::http::guard::{AnyRole, Auth, OfficeOnly};
 use crate::startup::AppState;
 
 pub fn router() -> OpenApiRouter<AppState> {

@@ -8,9 +8,9 @@ use utoipa_axum::{router::OpenApiRouter, routes};
 use super::extract::{Json, Path};
 use super::messaging::Outreach;
 use super::residents::EditRegistry;
-use crate::auth::Auth;
 use crate::contact::{self, AttemptView, Attempts, NewAttempt};
 use crate::error::{AppResult, ErrorEnvelope};
+use crate::http::guard::Auth;
 use crate::startup::AppState;
 
 pub fn router() -> OpenApiRouter<AppState> {

@@ -9,8 +9,8 @@ use serde::{Deserialize, Serialize};
 use utoipa_axum::{router::OpenApiRouter, routes};
 
 use super::extract::{Json, Path, Query};
-use crate::auth::{AnyRole, Auth, OfficeOnly, Policy};
 use crate::error::{AppError, AppResult, ErrorEnvelope};
+use crate::http::guard::{AnyRole, Auth, OfficeOnly, Policy};
 use crate::institution::{
     self, CalendarImport, DayChange, DayView, InstitutionChanges, InstitutionView, NewInstitution,
 };

@@ -10,8 +10,9 @@ use utoipa_axum::{router::OpenApiRouter, routes};
 
 use super::extract::{Json, Path, Query};
 use super::residents::EditRegistry;
-use crate::auth::{AnyRole, Auth, OfficeOnly, Policy, ReadAudit, Scope};
+use crate::auth::Scope;
 use crate::error::{AppResult, ErrorEnvelope};
+use crate::http::guard::{AnyRole, Auth, OfficeOnly, Policy, ReadAudit};
 use crate::outreach::outbox::{self, Health, MessageView};
 use crate::outreach::tasks::{self, ReplyFilter, ReplyPage, TaskFilter, TaskPage};
 use crate::outreach::waves::{self, MessageFilter, MessagePage, MessagesOf, NewWave, WaveView};

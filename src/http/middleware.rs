@@ -8,8 +8,8 @@ use axum::extract::MatchedPath;
 use axum::http::{Request, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 
-use crate::auth::REQUEST_ID_HEADER;
 use crate::error::envelope;
+use crate::http::guard::REQUEST_ID_HEADER;
 
 /// The longest request id a client may give; it is echoed, logged and kept in the audit log.
 pub const MAX_REQUEST_ID_LEN: usize = 128;

@@ -8,6 +8,7 @@ mod auth;
 mod campaigns;
 mod contact;
 pub mod extract;
+pub mod guard;
 mod health;
 mod institutions;
 mod messaging;
@@ -37,8 +38,8 @@ use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 use utoipa_axum::router::OpenApiRouter;
 
-use crate::auth::REQUEST_ID_HEADER;
 use crate::error::{AppError, AppResult};
+use crate::http::guard::REQUEST_ID_HEADER;
 use crate::startup::AppState;
 
 #[derive(OpenApi)]

@@ -11,8 +11,8 @@ use utoipa_axum::{router::OpenApiRouter, routes};
 use super::extract::{Json, Path, Query};
 use super::messaging::Outreach;
 use super::residents::EditRegistry;
-use crate::auth::{AnyRole, Auth, OfficeOnly, ReadAudit};
 use crate::error::{AppError, AppResult, ErrorEnvelope};
+use crate::http::guard::{AnyRole, Auth, OfficeOnly, ReadAudit};
 use crate::refusal::{self, ChainReport, NewRegistration, Register, Registration, Review, Status};
 use crate::startup::AppState;
 

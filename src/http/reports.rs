@@ -9,8 +9,8 @@ use utoipa_axum::{router::OpenApiRouter, routes};
 
 use super::extract::{Json, Path, Query};
 use super::messaging::Outreach;
-use crate::auth::{Auth, OfficeOnly, ReadAudit};
 use crate::error::{AppError, AppResult, ErrorEnvelope};
+use crate::http::guard::{Auth, OfficeOnly, ReadAudit};
 use crate::report::bulletin::{self, Bulletin, Kind};
 use crate::report::export::{
     about_progress, as_of_text, contacts_tables, progress_tables, rankings_table, series_table,

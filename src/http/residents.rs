@@ -13,8 +13,8 @@ use serde::{Deserialize, Serialize};
 use utoipa_axum::{router::OpenApiRouter, routes};
 
 use super::extract::{Json, Path, Query};
-use crate::auth::{AnyRole, Auth, Policy};
 use crate::error::{AppError, AppResult, ErrorEnvelope};
+use crate::http::guard::{AnyRole, Auth, Policy};
 use crate::import::{ImportSummary, RejectedRow};
 use crate::registry::{
     self, HouseholdMove, MigrantBook, NewResident, Progress, ResidentChanges, ResidentDetail,

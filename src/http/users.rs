@@ -6,8 +6,8 @@ use serde::Serialize;
 use utoipa_axum::{router::OpenApiRouter, routes};
 
 use super::extract::{Json, Path, Query};
-use crate::auth::{Auth, OfficeOnly};
 use crate::error::{AppResult, ErrorEnvelope};
+use crate::http::guard::{Auth, OfficeOnly};
 use crate::startup::AppState;
 use crate::users::{self, NewUser, UserChanges, UserFilter, UserPage, UserView};
 

@@ -21,8 +21,9 @@ use axum::routing::{get, post};
 use entities::users::Role;
 use serde::de::DeserializeOwned;
 
-use crate::auth::{Actor, AnyRole, Auth, Policy, SESSION_COOKIE, session_cookie, token};
+use crate::auth::{Actor, token};
 use crate::error::AppError;
+use crate::http::guard::{AnyRole, Auth, Policy, SESSION_COOKIE, session_cookie};
 use crate::startup::AppState;
 
 pub use link::LinkThrottle;

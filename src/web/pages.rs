@@ -10,12 +10,13 @@ use serde::{Deserialize, Serialize};
 
 use super::render::page;
 use super::{FieldWork, Form, Session, clear_cookie, home_of, same_origin, session_cookie_for};
-use crate::auth::{self, AnyRole, Auth};
+use crate::auth::{self};
 use crate::campaign::worklist::{self, Worklist, WorklistParams};
 use crate::campaign::{self, Campaign, Stage};
 use crate::contact::{ContactChannel, ContactUsed, Outcome};
 use crate::error::AppError;
 use crate::http::extract::ClientAddr;
+use crate::http::guard::{AnyRole, Auth};
 use crate::outreach::waves::{self, MessageFilter, MessagesOf};
 use crate::registry::{self, MigrantType, ResidentFilter, Special, sex_label};
 use crate::startup::AppState;
@@ -65,7 +66,7 @@ pub fn error_page(error: &AppError) -> Response {
 
 /// `GET /`: the sign-in form, or the user's own start page when already signed in.
 pub async fn sign_in_page(State(state): State<AppState>, parts: Parts) -> Response {
-    if crate::auth::session_cookie(&parts).is_some()
+    if crate::http::guard::session_cookie(&parts).is_some()
         && let Ok(auth) = Auth::<AnyRole>::resolve(&parts, &state, true).await
     {
         return Redirect::to(home_of(auth.role)).into_response();

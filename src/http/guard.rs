@@ -1,6 +1,6 @@
-//! The `Auth<P>` extractor: the one place a request becomes an `Actor` with a role and a
-//! scope. A handler states its role policy in its signature (`Auth<OfficeOnly>`), so an
-//! endpoint cannot forget to check.
+//! The `Auth<P>` extractor: the user a request is made by (bearer token or the page
+//! session's cookie, with the anti-forgery check for changes made with the cookie), and the
+//! role policies endpoints name in their signatures.
 
 use std::marker::PhantomData;
 use std::ops::Deref;
@@ -13,8 +13,8 @@ use entities::auth_tokens;
 use entities::users::{self, Role};
 use sea_orm::{ColumnTrait, EntityTrait, QueryFilter};
 
-use super::{Scope, token};
 use crate::area::AreaCode;
+use crate::auth::{Actor, Scope, token};
 use crate::error::AppError;
 use crate::startup::AppState;
 
@@ -46,71 +46,6 @@ pub fn session_cookie(parts: &Parts) -> Option<&str> {
         .filter_map(|pair| pair.trim().split_once('='))
         .find(|(name, _)| *name == SESSION_COOKIE)
         .map(|(_, value)| value.trim_matches('"'))
-}
-
-/// Who is acting: a signed-in user, or the command line (which has the whole tree).
-#[derive(Clone, Debug)]
-pub struct Actor {
-    pub user_id: Option<i32>,
-    pub username: String,
-    pub role: Role,
-    pub scope: Scope,
-    pub request_id: Option<String>,
-    /// The token this request came with, for logout.
-    pub token_id: Option<i32>,
-    /// The institution an `institution` user works for.
-    pub institution_id: Option<i32>,
-}
-
-impl Actor {
-    /// The operator at the command line: full scope, recorded as `system` in the audit log.
-    pub fn cli() -> Self {
-        Self {
-            user_id: None,
-            username: "cli".to_owned(),
-            role: Role::Office,
-            scope: Scope::All,
-            request_id: None,
-            token_id: None,
-            institution_id: None,
-        }
-    }
-
-    /// Scheduled work (no-shows, reminders): full scope, recorded as `system`.
-    pub fn system() -> Self {
-        Self {
-            username: "scheduler".to_owned(),
-            ..Self::cli()
-        }
-    }
-
-    /// A resident acting on their own appointment link: what a village cadre of their
-    /// village may do to their appointment, recorded as `system` under `resident_link`.
-    pub fn resident_link(village: crate::area::AreaCode) -> Self {
-        Self {
-            username: "resident_link".to_owned(),
-            role: Role::Cadre,
-            scope: Scope::Within(village),
-            ..Self::cli()
-        }
-    }
-
-    pub fn role_label(&self) -> &'static str {
-        if self.user_id.is_none() {
-            return "system";
-        }
-        role_name(self.role)
-    }
-}
-
-pub fn role_name(role: Role) -> &'static str {
-    match role {
-        Role::Office => "office",
-        Role::Township => "township",
-        Role::Cadre => "cadre",
-        Role::Institution => "institution",
-        Role::Auditor => "auditor",
-    }
 }
 
 /// Which roles may call an endpoint.
