@@ -27,6 +27,7 @@ pub mod report;
 pub mod scheduler;
 pub mod signature;
 pub mod startup;
+pub mod state;
 pub mod telemetry;
 pub mod text;
 pub mod time;

@@ -16,7 +16,7 @@ use sea_orm::{
 use tokio_util::sync::CancellationToken;
 
 use crate::config::SchedulerSettings;
-use crate::startup::AppState;
+use crate::state::AppState;
 
 /// The jobs this build knows; configuration names them to schedule them.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

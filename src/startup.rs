@@ -16,34 +16,8 @@ use crate::outreach::Templates;
 use crate::outreach::dispatch::{Channels, Dispatcher};
 use crate::privacy::Privacy;
 use crate::scheduler::Scheduler;
+use crate::state::AppState;
 use crate::{db, http};
-
-/// What every handler and job can reach.
-#[derive(Clone)]
-pub struct AppState {
-    pub db: DatabaseConnection,
-    pub settings: Arc<Settings>,
-    pub throttle: Arc<LoginThrottle>,
-    pub privacy: Arc<Privacy>,
-    pub templates: Arc<Templates>,
-    pub channels: Arc<Channels>,
-    /// Codes of residents' links that opened nothing, per client address.
-    pub links: Arc<crate::web::LinkThrottle>,
-}
-
-impl AppState {
-    /// A dispatch worker over this state's database, channels and settings.
-    pub fn dispatcher(&self) -> Dispatcher {
-        Dispatcher::new(
-            self.db.clone(),
-            self.privacy.clone(),
-            self.templates.clone(),
-            self.channels.clone(),
-            self.settings.messaging.outbox.clone(),
-        )
-        .with_public_url(self.settings.http.public_url.clone())
-    }
-}
 
 /// The message templates: built in, or the configured folder; a broken template stops
 /// start-up with its file and line.
@@ -97,7 +71,7 @@ impl Application {
             .with_context(|| format!("cannot listen on {}", settings.bind))?;
         let state = AppState {
             throttle: Arc::new(LoginThrottle::new(&settings.auth)),
-            links: Arc::new(crate::web::LinkThrottle::default()),
+            links: Arc::new(crate::auth::LinkThrottle::default()),
             privacy,
             templates,
             channels,

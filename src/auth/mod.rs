@@ -3,12 +3,14 @@
 //! finds the user of an HTTP request is `crate::http::guard`.
 
 mod actor;
+mod link_throttle;
 pub mod password;
 mod scope;
 mod throttle;
 pub mod token;
 
 pub use actor::{Actor, role_name};
+pub use link_throttle::LinkThrottle;
 pub use scope::Scope;
 pub use throttle::LoginThrottle;
 

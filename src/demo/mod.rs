@@ -133,7 +133,7 @@ pub async fn run(mut settings: Settings, options: Options) -> anyhow::Result<()>
 }
 
 /// The link of one resident with an active appointment, as their messages carry it.
-async fn sample_link(state: &crate::startup::AppState) -> anyhow::Result<Option<String>> {
+async fn sample_link(state: &crate::state::AppState) -> anyhow::Result<Option<String>> {
     use sea_orm::{ColumnTrait, QueryFilter};
     let Some(public_url) = &state.settings.http.public_url else {
         return Ok(None);

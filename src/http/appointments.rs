@@ -17,7 +17,7 @@ use crate::appointment::{
 use crate::error::{AppResult, ErrorEnvelope};
 use crate::exam::{self, ElsewhereExam, ExamImport, ExamView, InstitutionExam};
 use crate::http::guard::{AnyRole, Auth};
-use crate::startup::AppState;
+use crate::state::AppState;
 
 pub fn router() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()

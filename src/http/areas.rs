@@ -11,7 +11,7 @@ use crate::auth::Scope;
 use crate::error::{AppError, AppResult, ErrorEnvelope};
 use crate::http::guard::{Auth, OfficeOnly};
 use crate::import::{ImportSummary, RejectedRow};
-use crate::startup::AppState;
+use crate::state::AppState;
 
 pub fn router() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()

@@ -8,7 +8,7 @@ use crate::area::AreaCode;
 use crate::audit::{self, AuditFilter, AuditPage};
 use crate::error::{AppError, AppResult, ErrorEnvelope};
 use crate::http::guard::{Auth, ReadAudit};
-use crate::startup::AppState;
+use crate::state::AppState;
 
 pub fn router() -> OpenApiRouter<AppState> {
     OpenApiRouter::new().routes(routes!(list_audit))

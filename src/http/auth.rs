@@ -10,7 +10,7 @@ use crate::area;
 use crate::auth::{self};
 use crate::error::{AppResult, ErrorEnvelope};
 use crate::http::guard::Auth;
-use crate::startup::AppState;
+use crate::state::AppState;
 use crate::users::{self, UserView};
 
 pub fn router() -> OpenApiRouter<AppState> {

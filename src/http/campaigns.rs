@@ -14,7 +14,7 @@ use crate::campaign::{self, CampaignChanges, CampaignView, NewCampaign, Opened};
 use crate::error::{AppResult, ErrorEnvelope};
 use crate::exam::{self, Progress};
 use crate::http::guard::{AnyRole, Auth, OfficeOnly};
-use crate::startup::AppState;
+use crate::state::AppState;
 
 pub fn router() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()

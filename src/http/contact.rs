@@ -11,7 +11,7 @@ use super::residents::EditRegistry;
 use crate::contact::{self, AttemptView, Attempts, NewAttempt};
 use crate::error::{AppResult, ErrorEnvelope};
 use crate::http::guard::Auth;
-use crate::startup::AppState;
+use crate::state::AppState;
 
 pub fn router() -> OpenApiRouter<AppState> {
     OpenApiRouter::new().routes(routes!(list_attempts, record_attempt))

@@ -17,7 +17,7 @@ use serde::de::DeserializeOwned;
 
 use crate::config::Network;
 use crate::error::AppError;
-use crate::startup::AppState;
+use crate::state::AppState;
 
 /// The refusal of any request text holding U+0000.
 fn nul_refused() -> AppError {

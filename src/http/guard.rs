@@ -16,7 +16,7 @@ use sea_orm::{ColumnTrait, EntityTrait, QueryFilter};
 use crate::area::AreaCode;
 use crate::auth::{Actor, Scope, token};
 use crate::error::AppError;
-use crate::startup::AppState;
+use crate::state::AppState;
 
 pub const REQUEST_ID_HEADER: &str = "x-request-id";
 /// The cookie a signed-in browser carries: the same kind of token as `Authorization: Bearer`.

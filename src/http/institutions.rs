@@ -14,7 +14,7 @@ use crate::http::guard::{AnyRole, Auth, OfficeOnly, Policy};
 use crate::institution::{
     self, CalendarImport, DayChange, DayView, InstitutionChanges, InstitutionView, NewInstitution,
 };
-use crate::startup::AppState;
+use crate::state::AppState;
 use entities::users::Role;
 
 /// The office and institution staff (for their own institution).

@@ -16,7 +16,7 @@ use crate::http::guard::{AnyRole, Auth, OfficeOnly, Policy, ReadAudit};
 use crate::outreach::outbox::{self, Health, MessageView};
 use crate::outreach::tasks::{self, ReplyFilter, ReplyPage, TaskFilter, TaskPage};
 use crate::outreach::waves::{self, MessageFilter, MessagePage, MessagesOf, NewWave, WaveView};
-use crate::startup::AppState;
+use crate::state::AppState;
 
 /// The people who work with residents and those who check them (not institution staff).
 pub struct Outreach;

@@ -40,7 +40,7 @@ use utoipa_axum::router::OpenApiRouter;
 
 use crate::error::{AppError, AppResult};
 use crate::http::guard::REQUEST_ID_HEADER;
-use crate::startup::AppState;
+use crate::state::AppState;
 
 #[derive(OpenApi)]
 #[openapi(

@@ -14,7 +14,7 @@ use super::residents::EditRegistry;
 use crate::error::{AppError, AppResult, ErrorEnvelope};
 use crate::http::guard::{AnyRole, Auth, OfficeOnly, ReadAudit};
 use crate::refusal::{self, ChainReport, NewRegistration, Register, Registration, Review, Status};
-use crate::startup::AppState;
+use crate::state::AppState;
 
 pub fn router() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()

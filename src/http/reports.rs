@@ -20,7 +20,7 @@ use crate::report::{
     self, Contacts, ContactsQuery, Progress, RankingQuery, Rankings, Refreshed, Series,
     SeriesQuery, SliceQuery,
 };
-use crate::startup::AppState;
+use crate::state::AppState;
 
 pub fn router() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()

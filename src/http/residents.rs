@@ -20,7 +20,7 @@ use crate::registry::{
     self, HouseholdMove, MigrantBook, NewResident, Progress, ResidentChanges, ResidentDetail,
     ResidentFilter, ResidentPage, Special, StatusChange,
 };
-use crate::startup::AppState;
+use crate::state::AppState;
 use entities::users::Role;
 
 /// Roles that register residents and change their records.

@@ -8,7 +8,7 @@ use utoipa_axum::{router::OpenApiRouter, routes};
 use super::extract::{Json, Path, Query};
 use crate::error::{AppResult, ErrorEnvelope};
 use crate::http::guard::{Auth, OfficeOnly};
-use crate::startup::AppState;
+use crate::state::AppState;
 use crate::users::{self, NewUser, UserChanges, UserFilter, UserPage, UserView};
 
 pub fn router() -> OpenApiRouter<AppState> {

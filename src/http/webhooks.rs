@@ -26,7 +26,7 @@ use crate::error::{AppError, AppResult};
 use crate::outreach::callbacks::{self, InboundSms, Receipt};
 use crate::outreach::inbound;
 use crate::outreach::webhooks::{self, Freshness, WebhookSettings};
-use crate::startup::AppState;
+use crate::state::AppState;
 
 pub fn router() -> Router<AppState> {
     Router::new()

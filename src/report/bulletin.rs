@@ -25,7 +25,7 @@ use crate::config::BulletinSettings;
 use crate::db::Sql;
 use crate::error::{AppError, AppResult};
 use crate::outreach::{EmailChannel, SendError};
-use crate::startup::AppState;
+use crate::state::AppState;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "snake_case")]

@@ -20,7 +20,7 @@ use crate::error::AppError;
 use crate::institution;
 use crate::outreach::tasks::{self, TaskFilter};
 use crate::registry;
-use crate::startup::AppState;
+use crate::state::AppState;
 
 /// How many days ahead the booking page shows.
 const DAYS_SHOWN: i64 = 28;

@@ -24,9 +24,7 @@ use serde::de::DeserializeOwned;
 use crate::auth::{Actor, token};
 use crate::error::AppError;
 use crate::http::guard::{AnyRole, Auth, Policy, SESSION_COOKIE, session_cookie};
-use crate::startup::AppState;
-
-pub use link::LinkThrottle;
+use crate::state::AppState;
 
 pub fn router() -> Router<AppState> {
     Router::new()

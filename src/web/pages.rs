@@ -19,7 +19,7 @@ use crate::http::extract::ClientAddr;
 use crate::http::guard::{AnyRole, Auth};
 use crate::outreach::waves::{self, MessageFilter, MessagesOf};
 use crate::registry::{self, MigrantType, ResidentFilter, Special, sex_label};
-use crate::startup::AppState;
+use crate::state::AppState;
 use crate::{contact, exam, refusal};
 use entities::users::Role;
 

@@ -88,7 +88,7 @@ pub struct TestApp {
     pub address: String,
     pub db: DatabaseConnection,
     /// The running application's state (database, settings, keys), for calling services.
-    pub state: outreach::startup::AppState,
+    pub state: outreach::state::AppState,
     pub client: reqwest::Client,
     _test_db: TestDb,
     shutdown: CancellationToken,
