@@ -19,7 +19,9 @@ use serde_json::Value;
 use sha1::{Digest, Sha1};
 use subtle::ConstantTimeEq;
 
-use super::cloud::redact;
+pub use super::signing::{jasmin_dlr_signature, jasmin_dlr_signature_ok};
+
+use crate::privacy::redact;
 
 /// What a receipt says about a message.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -74,34 +76,6 @@ fn malformed(what: impl std::fmt::Display) -> CallbackError {
 /// never matches.
 pub fn secret_ok(expected: &str, given: &str) -> bool {
     !expected.is_empty() && bool::from(expected.as_bytes().ct_eq(given.as_bytes()))
-}
-
-/// The signature a Jasmin receipt URL carries for one message: hex HMAC-SHA256 of the
-/// message's idempotency key under the webhook secret. Jasmin logs the receipt URL of every
-/// message; with this in it instead of the secret, a leaked URL vouches for receipts of
-/// that one message only.
-pub fn jasmin_dlr_signature(secret: &str, key: &str) -> String {
-    use hmac::{Hmac, Mac};
-    let mut mac = Hmac::<sha2::Sha256>::new_from_slice(secret.as_bytes())
-        .expect("HMAC takes keys of any length");
-    mac.update(b"jasmin-dlr\n");
-    mac.update(key.as_bytes());
-    mac.finalize()
-        .into_bytes()
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect()
-}
-
-/// Whether `signature` is [`jasmin_dlr_signature`] of `key`, compared in constant time. An
-/// unset secret never matches.
-pub fn jasmin_dlr_signature_ok(secret: &str, key: &str, signature: &str) -> bool {
-    !secret.is_empty()
-        && bool::from(
-            jasmin_dlr_signature(secret, key)
-                .as_bytes()
-                .ct_eq(signature.trim().to_ascii_lowercase().as_bytes()),
-        )
 }
 
 /// A mainland mobile number as 11 digits, from `13812345678`, `8613812345678`,

@@ -341,7 +341,7 @@ impl JasminChannel {
             .append_pair("ref", key)
             .append_pair(
                 "sig",
-                &super::callbacks::jasmin_dlr_signature(secret.expose(), key),
+                &super::signing::jasmin_dlr_signature(secret.expose(), key),
             );
         Some(url.to_string())
     }

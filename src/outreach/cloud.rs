@@ -25,6 +25,7 @@
 //! through [`redact`] before they end up in an error.
 
 pub use crate::config::{AliyunSmsSettings, TencentSmsSettings, WeChatSettings};
+use crate::privacy::redact;
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -42,38 +43,6 @@ use super::signing::{aliyun_rpc_signature, tencent_tc3_authorization};
 use super::{MessageContext, MessageKind};
 use crate::db::{Sql, begin_write};
 use crate::privacy::{Field, Privacy};
-
-/// Masks every run of seven or more digits (a phone number, wherever a provider echoes it)
-/// down to its first three and last four, and caps the length, so a provider's message can
-/// go into an error or a log.
-pub fn redact(text: &str) -> String {
-    const MAX_CHARS: usize = 300;
-    let mut out = String::with_capacity(text.len().min(MAX_CHARS * 4));
-    let mut run = String::new();
-    let flush = |run: &mut String, out: &mut String| {
-        if run.len() >= 7 {
-            out.push_str(&run[..3]);
-            out.push_str("****");
-            out.push_str(&run[run.len() - 4..]);
-        } else {
-            out.push_str(run);
-        }
-        run.clear();
-    };
-    for c in text.chars() {
-        if c.is_ascii_digit() {
-            run.push(c);
-        } else {
-            flush(&mut run, &mut out);
-            out.push(c);
-        }
-    }
-    flush(&mut run, &mut out);
-    if out.chars().count() > MAX_CHARS {
-        out = out.chars().take(MAX_CHARS).collect::<String>() + "…";
-    }
-    out
-}
 
 /// The text fields of a [`MessageContext`] by field name (`resident_name`, `day`, …), as it
 /// serialises: a field added to the context is a template value without a change here.

@@ -6,6 +6,7 @@ use std::collections::BTreeMap;
 
 use base64::Engine;
 use hmac::{Hmac, Mac};
+use subtle::ConstantTimeEq;
 
 /// Percent-encoding of Alibaba Cloud's RPC signature: RFC 3986, everything but
 /// `A–Z a–z 0–9 - _ . ~` encoded as upper-case `%XX` of the UTF-8 bytes (a space is `%20`).
@@ -83,6 +84,33 @@ pub fn tencent_tc3_authorization(
     format!(
         "TC3-HMAC-SHA256 Credential={secret_id}/{scope}, SignedHeaders=content-type;host, Signature={signature}"
     )
+}
+
+/// The signature a Jasmin receipt URL carries for one message: hex HMAC-SHA256 of the
+/// message's idempotency key under the webhook secret. Jasmin logs the receipt URL of every
+/// message; with this in it instead of the secret, a leaked URL vouches for receipts of
+/// that one message only.
+pub fn jasmin_dlr_signature(secret: &str, key: &str) -> String {
+    let mut mac = Hmac::<sha2::Sha256>::new_from_slice(secret.as_bytes())
+        .expect("HMAC takes keys of any length");
+    mac.update(b"jasmin-dlr\n");
+    mac.update(key.as_bytes());
+    mac.finalize()
+        .into_bytes()
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+/// Whether `signature` is [`jasmin_dlr_signature`] of `key`, compared in constant time. An
+/// unset secret never matches.
+pub fn jasmin_dlr_signature_ok(secret: &str, key: &str, signature: &str) -> bool {
+    !secret.is_empty()
+        && bool::from(
+            jasmin_dlr_signature(secret, key)
+                .as_bytes()
+                .ct_eq(signature.trim().to_ascii_lowercase().as_bytes()),
+        )
 }
 
 #[cfg(test)]

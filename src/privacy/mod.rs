@@ -226,6 +226,38 @@ fn sqlite_directory(settings: &Settings) -> Option<PathBuf> {
     )
 }
 
+/// Masks every run of seven or more digits (a phone number, wherever a provider echoes it)
+/// down to its first three and last four, and caps the length, so a provider's message can
+/// go into an error or a log.
+pub fn redact(text: &str) -> String {
+    const MAX_CHARS: usize = 300;
+    let mut out = String::with_capacity(text.len().min(MAX_CHARS * 4));
+    let mut run = String::new();
+    let flush = |run: &mut String, out: &mut String| {
+        if run.len() >= 7 {
+            out.push_str(&run[..3]);
+            out.push_str("****");
+            out.push_str(&run[run.len() - 4..]);
+        } else {
+            out.push_str(run);
+        }
+        run.clear();
+    };
+    for c in text.chars() {
+        if c.is_ascii_digit() {
+            run.push(c);
+        } else {
+            flush(&mut run, &mut out);
+            out.push(c);
+        }
+    }
+    flush(&mut run, &mut out);
+    if out.chars().count() > MAX_CHARS {
+        out = out.chars().take(MAX_CHARS).collect::<String>() + "…";
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
