@@ -425,6 +425,43 @@ impl Channel for JasminChannel {
     }
 }
 
+/// The routes a message can take to a resident, in the order of the fallback plan.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Route {
+    #[serde(rename = "wechat")]
+    WeChat,
+    Phone,
+    Email,
+    /// A relative's phone; the text asks them to pass it on.
+    Relative,
+}
+
+impl Route {
+    pub const PLAN: [Route; 4] = [Route::WeChat, Route::Phone, Route::Email, Route::Relative];
+
+    pub fn code(self) -> &'static str {
+        match self {
+            Route::WeChat => "wechat",
+            Route::Phone => "phone",
+            Route::Email => "email",
+            Route::Relative => "relative",
+        }
+    }
+
+    pub fn parse(raw: &str) -> Option<Route> {
+        Self::PLAN.into_iter().find(|r| r.code() == raw)
+    }
+
+    pub(crate) fn index(self) -> usize {
+        Self::PLAN.iter().position(|r| *r == self).unwrap_or(0)
+    }
+
+    pub(crate) fn is_sms(self) -> bool {
+        matches!(self, Route::Phone | Route::Relative)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

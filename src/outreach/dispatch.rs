@@ -8,6 +8,7 @@
 //! again where the provider recognises the idempotency key, otherwise looked up with the
 //! provider, otherwise failed as "outcome unknown" for a person to re-send.
 
+pub use super::channel::Route;
 use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 use std::num::NonZeroU32;
 use std::sync::{Arc, Mutex};
@@ -38,43 +39,6 @@ use crate::error::AppResult;
 use crate::privacy::{Field, Privacy};
 use crate::registry::Language;
 use crate::time::{at_local, month_day, quiet_until};
-
-/// The fallback plan, in order.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Route {
-    #[serde(rename = "wechat")]
-    WeChat,
-    Phone,
-    Email,
-    /// A relative's phone; the text asks them to pass it on.
-    Relative,
-}
-
-impl Route {
-    pub const PLAN: [Route; 4] = [Route::WeChat, Route::Phone, Route::Email, Route::Relative];
-
-    pub fn code(self) -> &'static str {
-        match self {
-            Route::WeChat => "wechat",
-            Route::Phone => "phone",
-            Route::Email => "email",
-            Route::Relative => "relative",
-        }
-    }
-
-    pub fn parse(raw: &str) -> Option<Route> {
-        Self::PLAN.into_iter().find(|r| r.code() == raw)
-    }
-
-    fn index(self) -> usize {
-        Self::PLAN.iter().position(|r| *r == self).unwrap_or(0)
-    }
-
-    fn is_sms(self) -> bool {
-        matches!(self, Route::Phone | Route::Relative)
-    }
-}
 
 /// The channel of each route, with the rate limit of each provider (keyed by the name the
 /// channel goes by, which is its provider's).

@@ -8,7 +8,7 @@ use serde_json::json;
 
 use super::MessageKind;
 use super::callbacks::{InboundSms, Receipt, ReceiptStatus};
-use super::dispatch::Route;
+use super::channel::Route;
 use super::outbox::{self, Planned};
 use super::tasks::{self, NewTask, TaskKind};
 use crate::audit::{self, AuditEvent};
