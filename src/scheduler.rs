@@ -102,7 +102,9 @@ impl Job {
                 ))
             }
             Job::SendBulletins => {
-                let sent = crate::report::bulletin::send_due(state, Utc::now()).await?;
+                let sent =
+                    crate::report::bulletin::send_due(&state.db, &state.settings, Utc::now())
+                        .await?;
                 Ok(sent)
             }
         }

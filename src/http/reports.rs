@@ -290,6 +290,7 @@ async fn send_bulletin(
 ) -> AppResult<(StatusCode, Json<Bulletin>)> {
     let kind = Kind::parse(&body.kind)
         .ok_or_else(|| AppError::validation("invalid_kind", "kind 可选 daily、weekly、monthly"))?;
-    let sent = bulletin::send_now(&state, &actor, id, kind, body.resend).await?;
+    let sent =
+        bulletin::send_now(&state.db, &state.settings, &actor, id, kind, body.resend).await?;
     Ok((StatusCode::CREATED, Json(sent)))
 }

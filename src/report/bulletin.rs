@@ -11,7 +11,7 @@ use cron::Schedule;
 use lettre::Message;
 use lettre::message::header::ContentType;
 use lettre::message::{Attachment, Mailbox, MultiPart, SinglePart};
-use sea_orm::{ConnectionTrait, TransactionTrait};
+use sea_orm::{ConnectionTrait, DatabaseConnection, TransactionTrait};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
@@ -21,11 +21,10 @@ use super::export::{
 use super::{ContactsQuery, Progress, RankingQuery, SliceQuery, TargetStatus, cube};
 use crate::auth::Actor;
 use crate::campaign::{self, Campaign};
-use crate::config::BulletinSettings;
+use crate::config::{BulletinSettings, Settings};
 use crate::db::Sql;
 use crate::error::{AppError, AppResult};
 use crate::outreach::{EmailChannel, SendError};
-use crate::state::AppState;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "snake_case")]
@@ -263,17 +262,21 @@ fn latest_firing(
 
 /// The job: for each open campaign and each configured kind, the period its latest firing
 /// reports, sent unless it was already.
-pub async fn send_due(state: &AppState, now: DateTime<Utc>) -> anyhow::Result<String> {
-    let settings = &state.settings.reports.bulletins;
+pub async fn send_due(
+    db: &DatabaseConnection,
+    config: &Settings,
+    now: DateTime<Utc>,
+) -> anyhow::Result<String> {
+    let settings = &config.reports.bulletins;
     if settings.recipients.is_empty() {
         return Ok("no bulletin recipients configured".to_owned());
     }
-    let Some(smtp) = &state.settings.messaging.smtp else {
+    let Some(smtp) = &config.messaging.smtp else {
         return Ok("no SMTP server configured (messaging.smtp)".to_owned());
     };
     let mailer = EmailChannel::new(smtp)?;
     let mut lines = Vec::new();
-    for campaign in campaign::list(&state.db).await? {
+    for campaign in campaign::list(db).await? {
         // Open campaigns, and closed ones for the periods they were open in.
         let closed_on = match campaign.model.status.as_str() {
             "open" => None,
@@ -296,7 +299,7 @@ pub async fn send_due(state: &AppState, now: DateTime<Utc>) -> anyhow::Result<St
                 continue;
             }
             match send(
-                &state.db,
+                db,
                 &mailer,
                 settings,
                 &campaign,
@@ -671,25 +674,26 @@ where
 /// Sends a campaign's bulletin of `kind` for the last closed period now (office), again
 /// when `resend` even if it went out before.
 pub async fn send_now(
-    state: &AppState,
+    db: &DatabaseConnection,
+    config: &Settings,
     actor: &Actor,
     campaign_id: i32,
     kind: Kind,
     resend: bool,
 ) -> AppResult<Bulletin> {
-    let settings = &state.settings.reports.bulletins;
+    let settings = &config.reports.bulletins;
     if settings.recipients.is_empty() {
         return Err(AppError::Conflict(
             "未配置通报收件人（reports.bulletins.recipients）".to_owned(),
         ));
     }
-    let Some(smtp) = &state.settings.messaging.smtp else {
+    let Some(smtp) = &config.messaging.smtp else {
         return Err(AppError::Conflict(
             "未配置邮件服务器（messaging.smtp）".to_owned(),
         ));
     };
     let mailer = EmailChannel::new(smtp)?;
-    let campaign = campaign::get(&state.db, campaign_id).await?;
+    let campaign = campaign::get(db, campaign_id).await?;
     let today = cube::local_day(&campaign, Utc::now());
     let period = Period::before(kind, today);
     if period.end < cube::first_day(&campaign) {
@@ -698,7 +702,7 @@ pub async fn send_now(
         ));
     }
     let sent = send(
-        &state.db,
+        db,
         &mailer,
         settings,
         &campaign,

@@ -970,7 +970,7 @@ async fn a_bulletin_goes_out_once_per_period_across_a_restart() {
         today,
         chrono::NaiveTime::from_hms_opt(10, 0, 0).unwrap(),
     );
-    let detail = outreach::report::bulletin::send_due(&app.state, now)
+    let detail = outreach::report::bulletin::send_due(&app.state.db, &app.state.settings, now)
         .await
         .unwrap();
     assert!(detail.contains("sent"), "{detail}");
@@ -1019,15 +1019,19 @@ async fn a_bulletin_goes_out_once_per_period_across_a_restart() {
     assert!(sheet(&attachment, "排名").get_value((1, 0)).is_some());
 
     // The job runs again, and again after a restart: nothing more goes out.
-    outreach::report::bulletin::send_due(&app.state, now)
+    outreach::report::bulletin::send_due(&app.state.db, &app.state.settings, now)
         .await
         .unwrap();
     let restarted = outreach::startup::Application::build((*app.state.settings).clone())
         .await
         .unwrap();
-    let detail = outreach::report::bulletin::send_due(restarted.state(), now)
-        .await
-        .unwrap();
+    let detail = outreach::report::bulletin::send_due(
+        &restarted.state().db,
+        &restarted.state().settings,
+        now,
+    )
+    .await
+    .unwrap();
     assert_eq!(detail, "nothing due");
     std::thread::sleep(std::time::Duration::from_millis(300));
     assert_eq!(smtp.mails().len(), 1);
@@ -1077,7 +1081,7 @@ async fn a_failed_bulletin_is_recorded_and_tried_again() {
     .await;
     let (app, campaign) = (&f.app, f.campaign);
     for _ in 0..3 {
-        outreach::report::bulletin::send_due(&app.state, Utc::now())
+        outreach::report::bulletin::send_due(&app.state.db, &app.state.settings, Utc::now())
             .await
             .unwrap();
     }
@@ -1156,7 +1160,7 @@ async fn a_bulletin_cut_off_while_building_goes_out_but_one_cut_off_while_sendin
         ),
     )
     .await;
-    outreach::report::bulletin::send_due(&app.state, now)
+    outreach::report::bulletin::send_due(&app.state.db, &app.state.settings, now)
         .await
         .unwrap();
     smtp.wait_for(1);
