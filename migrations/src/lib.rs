@@ -21,6 +21,7 @@ mod m20261207_000030_recount_report_days;
 mod m20261207_041601_email_channel_is_smtp;
 mod m20261207_041602_create_webhook_nonces;
 mod m20261207_050000_attempt_client_keys;
+mod m20261207_080000_enrolments_by_village;
 
 pub struct Migrator;
 
@@ -45,6 +46,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261207_041601_email_channel_is_smtp::Migration),
             Box::new(m20261207_041602_create_webhook_nonces::Migration),
             Box::new(m20261207_050000_attempt_client_keys::Migration),
+            Box::new(m20261207_080000_enrolments_by_village::Migration),
         ]
     }
 }
