@@ -155,25 +155,17 @@ pub struct WorklistPage {
 /// Returns the rows and whether they are joined to their residents already.
 fn scoped(campaign: &Campaign, scope: &Scope) -> (Select<enrolments::Entity>, bool) {
     let rows = enrolments::Entity::find().filter(enrolments::Column::CampaignId.eq(campaign.id()));
-    if !campaign.is_open() {
+    if campaign.is_open() {
+        (
+            rows.filter(scope.filter_char(enrolments::Column::VillageCode)),
+            false,
+        )
+    } else {
         let rows = rows
-            .filter(scope.filter(residents::Column::VillageCode))
+            .filter(scope.filter_char(residents::Column::VillageCode))
             .inner_join(residents::Entity);
-        return (rows, true);
+        (rows, true)
     }
-    let Some(area) = scope.area() else {
-        return (rows, false);
-    };
-    // The bounds as `char(12)`, the column's type: PostgreSQL would otherwise compare each
-    // row's code as text, outside the index.
-    use sea_orm::sea_query::ExprTrait;
-    let (low, high) = area.code_range();
-    let village = Expr::col((enrolments::Entity, enrolments::Column::VillageCode));
-    let in_area = village.between(
-        Expr::val(low).cast_as("CHAR(12)"),
-        Expr::val(high).cast_as("CHAR(12)"),
-    );
-    (rows.filter(in_area), false)
 }
 
 /// How many residents of the caller's scope are on each worklist (the totals [`list`] gives),
