@@ -22,6 +22,7 @@ mod m20261207_041601_email_channel_is_smtp;
 mod m20261207_041602_create_webhook_nonces;
 mod m20261207_050000_attempt_client_keys;
 mod m20261207_070000_create_resident_links;
+mod m20261207_080000_enrolments_by_village;
 mod m20261207_090000_create_client_keys;
 
 pub struct Migrator;
@@ -48,6 +49,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261207_041602_create_webhook_nonces::Migration),
             Box::new(m20261207_050000_attempt_client_keys::Migration),
             Box::new(m20261207_070000_create_resident_links::Migration),
+            Box::new(m20261207_080000_enrolments_by_village::Migration),
             Box::new(m20261207_090000_create_client_keys::Migration),
         ]
     }

@@ -47,6 +47,22 @@ impl Scope {
         }
     }
 
+    /// [`Scope::filter`] for a `char(12)` code column (the residents' and the progress rows'
+    /// village codes): the bounds cast to the column's type, or PostgreSQL would compare each
+    /// row's code as text, outside the column's index.
+    pub fn filter_char<C: ColumnTrait>(&self, column: C) -> Condition {
+        match self {
+            Scope::All => Condition::all(),
+            Scope::Within(area) => {
+                use sea_orm::sea_query::{Expr, ExprTrait};
+                let (low, high) = area.code_range();
+                let bound = |code: String| Expr::val(code).cast_as("CHAR(12)");
+                Condition::all()
+                    .add(Expr::col(column.as_column_ref()).between(bound(low), bound(high)))
+            }
+        }
+    }
+
     pub fn area(&self) -> Option<&AreaCode> {
         match self {
             Scope::All => None,

@@ -8,6 +8,8 @@ mod campaign_bench;
 mod outbox_bench;
 #[path = "bench/report.rs"]
 mod report_bench;
+#[path = "bench/worklist.rs"]
+mod worklist_bench;
 
 use std::io::Write;
 use std::path::Path;
@@ -101,6 +103,25 @@ enum Scenario {
         #[arg(long, default_value_t = 30)]
         runs: usize,
     },
+    /// A village cadre's worklist pages over the `report` scenario's county, with one village
+    /// of exactly 3,000 residents: the page through the router with a session cookie, another
+    /// list, a name search and the resident page, then the domain calls behind them, each
+    /// `--runs` times after `--warmup` untimed runs.
+    Worklist {
+        #[arg(long, default_value_t = 1_000_000)]
+        residents: u64,
+        #[arg(long, default_value_t = 3_000_000)]
+        messages: u64,
+        /// Appointments of the appointed and examined residents (the default: all of them).
+        #[arg(long, default_value_t = 1_000_000)]
+        appointments: u64,
+        /// Timed repetitions of each request.
+        #[arg(long, default_value_t = 200)]
+        runs: usize,
+        /// Untimed repetitions before them.
+        #[arg(long, default_value_t = 10)]
+        warmup: usize,
+    },
     /// One dispatcher process of the `dispatch` scenario (started by it).
     #[command(hide = true)]
     DispatchWorker {
@@ -159,10 +180,30 @@ fn main() -> anyhow::Result<()> {
                 runs,
             } => {
                 report_bench::report(report_bench::ReportOptions {
-                    residents,
-                    messages,
-                    appointments,
+                    county: report_bench::County {
+                        residents,
+                        messages,
+                        appointments,
+                    },
                     runs,
+                })
+                .await
+            }
+            Scenario::Worklist {
+                residents,
+                messages,
+                appointments,
+                runs,
+                warmup,
+            } => {
+                worklist_bench::worklist(worklist_bench::WorklistOptions {
+                    county: report_bench::County {
+                        residents,
+                        messages,
+                        appointments,
+                    },
+                    runs,
+                    warmup,
                 })
                 .await
             }

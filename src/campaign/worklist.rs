@@ -4,9 +4,10 @@
 
 use chrono::NaiveDate;
 use entities::{enrolments, residents};
+use sea_orm::sea_query::{CaseStatement, Expr, Func};
 use sea_orm::{
     ColumnTrait, Condition, ConnectionTrait, EntityTrait, PaginatorTrait, QueryFilter, QueryOrder,
-    QuerySelect, sea_query::Expr,
+    QuerySelect, QueryTrait, Select,
 };
 use serde::{Deserialize, Serialize};
 
@@ -14,7 +15,7 @@ use crate::auth::{Actor, Scope};
 use crate::error::{AppError, AppResult};
 use crate::registry::{MigrantType, Special, age_on};
 
-use super::Stage;
+use super::{Campaign, Stage};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
@@ -34,6 +35,27 @@ pub enum Worklist {
 }
 
 impl Worklist {
+    pub const ALL: [Worklist; 6] = [
+        Worklist::NotAppointed,
+        Worklist::NoShows,
+        Worklist::Migrants,
+        Worklist::HomeVisits,
+        Worklist::HospitalRecords,
+        Worklist::Seasonal,
+    ];
+
+    /// The name in URLs and JSON.
+    pub fn code(self) -> &'static str {
+        match self {
+            Worklist::NotAppointed => "not_appointed",
+            Worklist::NoShows => "no_shows",
+            Worklist::Migrants => "migrants",
+            Worklist::HomeVisits => "home_visits",
+            Worklist::HospitalRecords => "hospital_records",
+            Worklist::Seasonal => "seasonal",
+        }
+    }
+
     pub fn parse(raw: &str) -> AppResult<Self> {
         serde_json::from_value(serde_json::json!(raw)).map_err(|_| {
             AppError::NotFound(format!(
@@ -126,6 +148,54 @@ pub struct WorklistPage {
     pub items: Vec<WorkItem>,
 }
 
+/// A campaign's progress rows in `scope`. An open campaign's rows keep their residents'
+/// village (`enrol::refresh_open` runs in each registry change's own transaction), so they are
+/// read by it through `idx_enrolments_campaign_village`; a closed campaign's rows keep the
+/// village of its time, so its lists go by where the residents live now (through the join).
+/// Returns the rows and whether they are joined to their residents already.
+fn scoped(campaign: &Campaign, scope: &Scope) -> (Select<enrolments::Entity>, bool) {
+    let rows = enrolments::Entity::find().filter(enrolments::Column::CampaignId.eq(campaign.id()));
+    if campaign.is_open() {
+        (
+            rows.filter(scope.filter_char(enrolments::Column::VillageCode)),
+            false,
+        )
+    } else {
+        let rows = rows
+            .filter(scope.filter_char(residents::Column::VillageCode))
+            .inner_join(residents::Entity);
+        (rows, true)
+    }
+}
+
+/// How many residents of the caller's scope are on each worklist (the totals [`list`] gives),
+/// counted in one pass over the scope's progress rows instead of one query per list.
+pub async fn counts(
+    db: &impl ConnectionTrait,
+    actor: &Actor,
+    campaign_id: i32,
+) -> AppResult<Vec<(Worklist, u64)>> {
+    let campaign = super::get(db, campaign_id).await?;
+    let (rows, _) = scoped(&campaign, &actor.scope);
+    let mut query = rows.select_only();
+    for list in Worklist::ALL {
+        // COUNT of a CASE without ELSE: the rows on the list (0, never NULL, when none are).
+        let on_list = CaseStatement::new().case(list.condition(), Expr::val(1));
+        query = query.expr_as(Func::count(on_list), list.code());
+    }
+    let row = db
+        .query_one_raw(query.build(db.get_database_backend()))
+        .await?
+        .ok_or_else(|| anyhow::anyhow!("the worklist counts returned no row"))?;
+    Worklist::ALL
+        .into_iter()
+        .map(|list| {
+            let n: i64 = row.try_get("", list.code())?;
+            Ok((list, u64::try_from(n).unwrap_or(0)))
+        })
+        .collect()
+}
+
 /// One page of a worklist for the caller's scope.
 pub async fn list(
     db: &impl ConnectionTrait,
@@ -149,21 +219,25 @@ pub async fn list(
             AppError::validation("invalid_sort", "sort 可选 name、age、village、stage")
         })?,
     };
-    let mut query = enrolments::Entity::find()
-        .filter(enrolments::Column::CampaignId.eq(campaign_id))
-        .filter(worklist.condition());
-    if let Some(area) = params.area.as_deref() {
-        let area = crate::registry::parse_area(area)?;
-        if !actor.scope.contains(&area) {
-            return Err(AppError::out_of_scope());
+    // An area asked for lies within the caller's scope: it is the narrower of the two.
+    let scope = match params.area.as_deref() {
+        None => actor.scope.clone(),
+        Some(area) => {
+            let area = crate::registry::parse_area(area)?;
+            if !actor.scope.contains(&area) {
+                return Err(AppError::out_of_scope());
+            }
+            Scope::Within(area)
         }
-        query = query.filter(Scope::Within(area).filter(residents::Column::VillageCode));
-    }
-    // Scoped through the residents' village index (the progress rows keep the same code).
-    let query = query
-        .filter(actor.scope.filter(residents::Column::VillageCode))
-        .inner_join(residents::Entity);
+    };
+    let (query, joined) = scoped(&campaign, &scope);
+    let query = query.filter(worklist.condition());
     let total = query.clone().count(db).await?;
+    let query = if joined {
+        query
+    } else {
+        query.inner_join(residents::Entity)
+    };
     let mut query = query.select_also(residents::Entity);
     query = match sort {
         Sort::Name => query.order_by_asc(residents::Column::Name),

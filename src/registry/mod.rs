@@ -325,7 +325,7 @@ fn name_matches(key: &str) -> sea_orm::sea_query::SimpleExpr {
 /// The residents `actor` may see: those in their scope; for institution staff, of those only
 /// the ones booked with their institution or living in the areas it serves.
 pub async fn visible(db: &impl ConnectionTrait, actor: &Actor) -> AppResult<Condition> {
-    let mut condition = actor.scope.filter(residents::Column::VillageCode);
+    let mut condition = actor.scope.filter_char(residents::Column::VillageCode);
     if actor.role == Role::Institution {
         condition =
             condition.add(crate::institution::clinic_residents(db, actor.institution_id).await?);

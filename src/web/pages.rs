@@ -153,13 +153,13 @@ pub(super) async fn current_campaign(state: &AppState) -> Result<Option<Campaign
         .max_by_key(|c| c.model.year))
 }
 
-const LISTS: [(Worklist, &str, &str); 6] = [
-    (Worklist::NotAppointed, "not_appointed", "未预约"),
-    (Worklist::NoShows, "no_shows", "爽约"),
-    (Worklist::Migrants, "migrants", "外出人员"),
-    (Worklist::HomeVisits, "home_visits", "上门体检"),
-    (Worklist::HospitalRecords, "hospital_records", "住院记录"),
-    (Worklist::Seasonal, "seasonal", "季节性（牧区）"),
+const LISTS: [(Worklist, &str); 6] = [
+    (Worklist::NotAppointed, "未预约"),
+    (Worklist::NoShows, "爽约"),
+    (Worklist::Migrants, "外出人员"),
+    (Worklist::HomeVisits, "上门体检"),
+    (Worklist::HospitalRecords, "住院记录"),
+    (Worklist::Seasonal, "季节性（牧区）"),
 ];
 
 const PAGE_SIZE: u64 = 50;
@@ -218,26 +218,19 @@ pub async fn worklist(
         None => Worklist::NotAppointed,
         Some(raw) => Worklist::parse(raw)?,
     };
-    let mut tabs = Vec::with_capacity(LISTS.len());
-    for (list, code, label) in LISTS {
-        let counted = worklist::list(
-            &state.db,
-            actor,
-            campaign.model.id,
-            list,
-            WorklistParams {
-                limit: Some(1),
-                ..Default::default()
-            },
-        )
-        .await?;
-        tabs.push(Tab {
-            code,
+    let counts = worklist::counts(&state.db, actor, campaign.model.id).await?;
+    let tabs: Vec<Tab> = LISTS
+        .into_iter()
+        .map(|(list, label)| Tab {
+            code: list.code(),
             label,
-            count: counted.total,
+            count: counts
+                .iter()
+                .find(|(counted, _)| *counted == list)
+                .map_or(0, |(_, n)| *n),
             active: list == active,
-        });
-    }
+        })
+        .collect();
     let open_tasks = crate::outreach::tasks::open_count(&state.db, actor).await?;
     let search = query.q.as_deref().map(str::trim).filter(|q| !q.is_empty());
     let (rows, total, page_no, pages) = if let Some(q) = search {
@@ -330,7 +323,7 @@ pub async fn worklist(
             campaign => campaign.model.name,
             tabs => ser(&tabs),
             open_tasks,
-            active => LISTS.iter().find(|(l, ..)| *l == active).map(|(_, code, _)| *code),
+            active => active.code(),
             q => search,
             rows,
             total,

@@ -603,6 +603,12 @@ async fn attendance_writes_the_exam_and_a_missed_day_becomes_a_no_show() {
         .map(|i| i["resident_id"].as_i64().unwrap())
         .collect();
     assert_eq!(ids, [s.residents[1] as i64, s.residents[2] as i64]);
+    assert!(
+        s.app
+            .worklist_tabs(&s.cadre)
+            .await
+            .contains(&("no_shows".to_owned(), 2))
+    );
 
     // A no-show can be booked again.
     assert_eq!(

@@ -608,6 +608,19 @@ async fn worklists_list_what_a_cadre_has_left_to_do() {
         .await
         .unwrap();
     assert_eq!(ids(&body), Vec::<i64>::new());
+    // The worklist page's tabs count what the lists hold.
+    assert_eq!(
+        app.worklist_tabs(&cadre).await,
+        [
+            ("not_appointed", 2),
+            ("no_shows", 0),
+            ("migrants", 1),
+            ("home_visits", 1),
+            ("hospital_records", 1),
+            ("seasonal", 1),
+        ]
+        .map(|(code, n)| (code.to_owned(), n))
+    );
 
     // The other village's resident is nobody's business here.
     let body: Value = app

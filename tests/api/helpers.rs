@@ -159,6 +159,28 @@ impl TestApp {
         request.send().await.expect("request sent")
     }
 
+    /// The counts on the worklist page's tabs (`/m/`), code and count, as the page session
+    /// holding `token` sees them.
+    pub async fn worklist_tabs(&self, token: &str) -> Vec<(String, u64)> {
+        let response = self
+            .client
+            .get(self.url("/m/"))
+            .header("cookie", format!("outreach_session={token}"))
+            .send()
+            .await
+            .expect("request sent");
+        assert_eq!(response.status(), StatusCode::OK);
+        let html = response.text().await.unwrap();
+        html.split("data-testid=\"worklist-tab-")
+            .skip(1)
+            .map(|tab| {
+                let code = &tab[..tab.find('"').unwrap()];
+                let count = &tab[tab.find("<b>").unwrap() + 3..tab.find("</b>").unwrap()];
+                (code.to_owned(), count.trim().parse().unwrap())
+            })
+            .collect()
+    }
+
     pub async fn get(&self, path: &str, token: &str) -> reqwest::Response {
         self.request(Method::GET, path, Some(token), None).await
     }

@@ -37,10 +37,16 @@ const MIGRANT_TYPES: [&str; 4] = [
 
 /// Options of the `report` scenario.
 pub struct ReportOptions {
+    pub county: County,
+    pub runs: usize,
+}
+
+/// The county a month into its campaign that the `report` and `worklist` scenarios set up.
+pub struct County {
     pub residents: u64,
     pub messages: u64,
+    /// Appointments of the appointed and examined residents, in resident order.
     pub appointments: u64,
-    pub runs: usize,
 }
 
 pub async fn report(options: ReportOptions) -> anyhow::Result<()> {
@@ -52,7 +58,7 @@ pub async fn report(options: ReportOptions) -> anyhow::Result<()> {
     result
 }
 
-fn backend_of(database: &DatabaseConnection) -> &'static str {
+pub(super) fn backend_of(database: &DatabaseConnection) -> &'static str {
     match database.get_database_backend() {
         DbBackend::Postgres => "postgres",
         DbBackend::Sqlite => "sqlite",
@@ -65,11 +71,11 @@ fn township_code(index: u32) -> String {
 }
 
 /// Prints how long a set-up step took (stderr: stdout carries only the measurements).
-fn step(name: &str, started: Instant) {
+pub(super) fn step(name: &str, started: Instant) {
     eprintln!("set-up: {name} in {:.1} s", started.elapsed().as_secs_f64());
 }
 
-async fn count(database: &DatabaseConnection, sql: &Sql) -> anyhow::Result<i64> {
+pub(super) async fn count(database: &DatabaseConnection, sql: &Sql) -> anyhow::Result<i64> {
     Ok(database
         .query_one_raw(sql.build())
         .await?
@@ -78,7 +84,7 @@ async fn count(database: &DatabaseConnection, sql: &Sql) -> anyhow::Result<i64> 
         .unwrap_or(0))
 }
 
-async fn execute(database: &DatabaseConnection, sql: &Sql) -> anyhow::Result<u64> {
+pub(super) async fn execute(database: &DatabaseConnection, sql: &Sql) -> anyhow::Result<u64> {
     Ok(database.execute_raw(sql.build()).await?.rows_affected())
 }
 
@@ -101,12 +107,12 @@ fn county_office() -> anyhow::Result<Actor> {
 // generators), so a run is reproducible and the statements stay set-based.
 
 /// The first pseudo-random number of a resident id column.
-fn u(col: &str) -> String {
+pub(super) fn u(col: &str) -> String {
     format!("(CAST({col} AS BIGINT) * 48271 % 2147483647)")
 }
 
 /// The second.
-fn v(col: &str) -> String {
+pub(super) fn v(col: &str) -> String {
     format!("(CAST({col} AS BIGINT) * 69621 % 2147483647)")
 }
 
@@ -189,7 +195,7 @@ fn institution_case(sql: &mut Sql, col: &str, centres: &[(String, i32)], hospita
 }
 
 /// What the set-up left, for the sanity checks.
-struct Truth {
+pub(super) struct Truth {
     enrolments: i64,
     examined: i64,
     exempt: i64,
@@ -199,22 +205,35 @@ struct Truth {
     examined_at_centres: i64,
 }
 
-struct Setup {
-    campaign_id: i32,
-    truth: Truth,
+pub(super) struct Setup {
+    pub campaign_id: i32,
+    /// The county hospital's institution id.
+    pub hospital: i32,
+    pub truth: Truth,
 }
 
-async fn connect(url: &str) -> anyhow::Result<DatabaseConnection> {
+/// The service's settings for a run against `url`: a fresh data key, no scheduler.
+pub(super) fn settings(url: &str) -> Settings {
     let mut settings = Settings {
         database_url: DatabaseUrl::new(url),
         ..Settings::default()
     };
     settings.privacy.key = Some(Secret::new(outreach::privacy::new_key_base64()));
     settings.scheduler.enabled = false;
-    db::connect_and_migrate(&settings).await
+    settings
 }
 
-async fn set_up(database: &DatabaseConnection, options: &ReportOptions) -> anyhow::Result<Setup> {
+async fn connect(url: &str) -> anyhow::Result<DatabaseConnection> {
+    db::connect_and_migrate(&settings(url)).await
+}
+
+/// Sets up the county: areas, residents and key groups, then `before_open` (the registry as
+/// a scenario wants it beyond that), then the campaign opened and a month of its history.
+pub(super) async fn set_up(
+    database: &DatabaseConnection,
+    options: &County,
+    before_open: impl AsyncFnOnce(&DatabaseConnection) -> anyhow::Result<()>,
+) -> anyhow::Result<Setup> {
     let backend = database.get_database_backend();
     let all = Instant::now();
 
@@ -252,6 +271,8 @@ async fn set_up(database: &DatabaseConnection, options: &ReportOptions) -> anyho
         execute(database, &sql).await?;
     }
     step("key groups", started);
+
+    before_open(database).await?;
 
     let started = Instant::now();
     let today = outreach::registry::today();
@@ -573,7 +594,11 @@ async fn set_up(database: &DatabaseConnection, options: &ReportOptions) -> anyho
         truth.examined,
         truth.messages
     );
-    Ok(Setup { campaign_id, truth })
+    Ok(Setup {
+        campaign_id,
+        hospital,
+        truth,
+    })
 }
 
 // ---------------------------------------------------------------------------------------
@@ -626,12 +651,28 @@ fn print_timed(
 }
 
 /// Runs `f` once untimed (first-use costs), then `runs` times timed.
-async fn timed<T, F, Fut>(runs: usize, mut f: F) -> anyhow::Result<(Vec<Elapsed>, T)>
+async fn timed<T, F, Fut>(runs: usize, f: F) -> anyhow::Result<(Vec<Elapsed>, T)>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = anyhow::Result<T>>,
+{
+    timed_after(1, runs, f).await
+}
+
+/// Runs `f` `warmup` times (at least once) untimed, then `runs` times timed.
+pub(super) async fn timed_after<T, F, Fut>(
+    warmup: usize,
+    runs: usize,
+    mut f: F,
+) -> anyhow::Result<(Vec<Elapsed>, T)>
 where
     F: FnMut() -> Fut,
     Fut: std::future::Future<Output = anyhow::Result<T>>,
 {
     let mut last = f().await?;
+    for _ in 1..warmup {
+        last = f().await?;
+    }
     let mut durations = Vec::with_capacity(runs);
     for _ in 0..runs {
         let started = Instant::now();
@@ -657,7 +698,9 @@ async fn examined_before(
 async fn run_report(url: &str, options: &ReportOptions) -> anyhow::Result<()> {
     let database = connect(url).await?;
     let backend = backend_of(&database);
-    let Setup { campaign_id, truth } = set_up(&database, options).await?;
+    let Setup {
+        campaign_id, truth, ..
+    } = set_up(&database, &options.county, async |_| Ok(())).await?;
     let office = county_office()?;
     let (db, office) = (&database, &office);
     let err =
