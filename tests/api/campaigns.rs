@@ -618,6 +618,7 @@ async fn worklists_list_what_a_cadre_has_left_to_do() {
             ("home_visits", 1),
             ("hospital_records", 1),
             ("seasonal", 1),
+            ("tasks", 0),
         ]
         .map(|(code, n)| (code.to_owned(), n))
     );
