@@ -247,3 +247,30 @@ test('after one visit online, the residents on the worklist open without a netwo
     await browser.close();
   }
 });
+
+test('online, a booking the server refuses is answered on the booking page', async () => {
+  const { browser, page } = await phone();
+  try {
+    await signIn(app, page);
+    const sun = await residentNamed(app, '孙丽');
+    await page.goto(`${app.base}/m/book?r=${sun}`);
+    // The clinic closes the day while the cadre is choosing.
+    const office = await app.token('office.li');
+    const changed = await app.api('PUT', `/institutions/${clinic}/calendar/${day(8)}`, office, { closed: true });
+    assert.equal(changed.status, 200, JSON.stringify(changed.body));
+    await pickDay(page, day(8));
+    await page.getByTestId('book-submit').click();
+    const problem = page.getByTestId('book-error');
+    await problem.waitFor();
+    assert.match(await problem.innerText(), /休息/);
+    assert.match(page.url(), /\/m\/book\?r=/, 'still on the booking page');
+    assert.equal(await pending(page), 0, 'nothing left waiting');
+    await pickDay(page, day(9));
+    await Promise.all([page.waitForURL(new RegExp(`/m/residents/${sun}$`)), page.getByTestId('book-submit').click()]);
+    const booked = await appointmentsOf(sun);
+    assert.equal(booked.length, 1);
+    assert.equal(booked[0].day, day(9));
+  } finally {
+    await browser.close();
+  }
+});

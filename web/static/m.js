@@ -306,13 +306,21 @@
       var label = (who.length > 3 ? who.slice(0, 3).join('、') + ' 等 ' + who.length + ' 人' : who.join('、')) +
         ' 预约 ' + day;
       button.disabled = true;
+      var key = newKey();
       enqueue('booking', book.getAttribute('data-path'), label, {
         institution_id: institution,
         day: day,
         resident_ids: people,
-        client_key: newKey()
-      }, '/m/book?r=' + people.join(',')).then(function () {
-        window.location.href = back.getAttribute('href');
+        client_key: key
+      }, '/m/book?r=' + people.join(',')).then(all).then(function (entries) {
+        /* Refused while the cadre is still here (the day filled up): said here, to pick again. */
+        var refused = entries.filter(function (e) { return e.key === key && e.state === 'failed'; })[0];
+        if (!refused) { window.location.href = back.getAttribute('href'); return null; }
+        return remove(key).then(function () {
+          sayBook(refused.reason);
+          button.disabled = false;
+          return refresh();
+        });
       });
     });
   }
