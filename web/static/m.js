@@ -143,13 +143,13 @@
   }
 
   /* Keeps an entry on the phone and tries to send what waits. */
-  function enqueue(kind, path, label, body, fix) {
+  function enqueue(kind, path, label, body, fix, madeAt) {
     var entry = {
       key: body.client_key,
       kind: kind,
       path: path,
       label: label,
-      made_at: new Date().toISOString(),
+      made_at: madeAt || new Date().toISOString(),
       state: 'waiting',
       body: body,
       fix: fix || null
@@ -189,16 +189,16 @@
     form.addEventListener('submit', function (event) {
       event.preventDefault();
       var data = fields(form);
-      var key = newKey();
+      var madeAt = new Date().toISOString();
       var body = {
         channel: data.channel,
         contact: data.contact,
         outcome: data.outcome,
-        attempted_at: new Date().toISOString(),
-        client_key: key
+        attempted_at: madeAt,
+        client_key: newKey()
       };
       if (data.note && data.note.trim()) body.note = data.note.trim();
-      enqueue('attempt', form.getAttribute('data-path'), form.getAttribute('data-label'), body).then(function () {
+      enqueue('attempt', form.getAttribute('data-path'), form.getAttribute('data-label'), body, null, madeAt).then(function () {
         form.reset();
         var saved = form.querySelector('.saved');
         if (saved) saved.hidden = false;
