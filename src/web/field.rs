@@ -11,7 +11,7 @@ use entities::areas::AreaLevel;
 use minijinja::context;
 use serde::{Deserialize, Serialize};
 
-use super::pages::{Nothing, PageError, current_campaign, local_time, role_title, ser};
+use super::pages::{Nothing, PageError, current_campaign, local_time, ser};
 use super::render::page;
 use super::{FieldWork, Form, Session};
 use crate::appointment::{self, MAX_GROUP};
@@ -154,15 +154,13 @@ pub async fn book(
         StatusCode::OK,
         "m/book.html",
         context! {
-            user => actor.username.clone(),
-            role => role_title(actor.role),
-            csrf => session.csrf.clone(),
             campaign_id => campaign.model.id,
             people,
             moving,
             institutions => shown,
             back,
             window_to => window.to.to_string(),
+            ..session.frame()
         },
     ))
 }
@@ -197,11 +195,9 @@ pub async fn tasks(
         StatusCode::OK,
         "m/tasks.html",
         context! {
-            user => actor.username.clone(),
-            role => role_title(actor.role),
-            csrf => session.csrf.clone(),
             items,
             more => open.next.is_some(),
+            ..session.frame()
         },
     ))
 }

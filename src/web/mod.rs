@@ -97,6 +97,18 @@ impl<P: Policy> FromRequestParts<AppState> for Session<P> {
     }
 }
 
+impl<P: Policy> Session<P> {
+    /// What every signed-in page's frame shows: who is signed in, as what, and the token its
+    /// forms and requests carry. Merged into a page's context with `..session.frame()`.
+    pub fn frame(&self) -> minijinja::Value {
+        minijinja::context! {
+            user => self.actor.username.clone(),
+            role => pages::role_title(self.actor.role),
+            csrf => self.csrf.clone(),
+        }
+    }
+}
+
 /// A form posted by a page, accepted only with the session's anti-forgery token in its
 /// `_csrf` field and, when the browser names one, from this site's own origin.
 pub struct Form<T>(pub T);

@@ -208,11 +208,7 @@ pub async fn worklist(
 ) -> Result<Response, PageError> {
     let actor = &session.actor;
     let Some(campaign) = current_campaign(&state).await? else {
-        return Ok(page(
-            StatusCode::OK,
-            "m/worklist.html",
-            context! { user => actor.username.clone(), role => role_title(actor.role), csrf => session.csrf.clone() },
-        ));
+        return Ok(page(StatusCode::OK, "m/worklist.html", session.frame()));
     };
     let active = match query.list.as_deref() {
         None => Worklist::NotAppointed,
@@ -317,9 +313,6 @@ pub async fn worklist(
         StatusCode::OK,
         "m/worklist.html",
         context! {
-            user => actor.username.clone(),
-            role => role_title(actor.role),
-            csrf => session.csrf.clone(),
             campaign => campaign.model.name,
             tabs => ser(&tabs),
             open_tasks,
@@ -329,6 +322,7 @@ pub async fn worklist(
             total,
             page => page_no,
             pages,
+            ..session.frame()
         },
     ))
 }
@@ -446,9 +440,6 @@ pub async fn resident(
         StatusCode::OK,
         "m/resident.html",
         context! {
-            user => actor.username.clone(),
-            role => role_title(actor.role),
-            csrf => session.csrf.clone(),
             resident => ser(&detail),
             sex => sex_label(&detail.sex),
             village => villages.get(&detail.village_code),
@@ -486,6 +477,7 @@ pub async fn resident(
                     .filter(|o| **o != Outcome::Delivered)
                     .map(|o| (o.code(), o.label())),
             ),
+            ..session.frame()
         },
     ))
 }
@@ -529,12 +521,10 @@ pub async fn app_home(State(state): State<AppState>, session: Session) -> Respon
         StatusCode::OK,
         "app/home.html",
         context! {
-            user => actor.username.clone(),
-            role => role_title(actor.role),
-            csrf => session.csrf.clone(),
             campaigns,
             field_pages => matches!(actor.role, Role::Office | Role::Township),
             reports => actor.role != Role::Institution,
+            ..session.frame()
         },
     )
 }
@@ -576,9 +566,6 @@ pub async fn refusal(
         StatusCode::OK,
         "m/refusal.html",
         context! {
-            user => actor.username.clone(),
-            role => role_title(actor.role),
-            csrf => session.csrf.clone(),
             resident => ser(&detail),
             campaign_id => campaign.model.id,
             progress => ser(&progress),
@@ -587,6 +574,7 @@ pub async fn refusal(
             open,
             reasons => choices(refusal::Reason::ALL.iter().map(|r| (r.code(), r.label()))),
             relations => choices(refusal::SignerRelation::ALL.iter().map(|r| (r.code(), r.label()))),
+            ..session.frame()
         },
     ))
 }
