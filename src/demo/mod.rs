@@ -945,6 +945,7 @@ async fn build(
 
     // Replies to the wave: 1 (will come), 2 (another day), TD (no more messages).
     let mut replies = 0;
+    let mut written: Vec<(String, &str)> = Vec::new();
     for person in &people {
         if person.migrant.is_none() || !person.has_phone || !rng.random_bool(0.12) {
             continue;
@@ -957,18 +958,7 @@ async fn build(
             12..17 => "2",
             _ => "TD",
         };
-        let reply = InboundSms {
-            provider: "log",
-            from_phone: phone,
-            text: text.to_owned(),
-            at: None,
-            provider_id: None,
-            signature: None,
-        };
-        outreach::inbound::apply_reply(db, &privacy, &reply)
-            .await
-            .map_err(failed("replies"))?;
-        replies += 1;
+        written.push((phone, text));
     }
     // Residents of the demo cadre's village who wrote back, so their task list is not empty:
     // "2" (another day, a reschedule request when booked) and questions nobody can match.
@@ -983,11 +973,12 @@ async fn build(
         .filter(|p| p.village_code == cadre_village)
         .filter_map(|p| p.phone.clone())
         .take(questions.len());
-    for (text, phone) in questions.iter().zip(writers) {
+    written.extend(writers.zip(questions));
+    for (phone, text) in written {
         let reply = InboundSms {
             provider: "log",
             from_phone: phone,
-            text: (*text).to_owned(),
+            text: text.to_owned(),
             at: None,
             provider_id: None,
             signature: None,
