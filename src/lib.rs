@@ -15,6 +15,7 @@ pub mod demo;
 pub mod error;
 pub mod exam;
 pub mod export;
+pub mod flows;
 pub mod http;
 pub mod import;
 pub mod institution;

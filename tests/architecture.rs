@@ -43,6 +43,9 @@ const DOMAIN: &[&str] = &[
     "users",
 ];
 
+/// Where transactions begin and the cascades between domain modules are written.
+const FLOWS: &[&str] = &["flows"];
+
 /// What the edges share: the handles every handler and job can reach.
 const STATE: &[&str] = &["state"];
 
@@ -100,7 +103,7 @@ fn imports(text: &str) -> BTreeSet<String> {
 }
 
 fn layer(module: &str) -> Option<usize> {
-    [KERNEL, DOMAIN, STATE, EDGES]
+    [KERNEL, DOMAIN, FLOWS, STATE, EDGES]
         .iter()
         .position(|layer| layer.contains(&module))
 }
