@@ -232,6 +232,15 @@ pub async fn begin_write<C: sea_orm::TransactionTrait>(
     .await
 }
 
+/// A savepoint inside the transaction a caller gave, for work that may fail on its own without
+/// losing the rest (one row of an import). Domain code takes savepoints; only flows, workers,
+/// the scheduler and the command line begin transactions.
+pub async fn savepoint(
+    txn: &sea_orm::DatabaseTransaction,
+) -> Result<sea_orm::DatabaseTransaction, sea_orm::DbErr> {
+    sea_orm::TransactionTrait::begin(txn).await
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
