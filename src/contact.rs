@@ -215,7 +215,7 @@ where
             "联系时间不能晚于现在",
         ));
     }
-    let note = crate::registry::optional_name(new.note.as_deref(), "备注", 500)?;
+    let note = crate::validate::optional_name(new.note.as_deref(), "备注", 500)?;
     let client_key = new
         .client_key
         .as_deref()

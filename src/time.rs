@@ -9,6 +9,11 @@ use chrono_tz::Tz;
 /// The zone of dates read without a campaign.
 pub const DEFAULT_ZONE: Tz = chrono_tz::Asia::Shanghai;
 
+/// Today's date where nothing names a zone: in [`DEFAULT_ZONE`].
+pub fn today() -> NaiveDate {
+    today_in(DEFAULT_ZONE)
+}
+
 /// Today's date in `tz`.
 pub fn today_in(tz: Tz) -> NaiveDate {
     local_day(tz, Utc::now())

@@ -595,7 +595,7 @@ pub async fn list(
         query = query.filter(actor.scope.filter(residents::Column::VillageCode));
     }
     if let Some(area) = filter.area.as_deref() {
-        let area = crate::registry::parse_area(area)?;
+        let area = crate::validate::parse_area(area)?;
         if actor.role != Role::Institution && !actor.scope.contains(&area) {
             return Err(AppError::out_of_scope());
         }
@@ -700,7 +700,7 @@ where
     C: ConnectionTrait + TransactionTrait,
 {
     may_change(actor)?;
-    let reason = crate::registry::optional_name(request.reason.as_deref(), "原因", 200)?;
+    let reason = crate::validate::optional_name(request.reason.as_deref(), "原因", 200)?;
     let txn = begin_write(db).await?;
     let (current, resident) = find_visible(&txn, actor, id).await?;
     require_booked(&current)?;
@@ -811,7 +811,7 @@ where
     C: ConnectionTrait + TransactionTrait,
 {
     may_change(actor)?;
-    let reason = crate::registry::check_name(&request.reason, "原因", 200)?;
+    let reason = crate::validate::check_name(&request.reason, "原因", 200)?;
     let txn = begin_write(db).await?;
     let (current, resident) = find_visible(&txn, actor, id).await?;
     require_booked(&current)?;

@@ -550,7 +550,7 @@ where
     }
     let phases = default_phases(new.year).expect("a valid year has its default phases");
     let name = match new.name.as_deref() {
-        Some(name) => crate::registry::check_name(name, "名称", 100)?,
+        Some(name) => crate::validate::check_name(name, "名称", 100)?,
         None => format!("{}年全民健康体检", new.year),
     };
     let (quiet_start, quiet_end) = check_quiet_hours(&new.quiet_hours.unwrap_or(QuietHours {
@@ -692,7 +692,7 @@ where
     }
     let mut model = current.clone();
     if let Some(name) = &changes.name {
-        model.name = crate::registry::check_name(name, "名称", 100)?;
+        model.name = crate::validate::check_name(name, "名称", 100)?;
     }
     if let Some(date) = changes.reference_date {
         model.reference_date = date;

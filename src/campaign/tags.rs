@@ -280,7 +280,7 @@ where
     use std::collections::HashMap;
 
     let path = path.to_owned();
-    let today = registry::today();
+    let today = crate::time::today();
     let read = tokio::task::spawn_blocking(move || {
         let mut header: Option<TagHeader> = None;
         let mut rows = Vec::new();

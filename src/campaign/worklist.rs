@@ -223,7 +223,7 @@ pub async fn list(
     let scope = match params.area.as_deref() {
         None => actor.scope.clone(),
         Some(area) => {
-            let area = crate::registry::parse_area(area)?;
+            let area = crate::validate::parse_area(area)?;
             if !actor.scope.contains(&area) {
                 return Err(AppError::out_of_scope());
             }

@@ -28,7 +28,7 @@ pub async fn backdate(
         opened_on,
         NaiveTime::from_hms_opt(9, 0, 0).unwrap_or_default(),
     );
-    let today = crate::registry::today();
+    let today = crate::time::today();
     let backend = db.get_database_backend();
     let txn = db.begin().await?;
 
@@ -112,7 +112,7 @@ pub async fn move_bookings_back(
     day: NaiveDate,
     booked_at: DateTime<Utc>,
 ) -> anyhow::Result<()> {
-    let today = crate::registry::today();
+    let today = crate::time::today();
     let backend = db.get_database_backend();
     let txn = db.begin().await?;
     crate::institution::ensure_day(&txn, institution, day)

@@ -308,7 +308,7 @@ async fn build(
     let mut rng = StdRng::seed_from_u64(options.seed);
     let privacy = Arc::new(Privacy::load(settings)?);
     let cli = Actor::cli();
-    let today = registry::today();
+    let today = crate::time::today();
 
     // The area tree.
     area::import_areas(db, &cli, data::areas_csv().as_bytes())

@@ -317,9 +317,9 @@ where
     if !matches!(actor.role, Role::Office | Role::Township | Role::Cadre) {
         return Err(AppError::forbidden_role());
     }
-    let place = registry::check_name(&request.place, "体检地点", 200)?;
-    let examiner = registry::check_name(&request.examiner, "体检单位或证明人", 100)?;
-    let note = registry::optional_name(request.note.as_deref(), "备注", 500)?;
+    let place = crate::validate::check_name(&request.place, "体检地点", 200)?;
+    let examiner = crate::validate::check_name(&request.examiner, "体检单位或证明人", 100)?;
+    let note = crate::validate::optional_name(request.note.as_deref(), "备注", 500)?;
     let evidence = match request.evidence_base64.as_deref().map(str::trim) {
         None | Some("") => None,
         Some(raw) => {
@@ -355,7 +355,7 @@ where
     let evidence_name = match &evidence {
         None => None,
         Some(_) => Some(
-            registry::optional_name(request.evidence_name.as_deref(), "文件名", 200)?
+            crate::validate::optional_name(request.evidence_name.as_deref(), "文件名", 200)?
                 .unwrap_or_else(|| "evidence".to_owned()),
         ),
     };
@@ -544,7 +544,7 @@ where
                 continue;
             }
         };
-        let Some(day) = registry::parse_date(get(date_col)) else {
+        let Some(day) = crate::validate::parse_date(get(date_col)) else {
             rejected.push(RejectedRow::new(
                 *line,
                 values,

@@ -154,7 +154,7 @@ async fn get_calendar(
     Query(params): Query<CalendarParams>,
 ) -> AppResult<Json<Calendar>> {
     let institution = institution::find(&state.db, id).await?;
-    let from = params.from.unwrap_or_else(crate::registry::today);
+    let from = params.from.unwrap_or_else(crate::time::today);
     let to = match params.to {
         Some(to) => to,
         None => from

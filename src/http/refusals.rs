@@ -134,7 +134,7 @@ async fn refusal_register(
     let area = params
         .area
         .as_deref()
-        .map(crate::registry::parse_area)
+        .map(crate::validate::parse_area)
         .transpose()?;
     let register = refusal::register_of(
         &state.db,

@@ -382,7 +382,7 @@ async fn migrant_book(
     let area = params
         .area
         .as_deref()
-        .map(registry::parse_area)
+        .map(crate::validate::parse_area)
         .transpose()?;
     let book =
         registry::migrant_book(&state.db, &state.privacy, &actor, area, params.reveal).await?;

@@ -266,7 +266,7 @@ where
     C: ConnectionTrait + TransactionTrait,
 {
     let code = check_code(&new.code)?;
-    let name = crate::registry::check_name(&new.name, "机构名称", 100)?;
+    let name = crate::validate::check_name(&new.name, "机构名称", 100)?;
     let location = area::existing(db, &new.area_code).await?;
     if !actor.scope.contains(&location) {
         return Err(AppError::out_of_scope());
@@ -291,7 +291,7 @@ where
         area_code: Set(location.as_str().to_owned()),
         daily_capacity: Set(capacity),
         closed_weekdays: Set(closed),
-        address: Set(crate::registry::optional_name(
+        address: Set(crate::validate::optional_name(
             new.address.as_deref(),
             "地址",
             200,
@@ -422,10 +422,10 @@ where
     }
     let mut model: institutions::ActiveModel = current.clone().into();
     if let Some(name) = &changes.name {
-        model.name = Set(crate::registry::check_name(name, "机构名称", 100)?);
+        model.name = Set(crate::validate::check_name(name, "机构名称", 100)?);
     }
     if let Some(address) = &changes.address {
-        model.address = Set(crate::registry::optional_name(Some(address), "地址", 200)?);
+        model.address = Set(crate::validate::optional_name(Some(address), "地址", 200)?);
     }
     if let Some(capacity) = changes.daily_capacity {
         model.daily_capacity = Set(check_capacity(capacity)?);
@@ -482,7 +482,7 @@ async fn follow_defaults(
     let rows = institution_days::Entity::find()
         .filter(institution_days::Column::InstitutionId.eq(institution.id))
         .filter(institution_days::Column::Overridden.eq(false))
-        .filter(institution_days::Column::Day.gte(crate::registry::today()))
+        .filter(institution_days::Column::Day.gte(crate::time::today()))
         .all(db)
         .await?;
     for row in rows {
@@ -705,7 +705,7 @@ async fn apply_day(
     if let Some(capacity) = change.capacity {
         check_capacity(capacity)?;
     }
-    let note = crate::registry::optional_name(change.note.as_deref(), "备注", 100)?;
+    let note = crate::validate::optional_name(change.note.as_deref(), "备注", 100)?;
     ensure_day(txn, institution, day).await?;
     let row = institution_days::Entity::find()
         .filter(institution_days::Column::InstitutionId.eq(institution.id))
@@ -891,7 +891,7 @@ where
             ));
             continue;
         }
-        let Some(day) = crate::registry::parse_date(get(Some(date_col))) else {
+        let Some(day) = crate::validate::parse_date(get(Some(date_col))) else {
             rejected.push(RejectedRow::new(
                 *line,
                 values,

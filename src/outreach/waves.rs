@@ -145,7 +145,7 @@ pub async fn create<C>(db: &C, actor: &Actor, campaign_id: i32, new: NewWave) ->
 where
     C: ConnectionTrait + TransactionTrait,
 {
-    let name = crate::registry::check_name(&new.name, "名称", 100)?;
+    let name = crate::validate::check_name(&new.name, "名称", 100)?;
     let now = Utc::now();
     let txn = begin_write(db).await?;
     let campaign = campaign::get_open_locked(&txn, campaign_id).await?;

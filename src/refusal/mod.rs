@@ -273,7 +273,7 @@ fn check_location(location: &Option<Location>) -> AppResult<Option<String>> {
             "位置无效：纬度应在 -90 至 90 之间，经度应在 -180 至 180 之间",
         ));
     }
-    let address = crate::registry::optional_name(l.address.as_deref(), "地址", 200)?;
+    let address = crate::validate::optional_name(l.address.as_deref(), "地址", 200)?;
     Ok(Some(
         json!({
             "latitude": l.latitude,
@@ -574,14 +574,14 @@ where
     C: ConnectionTrait + TransactionTrait,
 {
     // Everything that needs no database first: a bad upload costs no lock.
-    let reason_text = crate::registry::optional_name(new.reason_text.as_deref(), "原因说明", 500)?;
+    let reason_text = crate::validate::optional_name(new.reason_text.as_deref(), "原因说明", 500)?;
     if new.reason == Reason::Other && reason_text.is_none() {
         return Err(AppError::validation(
             "reason_text_required",
             "拒检原因为“其他”时请填写原因说明",
         ));
     }
-    let signer_name = crate::registry::check_name(&new.signer_name, "签字人姓名", 32)?;
+    let signer_name = crate::validate::check_name(&new.signer_name, "签字人姓名", 32)?;
     let location = check_location(&new.location)?;
     let key = new
         .client_key
@@ -756,7 +756,7 @@ pub async fn confirm<C>(db: &C, actor: &Actor, id: i32, review: Review) -> AppRe
 where
     C: ConnectionTrait + TransactionTrait,
 {
-    let note = crate::registry::optional_name(review.note.as_deref(), "审核意见", 500)?;
+    let note = crate::validate::optional_name(review.note.as_deref(), "审核意见", 500)?;
     reviewed(db, actor, id, CONFIRMED, note).await
 }
 
@@ -770,7 +770,7 @@ pub async fn return_for_correction<C>(
 where
     C: ConnectionTrait + TransactionTrait,
 {
-    let note = crate::registry::optional_name(review.note.as_deref(), "退回原因", 500)?
+    let note = crate::validate::optional_name(review.note.as_deref(), "退回原因", 500)?
         .ok_or_else(|| AppError::validation("note_required", "退回时请填写退回原因"))?;
     reviewed(db, actor, id, RETURNED, Some(note)).await
 }

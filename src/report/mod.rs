@@ -190,7 +190,7 @@ impl Slice {
     pub fn check(actor: &Actor, q: &SliceQuery) -> AppResult<(Slice, AreaScope)> {
         let area = match q.area.as_deref().map(str::trim).filter(|s| !s.is_empty()) {
             Some(raw) => {
-                let code = crate::registry::parse_area(raw)?;
+                let code = crate::validate::parse_area(raw)?;
                 if !actor.scope.contains(&code) {
                     return Err(AppError::out_of_scope());
                 }
@@ -1164,7 +1164,7 @@ where
     }
     let (slice, area, level) = match q.township.as_deref() {
         Some(raw) => {
-            let code = crate::registry::parse_area(raw)?;
+            let code = crate::validate::parse_area(raw)?;
             if code.level() != areas::AreaLevel::Township {
                 return Err(AppError::validation(
                     "invalid_area_code",

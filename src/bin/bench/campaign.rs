@@ -185,7 +185,7 @@ pub async fn enrol(residents: u64) -> anyhow::Result<()> {
 async fn run_enrol(url: &str, residents: u64) -> anyhow::Result<()> {
     let (_, database) = connect(url).await?;
     seed_residents(&database, &registry(residents)).await?;
-    let today = outreach::registry::today();
+    let today = outreach::time::today();
     let id = campaign::create(&database, &Actor::cli(), new_campaign(today))
         .await
         .map_err(|e| anyhow::anyhow!("campaign: {e}"))?
@@ -242,7 +242,7 @@ async fn run_book(
 ) -> anyhow::Result<()> {
     let (settings, database) = connect(url).await?;
     seed_residents(&database, &registry(residents)).await?;
-    let today = outreach::registry::today();
+    let today = outreach::time::today();
     let campaign = campaign::create(&database, &Actor::cli(), new_campaign(today))
         .await
         .map_err(|e| anyhow::anyhow!("campaign: {e}"))?

@@ -79,7 +79,7 @@ async fn open_campaign(
     database: &DatabaseConnection,
     quiet_hours: Option<QuietHours>,
 ) -> anyhow::Result<i32> {
-    let today = outreach::registry::today();
+    let today = outreach::time::today();
     let jan1 = NaiveDate::from_ymd_opt(today.year(), 1, 1).expect("valid date");
     let range = |from, to| Some(DateRange { from, to });
     let day = |n| today + Duration::days(n);
@@ -128,7 +128,7 @@ async fn plan_county_wave(
 
 /// A wave to every migrant of the county, going now, for a holiday window of a month.
 fn county_wave(name: &str) -> NewWave {
-    let today = outreach::registry::today();
+    let today = outreach::time::today();
     NewWave {
         name: name.to_owned(),
         audience: Audience::default(),

@@ -275,7 +275,7 @@ pub(super) async fn set_up(
     before_open(database).await?;
 
     let started = Instant::now();
-    let today = outreach::registry::today();
+    let today = outreach::time::today();
     let campaign_id = campaign::create(
         database,
         &Actor::cli(),

@@ -150,7 +150,7 @@ async fn add_field_work(database: &DatabaseConnection, setup: &Setup) -> anyhow:
     )
     .bind(setup.hospital)
     .push(", ")
-    .bind(outreach::registry::today() - Duration::days(10))
+    .bind(outreach::time::today() - Duration::days(10))
     .push(
         ", 'no_show', 'bench-missed-' || CAST(e.resident_id AS TEXT), e.reached_at, \
          e.reached_at FROM enrolments e WHERE e.campaign_id = ",
