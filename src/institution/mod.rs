@@ -17,6 +17,7 @@ use serde_json::json;
 use crate::area::{self, AreaCode};
 use crate::audit::{self, AuditEvent};
 use crate::auth::Actor;
+use crate::db::Sql;
 use crate::error::{AppError, AppResult};
 use crate::import::{CsvTable, ImportSummary, RejectedRow, map_headers};
 
@@ -543,42 +544,6 @@ pub async fn serving(
         .await?)
 }
 
-/// The residents an institution's staff may see: those booked with the institution (an
-/// appointment not cancelled) and those living in the areas it serves. Staff without an
-/// institution see nobody.
-pub async fn clinic_residents(
-    db: &impl ConnectionTrait,
-    institution_id: Option<i32>,
-) -> AppResult<sea_orm::Condition> {
-    use entities::{appointments, residents};
-    use sea_orm::sea_query::Query;
-    let Some(id) = institution_id else {
-        // Ids are never null: a condition no row meets.
-        return Ok(sea_orm::Condition::all().add(residents::Column::Id.is_null()));
-    };
-    let mut visible = sea_orm::Condition::any().add(
-        residents::Column::Id.in_subquery(
-            Query::select()
-                .column(appointments::Column::ResidentId)
-                .from(appointments::Entity)
-                .and_where(appointments::Column::InstitutionId.eq(id))
-                .and_where(appointments::Column::Status.ne("cancelled"))
-                .to_owned(),
-        ),
-    );
-    for row in institution_areas::Entity::find()
-        .filter(institution_areas::Column::InstitutionId.eq(id))
-        .all(db)
-        .await?
-    {
-        if let Ok(area) = AreaCode::parse(&row.area_code) {
-            visible = visible
-                .add(crate::auth::Scope::Within(area).filter(residents::Column::VillageCode));
-        }
-    }
-    Ok(visible)
-}
-
 /// A day without its own row: the institution's defaults.
 pub fn default_day(institution: &institutions::Model, day: NaiveDate) -> DayView {
     let closed =
@@ -691,6 +656,55 @@ pub async fn ensure_day(
     )
     .exec_without_returning(db)
     .await?;
+    Ok(())
+}
+
+/// Takes `n` places of a day, or none: the statement itself checks the room left, so two
+/// bookings racing for the last places cannot both get them. The day's row is made first if
+/// it has none. Returns whether the places were taken.
+pub async fn reserve(
+    db: &impl ConnectionTrait,
+    institution: &institutions::Model,
+    day: NaiveDate,
+    n: i32,
+) -> AppResult<bool> {
+    ensure_day(db, institution, day).await?;
+    let mut sql = Sql::new(db.get_database_backend());
+    sql.push("UPDATE institution_days SET booked = booked + ")
+        .bind(n)
+        .push(", updated_at = ")
+        .bind(Utc::now())
+        .push(" WHERE institution_id = ")
+        .bind(institution.id)
+        .push(" AND day = ")
+        .bind(day)
+        .push(" AND closed = ")
+        .bind(false)
+        .push(" AND booked + ")
+        .bind(n)
+        .push(" <= capacity");
+    Ok(db.execute_raw(sql.build()).await?.rows_affected() == 1)
+}
+
+/// Gives `n` places of a day back (never below none booked).
+pub async fn release(
+    db: &impl ConnectionTrait,
+    institution_id: i32,
+    day: NaiveDate,
+    n: i32,
+) -> AppResult<()> {
+    let mut sql = Sql::new(db.get_database_backend());
+    sql.push("UPDATE institution_days SET booked = booked - ")
+        .bind(n)
+        .push(", updated_at = ")
+        .bind(Utc::now())
+        .push(" WHERE institution_id = ")
+        .bind(institution_id)
+        .push(" AND day = ")
+        .bind(day)
+        .push(" AND booked >= ")
+        .bind(n);
+    db.execute_raw(sql.build()).await?;
     Ok(())
 }
 

@@ -321,10 +321,44 @@ fn name_matches(key: &str) -> sea_orm::sea_query::SimpleExpr {
 pub async fn visible(db: &impl ConnectionTrait, actor: &Actor) -> AppResult<Condition> {
     let mut condition = actor.scope.filter_char(residents::Column::VillageCode);
     if actor.role == Role::Institution {
-        condition =
-            condition.add(crate::institution::clinic_residents(db, actor.institution_id).await?);
+        condition = condition.add(clinic_residents(db, actor.institution_id).await?);
     }
     Ok(condition)
+}
+
+/// The residents an institution's staff may see: those booked with the institution (an
+/// appointment not cancelled) and those living in the areas it serves. Staff without an
+/// institution see nobody.
+async fn clinic_residents(
+    db: &impl ConnectionTrait,
+    institution_id: Option<i32>,
+) -> AppResult<sea_orm::Condition> {
+    use entities::{appointments, institution_areas};
+    use sea_orm::sea_query::Query;
+    let Some(id) = institution_id else {
+        // Ids are never null: a condition no row meets.
+        return Ok(sea_orm::Condition::all().add(residents::Column::Id.is_null()));
+    };
+    let mut visible = sea_orm::Condition::any().add(
+        residents::Column::Id.in_subquery(
+            Query::select()
+                .column(appointments::Column::ResidentId)
+                .from(appointments::Entity)
+                .and_where(appointments::Column::InstitutionId.eq(id))
+                .and_where(appointments::Column::Status.ne("cancelled"))
+                .to_owned(),
+        ),
+    );
+    for row in institution_areas::Entity::find()
+        .filter(institution_areas::Column::InstitutionId.eq(id))
+        .all(db)
+        .await?
+    {
+        if let Ok(area) = AreaCode::parse(&row.area_code) {
+            visible = visible.add(Scope::Within(area).filter(residents::Column::VillageCode));
+        }
+    }
+    Ok(visible)
 }
 
 /// One resident `actor` may see (see [`visible`]); any other does not exist for them.
