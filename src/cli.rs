@@ -13,6 +13,7 @@ use tokio_util::sync::CancellationToken;
 use crate::auth::Actor;
 use crate::config::{Overrides, Settings};
 use crate::error::AppError;
+use crate::flows::accounts;
 use crate::import::{ImportSummary, rejected_path, write_rejected_csv};
 use crate::privacy::Privacy;
 use crate::startup::{Application, shutdown_on_signals};
@@ -453,7 +454,7 @@ async fn serve(settings: Settings) -> anyhow::Result<ExitCode> {
     shutdown_on_signals(shutdown.clone()).context("installing signal handlers")?;
     tracing::info!(database = %settings.database_url, "opening database");
     let database = db::connect_and_migrate(&settings).await?;
-    let admin_password = users::ensure_admin(&database).await.map_err(app_error)?;
+    let admin_password = accounts::ensure_admin(&database).await.map_err(app_error)?;
     let app = Application::build_with_db(settings, database).await?;
     let address = app.local_addr();
     tracing::info!(%address, "listening");
@@ -724,7 +725,7 @@ async fn add_user(
         password,
         institution,
     };
-    match users::create(&database, &Actor::cli(), new).await {
+    match accounts::create(&database, &Actor::cli(), new).await {
         Ok(created) => {
             println!(
                 "created user {} (id {}, role {}, area {})",

@@ -28,6 +28,7 @@ use crate::campaign::{self, DateRange, NewCampaign, PhaseDates};
 use crate::config::{DatabaseUrl, Settings};
 use crate::contact::{ContactChannel, ContactUsed, NewAttempt, Outcome};
 use crate::error::AppError;
+use crate::flows::accounts;
 use crate::outreach::callbacks::InboundSms;
 use crate::privacy::{Field, Privacy};
 use crate::refusal::{NewRegistration, Reason, Review, SignerRelation};
@@ -452,7 +453,7 @@ async fn build(
     let mut accounts = HashMap::new();
     for (label, username, role, area_code, institution_code) in wanted {
         let password = strong_password();
-        let created = users::create(
+        let created = accounts::create(
             db,
             &cli,
             users::NewUser {
@@ -479,7 +480,7 @@ async fn build(
         let user = if i == 0 {
             accounts["township"].clone()
         } else {
-            users::create(
+            accounts::create(
                 db,
                 &cli,
                 users::NewUser {

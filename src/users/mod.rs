@@ -1,12 +1,13 @@
 //! User accounts: creation (command line, API, first start), listing and changes within the
-//! caller's scope, password resets. Every change is audited in its own transaction.
+//! caller's scope, password resets. Every change is audited in the transaction that makes it
+//! (begun in `flows::accounts`).
 
 use chrono::Utc;
 use entities::areas::AreaLevel;
 use entities::users::{self, Role};
 use sea_orm::{
     ActiveModelTrait, ActiveValue::Set, ColumnTrait, ConnectionTrait, EntityTrait, PaginatorTrait,
-    QueryFilter, QueryOrder, TransactionSession, TransactionTrait,
+    QueryFilter, QueryOrder,
 };
 use serde::{Deserialize, Serialize};
 use serde_json::json;
@@ -164,11 +165,26 @@ async fn institution_of(
     }
 }
 
-/// Creates a user inside `actor`'s scope. The command line and the API both come here.
-pub async fn create<C>(db: &C, actor: &Actor, new: NewUser) -> AppResult<Created>
-where
-    C: ConnectionTrait + TransactionTrait,
-{
+/// A new user checked against the caller's scope, with the password hashed: what
+/// [`create`] writes. Made by [`prepare_create`].
+pub struct NewAccount {
+    username: String,
+    display_name: Option<String>,
+    role: Role,
+    area: AreaCode,
+    institution_id: Option<i32>,
+    hash: String,
+    /// The password, when it was generated (shown once).
+    generated: Option<String>,
+}
+
+/// Checks a new user inside `actor`'s scope and hashes the password (slow on purpose, so
+/// before the write). The command line and the API both come here.
+pub async fn prepare_create(
+    db: &impl ConnectionTrait,
+    actor: &Actor,
+    new: NewUser,
+) -> AppResult<NewAccount> {
     let username = normalise_username(&new.username)?;
     let display_name = check_display_name(&new.display_name)?;
     let area = area::existing(db, &new.area_code).await?;
@@ -185,10 +201,35 @@ where
         None => (password::generate(), true),
     };
     let hash = password::hash(password.clone()).await?;
-    let txn = db.begin().await?;
+    Ok(NewAccount {
+        username,
+        display_name,
+        role: new.role,
+        area,
+        institution_id,
+        hash,
+        generated: generated.then_some(password),
+    })
+}
+
+/// Writes a user made by [`prepare_create`]; a username already taken is a conflict.
+pub async fn create(
+    db: &impl ConnectionTrait,
+    actor: &Actor,
+    new: NewAccount,
+) -> AppResult<Created> {
+    let NewAccount {
+        username,
+        display_name,
+        role,
+        area,
+        institution_id,
+        hash,
+        generated,
+    } = new;
     if users::Entity::find()
         .filter(users::Column::Username.eq(&username))
-        .count(&txn)
+        .count(db)
         .await?
         > 0
     {
@@ -199,7 +240,7 @@ where
         username: Set(username),
         display_name: Set(display_name),
         password_hash: Set(hash),
-        role: Set(new.role),
+        role: Set(role),
         area_code: Set(Some(area.as_str().to_owned())),
         active: Set(true),
         institution_id: Set(institution_id),
@@ -207,10 +248,10 @@ where
         updated_at: Set(now),
         ..Default::default()
     }
-    .insert(&txn)
+    .insert(db)
     .await?;
     audit::record(
-        &txn,
+        db,
         actor,
         AuditEvent {
             action: "user.create",
@@ -222,36 +263,43 @@ where
                 "role": auth::role_name(user.role),
                 "area_code": user.area_code,
                 "institution_id": user.institution_id,
-                "password": if generated { "generated" } else { "set" },
+                "password": if generated.is_some() { "generated" } else { "set" },
             }),
         },
     )
     .await?;
-    txn.commit().await?;
     Ok(Created {
         user,
-        generated_password: generated.then_some(password),
+        generated_password: generated,
     })
 }
 
-/// On a database with no users at all, creates `admin` (office role, whole tree) and returns
-/// its generated password. Returns `None` when any user exists — or when another instance
-/// sharing the database won the race to create it.
-pub async fn ensure_admin<C>(db: &C) -> AppResult<Option<String>>
-where
-    C: ConnectionTrait + TransactionTrait,
-{
+/// The first administrator's generated password and its hash, made by [`prepare_admin`].
+pub struct NewAdmin {
+    pub password: String,
+    hash: String,
+}
+
+/// On a database with no users at all, a generated password (hashed) for `admin`; `None`
+/// when any user exists.
+pub async fn prepare_admin(db: &impl ConnectionTrait) -> AppResult<Option<NewAdmin>> {
     if users::Entity::find().count(db).await? > 0 {
         return Ok(None);
     }
     let password = password::generate();
     let hash = password::hash(password.clone()).await?;
-    let txn = db.begin().await?;
+    Ok(Some(NewAdmin { password, hash }))
+}
+
+/// Creates `admin` (office role, whole tree) with the password of [`prepare_admin`].
+/// Returns false when `admin` exists already — another instance sharing the database won
+/// the race to create it.
+pub async fn create_admin(db: &impl ConnectionTrait, admin: &NewAdmin) -> AppResult<bool> {
     let now = Utc::now();
     let inserted = users::Entity::insert(users::ActiveModel {
         username: Set(ADMIN_USERNAME.to_owned()),
         display_name: Set(Some("系统管理员".to_owned())),
-        password_hash: Set(hash),
+        password_hash: Set(admin.hash.clone()),
         role: Set(Role::Office),
         area_code: Set(None),
         active: Set(true),
@@ -264,15 +312,15 @@ where
             .do_nothing()
             .to_owned(),
     )
-    .exec(&txn)
+    .exec(db)
     .await;
     let user_id = match inserted {
         Ok(result) => result.last_insert_id,
-        Err(sea_orm::DbErr::RecordNotInserted) => return Ok(None),
+        Err(sea_orm::DbErr::RecordNotInserted) => return Ok(false),
         Err(e) => return Err(e.into()),
     };
     audit::record(
-        &txn,
+        db,
         &Actor::cli(),
         AuditEvent {
             action: "user.bootstrap_admin",
@@ -283,8 +331,7 @@ where
         },
     )
     .await?;
-    txn.commit().await?;
-    Ok(Some(password))
+    Ok(true)
 }
 
 #[derive(Debug, Clone, Default, Deserialize, utoipa::IntoParams)]
@@ -371,17 +418,13 @@ pub async fn get(db: &impl ConnectionTrait, scope: &Scope, id: i32) -> AppResult
 
 /// Applies `changes` to a user in `actor`'s scope. A role or scope change, or deactivation,
 /// signs the user out everywhere.
-pub async fn update<C>(
-    db: &C,
+pub async fn update(
+    txn: &impl ConnectionTrait,
     actor: &Actor,
     id: i32,
     changes: UserChanges,
-) -> AppResult<users::Model>
-where
-    C: ConnectionTrait + TransactionTrait,
-{
-    let txn = db.begin().await?;
-    let user = get(&txn, &actor.scope, id).await?;
+) -> AppResult<users::Model> {
+    let user = get(txn, &actor.scope, id).await?;
     let is_self = actor.user_id == Some(user.id);
     let mut diff = serde_json::Map::new();
     let mut model: users::ActiveModel = user.clone().into();
@@ -400,7 +443,7 @@ where
     let role = changes.role.unwrap_or(user.role);
     let area = match &changes.area_code {
         Some(raw) => {
-            let area = area::existing(&txn, raw).await?;
+            let area = area::existing(txn, raw).await?;
             if !actor.scope.contains(&area) {
                 return Err(AppError::out_of_scope());
             }
@@ -447,7 +490,7 @@ where
     // Institution staff work for exactly one institution, and nobody else has one.
     let institution_id = match (role, changes.institution.as_deref()) {
         (Role::Institution, None) if user.institution_id.is_some() => user.institution_id,
-        (role, code) => institution_of(&txn, role, code).await?,
+        (role, code) => institution_of(txn, role, code).await?,
     };
     if institution_id != user.institution_id {
         if is_self {
@@ -480,12 +523,12 @@ where
         return Ok(user);
     }
     model.updated_at = Set(Utc::now());
-    let updated = model.update(&txn).await?;
+    let updated = model.update(txn).await?;
     if sign_out {
-        auth::revoke_all(&txn, updated.id).await?;
+        auth::revoke_all(txn, updated.id).await?;
     }
     audit::record(
-        &txn,
+        txn,
         actor,
         AuditEvent {
             action: "user.update",
@@ -496,34 +539,44 @@ where
         },
     )
     .await?;
-    txn.commit().await?;
     Ok(updated)
 }
 
-/// Sets a new generated password for a user in scope, signs them out, returns the password once.
-pub async fn reset_password<C>(db: &C, actor: &Actor, id: i32) -> AppResult<String>
-where
-    C: ConnectionTrait + TransactionTrait,
-{
+/// A user's new password, hashed, and how it came (made by [`prepare_reset`] or
+/// [`prepare_own_change`]); [`set_password`] writes it.
+pub struct NewPassword {
+    user: users::Model,
+    hash: String,
+    action: &'static str,
+}
+
+/// A new generated password for a user in scope, returned once beside what
+/// [`set_password`] writes.
+pub async fn prepare_reset(
+    db: &impl ConnectionTrait,
+    actor: &Actor,
+    id: i32,
+) -> AppResult<(NewPassword, String)> {
     let user = get(db, &actor.scope, id).await?;
     let password = password::generate();
     let hash = password::hash(password.clone()).await?;
-    let txn = db.begin().await?;
-    set_password(&txn, actor, &user, hash, "user.reset_password").await?;
-    txn.commit().await?;
-    Ok(password)
+    Ok((
+        NewPassword {
+            user,
+            hash,
+            action: "user.reset_password",
+        },
+        password,
+    ))
 }
 
-/// A user changes their own password after proving they know the current one.
-pub async fn change_own_password<C>(
-    db: &C,
+/// A user's own new password, after they proved they know the current one.
+pub async fn prepare_own_change(
+    db: &impl ConnectionTrait,
     actor: &Actor,
     current: String,
     new: String,
-) -> AppResult<()>
-where
-    C: ConnectionTrait + TransactionTrait,
-{
+) -> AppResult<NewPassword> {
     let id = actor.user_id.ok_or_else(AppError::forbidden_role)?;
     let user = users::Entity::find_by_id(id)
         .one(db)
@@ -534,21 +587,22 @@ where
     }
     password::check_policy(&new)?;
     let hash = password::hash(new).await?;
-    let txn = db.begin().await?;
-    set_password(&txn, actor, &user, hash, "user.change_password").await?;
-    txn.commit().await?;
-    Ok(())
+    Ok(NewPassword {
+        user,
+        hash,
+        action: "user.change_password",
+    })
 }
 
-async fn set_password(
+/// Stores a new password and signs the user out everywhere.
+pub async fn set_password(
     txn: &impl ConnectionTrait,
     actor: &Actor,
-    user: &users::Model,
-    hash: String,
-    action: &'static str,
+    new: &NewPassword,
 ) -> AppResult<()> {
+    let user = &new.user;
     let mut model: users::ActiveModel = user.clone().into();
-    model.password_hash = Set(hash);
+    model.password_hash = Set(new.hash.clone());
     model.updated_at = Set(Utc::now());
     model.update(txn).await?;
     auth::revoke_all(txn, user.id).await?;
@@ -556,7 +610,7 @@ async fn set_password(
         txn,
         actor,
         AuditEvent {
-            action,
+            action: new.action,
             entity: "user",
             entity_id: Some(user.id.to_string()),
             area_code: user

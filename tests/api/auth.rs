@@ -263,7 +263,12 @@ async fn changing_ones_password_checks_the_old_one_and_signs_out_everywhere() {
 async fn the_bootstrap_admin_is_created_once_with_the_whole_tree() {
     let app = spawn_app().await;
     let token = app.admin_token().await;
-    assert_eq!(outreach::users::ensure_admin(&app.db).await.unwrap(), None);
+    assert_eq!(
+        outreach::flows::accounts::ensure_admin(&app.db)
+            .await
+            .unwrap(),
+        None
+    );
     let me: Value = app.get("/api/v1/me", &token).await.json().await.unwrap();
     assert_eq!(me["username"], "admin");
     assert_eq!(me["role"], "office");

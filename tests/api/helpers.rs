@@ -3,6 +3,7 @@ use std::sync::LazyLock;
 use entities::users::Role;
 use outreach::auth::Actor;
 use outreach::config::{DatabaseUrl, Settings};
+use outreach::flows::accounts;
 use outreach::startup::Application;
 use outreach::{area, campaign, institution, users};
 use reqwest::{Method, StatusCode};
@@ -230,7 +231,7 @@ impl TestApp {
 
     /// The bootstrap administrator (whole tree) and a token for it.
     pub async fn admin_token(&self) -> String {
-        let password = users::ensure_admin(&self.db)
+        let password = accounts::ensure_admin(&self.db)
             .await
             .unwrap()
             .expect("fresh database has no admin yet");
@@ -271,7 +272,7 @@ impl TestApp {
         area: &str,
         institution: Option<String>,
     ) -> (i32, String) {
-        let created = users::create(
+        let created = accounts::create(
             &self.db,
             &Actor::cli(),
             users::NewUser {

@@ -11,6 +11,7 @@ use outreach::auth::Actor;
 use outreach::campaign::{self, DateRange, NewCampaign, PhaseDates};
 use outreach::config::{DatabaseUrl, Secret, Settings};
 use outreach::db::Sql;
+use outreach::flows::accounts;
 use outreach::privacy::Privacy;
 use outreach::registry::{MobilePhone, ProtectedPhone};
 use outreach::startup::Application;
@@ -271,7 +272,7 @@ async fn run_book(
         institution_ids.push(created.id);
     }
     let password = "bench-office-password";
-    users::create(
+    accounts::create(
         &database,
         &Actor::cli(),
         users::NewUser {

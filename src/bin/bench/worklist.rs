@@ -16,6 +16,7 @@ use outreach::area::AreaCode;
 use outreach::auth::{self, Actor, Scope};
 use outreach::campaign::worklist::{self, Worklist, WorklistParams};
 use outreach::db::Sql;
+use outreach::flows::accounts;
 use outreach::http::guard::SESSION_COOKIE;
 use outreach::registry::{self, ResidentFilter};
 use outreach::startup::Application;
@@ -199,7 +200,7 @@ async fn add_field_work(database: &DatabaseConnection, setup: &Setup) -> anyhow:
     );
 
     let started = Instant::now();
-    users::create(
+    accounts::create(
         database,
         &Actor::cli(),
         users::NewUser {
