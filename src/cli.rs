@@ -13,11 +13,10 @@ use tokio_util::sync::CancellationToken;
 use crate::auth::Actor;
 use crate::config::{Overrides, Settings};
 use crate::error::AppError;
-use crate::flows::accounts;
 use crate::import::{ImportSummary, rejected_path, write_rejected_csv};
 use crate::privacy::Privacy;
 use crate::startup::{Application, shutdown_on_signals};
-use crate::{area, db, registry, telemetry, users};
+use crate::{db, flows, registry, telemetry, users};
 
 /// Largest area or exam list accepted (a whole province is a few MB).
 const MAX_LIST_FILE_BYTES: u64 = 256 * 1024 * 1024;
@@ -454,7 +453,9 @@ async fn serve(settings: Settings) -> anyhow::Result<ExitCode> {
     shutdown_on_signals(shutdown.clone()).context("installing signal handlers")?;
     tracing::info!(database = %settings.database_url, "opening database");
     let database = db::connect_and_migrate(&settings).await?;
-    let admin_password = accounts::ensure_admin(&database).await.map_err(app_error)?;
+    let admin_password = flows::accounts::ensure_admin(&database)
+        .await
+        .map_err(app_error)?;
     let app = Application::build_with_db(settings, database).await?;
     let address = app.local_addr();
     tracing::info!(%address, "listening");
@@ -487,7 +488,7 @@ async fn import_areas(settings: Settings, file: &Path, json: bool) -> anyhow::Re
         }
     };
     let database = db::connect_and_migrate(&settings).await?;
-    let result = match area::import_areas(&database, &Actor::cli(), &bytes).await {
+    let result = match flows::areas::import_areas(&database, &Actor::cli(), &bytes).await {
         Ok(result) => result,
         Err(AppError::Validation { message, .. }) => {
             eprintln!("错误 error: {}: {message}", file.display());
@@ -725,7 +726,7 @@ async fn add_user(
         password,
         institution,
     };
-    match accounts::create(&database, &Actor::cli(), new).await {
+    match flows::accounts::create(&database, &Actor::cli(), new).await {
         Ok(created) => {
             println!(
                 "created user {} (id {}, role {}, area {})",

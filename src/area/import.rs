@@ -5,10 +5,7 @@ use std::collections::{HashMap, HashSet};
 
 use chrono::Utc;
 use entities::areas::{self, AreaLevel};
-use sea_orm::{
-    ActiveValue::Set, ColumnTrait, ConnectionTrait, EntityTrait, QueryFilter, TransactionSession,
-    TransactionTrait,
-};
+use sea_orm::{ActiveValue::Set, ColumnTrait, ConnectionTrait, EntityTrait, QueryFilter};
 use serde_json::json;
 
 use super::AreaCode;
@@ -39,13 +36,20 @@ struct Candidate {
     name: String,
 }
 
-/// Reads `bytes` (a CSV file) and brings the area table in line with it, inside `actor`'s
-/// scope. The file as a whole is unusable (error) when it is empty, not text, or lacks the
-/// code or name column; single bad rows are rejected and the rest are taken.
-pub async fn import_areas<C>(db: &C, actor: &Actor, bytes: &[u8]) -> AppResult<AreaImport>
-where
-    C: ConnectionTrait + TransactionTrait,
-{
+/// An area file read and checked row by row, before anything is written: what
+/// [`import_areas`] takes.
+pub struct AreaFile {
+    /// Parents before children.
+    candidates: Vec<Candidate>,
+    rejected: Vec<RejectedRow>,
+    headers: Vec<String>,
+    unknown_columns: Vec<String>,
+}
+
+/// Reads `bytes` (a CSV file) for an import inside `actor`'s scope. The file as a whole is
+/// unusable (error) when it is empty, not text, or lacks the code or name column; single bad
+/// rows are rejected and the rest are taken.
+pub fn read_areas(actor: &Actor, bytes: &[u8]) -> AppResult<AreaFile> {
     let table = CsvTable::read(bytes)?;
     let ([code_col, name_col], unknown_columns) =
         map_headers(&table.headers, [CODE_HEADERS, NAME_HEADERS]);
@@ -144,10 +148,30 @@ where
     }
     // Parents before children, whatever order the file had.
     candidates.sort_by_key(|c| (level_rank(c.code.level()), c.code.clone()));
+    Ok(AreaFile {
+        candidates,
+        rejected,
+        headers: table.header_names(),
+        unknown_columns,
+    })
+}
 
-    let txn = db.begin().await?;
-    let existing = load_existing(&txn, &candidates).await?;
-    let parents = load_parents(&txn, &candidates).await?;
+/// Brings the area table in line with a file read by [`read_areas`]: new areas added,
+/// renamed ones updated, all or nothing. A row whose parent is in neither the file nor the
+/// table is rejected.
+pub async fn import_areas(
+    txn: &impl ConnectionTrait,
+    actor: &Actor,
+    file: AreaFile,
+) -> AppResult<AreaImport> {
+    let AreaFile {
+        candidates,
+        mut rejected,
+        headers,
+        unknown_columns,
+    } = file;
+    let existing = load_existing(txn, &candidates).await?;
+    let parents = load_parents(txn, &candidates).await?;
     let mut known: HashSet<String> = parents;
     let now = Utc::now();
     let mut summary = ImportSummary::default();
@@ -180,7 +204,7 @@ where
                         sea_orm::sea_query::Expr::value(now),
                     )
                     .filter(areas::Column::Code.eq(candidate.code.as_str()))
-                    .exec(&txn)
+                    .exec(txn)
                     .await?;
                 renamed.push(
                     json!({"code": candidate.code.as_str(), "from": old, "to": candidate.name}),
@@ -203,7 +227,7 @@ where
     while !inserts.is_empty() {
         let rest = inserts.split_off(inserts.len().min(BATCH));
         areas::Entity::insert_many(std::mem::replace(&mut inserts, rest))
-            .exec(&txn)
+            .exec(txn)
             .await?;
     }
     summary.rejected = rejected.len() as u64;
@@ -211,7 +235,7 @@ where
         // Renames are listed (they are what an inspector asks about); additions are counted.
         renamed.truncate(200);
         audit::record(
-            &txn,
+            txn,
             actor,
             AuditEvent {
                 action: "area.import",
@@ -229,11 +253,10 @@ where
         )
         .await?;
     }
-    txn.commit().await?;
     rejected.sort_by_key(|r| r.line);
     Ok(AreaImport {
         summary,
-        headers: table.header_names(),
+        headers,
         rejected,
         unknown_columns,
     })

@@ -5,7 +5,7 @@ mod code;
 mod import;
 
 pub use code::{AreaCode, AreaCodeError};
-pub use import::{AreaImport, import_areas};
+pub use import::{AreaFile, AreaImport, import_areas, read_areas};
 
 use std::collections::HashMap;
 

@@ -22,7 +22,7 @@ use outreach::auth::Actor;
 use outreach::config::{DatabaseUrl, Settings};
 use outreach::privacy::Privacy;
 use outreach::registry::{self, Progress};
-use outreach::{area, db};
+use outreach::{db, flows};
 use sea_orm::{ConnectionTrait, Database, DatabaseConnection, DbBackend};
 use serde_json::json;
 
@@ -433,7 +433,7 @@ async fn run_import(dir: &Path, url: &str, rows: u64, villages: u32) -> anyhow::
     };
     let database = db::connect_and_migrate(&settings).await?;
     let privacy = Arc::new(Privacy::from_master_key(&[42; 32]));
-    area::import_areas(&database, &Actor::cli(), areas_csv(villages).as_bytes())
+    flows::areas::import_areas(&database, &Actor::cli(), areas_csv(villages).as_bytes())
         .await
         .map_err(|e| anyhow::anyhow!("areas: {e}"))?;
     let file = dir.join("residents.csv");

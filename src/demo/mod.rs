@@ -28,12 +28,11 @@ use crate::campaign::{self, DateRange, NewCampaign, PhaseDates};
 use crate::config::{DatabaseUrl, Settings};
 use crate::contact::{ContactChannel, ContactUsed, NewAttempt, Outcome};
 use crate::error::AppError;
-use crate::flows::accounts;
 use crate::outreach::callbacks::InboundSms;
 use crate::privacy::{Field, Privacy};
 use crate::refusal::{NewRegistration, Reason, Review, SignerRelation};
 use crate::startup::{Application, shutdown_on_signals};
-use crate::{appointment, area, db, exam, institution, outreach, registry, report, users};
+use crate::{appointment, db, exam, flows, institution, outreach, registry, report, users};
 
 pub use data::{COUNTY_CODE, TOWNSHIPS};
 
@@ -312,7 +311,7 @@ async fn build(
     let today = crate::time::today();
 
     // The area tree.
-    area::import_areas(db, &cli, data::areas_csv().as_bytes())
+    flows::areas::import_areas(db, &cli, data::areas_csv().as_bytes())
         .await
         .map_err(failed("areas"))?;
 
@@ -453,7 +452,7 @@ async fn build(
     let mut accounts = HashMap::new();
     for (label, username, role, area_code, institution_code) in wanted {
         let password = strong_password();
-        let created = accounts::create(
+        let created = flows::accounts::create(
             db,
             &cli,
             users::NewUser {
@@ -480,7 +479,7 @@ async fn build(
         let user = if i == 0 {
             accounts["township"].clone()
         } else {
-            accounts::create(
+            flows::accounts::create(
                 db,
                 &cli,
                 users::NewUser {

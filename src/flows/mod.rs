@@ -17,6 +17,7 @@
 //!    causes them), then `audit_log`.
 
 pub mod accounts;
+pub mod areas;
 
 use sea_orm::{DatabaseTransaction, TransactionTrait};
 

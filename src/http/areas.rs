@@ -9,6 +9,7 @@ use super::extract::{Json, Path};
 use crate::area::{self, AreaCode, AreaNode};
 use crate::auth::Scope;
 use crate::error::{AppError, AppResult, ErrorEnvelope};
+use crate::flows;
 use crate::http::guard::{Auth, OfficeOnly};
 use crate::import::{ImportSummary, RejectedRow};
 use crate::state::AppState;
@@ -98,7 +99,7 @@ async fn import_areas(
     actor: Auth<OfficeOnly>,
     body: Bytes,
 ) -> AppResult<Json<AreaImportReport>> {
-    let result = area::import_areas(&state.db, &actor, &body).await?;
+    let result = flows::areas::import_areas(&state.db, &actor, &body).await?;
     Ok(Json(AreaImportReport {
         summary: result.summary,
         rejected_rows: result.rejected,

@@ -9,7 +9,7 @@ use super::extract::{ClientAddr, Json};
 use crate::area;
 use crate::auth::{self};
 use crate::error::{AppResult, ErrorEnvelope};
-use crate::flows::accounts;
+use crate::flows;
 use crate::http::guard::Auth;
 use crate::state::AppState;
 use crate::users::{self, UserView};
@@ -130,7 +130,7 @@ async fn change_password(
     actor: Auth,
     Json(change): Json<PasswordChange>,
 ) -> AppResult<StatusCode> {
-    accounts::change_own_password(
+    flows::accounts::change_own_password(
         &state.db,
         &actor,
         change.current_password,

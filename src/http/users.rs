@@ -7,7 +7,7 @@ use utoipa_axum::{router::OpenApiRouter, routes};
 
 use super::extract::{Json, Path, Query};
 use crate::error::{AppResult, ErrorEnvelope};
-use crate::flows::accounts;
+use crate::flows;
 use crate::http::guard::{Auth, OfficeOnly};
 use crate::state::AppState;
 use crate::users::{self, NewUser, UserChanges, UserFilter, UserPage, UserView};
@@ -62,7 +62,7 @@ async fn create_user(
     actor: Auth<OfficeOnly>,
     Json(new): Json<NewUser>,
 ) -> AppResult<(StatusCode, Json<CreatedUser>)> {
-    let created = accounts::create(&state.db, &actor, new).await?;
+    let created = flows::accounts::create(&state.db, &actor, new).await?;
     Ok((
         StatusCode::CREATED,
         Json(CreatedUser {
@@ -110,7 +110,7 @@ async fn update_user(
     Json(changes): Json<UserChanges>,
 ) -> AppResult<Json<UserView>> {
     Ok(Json(
-        accounts::update(&state.db, &actor, id, changes)
+        flows::accounts::update(&state.db, &actor, id, changes)
             .await?
             .into(),
     ))
@@ -136,6 +136,6 @@ async fn reset_password(
     actor: Auth<OfficeOnly>,
     Path(id): Path<i32>,
 ) -> AppResult<Json<NewPassword>> {
-    let password = accounts::reset_password(&state.db, &actor, id).await?;
+    let password = flows::accounts::reset_password(&state.db, &actor, id).await?;
     Ok(Json(NewPassword { password }))
 }

@@ -3,9 +3,8 @@ use std::sync::LazyLock;
 use entities::users::Role;
 use outreach::auth::Actor;
 use outreach::config::{DatabaseUrl, Settings};
-use outreach::flows::accounts;
 use outreach::startup::Application;
-use outreach::{area, campaign, institution, users};
+use outreach::{campaign, flows, institution, users};
 use reqwest::{Method, StatusCode};
 use sea_orm::{ConnectionTrait, Database, DatabaseConnection};
 use serde_json::{Value, json};
@@ -231,7 +230,7 @@ impl TestApp {
 
     /// The bootstrap administrator (whole tree) and a token for it.
     pub async fn admin_token(&self) -> String {
-        let password = accounts::ensure_admin(&self.db)
+        let password = flows::accounts::ensure_admin(&self.db)
             .await
             .unwrap()
             .expect("fresh database has no admin yet");
@@ -239,7 +238,7 @@ impl TestApp {
     }
 
     pub async fn seed_areas(&self) {
-        let result = area::import_areas(&self.db, &Actor::cli(), AREAS_CSV.as_bytes())
+        let result = flows::areas::import_areas(&self.db, &Actor::cli(), AREAS_CSV.as_bytes())
             .await
             .unwrap();
         assert_eq!(result.summary.imported, 9);
@@ -272,7 +271,7 @@ impl TestApp {
         area: &str,
         institution: Option<String>,
     ) -> (i32, String) {
-        let created = accounts::create(
+        let created = flows::accounts::create(
             &self.db,
             &Actor::cli(),
             users::NewUser {

@@ -11,11 +11,10 @@ use outreach::auth::Actor;
 use outreach::campaign::{self, DateRange, NewCampaign, PhaseDates};
 use outreach::config::{DatabaseUrl, Secret, Settings};
 use outreach::db::Sql;
-use outreach::flows::accounts;
 use outreach::privacy::Privacy;
 use outreach::registry::{MobilePhone, ProtectedPhone};
 use outreach::startup::Application;
-use outreach::{area, db, institution, users};
+use outreach::{db, flows, institution, users};
 use sea_orm::{ConnectionTrait, DatabaseConnection, Statement};
 use serde_json::{Value, json};
 use tokio_util::sync::CancellationToken;
@@ -33,7 +32,7 @@ async fn connect(url: &str) -> anyhow::Result<(Settings, DatabaseConnection)> {
     settings.privacy.key = Some(Secret::new(outreach::privacy::new_key_base64()));
     settings.scheduler.enabled = false;
     let database = db::connect_and_migrate(&settings).await?;
-    area::import_areas(&database, &Actor::cli(), areas_csv(VILLAGES).as_bytes())
+    flows::areas::import_areas(&database, &Actor::cli(), areas_csv(VILLAGES).as_bytes())
         .await
         .map_err(|e| anyhow::anyhow!("areas: {e}"))?;
     Ok((settings, database))
@@ -272,7 +271,7 @@ async fn run_book(
         institution_ids.push(created.id);
     }
     let password = "bench-office-password";
-    accounts::create(
+    flows::accounts::create(
         &database,
         &Actor::cli(),
         users::NewUser {

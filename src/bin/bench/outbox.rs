@@ -23,7 +23,7 @@ use outreach::outreach::outbox::OutboxSettings;
 use outreach::outreach::waves::{self, Audience, NewWave};
 use outreach::outreach::{Channel, JasminChannel};
 use outreach::privacy::Privacy;
-use outreach::{area, db};
+use outreach::{db, flows};
 use sea_orm::{ConnectionTrait, DatabaseConnection, DbBackend, Statement};
 use serde_json::json;
 use tokio_util::sync::CancellationToken;
@@ -61,7 +61,7 @@ fn settings_for(url: &str, key: &str) -> Settings {
 async fn connect(url: &str, key: &str) -> anyhow::Result<(Settings, DatabaseConnection)> {
     let settings = settings_for(url, key);
     let database = db::connect_and_migrate(&settings).await?;
-    area::import_areas(&database, &Actor::cli(), areas_csv(VILLAGES).as_bytes())
+    flows::areas::import_areas(&database, &Actor::cli(), areas_csv(VILLAGES).as_bytes())
         .await
         .map_err(|e| anyhow::anyhow!("areas: {e}"))?;
     Ok((settings, database))

@@ -13,7 +13,7 @@ use outreach::campaign::{self, Campaign};
 use outreach::config::{DatabaseUrl, Secret, Settings};
 use outreach::db::Sql;
 use outreach::report::{self, SeriesQuery, SliceQuery, cube, export};
-use outreach::{area, db, institution};
+use outreach::{db, flows, institution};
 use sea_orm::{ConnectionTrait, DatabaseConnection, DbBackend};
 use serde_json::{Value, json};
 
@@ -238,7 +238,7 @@ pub(super) async fn set_up(
     let all = Instant::now();
 
     let started = Instant::now();
-    area::import_areas(database, &Actor::cli(), areas_csv(VILLAGES).as_bytes())
+    flows::areas::import_areas(database, &Actor::cli(), areas_csv(VILLAGES).as_bytes())
         .await
         .map_err(|e| anyhow::anyhow!("areas: {e}"))?;
     step("areas (1 county, 12 townships, 240 villages)", started);

@@ -16,7 +16,7 @@ use outreach::area::AreaCode;
 use outreach::auth::{self, Actor, Scope};
 use outreach::campaign::worklist::{self, Worklist, WorklistParams};
 use outreach::db::Sql;
-use outreach::flows::accounts;
+use outreach::flows;
 use outreach::http::guard::SESSION_COOKIE;
 use outreach::registry::{self, ResidentFilter};
 use outreach::startup::Application;
@@ -200,7 +200,7 @@ async fn add_field_work(database: &DatabaseConnection, setup: &Setup) -> anyhow:
     );
 
     let started = Instant::now();
-    accounts::create(
+    flows::accounts::create(
         database,
         &Actor::cli(),
         users::NewUser {
