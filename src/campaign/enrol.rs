@@ -4,11 +4,11 @@
 //! can never take a row backwards or skip the checks of a stage.
 
 use chrono::{DateTime, Utc};
-use sea_orm::{ConnectionTrait, DbBackend, TransactionSession, TransactionTrait};
+use sea_orm::{ConnectionTrait, DbBackend};
 use serde::{Deserialize, Serialize};
 
 use super::Campaign;
-use crate::db::{Sql, begin_write};
+use crate::db::Sql;
 use crate::error::AppResult;
 use crate::registry::{Cohort, Special};
 
@@ -218,24 +218,31 @@ fn township_of(column: &str) -> String {
     format!("(substr({column}, 1, 9) || '000')")
 }
 
-/// Brings the rows of every open campaign in line with the registry (all residents, or only
-/// `residents`): new residents enrolled, moved or changed residents' dimensions updated,
-/// deceased and moved-out residents exempted (their bookings cancelled, the places freed),
-/// a corrected exemption undone. Call it in the transaction that changed the registry.
+/// Every open campaign brought in line with the registry (see [`refresh`]), exempted
+/// residents' bookings cancelled. Call it in the transaction that changed the registry.
 pub async fn refresh_open(db: &impl ConnectionTrait, residents: Option<&[i32]>) -> AppResult<()> {
     for campaign in super::open_campaigns(db).await? {
-        refresh(db, &campaign, residents).await?;
+        let now = Utc::now();
+        if refresh(db, &campaign, residents, now).await? > 0 {
+            crate::appointment::cancel_for_exempt(db, campaign.id(), now).await?;
+        }
     }
     Ok(())
 }
 
-async fn refresh(
+/// Brings a campaign's rows in line with the registry (all residents, or only `residents`):
+/// new residents enrolled, moved or changed residents' dimensions updated, deceased and
+/// moved-out residents exempted, a corrected exemption undone, each row stamped `now`. Call
+/// it in the transaction that changed the registry, for every open campaign. Returns how
+/// many rows became exempt: their bookings are then to be cancelled, in the same
+/// transaction.
+pub async fn refresh(
     db: &impl ConnectionTrait,
     campaign: &Campaign,
     residents: Option<&[i32]>,
-) -> AppResult<()> {
+    now: DateTime<Utc>,
+) -> AppResult<u64> {
     let backend = db.get_database_backend();
-    let now = Utc::now();
     let id = campaign.id();
     enrol(db, campaign, residents).await?;
 
@@ -277,11 +284,7 @@ async fn refresh(
         " AND stage = 'exempt' AND (special IS NULL OR special NOT IN {EXEMPT_SPECIALS})"
     ));
     db.execute_raw(sql.build()).await?;
-
-    if exempted > 0 {
-        crate::appointment::cancel_for_exempt(db, id, now).await?;
-    }
-    Ok(())
+    Ok(exempted)
 }
 
 /// `, notified_at = COALESCE(notified_at, now), reached_at = COALESCE(reached_at, now)`: the
@@ -357,16 +360,10 @@ pub async fn mark_examined(
     Ok(db.execute_raw(sql.build()).await?.rows_affected())
 }
 
-/// Repairs the funnel of a campaign's rows written before it was kept at every step (or by
-/// a path that missed it): whoever was booked, examined or replied was reached, at the
-/// earliest of those times, and whoever was reached was notified by then; the stage follows
-/// (a row waiting at target or notified moves on). Returns the rows changed; a second run
-/// changes nothing. It looks first, reading only, and takes the writer only when a row needs
-/// it.
-pub async fn repair_funnel<C>(db: &C, campaign: &Campaign) -> AppResult<u64>
-where
-    C: ConnectionTrait + TransactionTrait,
-{
+/// Whether a campaign has rows written before the funnel was kept at every step (or by a
+/// path that missed it) — read only, so the writer is taken only when a row needs
+/// [`repair_funnel`].
+pub async fn needs_repair(db: &impl ConnectionTrait, campaign: &Campaign) -> AppResult<bool> {
     let backend = db.get_database_backend();
     let id = campaign.id();
     let since = campaign
@@ -387,16 +384,14 @@ where
         )
         .bind(since)
         .push("))) LIMIT 1");
-    if db.query_one_raw(sql.build()).await?.is_none() {
-        return Ok(0);
-    }
-    let txn = begin_write(db).await?;
-    let changed = repair_rows(&txn, campaign).await?;
-    txn.commit().await?;
-    Ok(changed)
+    Ok(db.query_one_raw(sql.build()).await?.is_some())
 }
 
-async fn repair_rows(db: &impl ConnectionTrait, campaign: &Campaign) -> AppResult<u64> {
+/// Repairs the funnel of a campaign's rows: whoever was booked, examined or replied was
+/// reached, at the earliest of those times, and whoever was reached was notified by then;
+/// the stage follows (a row waiting at target or notified moves on). Returns the rows
+/// changed; a second run changes nothing.
+pub async fn repair_funnel(db: &impl ConnectionTrait, campaign: &Campaign) -> AppResult<u64> {
     let backend = db.get_database_backend();
     let id = campaign.id();
     let now = Utc::now();

@@ -13,7 +13,7 @@ use chrono_tz::Tz;
 use entities::campaigns;
 use sea_orm::{
     ActiveModelTrait, ActiveValue::Set, ColumnTrait, ConnectionTrait, EntityTrait, QueryFilter,
-    QueryOrder, TransactionSession, TransactionTrait,
+    QueryOrder,
 };
 use serde::{Deserialize, Serialize};
 use serde_json::json;
@@ -537,11 +537,13 @@ fn check_model(model: &campaigns::Model) -> AppResult<()> {
     Ok(())
 }
 
-/// Creates a campaign in `draft`; it enrols nobody until opened.
-pub async fn create<C>(db: &C, actor: &Actor, new: NewCampaign) -> AppResult<Campaign>
-where
-    C: ConnectionTrait + TransactionTrait,
-{
+/// A new campaign checked and filled in with its defaults, made by [`prepare_create`]:
+/// what [`create`] writes.
+pub struct Draft(campaigns::Model);
+
+/// Checks a new campaign and fills in what was left out (the plan's phases, every cohort,
+/// the default targets and quiet hours).
+pub fn prepare_create(new: NewCampaign) -> AppResult<Draft> {
     if !(2000..=2100).contains(&new.year) {
         return Err(AppError::validation(
             "invalid_year",
@@ -591,23 +593,32 @@ where
     };
     apply_phases(&mut model, &new.phases);
     check_model(&model)?;
-    let txn = crate::db::begin_write(db).await?;
+    Ok(Draft(model))
+}
+
+/// Creates a campaign in `draft` (one a year); it enrols nobody until opened.
+pub async fn create(
+    txn: &impl ConnectionTrait,
+    actor: &Actor,
+    draft: Draft,
+) -> AppResult<Campaign> {
+    let Draft(model) = draft;
     if campaigns::Entity::find()
-        .filter(campaigns::Column::Year.eq(new.year))
-        .one(&txn)
+        .filter(campaigns::Column::Year.eq(model.year))
+        .one(txn)
         .await?
         .is_some()
     {
         return Err(AppError::Conflict(format!(
             "{} 年的体检工作已经建立",
-            new.year
+            model.year
         )));
     }
     let mut active: campaigns::ActiveModel = model.into();
     active.id = sea_orm::ActiveValue::NotSet;
-    let saved = active.insert(&txn).await?;
+    let saved = active.insert(txn).await?;
     audit::record(
-        &txn,
+        txn,
         actor,
         AuditEvent {
             action: "campaign.create",
@@ -618,7 +629,6 @@ where
         },
     )
     .await?;
-    txn.commit().await?;
     Campaign::from_model(saved)
 }
 
@@ -673,17 +683,13 @@ pub async fn get_open_locked(db: &impl ConnectionTrait, id: i32) -> AppResult<Ca
 
 /// Changes a campaign. The reference date and cohorts decide who is enrolled, so they are
 /// fixed once the campaign is open.
-pub async fn update<C>(
-    db: &C,
+pub async fn update(
+    txn: &impl ConnectionTrait,
     actor: &Actor,
     id: i32,
     changes: CampaignChanges,
-) -> AppResult<Campaign>
-where
-    C: ConnectionTrait + TransactionTrait,
-{
-    let txn = crate::db::begin_write(db).await?;
-    let current = get(&txn, id).await?.model;
+) -> AppResult<Campaign> {
+    let current = get(txn, id).await?.model;
     if current.status != "draft" && (changes.reference_date.is_some() || changes.cohorts.is_some())
     {
         return Err(AppError::Conflict(
@@ -716,9 +722,9 @@ where
     check_model(&model)?;
     model.updated_at = Utc::now();
     let active: campaigns::ActiveModel = model.clone().into();
-    let saved = active.reset_all().update(&txn).await?;
+    let saved = active.reset_all().update(txn).await?;
     audit::record(
-        &txn,
+        txn,
         actor,
         AuditEvent {
             action: "campaign.update",
@@ -729,7 +735,6 @@ where
         },
     )
     .await?;
-    txn.commit().await?;
     Campaign::from_model(saved)
 }
 
@@ -747,13 +752,9 @@ pub struct Opened {
     pub enrolled: u64,
 }
 
-/// Opens a draft campaign and enrols every resident of its cohorts, in one transaction.
-pub async fn open<C>(db: &C, actor: &Actor, id: i32) -> AppResult<Opened>
-where
-    C: ConnectionTrait + TransactionTrait,
-{
-    let txn = crate::db::begin_write(db).await?;
-    let campaign = get(&txn, id).await?;
+/// Opens a draft campaign and enrols every resident of its cohorts, in the transaction given.
+pub async fn open(txn: &impl ConnectionTrait, actor: &Actor, id: i32) -> AppResult<Opened> {
+    let campaign = get(txn, id).await?;
     if campaign.model.status != "draft" {
         return Err(AppError::Conflict(format!(
             "体检工作「{}」已经开启过",
@@ -779,7 +780,7 @@ where
     active.status = Set("open".to_owned());
     active.opened_at = Set(Some(now));
     active.updated_at = Set(now);
-    let saved = active.update(&txn).await?;
+    let saved = active.update(txn).await?;
     let campaign = Campaign::from_model(saved)?;
     if txn.get_database_backend() == sea_orm::DbBackend::Postgres {
         // A resident registered while the campaign opens would be missed by both this
@@ -788,9 +789,9 @@ where
         txn.execute_unprepared("LOCK TABLE residents IN SHARE MODE")
             .await?;
     }
-    let enrolled = enrol::enrol(&txn, &campaign, None).await?;
+    let enrolled = enrol::enrol(txn, &campaign, None).await?;
     audit::record(
-        &txn,
+        txn,
         actor,
         AuditEvent {
             action: "campaign.open",
@@ -801,24 +802,19 @@ where
         },
     )
     .await?;
-    txn.commit().await?;
-    crate::db::analyze_if_bulk(db, "enrolments", enrolled).await;
     Ok(Opened {
         campaign: campaign.view(),
         enrolled,
     })
 }
 
-/// Closes an open campaign: no more bookings or exam records; its figures stay. Bookings of
-/// past days become no-shows, later ones are cancelled.
-pub async fn close<C>(db: &C, actor: &Actor, id: i32) -> AppResult<Campaign>
-where
-    C: ConnectionTrait + TransactionTrait,
-{
-    let txn = crate::db::begin_write(db).await?;
-    let campaign = get_open(&txn, id).await?;
+/// Closes an open campaign: no more bookings or exam records; its figures stay. Returns the
+/// campaign as it was open (its zone dates what is settled next); the bookings are the
+/// caller's to settle, then [`record_close`] audits it.
+pub async fn close(txn: &impl ConnectionTrait, id: i32) -> AppResult<Campaign> {
+    let campaign = get_open(txn, id).await?;
     // The status first, conditionally: bookings that hold the campaign row wait for it, and
-    // any that committed before are settled below.
+    // any that committed before are settled after it.
     let closed = campaigns::Entity::update_many()
         .col_expr(
             campaigns::Column::Status,
@@ -830,7 +826,7 @@ where
         )
         .filter(campaigns::Column::Id.eq(id))
         .filter(campaigns::Column::Status.eq("open"))
-        .exec(&txn)
+        .exec(txn)
         .await?;
     if closed.rows_affected != 1 {
         return Err(AppError::Conflict(format!(
@@ -838,10 +834,18 @@ where
             campaign.model.name
         )));
     }
-    crate::appointment::settle_for_close(&txn, id, campaign.today()).await?;
-    let saved = get(&txn, id).await?.model;
+    Ok(campaign)
+}
+
+/// Audits a campaign [`close`] has closed and returns it as it is now.
+pub async fn record_close(
+    txn: &impl ConnectionTrait,
+    actor: &Actor,
+    id: i32,
+) -> AppResult<Campaign> {
+    let saved = get(txn, id).await?.model;
     audit::record(
-        &txn,
+        txn,
         actor,
         AuditEvent {
             action: "campaign.close",
@@ -852,7 +856,6 @@ where
         },
     )
     .await?;
-    txn.commit().await?;
     Campaign::from_model(saved)
 }
 

@@ -149,7 +149,7 @@ pub struct WorklistPage {
 }
 
 /// A campaign's progress rows in `scope`. An open campaign's rows keep their residents'
-/// village (`enrol::refresh_open` runs in each registry change's own transaction), so they are
+/// village (`enrol::refresh` runs in each registry change's own transaction), so they are
 /// read by it through `idx_enrolments_campaign_village`; a closed campaign's rows keep the
 /// village of its time, so its lists go by where the residents live now (through the join).
 /// Returns the rows and whether they are joined to their residents already.

@@ -507,7 +507,7 @@ async fn build(
     let year = exams_from.year();
     let jan1 = NaiveDate::from_ymd_opt(year, 1, 1).context("a valid year")?;
     let range = |from: NaiveDate, to: NaiveDate| Some(DateRange { from, to });
-    let campaign = campaign::create(
+    let campaign = flows::campaigns::create(
         db,
         &office,
         NewCampaign {
@@ -534,7 +534,7 @@ async fn build(
     .await
     .map_err(failed("campaign"))?;
     let campaign_id = campaign.id();
-    campaign::open(db, &office, campaign_id)
+    flows::campaigns::open(db, &office, campaign_id)
         .await
         .map_err(failed("campaign"))?;
     let campaign = campaign::get(db, campaign_id)

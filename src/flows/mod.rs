@@ -18,6 +18,7 @@
 
 pub mod accounts;
 pub mod areas;
+pub mod campaigns;
 
 use sea_orm::{DatabaseTransaction, TransactionTrait};
 

@@ -13,6 +13,7 @@ use crate::campaign::worklist::{self, Worklist, WorklistPage, WorklistParams};
 use crate::campaign::{self, CampaignChanges, CampaignView, NewCampaign, Opened};
 use crate::error::{AppResult, ErrorEnvelope};
 use crate::exam::{self, Progress};
+use crate::flows;
 use crate::http::guard::{AnyRole, Auth, OfficeOnly};
 use crate::state::AppState;
 
@@ -69,7 +70,7 @@ async fn create_campaign(
     actor: Auth<OfficeOnly>,
     Json(new): Json<NewCampaign>,
 ) -> AppResult<(StatusCode, Json<CampaignView>)> {
-    let created = campaign::create(&state.db, &actor, new).await?;
+    let created = flows::campaigns::create(&state.db, &actor, new).await?;
     Ok((StatusCode::CREATED, Json(created.view())))
 }
 
@@ -112,7 +113,7 @@ async fn update_campaign(
     Json(changes): Json<CampaignChanges>,
 ) -> AppResult<Json<CampaignView>> {
     Ok(Json(
-        campaign::update(&state.db, &actor, id, changes)
+        flows::campaigns::update(&state.db, &actor, id, changes)
             .await?
             .view(),
     ))
@@ -136,7 +137,7 @@ async fn open_campaign(
     actor: Auth<OfficeOnly>,
     Path(id): Path<i32>,
 ) -> AppResult<Json<Opened>> {
-    Ok(Json(campaign::open(&state.db, &actor, id).await?))
+    Ok(Json(flows::campaigns::open(&state.db, &actor, id).await?))
 }
 
 /// Close an open campaign (office): no more bookings or exam records.
@@ -157,7 +158,9 @@ async fn close_campaign(
     actor: Auth<OfficeOnly>,
     Path(id): Path<i32>,
 ) -> AppResult<Json<CampaignView>> {
-    Ok(Json(campaign::close(&state.db, &actor, id).await?.view()))
+    Ok(Json(
+        flows::campaigns::close(&state.db, &actor, id).await?.view(),
+    ))
 }
 
 /// One resident's progress in a campaign: stage and its times, appointments, exam.

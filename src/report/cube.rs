@@ -531,8 +531,16 @@ where
     let started = Instant::now();
     let now = Utc::now();
     let id = campaign.id();
-    // Rows written before the funnel was kept at every step are put right first.
-    let repaired = crate::campaign::enrol::repair_funnel(db, campaign).await?;
+    // Rows written before the funnel was kept at every step are put right first; the writer
+    // is taken only when a row needs it.
+    let repaired = if crate::campaign::enrol::needs_repair(db, campaign).await? {
+        let txn = begin_write(db).await?;
+        let changed = crate::campaign::enrol::repair_funnel(&txn, campaign).await?;
+        txn.commit().await?;
+        changed
+    } else {
+        0
+    };
     if repaired > 0 {
         tracing::info!(
             campaign = id,

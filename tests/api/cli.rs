@@ -406,10 +406,10 @@ async fn import_exams_records_the_list_and_writes_duplicates_to_the_rejected_fil
     let today = outreach::registry::today();
     let actor = outreach::auth::Actor::cli();
     let campaign =
-        outreach::campaign::create(&database, &actor, crate::helpers::test_campaign(today))
+        outreach::flows::campaigns::create(&database, &actor, crate::helpers::test_campaign(today))
             .await
             .unwrap();
-    outreach::campaign::open(&database, &actor, campaign.id())
+    outreach::flows::campaigns::open(&database, &actor, campaign.id())
         .await
         .unwrap();
     outreach::institution::create(
@@ -564,7 +564,7 @@ async fn report_progress_prints_json_and_saves_a_workbook() {
     assert!(imported.status.success());
     let database = sea_orm::Database::connect(&db.url).await.unwrap();
     let cli = outreach::auth::Actor::cli();
-    let campaign = outreach::campaign::create(
+    let campaign = outreach::flows::campaigns::create(
         &database,
         &cli,
         crate::helpers::test_campaign(outreach::registry::today()),
@@ -572,7 +572,7 @@ async fn report_progress_prints_json_and_saves_a_workbook() {
     .await
     .unwrap()
     .id();
-    outreach::campaign::open(&database, &cli, campaign)
+    outreach::flows::campaigns::open(&database, &cli, campaign)
         .await
         .unwrap();
     database.close().await.unwrap();

@@ -373,11 +373,11 @@ impl TestApp {
     /// weeks can be booked whatever the date the tests run on. Returns its id.
     pub async fn open_campaign(&self) -> i32 {
         let today = outreach::registry::today();
-        let id = campaign::create(&self.db, &Actor::cli(), test_campaign(today))
+        let id = flows::campaigns::create(&self.db, &Actor::cli(), test_campaign(today))
             .await
             .unwrap_or_else(|e| panic!("create campaign: {e}"))
             .id();
-        campaign::open(&self.db, &Actor::cli(), id)
+        flows::campaigns::open(&self.db, &Actor::cli(), id)
             .await
             .unwrap_or_else(|e| panic!("open campaign: {e}"));
         id

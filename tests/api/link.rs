@@ -577,7 +577,7 @@ async fn a_closed_campaign_expires_its_links() {
         open(&s.app, &format!("/r/{code}")).await.status(),
         StatusCode::OK
     );
-    outreach::campaign::close(&s.app.db, &Actor::cli(), s.campaign)
+    outreach::flows::campaigns::close(&s.app.db, &Actor::cli(), s.campaign)
         .await
         .unwrap();
     let response = open(&s.app, &format!("/r/{code}")).await;

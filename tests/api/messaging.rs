@@ -7,6 +7,7 @@ use chrono::{Duration, NaiveTime, Utc};
 use entities::users::Role;
 use outreach::auth::Actor;
 use outreach::campaign;
+use outreach::flows;
 use outreach::outreach::dispatch::{LEASE_LOCK_KEY, Round};
 use outreach::registry::{self, MigrantType, NewResident};
 use reqwest::StatusCode;
@@ -96,11 +97,13 @@ async fn campaign_with_quiet_hours(app: &TestApp, quiet_now: bool) -> i32 {
         start: start.format("%H:%M").to_string(),
         end: end.format("%H:%M").to_string(),
     });
-    let id = campaign::create(&app.db, &Actor::cli(), new)
+    let id = flows::campaigns::create(&app.db, &Actor::cli(), new)
         .await
         .unwrap()
         .id();
-    campaign::open(&app.db, &Actor::cli(), id).await.unwrap();
+    flows::campaigns::open(&app.db, &Actor::cli(), id)
+        .await
+        .unwrap();
     id
 }
 

@@ -947,17 +947,17 @@ async fn every_role_and_scope_gets_exactly_its_rights() {
             phases: Default::default(),
             refusal_rule: None,
         };
-        let d = outreach::campaign::create(&app.db, &Actor::cli(), draft(2060 + i))
+        let d = outreach::flows::campaigns::create(&app.db, &Actor::cli(), draft(2060 + i))
             .await
             .unwrap()
             .id();
         drafts.push(d);
-        let c = outreach::campaign::create(&app.db, &Actor::cli(), draft(2070 + i))
+        let c = outreach::flows::campaigns::create(&app.db, &Actor::cli(), draft(2070 + i))
             .await
             .unwrap()
             .id();
         if i < 2 {
-            outreach::campaign::open(&app.db, &Actor::cli(), c)
+            outreach::flows::campaigns::open(&app.db, &Actor::cli(), c)
                 .await
                 .unwrap();
         }

@@ -8,7 +8,7 @@ use std::time::Instant;
 
 use chrono::{Datelike, Duration, NaiveDate, Utc};
 use outreach::auth::Actor;
-use outreach::campaign::{self, DateRange, NewCampaign, PhaseDates};
+use outreach::campaign::{DateRange, NewCampaign, PhaseDates};
 use outreach::config::{DatabaseUrl, Secret, Settings};
 use outreach::db::Sql;
 use outreach::privacy::Privacy;
@@ -186,12 +186,12 @@ async fn run_enrol(url: &str, residents: u64) -> anyhow::Result<()> {
     let (_, database) = connect(url).await?;
     seed_residents(&database, &registry(residents)).await?;
     let today = outreach::time::today();
-    let id = campaign::create(&database, &Actor::cli(), new_campaign(today))
+    let id = flows::campaigns::create(&database, &Actor::cli(), new_campaign(today))
         .await
         .map_err(|e| anyhow::anyhow!("campaign: {e}"))?
         .id();
     let started = Instant::now();
-    let opened = campaign::open(&database, &Actor::cli(), id)
+    let opened = flows::campaigns::open(&database, &Actor::cli(), id)
         .await
         .map_err(|e| anyhow::anyhow!("open: {e}"))?;
     let seconds = started.elapsed().as_secs_f64();
@@ -243,11 +243,11 @@ async fn run_book(
     let (settings, database) = connect(url).await?;
     seed_residents(&database, &registry(residents)).await?;
     let today = outreach::time::today();
-    let campaign = campaign::create(&database, &Actor::cli(), new_campaign(today))
+    let campaign = flows::campaigns::create(&database, &Actor::cli(), new_campaign(today))
         .await
         .map_err(|e| anyhow::anyhow!("campaign: {e}"))?
         .id();
-    campaign::open(&database, &Actor::cli(), campaign)
+    flows::campaigns::open(&database, &Actor::cli(), campaign)
         .await
         .map_err(|e| anyhow::anyhow!("open: {e}"))?;
     let mut institution_ids = Vec::new();

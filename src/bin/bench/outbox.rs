@@ -100,11 +100,11 @@ async fn open_campaign(
         },
         refusal_rule: None,
     };
-    let id = campaign::create(database, &Actor::cli(), new)
+    let id = flows::campaigns::create(database, &Actor::cli(), new)
         .await
         .map_err(|e| anyhow::anyhow!("campaign: {e}"))?
         .id();
-    campaign::open(database, &Actor::cli(), id)
+    flows::campaigns::open(database, &Actor::cli(), id)
         .await
         .map_err(|e| anyhow::anyhow!("open: {e}"))?;
     Ok(id)

@@ -276,7 +276,7 @@ pub(super) async fn set_up(
 
     let started = Instant::now();
     let today = outreach::time::today();
-    let campaign_id = campaign::create(
+    let campaign_id = flows::campaigns::create(
         database,
         &Actor::cli(),
         super::campaign_bench::new_campaign(today),
@@ -284,7 +284,7 @@ pub(super) async fn set_up(
     .await
     .map_err(|e| anyhow::anyhow!("campaign: {e}"))?
     .id();
-    let opened = campaign::open(database, &Actor::cli(), campaign_id)
+    let opened = flows::campaigns::open(database, &Actor::cli(), campaign_id)
         .await
         .map_err(|e| anyhow::anyhow!("open: {e}"))?;
     step(
