@@ -595,7 +595,7 @@ async fn import_residents(settings: Settings, file: &Path, json: bool) -> anyhow
     }
     let database = db::connect_and_migrate(&settings).await?;
     let privacy = std::sync::Arc::new(Privacy::load(&settings)?);
-    let result = registry::import_residents(
+    let result = flows::registry::import_residents(
         &database,
         privacy,
         &Actor::cli(),
@@ -637,8 +637,7 @@ async fn import_tags(settings: Settings, file: &Path, json: bool) -> anyhow::Res
     }
     let database = db::connect_and_migrate(&settings).await?;
     let privacy = std::sync::Arc::new(Privacy::load(&settings)?);
-    let result = match crate::campaign::tags::import(&database, privacy, &Actor::cli(), file).await
-    {
+    let result = match flows::registry::import_tags(&database, privacy, &Actor::cli(), file).await {
         Ok(result) => result,
         Err(AppError::Validation { message, .. }) => {
             eprintln!(

@@ -21,7 +21,7 @@ use clap::{Parser, Subcommand};
 use outreach::auth::Actor;
 use outreach::config::{DatabaseUrl, Settings};
 use outreach::privacy::Privacy;
-use outreach::registry::{self, Progress};
+use outreach::registry::Progress;
 use outreach::{db, flows};
 use sea_orm::{ConnectionTrait, Database, DatabaseConnection, DbBackend};
 use serde_json::json;
@@ -440,7 +440,7 @@ async fn run_import(dir: &Path, url: &str, rows: u64, villages: u32) -> anyhow::
     write_residents(&file, rows, villages)?;
 
     let started = Instant::now();
-    let result = registry::import_residents(
+    let result = flows::registry::import_residents(
         &database,
         privacy,
         &Actor::cli(),

@@ -218,18 +218,6 @@ fn township_of(column: &str) -> String {
     format!("(substr({column}, 1, 9) || '000')")
 }
 
-/// Every open campaign brought in line with the registry (see [`refresh`]), exempted
-/// residents' bookings cancelled. Call it in the transaction that changed the registry.
-pub async fn refresh_open(db: &impl ConnectionTrait, residents: Option<&[i32]>) -> AppResult<()> {
-    for campaign in super::open_campaigns(db).await? {
-        let now = Utc::now();
-        if refresh(db, &campaign, residents, now).await? > 0 {
-            crate::appointment::cancel_for_exempt(db, campaign.id(), now).await?;
-        }
-    }
-    Ok(())
-}
-
 /// Brings a campaign's rows in line with the registry (all residents, or only `residents`):
 /// new residents enrolled, moved or changed residents' dimensions updated, deceased and
 /// moved-out residents exempted, a corrected exemption undone, each row stamped `now`. Call

@@ -6,7 +6,6 @@ use chrono::Utc;
 use entities::resident_tags;
 use sea_orm::{
     ActiveValue::Set, ColumnTrait, ConnectionTrait, EntityTrait, QueryFilter, QueryOrder,
-    TransactionSession, TransactionTrait,
 };
 use serde::{Deserialize, Serialize};
 use serde_json::json;
@@ -68,11 +67,12 @@ pub async fn get(db: &impl ConnectionTrait, actor: &Actor, id: i32) -> AppResult
     Ok(view(id, &current(db, id).await?))
 }
 
-/// Replaces a resident's key groups; the change is audited.
-pub async fn set<C>(db: &C, actor: &Actor, id: i32, request: TagSet) -> AppResult<ResidentTags>
-where
-    C: ConnectionTrait + TransactionTrait,
-{
+/// The key groups a [`TagSet`] asks for, checked, without repeats, in code order: made by
+/// [`prepare_set`], written by [`set`].
+pub struct TagChoice(Vec<KeyGroup>);
+
+/// Reads the key groups of a [`TagSet`] (codes or Chinese names).
+pub fn prepare_set(request: &TagSet) -> AppResult<TagChoice> {
     let mut wanted = Vec::new();
     for raw in &request.tags {
         let group = KeyGroup::parse(raw).ok_or_else(|| {
@@ -86,15 +86,25 @@ where
         }
     }
     wanted.sort_by_key(|g| g.code());
-    let txn = crate::db::begin_write(db).await?;
-    let resident = registry::find(&txn, &actor.scope, id).await?;
-    let before = current(&txn, id).await?;
+    Ok(TagChoice(wanted))
+}
+
+/// Replaces a resident's key groups with `choice`; the change is audited.
+pub async fn set(
+    txn: &impl ConnectionTrait,
+    actor: &Actor,
+    id: i32,
+    choice: TagChoice,
+) -> AppResult<ResidentTags> {
+    let TagChoice(wanted) = choice;
+    let resident = registry::find(txn, &actor.scope, id).await?;
+    let before = current(txn, id).await?;
     if before == wanted {
         return Ok(view(id, &wanted));
     }
     resident_tags::Entity::delete_many()
         .filter(resident_tags::Column::ResidentId.eq(id))
-        .exec(&txn)
+        .exec(txn)
         .await?;
     if !wanted.is_empty() {
         let now = Utc::now();
@@ -104,12 +114,12 @@ where
             created_at: Set(now),
             ..Default::default()
         }))
-        .exec_without_returning(&txn)
+        .exec_without_returning(txn)
         .await?;
     }
     let codes = |groups: &[KeyGroup]| groups.iter().map(|g| g.code()).collect::<Vec<_>>();
     audit::record(
-        &txn,
+        txn,
         actor,
         AuditEvent {
             action: "resident.set_tags",
@@ -120,7 +130,6 @@ where
         },
     )
     .await?;
-    txn.commit().await?;
     Ok(view(id, &wanted))
 }
 
@@ -262,22 +271,26 @@ fn parse_tag_row(
     })
 }
 
-/// Loads key-group tags from a file (CSV in UTF-8, GB18030 or UTF-16, or XLSX): one resident
-/// a row by ID number, one or several tags, and whether to add (default) or remove them.
-/// Bad rows, and residents not found in the caller's scope (never told apart), are rejected
-/// with their reasons; the rest is applied in one transaction, each changed resident audited.
+/// A tags file read and checked row by row (made by [`read_import`]): what [`import`]
+/// applies.
+pub struct TagFile {
+    headers: Vec<String>,
+    columns: [Option<usize>; 3],
+    unknown_columns: Vec<String>,
+    rows: Vec<TagRow>,
+    rejected: Vec<crate::import::RejectedRow>,
+}
+
+/// Reads a key-group tags file (CSV in UTF-8, GB18030 or UTF-16, or XLSX) on a blocking
+/// thread: one resident a row by ID number, one or several tags, and whether to add
+/// (default) or remove them. Bad rows are rejected with their reasons; a file without the ID
+/// or tag column, or without rows, is refused whole.
 #[tracing::instrument(skip_all, err)]
-pub async fn import<C>(
-    db: &C,
+pub async fn read_import(
     privacy: std::sync::Arc<crate::privacy::Privacy>,
-    actor: &Actor,
     path: &std::path::Path,
-) -> AppResult<TagImport>
-where
-    C: ConnectionTrait + TransactionTrait,
-{
-    use crate::import::{RejectedRow, map_headers, stream};
-    use std::collections::HashMap;
+) -> AppResult<TagFile> {
+    use crate::import::{map_headers, stream};
 
     let path = path.to_owned();
     let today = crate::time::today();
@@ -308,7 +321,7 @@ where
     })
     .await
     .map_err(|e| anyhow::anyhow!("reading the tags file: {e}"))?;
-    let (header, rows, mut rejected) = read.map_err(|e| match e {
+    let (header, rows, rejected) = read.map_err(|e| match e {
         stream::SourceError::Limit(limit) => {
             AppError::validation("file_limit_exceeded", limit.to_string())
         }
@@ -336,8 +349,34 @@ where
     if rows.is_empty() && rejected.is_empty() {
         return Err(AppError::validation("no_rows", "文件没有数据行"));
     }
+    Ok(TagFile {
+        headers,
+        columns,
+        unknown_columns,
+        rows,
+        rejected,
+    })
+}
 
-    let txn = crate::db::begin_write(db).await?;
+/// Applies a tags file read by [`read_import`]: residents not found in the caller's scope
+/// (never told apart from unknown ones) are rejected; the rest is applied, each changed
+/// resident audited.
+#[tracing::instrument(skip_all, err)]
+pub async fn import(
+    txn: &impl ConnectionTrait,
+    actor: &Actor,
+    file: TagFile,
+) -> AppResult<TagImport> {
+    use crate::import::RejectedRow;
+    use std::collections::HashMap;
+
+    let TagFile {
+        headers,
+        columns,
+        unknown_columns,
+        rows,
+        mut rejected,
+    } = file;
     let mut summary = TagImportSummary::default();
     let mut residents: HashMap<Vec<u8>, entities::residents::Model> = HashMap::new();
     for chunk in rows.chunks(500) {
@@ -347,7 +386,7 @@ where
                     .is_in(chunk.iter().map(|r| r.id_index.clone())),
             )
             .filter(actor.scope.filter(entities::residents::Column::VillageCode))
-            .all(&txn)
+            .all(txn)
             .await?
         {
             residents.insert(resident.id_index.clone(), resident);
@@ -364,7 +403,7 @@ where
             ));
             continue;
         };
-        let before = current(&txn, resident.id).await?;
+        let before = current(txn, resident.id).await?;
         let (added, removed): (Vec<KeyGroup>, Vec<KeyGroup>) = match row.action {
             TagAction::Add => (
                 row.groups
@@ -394,20 +433,20 @@ where
                 created_at: Set(now),
                 ..Default::default()
             }))
-            .exec_without_returning(&txn)
+            .exec_without_returning(txn)
             .await?;
         }
         if !removed.is_empty() {
             resident_tags::Entity::delete_many()
                 .filter(resident_tags::Column::ResidentId.eq(resident.id))
                 .filter(resident_tags::Column::Tag.is_in(removed.iter().map(|g| g.code())))
-                .exec(&txn)
+                .exec(txn)
                 .await?;
         }
-        let after = current(&txn, resident.id).await?;
+        let after = current(txn, resident.id).await?;
         let codes = |groups: &[KeyGroup]| groups.iter().map(|g| g.code()).collect::<Vec<_>>();
         audit::record(
-            &txn,
+            txn,
             actor,
             AuditEvent {
                 action: "resident.import_tags",
@@ -421,7 +460,6 @@ where
         summary.added += added.len() as u64;
         summary.removed += removed.len() as u64;
     }
-    txn.commit().await?;
     rejected.sort_by_key(|r| r.line);
     summary.rejected = rejected.len() as u64;
     Ok(TagImport {

@@ -319,7 +319,7 @@ async fn build(
     let (csv, people) = data::residents(&mut rng, options.residents, today);
     let file = options.dir.join("residents.csv");
     std::fs::write(&file, csv)?;
-    let imported = registry::import_residents(
+    let imported = flows::registry::import_residents(
         db,
         privacy.clone(),
         &cli,
@@ -560,7 +560,7 @@ async fn build(
         if tags.is_empty() {
             continue;
         }
-        campaign::tags::set(
+        flows::registry::set_tags(
             db,
             &officers[person.township],
             resident_ids[i],

@@ -246,5 +246,7 @@ async fn set_tags(
     Path(id): Path<i32>,
     Json(request): Json<TagSet>,
 ) -> AppResult<Json<ResidentTags>> {
-    Ok(Json(tags::set(&state.db, &actor, id, request).await?))
+    Ok(Json(
+        flows::registry::set_tags(&state.db, &actor, id, request).await?,
+    ))
 }

@@ -14,6 +14,7 @@ use utoipa_axum::{router::OpenApiRouter, routes};
 
 use super::extract::{Json, Path, Query};
 use crate::error::{AppError, AppResult, ErrorEnvelope};
+use crate::flows;
 use crate::http::guard::{AnyRole, Auth, Policy};
 use crate::import::{ImportSummary, RejectedRow};
 use crate::registry::{
@@ -92,8 +93,9 @@ async fn create_resident(
     actor: Auth<EditRegistry>,
     Json(new): Json<NewResident>,
 ) -> AppResult<(StatusCode, Json<ResidentDetail>)> {
-    let created = registry::create(&state.db, &state.privacy, &actor, new).await?;
-    let detail = registry::detail(&state.db, &state.privacy, &actor, created.id, false).await?;
+    let created = flows::registry::create(&state.db, &state.privacy, &actor, new).await?;
+    let detail =
+        flows::registry::detail(&state.db, &state.privacy, &actor, created.id, false).await?;
     Ok((StatusCode::CREATED, Json(detail)))
 }
 
@@ -125,7 +127,7 @@ async fn get_resident(
     Query(params): Query<RevealParams>,
 ) -> AppResult<Json<ResidentDetail>> {
     Ok(Json(
-        registry::detail(&state.db, &state.privacy, &actor, id, params.reveal).await?,
+        flows::registry::detail(&state.db, &state.privacy, &actor, id, params.reveal).await?,
     ))
 }
 
@@ -149,9 +151,9 @@ async fn update_resident(
     Path(id): Path<i32>,
     Json(changes): Json<ResidentChanges>,
 ) -> AppResult<Json<ResidentDetail>> {
-    registry::update(&state.db, &state.privacy, &actor, id, changes).await?;
+    flows::registry::update(&state.db, &state.privacy, &actor, id, changes).await?;
     Ok(Json(
-        registry::detail(&state.db, &state.privacy, &actor, id, false).await?,
+        flows::registry::detail(&state.db, &state.privacy, &actor, id, false).await?,
     ))
 }
 
@@ -171,9 +173,9 @@ async fn mark_deceased(
     Path(id): Path<i32>,
     Json(change): Json<StatusChange>,
 ) -> AppResult<Json<ResidentDetail>> {
-    registry::mark(&state.db, &actor, id, Special::Deceased, change).await?;
+    flows::registry::mark(&state.db, &actor, id, Special::Deceased, change).await?;
     Ok(Json(
-        registry::detail(&state.db, &state.privacy, &actor, id, false).await?,
+        flows::registry::detail(&state.db, &state.privacy, &actor, id, false).await?,
     ))
 }
 
@@ -193,9 +195,9 @@ async fn mark_moved_out(
     Path(id): Path<i32>,
     Json(change): Json<StatusChange>,
 ) -> AppResult<Json<ResidentDetail>> {
-    registry::mark(&state.db, &actor, id, Special::MovedOut, change).await?;
+    flows::registry::mark(&state.db, &actor, id, Special::MovedOut, change).await?;
     Ok(Json(
-        registry::detail(&state.db, &state.privacy, &actor, id, false).await?,
+        flows::registry::detail(&state.db, &state.privacy, &actor, id, false).await?,
     ))
 }
 
@@ -220,9 +222,9 @@ async fn move_household(
     Path(id): Path<i32>,
     Json(request): Json<HouseholdMove>,
 ) -> AppResult<Json<ResidentDetail>> {
-    registry::move_household(&state.db, &actor, id, request).await?;
+    flows::registry::move_household(&state.db, &actor, id, request).await?;
     Ok(Json(
-        registry::detail(&state.db, &state.privacy, &actor, id, false).await?,
+        flows::registry::detail(&state.db, &state.privacy, &actor, id, false).await?,
     ))
 }
 
@@ -257,7 +259,7 @@ async fn import_residents(
     body: Body,
 ) -> AppResult<Json<ResidentImportReport>> {
     let file = receive_file(&state, body).await?;
-    let result = registry::import_residents(
+    let result = flows::registry::import_residents(
         &state.db,
         state.privacy.clone(),
         &actor,
@@ -307,8 +309,7 @@ async fn import_tags(
 ) -> AppResult<Json<TagImportReport>> {
     let file = receive_file(&state, body).await?;
     let result =
-        crate::campaign::tags::import(&state.db, state.privacy.clone(), &actor, file.path())
-            .await?;
+        flows::registry::import_tags(&state.db, state.privacy.clone(), &actor, file.path()).await?;
     let rejected_rows = result.rejected_rows_for_response();
     Ok(Json(TagImportReport {
         summary: result.summary,
@@ -385,7 +386,8 @@ async fn migrant_book(
         .map(crate::validate::parse_area)
         .transpose()?;
     let book =
-        registry::migrant_book(&state.db, &state.privacy, &actor, area, params.reveal).await?;
+        flows::registry::migrant_book(&state.db, &state.privacy, &actor, area, params.reveal)
+            .await?;
     Ok(match format {
         "csv" => super::download(
             registry::migrant_book_csv(&book)?,

@@ -5,16 +5,13 @@
 use chrono::NaiveDate;
 use entities::residents;
 use rust_xlsxwriter::Workbook;
-use sea_orm::{
-    ColumnTrait, ConnectionTrait, EntityTrait, QueryFilter, QueryOrder, TransactionSession,
-    TransactionTrait,
-};
+use sea_orm::{ColumnTrait, ConnectionTrait, EntityTrait, QueryFilter, QueryOrder};
 use serde::Serialize;
 use serde_json::json;
 
 use super::{MigrantType, Special, in_area, may_reveal};
 use crate::area::AreaCode;
-use crate::audit::{self, AuditEvent};
+use crate::audit::AuditEvent;
 use crate::auth::Actor;
 use crate::error::{AppError, AppResult};
 use crate::privacy::{Field, Privacy};
@@ -54,17 +51,15 @@ pub struct MigrantBook {
 }
 
 /// The book for `area` (default: the caller's whole scope). With `reveal`, a role allowed to
-/// see personal numbers gets them in full, and the export is audited.
-pub async fn migrant_book<C>(
-    db: &C,
+/// see personal numbers gets them in full, and with them the audit entry the export must
+/// leave: the caller writes it before it hands the book out.
+pub async fn migrant_book(
+    db: &impl ConnectionTrait,
     privacy: &Privacy,
     actor: &Actor,
     area: Option<AreaCode>,
     reveal: bool,
-) -> AppResult<MigrantBook>
-where
-    C: ConnectionTrait + TransactionTrait,
-{
+) -> AppResult<(MigrantBook, Option<AuditEvent>)> {
     if reveal && !may_reveal(actor.role) {
         return Err(AppError::Forbidden(
             "您的角色无权查看完整的身份证号和电话".to_owned(),
@@ -127,27 +122,19 @@ where
             residents: entries,
         });
     }
-    if reveal {
-        let txn = db.begin().await?;
-        audit::record(
-            &txn,
-            actor,
-            AuditEvent {
-                action: "resident.export_pii",
-                entity: "migrant_book",
-                entity_id: None,
-                area_code: area.clone().or_else(|| actor.scope.area().cloned()),
-                summary: json!({"residents": total}),
-            },
-        )
-        .await?;
-        txn.commit().await?;
-    }
-    Ok(MigrantBook {
+    let exported = reveal.then(|| AuditEvent {
+        action: "resident.export_pii",
+        entity: "migrant_book",
+        entity_id: None,
+        area_code: area.clone().or_else(|| actor.scope.area().cloned()),
+        summary: json!({"residents": total}),
+    });
+    let book = MigrantBook {
         area_code: area.map(String::from),
         revealed: reveal,
         groups,
-    })
+    };
+    Ok((book, exported))
 }
 
 const HEADERS: [&str; 13] = [

@@ -1,7 +1,8 @@
 //! `outreach import residents FILE` and the upload endpoint: the household population from a
 //! CSV (UTF-8 or GB18030) or XLSX file, streamed. A blocking thread reads, validates and
-//! encrypts rows; the async side writes them in batches inside one transaction, so a file that
-//! turns out unusable half-way leaves nothing behind. Re-importing changes nothing; changed
+//! encrypts rows; the async side writes them in batches inside one transaction (the caller's,
+//! see `flows::registry::import_residents`), so a file that turns out unusable half-way leaves
+//! nothing behind. Re-importing changes nothing; changed
 //! rows are updated field by field and audited; an ID already registered in another village is
 //! rejected with that village named (moving household is an explicit action).
 
@@ -14,8 +15,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use chrono::{NaiveDate, Utc};
 use entities::residents;
 use sea_orm::{
-    ActiveValue::Set, ColumnTrait, DatabaseConnection, EntityTrait, PaginatorTrait, QueryFilter,
-    QuerySelect, TransactionTrait,
+    ActiveValue::Set, ColumnTrait, EntityTrait, PaginatorTrait, QueryFilter, QuerySelect,
 };
 use serde_json::json;
 
@@ -554,72 +554,197 @@ impl RejectSink {
     }
 }
 
-/// Imports `path` for `actor`. With `rejected_file`, every rejected row is written there.
-pub async fn import_residents(
-    db: &DatabaseConnection,
-    privacy: Arc<Privacy>,
-    actor: &Actor,
-    path: &Path,
-    rejected_file: Option<PathBuf>,
-    progress: Progress,
-) -> AppResult<ResidentImport> {
-    let villages = Arc::new(super::village_names(db).await?);
-    // Microseconds: what PostgreSQL keeps, so the stamp compares equal after a round trip.
-    let now = Utc::now();
-    let now = now - chrono::Duration::nanoseconds(i64::from(now.timestamp_subsec_nanos() % 1000));
-    let stamp = (db.get_database_backend(), now);
-    let (sender, mut receiver) = tokio::sync::mpsc::channel::<Result<Message, ReadFailure>>(4);
-    let bulk = Arc::new(AtomicBool::new(false));
-    let job = Reading {
-        path: path.to_owned(),
-        privacy,
-        scope: actor.scope.clone(),
-        villages: villages.clone(),
-        today: crate::time::today(),
-        progress,
-        backend: stamp.0,
-        now: stamp.1,
-        bulk: bulk.clone(),
-    };
-    let reader = tokio::task::spawn_blocking(move || read_and_prepare(job, sender));
+/// An import under way: a blocking thread reads, checks and encrypts the file's rows and
+/// hands them over in batches; [`ImportRun::write`] writes them into the transaction the
+/// caller gives. [`ImportRun::start`] begins it; [`ImportRun::finish`] ends it, whether the
+/// write succeeded or not.
+pub struct ImportRun {
+    reader: tokio::task::JoinHandle<()>,
+    receiver: tokio::sync::mpsc::Receiver<Result<Message, ReadFailure>>,
+    sink: RejectSink,
+    villages: Arc<HashMap<String, String>>,
+    now: chrono::DateTime<Utc>,
+    /// Set once the writer loads in bulk; the reading thread then keeps no rows.
+    bulk: Arc<AtomicBool>,
+    summary: ImportSummary,
+    unknown_columns: Vec<String>,
+}
 
-    let mut sink = RejectSink {
-        kept: Vec::new(),
-        total: 0,
-        target: rejected_file,
-        file: None,
-        header: Vec::new(),
-        sensitive: Vec::new(),
-    };
-    let result = write_all(
-        db,
-        actor,
-        &villages,
-        stamp.1,
-        &bulk,
-        &mut receiver,
-        &mut sink,
-    )
-    .await;
-    drop(receiver);
-    let _ = reader.await;
-    match result {
-        Ok((mut summary, unknown_columns)) => {
-            summary.rejected = sink.total;
-            let rejected_file = sink
-                .commit()
-                .map_err(|e| anyhow::anyhow!("writing the rejected rows: {e}"))?;
-            Ok(ResidentImport {
-                summary,
-                unknown_columns,
-                rejected_rows: std::mem::take(&mut sink.kept),
-                rejected_file,
-                sensitive_columns: std::mem::take(&mut sink.sensitive),
-            })
+impl ImportRun {
+    /// Starts reading `path` for `actor` on a blocking thread. With `rejected_file`, every
+    /// rejected row is written there.
+    pub async fn start(
+        db: &impl sea_orm::ConnectionTrait,
+        privacy: Arc<Privacy>,
+        actor: &Actor,
+        path: &Path,
+        rejected_file: Option<PathBuf>,
+        progress: Progress,
+    ) -> AppResult<Self> {
+        let villages = Arc::new(super::village_names(db).await?);
+        // Microseconds: what PostgreSQL keeps, so the stamp compares equal after a round trip.
+        let now = Utc::now();
+        let now =
+            now - chrono::Duration::nanoseconds(i64::from(now.timestamp_subsec_nanos() % 1000));
+        let (sender, receiver) = tokio::sync::mpsc::channel::<Result<Message, ReadFailure>>(4);
+        let bulk = Arc::new(AtomicBool::new(false));
+        let job = Reading {
+            path: path.to_owned(),
+            privacy,
+            scope: actor.scope.clone(),
+            villages: villages.clone(),
+            today: crate::time::today(),
+            progress,
+            backend: db.get_database_backend(),
+            now,
+            bulk: bulk.clone(),
+        };
+        let reader = tokio::task::spawn_blocking(move || read_and_prepare(job, sender));
+        Ok(Self {
+            reader,
+            receiver,
+            sink: RejectSink {
+                kept: Vec::new(),
+                total: 0,
+                target: rejected_file,
+                file: None,
+                header: Vec::new(),
+                sensitive: Vec::new(),
+            },
+            villages,
+            now,
+            bulk,
+            summary: ImportSummary::default(),
+            unknown_columns: Vec::new(),
+        })
+    }
+
+    /// Writes every batch the reading thread hands over into `txn`: new residents inserted
+    /// (in bulk, without the indexes, into an empty registry), changed ones updated and
+    /// audited, rows registered in another village rejected. A file that turns out unusable
+    /// is an error; the caller rolls back. Returns the rows written (inserted or updated).
+    pub async fn write(
+        &mut self,
+        txn: &impl sea_orm::ConnectionTrait,
+        actor: &Actor,
+    ) -> AppResult<u64> {
+        let mut indexes = Indexes::at_start(txn).await?;
+        while let Some(message) = self.receiver.recv().await {
+            match message.map_err(failure_error)? {
+                Message::Header {
+                    header,
+                    unknown,
+                    sensitive,
+                } => {
+                    self.sink.header = header;
+                    self.unknown_columns = unknown;
+                    self.sink.sensitive = sensitive;
+                }
+                Message::Batch {
+                    rows,
+                    count,
+                    insert,
+                    rejected,
+                } => {
+                    for row in rejected {
+                        self.sink
+                            .push(row)
+                            .map_err(|e| anyhow::anyhow!("writing the rejected rows: {e}"))?;
+                    }
+                    if matches!(indexes, Indexes::EmptyAtStart)
+                        && self.summary.imported >= BULK_AFTER
+                    {
+                        indexes = Indexes::drop_for_bulk(txn, self.summary.imported).await?;
+                        self.bulk
+                            .store(matches!(indexes, Indexes::Dropped(_)), Ordering::Release);
+                    }
+                    let bad = match &indexes {
+                        Indexes::Dropped(_) => {
+                            write_bulk(txn, count, insert, &mut self.summary).await?;
+                            Vec::new()
+                        }
+                        _ => {
+                            write_batch(
+                                txn,
+                                actor,
+                                &self.villages,
+                                rows,
+                                insert,
+                                self.now,
+                                &mut self.summary,
+                            )
+                            .await?
+                        }
+                    };
+                    for row in bad {
+                        self.sink
+                            .push(row)
+                            .map_err(|e| anyhow::anyhow!("writing the rejected rows: {e}"))?;
+                    }
+                }
+            }
         }
-        Err(e) => {
-            sink.abandon();
-            Err(e)
+        indexes.restore(txn).await?;
+        Ok(self.summary.imported + self.summary.updated)
+    }
+
+    /// Audits a written import (in its transaction, when it wrote anything).
+    pub async fn record(
+        &self,
+        txn: &impl sea_orm::ConnectionTrait,
+        actor: &Actor,
+    ) -> AppResult<()> {
+        audit::record(
+            txn,
+            actor,
+            AuditEvent {
+                action: "resident.import",
+                entity: "resident",
+                entity_id: None,
+                area_code: actor.scope.area().cloned(),
+                summary: json!({
+                    "imported": self.summary.imported,
+                    "updated": self.summary.updated,
+                    "unchanged": self.summary.unchanged,
+                    "rejected": self.sink.total,
+                }),
+            },
+        )
+        .await?;
+        Ok(())
+    }
+
+    /// What has been written so far (all of it once [`ImportRun::write`] returned).
+    pub fn summary(&self) -> &ImportSummary {
+        &self.summary
+    }
+
+    /// Ends the import after `written` (the outcome of writing and committing): stops and
+    /// waits for the reading thread, then publishes the rejected file — or, on an error,
+    /// drops it and returns the error.
+    pub async fn finish(mut self, written: AppResult<()>) -> AppResult<ResidentImport> {
+        drop(self.receiver);
+        let _ = self.reader.await;
+        match written {
+            Ok(()) => {
+                let mut summary = self.summary;
+                summary.rejected = self.sink.total;
+                let rejected_file = self
+                    .sink
+                    .commit()
+                    .map_err(|e| anyhow::anyhow!("writing the rejected rows: {e}"))?;
+                Ok(ResidentImport {
+                    summary,
+                    unknown_columns: self.unknown_columns,
+                    rejected_rows: std::mem::take(&mut self.sink.kept),
+                    rejected_file,
+                    sensitive_columns: std::mem::take(&mut self.sink.sensitive),
+                })
+            }
+            Err(e) => {
+                self.sink.abandon();
+                Err(e)
+            }
         }
     }
 }
@@ -796,89 +921,6 @@ fn read_and_prepare(job: Reading, sender: tokio::sync::mpsc::Sender<Result<Messa
         eprintln!("已读取 {count} 行 read {count} rows (100%)");
     }
     let _ = sender.blocking_send(message);
-}
-
-async fn write_all(
-    db: &DatabaseConnection,
-    actor: &Actor,
-    villages: &HashMap<String, String>,
-    now: chrono::DateTime<Utc>,
-    bulk: &AtomicBool,
-    receiver: &mut tokio::sync::mpsc::Receiver<Result<Message, ReadFailure>>,
-    sink: &mut RejectSink,
-) -> AppResult<(ImportSummary, Vec<String>)> {
-    let txn = db.begin().await?;
-    let mut indexes = Indexes::at_start(&txn).await?;
-    let mut summary = ImportSummary::default();
-    let mut unknown_columns = Vec::new();
-    while let Some(message) = receiver.recv().await {
-        match message.map_err(failure_error)? {
-            Message::Header {
-                header,
-                unknown,
-                sensitive,
-            } => {
-                sink.header = header;
-                unknown_columns = unknown;
-                sink.sensitive = sensitive;
-            }
-            Message::Batch {
-                rows,
-                count,
-                insert,
-                rejected,
-            } => {
-                for row in rejected {
-                    sink.push(row)
-                        .map_err(|e| anyhow::anyhow!("writing the rejected rows: {e}"))?;
-                }
-                if matches!(indexes, Indexes::EmptyAtStart) && summary.imported >= BULK_AFTER {
-                    indexes = Indexes::drop_for_bulk(&txn, summary.imported).await?;
-                    bulk.store(matches!(indexes, Indexes::Dropped(_)), Ordering::Release);
-                }
-                let bad = match &indexes {
-                    Indexes::Dropped(_) => {
-                        write_bulk(&txn, count, insert, &mut summary).await?;
-                        Vec::new()
-                    }
-                    _ => {
-                        write_batch(&txn, actor, villages, rows, insert, now, &mut summary).await?
-                    }
-                };
-                for row in bad {
-                    sink.push(row)
-                        .map_err(|e| anyhow::anyhow!("writing the rejected rows: {e}"))?;
-                }
-            }
-        }
-    }
-    indexes.restore(&txn).await?;
-    if summary.imported + summary.updated > 0 {
-        crate::campaign::enrol::refresh_open(&txn, None).await?;
-        audit::record(
-            &txn,
-            actor,
-            AuditEvent {
-                action: "resident.import",
-                entity: "resident",
-                entity_id: None,
-                area_code: actor.scope.area().cloned(),
-                summary: json!({
-                    "imported": summary.imported,
-                    "updated": summary.updated,
-                    "unchanged": summary.unchanged,
-                    "rejected": sink.total,
-                }),
-            },
-        )
-        .await?;
-    }
-    txn.commit().await?;
-    let written = summary.imported + summary.updated;
-    crate::db::analyze_if_bulk(db, "residents", written).await;
-    // New residents were enrolled into the open campaigns.
-    crate::db::analyze_if_bulk(db, "enrolments", summary.imported).await;
-    Ok((summary, unknown_columns))
 }
 
 fn failure_error(failure: ReadFailure) -> AppError {

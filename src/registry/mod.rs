@@ -11,9 +11,7 @@ pub use book::{
     BookEntry, BookGroup, MigrantBook, migrant_book, migrant_book_csv, migrant_book_xlsx,
 };
 pub use fields::{KeyGroup, Language, MigrantType, MobilePhone, Special};
-pub use import::{
-    Progress, ProtectedPhone, ResidentImport, import_residents, valid_email, valid_openid,
-};
+pub use import::{ImportRun, Progress, ProtectedPhone, ResidentImport, valid_email, valid_openid};
 pub use resident_id::{ResidentId, ResidentIdError, Sex, mask_raw_id};
 
 use std::collections::HashMap;
@@ -24,7 +22,7 @@ use entities::residents;
 use entities::users::Role;
 use sea_orm::{
     ActiveModelTrait, ActiveValue::Set, ColumnTrait, Condition, ConnectionTrait, EntityTrait,
-    QueryFilter, QueryOrder, TransactionSession, TransactionTrait,
+    QueryFilter, QueryOrder,
 };
 use serde::{Deserialize, Deserializer, Serialize};
 use serde_json::json;
@@ -473,17 +471,15 @@ pub async fn find(
 }
 
 /// The detail of one resident. With `reveal`, a role allowed to see them gets the full ID and
-/// phone numbers, and the view is written to the audit log.
-pub async fn detail<C>(
-    db: &C,
+/// phone numbers, and with them the audit entry the view must leave: the caller writes it
+/// before it shows them.
+pub async fn detail(
+    db: &impl ConnectionTrait,
     privacy: &Privacy,
     actor: &Actor,
     id: i32,
     reveal: bool,
-) -> AppResult<ResidentDetail>
-where
-    C: ConnectionTrait + TransactionTrait,
-{
+) -> AppResult<(ResidentDetail, Option<AuditEvent>)> {
     if reveal && !may_reveal(actor.role) {
         return Err(AppError::Forbidden(
             "您的角色无权查看完整的身份证号和电话".to_owned(),
@@ -548,22 +544,16 @@ where
             shown.push("relative_phone");
         }
         detail.revealed = true;
-        let txn = crate::db::begin_write(db).await?;
-        audit::record(
-            &txn,
-            actor,
-            AuditEvent {
-                action: "resident.view_pii",
-                entity: "resident",
-                entity_id: Some(row.id.to_string()),
-                area_code: AreaCode::parse(&row.village_code).ok(),
-                summary: json!({"fields": shown}),
-            },
-        )
-        .await?;
-        txn.commit().await?;
+        let viewed = AuditEvent {
+            action: "resident.view_pii",
+            entity: "resident",
+            entity_id: Some(row.id.to_string()),
+            area_code: AreaCode::parse(&row.village_code).ok(),
+            summary: json!({"fields": shown}),
+        };
+        return Ok((detail, Some(viewed)));
     }
-    Ok(detail)
+    Ok((detail, None))
 }
 
 /// `null` in JSON clears a field; leaving the key out keeps it.
@@ -685,17 +675,26 @@ async fn scoped_village(
     Ok(code)
 }
 
-/// Registers one resident. An ID already registered anywhere in the county is a conflict that
-/// names the village.
-pub async fn create<C>(
-    db: &C,
+/// A new resident checked against the caller's scope, the numbers encrypted: made by
+/// [`prepare_create`], written by [`create`].
+pub struct Registration {
+    new: NewResident,
+    name: String,
+    id: ResidentId,
+    village: AreaCode,
+    own_phone: Option<ProtectedPhone>,
+    relative_phone: Option<ProtectedPhone>,
+    id_index: Vec<u8>,
+}
+
+/// Checks a new resident: name, ID number, a registered village in the caller's scope,
+/// phones (encrypted here, before the write).
+pub async fn prepare_create(
+    db: &impl ConnectionTrait,
     privacy: &Privacy,
     actor: &Actor,
     new: NewResident,
-) -> AppResult<residents::Model>
-where
-    C: ConnectionTrait + TransactionTrait,
-{
+) -> AppResult<Registration> {
     let name = check_name(&new.name, "姓名", 50)?;
     let id = ResidentId::parse(&new.id_number, today())
         .map_err(|e| AppError::validation("invalid_id_number", e.to_string()))?;
@@ -709,14 +708,41 @@ where
     let own_phone = phone(privacy, new.phone.as_deref(), "联系电话")?;
     let relative_phone = phone(privacy, new.relative_phone.as_deref(), "亲属电话")?;
     let id_index = privacy.blind_index(Field::ResidentId, id.expose());
-    let txn = crate::db::begin_write(db).await?;
+    Ok(Registration {
+        new,
+        name,
+        id,
+        village,
+        own_phone,
+        relative_phone,
+        id_index,
+    })
+}
+
+/// Registers a resident checked by [`prepare_create`]. An ID already registered anywhere in
+/// the county is a conflict that names the village.
+pub async fn create(
+    txn: &impl ConnectionTrait,
+    privacy: &Privacy,
+    actor: &Actor,
+    registration: Registration,
+) -> AppResult<residents::Model> {
+    let Registration {
+        new,
+        name,
+        id,
+        village,
+        own_phone,
+        relative_phone,
+        id_index,
+    } = registration;
     if let Some(existing) = residents::Entity::find()
         .filter(residents::Column::IdIndex.eq(id_index.clone()))
-        .one(&txn)
+        .one(txn)
         .await?
     {
         let place = areas::Entity::find_by_id(existing.village_code.as_str())
-            .one(&txn)
+            .one(txn)
             .await?
             .map_or(existing.village_code.clone(), |a| {
                 format!("{}（{}）", a.name, a.code)
@@ -769,10 +795,10 @@ where
         updated_at: Set(now),
         ..Default::default()
     }
-    .insert(&txn)
+    .insert(txn)
     .await?;
     audit::record(
-        &txn,
+        txn,
         actor,
         AuditEvent {
             action: "resident.create",
@@ -783,8 +809,6 @@ where
         },
     )
     .await?;
-    crate::campaign::enrol::refresh_open(&txn, Some(&[model.id])).await?;
-    txn.commit().await?;
     Ok(model)
 }
 
@@ -796,18 +820,15 @@ fn split(phone: Option<ProtectedPhone>) -> (Option<Vec<u8>>, Option<Vec<u8>>, Op
 }
 
 /// Applies `changes` to a resident in scope; every changed field is audited (phones masked).
-pub async fn update<C>(
-    db: &C,
+/// Returns the resident and whether anything changed.
+pub async fn update(
+    txn: &impl ConnectionTrait,
     privacy: &Privacy,
     actor: &Actor,
     id: i32,
     changes: ResidentChanges,
-) -> AppResult<residents::Model>
-where
-    C: ConnectionTrait + TransactionTrait,
-{
-    let txn = crate::db::begin_write(db).await?;
-    let current = find(&txn, &actor.scope, id).await?;
+) -> AppResult<(residents::Model, bool)> {
+    let current = find(txn, &actor.scope, id).await?;
     let mut model: residents::ActiveModel = current.clone().into();
     let mut diff = serde_json::Map::new();
     let mut note = |field: &str, from: serde_json::Value, to: serde_json::Value| {
@@ -959,12 +980,12 @@ where
         }
     }
     if diff.is_empty() {
-        return Ok(current);
+        return Ok((current, false));
     }
     model.updated_at = Set(Utc::now());
-    let updated = model.update(&txn).await?;
+    let updated = model.update(txn).await?;
     audit::record(
-        &txn,
+        txn,
         actor,
         AuditEvent {
             action: "resident.update",
@@ -975,9 +996,7 @@ where
         },
     )
     .await?;
-    crate::campaign::enrol::refresh_open(&txn, Some(&[id])).await?;
-    txn.commit().await?;
-    Ok(updated)
+    Ok((updated, true))
 }
 
 /// Why a status changes: a reason, and optionally when it happened.
@@ -989,24 +1008,35 @@ pub struct StatusChange {
     pub date: Option<NaiveDate>,
 }
 
-/// Marks a resident deceased or moved out of the county; they leave every denominator.
-pub async fn mark<C>(
-    db: &C,
-    actor: &Actor,
-    id: i32,
-    special: Special,
-    change: StatusChange,
-) -> AppResult<residents::Model>
-where
-    C: ConnectionTrait + TransactionTrait,
-{
-    debug_assert!(special.is_exempt());
+/// A status change checked by [`prepare_mark`]: the reason, and the date if known.
+pub struct Marking {
+    reason: String,
+    date: Option<NaiveDate>,
+}
+
+/// Checks why and when a status changes: a reason, and no date after today.
+pub fn prepare_mark(change: StatusChange) -> AppResult<Marking> {
     let reason = check_name(&change.reason, "原因", 200)?;
     if change.date.is_some_and(|d| d > today()) {
         return Err(AppError::validation("invalid_date", "日期不能晚于今天"));
     }
-    let txn = crate::db::begin_write(db).await?;
-    let current = find(&txn, &actor.scope, id).await?;
+    Ok(Marking {
+        reason,
+        date: change.date,
+    })
+}
+
+/// Marks a resident deceased or moved out of the county; they leave every denominator.
+pub async fn mark(
+    txn: &impl ConnectionTrait,
+    actor: &Actor,
+    id: i32,
+    special: Special,
+    marking: Marking,
+) -> AppResult<residents::Model> {
+    debug_assert!(special.is_exempt());
+    let Marking { reason, date } = marking;
+    let current = find(txn, &actor.scope, id).await?;
     if current.special.as_deref() == Some(special.code()) {
         return Err(AppError::Conflict(format!(
             "该居民已登记为{}",
@@ -1016,9 +1046,9 @@ where
     let mut model: residents::ActiveModel = current.clone().into();
     model.special = Set(Some(special.code().to_owned()));
     model.updated_at = Set(Utc::now());
-    let updated = model.update(&txn).await?;
+    let updated = model.update(txn).await?;
     audit::record(
-        &txn,
+        txn,
         actor,
         AuditEvent {
             action: match special {
@@ -1028,12 +1058,10 @@ where
             entity: "resident",
             entity_id: Some(id.to_string()),
             area_code: AreaCode::parse(&current.village_code).ok(),
-            summary: json!({"from": current.special, "to": special.code(), "reason": reason, "date": change.date}),
+            summary: json!({"from": current.special, "to": special.code(), "reason": reason, "date": date}),
         },
     )
     .await?;
-    crate::campaign::enrol::refresh_open(&txn, Some(&[id])).await?;
-    txn.commit().await?;
     Ok(updated)
 }
 
@@ -1045,20 +1073,33 @@ pub struct HouseholdMove {
     pub reason: String,
 }
 
-/// Moves a resident's household registration to another village of the county.
-pub async fn move_household<C>(
-    db: &C,
+/// A household move checked by [`prepare_move`]: the reason and a registered village in the
+/// caller's scope.
+pub struct Move {
+    reason: String,
+    target: AreaCode,
+}
+
+/// Checks a household move: a reason, and a registered village in the caller's scope.
+pub async fn prepare_move(
+    db: &impl ConnectionTrait,
     actor: &Actor,
-    id: i32,
     request: HouseholdMove,
-) -> AppResult<residents::Model>
-where
-    C: ConnectionTrait + TransactionTrait,
-{
+) -> AppResult<Move> {
     let reason = check_name(&request.reason, "原因", 200)?;
     let target = scoped_village(db, &actor.scope, &request.village_code).await?;
-    let txn = crate::db::begin_write(db).await?;
-    let current = find(&txn, &actor.scope, id).await?;
+    Ok(Move { reason, target })
+}
+
+/// Moves a resident's household registration to another village of the county.
+pub async fn move_household(
+    txn: &impl ConnectionTrait,
+    actor: &Actor,
+    id: i32,
+    request: Move,
+) -> AppResult<residents::Model> {
+    let Move { reason, target } = request;
+    let current = find(txn, &actor.scope, id).await?;
     if current.village_code == target.as_str() {
         return Err(AppError::validation(
             "same_village",
@@ -1068,11 +1109,11 @@ where
     let mut model: residents::ActiveModel = current.clone().into();
     model.village_code = Set(target.as_str().to_owned());
     model.updated_at = Set(Utc::now());
-    let updated = model.update(&txn).await?;
+    let updated = model.update(txn).await?;
     let summary = json!({"from": current.village_code, "to": target.as_str(), "reason": reason});
     for area in [AreaCode::parse(&current.village_code).ok(), Some(target)] {
         audit::record(
-            &txn,
+            txn,
             actor,
             AuditEvent {
                 action: "resident.move_household",
@@ -1084,8 +1125,6 @@ where
         )
         .await?;
     }
-    crate::campaign::enrol::refresh_open(&txn, Some(&[id])).await?;
-    txn.commit().await?;
     Ok(updated)
 }
 

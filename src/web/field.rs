@@ -17,9 +17,9 @@ use super::{FieldWork, Form, Session};
 use crate::appointment::{self, MAX_GROUP};
 use crate::area::AreaCode;
 use crate::error::AppError;
+use crate::flows;
 use crate::institution;
 use crate::outreach::tasks::{self, TaskFilter};
-use crate::registry;
 use crate::state::AppState;
 
 /// How many days ahead the booking page shows.
@@ -87,7 +87,7 @@ pub async fn book(
     };
     let mut people = Vec::with_capacity(ids.len());
     for id in &ids {
-        people.push(registry::detail(&state.db, &state.privacy, actor, *id, false).await?);
+        people.push(flows::registry::detail(&state.db, &state.privacy, actor, *id, false).await?);
     }
     let village = match people.first() {
         Some(p) => AreaCode::parse(&p.village_code).ok(),

@@ -20,7 +20,7 @@ use crate::http::guard::{AnyRole, Auth};
 use crate::outreach::waves::{self, MessageFilter, MessagesOf};
 use crate::registry::{self, MigrantType, ResidentFilter, Special, sex_label};
 use crate::state::AppState;
-use crate::{contact, exam, refusal};
+use crate::{contact, exam, flows, refusal};
 use entities::users::Role;
 
 /// A role as the people in it call it.
@@ -335,7 +335,7 @@ pub async fn resident(
     Path(id): Path<i32>,
 ) -> Result<Response, PageError> {
     let actor = &session.actor;
-    let detail = registry::detail(&state.db, &state.privacy, actor, id, false).await?;
+    let detail = flows::registry::detail(&state.db, &state.privacy, actor, id, false).await?;
     let campaign = current_campaign(&state).await?;
     let (progress, attempts) = match &campaign {
         Some(c) => {
@@ -538,7 +538,7 @@ pub async fn refusal(
     Path(id): Path<i32>,
 ) -> Result<Response, PageError> {
     let actor = &session.actor;
-    let detail = registry::detail(&state.db, &state.privacy, actor, id, false).await?;
+    let detail = flows::registry::detail(&state.db, &state.privacy, actor, id, false).await?;
     let Some(campaign) = current_campaign(&state).await? else {
         return Err(AppError::NotFound("当前没有进行中的体检工作".to_owned()).into());
     };

@@ -5,6 +5,7 @@ use chrono::{Datelike, NaiveDate};
 use entities::enrolments;
 use entities::users::Role;
 use outreach::auth::Actor;
+use outreach::flows;
 use outreach::registry::{self, MigrantType, NewResident, Special};
 use reqwest::StatusCode;
 use sea_orm::{ColumnTrait, EntityTrait, QueryFilter};
@@ -22,7 +23,7 @@ pub async fn add_resident(
     migrant: Option<MigrantType>,
     special: Option<Special>,
 ) -> i32 {
-    registry::create(
+    flows::registry::create(
         &app.db,
         &app.state.privacy,
         &Actor::cli(),
@@ -219,7 +220,7 @@ async fn opening_enrols_residents_by_cohort_on_the_reference_date() {
     let after_reference =
         add_resident(&app, resident_id(7, &born(0, "0301")), VILLAGE, None, None).await;
     let dead = add_resident(&app, resident_id(8, "19800101"), VILLAGE, None, None).await;
-    registry::mark(
+    flows::registry::mark(
         &app.db,
         &Actor::cli(),
         dead,

@@ -5,6 +5,7 @@
 use chrono::{Duration, NaiveDate, NaiveTime};
 use entities::users::Role;
 use outreach::auth::Actor;
+use outreach::flows;
 use outreach::institution;
 use outreach::registry::{self, NewResident};
 use reqwest::StatusCode;
@@ -67,7 +68,7 @@ async fn setup(capacity: i32) -> Setup {
 }
 
 async fn resident(app: &TestApp, n: u32, name: &str) -> i32 {
-    registry::create(
+    flows::registry::create(
         &app.db,
         &app.state.privacy,
         &Actor::cli(),

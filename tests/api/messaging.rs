@@ -52,7 +52,7 @@ async fn resident_speaking(
     language: Option<outreach::registry::Language>,
 ) -> i32 {
     let id_number = resident_id(n, "19700101");
-    registry::create(
+    flows::registry::create(
         &app.db,
         &app.state.privacy,
         &Actor::cli(),
@@ -1626,7 +1626,7 @@ async fn a_waves_figures_are_scoped_alike_and_its_status_moves_on_as_messages_go
     };
     let here = resident(&s.app, 1, migrant).await;
     // Another township's migrant, outside the cadre's village.
-    let there = registry::create(
+    let there = flows::registry::create(
         &s.app.db,
         &s.app.state.privacy,
         &Actor::cli(),
@@ -1848,7 +1848,7 @@ async fn an_email_the_mail_server_accepted_counts_as_delivered() {
         settings.messaging.smtp = Some(crate::email::settings(port));
     })
     .await;
-    let by_mail = registry::create(
+    let by_mail = flows::registry::create(
         &s.app.db,
         &s.app.state.privacy,
         &Actor::cli(),

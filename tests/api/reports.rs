@@ -108,7 +108,7 @@ async fn fixture(configure: impl FnOnce(&mut outreach::config::Settings)) -> Fix
         (a6, Special::Deceased, "病故"),
         (c4, Special::MovedOut, "迁往外县"),
     ] {
-        outreach::registry::mark(
+        outreach::flows::registry::mark(
             &app.db,
             &cli,
             who,
@@ -123,7 +123,7 @@ async fn fixture(configure: impl FnOnce(&mut outreach::config::Settings)) -> Fix
     }
 
     for who in [a1, a2] {
-        outreach::campaign::tags::set(
+        outreach::flows::registry::set_tags(
             &app.db,
             &cli,
             who,

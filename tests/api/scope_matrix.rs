@@ -758,7 +758,7 @@ async fn resident(app: &crate::helpers::TestApp, n: u32) -> i32 {
         email: None,
         language: None,
     };
-    outreach::registry::create(
+    outreach::flows::registry::create(
         &app.db,
         &app.state.privacy,
         &outreach::auth::Actor::cli(),

@@ -6,6 +6,7 @@
 use chrono::Duration;
 use entities::users::Role;
 use outreach::auth::Actor;
+use outreach::flows;
 use outreach::registry::{self, NewResident};
 use reqwest::StatusCode;
 use sea_orm::{ConnectionTrait, Statement};
@@ -41,7 +42,7 @@ async fn setup() -> Setup {
     })
     .await;
     app.seed_areas().await;
-    let resident = registry::create(
+    let resident = flows::registry::create(
         &app.db,
         &app.state.privacy,
         &Actor::cli(),
