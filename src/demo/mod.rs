@@ -356,7 +356,7 @@ async fn build(
     // Institutions: each township's health centre, the county hospitals.
     let mut centres = Vec::new();
     for township in TOWNSHIPS {
-        let created = institution::create(
+        let created = flows::institutions::create(
             db,
             &cli,
             institution::NewInstitution {
@@ -374,7 +374,7 @@ async fn build(
         .map_err(failed("institutions"))?;
         centres.push(created);
     }
-    let hospital = institution::create(
+    let hospital = flows::institutions::create(
         db,
         &cli,
         institution::NewInstitution {
@@ -390,7 +390,7 @@ async fn build(
     )
     .await
     .map_err(failed("institutions"))?;
-    institution::create(
+    flows::institutions::create(
         db,
         &cli,
         institution::NewInstitution {

@@ -19,6 +19,7 @@
 pub mod accounts;
 pub mod areas;
 pub mod campaigns;
+pub mod institutions;
 pub mod registry;
 
 use sea_orm::{DatabaseTransaction, TransactionTrait};

@@ -10,6 +10,7 @@ use utoipa_axum::{router::OpenApiRouter, routes};
 
 use super::extract::{Json, Path, Query};
 use crate::error::{AppError, AppResult, ErrorEnvelope};
+use crate::flows;
 use crate::http::guard::{AnyRole, Auth, OfficeOnly, Policy};
 use crate::institution::{
     self, CalendarImport, DayChange, DayView, InstitutionChanges, InstitutionView, NewInstitution,
@@ -72,7 +73,7 @@ async fn create_institution(
     actor: Auth<OfficeOnly>,
     Json(new): Json<NewInstitution>,
 ) -> AppResult<(StatusCode, Json<InstitutionView>)> {
-    let created = institution::create(&state.db, &actor, new).await?;
+    let created = flows::institutions::create(&state.db, &actor, new).await?;
     Ok((StatusCode::CREATED, Json(created)))
 }
 
@@ -115,7 +116,7 @@ async fn update_institution(
     Json(changes): Json<InstitutionChanges>,
 ) -> AppResult<Json<InstitutionView>> {
     Ok(Json(
-        institution::update(&state.db, &actor, id, changes).await?,
+        flows::institutions::update(&state.db, &actor, id, changes).await?,
     ))
 }
 
@@ -189,7 +190,7 @@ async fn set_day(
     Json(change): Json<DayChange>,
 ) -> AppResult<Json<DayView>> {
     Ok(Json(
-        institution::set_day(&state.db, &actor, id, day, change).await?,
+        flows::institutions::set_day(&state.db, &actor, id, day, change).await?,
     ))
 }
 
@@ -213,6 +214,6 @@ async fn import_calendar(
     body: Bytes,
 ) -> AppResult<Json<CalendarImport>> {
     Ok(Json(
-        institution::import_calendar(&state.db, &actor, &body).await?,
+        flows::institutions::import_calendar(&state.db, &actor, &body).await?,
     ))
 }

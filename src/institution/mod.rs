@@ -9,7 +9,7 @@ use entities::users::Role;
 use entities::{institution_areas, institution_days, institutions};
 use sea_orm::{
     ActiveModelTrait, ActiveValue::Set, ColumnTrait, ConnectionTrait, EntityTrait, QueryFilter,
-    QueryOrder, TransactionSession, TransactionTrait,
+    QueryOrder,
 };
 use serde::{Deserialize, Serialize};
 use serde_json::json;
@@ -261,11 +261,25 @@ async fn replace_serves(
     Ok(())
 }
 
-/// Registers an institution (office).
-pub async fn create<C>(db: &C, actor: &Actor, new: NewInstitution) -> AppResult<InstitutionView>
-where
-    C: ConnectionTrait + TransactionTrait,
-{
+/// A new institution checked against the caller's scope: made by [`prepare_create`],
+/// written by [`create`].
+pub struct Registration {
+    new: NewInstitution,
+    code: String,
+    name: String,
+    location: AreaCode,
+    capacity: i32,
+    closed: String,
+    serves: Vec<AreaCode>,
+}
+
+/// Checks a new institution: its code, name, location and areas served in the caller's
+/// scope, capacity and closed weekdays.
+pub async fn prepare_create(
+    db: &impl ConnectionTrait,
+    actor: &Actor,
+    new: NewInstitution,
+) -> AppResult<Registration> {
     let code = check_code(&new.code)?;
     let name = crate::validate::check_name(&new.name, "机构名称", 100)?;
     let location = area::existing(db, &new.area_code).await?;
@@ -275,10 +289,36 @@ where
     let capacity = check_capacity(new.daily_capacity)?;
     let closed = weekdays_text(&new.closed_weekdays)?;
     let serves = check_serves(db, actor, &new.serves).await?;
-    let txn = crate::db::begin_write(db).await?;
+    Ok(Registration {
+        new,
+        code,
+        name,
+        location,
+        capacity,
+        closed,
+        serves,
+    })
+}
+
+/// Registers an institution checked by [`prepare_create`] (office); a code already used is a
+/// conflict.
+pub async fn create(
+    txn: &impl ConnectionTrait,
+    actor: &Actor,
+    registration: Registration,
+) -> AppResult<InstitutionView> {
+    let Registration {
+        new,
+        code,
+        name,
+        location,
+        capacity,
+        closed,
+        serves,
+    } = registration;
     if institutions::Entity::find()
         .filter(institutions::Column::Code.eq(&code))
-        .one(&txn)
+        .one(txn)
         .await?
         .is_some()
     {
@@ -302,12 +342,12 @@ where
         updated_at: Set(now),
         ..Default::default()
     }
-    .insert(&txn)
+    .insert(txn)
     .await?;
-    replace_serves(&txn, model.id, &serves).await?;
+    replace_serves(txn, model.id, &serves).await?;
     let serves: Vec<String> = serves.into_iter().map(String::from).collect();
     audit::record(
-        &txn,
+        txn,
         actor,
         AuditEvent {
             action: "institution.create",
@@ -318,7 +358,6 @@ where
         },
     )
     .await?;
-    txn.commit().await?;
     Ok(view(model, serves))
 }
 
@@ -404,17 +443,13 @@ fn require_manage(actor: &Actor, institution: &institutions::Model) -> AppResult
 
 /// Changes an institution: its staff may change name, capacity and closed weekdays; the
 /// areas served and whether it is active are the office's.
-pub async fn update<C>(
-    db: &C,
+pub async fn update(
+    txn: &impl ConnectionTrait,
     actor: &Actor,
     id: i32,
     changes: InstitutionChanges,
-) -> AppResult<InstitutionView>
-where
-    C: ConnectionTrait + TransactionTrait,
-{
-    let txn = crate::db::begin_write(db).await?;
-    let current = find(&txn, id).await?;
+) -> AppResult<InstitutionView> {
+    let current = find(txn, id).await?;
     require_manage(actor, &current)?;
     if actor.role != Role::Office && (changes.serves.is_some() || changes.active.is_some()) {
         return Err(AppError::Forbidden(
@@ -438,22 +473,19 @@ where
         model.active = Set(active);
     }
     model.updated_at = Set(Utc::now());
-    let saved = model.update(&txn).await?;
+    let saved = model.update(txn).await?;
     if saved.daily_capacity != current.daily_capacity
         || saved.closed_weekdays != current.closed_weekdays
     {
-        follow_defaults(&txn, &saved).await?;
+        follow_defaults(txn, &saved).await?;
     }
     if let Some(serves) = &changes.serves {
-        let serves = check_serves(&txn, actor, serves).await?;
-        replace_serves(&txn, id, &serves).await?;
+        let serves = check_serves(txn, actor, serves).await?;
+        replace_serves(txn, id, &serves).await?;
     }
-    let serves = serves_of(&txn, &[id])
-        .await?
-        .remove(&id)
-        .unwrap_or_default();
+    let serves = serves_of(txn, &[id]).await?.remove(&id).unwrap_or_default();
     audit::record(
-        &txn,
+        txn,
         actor,
         AuditEvent {
             action: "institution.update",
@@ -470,7 +502,6 @@ where
         },
     )
     .await?;
-    txn.commit().await?;
     Ok(view(saved, serves))
 }
 
@@ -778,22 +809,18 @@ async fn apply_day(
 }
 
 /// Changes one day of an institution's calendar (office or the institution's staff).
-pub async fn set_day<C>(
-    db: &C,
+pub async fn set_day(
+    txn: &impl ConnectionTrait,
     actor: &Actor,
     id: i32,
     day: NaiveDate,
     change: DayChange,
-) -> AppResult<DayView>
-where
-    C: ConnectionTrait + TransactionTrait,
-{
-    let txn = crate::db::begin_write(db).await?;
-    let institution = find(&txn, id).await?;
+) -> AppResult<DayView> {
+    let institution = find(txn, id).await?;
     require_manage(actor, &institution)?;
-    let (before, after) = apply_day(&txn, &institution, day, &change).await?;
+    let (before, after) = apply_day(txn, &institution, day, &change).await?;
     audit::record(
-        &txn,
+        txn,
         actor,
         AuditEvent {
             action: "institution.set_day",
@@ -804,7 +831,6 @@ where
         },
     )
     .await?;
-    txn.commit().await?;
     Ok(after)
 }
 
@@ -833,13 +859,21 @@ pub struct CalendarImport {
     pub headers: Vec<String>,
 }
 
-/// A calendar CSV (institution code, date, capacity, closed, note): each good row changes
-/// one day, in one transaction; a row the caller may not change, or that would put capacity
-/// below the bookings, is rejected with its reason.
-pub async fn import_calendar<C>(db: &C, actor: &Actor, bytes: &[u8]) -> AppResult<CalendarImport>
-where
-    C: ConnectionTrait + TransactionTrait,
-{
+/// A calendar CSV read, with its columns found (made by [`read_calendar`]): what
+/// [`import_calendar`] applies.
+pub struct CalendarFile {
+    table: CsvTable,
+    inst_col: usize,
+    date_col: usize,
+    cap_col: Option<usize>,
+    closed_col: Option<usize>,
+    note_col: Option<usize>,
+    unknown_columns: Vec<String>,
+}
+
+/// Reads a calendar CSV (institution code, date, capacity, closed, note). A file without the
+/// code and date columns, or with neither capacity nor closed, is refused whole.
+pub fn read_calendar(bytes: &[u8]) -> AppResult<CalendarFile> {
     let table = CsvTable::read(bytes)?;
     let ([inst_col, date_col, cap_col, closed_col, note_col], unknown_columns) = map_headers(
         &table.headers,
@@ -864,10 +898,37 @@ where
         ));
     }
     table.ensure_rows()?;
+    Ok(CalendarFile {
+        table,
+        inst_col,
+        date_col,
+        cap_col,
+        closed_col,
+        note_col,
+        unknown_columns,
+    })
+}
+
+/// Applies a calendar file read by [`read_calendar`]: each good row changes one day; a row
+/// the caller may not change, or that would put capacity below the bookings, is rejected
+/// with its reason.
+pub async fn import_calendar(
+    txn: &impl ConnectionTrait,
+    actor: &Actor,
+    file: CalendarFile,
+) -> AppResult<CalendarImport> {
+    let CalendarFile {
+        table,
+        inst_col,
+        date_col,
+        cap_col,
+        closed_col,
+        note_col,
+        unknown_columns,
+    } = file;
     let mut summary = ImportSummary::default();
     let mut rejected = Vec::new();
     let mut institutions = crate::institution::CodeLookup::default();
-    let txn = crate::db::begin_write(db).await?;
     for (line, record) in &table.rows {
         let values: Vec<String> = match record {
             Ok(r) => r.iter().map(str::to_owned).collect(),
@@ -887,7 +948,7 @@ where
                 .unwrap_or("")
         };
         let code = get(Some(inst_col)).to_uppercase();
-        let Some(institution) = institutions.get(&txn, &code).await? else {
+        let Some(institution) = institutions.get(txn, &code).await? else {
             rejected.push(RejectedRow::new(
                 *line,
                 values,
@@ -947,7 +1008,7 @@ where
             closed: closed_col.map(|_| closed),
             note,
         };
-        match apply_day(&txn, &institution, day, &change).await {
+        match apply_day(txn, &institution, day, &change).await {
             Ok((before, after)) if before == after => summary.unchanged += 1,
             Ok(_) => summary.updated += 1,
             Err(
@@ -962,7 +1023,7 @@ where
     summary.rejected = rejected.len() as u64;
     if summary.updated > 0 {
         audit::record(
-            &txn,
+            txn,
             actor,
             AuditEvent {
                 action: "institution.import_calendar",
@@ -974,7 +1035,6 @@ where
         )
         .await?;
     }
-    txn.commit().await?;
     Ok(CalendarImport {
         summary,
         rejected_rows: rejected,

@@ -412,7 +412,7 @@ async fn import_exams_records_the_list_and_writes_duplicates_to_the_rejected_fil
     outreach::flows::campaigns::open(&database, &actor, campaign.id())
         .await
         .unwrap();
-    outreach::institution::create(
+    outreach::flows::institutions::create(
         &database,
         &actor,
         outreach::institution::NewInstitution {

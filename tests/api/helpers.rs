@@ -349,7 +349,7 @@ impl TestApp {
 impl TestApp {
     /// Registers an institution located in `area`, serving `serves`, open every day.
     pub async fn institution(&self, code: &str, area: &str, serves: &[&str], capacity: i32) -> i32 {
-        institution::create(
+        flows::institutions::create(
             &self.db,
             &Actor::cli(),
             institution::NewInstitution {

@@ -41,7 +41,7 @@ async fn setup(capacity: i32) -> Setup {
     .await;
     app.seed_areas().await;
     let campaign = open_loud_campaign(&app).await;
-    let institution = institution::create(
+    let institution = flows::institutions::create(
         &app.db,
         &Actor::cli(),
         institution::NewInstitution {

@@ -1224,7 +1224,7 @@ async fn institution_staff_see_only_their_patients_and_what_a_clinic_needs() {
     )
     .await
     .unwrap();
-    outreach::institution::update(
+    outreach::flows::institutions::update(
         &app.db,
         &cli,
         clinic,

@@ -252,7 +252,7 @@ async fn run_book(
         .map_err(|e| anyhow::anyhow!("open: {e}"))?;
     let mut institution_ids = Vec::new();
     for i in 0..institutions {
-        let created = institution::create(
+        let created = flows::institutions::create(
             &database,
             &Actor::cli(),
             institution::NewInstitution {

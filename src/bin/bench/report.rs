@@ -305,7 +305,7 @@ pub(super) async fn set_up(
             serves: vec![area],
             address: None,
         };
-    let hospital = institution::create(
+    let hospital = flows::institutions::create(
         database,
         &Actor::cli(),
         new_institution(
@@ -320,7 +320,7 @@ pub(super) async fn set_up(
     .id;
     let mut centres = Vec::new();
     for t in 0..CENTRES {
-        let id = institution::create(
+        let id = flows::institutions::create(
             database,
             &Actor::cli(),
             new_institution(
