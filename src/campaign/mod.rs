@@ -838,7 +838,7 @@ where
             campaign.model.name
         )));
     }
-    crate::appointment::settle_for_close(&txn, id, campaign.today()).await?;
+    crate::flows::booking::settle_for_close(&txn, id, campaign.today()).await?;
     let saved = get(&txn, id).await?.model;
     audit::record(
         &txn,

@@ -36,3 +36,9 @@ where
     txn.commit().await?;
     Ok(done)
 }
+
+pub mod attempts;
+pub mod booking;
+pub mod exams;
+pub mod refusals;
+pub mod replies;
