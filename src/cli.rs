@@ -555,21 +555,23 @@ async fn import_exams(
             return Ok(ExitCode::from(2));
         }
     };
-    let result = match crate::exam::import(&database, &privacy, &Actor::cli(), campaign, &bytes)
-        .await
-    {
-        Ok(result) => result,
-        Err(
-            e @ (AppError::Validation { .. } | AppError::Refused { .. } | AppError::Conflict(_)),
-        ) => {
-            eprintln!(
-                "错误 error: {}: {e}（未写入任何数据 nothing was imported）",
-                file.display()
-            );
-            return Ok(ExitCode::from(2));
-        }
-        Err(e) => return Err(app_error(e)),
-    };
+    let result =
+        match crate::flows::exams::import(&database, &privacy, &Actor::cli(), campaign, &bytes)
+            .await
+        {
+            Ok(result) => result,
+            Err(
+                e
+                @ (AppError::Validation { .. } | AppError::Refused { .. } | AppError::Conflict(_)),
+            ) => {
+                eprintln!(
+                    "错误 error: {}: {e}（未写入任何数据 nothing was imported）",
+                    file.display()
+                );
+                return Ok(ExitCode::from(2));
+            }
+            Err(e) => return Err(app_error(e)),
+        };
     report_rejected(
         file,
         &result.unknown_columns,

@@ -4,7 +4,7 @@
 //! or reached.
 
 use chrono::{DateTime, Duration, NaiveDate, Utc};
-use sea_orm::{ConnectionTrait, TransactionSession, TransactionTrait};
+use sea_orm::ConnectionTrait;
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 
@@ -12,7 +12,7 @@ use crate::area::AreaCode;
 use crate::audit::{self, AuditEvent};
 use crate::auth::Actor;
 use crate::campaign::{self, Campaign};
-use crate::db::{Sql, begin_write};
+use crate::db::Sql;
 use crate::error::{AppError, AppResult};
 
 macro_rules! codes {
@@ -196,17 +196,21 @@ async fn resident_in_scope(
     Ok(resident.village_code)
 }
 
+/// What logging an attempt did: the attempt written now, or the one written earlier under
+/// the same client key (id, campaign, resident).
+pub enum Recorded {
+    Now(i32),
+    Earlier((i32, i32, i32)),
+}
+
 /// A cadre logs an attempt (audited); the progress row moves to notified or reached.
-pub async fn record<C>(
-    db: &C,
+pub async fn record(
+    txn: &impl ConnectionTrait,
     actor: &Actor,
     campaign_id: i32,
     resident_id: i32,
     new: NewAttempt,
-) -> AppResult<AttemptView>
-where
-    C: ConnectionTrait + TransactionTrait,
-{
+) -> AppResult<Recorded> {
     let now = Utc::now();
     let attempted_at = new.attempted_at.unwrap_or(now);
     if attempted_at > now + Duration::minutes(5) {
@@ -221,23 +225,21 @@ where
         .as_deref()
         .map(crate::client_key::check)
         .transpose()?;
-    let txn = begin_write(db).await?;
     if let Some(key) = client_key
-        && let Some(done) = by_client_key(&txn, key).await?
+        && let Some(done) = by_client_key(txn, key).await?
     {
-        txn.rollback().await?;
-        return repeated(db, actor, campaign_id, resident_id, done).await;
+        return Ok(Recorded::Earlier(done));
     }
-    let campaign = campaign::get_open(&txn, campaign_id).await?;
+    let campaign = campaign::get_open(txn, campaign_id).await?;
     if attempted_at.with_timezone(&campaign.timezone).date_naive() < campaign.model.reference_date {
         return Err(AppError::validation(
             "attempt_before_campaign",
             "联系时间早于本次体检工作",
         ));
     }
-    let village = resident_in_scope(&txn, actor, resident_id).await?;
+    let village = resident_in_scope(txn, actor, resident_id).await?;
     let id = insert(
-        &txn,
+        txn,
         &campaign,
         resident_id,
         &village,
@@ -256,7 +258,7 @@ where
     .await?
     .ok_or_else(|| anyhow::anyhow!("the attempt was not written"))?;
     audit::record(
-        &txn,
+        txn,
         actor,
         AuditEvent {
             action: "contact.attempt",
@@ -272,7 +274,23 @@ where
         },
     )
     .await?;
-    txn.commit().await?;
+    Ok(Recorded::Now(id))
+}
+
+/// The attempt a cadre logged, as the list shows it (read after its transaction ends).
+pub async fn recorded(
+    db: &impl ConnectionTrait,
+    actor: &Actor,
+    campaign_id: i32,
+    resident_id: i32,
+    recorded: Recorded,
+) -> AppResult<AttemptView> {
+    let id = match recorded {
+        Recorded::Earlier(done) => {
+            return repeated(db, actor, campaign_id, resident_id, done).await;
+        }
+        Recorded::Now(id) => id,
+    };
     let attempts = list(db, actor, campaign_id, resident_id).await?;
     attempts
         .items
@@ -386,8 +404,14 @@ async fn insert(
     if id.is_some() {
         // Spoken to, or a message delivered: reached; otherwise at least notified.
         let reached = outcome.reached() || outcome == Outcome::Delivered;
-        crate::outreach::outbox::progress(db, campaign.id(), resident_id, reached, attempted_at)
-            .await?;
+        crate::campaign::enrol::notice_contact(
+            db,
+            campaign.id(),
+            resident_id,
+            reached,
+            attempted_at,
+        )
+        .await?;
     }
     Ok(id)
 }

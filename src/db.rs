@@ -232,6 +232,11 @@ pub async fn begin_write<C: sea_orm::TransactionTrait>(
     .await
 }
 
+/// Whether the database answers (the health check's question).
+pub async fn ping(db: &impl ConnectionTrait) -> Result<(), sea_orm::DbErr> {
+    db.execute_unprepared("SELECT 1").await.map(|_| ())
+}
+
 /// A savepoint inside the transaction a caller gave, for work that may fail on its own without
 /// losing the rest (one row of an import). Domain code takes savepoints; only flows, workers,
 /// the scheduler and the command line begin transactions.

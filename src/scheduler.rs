@@ -69,7 +69,7 @@ impl Job {
                 Ok(format!("purged {purged} tokens"))
             }
             Job::MarkNoShows => {
-                let marked = crate::appointment::mark_no_shows(
+                let marked = crate::flows::booking::mark_no_shows(
                     &state.db,
                     &state.settings.messaging.outbox.reminders,
                 )

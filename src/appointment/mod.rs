@@ -11,7 +11,7 @@ use entities::users::Role;
 use entities::{appointments, enrolments, institutions, residents};
 use sea_orm::{
     ActiveValue::Set, ColumnTrait, ConnectionTrait, EntityTrait, QueryFilter, QueryOrder,
-    QuerySelect, TransactionSession, TransactionTrait, sea_query::Expr,
+    QuerySelect, sea_query::Expr,
 };
 use serde::{Deserialize, Serialize};
 use serde_json::json;
@@ -21,11 +21,9 @@ use crate::audit::{self, AuditEvent};
 use crate::auth::{Actor, Scope};
 use crate::campaign::{self, Campaign, Stage, enrol};
 use crate::client_key;
-use crate::db::{Sql, begin_write};
+use crate::db::Sql;
 use crate::error::{AppError, AppResult};
 use crate::institution::{self, DayView};
-use crate::outreach::MessageKind;
-use crate::outreach::outbox::{self, Reminders};
 
 /// The largest group one booking may hold.
 pub const MAX_GROUP: usize = 200;
@@ -240,19 +238,27 @@ fn full_day(day: NaiveDate, view: &DayView, needed: i32, proposals: Vec<DayView>
     }
 }
 
+/// What a booking did: made now (with the open campaign its notices are planned for), or
+/// made earlier under the same client key.
+pub enum Booked {
+    Made {
+        booking: Booking,
+        campaign: Box<Campaign>,
+    },
+    Earlier {
+        booking_ref: String,
+    },
+}
+
 /// Books a group into an institution's day: all of them or none. Each resident must be in
 /// the caller's scope, enrolled, served by the institution, and neither examined, refused,
 /// exempt nor already booked; otherwise the answer lists who and why.
-pub async fn book<C>(
-    db: &C,
+pub async fn book(
+    txn: &impl ConnectionTrait,
     actor: &Actor,
     campaign_id: i32,
     request: BookingRequest,
-    reminders: &Reminders,
-) -> AppResult<Booking>
-where
-    C: ConnectionTrait + TransactionTrait,
-{
+) -> AppResult<Booked> {
     let mut ids = request.resident_ids.clone();
     ids.sort_unstable();
     ids.dedup();
@@ -268,12 +274,11 @@ where
         .map(client_key::check)
         .transpose()?;
     let booking_ref = uuid::Uuid::new_v4().to_string();
-    let txn = begin_write(db).await?;
-    let campaign = campaign::get_open_locked(&txn, campaign_id).await?;
+    let campaign = campaign::get_open_locked(txn, campaign_id).await?;
     if let Some(key) = key {
         let subject = ids.iter().map(i32::to_string).collect::<Vec<_>>().join(",");
         let claimed = client_key::claim(
-            &txn,
+            txn,
             key,
             client_key::Kind::Booking,
             campaign_id,
@@ -285,20 +290,19 @@ where
             let booking_ref = taken
                 .record(client_key::Kind::Booking, campaign_id, &subject)?
                 .to_owned();
-            txn.rollback().await?;
-            return booking_made(db, actor, &booking_ref).await;
+            return Ok(Booked::Earlier { booking_ref });
         }
-        client_key::settle(&txn, key, &booking_ref).await?;
+        client_key::settle(txn, key, &booking_ref).await?;
     }
     check_day(&campaign, request.day)?;
-    let institution = institution::find(&txn, request.institution_id).await?;
+    let institution = institution::find(txn, request.institution_id).await?;
     if !institution.active {
         return Err(AppError::refused(
             "institution_inactive",
             format!("机构「{}」已停用", institution.name),
         ));
     }
-    let problems = bookability(&txn, actor, &campaign, &institution, &ids).await?;
+    let problems = bookability(txn, actor, &campaign, &institution, &ids).await?;
     if !problems.is_empty() {
         return Err(AppError::Refused {
             code: "residents_not_bookable",
@@ -316,9 +320,9 @@ where
         });
     }
     let n = ids.len() as i32;
-    if !reserve(&txn, &institution, request.day, n).await? {
-        let view = day_after(&txn, &institution, request.day).await?;
-        let proposals = proposals(&txn, &campaign, &institution, request.day, n).await?;
+    if !reserve(txn, &institution, request.day, n).await? {
+        let view = day_after(txn, &institution, request.day).await?;
+        let proposals = proposals(txn, &campaign, &institution, request.day, n).await?;
         return Err(full_day(request.day, &view, n, proposals));
     }
     let now = Utc::now();
@@ -339,7 +343,7 @@ where
             ..Default::default()
         }
     }))
-    .exec_without_returning(&txn)
+    .exec_without_returning(txn)
     .await;
     if let Err(e) = inserted {
         // Another booking of one of these residents committed first.
@@ -352,14 +356,14 @@ where
     }
     // A resident examined, refused or exempted by a transaction that committed meanwhile is
     // not moved: then the whole group is refused rather than holding a place for nobody.
-    if enrol::mark_appointed(&txn, campaign_id, &ids, now).await? != ids.len() as u64 {
+    if enrol::mark_appointed(txn, campaign_id, &ids, now).await? != ids.len() as u64 {
         return Err(AppError::refused(
             "residents_changed",
             "其中有居民的状态刚刚发生变化，请刷新后重试",
         ));
     }
     audit::record(
-        &txn,
+        txn,
         actor,
         AuditEvent {
             action: "appointment.book",
@@ -376,32 +380,26 @@ where
     )
     .await?;
     let appointments = list_where(
-        &txn,
+        txn,
         appointments::Column::BookingRef.eq(booking_ref.clone()),
     )
     .await?;
-    // The notice and the reminder are planned with the booking: both or neither.
-    let planned: Vec<_> = appointments
-        .iter()
-        .flat_map(|a| {
-            outbox::for_appointment(&campaign, reminders, a.id, a.resident_id, a.day, now)
-        })
-        .collect();
-    outbox::insert(&txn, &planned, now).await?;
-    let calendar = day_after(&txn, &institution, request.day).await?;
-    txn.commit().await?;
-    Ok(Booking {
-        booking_ref,
-        institution_id: institution.id,
-        day: request.day,
-        calendar,
-        appointments,
+    let calendar = day_after(txn, &institution, request.day).await?;
+    Ok(Booked::Made {
+        booking: Booking {
+            booking_ref,
+            institution_id: institution.id,
+            day: request.day,
+            calendar,
+            appointments,
+        },
+        campaign: Box::new(campaign),
     })
 }
 
 /// A booking made earlier, as its answer was: the appointments it made (as they are now)
 /// and the day's calendar now.
-async fn booking_made(
+pub async fn booking_made(
     db: &impl ConnectionTrait,
     actor: &Actor,
     booking_ref: &str,
@@ -687,33 +685,35 @@ pub struct Reschedule {
     pub reason: Option<String>,
 }
 
+/// An appointment moved to another day, with the open campaign its new notices are planned for.
+pub struct Moved {
+    pub saved: appointments::Model,
+    pub view: AppointmentView,
+    pub campaign: Campaign,
+}
+
 /// Moves an active appointment to another day (and institution): the new place is taken
 /// first, then the old one given back.
-pub async fn reschedule<C>(
-    db: &C,
+pub async fn reschedule(
+    txn: &impl ConnectionTrait,
     actor: &Actor,
     id: i32,
     request: Reschedule,
-    reminders: &Reminders,
-) -> AppResult<AppointmentView>
-where
-    C: ConnectionTrait + TransactionTrait,
-{
+) -> AppResult<Moved> {
     may_change(actor)?;
     let reason = crate::validate::optional_name(request.reason.as_deref(), "原因", 200)?;
-    let txn = begin_write(db).await?;
-    let (current, resident) = find_visible(&txn, actor, id).await?;
+    let (current, resident) = find_visible(txn, actor, id).await?;
     require_booked(&current)?;
-    let campaign = campaign::get_open(&txn, current.campaign_id).await?;
+    let campaign = campaign::get_open(txn, current.campaign_id).await?;
     check_day(&campaign, request.day)?;
     let institution_id = request.institution_id.unwrap_or(current.institution_id);
     if institution_id == current.institution_id && request.day == current.day {
         return Err(AppError::validation("same_day", "新的日期与原预约相同"));
     }
-    let institution = institution::find(&txn, institution_id).await?;
+    let institution = institution::find(txn, institution_id).await?;
     let village = AreaCode::parse(&resident.village_code)
         .map_err(|e| anyhow::anyhow!("stored village code: {e}"))?;
-    if !institution.active || !institution::serves_village(&txn, institution.id, &village).await? {
+    if !institution.active || !institution::serves_village(txn, institution.id, &village).await? {
         return Err(AppError::refused(
             "institution_not_serving",
             format!("「{}」不负责该居民所在村（社区）或已停用", institution.name),
@@ -732,7 +732,7 @@ where
         .filter(appointments::Column::Status.eq("booked"))
         .filter(appointments::Column::InstitutionId.eq(current.institution_id))
         .filter(appointments::Column::Day.eq(current.day))
-        .exec(&txn)
+        .exec(txn)
         .await?;
     if moved.rows_affected != 1 {
         return Err(changed_meanwhile());
@@ -741,41 +741,22 @@ where
     // wait on each other.
     let old_key = (current.institution_id, current.day);
     if (institution.id, request.day) > old_key {
-        release(&txn, current.institution_id, current.day, 1).await?;
+        release(txn, current.institution_id, current.day, 1).await?;
     }
-    if !reserve(&txn, &institution, request.day, 1).await? {
-        let view = day_after(&txn, &institution, request.day).await?;
-        let proposals = proposals(&txn, &campaign, &institution, request.day, 1).await?;
+    if !reserve(txn, &institution, request.day, 1).await? {
+        let view = day_after(txn, &institution, request.day).await?;
+        let proposals = proposals(txn, &campaign, &institution, request.day, 1).await?;
         return Err(full_day(request.day, &view, 1, proposals));
     }
     if (institution.id, request.day) < old_key {
-        release(&txn, current.institution_id, current.day, 1).await?;
+        release(txn, current.institution_id, current.day, 1).await?;
     }
     let saved = appointments::Entity::find_by_id(id)
-        .one(&txn)
+        .one(txn)
         .await?
         .ok_or_else(|| anyhow::anyhow!("appointment {id} vanished"))?;
-    // The old day's notices go; the new day's are planned, with a confirmation now.
-    let now = Utc::now();
-    outbox::cancel_for_appointments(&txn, &[id], None, now).await?;
-    let mut planned =
-        outbox::for_appointment(&campaign, reminders, id, saved.resident_id, saved.day, now);
-    planned.push(outbox::immediate(
-        campaign.id(),
-        saved.resident_id,
-        MessageKind::RescheduleConfirmation,
-        Some(id),
-        outbox::key(
-            MessageKind::RescheduleConfirmation,
-            saved.resident_id,
-            &format!("a{id}"),
-            saved.day,
-        ),
-        now,
-    ));
-    outbox::insert(&txn, &planned, now).await?;
     audit::record(
-        &txn,
+        txn,
         actor,
         AuditEvent {
             action: "appointment.reschedule",
@@ -790,8 +771,12 @@ where
         },
     )
     .await?;
-    txn.commit().await?;
-    Ok(AppointmentView::new(saved, &resident))
+    let view = AppointmentView::new(saved.clone(), &resident);
+    Ok(Moved {
+        saved,
+        view,
+        campaign,
+    })
 }
 
 #[derive(Debug, Clone, Deserialize, utoipa::ToSchema)]
@@ -801,24 +786,20 @@ pub struct Cancellation {
 }
 
 /// Cancels an active appointment and gives its place back.
-pub async fn cancel<C>(
-    db: &C,
+pub async fn cancel(
+    txn: &impl ConnectionTrait,
     actor: &Actor,
     id: i32,
     request: Cancellation,
-) -> AppResult<AppointmentView>
-where
-    C: ConnectionTrait + TransactionTrait,
-{
+) -> AppResult<AppointmentView> {
     may_change(actor)?;
     let reason = crate::validate::check_name(&request.reason, "原因", 200)?;
-    let txn = begin_write(db).await?;
-    let (current, resident) = find_visible(&txn, actor, id).await?;
+    let (current, resident) = find_visible(txn, actor, id).await?;
     require_booked(&current)?;
     let now = Utc::now();
-    let saved = end(&txn, &current, "cancelled", Some(reason.clone()), now).await?;
+    let saved = end(txn, &current, "cancelled", Some(reason.clone()), now).await?;
     audit::record(
-        &txn,
+        txn,
         actor,
         AuditEvent {
             action: "appointment.cancel",
@@ -829,7 +810,6 @@ where
         },
     )
     .await?;
-    txn.commit().await?;
     Ok(AppointmentView::new(saved, &resident))
 }
 
@@ -838,7 +818,8 @@ fn changed_meanwhile() -> AppError {
 }
 
 /// Moves an active appointment out of `booked`. The status is the condition of the update,
-/// so of several writers ending one appointment at once exactly one succeeds.
+/// so of several writers ending one appointment at once exactly one succeeds. Its notices and
+/// reminders are the caller's to cancel, in the same transaction.
 async fn leave_booked(
     db: &impl ConnectionTrait,
     current: &appointments::Model,
@@ -864,8 +845,6 @@ async fn leave_booked(
     if result.rows_affected != 1 {
         return Err(changed_meanwhile());
     }
-    // Whatever it ended as, its notices and reminders have nothing left to say.
-    outbox::cancel_for_appointments(db, &[current.id], None, now).await?;
     appointments::Entity::find_by_id(current.id)
         .one(db)
         .await?
@@ -938,20 +917,22 @@ pub struct Attendance {
     pub attended: bool,
 }
 
-/// Institution staff (or the office) mark whether a booked resident came. Coming writes the
-/// exam record; not coming makes it a no-show, on or after the day.
-pub async fn mark_attendance<C>(
-    db: &C,
+/// An appointment marked attended or missed: as it was and as it is now, with its campaign.
+pub struct Marked {
+    pub before: appointments::Model,
+    pub view: AppointmentView,
+    pub campaign: Campaign,
+}
+
+/// Institution staff (or the office) mark whether a booked resident came, on or after the
+/// day: attended or a no-show. The exam record of one who came is the caller's to write.
+pub async fn mark_attendance(
+    txn: &impl ConnectionTrait,
     actor: &Actor,
     id: i32,
-    request: Attendance,
-    reminders: &Reminders,
-) -> AppResult<AppointmentView>
-where
-    C: ConnectionTrait + TransactionTrait,
-{
-    let txn = begin_write(db).await?;
-    let (current, resident) = find_visible(&txn, actor, id).await?;
+    request: &Attendance,
+) -> AppResult<Marked> {
+    let (current, resident) = find_visible(txn, actor, id).await?;
     let may_mark = match actor.role {
         Role::Institution => actor.institution_id == Some(current.institution_id),
         Role::Office => true,
@@ -963,7 +944,7 @@ where
         ));
     }
     require_booked(&current)?;
-    let campaign = campaign::get_open(&txn, current.campaign_id).await?;
+    let campaign = campaign::get_open(txn, current.campaign_id).await?;
     if current.day > campaign.today() {
         return Err(AppError::validation(
             "day_not_reached",
@@ -971,39 +952,14 @@ where
         ));
     }
     let now = Utc::now();
+    // The appointment row before the progress row, as every other path takes them.
     let saved = if request.attended {
-        // The appointment row before the progress row, as every other path takes them.
-        let saved = end(&txn, &current, "attended", None, now).await?;
-        crate::exam::insert(
-            &txn,
-            actor,
-            crate::exam::NewRecord {
-                campaign_id: current.campaign_id,
-                resident_id: current.resident_id,
-                examined_on: current.day,
-                institution_id: Some(current.institution_id),
-                source: "attendance",
-                appointment_id: Some(current.id),
-                ..Default::default()
-            },
-        )
-        .await?;
-        saved
+        end(txn, &current, "attended", None, now).await?
     } else {
-        let saved = no_show(&txn, &current, now).await?;
-        let followup = outbox::missed_followup(
-            &campaign,
-            reminders,
-            id,
-            current.resident_id,
-            current.day,
-            now,
-        );
-        outbox::insert(&txn, followup.as_slice(), now).await?;
-        saved
+        no_show(txn, &current, now).await?
     };
     audit::record(
-        &txn,
+        txn,
         actor,
         AuditEvent {
             action: "appointment.attendance",
@@ -1014,8 +970,11 @@ where
         },
     )
     .await?;
-    txn.commit().await?;
-    Ok(AppointmentView::new(saved, &resident))
+    Ok(Marked {
+        before: current,
+        view: AppointmentView::new(saved, &resident),
+        campaign,
+    })
 }
 
 async fn no_show(
@@ -1028,51 +987,10 @@ async fn no_show(
     Ok(saved)
 }
 
-/// Turns every booked appointment whose day has ended (in the campaign's time zone) into a
-/// no-show. Safe to run any number of times, and beside cadres rescheduling: the update
-/// itself selects the rows, so an appointment moved meanwhile is left alone. Returns how
-/// many changed.
-pub async fn mark_no_shows<C>(db: &C, reminders: &Reminders) -> AppResult<u64>
-where
-    C: ConnectionTrait + TransactionTrait,
-{
-    let mut changed = 0;
-    for campaign in campaign::open_campaigns(db).await? {
-        let txn = begin_write(db).await?;
-        let missed = no_shows_before(&txn, campaign.id(), campaign.today()).await?;
-        let now = Utc::now();
-        let followups: Vec<_> = missed
-            .iter()
-            .filter_map(|&(id, resident, day)| {
-                outbox::missed_followup(&campaign, reminders, id, resident, day, now)
-            })
-            .collect();
-        outbox::insert(&txn, &followups, now).await?;
-        let marked = missed.len() as u64;
-        if marked > 0 {
-            audit::record(
-                &txn,
-                &Actor::system(),
-                AuditEvent {
-                    action: "appointment.no_show",
-                    entity: "appointment",
-                    entity_id: None,
-                    area_code: None,
-                    summary: json!({"campaign_id": campaign.id(), "count": marked}),
-                },
-            )
-            .await?;
-        }
-        txn.commit().await?;
-        changed += marked;
-    }
-    Ok(changed)
-}
-
 /// Booked appointments of a campaign before `day` become no-shows (their places stay taken:
-/// the day is over); the residents' rows leave `appointed`, their pending reminders are
-/// cancelled. Returns (appointment, resident, day) of each.
-pub(crate) async fn no_shows_before(
+/// the day is over); the residents' rows leave `appointed`. Returns (appointment, resident,
+/// day) of each; their pending reminders are the caller's to cancel.
+pub async fn no_shows_before(
     db: &impl ConnectionTrait,
     campaign_id: i32,
     day: NaiveDate,
@@ -1102,21 +1020,20 @@ pub(crate) async fn no_shows_before(
     for chunk in residents.chunks(500) {
         enrol::unmark_appointed(db, campaign_id, chunk, now).await?;
     }
-    let ids: Vec<i32> = missed.iter().map(|m| m.0).collect();
-    outbox::cancel_for_appointments(db, &ids, None, now).await?;
     Ok(missed)
 }
 
 /// Cancels a campaign's booked appointments that match `condition` (SQL over the
 /// `appointments` row, never user input) and gives their places back, day by day in a fixed
 /// order. The update selects the rows itself, so concurrent changes are not overwritten.
+/// Returns the (appointment, resident) pairs cancelled.
 async fn cancel_matching(
     db: &impl ConnectionTrait,
     campaign_id: i32,
     condition: &str,
     reason: &str,
     now: DateTime<Utc>,
-) -> AppResult<Vec<i32>> {
+) -> AppResult<Vec<(i32, i32)>> {
     let mut sql = Sql::new(db.get_database_backend());
     sql.push("UPDATE appointments SET status = 'cancelled', reason = ")
         .bind(reason)
@@ -1130,32 +1047,33 @@ async fn cancel_matching(
         .push(condition)
         .push(" RETURNING id, institution_id, day, resident_id");
     let mut per_day: std::collections::BTreeMap<(i32, NaiveDate), i32> = Default::default();
-    let mut residents = Vec::new();
-    let mut ids = Vec::new();
+    let mut cancelled = Vec::new();
     for row in db.query_all_raw(sql.build()).await? {
-        ids.push(row.try_get::<i32>("", "id")?);
         let key = (
             row.try_get::<i32>("", "institution_id")?,
             row.try_get::<NaiveDate>("", "day")?,
         );
         *per_day.entry(key).or_default() += 1;
-        residents.push(row.try_get::<i32>("", "resident_id")?);
+        cancelled.push((
+            row.try_get::<i32>("", "id")?,
+            row.try_get::<i32>("", "resident_id")?,
+        ));
     }
     for ((institution_id, day), n) in per_day {
         release(db, institution_id, day, n).await?;
     }
-    outbox::cancel_for_appointments(db, &ids, None, now).await?;
-    Ok(residents)
+    Ok(cancelled)
 }
 
 /// Cancels the active appointments of residents who have just become exempt (deceased or
-/// moved out), giving their places back. Set-based, for the registry refresh.
+/// moved out), giving their places back. Set-based, for the registry refresh. Returns the
+/// appointments cancelled.
 pub async fn cancel_for_exempt(
     db: &impl ConnectionTrait,
     campaign_id: i32,
     now: DateTime<Utc>,
-) -> AppResult<()> {
-    cancel_matching(
+) -> AppResult<Vec<i32>> {
+    let cancelled = cancel_matching(
         db,
         campaign_id,
         "EXISTS (SELECT 1 FROM enrolments e WHERE e.campaign_id = appointments.campaign_id \
@@ -1164,19 +1082,18 @@ pub async fn cancel_for_exempt(
         now,
     )
     .await?;
-    outbox::cancel_for_exempt(db, campaign_id, now).await?;
-    Ok(())
+    Ok(cancelled.into_iter().map(|(id, _)| id).collect())
 }
 
 /// A resident's refusal was confirmed: their booked appointment is cancelled (the place given
-/// back, its notices cancelled) and nothing more waiting in the campaign is sent to them.
+/// back). Returns the appointments cancelled.
 pub async fn cancel_for_refusal(
     db: &impl ConnectionTrait,
     campaign_id: i32,
     resident_id: i32,
     now: DateTime<Utc>,
-) -> AppResult<()> {
-    cancel_matching(
+) -> AppResult<Vec<i32>> {
+    let cancelled = cancel_matching(
         db,
         campaign_id,
         &format!("resident_id = {resident_id}"),
@@ -1184,24 +1101,41 @@ pub async fn cancel_for_refusal(
         now,
     )
     .await?;
-    outbox::cancel_for_resident(db, campaign_id, resident_id, now).await?;
-    Ok(())
+    Ok(cancelled.into_iter().map(|(id, _)| id).collect())
 }
 
 /// When a campaign closes: past bookings become no-shows, later ones are cancelled (their
-/// places given back), so nobody is left `appointed` in a campaign that has ended.
+/// places given back), so nobody is left `appointed` in a campaign that has ended. The
+/// campaign's waiting messages are the caller's to cancel.
 pub async fn settle_for_close(
     db: &impl ConnectionTrait,
     campaign_id: i32,
     today: NaiveDate,
+    now: DateTime<Utc>,
 ) -> AppResult<()> {
     no_shows_before(db, campaign_id, today).await?;
-    let now = Utc::now();
-    outbox::cancel_where(db, outbox::CancelBy::Campaign, campaign_id, now).await?;
     let cancelled = cancel_matching(db, campaign_id, "1 = 1", "体检工作已结束", now).await?;
-    for chunk in cancelled.chunks(500) {
+    let residents: Vec<i32> = cancelled.iter().map(|&(_, resident)| resident).collect();
+    for chunk in residents.chunks(500) {
         enrol::unmark_appointed(db, campaign_id, chunk, now).await?;
     }
+    Ok(())
+}
+
+/// The resident confirms their active appointment (reply 1, or 确认 on their link); a second
+/// confirmation keeps the first time.
+pub async fn confirm(
+    db: &impl ConnectionTrait,
+    appointment_id: i32,
+    now: DateTime<Utc>,
+) -> AppResult<()> {
+    let mut sql = Sql::new(db.get_database_backend());
+    sql.push("UPDATE appointments SET confirmed_at = ")
+        .bind(now)
+        .push(" WHERE id = ")
+        .bind(appointment_id)
+        .push(" AND confirmed_at IS NULL");
+    db.execute_raw(sql.build()).await?;
     Ok(())
 }
 

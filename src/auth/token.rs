@@ -4,8 +4,13 @@
 
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use chrono::Utc;
+use entities::{auth_tokens, users};
 use password_hash::rand_core::{OsRng, RngCore};
+use sea_orm::{ColumnTrait, ConnectionTrait, EntityTrait, QueryFilter};
 use sha2::{Digest, Sha256};
+
+use crate::error::{AppError, AppResult};
 
 const PREFIX: &str = "otk_";
 
@@ -30,6 +35,31 @@ pub fn hash(token: &str) -> String {
 pub fn csrf(token: &str) -> String {
     let digest = Sha256::digest(format!("csrf\0{token}").as_bytes());
     digest[..16].iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// The live token row of a presented token and the user who holds it; a token unknown,
+/// revoked or expired, or held by a deactivated user, is refused.
+pub async fn holder(
+    db: &impl ConnectionTrait,
+    presented: &str,
+) -> AppResult<(auth_tokens::Model, users::Model)> {
+    let found = auth_tokens::Entity::find()
+        .filter(auth_tokens::Column::TokenHash.eq(hash(presented)))
+        .find_also_related(users::Entity)
+        .one(db)
+        .await?;
+    let (token_row, user) = match found {
+        Some((token_row, Some(user))) => (token_row, user),
+        _ => {
+            return Err(AppError::Unauthorized(
+                "登录凭证无效，请重新登录".to_owned(),
+            ));
+        }
+    };
+    if token_row.revoked_at.is_some() || token_row.expires_at <= Utc::now() || !user.active {
+        return Err(AppError::Unauthorized("登录已过期，请重新登录".to_owned()));
+    }
+    Ok((token_row, user))
 }
 
 /// Cheap shape check before touching the database.

@@ -453,6 +453,92 @@ pub async fn repair_funnel(db: &impl ConnectionTrait, campaign: &Campaign) -> Ap
     Ok(changed)
 }
 
+/// The progress row notices a contact (a message sent or delivered, an attempt, a reply):
+/// sent → notified, delivered or answered → reached (never backwards, never over
+/// appointed/examined/refused/exempt).
+pub async fn notice_contact(
+    db: &impl ConnectionTrait,
+    campaign_id: i32,
+    resident_id: i32,
+    delivered: bool,
+    now: DateTime<Utc>,
+) -> AppResult<()> {
+    let mut sql = progress_statement(db, campaign_id, delivered, now);
+    sql.push(" AND resident_id = ").bind(resident_id);
+    db.execute_raw(sql.build()).await?;
+    Ok(())
+}
+
+/// `notice_contact` for many residents of one campaign at once.
+pub async fn notice_contact_many(
+    db: &impl ConnectionTrait,
+    campaign_id: i32,
+    resident_ids: &[i32],
+    delivered: bool,
+    now: DateTime<Utc>,
+) -> AppResult<()> {
+    for chunk in resident_ids.chunks(500) {
+        let mut sql = progress_statement(db, campaign_id, delivered, now);
+        sql.push(" AND resident_id IN ")
+            .bind_list(chunk.iter().copied());
+        db.execute_raw(sql.build()).await?;
+    }
+    Ok(())
+}
+
+/// The update of `notice_contact`, up to the resident.
+fn progress_statement(
+    db: &impl ConnectionTrait,
+    campaign_id: i32,
+    delivered: bool,
+    now: DateTime<Utc>,
+) -> Sql {
+    let mut sql = Sql::new(db.get_database_backend());
+    if delivered {
+        sql.push(
+            "UPDATE enrolments SET stage = CASE WHEN stage IN ('target', 'notified') \
+             THEN 'reached' ELSE stage END, notified_at = COALESCE(notified_at, ",
+        )
+        .bind(now)
+        .push("), reached_at = COALESCE(reached_at, ")
+        .bind(now)
+        .push(")");
+    } else {
+        sql.push(
+            "UPDATE enrolments SET stage = CASE WHEN stage = 'target' THEN 'notified' \
+             ELSE stage END, notified_at = COALESCE(notified_at, ",
+        )
+        .bind(now)
+        .push(")");
+    }
+    sql.push(", updated_at = ")
+        .bind(now)
+        .push(" WHERE campaign_id = ")
+        .bind(campaign_id);
+    sql
+}
+
+/// A confirmed refusal: the row counts as refused (an exam or exemption in between keeps its
+/// stage).
+pub async fn mark_refused(
+    db: &impl ConnectionTrait,
+    campaign_id: i32,
+    resident_id: i32,
+    now: DateTime<Utc>,
+) -> AppResult<u64> {
+    let mut sql = Sql::new(db.get_database_backend());
+    sql.push("UPDATE enrolments SET stage = 'refused', refused_at = COALESCE(refused_at, ")
+        .bind(now)
+        .push("), updated_at = ")
+        .bind(now)
+        .push(" WHERE campaign_id = ")
+        .bind(campaign_id)
+        .push(" AND resident_id = ")
+        .bind(resident_id)
+        .push(" AND stage NOT IN ('examined', 'exempt')");
+    Ok(db.execute_raw(sql.build()).await?.rows_affected())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

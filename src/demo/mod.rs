@@ -607,7 +607,7 @@ async fn build(
             } else {
                 &officers[person.township]
             };
-            crate::contact::record(
+            crate::flows::attempts::record(
                 db,
                 officer,
                 campaign_id,
@@ -645,9 +645,10 @@ async fn build(
         };
         exam_csv.push_str(&format!("{},{day},{code}\n", person.id_number));
     }
-    let exams = exam::import(db, &privacy, &office, campaign_id, exam_csv.as_bytes())
-        .await
-        .map_err(failed("exams"))?;
+    let exams =
+        crate::flows::exams::import(db, &privacy, &office, campaign_id, exam_csv.as_bytes())
+            .await
+            .map_err(failed("exams"))?;
     anyhow::ensure!(
         exams.summary.rejected == 0,
         "the demo exam list had rejected rows: {:?}",
@@ -664,7 +665,7 @@ async fn build(
             Some("student_away") => "新疆大学校医院",
             _ => "乌鲁木齐市天山区社区卫生服务中心",
         };
-        exam::record_elsewhere(
+        crate::flows::exams::record_elsewhere(
             db,
             &officers[person.township],
             campaign_id,
@@ -714,7 +715,7 @@ async fn build(
             if township > 0 && day.weekday() == chrono::Weekday::Sun {
                 day += Duration::days(1);
             }
-            let booking = appointment::book(
+            let booking = crate::flows::booking::book(
                 db,
                 &officers[township],
                 campaign_id,
@@ -759,7 +760,7 @@ async fn build(
             &centres[township]
         };
         for chunk in members.chunks(20) {
-            let booking = appointment::book(
+            let booking = crate::flows::booking::book(
                 db,
                 &officers[township],
                 campaign_id,
@@ -786,7 +787,7 @@ async fn build(
                 .await?;
         }
     }
-    let no_shows = appointment::mark_no_shows(db, reminders)
+    let no_shows = crate::flows::booking::mark_no_shows(db, reminders)
         .await
         .map_err(failed("no-shows"))?;
 
@@ -794,7 +795,7 @@ async fn build(
     let mut attended = 0;
     for (institution_id, members) in &booked_today {
         for resident_id in members.iter().take(4) {
-            exam::record_at_institution(
+            crate::flows::exams::record_at_institution(
                 db,
                 &office,
                 campaign_id,
@@ -826,7 +827,7 @@ async fn build(
         } else {
             &officers[person.township]
         };
-        let registration = crate::refusal::register(
+        let registration = crate::flows::refusals::register(
             db,
             &settings.signatures,
             witness,
@@ -859,13 +860,13 @@ async fn build(
     for (n, id) in refusals.iter().enumerate() {
         match n % 10 {
             0..6 => {
-                crate::refusal::confirm(db, &office, *id, Review::default())
+                crate::flows::refusals::confirm(db, &office, *id, Review::default())
                     .await
                     .map_err(failed("refusal review"))?;
                 confirmed += 1;
             }
             6 => {
-                crate::refusal::return_for_correction(
+                crate::flows::refusals::return_for_correction(
                     db,
                     &office,
                     *id,
@@ -983,7 +984,7 @@ async fn build(
             provider_id: None,
             signature: None,
         };
-        outreach::inbound::apply_reply(db, &privacy, &reply)
+        crate::flows::replies::apply_reply(db, &privacy, &reply)
             .await
             .map_err(failed("replies"))?;
         replies += 1;

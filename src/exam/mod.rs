@@ -11,7 +11,6 @@ use entities::users::Role;
 use entities::{enrolments, exam_records, residents};
 use sea_orm::{
     ActiveValue::Set, ColumnTrait, ConnectionTrait, EntityTrait, QueryFilter, QuerySelect,
-    TransactionSession, TransactionTrait,
 };
 use serde::{Deserialize, Serialize};
 use serde_json::json;
@@ -19,8 +18,7 @@ use serde_json::json;
 use crate::area::AreaCode;
 use crate::audit::{self, AuditEvent};
 use crate::auth::Actor;
-use crate::campaign::{self, Stage, enrol};
-use crate::db::begin_write;
+use crate::campaign::{self, enrol};
 use crate::error::{AppError, AppResult};
 use crate::import::{CsvTable, RejectedRow, map_headers};
 use crate::privacy::{Field, Privacy};
@@ -113,7 +111,8 @@ fn duplicate(existing: &exam_records::Model) -> AppError {
 }
 
 /// Writes the exam record and moves the progress row to `examined`. A resident who already
-/// has a record for the campaign is refused as a duplicate.
+/// has a record for the campaign is refused as a duplicate. What an exam ends elsewhere (an
+/// appointment, a refusal) is the caller's, in the same transaction.
 pub async fn insert(
     db: &impl ConnectionTrait,
     actor: &Actor,
@@ -177,8 +176,6 @@ pub async fn insert(
         Err(e) => return Err(e.into()),
     };
     enrol::mark_examined(db, record.campaign_id, record.resident_id, now).await?;
-    crate::refusal::revoke_for_exam(db, actor, record.campaign_id, record.resident_id, saved.id)
-        .await?;
     Ok(saved)
 }
 
@@ -202,44 +199,50 @@ pub struct InstitutionExam {
     pub institution_id: Option<i32>,
 }
 
-/// An institution records an exam it did (without an appointment, or for a walk-in). An
-/// active appointment of the resident is closed as attended (same institution) or cancelled.
-pub async fn record_at_institution<C>(
-    db: &C,
+/// The institution an exam is recorded for: institution staff record their own; the office
+/// names one.
+pub fn examining_institution(actor: &Actor, requested: Option<i32>) -> AppResult<i32> {
+    match (actor.role, requested, actor.institution_id) {
+        (Role::Institution, None, Some(own)) => Ok(own),
+        (Role::Institution, Some(id), Some(own)) if id == own => Ok(own),
+        (Role::Office, Some(id), _) => Ok(id),
+        (Role::Office, None, _) => Err(AppError::validation(
+            "institution_required",
+            "请指定体检机构（institution_id）",
+        )),
+        _ => Err(AppError::Forbidden("只能登记本机构完成的体检".to_owned())),
+    }
+}
+
+/// Who was examined where, once every check has passed.
+pub struct ExamSite {
+    pub resident_id: i32,
+    pub village: AreaCode,
+    pub institution_id: Option<i32>,
+}
+
+/// Checks an institution's exam of a resident (without an appointment, or a walk-in): the
+/// campaign open, the date within it, the resident one the institution serves (or in the
+/// office's scope).
+pub async fn check_at_institution(
+    db: &impl ConnectionTrait,
     actor: &Actor,
     campaign_id: i32,
-    request: InstitutionExam,
-) -> AppResult<ExamView>
-where
-    C: ConnectionTrait + TransactionTrait,
-{
-    let institution_id = match (actor.role, request.institution_id, actor.institution_id) {
-        (Role::Institution, None, Some(own)) => own,
-        (Role::Institution, Some(id), Some(own)) if id == own => own,
-        (Role::Office, Some(id), _) => id,
-        (Role::Office, None, _) => {
-            return Err(AppError::validation(
-                "institution_required",
-                "请指定体检机构（institution_id）",
-            ));
-        }
-        _ => {
-            return Err(AppError::Forbidden("只能登记本机构完成的体检".to_owned()));
-        }
-    };
-    let txn = begin_write(db).await?;
-    let campaign = campaign::get_open(&txn, campaign_id).await?;
+    institution_id: i32,
+    request: &InstitutionExam,
+) -> AppResult<ExamSite> {
+    let campaign = campaign::get_open(db, campaign_id).await?;
     check_exam_date(&campaign, request.examined_on)?;
-    let institution = crate::institution::find(&txn, institution_id).await?;
+    let institution = crate::institution::find(db, institution_id).await?;
     let resident = residents::Entity::find_by_id(request.resident_id)
-        .one(&txn)
+        .one(db)
         .await?
         .ok_or_else(|| AppError::NotFound(format!("居民 {} 不存在", request.resident_id)))?;
     let village = AreaCode::parse(&resident.village_code)
         .map_err(|e| anyhow::anyhow!("stored village code: {e}"))?;
     let in_reach = match actor.role {
         Role::Office => actor.scope.contains(&village),
-        _ => crate::institution::serves_village(&txn, institution.id, &village).await?,
+        _ => crate::institution::serves_village(db, institution.id, &village).await?,
     };
     if !in_reach {
         return Err(AppError::NotFound(format!(
@@ -247,43 +250,33 @@ where
             request.resident_id
         )));
     }
-    let now = Utc::now();
-    let appointment = crate::appointment::close_for_exam(
-        &txn,
-        campaign_id,
-        resident.id,
-        Some(institution.id),
-        now,
-    )
-    .await?;
-    let saved = insert(
-        &txn,
-        actor,
-        NewRecord {
-            campaign_id,
-            resident_id: resident.id,
-            examined_on: request.examined_on,
-            institution_id: Some(institution.id),
-            source: "institution",
-            appointment_id: appointment,
-            ..Default::default()
-        },
-    )
-    .await?;
+    Ok(ExamSite {
+        resident_id: resident.id,
+        village,
+        institution_id: Some(institution.id),
+    })
+}
+
+/// Audits an exam recorded at an institution.
+pub async fn audit_at_institution(
+    db: &impl ConnectionTrait,
+    actor: &Actor,
+    saved: &exam_records::Model,
+    site: ExamSite,
+) -> AppResult<()> {
     audit::record(
-        &txn,
+        db,
         actor,
         AuditEvent {
             action: "exam.record",
             entity: "exam",
             entity_id: Some(saved.id.to_string()),
-            area_code: Some(village),
-            summary: json!({"campaign_id": campaign_id, "resident_id": resident.id, "institution_id": institution.id, "examined_on": request.examined_on}),
+            area_code: Some(site.village),
+            summary: json!({"campaign_id": saved.campaign_id, "resident_id": saved.resident_id, "institution_id": site.institution_id, "examined_on": saved.examined_on}),
         },
     )
     .await?;
-    txn.commit().await?;
-    Ok(saved.into())
+    Ok(())
 }
 
 #[derive(Debug, Clone, Deserialize, utoipa::ToSchema)]
@@ -302,18 +295,20 @@ pub struct ElsewhereExam {
     pub evidence_type: Option<String>,
 }
 
-/// A cadre records that a resident (usually a migrant) was examined elsewhere, with evidence;
-/// it counts as examined for the home village and is reported by its examining place.
-pub async fn record_elsewhere<C>(
-    db: &C,
-    actor: &Actor,
-    campaign_id: i32,
-    resident_id: i32,
-    request: ElsewhereExam,
-) -> AppResult<ExamView>
-where
-    C: ConnectionTrait + TransactionTrait,
-{
+/// An exam elsewhere as the cadre described it, checked: the record to write.
+pub struct Elsewhere {
+    pub examined_on: NaiveDate,
+    pub place: String,
+    pub examiner: String,
+    pub note: Option<String>,
+    pub evidence_name: Option<String>,
+    pub evidence_type: Option<String>,
+    pub evidence: Option<Vec<u8>>,
+}
+
+/// Checks what a cadre says of an exam elsewhere (a migrant examined where they live), with
+/// its evidence file; needs no database.
+pub fn check_elsewhere(actor: &Actor, request: ElsewhereExam) -> AppResult<Elsewhere> {
     if !matches!(actor.role, Role::Office | Role::Township | Role::Cadre) {
         return Err(AppError::forbidden_role());
     }
@@ -359,45 +354,75 @@ where
                 .unwrap_or_else(|| "evidence".to_owned()),
         ),
     };
-    let txn = begin_write(db).await?;
-    let campaign = campaign::get_open(&txn, campaign_id).await?;
-    check_exam_date(&campaign, request.examined_on)?;
-    let resident = registry::find(&txn, &actor.scope, resident_id).await?;
-    let now = Utc::now();
-    crate::appointment::close_for_exam(&txn, campaign_id, resident_id, None, now).await?;
-    let saved = insert(
-        &txn,
-        actor,
-        NewRecord {
-            campaign_id,
-            resident_id,
-            examined_on: request.examined_on,
-            institution_id: None,
-            source: "elsewhere",
-            place: Some(place.clone()),
-            examiner: Some(examiner),
-            note,
-            evidence_name,
-            evidence_type,
-            evidence,
-            appointment_id: None,
-        },
-    )
-    .await?;
+    Ok(Elsewhere {
+        examined_on: request.examined_on,
+        place,
+        examiner,
+        note,
+        evidence_name,
+        evidence_type,
+        evidence,
+    })
+}
+
+/// Where an exam elsewhere is recorded: the campaign open, the date within it, the resident
+/// in the caller's scope.
+pub async fn check_elsewhere_site(
+    db: &impl ConnectionTrait,
+    actor: &Actor,
+    campaign_id: i32,
+    resident_id: i32,
+    exam: &Elsewhere,
+) -> AppResult<ExamSite> {
+    let campaign = campaign::get_open(db, campaign_id).await?;
+    check_exam_date(&campaign, exam.examined_on)?;
+    let resident = registry::find(db, &actor.scope, resident_id).await?;
+    Ok(ExamSite {
+        resident_id,
+        village: AreaCode::parse(&resident.village_code)
+            .map_err(|e| anyhow::anyhow!("stored village code: {e}"))?,
+        institution_id: None,
+    })
+}
+
+/// The record of an exam elsewhere, for `insert`.
+pub fn elsewhere_record(campaign_id: i32, resident_id: i32, exam: Elsewhere) -> NewRecord {
+    NewRecord {
+        campaign_id,
+        resident_id,
+        examined_on: exam.examined_on,
+        institution_id: None,
+        source: "elsewhere",
+        place: Some(exam.place),
+        examiner: Some(exam.examiner),
+        note: exam.note,
+        evidence_name: exam.evidence_name,
+        evidence_type: exam.evidence_type,
+        evidence: exam.evidence,
+        appointment_id: None,
+    }
+}
+
+/// Audits an exam recorded elsewhere.
+pub async fn audit_elsewhere(
+    db: &impl ConnectionTrait,
+    actor: &Actor,
+    saved: &exam_records::Model,
+    site: ExamSite,
+) -> AppResult<()> {
     audit::record(
-        &txn,
+        db,
         actor,
         AuditEvent {
             action: "exam.record_elsewhere",
             entity: "exam",
             entity_id: Some(saved.id.to_string()),
-            area_code: AreaCode::parse(&resident.village_code).ok(),
-            summary: json!({"campaign_id": campaign_id, "resident_id": resident_id, "place": place, "examined_on": request.examined_on, "evidence": saved.evidence_name}),
+            area_code: Some(site.village),
+            summary: json!({"campaign_id": saved.campaign_id, "resident_id": saved.resident_id, "place": saved.place, "examined_on": saved.examined_on, "evidence": saved.evidence_name}),
         },
     )
     .await?;
-    txn.commit().await?;
-    Ok(saved.into())
+    Ok(())
 }
 
 /// The evidence file of an exam record, for those who may see the resident.
@@ -408,12 +433,14 @@ pub fn may_download_evidence(role: Role) -> bool {
 }
 
 /// The evidence file of an exam record of a resident in scope. Every download is written to
-/// the audit log (who, which record, which resident) before the file is handed out.
+/// the audit log (who, which record, which resident) before the file is handed out: one
+/// statement, its own transaction.
 #[tracing::instrument(skip_all, fields(exam_id = id), err)]
-pub async fn evidence<C>(db: &C, actor: &Actor, id: i32) -> AppResult<(String, String, Vec<u8>)>
-where
-    C: ConnectionTrait + TransactionTrait,
-{
+pub async fn evidence(
+    db: &impl ConnectionTrait,
+    actor: &Actor,
+    id: i32,
+) -> AppResult<(String, String, Vec<u8>)> {
     if !may_download_evidence(actor.role) {
         return Err(AppError::Forbidden(
             "您的角色无权下载体检证明材料".to_owned(),
@@ -434,9 +461,8 @@ where
         (Some(bytes), Some(name), Some(kind)) => (bytes, name, kind),
         _ => return Err(AppError::NotFound("该体检记录没有证明材料".to_owned())),
     };
-    let txn = begin_write(db).await?;
     audit::record(
-        &txn,
+        db,
         actor,
         AuditEvent {
             action: "exam.evidence_download",
@@ -447,7 +473,6 @@ where
         },
     )
     .await?;
-    txn.commit().await?;
     Ok((name, kind, bytes))
 }
 
@@ -487,23 +512,60 @@ impl ExamImport {
     }
 }
 
-/// Imports the checkup system's exam list (ID number, exam date, institution code) into a
-/// campaign, in one transaction: good rows are recorded, bad rows and duplicates rejected
-/// with their reasons. Institution staff may import only their own institution's exams.
-pub async fn import<C>(
-    db: &C,
-    privacy: &Privacy,
-    actor: &Actor,
-    campaign_id: i32,
-    bytes: &[u8],
-) -> AppResult<ExamImport>
-where
-    C: ConnectionTrait + TransactionTrait,
-{
+/// A row of an exam list that passed every check of its own: the exam to record.
+pub struct ExamRow {
+    pub line: u64,
+    pub values: Vec<String>,
+    pub resident_id: i32,
+    pub examined_on: NaiveDate,
+    pub institution_id: i32,
+}
+
+impl ExamRow {
+    /// The row refused when its exam is recorded (a duplicate, a closed appointment).
+    pub fn rejected(self, error: &AppError) -> RejectedRow {
+        RejectedRow::new(self.line, self.values, error.code(), error.to_string())
+    }
+
+    pub fn record(&self, campaign_id: i32) -> NewRecord {
+        NewRecord {
+            campaign_id,
+            resident_id: self.resident_id,
+            examined_on: self.examined_on,
+            institution_id: Some(self.institution_id),
+            source: "import",
+            ..Default::default()
+        }
+    }
+}
+
+/// The exam list read and checked row by row, before any exam is recorded.
+pub struct ExamList {
+    pub rows: Vec<ExamRow>,
+    pub import: ExamImport,
+}
+
+/// Checks that the caller may import exams and that the file has the three columns (before
+/// any lock is taken).
+pub fn read_exam_list(actor: &Actor, bytes: &[u8]) -> AppResult<CsvTable> {
     if !matches!(actor.role, Role::Office | Role::Institution) {
         return Err(AppError::forbidden_role());
     }
     let table = CsvTable::read(bytes)?;
+    table.ensure_rows()?;
+    Ok(table)
+}
+
+/// Reads the checkup system's exam list (ID number, exam date, institution code) of a
+/// campaign: each good row becomes an exam to record, each bad one or repeat is rejected with
+/// its reason. Institution staff may import only their own institution's exams.
+pub async fn check_exam_list(
+    txn: &impl ConnectionTrait,
+    privacy: &Privacy,
+    actor: &Actor,
+    campaign_id: i32,
+    table: CsvTable,
+) -> AppResult<ExamList> {
     let ([id_col, date_col, inst_col], unknown_columns) =
         map_headers(&table.headers, [EXAM_ID, EXAM_DATE, EXAM_INSTITUTION]);
     let (Some(id_col), Some(date_col), Some(inst_col)) = (id_col, date_col, inst_col) else {
@@ -512,14 +574,13 @@ where
             "表头缺少必需的列：身份证号（id_number）、体检日期（exam_date）、体检机构（institution）",
         ));
     };
-    table.ensure_rows()?;
-    let txn = begin_write(db).await?;
-    let campaign = campaign::get_open(&txn, campaign_id).await?;
+    let campaign = campaign::get_open(txn, campaign_id).await?;
     let mut institutions = crate::institution::CodeLookup::default();
     let mut seen: HashSet<i32> = HashSet::new();
     let mut served: HashMap<(i32, String), bool> = HashMap::new();
     let mut summary = ExamImportSummary::default();
     let mut rejected = Vec::new();
+    let mut rows = Vec::new();
     let today = campaign.today();
     for (line, record) in &table.rows {
         let values: Vec<String> = match record {
@@ -563,7 +624,7 @@ where
             continue;
         }
         let code = get(inst_col).to_uppercase();
-        let Some(institution) = institutions.get(&txn, &code).await? else {
+        let Some(institution) = institutions.get(txn, &code).await? else {
             rejected.push(RejectedRow::new(
                 *line,
                 values,
@@ -588,7 +649,7 @@ where
             .column(residents::Column::Id)
             .column(residents::Column::VillageCode)
             .into_tuple::<(i32, String)>()
-            .one(&txn)
+            .one(txn)
             .await?
         else {
             rejected.push(RejectedRow::new(
@@ -609,7 +670,7 @@ where
                     Some(known) => *known,
                     None => {
                         let serves =
-                            crate::institution::serves_village(&txn, institution.id, v).await?;
+                            crate::institution::serves_village(txn, institution.id, v).await?;
                         served.insert(key, serves);
                         serves
                     }
@@ -635,58 +696,36 @@ where
             ));
             continue;
         }
-        let now = Utc::now();
-        let savepoint = txn.begin().await?;
-        let appointment = match crate::appointment::close_for_exam(
-            &savepoint,
-            campaign_id,
-            resident.0,
-            Some(institution.id),
-            now,
-        )
-        .await
-        {
-            Ok(appointment) => appointment,
-            Err(e @ AppError::Refused { .. }) => {
-                savepoint.rollback().await?;
-                rejected.push(RejectedRow::new(*line, values, e.code(), e.to_string()));
-                continue;
-            }
-            Err(e) => return Err(e),
-        };
-        let result = insert(
-            &savepoint,
-            actor,
-            NewRecord {
-                campaign_id,
-                resident_id: resident.0,
-                examined_on: day,
-                institution_id: Some(institution.id),
-                source: "import",
-                appointment_id: appointment,
-                ..Default::default()
-            },
-        )
-        .await;
-        match result {
-            Ok(_) => {
-                savepoint.commit().await?;
-                summary.imported += 1;
-            }
-            Err(e @ AppError::Refused { .. }) => {
-                savepoint.rollback().await?;
-                if e.code() == "duplicate_exam" {
-                    summary.duplicates += 1;
-                }
-                rejected.push(RejectedRow::new(*line, values, e.code(), e.to_string()));
-            }
-            Err(e) => return Err(e),
-        }
+        rows.push(ExamRow {
+            line: *line,
+            values,
+            resident_id: resident.0,
+            examined_on: day,
+            institution_id: institution.id,
+        });
     }
-    summary.rejected = rejected.len() as u64;
+    Ok(ExamList {
+        rows,
+        import: ExamImport {
+            summary,
+            rejected_rows: rejected,
+            unknown_columns,
+            headers: table.header_names(),
+            id_column: id_col,
+        },
+    })
+}
+
+/// Audits an exam import that recorded anything.
+pub async fn audit_import(
+    db: &impl ConnectionTrait,
+    actor: &Actor,
+    campaign_id: i32,
+    summary: &ExamImportSummary,
+) -> AppResult<()> {
     if summary.imported > 0 {
         audit::record(
-            &txn,
+            db,
             actor,
             AuditEvent {
                 action: "exam.import",
@@ -698,80 +737,5 @@ where
         )
         .await?;
     }
-    txn.commit().await?;
-    Ok(ExamImport {
-        summary,
-        rejected_rows: rejected,
-        unknown_columns,
-        headers: table.header_names(),
-        id_column: id_col,
-    })
-}
-
-/// One resident's progress in a campaign: the row, the appointments and the exam.
-#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
-#[schema(as = ResidentProgress)]
-pub struct Progress {
-    pub resident_id: i32,
-    pub name: String,
-    pub stage: Stage,
-    pub stage_label: &'static str,
-    pub cohort: String,
-    pub village_code: String,
-    /// Absent for institution staff, as is `special`: a clinic is not told who is a migrant
-    /// or detained.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub migrant_type: Option<String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    #[schema(value_type = Option<String>)]
-    pub special: Option<Option<String>>,
-    pub route: String,
-    pub notified_at: Option<chrono::DateTime<Utc>>,
-    pub reached_at: Option<chrono::DateTime<Utc>>,
-    pub appointed_at: Option<chrono::DateTime<Utc>>,
-    pub examined_at: Option<chrono::DateTime<Utc>>,
-    pub refused_at: Option<chrono::DateTime<Utc>>,
-    pub exempt_at: Option<chrono::DateTime<Utc>>,
-    pub appointments: Vec<crate::appointment::AppointmentView>,
-    pub exam: Option<ExamView>,
-}
-
-pub async fn progress(
-    db: &impl ConnectionTrait,
-    actor: &Actor,
-    campaign_id: i32,
-    resident_id: i32,
-) -> AppResult<Progress> {
-    // Institution staff see only the residents their institution examines.
-    let resident = registry::find_visible(db, actor, resident_id).await?;
-    let clinic = actor.role == Role::Institution;
-    let row = enrolments::Entity::find()
-        .filter(enrolments::Column::CampaignId.eq(campaign_id))
-        .filter(enrolments::Column::ResidentId.eq(resident_id))
-        .one(db)
-        .await?
-        .ok_or_else(|| AppError::NotFound("该居民不在本次体检对象范围内".to_owned()))?;
-    let stage = Stage::parse(&row.stage).unwrap_or(Stage::Target);
-    let appointments = crate::appointment::of_resident(db, campaign_id, &resident).await?;
-    Ok(Progress {
-        resident_id,
-        name: resident.name,
-        stage,
-        stage_label: stage.label(),
-        cohort: row.cohort,
-        village_code: row.village_code,
-        migrant_type: (!clinic).then_some(row.migrant_type),
-        special: (!clinic).then_some(row.special),
-        route: row.route,
-        notified_at: row.notified_at,
-        reached_at: row.reached_at,
-        appointed_at: row.appointed_at,
-        examined_at: row.examined_at,
-        refused_at: row.refused_at,
-        exempt_at: row.exempt_at,
-        appointments,
-        exam: existing(db, campaign_id, resident_id)
-            .await?
-            .map(Into::into),
-    })
+    Ok(())
 }

@@ -10,17 +10,23 @@
 //! 1. the campaign row (`campaign::get_open_locked`), when the change depends on the campaign
 //!    being open;
 //! 2. `client_keys` — an offline entry claims its key before it writes anything else;
-//! 3. `residents`, then `enrolments`;
-//! 4. `institution_days`, then `appointments`;
-//! 5. `exam_records`, `refusals`, `contact_attempts`;
-//! 6. `messages` (planned or cancelled last, in the same transaction as the change that
-//!    causes them), then `audit_log`.
-
-pub mod accounts;
-pub mod areas;
-pub mod campaigns;
-pub mod institutions;
-pub mod registry;
+//! 3. `residents` (a refusal chain locks its resident's row), then `enrolments`;
+//! 4. an existing appointment row, then `institution_days` (two days in the order of
+//!    institution and day), then new appointment rows;
+//! 5. `exam_records`, `refusal_records`, `contact_attempts`;
+//! 6. `messages`, `tasks` — planned or cancelled last, in the same transaction as the change
+//!    that causes them.
+//!
+//! `audit_log` rows are appended by whichever step records them; they lock nothing another
+//! transaction waits on.
+//!
+//! # Files
+//!
+//! One file per trigger: `accounts`, `areas`, `registry` (a resident created, changed, moved
+//! or imported), `campaigns` (opened, closed), `institutions`, `booking` (booked, moved,
+//! cancelled, attended, missed), `exams` (an exam recorded), `refusals` (registered, reviewed),
+//! `attempts` (a cadre's contact), `replies` (receipts, replies, the resident's link),
+//! `messaging` (waves, tasks, resends), `reports`.
 
 use sea_orm::{DatabaseTransaction, TransactionTrait};
 
@@ -42,3 +48,14 @@ where
     txn.commit().await?;
     Ok(done)
 }
+
+pub mod accounts;
+pub mod areas;
+pub mod attempts;
+pub mod booking;
+pub mod campaigns;
+pub mod exams;
+pub mod institutions;
+pub mod refusals;
+pub mod registry;
+pub mod replies;

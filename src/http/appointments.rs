@@ -56,7 +56,7 @@ async fn book_group(
     Path(id): Path<i32>,
     Json(request): Json<BookingRequest>,
 ) -> AppResult<(StatusCode, Json<Booking>)> {
-    let booking = appointment::book(
+    let booking = crate::flows::booking::book(
         &state.db,
         &actor,
         id,
@@ -130,7 +130,7 @@ async fn reschedule_appointment(
     Json(request): Json<Reschedule>,
 ) -> AppResult<Json<AppointmentView>> {
     Ok(Json(
-        appointment::reschedule(
+        crate::flows::booking::reschedule(
             &state.db,
             &actor,
             id,
@@ -162,7 +162,7 @@ async fn cancel_appointment(
     Json(request): Json<Cancellation>,
 ) -> AppResult<Json<AppointmentView>> {
     Ok(Json(
-        appointment::cancel(&state.db, &actor, id, request).await?,
+        crate::flows::booking::cancel(&state.db, &actor, id, request).await?,
     ))
 }
 
@@ -190,7 +190,7 @@ async fn mark_attendance(
     Json(request): Json<Attendance>,
 ) -> AppResult<Json<AppointmentView>> {
     Ok(Json(
-        appointment::mark_attendance(
+        crate::flows::booking::mark_attendance(
             &state.db,
             &actor,
             id,
@@ -223,7 +223,7 @@ async fn record_exam(
     Path(id): Path<i32>,
     Json(request): Json<InstitutionExam>,
 ) -> AppResult<(StatusCode, Json<ExamView>)> {
-    let saved = exam::record_at_institution(&state.db, &actor, id, request).await?;
+    let saved = crate::flows::exams::record_at_institution(&state.db, &actor, id, request).await?;
     Ok((StatusCode::CREATED, Json(saved)))
 }
 
@@ -248,7 +248,8 @@ async fn record_elsewhere(
     Path((id, resident_id)): Path<(i32, i32)>,
     Json(request): Json<ElsewhereExam>,
 ) -> AppResult<(StatusCode, Json<ExamView>)> {
-    let saved = exam::record_elsewhere(&state.db, &actor, id, resident_id, request).await?;
+    let saved =
+        crate::flows::exams::record_elsewhere(&state.db, &actor, id, resident_id, request).await?;
     Ok((StatusCode::CREATED, Json(saved)))
 }
 
@@ -274,7 +275,8 @@ async fn import_exams(
     Path(id): Path<i32>,
     body: Bytes,
 ) -> AppResult<Json<ExamImport>> {
-    let mut result = exam::import(&state.db, &state.privacy, &actor, id, &body).await?;
+    let mut result =
+        crate::flows::exams::import(&state.db, &state.privacy, &actor, id, &body).await?;
     if !crate::registry::may_reveal(actor.role) {
         result.mask_ids();
     }

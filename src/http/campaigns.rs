@@ -12,9 +12,9 @@ use crate::campaign::tags::{self, ResidentTags, TagSet};
 use crate::campaign::worklist::{self, Worklist, WorklistPage, WorklistParams};
 use crate::campaign::{self, CampaignChanges, CampaignView, NewCampaign, Opened};
 use crate::error::{AppResult, ErrorEnvelope};
-use crate::exam::{self, Progress};
 use crate::flows;
 use crate::http::guard::{AnyRole, Auth, OfficeOnly};
+use crate::report::progress::Progress;
 use crate::state::AppState;
 
 pub fn router() -> OpenApiRouter<AppState> {
@@ -178,7 +178,7 @@ async fn resident_progress(
     Path((id, resident_id)): Path<(i32, i32)>,
 ) -> AppResult<Json<Progress>> {
     Ok(Json(
-        exam::progress(&state.db, &actor, id, resident_id).await?,
+        crate::report::progress::progress(&state.db, &actor, id, resident_id).await?,
     ))
 }
 

@@ -40,7 +40,7 @@ async fn record_attempt(
 ) -> AppResult<(StatusCode, Json<AttemptView>)> {
     Ok((
         StatusCode::CREATED,
-        Json(contact::record(&state.db, &actor, id, resident_id, new).await?),
+        Json(crate::flows::attempts::record(&state.db, &actor, id, resident_id, new).await?),
     ))
 }
 

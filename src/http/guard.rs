@@ -8,10 +8,7 @@ use std::ops::Deref;
 use axum::extract::FromRequestParts;
 use axum::http::header::{AUTHORIZATION, COOKIE};
 use axum::http::request::Parts;
-use chrono::Utc;
-use entities::auth_tokens;
-use entities::users::{self, Role};
-use sea_orm::{ColumnTrait, EntityTrait, QueryFilter};
+use entities::users::Role;
 
 use crate::area::AreaCode;
 use crate::auth::{Actor, Scope, token};
@@ -130,22 +127,7 @@ impl<P: Policy> Auth<P> {
                 return Err(AppError::Forbidden("页面已过期，请刷新后重试".to_owned()));
             }
         }
-        let found = auth_tokens::Entity::find()
-            .filter(auth_tokens::Column::TokenHash.eq(token::hash(presented)))
-            .find_also_related(users::Entity)
-            .one(&state.db)
-            .await?;
-        let (token_row, user) = match found {
-            Some((token_row, Some(user))) => (token_row, user),
-            _ => {
-                return Err(AppError::Unauthorized(
-                    "登录凭证无效，请重新登录".to_owned(),
-                ));
-            }
-        };
-        if token_row.revoked_at.is_some() || token_row.expires_at <= Utc::now() || !user.active {
-            return Err(AppError::Unauthorized("登录已过期，请重新登录".to_owned()));
-        }
+        let (token_row, user) = token::holder(&state.db, presented).await?;
         if !P::ROLES.contains(&user.role) {
             return Err(AppError::forbidden_role());
         }

@@ -3,7 +3,6 @@
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use sea_orm::ConnectionTrait;
 use serde::Serialize;
 use utoipa_axum::{router::OpenApiRouter, routes};
 
@@ -36,7 +35,7 @@ pub struct Health {
 )]
 async fn healthz(State(state): State<AppState>) -> Response {
     let backend = state.db.get_database_backend();
-    match state.db.execute_unprepared("SELECT 1").await {
+    match crate::db::ping(&state.db).await {
         Ok(_) => Json(Health {
             status: "ok",
             database: backend_name(backend),

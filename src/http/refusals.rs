@@ -52,7 +52,7 @@ async fn register_refusal(
     Path((id, resident_id)): Path<(i32, i32)>,
     Json(new): Json<NewRegistration>,
 ) -> AppResult<(StatusCode, Json<Registration>)> {
-    let registration = refusal::register(
+    let registration = crate::flows::refusals::register(
         &state.db,
         &state.settings.signatures,
         &actor,
@@ -203,7 +203,9 @@ async fn confirm_refusal(
     Path(id): Path<i32>,
     Json(review): Json<Review>,
 ) -> AppResult<Json<Registration>> {
-    Ok(Json(refusal::confirm(&state.db, &actor, id, review).await?))
+    Ok(Json(
+        crate::flows::refusals::confirm(&state.db, &actor, id, review).await?,
+    ))
 }
 
 /// Return a pending registration for correction, with the reason (county office, audited);
@@ -229,7 +231,7 @@ async fn return_refusal(
     Json(review): Json<Review>,
 ) -> AppResult<Json<Registration>> {
     Ok(Json(
-        refusal::return_for_correction(&state.db, &actor, id, review).await?,
+        crate::flows::refusals::return_for_correction(&state.db, &actor, id, review).await?,
     ))
 }
 

@@ -125,7 +125,7 @@ fn malformed(e: callbacks::CallbackError) -> AppError {
 
 async fn receipts(state: &AppState, receipts: &[Receipt]) -> AppResult<()> {
     for receipt in receipts {
-        let outcome = inbound::apply_receipt(&state.db, receipt).await?;
+        let outcome = crate::flows::replies::apply_receipt(&state.db, receipt).await?;
         if outcome.expected(&receipt.status) {
             tracing::debug!(
                 provider = receipt.provider,
@@ -147,7 +147,7 @@ async fn receipts(state: &AppState, receipts: &[Receipt]) -> AppResult<()> {
 
 async fn replies(state: &AppState, replies: &[InboundSms]) -> AppResult<()> {
     for reply in replies {
-        let action = inbound::apply_reply(&state.db, &state.privacy, reply).await?;
+        let action = crate::flows::replies::apply_reply(&state.db, &state.privacy, reply).await?;
         tracing::info!(provider = reply.provider, action = action.code(), "reply");
     }
     Ok(())

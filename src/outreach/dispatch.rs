@@ -387,7 +387,7 @@ impl Dispatcher {
         };
         self.promote(now).await?;
         round.reconciled = self.reconcile(now).await?;
-        super::inbound::apply_pending(&self.db).await?;
+        crate::flows::replies::apply_pending(&self.db).await?;
         let campaigns: HashMap<i32, Campaign> = crate::campaign::open_campaigns(&self.db)
             .await?
             .into_iter()
@@ -583,7 +583,7 @@ impl Dispatcher {
             if self.db.execute_raw(sql.build()).await?.rows_affected() == 1 {
                 reconciled += 1;
                 if matches!(outcome, Reconciled::Sent(_)) {
-                    outbox::progress(
+                    crate::campaign::enrol::notice_contact(
                         &self.db,
                         row.try_get("", "campaign_id")?,
                         row.try_get("", "resident_id")?,
@@ -1346,7 +1346,14 @@ impl Dispatcher {
             }
         }
         for ((campaign_id, delivered), residents) in &reached {
-            outbox::progress_many(&txn, *campaign_id, residents, *delivered, now).await?;
+            crate::campaign::enrol::notice_contact_many(
+                &txn,
+                *campaign_id,
+                residents,
+                *delivered,
+                now,
+            )
+            .await?;
         }
         for (job, sent) in &sent {
             if sent.delivered && recorded.contains(&job.message.id) {
@@ -1463,7 +1470,7 @@ impl Dispatcher {
                     .iter()
                     .any(|(_, s)| s.provider == provider && s.provider_message_id == id)
                 {
-                    super::inbound::apply_pending_for(&self.db, &provider, &id).await?;
+                    crate::flows::replies::apply_pending_for(&self.db, &provider, &id).await?;
                 }
             }
         }

@@ -1,22 +1,20 @@
-//! What a delivery receipt or a resident's reply does to the outbox, the appointment and
-//! the resident's opt-outs.
+//! Delivery receipts and residents' replies as the outbox keeps them: a receipt moves its
+//! message (or waits for it), a reply is kept with what was made of it. What they change
+//! beyond the outbox — contact attempts, appointments, opt-outs — is `flows::replies`.
 
-use chrono::{DateTime, Utc};
-use sea_orm::{ConnectionTrait, TransactionSession, TransactionTrait};
+use std::borrow::Cow;
+
+use chrono::{DateTime, NaiveDate, Utc};
+use sea_orm::ConnectionTrait;
 use serde::Serialize;
-use serde_json::json;
 
 use super::MessageKind;
 use super::callbacks::{InboundSms, Receipt, ReceiptStatus};
 use super::channel::Route;
 use super::outbox::{self, Planned};
 use super::tasks::{self, NewTask, TaskKind};
-use crate::audit::{self, AuditEvent};
-use crate::auth::Actor;
-use crate::db::{Sql, begin_write};
+use crate::db::Sql;
 use crate::error::AppResult;
-use crate::privacy::{Field, Privacy};
-use crate::registry::MobilePhone;
 
 impl ReceiptOutcome {
     /// Whether a receipt that did this is the ordinary course of things (nothing for an
@@ -45,52 +43,6 @@ pub enum ReceiptOutcome {
     Unknown,
 }
 
-/// Moves the message a receipt names forward: delivered or failed, only from `sending` or
-/// `sent`, so a late or repeated receipt changes nothing. A failed delivery plans the same
-/// message through the next channel of the fallback plan. A receipt for a message whose send
-/// is not recorded yet is kept in `pending_receipts` (see [`apply_pending`]).
-pub async fn apply_receipt<C>(db: &C, receipt: &Receipt) -> AppResult<ReceiptOutcome>
-where
-    C: ConnectionTrait + TransactionTrait,
-{
-    let txn = begin_write(db).await?;
-    let outcome = apply_in(&txn, receipt).await?;
-    if outcome == ReceiptOutcome::Unknown && receipt.status != ReceiptStatus::Accepted {
-        let (status, reason) = match &receipt.status {
-            ReceiptStatus::Failed(reason) => ("failed", Some(reason.clone())),
-            _ => ("delivered", None),
-        };
-        let mut sql = Sql::new(txn.get_database_backend());
-        sql.push(
-            "INSERT INTO pending_receipts (provider, provider_message_id, status, reason, at, \
-             received_at, tries, next_try_at) VALUES (",
-        )
-        .bind(receipt.provider)
-        .push(", ")
-        .bind(
-            receipt
-                .provider_message_id
-                .chars()
-                .take(100)
-                .collect::<String>(),
-        )
-        .push(", ")
-        .bind(status)
-        .push(", ")
-        .bind(reason)
-        .push(", ")
-        .bind(receipt.at)
-        .push(", ")
-        .bind(Utc::now())
-        .push(", 0, ")
-        .bind(Utc::now())
-        .push(")");
-        txn.execute_raw(sql.build()).await?;
-    }
-    txn.commit().await?;
-    Ok(outcome)
-}
-
 /// Whether a receipt for `(provider, provider_message_id)` may concern the message with
 /// idempotency key `key`: false only when that provider id is recorded for another message.
 /// (A receipt before its send is recorded cannot be told apart yet.)
@@ -113,33 +65,57 @@ pub async fn receipt_may_concern(
     Ok(keys.is_empty() || keys.iter().any(|k| k == key))
 }
 
-/// Receipts kept because they came before their send was recorded: applied now if their
-/// message is known, dropped after two days if it never is. Returns how many were applied.
-pub async fn apply_pending<C>(db: &C) -> AppResult<u64>
-where
-    C: ConnectionTrait + TransactionTrait,
-{
-    apply_pending_where(db, None).await
-}
-
-/// The kept receipts of one message whose send has just been recorded.
-pub async fn apply_pending_for<C>(
-    db: &C,
-    provider: &str,
-    provider_message_id: &str,
-) -> AppResult<u64>
-where
-    C: ConnectionTrait + TransactionTrait,
-{
-    apply_pending_where(db, Some((provider, provider_message_id))).await
-}
-
-async fn apply_pending_where<C>(db: &C, only: Option<(&str, &str)>) -> AppResult<u64>
-where
-    C: ConnectionTrait + TransactionTrait,
-{
+/// Keeps a final receipt whose message is not known yet (its send is not recorded), to be
+/// applied when it is ([`pending`]).
+pub async fn keep_pending(db: &impl ConnectionTrait, receipt: &Receipt) -> AppResult<()> {
+    let (status, reason) = match &receipt.status {
+        ReceiptStatus::Failed(reason) => ("failed", Some(reason.clone())),
+        _ => ("delivered", None),
+    };
     let mut sql = Sql::new(db.get_database_backend());
-    let now = Utc::now();
+    sql.push(
+        "INSERT INTO pending_receipts (provider, provider_message_id, status, reason, at, \
+         received_at, tries, next_try_at) VALUES (",
+    )
+    .bind(receipt.provider)
+    .push(", ")
+    .bind(
+        receipt
+            .provider_message_id
+            .chars()
+            .take(100)
+            .collect::<String>(),
+    )
+    .push(", ")
+    .bind(status)
+    .push(", ")
+    .bind(reason)
+    .push(", ")
+    .bind(receipt.at)
+    .push(", ")
+    .bind(Utc::now())
+    .push(", 0, ")
+    .bind(Utc::now())
+    .push(")");
+    db.execute_raw(sql.build()).await?;
+    Ok(())
+}
+
+/// A receipt kept because it came before its send was recorded.
+pub struct PendingReceipt {
+    pub id: i32,
+    pub receipt: Receipt,
+    pub received_at: DateTime<Utc>,
+    pub tries: i32,
+}
+
+/// The kept receipts due now (or those of one message, `only`), at most 100.
+pub async fn pending(
+    db: &impl ConnectionTrait,
+    only: Option<(&str, &str)>,
+    now: DateTime<Utc>,
+) -> AppResult<Vec<PendingReceipt>> {
+    let mut sql = Sql::new(db.get_database_backend());
     sql.push(
         "SELECT id, provider, provider_message_id, status, reason, at, received_at, tries \
          FROM pending_receipts WHERE ",
@@ -156,65 +132,90 @@ where
         }
     }
     sql.push(" ORDER BY next_try_at LIMIT 100");
-    let rows = db.query_all_raw(sql.build()).await?;
-    let mut applied = 0;
-    let stale = Utc::now() - chrono::Duration::days(2);
-    for row in rows {
-        let id: i32 = row.try_get("", "id")?;
+    let mut kept = Vec::new();
+    for row in db.query_all_raw(sql.build()).await? {
         let provider: String = row.try_get("", "provider")?;
         let status: String = row.try_get("", "status")?;
-        let received_at: DateTime<Utc> = row.try_get("", "received_at")?;
         let Some(provider) = provider_name(&provider) else {
             continue;
         };
-        let receipt = Receipt {
-            provider,
-            provider_message_id: row.try_get("", "provider_message_id")?,
-            status: if status == "failed" {
-                ReceiptStatus::Failed(
-                    row.try_get::<Option<String>>("", "reason")?
-                        .unwrap_or_default(),
-                )
-            } else {
-                ReceiptStatus::Delivered
+        kept.push(PendingReceipt {
+            id: row.try_get("", "id")?,
+            receipt: Receipt {
+                provider,
+                provider_message_id: row.try_get("", "provider_message_id")?,
+                status: if status == "failed" {
+                    ReceiptStatus::Failed(
+                        row.try_get::<Option<String>>("", "reason")?
+                            .unwrap_or_default(),
+                    )
+                } else {
+                    ReceiptStatus::Delivered
+                },
+                at: row.try_get("", "at")?,
             },
-            at: row.try_get("", "at")?,
-        };
-        let txn = begin_write(db).await?;
-        let outcome = apply_in(&txn, &receipt).await?;
-        let mut sql = Sql::new(txn.get_database_backend());
-        if outcome != ReceiptOutcome::Unknown || received_at < stale {
-            sql.push("DELETE FROM pending_receipts WHERE id = ")
-                .bind(id);
-        } else {
-            // Not yet: try again later, less and less often (5 s, 10 s, … up to an hour).
-            let tries: i32 = row.try_get("", "tries")?;
-            let wait = (5i64 << tries.clamp(0, 10)).min(3600);
-            sql.push("UPDATE pending_receipts SET tries = tries + 1, next_try_at = ")
-                .bind(now + chrono::Duration::seconds(wait))
-                .push(" WHERE id = ")
-                .bind(id);
-        }
-        txn.execute_raw(sql.build()).await?;
-        txn.commit().await?;
-        if outcome == ReceiptOutcome::Moved {
-            applied += 1;
-        }
+            received_at: row.try_get("", "received_at")?,
+            tries: row.try_get("", "tries")?,
+        });
     }
-    Ok(applied)
+    Ok(kept)
 }
 
-async fn apply_in(txn: &impl ConnectionTrait, receipt: &Receipt) -> AppResult<ReceiptOutcome> {
+/// A kept receipt after a try: dropped once applied (or after two days unknown), otherwise
+/// tried again later, less and less often (5 s, 10 s, … up to an hour).
+pub async fn pending_tried(
+    db: &impl ConnectionTrait,
+    kept: &PendingReceipt,
+    outcome: ReceiptOutcome,
+    now: DateTime<Utc>,
+) -> AppResult<()> {
+    let stale = now - chrono::Duration::days(2);
+    let mut sql = Sql::new(db.get_database_backend());
+    if outcome != ReceiptOutcome::Unknown || kept.received_at < stale {
+        sql.push("DELETE FROM pending_receipts WHERE id = ")
+            .bind(kept.id);
+    } else {
+        let wait = (5i64 << kept.tries.clamp(0, 10)).min(3600);
+        sql.push("UPDATE pending_receipts SET tries = tries + 1, next_try_at = ")
+            .bind(now + chrono::Duration::seconds(wait))
+            .push(" WHERE id = ")
+            .bind(kept.id);
+    }
+    db.execute_raw(sql.build()).await?;
+    Ok(())
+}
+
+/// A message a receipt moved to delivered: a contact attempt of its channel.
+pub struct Delivered {
+    pub message_id: i32,
+    pub campaign_id: i32,
+    pub resident_id: i32,
+    pub route: Option<String>,
+    pub at: DateTime<Utc>,
+}
+
+/// What a receipt did to the outbox, and the messages it delivered.
+pub struct Settled {
+    pub outcome: ReceiptOutcome,
+    pub delivered: Vec<Delivered>,
+}
+
+/// Moves the message a receipt names forward: delivered or failed, only from `sending` or
+/// `sent`, so a late or repeated receipt changes nothing. A failed delivery plans the same
+/// message through the next channel of the fallback plan.
+pub async fn settle(db: &impl ConnectionTrait, receipt: &Receipt) -> AppResult<Settled> {
     let now = Utc::now();
     let at = receipt.at.unwrap_or(now);
-    let mut sql = Sql::new(txn.get_database_backend());
+    let mut delivered = Vec::new();
+    let mut sql = Sql::new(db.get_database_backend());
     match &receipt.status {
         ReceiptStatus::Accepted => {
-            return Ok(if known(txn, receipt).await? {
+            let outcome = if known(db, receipt).await? {
                 ReceiptOutcome::Intermediate
             } else {
                 ReceiptOutcome::Unknown
-            });
+            };
+            return Ok(Settled { outcome, delivered });
         }
         ReceiptStatus::Delivered => {
             sql.push("UPDATE messages SET state = 'delivered', delivered_at = ")
@@ -238,25 +239,19 @@ async fn apply_in(txn: &impl ConnectionTrait, receipt: &Receipt) -> AppResult<Re
             " AND state IN ('sending', 'sent') RETURNING id, campaign_id, resident_id, kind, \
              appointment_id, wave_id, idempotency_key, expires_at, step, route",
         );
-    let rows = txn.query_all_raw(sql.build()).await?;
+    let rows = db.query_all_raw(sql.build()).await?;
     let moved = !rows.is_empty();
     for row in rows {
         let campaign_id: i32 = row.try_get("", "campaign_id")?;
         let resident_id: i32 = row.try_get("", "resident_id")?;
         match &receipt.status {
-            ReceiptStatus::Delivered => {
-                // A delivered message is a contact attempt of its channel.
-                let route: Option<String> = row.try_get("", "route")?;
-                crate::contact::from_delivered_message(
-                    txn,
-                    row.try_get("", "id")?,
-                    campaign_id,
-                    resident_id,
-                    route.as_deref(),
-                    at,
-                )
-                .await?;
-            }
+            ReceiptStatus::Delivered => delivered.push(Delivered {
+                message_id: row.try_get("", "id")?,
+                campaign_id,
+                resident_id,
+                route: row.try_get("", "route")?,
+                at,
+            }),
             _ => {
                 let step: i32 = row.try_get("", "step")?;
                 let key: String = row.try_get("", "idempotency_key")?;
@@ -278,18 +273,19 @@ async fn apply_in(txn: &impl ConnectionTrait, receipt: &Receipt) -> AppResult<Re
                     step: step + 1,
                 };
                 if next.expires_at > now {
-                    outbox::insert(txn, &[next], now).await?;
+                    outbox::insert(db, &[next], now).await?;
                 }
             }
         }
     }
-    if moved {
-        Ok(ReceiptOutcome::Moved)
-    } else if known(txn, receipt).await? {
-        Ok(ReceiptOutcome::Unchanged)
+    let outcome = if moved {
+        ReceiptOutcome::Moved
+    } else if known(db, receipt).await? {
+        ReceiptOutcome::Unchanged
     } else {
-        Ok(ReceiptOutcome::Unknown)
-    }
+        ReceiptOutcome::Unknown
+    };
+    Ok(Settled { outcome, delivered })
 }
 
 /// The provider names receipts carry.
@@ -356,68 +352,42 @@ impl ReplyAction {
 }
 
 /// A resident a reply's number belongs to, and whether it is their own number.
-struct Sender {
-    resident_id: i32,
-    village_code: String,
-    route: Route,
+pub struct Sender {
+    pub resident_id: i32,
+    pub village_code: String,
+    pub route: Route,
 }
 
-/// Acts on a reply and keeps it. The number is matched through the phone blind index (own
-/// or a relative's); a number shared by several residents is taken as the one most recently
-/// messaged.
-pub async fn apply_reply<C>(db: &C, privacy: &Privacy, reply: &InboundSms) -> AppResult<ReplyAction>
-where
-    C: ConnectionTrait + TransactionTrait,
-{
-    // A NUL in a resident's text means nothing and PostgreSQL cannot store it: left out, so
-    // the provider's push is answered rather than retried forever.
-    let cleaned;
+/// A reply as it can be kept: a NUL in a resident's text means nothing and PostgreSQL
+/// cannot store it, so it is left out and the provider's push is answered rather than retried
+/// forever.
+pub fn storable(reply: &InboundSms) -> Cow<'_, InboundSms> {
     let nul = |v: &Option<String>| v.as_deref().is_some_and(crate::text::has_nul);
-    let reply = if reply.text.contains('\0') || nul(&reply.provider_id) || nul(&reply.signature) {
+    if reply.text.contains('\0') || nul(&reply.provider_id) || nul(&reply.signature) {
         let strip = |v: &Option<String>| v.as_ref().map(|v| v.replace('\0', ""));
-        cleaned = InboundSms {
+        Cow::Owned(InboundSms {
             text: reply.text.replace('\0', ""),
             provider_id: strip(&reply.provider_id),
             signature: strip(&reply.signature),
             ..reply.clone()
-        };
-        &cleaned
+        })
     } else {
-        reply
-    };
-    let now = Utc::now();
-    let received_at = reply.at.unwrap_or(now);
-    let phone = MobilePhone::parse(&reply.from_phone);
-    let index = phone
-        .as_ref()
-        .map(|p| privacy.blind_index(Field::Phone, p.expose()));
-    let masked = phone
-        .as_ref()
-        .map(MobilePhone::masked)
-        .unwrap_or_else(|| "***".to_owned());
-    let mut action = ReplyAction::of(&reply.text);
-    let txn = begin_write(db).await?;
-    let senders = match &index {
-        Some(index) => senders(&txn, index).await?,
-        None => Vec::new(),
-    };
-    let campaign = crate::campaign::open_campaigns(&txn)
-        .await?
-        .into_iter()
-        .next();
-    let sender = senders.first();
-    if sender.is_none() {
-        action = ReplyAction::Unmatched;
+        Cow::Borrowed(reply)
     }
-    // The active appointment, for confirm and reschedule.
-    let appointment = match (sender, &campaign) {
-        (Some(s), Some(c)) => crate::appointment::active_of(&txn, c.id(), s.resident_id).await?,
-        _ => None,
-    };
-    if matches!(action, ReplyAction::Confirm | ReplyAction::Reschedule) && appointment.is_none() {
-        action = ReplyAction::Unmatched;
-    }
-    let mut sql = Sql::new(txn.get_database_backend());
+}
+
+/// Keeps a reply with what was made of it. Returns its id, or `None` when the provider pushed
+/// it before (it was acted on then).
+pub async fn keep_reply(
+    db: &impl ConnectionTrait,
+    reply: &InboundSms,
+    index: Option<&[u8]>,
+    masked: &str,
+    action: ReplyAction,
+    sender: Option<&Sender>,
+    received_at: DateTime<Utc>,
+) -> AppResult<Option<i32>> {
+    let mut sql = Sql::new(db.get_database_backend());
     sql.push(
         "INSERT INTO inbound_replies (provider, provider_id, from_index, from_masked, text, \
          action, resident_id, message_id, village_code, received_at) VALUES (",
@@ -431,9 +401,9 @@ where
             .map(|id| id.chars().take(100).collect::<String>()),
     )
     .push(", ")
-    .bind(index.clone())
+    .bind(index.map(<[u8]>::to_vec))
     .push(", ")
-    .bind(masked.as_str())
+    .bind(masked)
     .push(", ")
     .bind(reply.text.chars().take(500).collect::<String>())
     .push(", ")
@@ -448,179 +418,90 @@ where
         ") ON CONFLICT (provider, provider_id) WHERE provider_id IS NOT NULL DO NOTHING \
          RETURNING id",
     );
-    let Some(kept) = txn.query_one_raw(sql.build()).await? else {
-        // The provider pushed this reply before: it was acted on then.
-        txn.commit().await?;
-        tracing::info!(provider = reply.provider, "a reply pushed again: ignored");
-        return Ok(action);
-    };
-    let reply_id: i32 = kept.try_get("", "id")?;
-    // A reply from a resident's number: they were reached.
-    if let (Some(s), Some(c)) = (sender, &campaign) {
-        outbox::progress(&txn, c.id(), s.resident_id, true, received_at).await?;
+    match db.query_one_raw(sql.build()).await? {
+        Some(kept) => Ok(Some(kept.try_get("", "id")?)),
+        None => Ok(None),
     }
-    match (action, sender) {
-        (ReplyAction::Confirm, Some(_)) => {
-            if let Some(a) = &appointment {
-                confirm(&txn, a.id, now).await?;
-            }
-        }
-        (ReplyAction::Reschedule, Some(s)) => {
-            if let (Some(a), Some(c)) = (&appointment, &campaign) {
-                tasks::create(
-                    &txn,
-                    NewTask {
-                        campaign_id: c.id(),
-                        resident_id: s.resident_id,
-                        village_code: s.village_code.clone(),
-                        kind: TaskKind::RescheduleRequest,
-                        dedupe_key: format!("reschedule:a{}:{}", a.id, a.day),
-                        message_id: None,
-                        reply_id: Some(reply_id),
-                        note: Some(format!("居民回复改期，原预约 {}", a.day)),
-                    },
-                    now,
-                )
-                .await?;
-                let mut options = outbox::immediate(
-                    c.id(),
-                    s.resident_id,
-                    MessageKind::RescheduleOptions,
-                    Some(a.id),
-                    outbox::key(
-                        MessageKind::RescheduleOptions,
-                        s.resident_id,
-                        &format!("a{}", a.id),
-                        a.day,
-                    ),
-                    now,
-                );
-                options.route = Some(s.route.code());
-                outbox::insert(&txn, &[options], now).await?;
-            }
-        }
-        (ReplyAction::OptOut, Some(first)) => {
-            // The number leaves SMS wherever it is: own phone or a relative's.
-            let index = index.clone().unwrap_or_default();
-            for (flag, column) in [
-                ("phone_opt_out", "phone_index"),
-                ("relative_opt_out", "relative_phone_index"),
-            ] {
-                let mut sql = Sql::new(txn.get_database_backend());
-                sql.push(&format!("UPDATE residents SET {flag} = "))
-                    .bind(true)
-                    .push(", updated_at = ")
-                    .bind(now)
-                    .push(&format!(" WHERE {column} = "))
-                    .bind(index.clone());
-                txn.execute_raw(sql.build()).await?;
-            }
-            audit::record(
-                &txn,
-                &Actor::system(),
-                AuditEvent {
-                    action: "resident.opt_out",
-                    entity: "resident",
-                    entity_id: Some(first.resident_id.to_string()),
-                    area_code: crate::area::AreaCode::parse(&first.village_code).ok(),
-                    summary: json!({"channel": "sms", "number": masked, "residents": senders.len()}),
-                },
-            )
-            .await?;
-            if let Some(c) = &campaign {
-                // Confirmed once per number, back the way the reply came.
-                let subject = format!(
-                    "n{}",
-                    index
-                        .iter()
-                        .take(8)
-                        .map(|b| format!("{b:02x}"))
-                        .collect::<String>()
-                );
-                confirm_opt_out(
-                    &txn,
-                    c.id(),
-                    first.resident_id,
-                    &subject,
-                    Some(first.route),
-                    now,
-                )
-                .await?;
-            }
-        }
-        (_, Some(s)) => {
-            if let Some(c) = &campaign {
-                tasks::create(
-                    &txn,
-                    NewTask {
-                        campaign_id: c.id(),
-                        resident_id: s.resident_id,
-                        village_code: s.village_code.clone(),
-                        kind: TaskKind::Reply,
-                        dedupe_key: format!("reply:{reply_id}"),
-                        message_id: None,
-                        reply_id: Some(reply_id),
-                        note: Some(format!(
-                            "居民回复：{}",
-                            reply.text.chars().take(100).collect::<String>()
-                        )),
-                    },
-                    now,
-                )
-                .await?;
-            }
-        }
-        (_, None) => {}
-    }
-    txn.commit().await?;
-    Ok(action)
 }
 
-/// The resident confirms their active appointment (reply 1, or 确认 on their link); a second
-/// confirmation keeps the first time.
-pub(crate) async fn confirm(
+/// A reply asking for another day: a task for the cadre and a message with the next days
+/// with room, back the way the reply came.
+pub async fn reschedule_requested(
     db: &impl ConnectionTrait,
-    appointment_id: i32,
+    campaign_id: i32,
+    sender: &Sender,
+    appointment: (i32, NaiveDate),
+    reply_id: i32,
     now: DateTime<Utc>,
 ) -> AppResult<()> {
-    let mut sql = Sql::new(db.get_database_backend());
-    sql.push("UPDATE appointments SET confirmed_at = ")
-        .bind(now)
-        .push(" WHERE id = ")
-        .bind(appointment_id)
-        .push(" AND confirmed_at IS NULL");
-    db.execute_raw(sql.build()).await?;
+    let (appointment_id, day) = appointment;
+    tasks::create(
+        db,
+        NewTask {
+            campaign_id,
+            resident_id: sender.resident_id,
+            village_code: sender.village_code.clone(),
+            kind: TaskKind::RescheduleRequest,
+            dedupe_key: format!("reschedule:a{appointment_id}:{day}"),
+            message_id: None,
+            reply_id: Some(reply_id),
+            note: Some(format!("居民回复改期，原预约 {day}")),
+        },
+        now,
+    )
+    .await?;
+    let mut options = outbox::immediate(
+        campaign_id,
+        sender.resident_id,
+        MessageKind::RescheduleOptions,
+        Some(appointment_id),
+        outbox::key(
+            MessageKind::RescheduleOptions,
+            sender.resident_id,
+            &format!("a{appointment_id}"),
+            day,
+        ),
+        now,
+    );
+    options.route = Some(sender.route.code());
+    outbox::insert(db, &[options], now).await?;
     Ok(())
 }
 
-/// Takes a resident out of every channel at once (退订 on their own link): own phone, a
-/// relative's phone, WeChat and e-mail. Returns whether anything changed.
-pub(crate) async fn opt_out_resident(
+/// Any other reply from a resident's number: a task for the cadre to read it.
+pub async fn reply_task(
     db: &impl ConnectionTrait,
-    resident_id: i32,
+    campaign_id: i32,
+    sender: &Sender,
+    reply_id: i32,
+    text: &str,
     now: DateTime<Utc>,
-) -> AppResult<bool> {
-    let mut sql = Sql::new(db.get_database_backend());
-    sql.push("UPDATE residents SET phone_opt_out = ")
-        .bind(true)
-        .push(", relative_opt_out = ")
-        .bind(true)
-        .push(", wechat_opt_out = ")
-        .bind(true)
-        .push(", email_opt_out = ")
-        .bind(true)
-        .push(", updated_at = ")
-        .bind(now)
-        .push(" WHERE id = ")
-        .bind(resident_id)
-        .push(" AND NOT (phone_opt_out AND relative_opt_out AND wechat_opt_out AND email_opt_out)");
-    Ok(db.execute_raw(sql.build()).await?.rows_affected() > 0)
+) -> AppResult<()> {
+    tasks::create(
+        db,
+        NewTask {
+            campaign_id,
+            resident_id: sender.resident_id,
+            village_code: sender.village_code.clone(),
+            kind: TaskKind::Reply,
+            dedupe_key: format!("reply:{reply_id}"),
+            message_id: None,
+            reply_id: Some(reply_id),
+            note: Some(format!(
+                "居民回复：{}",
+                text.chars().take(100).collect::<String>()
+            )),
+        },
+        now,
+    )
+    .await?;
+    Ok(())
 }
 
 /// Queues the confirmation of an opt-out, once per `subject` (the number a TD came from, or
 /// the resident whose link was used); `route`: back the way the request came, when it came
 /// by SMS.
-pub(crate) async fn confirm_opt_out(
+pub async fn confirm_opt_out(
     db: &impl ConnectionTrait,
     campaign_id: i32,
     resident_id: i32,
@@ -643,7 +524,7 @@ pub(crate) async fn confirm_opt_out(
 
 /// Residents whose own or relative's number has this blind index, the most recently
 /// messaged first.
-async fn senders(db: &impl ConnectionTrait, index: &[u8]) -> AppResult<Vec<Sender>> {
+pub async fn senders(db: &impl ConnectionTrait, index: &[u8]) -> AppResult<Vec<Sender>> {
     let mut sql = Sql::new(db.get_database_backend());
     sql.push("SELECT r.id, r.village_code, CASE WHEN r.phone_index = ")
         .bind(index.to_vec())

@@ -8,21 +8,14 @@ use std::collections::HashMap;
 use chrono::{NaiveDate, Utc};
 use entities::{appointments, institutions, residents};
 use rand::Rng;
-use sea_orm::{
-    ColumnTrait, ConnectionTrait, EntityTrait, QueryFilter, QueryOrder, TransactionSession,
-    TransactionTrait,
-};
+use sea_orm::{ColumnTrait, ConnectionTrait, EntityTrait, QueryFilter, QueryOrder};
 use serde::Serialize;
-use serde_json::json;
 
 use super::MessageKind;
-use super::inbound;
-use super::outbox::{self, Reminders};
 use crate::area::AreaCode;
-use crate::audit::{self, AuditEvent};
 use crate::auth::Actor;
 use crate::campaign::{self, Campaign};
-use crate::db::{Sql, begin_write};
+use crate::db::Sql;
 use crate::error::{AppError, AppResult};
 use crate::institution::{self, DayView};
 use crate::privacy::{Field, Privacy};
@@ -151,13 +144,13 @@ impl Link {
         !self.campaign.is_open()
     }
 
-    fn actor(&self) -> AppResult<Actor> {
+    pub fn actor(&self) -> AppResult<Actor> {
         let village = AreaCode::parse(&self.resident.village_code)
             .map_err(|e| anyhow::anyhow!("stored village code: {e}"))?;
         Ok(Actor::resident_link(village))
     }
 
-    fn area(&self) -> Option<AreaCode> {
+    pub fn area(&self) -> Option<AreaCode> {
         AreaCode::parse(&self.resident.village_code).ok()
     }
 }
@@ -310,121 +303,12 @@ async fn free_days(
         .collect())
 }
 
-fn not_active() -> AppError {
+pub fn not_active() -> AppError {
     AppError::refused("not_active", "您目前没有可以更改的预约")
 }
 
-fn expired() -> AppError {
+pub fn link_expired() -> AppError {
     AppError::refused("link_expired", "本次体检工作已经结束，链接已失效")
-}
-
-/// 确认: as a reply 1 does — the appointment confirmed, the resident reached — and audited.
-pub async fn confirm<C>(db: &C, link: &Link) -> AppResult<()>
-where
-    C: ConnectionTrait + TransactionTrait,
-{
-    if link.expired() {
-        return Err(expired());
-    }
-    let now = Utc::now();
-    let txn = begin_write(db).await?;
-    let Some(active) =
-        crate::appointment::active_of(&txn, link.campaign.id(), link.resident.id).await?
-    else {
-        return Err(not_active());
-    };
-    inbound::confirm(&txn, active.id, now).await?;
-    outbox::progress(&txn, link.campaign.id(), link.resident.id, true, now).await?;
-    audit::record(
-        &txn,
-        &link.actor()?,
-        AuditEvent {
-            action: "link.confirm",
-            entity: "appointment",
-            entity_id: Some(active.id.to_string()),
-            area_code: link.area(),
-            summary: json!({"resident_id": link.resident.id, "day": active.day}),
-        },
-    )
-    .await?;
-    txn.commit().await?;
-    Ok(())
-}
-
-/// 改约: the active appointment moved to `day` at the same institution, by the rules and the
-/// code of a cadre's reschedule (a confirmation queued, the old place given back); the
-/// resident reached.
-pub async fn reschedule<C>(
-    db: &C,
-    link: &Link,
-    day: NaiveDate,
-    reminders: &Reminders,
-) -> AppResult<()>
-where
-    C: ConnectionTrait + TransactionTrait,
-{
-    if link.expired() {
-        return Err(expired());
-    }
-    let Some(active) =
-        crate::appointment::active_of(db, link.campaign.id(), link.resident.id).await?
-    else {
-        return Err(not_active());
-    };
-    crate::appointment::reschedule(
-        db,
-        &link.actor()?,
-        active.id,
-        crate::appointment::Reschedule {
-            day,
-            institution_id: None,
-            reason: Some("居民通过预约链接改约".to_owned()),
-        },
-        reminders,
-    )
-    .await?;
-    outbox::progress(db, link.campaign.id(), link.resident.id, true, Utc::now()).await?;
-    Ok(())
-}
-
-/// 退订: as a reply TD does, but for every channel of the resident — flags set, a
-/// confirmation queued, the resident reached — and audited.
-pub async fn opt_out<C>(db: &C, link: &Link) -> AppResult<()>
-where
-    C: ConnectionTrait + TransactionTrait,
-{
-    if link.expired() {
-        return Err(expired());
-    }
-    let now = Utc::now();
-    let txn = begin_write(db).await?;
-    let changed = inbound::opt_out_resident(&txn, link.resident.id, now).await?;
-    outbox::progress(&txn, link.campaign.id(), link.resident.id, true, now).await?;
-    if changed {
-        audit::record(
-            &txn,
-            &link.actor()?,
-            AuditEvent {
-                action: "resident.opt_out",
-                entity: "resident",
-                entity_id: Some(link.resident.id.to_string()),
-                area_code: link.area(),
-                summary: json!({"channel": "link", "residents": 1}),
-            },
-        )
-        .await?;
-        inbound::confirm_opt_out(
-            &txn,
-            link.campaign.id(),
-            link.resident.id,
-            &format!("link:r{}", link.resident.id),
-            None,
-            now,
-        )
-        .await?;
-    }
-    txn.commit().await?;
-    Ok(())
 }
 
 #[cfg(test)]

@@ -12,7 +12,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use base64::Engine;
 use chrono::{DateTime, NaiveDate, Utc};
 use entities::users::{self, Role};
-use sea_orm::{ConnectionTrait, EntityTrait, TransactionSession, TransactionTrait};
+use sea_orm::{ColumnTrait, ConnectionTrait, EntityTrait, PaginatorTrait, QueryFilter};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 
@@ -23,7 +23,7 @@ use crate::campaign::{self, Campaign};
 use crate::client_key;
 use crate::config::SignatureSettings;
 use crate::contact::codes;
-use crate::db::{Sql, begin_write};
+use crate::db::Sql;
 use crate::error::{AppError, AppResult};
 use crate::privacy::{Field, Privacy};
 use crate::signature::{self, DirStore, Limits, SignatureError, SignatureImage, SignatureStore};
@@ -545,9 +545,12 @@ async fn check_registrable(
             "exempt",
             "该居民已免于体检（死亡或迁出），不能登记拒检",
         )),
-        _ if crate::exam::existing(db, campaign_id, resident_id)
+        _ if entities::exam_records::Entity::find()
+            .filter(entities::exam_records::Column::CampaignId.eq(campaign_id))
+            .filter(entities::exam_records::Column::ResidentId.eq(resident_id))
+            .count(db)
             .await?
-            .is_some() =>
+            > 0 =>
         {
             Err(AppError::refused(
                 "already_examined",
@@ -558,22 +561,25 @@ async fn check_registrable(
     }
 }
 
-/// Registers a refusal (audited). The resident must be in the caller's scope, enrolled, not
-/// examined, without an open registration, and with enough documented contact; a returned
-/// registration of theirs is superseded by this one. The signature image is stored in the same
-/// transaction when it lives in the database.
-pub async fn register<C>(
-    db: &C,
-    signatures: &SignatureSettings,
-    actor: &Actor,
-    campaign_id: i32,
-    resident_id: i32,
+/// A registration as the cadre sent it, checked without the database: its texts, its key and
+/// its signature decoded.
+pub struct Checked {
     new: NewRegistration,
-) -> AppResult<Registration>
-where
-    C: ConnectionTrait + TransactionTrait,
-{
-    // Everything that needs no database first: a bad upload costs no lock.
+    reason_text: Option<String>,
+    signer_name: String,
+    location: Option<String>,
+    key: Option<String>,
+    image: SignatureImage,
+}
+
+/// What a registration did: recorded now, or recorded earlier under the same client key.
+pub enum Registered {
+    Now(i32),
+    Earlier(i32),
+}
+
+/// Everything about a registration that needs no database, first: a bad upload costs no lock.
+pub async fn check(new: NewRegistration) -> AppResult<Checked> {
     let reason_text = crate::validate::optional_name(new.reason_text.as_deref(), "原因说明", 500)?;
     if new.reason == Reason::Other && reason_text.is_none() {
         return Err(AppError::validation(
@@ -597,17 +603,44 @@ where
     })
     .await
     .map_err(|e| anyhow::anyhow!("checking a signature: {e}"))?;
-    let image = image?;
+    Ok(Checked {
+        new,
+        reason_text,
+        signer_name,
+        location,
+        key,
+        image: image?,
+    })
+}
 
-    let txn = begin_write(db).await?;
-    let campaign = campaign::get_open_locked(&txn, campaign_id).await?;
-    let resident = crate::registry::find(&txn, &actor.scope, resident_id).await?;
+/// Registers a refusal (audited). The resident must be in the caller's scope, enrolled, not
+/// examined, without an open registration, and with enough documented contact; a returned
+/// registration of theirs is superseded by this one. The signature image is stored in the same
+/// transaction when it lives in the database.
+pub async fn register(
+    txn: &impl ConnectionTrait,
+    signatures: &SignatureSettings,
+    actor: &Actor,
+    campaign_id: i32,
+    resident_id: i32,
+    checked: Checked,
+) -> AppResult<Registered> {
+    let Checked {
+        new,
+        reason_text,
+        signer_name,
+        location,
+        key,
+        image,
+    } = checked;
+    let campaign = campaign::get_open_locked(txn, campaign_id).await?;
+    let resident = crate::registry::find(txn, &actor.scope, resident_id).await?;
     let village = AreaCode::parse(&resident.village_code)
         .map_err(|e| anyhow::anyhow!("resident {resident_id} has a bad village: {e}"))?;
     let subject = resident_id.to_string();
     if let Some(key) = &key {
         let claimed = client_key::claim(
-            &txn,
+            txn,
             key,
             client_key::Kind::Refusal,
             campaign_id,
@@ -620,13 +653,12 @@ where
                 .record(client_key::Kind::Refusal, campaign_id, &subject)?
                 .parse::<i32>()
                 .map_err(|e| anyhow::anyhow!("a refusal's client key names no record: {e}"))?;
-            txn.rollback().await?;
-            return get(db, actor, id).await;
+            return Ok(Registered::Earlier(id));
         }
     }
-    chain::lock_resident(&txn, resident_id).await?;
-    check_registrable(&txn, campaign_id, resident_id).await?;
-    let history = registrations_of(&txn, campaign_id, resident_id).await?;
+    chain::lock_resident(txn, resident_id).await?;
+    check_registrable(txn, campaign_id, resident_id).await?;
+    let history = registrations_of(txn, campaign_id, resident_id).await?;
     if let Some(open) = history.iter().find(|r| r.status.is_open()) {
         return Err(AppError::Refused {
             code: "open_registration",
@@ -641,20 +673,20 @@ where
         .iter()
         .find(|r| r.status == Status::Returned)
         .map(|r| r.id);
-    let attempts = attempts_of(&txn, campaign_id, resident_id).await?;
+    let attempts = attempts_of(txn, campaign_id, resident_id).await?;
     let attempt_ids = check_attempts(&campaign, &village, attempts, new.attempt_ids.as_deref())?;
     let (witness_user_id, witness_name) =
-        witness(&txn, actor, new.witness_user_id, &village).await?;
-    check_not_reused(&txn, &image.sha256, resident_id).await?;
+        witness(txn, actor, new.witness_user_id, &village).await?;
+    check_not_reused(txn, &image.sha256, resident_id).await?;
     // Every check has passed. In a directory the image is written before the record commits
     // (an image nobody names is harmless, a record naming a missing image is not); in the
     // database it commits with the record.
     match &signatures.dir {
         Some(dir) => DirStore::new(dir).put(&image).await?,
-        None => signature::store::put_blob(&txn, &image).await?,
+        None => signature::store::put_blob(txn, &image).await?,
     }
     let record = chain::append(
-        &txn,
+        txn,
         chain::Content {
             kind: REGISTERED.to_owned(),
             campaign_id,
@@ -679,10 +711,10 @@ where
     .await?;
     let id = record.id;
     if let Some(key) = &key {
-        client_key::settle(&txn, key, &id.to_string()).await?;
+        client_key::settle(txn, key, &id.to_string()).await?;
     }
     audit_record(
-        &txn,
+        txn,
         actor,
         "refusal.register",
         &record,
@@ -697,9 +729,7 @@ where
         }),
     )
     .await?;
-    txn.commit().await?;
-    tracing::info!(registration = id, "refusal registered");
-    get(db, actor, id).await
+    Ok(Registered::Now(id))
 }
 
 /// The very same image on another resident's registration is a copy, not a signature.
@@ -751,46 +781,46 @@ async fn audit_record(
     Ok(())
 }
 
-/// The office confirms a pending registration: the resident counts as refused.
-pub async fn confirm<C>(db: &C, actor: &Actor, id: i32, review: Review) -> AppResult<Registration>
-where
-    C: ConnectionTrait + TransactionTrait,
-{
-    let note = crate::validate::optional_name(review.note.as_deref(), "审核意见", 500)?;
-    reviewed(db, actor, id, CONFIRMED, note).await
+/// The office's decision on a pending registration.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Decision {
+    /// The resident counts as refused.
+    Confirm,
+    /// Returned with the reason; the cadre registers it anew.
+    Return,
 }
 
-/// The office returns a pending registration with the reason; the cadre registers it anew.
-pub async fn return_for_correction<C>(
-    db: &C,
-    actor: &Actor,
-    id: i32,
-    review: Review,
-) -> AppResult<Registration>
-where
-    C: ConnectionTrait + TransactionTrait,
-{
-    let note = crate::validate::optional_name(review.note.as_deref(), "退回原因", 500)?
-        .ok_or_else(|| AppError::validation("note_required", "退回时请填写退回原因"))?;
-    reviewed(db, actor, id, RETURNED, Some(note)).await
+/// The office's note on a decision, checked: a return needs its reason.
+pub fn review_note(decision: Decision, review: Review) -> AppResult<Option<String>> {
+    match decision {
+        Decision::Confirm => {
+            crate::validate::optional_name(review.note.as_deref(), "审核意见", 500)
+        }
+        Decision::Return => Ok(Some(
+            crate::validate::optional_name(review.note.as_deref(), "退回原因", 500)?
+                .ok_or_else(|| AppError::validation("note_required", "退回时请填写退回原因"))?,
+        )),
+    }
 }
 
-async fn reviewed<C>(
-    db: &C,
+/// Records the office's decision on a pending registration (audited); a confirmation moves
+/// the resident's progress row to refused. Returns the registration as it was.
+pub async fn review(
+    txn: &impl ConnectionTrait,
     actor: &Actor,
     id: i32,
-    kind: &'static str,
+    decision: Decision,
     note: Option<String>,
-) -> AppResult<Registration>
-where
-    C: ConnectionTrait + TransactionTrait,
-{
-    let txn = begin_write(db).await?;
-    let found = get(&txn, actor, id).await?;
+) -> AppResult<Registration> {
+    let kind = match decision {
+        Decision::Confirm => CONFIRMED,
+        Decision::Return => RETURNED,
+    };
+    let found = get(txn, actor, id).await?;
     // Two reviews of one registration line up behind the resident's lock; the second sees
     // the first's record.
-    chain::lock_resident(&txn, found.resident_id).await?;
-    let registration = get(&txn, actor, id).await?;
+    chain::lock_resident(txn, found.resident_id).await?;
+    let registration = get(txn, actor, id).await?;
     if registration.status != Status::Pending {
         return Err(AppError::Refused {
             code: "not_pending",
@@ -800,7 +830,7 @@ where
     }
     let now = Utc::now();
     let record = chain::append(
-        &txn,
+        txn,
         chain::Content {
             kind: kind.to_owned(),
             campaign_id: registration.campaign_id,
@@ -815,29 +845,12 @@ where
         },
     )
     .await?;
-    if kind == CONFIRMED {
-        // Refused counts confirmed registrations; an exam in between keeps its stage.
-        let mut sql = Sql::new(txn.get_database_backend());
-        sql.push("UPDATE enrolments SET stage = 'refused', refused_at = COALESCE(refused_at, ")
-            .bind(now)
-            .push("), updated_at = ")
-            .bind(now)
-            .push(" WHERE campaign_id = ")
-            .bind(registration.campaign_id)
-            .push(" AND resident_id = ")
-            .bind(registration.resident_id)
-            .push(" AND stage NOT IN ('examined', 'exempt')");
-        txn.execute_raw(sql.build()).await?;
-        crate::appointment::cancel_for_refusal(
-            &txn,
-            registration.campaign_id,
-            registration.resident_id,
-            now,
-        )
-        .await?;
+    if decision == Decision::Confirm {
+        campaign::enrol::mark_refused(txn, registration.campaign_id, registration.resident_id, now)
+            .await?;
     }
     audit_record(
-        &txn,
+        txn,
         actor,
         if kind == CONFIRMED {
             "refusal.confirm"
@@ -854,8 +867,7 @@ where
         }),
     )
     .await?;
-    txn.commit().await?;
-    get(db, actor, id).await
+    Ok(registration)
 }
 
 /// An exam was recorded: every registration of the resident still standing is revoked by a
@@ -1156,18 +1168,15 @@ pub async fn of_resident(
 /// The refusal register of a campaign for `area` (default the caller's whole scope),
 /// optionally of one status. With `reveal`, a role allowed to gets full ID numbers and the
 /// view is audited.
-pub async fn register_of<C>(
-    db: &C,
+pub async fn register_of(
+    db: &impl ConnectionTrait,
     privacy: &Privacy,
     actor: &Actor,
     campaign_id: i32,
     area: Option<AreaCode>,
     status: Option<Status>,
     reveal: bool,
-) -> AppResult<Register>
-where
-    C: ConnectionTrait + TransactionTrait,
-{
+) -> AppResult<Register> {
     if reveal && !crate::registry::may_reveal(actor.role) {
         return Err(AppError::Forbidden(
             "您的角色无权查看完整的身份证号".to_owned(),
@@ -1197,9 +1206,9 @@ where
         }
     }
     if reveal {
-        let txn = db.begin().await?;
+        // One statement, its own transaction.
         audit::record(
-            &txn,
+            db,
             actor,
             AuditEvent {
                 action: "refusal.export_pii",
@@ -1210,7 +1219,6 @@ where
             },
         )
         .await?;
-        txn.commit().await?;
     }
     Ok(Register {
         campaign_id,
@@ -1225,15 +1233,12 @@ where
 
 /// The signature image of a registration, for the office, township officers and auditors in
 /// whose scope it lies and for the cadre who registered it; every view is audited.
-pub async fn signature_image<C>(
-    db: &C,
+pub async fn signature_image(
+    db: &impl ConnectionTrait,
     store: &dyn SignatureStore,
     actor: &Actor,
     id: i32,
-) -> AppResult<Vec<u8>>
-where
-    C: ConnectionTrait + TransactionTrait,
-{
+) -> AppResult<Vec<u8>> {
     let registration = get(db, actor, id).await?;
     let allowed = match actor.role {
         Role::Office | Role::Township | Role::Auditor => true,
@@ -1249,9 +1254,9 @@ where
         .get(&registration.signature_sha256)
         .await?
         .ok_or_else(|| anyhow::anyhow!("signature of registration {id} is missing"))?;
-    let txn = db.begin().await?;
+    // One statement, its own transaction.
     audit::record(
-        &txn,
+        db,
         actor,
         AuditEvent {
             action: "refusal.signature_view",
@@ -1266,7 +1271,6 @@ where
         },
     )
     .await?;
-    txn.commit().await?;
     Ok(bytes)
 }
 

@@ -3,6 +3,7 @@
 //! role that may see them asks for one resident's detail, which is audited.
 
 mod book;
+pub mod consent;
 pub mod fields;
 mod import;
 mod resident_id;

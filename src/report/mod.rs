@@ -8,6 +8,7 @@
 pub mod bulletin;
 pub mod cube;
 pub mod export;
+pub mod progress;
 
 use std::collections::{BTreeMap, HashMap};
 

@@ -182,7 +182,7 @@ pub async fn confirm(
         Ok(link) => link,
         Err(response) => return response,
     };
-    let result = links::confirm(&state.db, &link).await;
+    let result = crate::flows::replies::link_confirm(&state.db, &link).await;
     after(&state, &link, &code, result, "confirmed").await
 }
 
@@ -205,7 +205,7 @@ pub async fn reschedule(
     };
     let result = match serde_urlencoded::from_bytes::<NewDay>(&body) {
         Ok(form) => {
-            links::reschedule(
+            crate::flows::replies::link_reschedule(
                 &state.db,
                 &link,
                 form.day,
@@ -229,6 +229,6 @@ pub async fn opt_out(
         Ok(link) => link,
         Err(response) => return response,
     };
-    let result = links::opt_out(&state.db, &link).await;
+    let result = crate::flows::replies::link_opt_out(&state.db, &link).await;
     after(&state, &link, &code, result, "opted_out").await
 }

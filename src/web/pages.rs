@@ -20,7 +20,7 @@ use crate::http::guard::{AnyRole, Auth};
 use crate::outreach::waves::{self, MessageFilter, MessagesOf};
 use crate::registry::{self, MigrantType, ResidentFilter, Special, sex_label};
 use crate::state::AppState;
-use crate::{contact, exam, flows, refusal};
+use crate::{contact, flows, refusal};
 use entities::users::Role;
 
 /// A role as the people in it call it.
@@ -339,11 +339,12 @@ pub async fn resident(
     let campaign = current_campaign(&state).await?;
     let (progress, attempts) = match &campaign {
         Some(c) => {
-            let progress = match exam::progress(&state.db, actor, c.model.id, id).await {
-                Ok(progress) => Some(progress),
-                Err(AppError::NotFound(_)) => None,
-                Err(error) => return Err(error.into()),
-            };
+            let progress =
+                match crate::report::progress::progress(&state.db, actor, c.model.id, id).await {
+                    Ok(progress) => Some(progress),
+                    Err(AppError::NotFound(_)) => None,
+                    Err(error) => return Err(error.into()),
+                };
             let attempts = contact::list(&state.db, actor, c.model.id, id).await?;
             (progress, Some(attempts))
         }

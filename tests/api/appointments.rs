@@ -562,12 +562,12 @@ async fn attendance_writes_the_exam_and_a_missed_day_becomes_a_no_show() {
     .exec(&s.app.db)
     .await
     .unwrap();
-    let changed = outreach::appointment::mark_no_shows(&s.app.db, &Default::default())
+    let changed = outreach::flows::booking::mark_no_shows(&s.app.db, &Default::default())
         .await
         .unwrap();
     assert_eq!(changed, 1);
     assert_eq!(
-        outreach::appointment::mark_no_shows(&s.app.db, &Default::default())
+        outreach::flows::booking::mark_no_shows(&s.app.db, &Default::default())
             .await
             .unwrap(),
         0

@@ -1202,7 +1202,7 @@ async fn a_failed_receipt_after_cancellation_sends_nothing_more() {
         )
         .await;
     assert_eq!(response.status(), StatusCode::OK);
-    outreach::outreach::inbound::apply_receipt(
+    outreach::flows::replies::apply_receipt(
         &s.app.db,
         &Receipt {
             provider: "log",
@@ -1225,8 +1225,9 @@ async fn a_failed_receipt_after_cancellation_sends_nothing_more() {
 /// expected step before the final one: reported as such, the message left as it was.
 #[tokio::test]
 async fn a_first_stage_receipt_is_an_expected_intermediate_step() {
+    use outreach::flows::replies::apply_receipt;
     use outreach::outreach::callbacks::{Receipt, ReceiptStatus};
-    use outreach::outreach::inbound::{ReceiptOutcome, apply_receipt};
+    use outreach::outreach::inbound::ReceiptOutcome;
     let s = setup(|s| {
         s.messaging.outbox.simulate_receipts = false;
     })
@@ -1280,8 +1281,9 @@ async fn a_first_stage_receipt_is_an_expected_intermediate_step() {
 /// opt-out confirmation reaches the opted-out number, not the answer.
 #[tokio::test]
 async fn an_opt_out_holds_for_answers_sent_back_the_way_a_reply_came() {
+    use outreach::flows::replies::apply_reply;
     use outreach::outreach::callbacks::InboundSms;
-    use outreach::outreach::inbound::{ReplyAction, apply_reply};
+    use outreach::outreach::inbound::ReplyAction;
     let s = setup(|_| {}).await;
     let a = resident(&s.app, 1, OWN).await;
     book(&s, &[a]).await;
@@ -1546,8 +1548,8 @@ async fn sent_to(app: &TestApp, resident: i32) -> i64 {
 /// A provider that pushes the same reply twice (its retry) makes one reply and one task.
 #[tokio::test]
 async fn a_reply_pushed_twice_is_acted_on_once() {
+    use outreach::flows::replies::apply_reply;
     use outreach::outreach::callbacks::InboundSms;
-    use outreach::outreach::inbound::apply_reply;
     let s = setup(|_| {}).await;
     let a = resident(&s.app, 1, OWN).await;
     let sms = InboundSms {
@@ -1728,8 +1730,8 @@ async fn a_waves_figures_are_scoped_alike_and_its_status_moves_on_as_messages_go
 
 #[tokio::test]
 async fn report_figures_keep_coming_after_a_reply_routed_message_is_suppressed() {
+    use outreach::flows::replies::apply_reply;
     use outreach::outreach::callbacks::InboundSms;
-    use outreach::outreach::inbound::apply_reply;
     let s = setup(|_| {}).await;
     let a = resident(&s.app, 1, OWN).await;
     // A resident with no contact at all: the notice fails for lack of any channel.

@@ -79,7 +79,7 @@ pub async fn attempt(
     days_ago: i64,
     outcome: Outcome,
 ) -> i32 {
-    outreach::contact::record(
+    outreach::flows::attempts::record(
         &app.db,
         actor,
         campaign,

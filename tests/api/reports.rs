@@ -142,7 +142,7 @@ async fn fixture(configure: impl FnOnce(&mut outreach::config::Settings)) -> Fix
 
     let today = outreach::registry::today();
     let day = today + Duration::days(1);
-    outreach::appointment::book(
+    outreach::flows::booking::book(
         &app.db,
         &cli,
         campaign,
@@ -178,7 +178,7 @@ async fn fixture(configure: impl FnOnce(&mut outreach::config::Settings)) -> Fix
     assert_eq!(confirmed.status(), StatusCode::OK);
 
     for who in [a1, b1, c1] {
-        outreach::exam::record_at_institution(
+        outreach::flows::exams::record_at_institution(
             &app.db,
             &cli,
             campaign,
@@ -191,7 +191,7 @@ async fn fixture(configure: impl FnOnce(&mut outreach::config::Settings)) -> Fix
         .await
         .unwrap();
     }
-    outreach::exam::record_elsewhere(
+    outreach::flows::exams::record_elsewhere(
         &app.db,
         &cli,
         campaign,
@@ -594,7 +594,7 @@ async fn closed_days_ranges_series_and_rankings() {
         .await
         .unwrap()
         .unwrap();
-    outreach::appointment::cancel(
+    outreach::flows::booking::cancel(
         &app.db,
         &Actor::cli(),
         appointment.id,
@@ -1325,7 +1325,7 @@ async fn a_township_examined_without_calls_is_reached() {
     let cli = Actor::cli();
     for n in 1..=3 {
         let who = add_resident(&app, resident_id(n, "19800101"), OTHER_VILLAGE, None, None).await;
-        outreach::exam::record_at_institution(
+        outreach::flows::exams::record_at_institution(
             &app.db,
             &cli,
             campaign,

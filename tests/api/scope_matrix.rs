@@ -881,7 +881,7 @@ async fn refusal_targets(
         }))
         .unwrap();
         registrations.push(
-            outreach::refusal::register(
+            outreach::flows::refusals::register(
                 &app.db,
                 &Default::default(),
                 &Actor::cli(),
@@ -975,7 +975,7 @@ async fn every_role_and_scope_gets_exactly_its_rights() {
     for n in numbers {
         more.push(resident(&app, n).await);
     }
-    let booked = outreach::appointment::book(
+    let booked = outreach::flows::booking::book(
         &app.db,
         &Actor::cli(),
         campaign,
@@ -990,7 +990,7 @@ async fn every_role_and_scope_gets_exactly_its_rights() {
     .await
     .unwrap();
     let appointment_ids: Vec<i32> = booked.appointments.iter().map(|a| a.id).collect();
-    let evidence = outreach::exam::record_elsewhere(
+    let evidence = outreach::flows::exams::record_elsewhere(
         &app.db,
         &Actor::cli(),
         campaign,
@@ -1210,7 +1210,7 @@ async fn institution_staff_see_only_their_patients_and_what_a_clinic_needs() {
     )
     .await;
     let campaign = app.open_campaign().await;
-    outreach::appointment::book(
+    outreach::flows::booking::book(
         &app.db,
         &cli,
         campaign,

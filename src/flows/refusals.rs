@@ -1,0 +1,93 @@
+//! A refusal is registered by a cadre and reviewed by the office. A confirmed refusal ends the
+//! resident's appointment and everything still waiting to be sent to them in the campaign.
+
+use chrono::Utc;
+use sea_orm::{ConnectionTrait, DatabaseTransaction, TransactionTrait};
+
+use super::{booking, write};
+use crate::auth::Actor;
+use crate::config::SignatureSettings;
+use crate::db::begin_write;
+use crate::error::AppResult;
+use crate::refusal::{self, Decision, NewRegistration, Registered, Registration, Review};
+
+/// Registers a refusal after its checks; one sent again under its client key is answered
+/// with the registration made the first time.
+pub async fn register<C>(
+    db: &C,
+    signatures: &SignatureSettings,
+    actor: &Actor,
+    campaign_id: i32,
+    resident_id: i32,
+    new: NewRegistration,
+) -> AppResult<Registration>
+where
+    C: ConnectionTrait + TransactionTrait<Transaction = DatabaseTransaction>,
+{
+    let checked = refusal::check(new).await?;
+    let txn = begin_write(db).await?;
+    let id = match refusal::register(&txn, signatures, actor, campaign_id, resident_id, checked)
+        .await?
+    {
+        Registered::Earlier(id) => {
+            txn.rollback().await?;
+            id
+        }
+        Registered::Now(id) => {
+            txn.commit().await?;
+            tracing::info!(registration = id, "refusal registered");
+            id
+        }
+    };
+    refusal::get(db, actor, id).await
+}
+
+/// The office confirms a pending registration: the resident counts as refused, their
+/// appointment is cancelled and nothing more waiting in the campaign is sent to them.
+pub async fn confirm<C>(db: &C, actor: &Actor, id: i32, review: Review) -> AppResult<Registration>
+where
+    C: ConnectionTrait + TransactionTrait<Transaction = DatabaseTransaction>,
+{
+    decide(db, actor, id, Decision::Confirm, review).await
+}
+
+/// The office returns a pending registration with the reason; the cadre registers it anew.
+pub async fn return_for_correction<C>(
+    db: &C,
+    actor: &Actor,
+    id: i32,
+    review: Review,
+) -> AppResult<Registration>
+where
+    C: ConnectionTrait + TransactionTrait<Transaction = DatabaseTransaction>,
+{
+    decide(db, actor, id, Decision::Return, review).await
+}
+
+async fn decide<C>(
+    db: &C,
+    actor: &Actor,
+    id: i32,
+    decision: Decision,
+    review: Review,
+) -> AppResult<Registration>
+where
+    C: ConnectionTrait + TransactionTrait<Transaction = DatabaseTransaction>,
+{
+    let note = refusal::review_note(decision, review)?;
+    write(db, async |txn| {
+        let registration = refusal::review(txn, actor, id, decision, note).await?;
+        if decision == Decision::Confirm {
+            booking::cancel_for_refusal(
+                txn,
+                registration.campaign_id,
+                registration.resident_id,
+                Utc::now(),
+            )
+            .await?;
+        }
+        Ok(())
+    })
+    .await?;
+    refusal::get(db, actor, id).await
+}
