@@ -150,53 +150,6 @@ pub(crate) async fn proposals(
         .collect())
 }
 
-/// Takes `n` places of a day, or none: the statement itself checks the room left, so two
-/// bookings racing for the last places cannot both get them.
-async fn reserve(
-    db: &impl ConnectionTrait,
-    institution: &institutions::Model,
-    day: NaiveDate,
-    n: i32,
-) -> AppResult<bool> {
-    institution::ensure_day(db, institution, day).await?;
-    let mut sql = Sql::new(db.get_database_backend());
-    sql.push("UPDATE institution_days SET booked = booked + ")
-        .bind(n)
-        .push(", updated_at = ")
-        .bind(Utc::now())
-        .push(" WHERE institution_id = ")
-        .bind(institution.id)
-        .push(" AND day = ")
-        .bind(day)
-        .push(" AND closed = ")
-        .bind(false)
-        .push(" AND booked + ")
-        .bind(n)
-        .push(" <= capacity");
-    Ok(db.execute_raw(sql.build()).await?.rows_affected() == 1)
-}
-
-/// Gives `n` places of a day back.
-async fn release(
-    db: &impl ConnectionTrait,
-    institution_id: i32,
-    day: NaiveDate,
-    n: i32,
-) -> AppResult<()> {
-    let mut sql = Sql::new(db.get_database_backend());
-    sql.push("UPDATE institution_days SET booked = booked - ")
-        .bind(n)
-        .push(", updated_at = ")
-        .bind(Utc::now())
-        .push(" WHERE institution_id = ")
-        .bind(institution_id)
-        .push(" AND day = ")
-        .bind(day)
-        .push(" AND booked >= ")
-        .bind(n);
-    db.execute_raw(sql.build()).await?;
-    Ok(())
-}
 
 async fn day_after(
     db: &impl ConnectionTrait,
@@ -320,7 +273,7 @@ pub async fn book(
         });
     }
     let n = ids.len() as i32;
-    if !reserve(txn, &institution, request.day, n).await? {
+    if !institution::reserve(txn, &institution, request.day, n).await? {
         let view = day_after(txn, &institution, request.day).await?;
         let proposals = proposals(txn, &campaign, &institution, request.day, n).await?;
         return Err(full_day(request.day, &view, n, proposals));
@@ -741,15 +694,15 @@ pub async fn reschedule(
     // wait on each other.
     let old_key = (current.institution_id, current.day);
     if (institution.id, request.day) > old_key {
-        release(txn, current.institution_id, current.day, 1).await?;
+        institution::release(txn, current.institution_id, current.day, 1).await?;
     }
-    if !reserve(txn, &institution, request.day, 1).await? {
+    if !institution::reserve(txn, &institution, request.day, 1).await? {
         let view = day_after(txn, &institution, request.day).await?;
         let proposals = proposals(txn, &campaign, &institution, request.day, 1).await?;
         return Err(full_day(request.day, &view, 1, proposals));
     }
     if (institution.id, request.day) < old_key {
-        release(txn, current.institution_id, current.day, 1).await?;
+        institution::release(txn, current.institution_id, current.day, 1).await?;
     }
     let saved = appointments::Entity::find_by_id(id)
         .one(txn)
@@ -863,7 +816,7 @@ async fn end(
 ) -> AppResult<appointments::Model> {
     let saved = leave_booked(db, current, status, reason, now).await?;
     if status == "cancelled" {
-        release(db, current.institution_id, current.day, 1).await?;
+        institution::release(db, current.institution_id, current.day, 1).await?;
         enrol::unmark_appointed(db, current.campaign_id, &[current.resident_id], now).await?;
     }
     Ok(saved)
@@ -1060,7 +1013,7 @@ async fn cancel_matching(
         ));
     }
     for ((institution_id, day), n) in per_day {
-        release(db, institution_id, day, n).await?;
+        institution::release(db, institution_id, day, n).await?;
     }
     Ok(cancelled)
 }
