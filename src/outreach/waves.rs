@@ -5,7 +5,7 @@
 //! later. Planning is idempotent (one key per resident, wave and day).
 
 use chrono::{DateTime, Duration, NaiveDate, NaiveTime, Utc};
-use sea_orm::{ConnectionTrait, TransactionSession, TransactionTrait};
+use sea_orm::{ConnectionTrait, FromQueryResult, TransactionSession, TransactionTrait};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 
@@ -182,11 +182,11 @@ where
     .push(", ")
     .bind(now)
     .push(") RETURNING id");
-    let id: i32 = txn
-        .query_one_raw(sql.build())
+    let id = Id::find_by_statement(sql.build())
+        .one(&txn)
         .await?
         .ok_or_else(|| anyhow::anyhow!("the wave was not written"))?
-        .try_get("", "id")?;
+        .id;
     let wave = Wave {
         id,
         campaign_id,
@@ -332,14 +332,13 @@ where
             .bind(campaign.id())
             .push(" AND status = 'planned' AND expires_at > ")
             .bind(now);
-        for row in db.query_all_raw(sql.build()).await? {
-            let audience: String = row.try_get("", "audience")?;
+        for row in PlanRow::find_by_statement(sql.build()).all(db).await? {
             let wave = Wave {
-                id: row.try_get("", "id")?,
+                id: row.id,
                 campaign_id: campaign.id(),
-                audience: serde_json::from_str(&audience).map_err(anyhow::Error::from)?,
-                send_at: row.try_get("", "send_at")?,
-                expires_at: row.try_get("", "expires_at")?,
+                audience: serde_json::from_str(&row.audience).map_err(anyhow::Error::from)?,
+                send_at: row.send_at,
+                expires_at: row.expires_at,
             };
             let txn = begin_write(db).await?;
             planned += plan(&txn, &campaign, &wave, now).await?;
@@ -349,24 +348,58 @@ where
     Ok(planned)
 }
 
-fn view(row: &sea_orm::QueryResult) -> AppResult<WaveView> {
-    let audience: String = row.try_get("", "audience")?;
-    Ok(WaveView {
-        id: row.try_get("", "id")?,
-        campaign_id: row.try_get("", "campaign_id")?,
-        name: row.try_get("", "name")?,
-        kind: row.try_get("", "kind")?,
-        audience: serde_json::from_str(&audience).map_err(anyhow::Error::from)?,
-        window_from: row.try_get("", "window_start")?,
-        window_to: row.try_get("", "window_end")?,
-        send_at: row.try_get("", "send_at")?,
-        expires_at: row.try_get("", "expires_at")?,
-        status: row.try_get("", "status")?,
-        planned: row.try_get("", "planned")?,
-        states: Default::default(),
-        created_at: row.try_get("", "created_at")?,
-        cancelled_at: row.try_get("", "cancelled_at")?,
-    })
+/// A row's id, as `RETURNING id` gives it.
+#[derive(FromQueryResult)]
+struct Id {
+    id: i32,
+}
+
+/// What topping up needs of a stored wave.
+#[derive(FromQueryResult)]
+struct PlanRow {
+    id: i32,
+    audience: String,
+    send_at: DateTime<Utc>,
+    expires_at: DateTime<Utc>,
+}
+
+/// A `waves` row: the [`WAVE_COLUMNS`].
+#[derive(FromQueryResult)]
+struct WaveRow {
+    id: i32,
+    campaign_id: i32,
+    name: String,
+    kind: String,
+    audience: String,
+    window_start: NaiveDate,
+    window_end: NaiveDate,
+    send_at: DateTime<Utc>,
+    expires_at: DateTime<Utc>,
+    status: String,
+    planned: i32,
+    created_at: DateTime<Utc>,
+    cancelled_at: Option<DateTime<Utc>>,
+}
+
+impl WaveRow {
+    fn view(self) -> AppResult<WaveView> {
+        Ok(WaveView {
+            id: self.id,
+            campaign_id: self.campaign_id,
+            name: self.name,
+            kind: self.kind,
+            audience: serde_json::from_str(&self.audience).map_err(anyhow::Error::from)?,
+            window_from: self.window_start,
+            window_to: self.window_end,
+            send_at: self.send_at,
+            expires_at: self.expires_at,
+            status: self.status,
+            planned: self.planned,
+            states: Default::default(),
+            created_at: self.created_at,
+            cancelled_at: self.cancelled_at,
+        })
+    }
 }
 
 const WAVE_COLUMNS: &str = "id, campaign_id, name, kind, audience, window_start, window_end, \
@@ -407,6 +440,14 @@ fn status_of(stored: &str, states: &std::collections::BTreeMap<String, i64>) -> 
     }
 }
 
+/// How many messages of a wave are in a state.
+#[derive(FromQueryResult)]
+struct StateCount {
+    wave_id: i32,
+    state: String,
+    n: i64,
+}
+
 /// Fills in the figures of `waves`: messages per state of residents in the caller's scope
 /// (and `planned` from them), and the status from all of each wave's messages.
 async fn fill(db: &impl ConnectionTrait, actor: &Actor, waves: &mut [WaveView]) -> AppResult<()> {
@@ -435,10 +476,8 @@ async fn fill(db: &impl ConnectionTrait, actor: &Actor, waves: &mut [WaveView]) 
         }
         sql.push(" GROUP BY m.wave_id, m.state");
         let mut out: HashMap<i32, BTreeMap<String, i64>> = HashMap::new();
-        for row in db.query_all_raw(sql.build()).await? {
-            out.entry(row.try_get("", "wave_id")?)
-                .or_default()
-                .insert(row.try_get("", "state")?, row.try_get("", "n")?);
+        for row in StateCount::find_by_statement(sql.build()).all(db).await? {
+            out.entry(row.wave_id).or_default().insert(row.state, row.n);
         }
         Ok(out)
     };
@@ -464,11 +503,11 @@ pub async fn get(db: &impl ConnectionTrait, actor: &Actor, id: i32) -> AppResult
         .push(WAVE_COLUMNS)
         .push(" FROM waves WHERE id = ")
         .bind(id);
-    let row = db
-        .query_one_raw(sql.build())
+    let wave = WaveRow::find_by_statement(sql.build())
+        .one(db)
         .await?
-        .ok_or_else(|| AppError::NotFound(format!("通知批次 {id} 不存在")))?;
-    let wave = view(&row)?;
+        .ok_or_else(|| AppError::NotFound(format!("通知批次 {id} 不存在")))?
+        .view()?;
     if !visible(actor, &wave) {
         return Err(AppError::NotFound(format!("通知批次 {id} 不存在")));
     }
@@ -492,8 +531,8 @@ pub async fn list(
         .bind(campaign_id)
         .push(" ORDER BY id DESC");
     let mut waves = Vec::new();
-    for row in db.query_all_raw(sql.build()).await? {
-        let wave = view(&row)?;
+    for row in WaveRow::find_by_statement(sql.build()).all(db).await? {
+        let wave = row.view()?;
         if visible(actor, &wave) {
             waves.push(wave);
         }
@@ -525,7 +564,11 @@ where
         .push(" WHERE id = ")
         .bind(id)
         .push(" AND status = 'planned' RETURNING id");
-    if txn.query_one_raw(sql.build()).await?.is_none() {
+    if Id::find_by_statement(sql.build())
+        .one(&txn)
+        .await?
+        .is_none()
+    {
         return Err(AppError::refused("wave_cancelled", "该通知批次已取消"));
     }
     let cancelled = outbox::cancel_where(&txn, outbox::CancelBy::Wave, id, now).await?;
