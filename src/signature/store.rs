@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{Context, bail};
 use async_trait::async_trait;
-use sea_orm::{ConnectionTrait, DatabaseConnection};
+use sea_orm::{ConnectionTrait, DatabaseConnection, FromQueryResult};
 use tracing::instrument;
 
 use super::image::{SignatureImage, sha256_hex};
@@ -54,6 +54,12 @@ fn verified(sha256: &str, bytes: Vec<u8>) -> anyhow::Result<Vec<u8>> {
     Ok(bytes)
 }
 
+/// The stored bytes of a `signature_blobs` row.
+#[derive(FromQueryResult)]
+struct Blob {
+    content: Vec<u8>,
+}
+
 /// Signatures in the `signature_blobs` table.
 #[derive(Clone)]
 pub struct DbStore {
@@ -79,16 +85,14 @@ impl SignatureStore for DbStore {
         let mut sql = Sql::new(self.db.get_database_backend());
         sql.push("SELECT content FROM signature_blobs WHERE sha256 = ")
             .bind(sha256.to_owned());
-        let Some(row) = self
-            .db
-            .query_one_raw(sql.build())
+        let Some(blob) = Blob::find_by_statement(sql.build())
+            .one(&self.db)
             .await
             .context("reading a signature")?
         else {
             return Ok(None);
         };
-        let content: Vec<u8> = row.try_get("", "content")?;
-        verified(sha256, content).map(Some)
+        verified(sha256, blob.content).map(Some)
     }
 }
 
