@@ -9,7 +9,10 @@ use std::collections::BTreeMap;
 use std::time::Instant;
 
 use chrono::{DateTime, Duration, NaiveDate, Utc};
-use sea_orm::{ConnectionTrait, DbBackend, QueryResult, TransactionSession, TransactionTrait};
+use sea_orm::{
+    ConnectionTrait, DbBackend, DbErr, FromQueryResult, QueryResult, Statement, TransactionSession,
+    TransactionTrait,
+};
 
 use crate::campaign::Campaign;
 use crate::db::{Sql, begin_write};
@@ -84,18 +87,38 @@ impl Counts {
     pub fn target(&self) -> i64 {
         self.population - self.exempt
     }
+}
 
-    /// Reads `SUM(...)` columns named as in [`Counts::COLUMNS`].
-    pub fn read(row: &QueryResult) -> AppResult<Self> {
-        let mut v = [0i64; 7];
-        for (i, column) in Self::COLUMNS.iter().enumerate() {
-            v[i] = row.try_get::<Option<i64>>("", column)?.unwrap_or(0);
-        }
-        Ok(Self::from_values(v))
+/// `SUM(...)` columns named as in [`Counts::COLUMNS`] (NULL when no row was summed).
+#[derive(FromQueryResult)]
+struct Sums {
+    population: Option<i64>,
+    exempt: Option<i64>,
+    notified: Option<i64>,
+    reached: Option<i64>,
+    appointed: Option<i64>,
+    examined: Option<i64>,
+    refused: Option<i64>,
+}
+
+/// Counts read from `SUM(...)` columns named as in [`Counts::COLUMNS`]; nothing summed is 0.
+impl FromQueryResult for Counts {
+    fn from_query_result(row: &QueryResult, pre: &str) -> Result<Self, DbErr> {
+        let sums = Sums::from_query_result(row, pre)?;
+        Ok(Counts {
+            population: sums.population.unwrap_or(0),
+            exempt: sums.exempt.unwrap_or(0),
+            notified: sums.notified.unwrap_or(0),
+            reached: sums.reached.unwrap_or(0),
+            appointed: sums.appointed.unwrap_or(0),
+            examined: sums.examined.unwrap_or(0),
+            refused: sums.refused.unwrap_or(0),
+        })
     }
 }
 
 /// One row of the cube.
+#[derive(FromQueryResult)]
 struct Cell {
     village_code: String,
     township_code: String,
@@ -104,6 +127,7 @@ struct Cell {
     special: String,
     route: String,
     exam_area: String,
+    #[sea_orm(nested)]
     counts: Counts,
 }
 
@@ -175,18 +199,19 @@ fn cells_sql(backend: DbBackend, campaign_id: i32, until: DateTime<Utc>) -> Sql 
     sql
 }
 
-/// Reads each row with `read`; a row that cannot be read is logged and left out, so one bad
-/// row never stops a report. Returns the rows read and how many were left out.
-fn read_rows<T>(
-    rows: &[QueryResult],
+/// Reads the rows of `statement`; a row that cannot be read is logged and left out, so one
+/// bad row never stops a report. Returns the rows read and how many were left out.
+async fn read_rows<T: FromQueryResult>(
+    db: &impl ConnectionTrait,
+    statement: Statement,
     campaign_id: i32,
     what: &'static str,
-    read: impl Fn(&QueryResult) -> AppResult<T>,
-) -> (Vec<T>, usize) {
+) -> AppResult<(Vec<T>, usize)> {
+    let rows = db.query_all_raw(statement).await?;
     let mut out = Vec::with_capacity(rows.len());
     let mut skipped = 0;
-    for row in rows {
-        match read(row) {
+    for row in &rows {
+        match T::from_query_result(row, "") {
             Ok(item) => out.push(item),
             Err(e) => {
                 skipped += 1;
@@ -194,7 +219,7 @@ fn read_rows<T>(
             }
         }
     }
-    (out, skipped)
+    Ok((out, skipped))
 }
 
 async fn read_cells(
@@ -202,21 +227,8 @@ async fn read_cells(
     campaign_id: i32,
     until: DateTime<Utc>,
 ) -> AppResult<(Vec<Cell>, usize)> {
-    let rows = db
-        .query_all_raw(cells_sql(db.get_database_backend(), campaign_id, until).build())
-        .await?;
-    Ok(read_rows(&rows, campaign_id, "progress cell", |row| {
-        Ok(Cell {
-            village_code: row.try_get("", "village_code")?,
-            township_code: row.try_get("", "township_code")?,
-            cohort: row.try_get("", "cohort")?,
-            migrant_type: row.try_get("", "migrant_type")?,
-            special: row.try_get("", "special")?,
-            route: row.try_get("", "route")?,
-            exam_area: row.try_get("", "exam_area")?,
-            counts: Counts::read(row)?,
-        })
-    }))
+    let sql = cells_sql(db.get_database_backend(), campaign_id, until);
+    read_rows(db, sql.build(), campaign_id, "progress cell").await
 }
 
 /// Rows per multi-row INSERT (well under SQLite's limit on bound values).
@@ -297,6 +309,15 @@ struct KeyGroupRow {
     examined: i64,
 }
 
+/// A [`KeyGroupRow`] as summed (NULL when no row was summed).
+#[derive(FromQueryResult)]
+struct KeyGroupSums {
+    village_code: String,
+    tag: String,
+    target: Option<i64>,
+    examined: Option<i64>,
+}
+
 async fn read_key_groups(
     db: &impl ConnectionTrait,
     campaign_id: i32,
@@ -311,15 +332,18 @@ async fn read_key_groups(
     );
     sql.bind(campaign_id)
         .push(" GROUP BY e.village_code, t.tag");
-    let rows = db.query_all_raw(sql.build()).await?;
-    Ok(read_rows(&rows, campaign_id, "key group", |row| {
-        Ok(KeyGroupRow {
-            village_code: row.try_get("", "village_code")?,
-            tag: row.try_get("", "tag")?,
-            target: row.try_get::<Option<i64>>("", "target")?.unwrap_or(0),
-            examined: row.try_get::<Option<i64>>("", "examined")?.unwrap_or(0),
+    let (sums, skipped) =
+        read_rows::<KeyGroupSums>(db, sql.build(), campaign_id, "key group").await?;
+    let groups = sums
+        .into_iter()
+        .map(|g| KeyGroupRow {
+            village_code: g.village_code,
+            tag: g.tag,
+            target: g.target.unwrap_or(0),
+            examined: g.examined.unwrap_or(0),
         })
-    }))
+        .collect();
+    Ok((groups, skipped))
 }
 
 /// One line of reach figures: `source` is `message` (total = sent, succeeded = delivered),
@@ -333,6 +357,17 @@ struct ContactRow {
     total: i64,
     succeeded: i64,
     failed: i64,
+}
+
+/// A [`ContactRow`] as summed (NULL when no row was summed), before its source is named.
+#[derive(FromQueryResult)]
+struct ContactSums {
+    village_code: String,
+    channel: String,
+    provider: String,
+    total: Option<i64>,
+    succeeded: Option<i64>,
+    failed: Option<i64>,
 }
 
 /// A message's line: its route, or `none` when no channel took it (no provider, no channel).
@@ -409,19 +444,16 @@ async fn push_contacts(
     sql: &Sql,
     source: &'static str,
 ) -> AppResult<usize> {
-    let rows = db.query_all_raw(sql.build()).await?;
-    let (read, skipped) = read_rows(&rows, campaign_id, source, |row| {
-        Ok(ContactRow {
-            village_code: row.try_get("", "village_code")?,
-            source,
-            channel: row.try_get("", "channel")?,
-            provider: row.try_get("", "provider")?,
-            total: row.try_get::<Option<i64>>("", "total")?.unwrap_or(0),
-            succeeded: row.try_get::<Option<i64>>("", "succeeded")?.unwrap_or(0),
-            failed: row.try_get::<Option<i64>>("", "failed")?.unwrap_or(0),
-        })
-    });
-    out.extend(read);
+    let (read, skipped) = read_rows::<ContactSums>(db, sql.build(), campaign_id, source).await?;
+    out.extend(read.into_iter().map(|c| ContactRow {
+        village_code: c.village_code,
+        source,
+        channel: c.channel,
+        provider: c.provider,
+        total: c.total.unwrap_or(0),
+        succeeded: c.succeeded.unwrap_or(0),
+        failed: c.failed.unwrap_or(0),
+    }));
     Ok(skipped)
 }
 
@@ -646,10 +678,22 @@ async fn kept_through(db: &impl ConnectionTrait, campaign_id: i32) -> AppResult<
     let mut sql = Sql::new(db.get_database_backend());
     sql.push("SELECT days_through FROM report_refreshes WHERE campaign_id = ")
         .bind(campaign_id);
-    Ok(match db.query_one_raw(sql.build()).await? {
-        Some(row) => row.try_get::<Option<NaiveDate>>("", "days_through")?,
-        None => None,
-    })
+    Ok(Kept::find_by_statement(sql.build())
+        .one(db)
+        .await?
+        .and_then(|kept| kept.days_through))
+}
+
+/// How far a campaign's closed days are kept (`report_refreshes.days_through`).
+#[derive(FromQueryResult)]
+struct Kept {
+    days_through: Option<NaiveDate>,
+}
+
+/// When a campaign's live figures were rebuilt (`report_refreshes.refreshed_at`).
+#[derive(FromQueryResult)]
+struct Refreshes {
+    refreshed_at: DateTime<Utc>,
 }
 
 async fn record_refresh(
@@ -686,10 +730,10 @@ pub async fn refreshed_at(
     let mut sql = Sql::new(db.get_database_backend());
     sql.push("SELECT refreshed_at FROM report_refreshes WHERE campaign_id = ")
         .bind(campaign_id);
-    Ok(match db.query_one_raw(sql.build()).await? {
-        Some(row) => Some(row.try_get("", "refreshed_at")?),
-        None => None,
-    })
+    Ok(Refreshes::find_by_statement(sql.build())
+        .one(db)
+        .await?
+        .map(|r| r.refreshed_at))
 }
 
 /// Whether the figures of closed day `day` are kept.
