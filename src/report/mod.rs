@@ -13,7 +13,9 @@ use std::collections::{BTreeMap, HashMap};
 
 use chrono::{DateTime, Datelike, Duration, NaiveDate, Utc};
 use entities::areas;
-use sea_orm::{ColumnTrait, ConnectionTrait, EntityTrait, QueryFilter, TransactionTrait};
+use sea_orm::{
+    ColumnTrait, ConnectionTrait, EntityTrait, FromQueryResult, QueryFilter, TransactionTrait,
+};
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 
@@ -322,16 +324,21 @@ async fn grouped(
         Some(column) => sql.push(&format!(" GROUP BY {column}, exam_area")),
         None => sql.push(" GROUP BY exam_area"),
     };
-    let rows = db.query_all_raw(sql.build()).await?;
-    rows.iter()
-        .map(|row| {
-            Ok((
-                row.try_get::<String>("", "k")?,
-                row.try_get::<String>("", "exam_area")?,
-                Counts::read(row)?,
-            ))
-        })
-        .collect()
+    Ok(GroupedRow::find_by_statement(sql.build())
+        .all(db)
+        .await?
+        .into_iter()
+        .map(|row| (row.k, row.exam_area, row.counts))
+        .collect())
+}
+
+/// A row of [`grouped`]: the group's key, the examining place and the sums.
+#[derive(FromQueryResult)]
+struct GroupedRow {
+    k: String,
+    exam_area: String,
+    #[sea_orm(nested)]
+    counts: Counts,
 }
 
 /// One group's counts, the examined elsewhere, and the examined at its institutions.
@@ -805,6 +812,14 @@ where
     })
 }
 
+/// A key group's summed figures (NULL when no row was summed).
+#[derive(FromQueryResult)]
+struct TagRow {
+    tag: String,
+    target: Option<i64>,
+    examined: Option<i64>,
+}
+
 /// The campaign's exam-rate targets with live figures for `area`.
 async fn targets(
     db: &impl ConnectionTrait,
@@ -829,13 +844,15 @@ async fn targets(
         .bind(campaign.id());
     slice.push(&mut sql);
     sql.push(" GROUP BY tag");
-    let mut tags = HashMap::new();
-    for row in db.query_all_raw(sql.build()).await? {
-        let tag: String = row.try_get("", "tag")?;
-        let target = row.try_get::<Option<i64>>("", "target")?.unwrap_or(0);
-        let examined = row.try_get::<Option<i64>>("", "examined")?.unwrap_or(0);
-        tags.insert(tag, (target, examined));
-    }
+    let tags: HashMap<String, (i64, i64)> = TagRow::find_by_statement(sql.build())
+        .all(db)
+        .await?
+        .into_iter()
+        .map(|row| {
+            let figures = (row.target.unwrap_or(0), row.examined.unwrap_or(0));
+            (row.tag, figures)
+        })
+        .collect();
     let cohort = |codes: &[&str]| {
         let mut counts = Counts::default();
         for code in codes {
@@ -928,6 +945,16 @@ fn is_period_end(interval: &str, day: NaiveDate) -> bool {
     }
 }
 
+/// A kept day's sums for one group of the series.
+#[derive(FromQueryResult)]
+struct DayRow {
+    day: NaiveDate,
+    k: String,
+    #[sea_orm(nested)]
+    counts: Counts,
+    elsewhere: Option<i64>,
+}
+
 /// Daily (weekly, monthly) cumulative progress per area.
 pub async fn series<C>(
     db: &C,
@@ -997,12 +1024,10 @@ where
         _ => sql.push(&format!(" GROUP BY day, {key}")),
     };
     let mut by_day: BTreeMap<NaiveDate, BTreeMap<String, Group>> = BTreeMap::new();
-    for row in db.query_all_raw(sql.build()).await? {
-        let day: NaiveDate = row.try_get("", "day")?;
-        let k: String = row.try_get("", "k")?;
-        let group = by_day.entry(day).or_default().entry(k).or_default();
-        group.counts = Counts::read(&row)?;
-        group.elsewhere = row.try_get::<Option<i64>>("", "elsewhere")?.unwrap_or(0);
+    for row in DayRow::find_by_statement(sql.build()).all(db).await? {
+        let group = by_day.entry(row.day).or_default().entry(row.k).or_default();
+        group.counts = row.counts;
+        group.elsewhere = row.elsewhere.unwrap_or(0);
     }
     let live = groups_at(db, &campaign, At::Live, &slice, dimension).await?;
 
@@ -1349,6 +1374,18 @@ fn reply_name(action: &str) -> &'static str {
     }
 }
 
+/// A line of the reach figures, summed over the villages of the slice (NULL when no row was
+/// summed).
+#[derive(FromQueryResult)]
+struct ContactLine {
+    source: String,
+    channel: String,
+    provider: String,
+    total: Option<i64>,
+    succeeded: Option<i64>,
+    failed: Option<i64>,
+}
+
 /// Messages sent, delivered and failed per channel and provider, the cadres' attempts per
 /// channel, replies per keyword — for the caller's scope (replies from unknown numbers only
 /// for the whole county).
@@ -1398,13 +1435,20 @@ where
     let mut attempts: BTreeMap<String, AttemptFigures> = BTreeMap::new();
     let mut replies: BTreeMap<String, ReplyFigures> = BTreeMap::new();
     let (mut sent, mut delivered, mut failed) = (0, 0, 0);
-    for row in db.query_all_raw(sql.build()).await? {
-        let source: String = row.try_get("", "source")?;
-        let channel: String = row.try_get("", "channel")?;
-        let provider: String = row.try_get("", "provider")?;
-        let total = row.try_get::<Option<i64>>("", "total")?.unwrap_or(0);
-        let succeeded = row.try_get::<Option<i64>>("", "succeeded")?.unwrap_or(0);
-        let failures = row.try_get::<Option<i64>>("", "failed")?.unwrap_or(0);
+    for row in ContactLine::find_by_statement(sql.build()).all(db).await? {
+        let ContactLine {
+            source,
+            channel,
+            provider,
+            total,
+            succeeded,
+            failed: failures,
+        } = row;
+        let (total, succeeded, failures) = (
+            total.unwrap_or(0),
+            succeeded.unwrap_or(0),
+            failures.unwrap_or(0),
+        );
         match source.as_str() {
             "message" => {
                 sent += total;
