@@ -26,6 +26,7 @@ use sea_orm::{
 use serde::Serialize;
 use tokio_util::sync::CancellationToken;
 
+use super::cloud::{StoredToken, TokenLock, TokenStore};
 use super::links;
 use super::outbox::{self, MessageState, OutboxSettings};
 use super::{
@@ -166,6 +167,96 @@ impl Channels {
             limiter.until_ready().await;
         }
     }
+}
+
+/// The PostgreSQL advisory lock held (per transaction) by whoever refreshes a provider
+/// token, so that several instances never fetch one at the same time ("outrtokn").
+const TOKEN_LOCK_KEY: i64 = 0x6f75_7472_746f_6b6e;
+
+/// The providers' access tokens (WeChat's), shared by every instance in `provider_tokens`.
+/// The refresh lock is a writing transaction: on PostgreSQL it takes an advisory lock; on
+/// SQLite `BEGIN IMMEDIATE` takes the write lock (a `serve` and an `outreach dispatch` may
+/// share the file).
+#[async_trait::async_trait]
+impl TokenStore for DatabaseConnection {
+    async fn stored(&self, account: &str) -> Result<Option<StoredToken>, sea_orm::DbErr> {
+        stored_token(self, account).await
+    }
+
+    async fn lock(
+        &self,
+        account: &str,
+    ) -> Result<(Box<dyn TokenLock>, Option<StoredToken>), sea_orm::DbErr> {
+        let txn = begin_write(self).await?;
+        if txn.get_database_backend() == DbBackend::Postgres {
+            let mut lock = Sql::new(DbBackend::Postgres);
+            lock.push("SELECT pg_advisory_xact_lock(")
+                .bind(TOKEN_LOCK_KEY)
+                .push(")");
+            txn.query_one_raw(lock.build()).await?;
+        }
+        let stored = stored_token(&txn, account).await?;
+        let held = HeldToken {
+            txn,
+            account: account.to_owned(),
+        };
+        Ok((Box::new(held), stored))
+    }
+}
+
+/// The refresh lock of a provider token: the transaction that holds it.
+struct HeldToken {
+    txn: DatabaseTransaction,
+    account: String,
+}
+
+#[async_trait::async_trait]
+impl TokenLock for HeldToken {
+    async fn store(self: Box<Self>, token: StoredToken) -> Result<(), sea_orm::DbErr> {
+        let mut sql = Sql::new(self.txn.get_database_backend());
+        sql.push("INSERT INTO provider_tokens (account, token_cipher, expires_at, refreshed_at) VALUES (")
+            .bind(self.account.clone())
+            .push(", ")
+            .bind(token.cipher)
+            .push(", ")
+            .bind(token.expires_at)
+            .push(", ")
+            .bind(Utc::now())
+            .push(
+                ") ON CONFLICT (account) DO UPDATE SET token_cipher = excluded.token_cipher, \
+                 expires_at = excluded.expires_at, refreshed_at = excluded.refreshed_at",
+            );
+        self.txn.execute_raw(sql.build()).await?;
+        self.txn.commit().await
+    }
+
+    async fn release(self: Box<Self>) -> Result<(), sea_orm::DbErr> {
+        self.txn.commit().await
+    }
+}
+
+/// The `provider_tokens` row of `account`.
+async fn stored_token(
+    db: &impl ConnectionTrait,
+    account: &str,
+) -> Result<Option<StoredToken>, sea_orm::DbErr> {
+    let mut sql = Sql::new(db.get_database_backend());
+    sql.push("SELECT token_cipher, expires_at FROM provider_tokens WHERE account = ")
+        .bind(account);
+    Ok(ProviderToken::find_by_statement(sql.build())
+        .one(db)
+        .await?
+        .map(|row| StoredToken {
+            cipher: row.token_cipher,
+            expires_at: row.expires_at,
+        }))
+}
+
+/// A provider's stored access token.
+#[derive(FromQueryResult)]
+struct ProviderToken {
+    token_cipher: Vec<u8>,
+    expires_at: DateTime<Utc>,
 }
 
 /// What one round did.
