@@ -1107,13 +1107,13 @@ pub(crate) async fn no_shows_before(
     Ok(missed)
 }
 
-/// Cancels a campaign's booked appointments that match `condition` (SQL over the
-/// `appointments` row, never user input) and gives their places back, day by day in a fixed
+/// Cancels a campaign's booked appointments that match `condition` (which appends SQL over
+/// the `appointments` row, values bound) and gives their places back, day by day in a fixed
 /// order. The update selects the rows itself, so concurrent changes are not overwritten.
 async fn cancel_matching(
     db: &impl ConnectionTrait,
     campaign_id: i32,
-    condition: &str,
+    condition: impl FnOnce(&mut Sql),
     reason: &str,
     now: DateTime<Utc>,
 ) -> AppResult<Vec<i32>> {
@@ -1126,9 +1126,9 @@ async fn cancel_matching(
         .bind(now)
         .push(" WHERE campaign_id = ")
         .bind(campaign_id)
-        .push(" AND status = 'booked' AND ")
-        .push(condition)
-        .push(" RETURNING id, institution_id, day, resident_id");
+        .push(" AND status = 'booked' AND ");
+    condition(&mut sql);
+    sql.push(" RETURNING id, institution_id, day, resident_id");
     let mut per_day: std::collections::BTreeMap<(i32, NaiveDate), i32> = Default::default();
     let mut residents = Vec::new();
     let mut ids = Vec::new();
@@ -1158,8 +1158,12 @@ pub async fn cancel_for_exempt(
     cancel_matching(
         db,
         campaign_id,
-        "EXISTS (SELECT 1 FROM enrolments e WHERE e.campaign_id = appointments.campaign_id \
-         AND e.resident_id = appointments.resident_id AND e.stage = 'exempt')",
+        |sql| {
+            sql.push(
+                "EXISTS (SELECT 1 FROM enrolments e WHERE e.campaign_id = appointments.campaign_id \
+                 AND e.resident_id = appointments.resident_id AND e.stage = 'exempt')",
+            );
+        },
         "居民已死亡或迁出",
         now,
     )
@@ -1179,7 +1183,9 @@ pub async fn cancel_for_refusal(
     cancel_matching(
         db,
         campaign_id,
-        &format!("resident_id = {resident_id}"),
+        |sql| {
+            sql.push("resident_id = ").bind(resident_id);
+        },
         "居民拒绝体检（已确认）",
         now,
     )
@@ -1198,7 +1204,16 @@ pub async fn settle_for_close(
     no_shows_before(db, campaign_id, today).await?;
     let now = Utc::now();
     outbox::cancel_where(db, outbox::CancelBy::Campaign, campaign_id, now).await?;
-    let cancelled = cancel_matching(db, campaign_id, "1 = 1", "体检工作已结束", now).await?;
+    let cancelled = cancel_matching(
+        db,
+        campaign_id,
+        |sql| {
+            sql.push("1 = 1");
+        },
+        "体检工作已结束",
+        now,
+    )
+    .await?;
     for chunk in cancelled.chunks(500) {
         enrol::unmark_appointed(db, campaign_id, chunk, now).await?;
     }

@@ -1547,16 +1547,17 @@ impl Dispatcher {
     ) -> AppResult<Vec<i32>> {
         let mut sql = Sql::new(self.backend());
         sql.push("UPDATE messages SET sent_at = ").bind(now);
-        let mut column = |name: &str, value: fn(&Job, &Sent, DateTime<Utc>) -> sea_orm::Value| {
-            sql.push(", ").push(name).push(" = CASE id");
-            for (job, sent) in sent {
-                sql.push(" WHEN ")
-                    .bind(job.message.id)
-                    .push(" THEN ")
-                    .bind(value(job, sent, now));
-            }
-            sql.push(" END");
-        };
+        let mut column =
+            |name: &'static str, value: fn(&Job, &Sent, DateTime<Utc>) -> sea_orm::Value| {
+                sql.push(", ").push(name).push(" = CASE id");
+                for (job, sent) in sent {
+                    sql.push(" WHEN ")
+                        .bind(job.message.id)
+                        .push(" THEN ")
+                        .bind(value(job, sent, now));
+                }
+                sql.push(" END");
+            };
         column("state", |_, sent, _| {
             let state = if sent.delivered {
                 MessageState::Delivered

@@ -502,16 +502,22 @@ where
         (ReplyAction::OptOut, Some(first)) => {
             // The number leaves SMS wherever it is: own phone or a relative's.
             let index = index.clone().unwrap_or_default();
-            for (flag, column) in [
-                ("phone_opt_out", "phone_index"),
-                ("relative_opt_out", "relative_phone_index"),
+            for (set_flag, where_column) in [
+                (
+                    "UPDATE residents SET phone_opt_out = ",
+                    " WHERE phone_index = ",
+                ),
+                (
+                    "UPDATE residents SET relative_opt_out = ",
+                    " WHERE relative_phone_index = ",
+                ),
             ] {
                 let mut sql = Sql::new(txn.get_database_backend());
-                sql.push(&format!("UPDATE residents SET {flag} = "))
+                sql.push(set_flag)
                     .bind(true)
                     .push(", updated_at = ")
                     .bind(now)
-                    .push(&format!(" WHERE {column} = "))
+                    .push(where_column)
                     .bind(index.clone());
                 txn.execute_raw(sql.build()).await?;
             }

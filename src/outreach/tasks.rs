@@ -170,7 +170,7 @@ pub struct TaskPage {
 }
 
 /// Appends `AND <column> BETWEEN low AND high` for a scope (nothing for the whole tree).
-pub(crate) fn scope_sql(sql: &mut Sql, column: &str, scope: &Scope) {
+pub(crate) fn scope_sql(sql: &mut Sql, column: &'static str, scope: &Scope) {
     if let Scope::Within(area) = scope {
         let (low, high) = area.code_range();
         sql.push(" AND ")

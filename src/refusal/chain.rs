@@ -197,6 +197,13 @@ pub const COLUMNS: &str = "id, campaign_id, resident_id, village_code, seq, kind
     signature_sha256, witness_user_id, witness_name, attempt_ids, location, exam_record_id, \
     note, recorded_by, recorded_by_name, recorded_at, prev_hash, hash";
 
+/// The [`COLUMNS`] of `refusal_records r`, for a statement that joins other tables.
+pub const R_COLUMNS: &str = "r.id, r.campaign_id, r.resident_id, r.village_code, r.seq, r.kind, \
+    r.registration_id, r.supersedes, r.reason_code, r.reason_text, r.signer_name, \
+    r.signer_relation, r.signature_sha256, r.witness_user_id, r.witness_name, r.attempt_ids, \
+    r.location, r.exam_record_id, r.note, r.recorded_by, r.recorded_by_name, r.recorded_at, \
+    r.prev_hash, r.hash";
+
 /// A record as stored (a `refusal_records` row): its place in the chain and its content.
 #[derive(Debug, Clone, FromQueryResult)]
 pub struct Stored {
@@ -480,6 +487,11 @@ mod tests {
         let mut changed = content();
         changed.signer_name = Some("张四".to_owned());
         assert_ne!(base, hash(1, GENESIS, &changed));
+    }
+
+    #[test]
+    fn the_columns_of_r_are_the_columns() {
+        assert_eq!(R_COLUMNS, format!("r.{}", COLUMNS.replace(", ", ", r.")));
     }
 
     #[test]

@@ -209,11 +209,11 @@ impl BulletinRow {
 pub async fn history(db: &impl ConnectionTrait, campaign_id: i32) -> AppResult<Vec<Bulletin>> {
     campaign::get(db, campaign_id).await?;
     let mut sql = Sql::new(db.get_database_backend());
-    sql.push(&format!(
-        "SELECT {COLUMNS} FROM bulletins WHERE campaign_id = "
-    ))
-    .bind(campaign_id)
-    .push(" ORDER BY started_at DESC, id DESC");
+    sql.push("SELECT ")
+        .push(COLUMNS)
+        .push(" FROM bulletins WHERE campaign_id = ")
+        .bind(campaign_id)
+        .push(" ORDER BY started_at DESC, id DESC");
     Ok(BulletinRow::find_by_statement(sql.build())
         .all(db)
         .await?
@@ -229,14 +229,14 @@ async fn find(
     period: &str,
 ) -> AppResult<Option<Bulletin>> {
     let mut sql = Sql::new(db.get_database_backend());
-    sql.push(&format!(
-        "SELECT {COLUMNS} FROM bulletins WHERE campaign_id = "
-    ))
-    .bind(campaign_id)
-    .push(" AND kind = ")
-    .bind(kind.code())
-    .push(" AND period = ")
-    .bind(period.to_owned());
+    sql.push("SELECT ")
+        .push(COLUMNS)
+        .push(" FROM bulletins WHERE campaign_id = ")
+        .bind(campaign_id)
+        .push(" AND kind = ")
+        .bind(kind.code())
+        .push(" AND period = ")
+        .bind(period.to_owned());
     Ok(BulletinRow::find_by_statement(sql.build())
         .one(db)
         .await?

@@ -41,6 +41,11 @@ impl Counts {
         "refused",
     ];
 
+    /// `, SUM(c) AS c` for each of the [`Counts::COLUMNS`], in order.
+    pub const SUMS: &'static str = ", SUM(population) AS population, SUM(exempt) AS exempt, \
+        SUM(notified) AS notified, SUM(reached) AS reached, SUM(appointed) AS appointed, \
+        SUM(examined) AS examined, SUM(refused) AS refused";
+
     fn values(&self) -> [i64; 7] {
         [
             self.population,
@@ -186,14 +191,15 @@ fn cells_sql(backend: DbBackend, campaign_id: i32, until: DateTime<Utc>) -> Sql 
          WHERE e.campaign_id = {c} AND e.created_at < {u}) c \
          GROUP BY village_code, township_code, cohort, migrant_type, special, route, exam_area";
     let mut sql = Sql::new(backend);
-    let mut rest = text;
+    let mut rest: &'static str = text;
     while let Some(at) = rest.find('{') {
-        sql.push(&rest[..at]);
-        match &rest[at..at + 3] {
+        let (head, marker) = rest.split_at(at);
+        sql.push(head);
+        match &marker[..3] {
             "{u}" => sql.bind(until),
             _ => sql.bind(campaign_id),
         };
-        rest = &rest[at + 3..];
+        rest = &marker[3..];
     }
     sql.push(rest);
     sql
@@ -238,7 +244,7 @@ const CHUNK: usize = 400;
 /// `VALUES `, `row` binds one row's values (separated by `, `) inside its parentheses.
 async fn insert_rows<T>(
     db: &impl ConnectionTrait,
-    head: &str,
+    head: &'static str,
     rows: &[T],
     row: impl Fn(&mut Sql, &T),
 ) -> AppResult<()> {
@@ -389,20 +395,22 @@ async fn read_contacts(
     // accepted counts as delivered. Messages never sent (suppressed, cancelled, waiting)
     // have no line.
     let mut sql = Sql::new(backend);
-    sql.push(&format!(
-        "SELECT e.village_code, {NO_CHANNEL_KEY} AS channel, \
+    sql.push("SELECT e.village_code, ")
+        .push(NO_CHANNEL_KEY)
+        .push(
+            " AS channel, \
          COALESCE(m.provider, m.channel, '') AS provider, \
          SUM(CASE WHEN m.sent_at IS NOT NULL THEN 1 ELSE 0 END) AS total, \
          SUM(CASE WHEN m.delivered_at IS NOT NULL \
          OR (m.route = 'email' AND m.sent_at IS NOT NULL) THEN 1 ELSE 0 END) AS succeeded, \
          SUM(CASE WHEN m.state = 'failed' THEN 1 ELSE 0 END) AS failed \
          FROM messages m JOIN enrolments e ON e.campaign_id = m.campaign_id \
-         AND e.resident_id = m.resident_id WHERE m.campaign_id = "
-    ));
-    sql.bind(id).push(&format!(
-        " AND (m.sent_at IS NOT NULL OR m.state = 'failed') GROUP BY e.village_code, \
-         {NO_CHANNEL_KEY}, COALESCE(m.provider, m.channel, '')"
-    ));
+         AND e.resident_id = m.resident_id WHERE m.campaign_id = ",
+        );
+    sql.bind(id)
+        .push(" AND (m.sent_at IS NOT NULL OR m.state = 'failed') GROUP BY e.village_code, ")
+        .push(NO_CHANNEL_KEY)
+        .push(", COALESCE(m.provider, m.channel, '')");
     skipped += push_contacts(&mut out, db, id, &sql, "message").await?;
 
     let mut sql = Sql::new(backend);
@@ -594,10 +602,12 @@ where
         });
     }
     write_cells(&txn, id, None, &cells).await?;
-    for table in ["report_key_groups", "report_contacts"] {
+    for delete in [
+        "DELETE FROM report_key_groups WHERE campaign_id = ",
+        "DELETE FROM report_contacts WHERE campaign_id = ",
+    ] {
         let mut sql = Sql::new(backend);
-        sql.push(&format!("DELETE FROM {table} WHERE campaign_id = "))
-            .bind(id);
+        sql.push(delete).bind(id);
         txn.execute_raw(sql.build()).await?;
     }
     insert_rows(
@@ -756,4 +766,18 @@ pub async fn has_day(
         .bind(day)
         .push(" LIMIT 1");
     Ok(db.query_one_raw(sql.build()).await?.is_some())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_sums_are_of_the_columns_in_order() {
+        let sums: String = Counts::COLUMNS
+            .iter()
+            .map(|c| format!(", SUM({c}) AS {c}"))
+            .collect();
+        assert_eq!(Counts::SUMS, sums);
+    }
 }

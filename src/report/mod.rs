@@ -265,14 +265,14 @@ impl Slice {
                 }
             }
         }
-        for (column, value) in [
-            ("cohort", &self.cohort),
-            ("migrant_type", &self.migrant_type),
-            ("special", &self.special),
-            ("route", &self.route),
+        for (condition, value) in [
+            (" AND cohort = ", &self.cohort),
+            (" AND migrant_type = ", &self.migrant_type),
+            (" AND special = ", &self.special),
+            (" AND route = ", &self.route),
         ] {
             if let Some(value) = value {
-                sql.push(&format!(" AND {column} = ")).bind(value.clone());
+                sql.push(condition).bind(value.clone());
             }
         }
     }
@@ -309,10 +309,10 @@ async fn grouped(
 ) -> AppResult<Vec<(String, String, Counts)>> {
     let mut sql = Sql::new(db.get_database_backend());
     let key = dimension.column().unwrap_or("''");
-    sql.push(&format!("SELECT {key} AS k, exam_area"));
-    for column in Counts::COLUMNS {
-        sql.push(&format!(", SUM({column}) AS {column}"));
-    }
+    sql.push("SELECT ")
+        .push(key)
+        .push(" AS k, exam_area")
+        .push(Counts::SUMS);
     sql.push(" FROM report_cells WHERE campaign_id = ")
         .bind(campaign_id);
     match at {
@@ -321,7 +321,7 @@ async fn grouped(
     };
     slice.push(&mut sql);
     match dimension.column() {
-        Some(column) => sql.push(&format!(" GROUP BY {column}, exam_area")),
+        Some(column) => sql.push(" GROUP BY ").push(column).push(", exam_area"),
         None => sql.push(" GROUP BY exam_area"),
     };
     Ok(GroupedRow::find_by_statement(sql.build())
@@ -1008,10 +1008,10 @@ where
         _ => "''",
     };
     let mut sql = Sql::new(db.get_database_backend());
-    sql.push(&format!("SELECT day, {key} AS k"));
-    for column in Counts::COLUMNS {
-        sql.push(&format!(", SUM({column}) AS {column}"));
-    }
+    sql.push("SELECT day, ")
+        .push(key)
+        .push(" AS k")
+        .push(Counts::SUMS);
     sql.push(", SUM(elsewhere) AS elsewhere FROM report_days WHERE campaign_id = ")
         .bind(campaign_id)
         .push(" AND day >= ")
@@ -1021,7 +1021,7 @@ where
     slice.push(&mut sql);
     match dimension {
         Dimension::None => sql.push(" GROUP BY day"),
-        _ => sql.push(&format!(" GROUP BY day, {key}")),
+        _ => sql.push(" GROUP BY day, ").push(key),
     };
     let mut by_day: BTreeMap<NaiveDate, BTreeMap<String, Group>> = BTreeMap::new();
     for row in DayRow::find_by_statement(sql.build()).all(db).await? {
