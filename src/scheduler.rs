@@ -86,7 +86,7 @@ impl Job {
                 Ok(format!("{planned} reminders planned"))
             }
             Job::PlanWaves => {
-                let planned = crate::outreach::waves::plan_open(&state.db).await?;
+                let planned = crate::flows::messaging::waves::plan_open(&state.db).await?;
                 Ok(format!("{planned} wave messages planned"))
             }
             Job::RefreshReports => {

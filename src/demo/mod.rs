@@ -886,7 +886,7 @@ async fn build(
     ));
 
     // Waves for the migrants: one sent now, one waiting for the holidays, one cancelled.
-    let wave = outreach::waves::create(
+    let wave = crate::flows::messaging::waves::create(
         db,
         &office,
         campaign_id,
@@ -900,7 +900,7 @@ async fn build(
     )
     .await
     .map_err(failed("waves"))?;
-    outreach::waves::create(
+    crate::flows::messaging::waves::create(
         db,
         &office,
         campaign_id,
@@ -914,7 +914,7 @@ async fn build(
     )
     .await
     .map_err(failed("waves"))?;
-    let cancelled = outreach::waves::create(
+    let cancelled = crate::flows::messaging::waves::create(
         db,
         &office,
         campaign_id,
@@ -931,7 +931,7 @@ async fn build(
     )
     .await
     .map_err(failed("waves"))?;
-    outreach::waves::cancel(db, &office, cancelled.id)
+    crate::flows::messaging::waves::cancel(db, &office, cancelled.id)
         .await
         .map_err(failed("waves"))?;
 

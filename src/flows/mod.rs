@@ -16,6 +16,8 @@
 //! 6. `messages` (planned or cancelled last, in the same transaction as the change that
 //!    causes them), then `audit_log`.
 
+pub mod messaging;
+
 use sea_orm::{DatabaseTransaction, TransactionTrait};
 
 use crate::db::begin_write;

@@ -1,15 +1,16 @@
 //! Tasks on the village cadre's list that messaging cannot do itself: a resident no channel
-//! reaches (call or visit), a reschedule request, a reply nobody could match.
+//! reaches (call or visit), a reschedule request, a reply nobody could match. Marking one
+//! done is a transaction of `flows::messaging`.
 
 use chrono::{DateTime, Utc};
-use sea_orm::{ConnectionTrait, FromQueryResult, TransactionSession, TransactionTrait};
+use sea_orm::{ConnectionTrait, FromQueryResult};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 
 use crate::area::AreaCode;
 use crate::audit::{self, AuditEvent};
 use crate::auth::{Actor, Scope};
-use crate::db::{Sql, begin_write};
+use crate::db::Sql;
 use crate::error::{AppError, AppResult};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
@@ -266,11 +267,8 @@ struct TaskState {
     done_at: Option<DateTime<Utc>>,
 }
 
-/// A cadre marks a task done (audited).
-pub async fn done<C>(db: &C, actor: &Actor, id: i32) -> AppResult<()>
-where
-    C: ConnectionTrait + TransactionTrait,
-{
+/// A cadre marks a task done (audited), in the caller's transaction.
+pub async fn done(db: &impl ConnectionTrait, actor: &Actor, id: i32) -> AppResult<()> {
     if !matches!(
         actor.role,
         entities::users::Role::Office
@@ -281,11 +279,10 @@ where
             "只有村干部、乡镇和县卫健委可以处理任务".to_owned(),
         ));
     }
-    let txn = begin_write(db).await?;
-    let mut sql = Sql::new(txn.get_database_backend());
+    let mut sql = Sql::new(db.get_database_backend());
     sql.push("SELECT village_code, done_at FROM outreach_tasks WHERE id = ")
         .bind(id);
-    let task = TaskState::find_by_statement(sql.build()).one(&txn).await?;
+    let task = TaskState::find_by_statement(sql.build()).one(db).await?;
     let Some(task) =
         task.filter(|t| AreaCode::parse(&t.village_code).is_ok_and(|v| actor.scope.contains(&v)))
     else {
@@ -295,7 +292,7 @@ where
         return Err(AppError::refused("already_done", "该任务已处理"));
     }
     let now = Utc::now();
-    let mut sql = Sql::new(txn.get_database_backend());
+    let mut sql = Sql::new(db.get_database_backend());
     sql.push("UPDATE outreach_tasks SET done_at = ")
         .bind(now)
         .push(", done_by = ")
@@ -303,9 +300,9 @@ where
         .push(" WHERE id = ")
         .bind(id)
         .push(" AND done_at IS NULL");
-    txn.execute_raw(sql.build()).await?;
+    db.execute_raw(sql.build()).await?;
     audit::record(
-        &txn,
+        db,
         actor,
         AuditEvent {
             action: "task.done",
@@ -316,7 +313,6 @@ where
         },
     )
     .await?;
-    txn.commit().await?;
     Ok(())
 }
 

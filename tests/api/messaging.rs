@@ -627,7 +627,7 @@ async fn a_wave_plans_one_message_per_migrant_once_and_can_be_cancelled() {
     assert!(states(&s.app, home).await.is_empty());
     // Topping up plans nothing new.
     assert_eq!(
-        outreach::outreach::waves::plan_open(&s.app.db)
+        outreach::flows::messaging::waves::plan_open(&s.app.db)
             .await
             .unwrap(),
         0
@@ -799,7 +799,7 @@ async fn a_dispatcher_killed_mid_batch_loses_nothing_and_sends_nothing_twice() {
     }
     let campaign = open_loud_campaign(&app).await;
     let today = registry::today();
-    outreach::outreach::waves::create(
+    outreach::flows::messaging::waves::create(
         &app.db,
         &Actor::cli(),
         campaign,
@@ -1037,7 +1037,7 @@ async fn a_wave_is_planned_once_not_every_day() {
     let s = setup(|_| {}).await;
     let a = resident(&s.app, 1, OWN).await;
     let today = registry::today();
-    let wave = waves::create(
+    let wave = outreach::flows::messaging::waves::create(
         &s.app.db,
         &Actor::cli(),
         s.campaign,
@@ -1420,7 +1420,7 @@ async fn a_live_workers_rows_are_not_sent_twice_by_reconcile() {
         .await;
     }
     let today = registry::today();
-    outreach::outreach::waves::create(
+    outreach::flows::messaging::waves::create(
         &s.app.db,
         &Actor::cli(),
         s.campaign,
@@ -1509,7 +1509,7 @@ async fn four_messages_capped_at_two() -> (Setup, i32) {
     let a = resident(&s.app, 1, OWN).await;
     let today = registry::today();
     for i in 0..4 {
-        waves::create(
+        outreach::flows::messaging::waves::create(
             &s.app.db,
             &Actor::cli(),
             s.campaign,
