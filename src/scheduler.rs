@@ -90,7 +90,7 @@ impl Job {
                 Ok(format!("{planned} wave messages planned"))
             }
             Job::RefreshReports => {
-                let done = crate::report::refresh_open(
+                let done = crate::flows::reports::refresh_open(
                     &state.db,
                     state.settings.reports.backfill_days_per_run,
                 )

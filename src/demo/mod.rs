@@ -32,7 +32,7 @@ use crate::outreach::callbacks::InboundSms;
 use crate::privacy::{Field, Privacy};
 use crate::refusal::{NewRegistration, Reason, Review, SignerRelation};
 use crate::startup::{Application, shutdown_on_signals};
-use crate::{appointment, area, db, exam, institution, outreach, registry, report, users};
+use crate::{appointment, area, db, exam, institution, outreach, registry, users};
 
 pub use data::{COUNTY_CODE, TOWNSHIPS};
 
@@ -997,7 +997,7 @@ async fn build(
     let campaign = campaign::get(db, campaign_id)
         .await
         .map_err(failed("campaign"))?;
-    report::cube::refresh(db, &campaign, (DAYS_OPEN + 1) as u32)
+    crate::flows::reports::refresh(db, &campaign, (DAYS_OPEN + 1) as u32)
         .await
         .map_err(failed("reports"))?;
     say("报表 reports");

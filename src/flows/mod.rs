@@ -17,6 +17,7 @@
 //!    causes them), then `audit_log`.
 
 pub mod messaging;
+pub mod reports;
 
 use sea_orm::{DatabaseTransaction, TransactionTrait};
 

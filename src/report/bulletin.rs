@@ -11,14 +11,14 @@ use cron::Schedule;
 use lettre::Message;
 use lettre::message::header::ContentType;
 use lettre::message::{Attachment, Mailbox, MultiPart, SinglePart};
-use sea_orm::{ConnectionTrait, DatabaseConnection, FromQueryResult, TransactionTrait};
+use sea_orm::{ConnectionTrait, DatabaseConnection, FromQueryResult};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
 use super::export::{
     Table, about_progress, contacts_tables, progress_tables, rankings_table, workbook,
 };
-use super::{ContactsQuery, Progress, RankingQuery, SliceQuery, TargetStatus, cube};
+use super::{ContactsQuery, KeepFigures, Progress, RankingQuery, SliceQuery, TargetStatus, cube};
 use crate::auth::Actor;
 use crate::campaign::{self, Campaign};
 use crate::config::{BulletinSettings, Settings};
@@ -356,18 +356,15 @@ pub async fn send_due(
 
 /// Claims the period: a new row, or a failed one with tries left (or any, when `force`).
 /// `None` when it is sent, being sent, or out of tries.
-async fn claim<C>(
-    db: &C,
+async fn claim(
+    db: &impl ConnectionTrait,
     campaign_id: i32,
     kind: Kind,
     period: &Period,
     settings: &BulletinSettings,
     requested_by: &str,
     force: bool,
-) -> AppResult<Option<i32>>
-where
-    C: ConnectionTrait + TransactionTrait,
-{
+) -> AppResult<Option<i32>> {
     let now = Utc::now();
     let recipients = &settings.recipients;
     let backend = db.get_database_backend();
@@ -476,7 +473,7 @@ fn percent(rate: Option<f64>) -> String {
 /// before, the migrant book, the targets and the reach figures.
 pub async fn build<C>(db: &C, campaign: &Campaign, kind: Kind, period: &Period) -> AppResult<Built>
 where
-    C: ConnectionTrait + TransactionTrait,
+    C: KeepFigures,
 {
     let actor = Actor::system();
     let id = campaign.id();
@@ -612,7 +609,7 @@ pub async fn send<C>(
     force: bool,
 ) -> AppResult<Option<Bulletin>>
 where
-    C: ConnectionTrait + TransactionTrait,
+    C: KeepFigures,
 {
     let Some(id) = claim(
         db,

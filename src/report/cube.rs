@@ -3,19 +3,17 @@
 //! figures and each closed day's figures as they stood at its end — plus the key groups and
 //! the reach figures (messages, contact attempts, replies). Reports read only these tables;
 //! a refresh rebuilds them from `enrolments`, `messages`, `contact_attempts` and
-//! `inbound_replies`, reading first and writing in one short transaction.
+//! `inbound_replies`, reading first and writing in one short transaction (opened by
+//! `flows::reports`).
 
 use std::collections::BTreeMap;
 use std::time::Instant;
 
 use chrono::{DateTime, Duration, NaiveDate, Utc};
-use sea_orm::{
-    ConnectionTrait, DbBackend, DbErr, FromQueryResult, QueryResult, Statement, TransactionSession,
-    TransactionTrait,
-};
+use sea_orm::{ConnectionTrait, DbBackend, DbErr, FromQueryResult, QueryResult, Statement};
 
 use crate::campaign::Campaign;
-use crate::db::{Sql, begin_write};
+use crate::db::Sql;
 use crate::error::AppResult;
 
 /// Counts of one cell or of a sum of cells.
@@ -512,14 +510,22 @@ pub fn first_day(campaign: &Campaign) -> NaiveDate {
     )
 }
 
-/// Computes and keeps the figures of closed day `day` (as they stood at its end): the cells,
-/// and their sums per village for the daily series.
-pub async fn compute_day<C>(db: &C, campaign: &Campaign, day: NaiveDate) -> AppResult<usize>
-where
-    C: ConnectionTrait + TransactionTrait,
-{
-    let id = campaign.id();
-    let (cells, _) = read_cells(db, id, end_of_day(campaign, day)).await?;
+/// A closed day's figures as they stood at its end, read by [`read_day`] for [`write_day`].
+pub struct Day {
+    day: NaiveDate,
+    cells: Vec<Cell>,
+    /// Sums per (village, township), and the examined elsewhere.
+    villages: Vec<((String, String), (Counts, i64))>,
+}
+
+/// Reads the figures of closed day `day` as they stood at its end: the cells, and their sums
+/// per village for the daily series. Reading only; [`write_day`] keeps them.
+pub async fn read_day(
+    db: &impl ConnectionTrait,
+    campaign: &Campaign,
+    day: NaiveDate,
+) -> AppResult<Day> {
+    let (cells, _) = read_cells(db, campaign.id(), end_of_day(campaign, day)).await?;
     let mut villages: BTreeMap<(&str, &str), (Counts, i64)> = BTreeMap::new();
     for cell in &cells {
         let entry = villages
@@ -530,26 +536,43 @@ where
             entry.1 += cell.counts.examined;
         }
     }
-    let txn = begin_write(db).await?;
-    lock_campaign(&txn, id).await?;
-    write_cells(&txn, id, Some(day), &cells).await?;
-    let backend = txn.get_database_backend();
-    let mut sql = Sql::new(backend);
+    let villages = villages
+        .into_iter()
+        .map(|((village, township), sums)| ((village.to_owned(), township.to_owned()), sums))
+        .collect();
+    Ok(Day {
+        day,
+        cells,
+        villages,
+    })
+}
+
+/// Keeps the figures of a closed day read by [`read_day`], in the caller's transaction
+/// (replacing what was kept of that day). Returns how many cells were written.
+pub async fn write_day(
+    db: &impl ConnectionTrait,
+    campaign: &Campaign,
+    figures: &Day,
+) -> AppResult<usize> {
+    let id = campaign.id();
+    let day = figures.day;
+    lock_campaign(db, id).await?;
+    write_cells(db, id, Some(day), &figures.cells).await?;
+    let mut sql = Sql::new(db.get_database_backend());
     sql.push("DELETE FROM report_days WHERE campaign_id = ")
         .bind(id)
         .push(" AND day = ")
         .bind(day);
-    txn.execute_raw(sql.build()).await?;
-    let rows: Vec<_> = villages.into_iter().collect();
+    db.execute_raw(sql.build()).await?;
     insert_rows(
-        &txn,
+        db,
         "INSERT INTO report_days (campaign_id, day, village_code, township_code, population, \
          exempt, notified, reached, appointed, examined, refused, elsewhere) VALUES ",
-        &rows,
+        &figures.villages,
         |sql, ((village, township), (counts, elsewhere))| {
             sql.bind(id).push(", ").bind(day);
-            sql.push(", ").bind(village.to_string());
-            sql.push(", ").bind(township.to_string());
+            sql.push(", ").bind(village.clone());
+            sql.push(", ").bind(township.clone());
             for value in counts.values() {
                 sql.push(", ").bind(value);
             }
@@ -557,64 +580,86 @@ where
         },
     )
     .await?;
-    txn.commit().await?;
-    Ok(cells.len())
+    Ok(figures.cells.len())
 }
 
-/// Rebuilds the live figures, the key groups and the reach figures of `campaign`, and
-/// computes up to `backfill_days` closed days not kept yet (oldest first, from the day the
-/// campaign opened to yesterday).
-pub async fn refresh<C>(db: &C, campaign: &Campaign, backfill_days: u32) -> AppResult<Refreshed>
-where
-    C: ConnectionTrait + TransactionTrait,
-{
-    let started = Instant::now();
-    let now = Utc::now();
-    let id = campaign.id();
-    // Rows written before the funnel was kept at every step are put right first.
-    let repaired = crate::campaign::enrol::repair_funnel(db, campaign).await?;
-    if repaired > 0 {
-        tracing::info!(
-            campaign = id,
-            repaired,
-            "progress rows brought in line with the funnel"
-        );
+/// A campaign's live figures, the key groups and the reach figures as read at one instant,
+/// by [`read_live`] for [`write_live`].
+pub struct Live {
+    now: DateTime<Utc>,
+    cells: Vec<Cell>,
+    groups: Vec<KeyGroupRow>,
+    contacts: Vec<ContactRow>,
+    /// Rows that could not be read and were left out (each one logged).
+    pub rows_skipped: usize,
+}
+
+impl Live {
+    /// How many cells the live figures have.
+    pub fn cells(&self) -> usize {
+        self.cells.len()
     }
+}
+
+/// Reads the live figures, the key groups and the reach figures of `campaign` at `now`.
+/// Reading only; [`write_live`] keeps them.
+pub async fn read_live(
+    db: &impl ConnectionTrait,
+    campaign: &Campaign,
+    now: DateTime<Utc>,
+) -> AppResult<Live> {
+    let id = campaign.id();
     // A second past now: rows written this very instant are in.
     let (cells, skipped_cells) = read_cells(db, id, now + Duration::seconds(1)).await?;
     let (groups, skipped_groups) = read_key_groups(db, id).await?;
     let (contacts, skipped_contacts) = read_contacts(db, campaign).await?;
-    let rows_skipped = skipped_cells + skipped_groups + skipped_contacts;
+    Ok(Live {
+        now,
+        cells,
+        groups,
+        contacts,
+        rows_skipped: skipped_cells + skipped_groups + skipped_contacts,
+    })
+}
 
-    let txn = begin_write(db).await?;
-    lock_campaign(&txn, id).await?;
-    let backend = txn.get_database_backend();
-    // Another refresh that read later than this one has written already: keep its figures.
-    if refreshed_at(&txn, id).await?.is_some_and(|at| at >= now) {
-        txn.commit().await?;
-        return Ok(Refreshed {
-            campaign_id: id,
-            refreshed_at: now,
-            took_ms: started.elapsed().as_millis() as i64,
-            days_computed: Vec::new(),
-            cells: cells.len(),
-            rows_skipped,
-        });
+/// What keeping the live figures came to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LiveWritten {
+    /// Another refresh that read later than this one had written already: its figures stay.
+    Superseded,
+    /// Kept; the closed days are kept through this day (none yet: `None`).
+    Kept { days_through: Option<NaiveDate> },
+}
+
+/// Keeps the live figures read by [`read_live`] in the caller's transaction, unless a refresh
+/// that read later has written already, and records the refresh (`started`: when it began,
+/// for how long it took).
+pub async fn write_live(
+    db: &impl ConnectionTrait,
+    campaign_id: i32,
+    live: &Live,
+    started: Instant,
+) -> AppResult<LiveWritten> {
+    let id = campaign_id;
+    lock_campaign(db, id).await?;
+    let backend = db.get_database_backend();
+    if refreshed_at(db, id).await?.is_some_and(|at| at >= live.now) {
+        return Ok(LiveWritten::Superseded);
     }
-    write_cells(&txn, id, None, &cells).await?;
+    write_cells(db, id, None, &live.cells).await?;
     for delete in [
         "DELETE FROM report_key_groups WHERE campaign_id = ",
         "DELETE FROM report_contacts WHERE campaign_id = ",
     ] {
         let mut sql = Sql::new(backend);
         sql.push(delete).bind(id);
-        txn.execute_raw(sql.build()).await?;
+        db.execute_raw(sql.build()).await?;
     }
     insert_rows(
-        &txn,
+        db,
         "INSERT INTO report_key_groups (campaign_id, village_code, tag, target, examined) \
          VALUES ",
-        &groups,
+        &live.groups,
         |sql, g| {
             sql.bind(id).push(", ").bind(g.village_code.clone());
             sql.push(", ").bind(g.tag.clone()).push(", ").bind(g.target);
@@ -623,10 +668,10 @@ where
     )
     .await?;
     insert_rows(
-        &txn,
+        db,
         "INSERT INTO report_contacts (campaign_id, village_code, source, channel, provider, \
          total, succeeded, failed) VALUES ",
-        &contacts,
+        &live.contacts,
         |sql, c| {
             sql.bind(id).push(", ").bind(c.village_code.clone());
             sql.push(", ")
@@ -641,47 +686,50 @@ where
         },
     )
     .await?;
-    let days_through = kept_through(&txn, id).await?;
+    let days_through = kept_through(db, id).await?;
     let took_ms = started.elapsed().as_millis() as i64;
-    record_refresh(&txn, id, now, took_ms, days_through).await?;
-    txn.commit().await?;
+    record_refresh(db, id, live.now, took_ms, days_through).await?;
+    Ok(LiveWritten::Kept { days_through })
+}
 
-    // Closed days, each read and written on its own (a long backfill never holds the writer).
+/// The closed days a refresh at `now` computes after the live figures, oldest first: from
+/// the day after `days_through` (or the day the campaign opened) to the last closed day, at
+/// most `backfill_days` of them.
+pub fn days_to_compute(
+    campaign: &Campaign,
+    days_through: Option<NaiveDate>,
+    now: DateTime<Utc>,
+    backfill_days: u32,
+) -> Vec<NaiveDate> {
     let last_closed = last_closed_day(campaign, now);
-    let mut day = days_through
+    let first = days_through
         .map(|d| d + Duration::days(1))
         .unwrap_or_else(|| first_day(campaign))
         .max(first_day(campaign));
-    let mut days_computed = Vec::new();
-    while day <= last_closed && days_computed.len() < backfill_days as usize {
-        compute_day(db, campaign, day).await?;
-        let txn = begin_write(db).await?;
-        let mut sql = Sql::new(backend);
-        sql.push("UPDATE report_refreshes SET days_through = ")
-            .bind(day)
-            .push(" WHERE campaign_id = ")
-            .bind(id)
-            .push(" AND (days_through IS NULL OR days_through < ")
-            .bind(day)
-            .push(")");
-        txn.execute_raw(sql.build()).await?;
-        txn.commit().await?;
-        days_computed.push(day);
-        day += Duration::days(1);
-    }
-    if !days_computed.is_empty() {
-        // The cube grew by thousands of rows a day: keep the planner's view of it current.
-        crate::db::analyze_after_bulk_write(db, "report_cells").await;
-        crate::db::analyze_after_bulk_write(db, "report_days").await;
-    }
-    Ok(Refreshed {
-        campaign_id: id,
-        refreshed_at: now,
-        took_ms: started.elapsed().as_millis() as i64,
-        days_computed,
-        cells: cells.len(),
-        rows_skipped,
-    })
+    first
+        .iter_days()
+        .take_while(|day| *day <= last_closed)
+        .take(backfill_days as usize)
+        .collect()
+}
+
+/// Records that the closed days are kept through `day`, in the caller's transaction (a
+/// later day recorded already stays).
+pub async fn mark_kept(
+    db: &impl ConnectionTrait,
+    campaign_id: i32,
+    day: NaiveDate,
+) -> AppResult<()> {
+    let mut sql = Sql::new(db.get_database_backend());
+    sql.push("UPDATE report_refreshes SET days_through = ")
+        .bind(day)
+        .push(" WHERE campaign_id = ")
+        .bind(campaign_id)
+        .push(" AND (days_through IS NULL OR days_through < ")
+        .bind(day)
+        .push(")");
+    db.execute_raw(sql.build()).await?;
+    Ok(())
 }
 
 async fn kept_through(db: &impl ConnectionTrait, campaign_id: i32) -> AppResult<Option<NaiveDate>> {

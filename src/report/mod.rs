@@ -13,9 +13,7 @@ use std::collections::{BTreeMap, HashMap};
 
 use chrono::{DateTime, Datelike, Duration, NaiveDate, Utc};
 use entities::areas;
-use sea_orm::{
-    ColumnTrait, ConnectionTrait, EntityTrait, FromQueryResult, QueryFilter, TransactionTrait,
-};
+use sea_orm::{ColumnTrait, ConnectionTrait, EntityTrait, FromQueryResult, QueryFilter};
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 
@@ -385,7 +383,7 @@ async fn groups_at<C>(
     dimension: Dimension,
 ) -> AppResult<BTreeMap<String, Group>>
 where
-    C: ConnectionTrait + TransactionTrait,
+    C: KeepFigures,
 {
     if let At::Day(day) = at {
         if day < cube::first_day(campaign) {
@@ -397,27 +395,48 @@ where
     Ok(fold(&rows, dimension))
 }
 
+/// A database a report reads through, which can also keep the figures the report needs and
+/// the cube does not hold yet: a closed day the backfill has not reached, or the first live
+/// figures of a campaign. Keeping them writes, in transactions of their own; reports only
+/// ask for it, and `flows::reports` does it (for the database connection).
+pub trait KeepFigures: ConnectionTrait + Sync {
+    /// Computes and keeps the figures of closed day `day`; returns how many cells it has.
+    fn compute_day(
+        &self,
+        campaign: &Campaign,
+        day: NaiveDate,
+    ) -> impl Future<Output = AppResult<usize>> + Send;
+
+    /// Rebuilds the live figures of `campaign` (and up to `backfill_days` closed days).
+    fn refresh(
+        &self,
+        campaign: &Campaign,
+        backfill_days: u32,
+    ) -> impl Future<Output = AppResult<Refreshed>> + Send;
+}
+
 /// Computes a closed day's figures if they are not kept yet (a report asked for a day the
 /// backfill has not reached).
-pub async fn ensure_day<C>(db: &C, campaign: &Campaign, day: NaiveDate) -> AppResult<()>
-where
-    C: ConnectionTrait + TransactionTrait,
-{
+pub async fn ensure_day(
+    db: &impl KeepFigures,
+    campaign: &Campaign,
+    day: NaiveDate,
+) -> AppResult<()> {
     if day >= cube::first_day(campaign) && !cube::has_day(db, campaign.id(), day).await? {
-        cube::compute_day(db, campaign, day).await?;
+        db.compute_day(campaign, day).await?;
     }
     Ok(())
 }
 
 /// Makes sure the live figures exist (the first report of a campaign computes them).
-async fn ensure_live<C>(db: &C, campaign: &Campaign) -> AppResult<Option<DateTime<Utc>>>
-where
-    C: ConnectionTrait + TransactionTrait,
-{
+async fn ensure_live(
+    db: &impl KeepFigures,
+    campaign: &Campaign,
+) -> AppResult<Option<DateTime<Utc>>> {
     if let Some(at) = cube::refreshed_at(db, campaign.id()).await? {
         return Ok(Some(at));
     }
-    let refreshed = cube::refresh(db, campaign, 0).await?;
+    let refreshed = db.refresh(campaign, 0).await?;
     Ok(Some(refreshed.refreshed_at))
 }
 
@@ -691,7 +710,7 @@ async fn groups_in_range<C>(
     to: Option<NaiveDate>,
 ) -> AppResult<BTreeMap<String, Group>>
 where
-    C: ConnectionTrait + TransactionTrait,
+    C: KeepFigures,
 {
     let at = at_for(campaign, to);
     let mut groups = groups_at(db, campaign, at, slice, dimension).await?;
@@ -761,7 +780,7 @@ pub async fn progress<C>(
     q: &SliceQuery,
 ) -> AppResult<Progress>
 where
-    C: ConnectionTrait + TransactionTrait,
+    C: KeepFigures,
 {
     let campaign = campaign::get(db, campaign_id).await?;
     let (slice, area) = Slice::check(actor, q)?;
@@ -963,7 +982,7 @@ pub async fn series<C>(
     q: &SeriesQuery,
 ) -> AppResult<Series>
 where
-    C: ConnectionTrait + TransactionTrait,
+    C: KeepFigures,
 {
     let campaign = campaign::get(db, campaign_id).await?;
     let (slice, area) = Slice::check(
@@ -1177,7 +1196,7 @@ pub async fn rankings<C>(
     q: &RankingQuery,
 ) -> AppResult<Rankings>
 where
-    C: ConnectionTrait + TransactionTrait,
+    C: KeepFigures,
 {
     let campaign = campaign::get(db, campaign_id).await?;
     let period = q.period.clone().unwrap_or_else(|| "week".to_owned());
@@ -1396,7 +1415,7 @@ pub async fn contacts<C>(
     q: &ContactsQuery,
 ) -> AppResult<Contacts>
 where
-    C: ConnectionTrait + TransactionTrait,
+    C: KeepFigures,
 {
     let campaign = campaign::get(db, campaign_id).await?;
     let (slice, area) = Slice::check(
@@ -1504,51 +1523,6 @@ where
         replies: replies.into_values().collect(),
         note: CONTACTS_NOTE.to_owned(),
     })
-}
-
-/// Rebuilds a campaign's figures now (office), also computing up to `backfill_days` kept
-/// days.
-pub async fn refresh_now<C>(db: &C, campaign_id: i32, backfill_days: u32) -> AppResult<Refreshed>
-where
-    C: ConnectionTrait + TransactionTrait,
-{
-    let campaign = campaign::get(db, campaign_id).await?;
-    cube::refresh(db, &campaign, backfill_days).await
-}
-
-/// The refresh job: every open campaign, and a closed one once more after it closed (what
-/// closing settled reaches its figures). One campaign failing does not stop the others.
-pub async fn refresh_open<C>(db: &C, backfill_days: u32) -> anyhow::Result<Vec<Refreshed>>
-where
-    C: ConnectionTrait + TransactionTrait,
-{
-    let mut done = Vec::new();
-    let mut failed = Vec::new();
-    for campaign in campaign::list(db).await? {
-        match campaign.model.status.as_str() {
-            "open" => {}
-            "closed" => {
-                let refreshed = cube::refreshed_at(db, campaign.id()).await?;
-                if refreshed.is_some_and(|at| at >= campaign.model.updated_at) {
-                    continue;
-                }
-            }
-            _ => continue,
-        }
-        match cube::refresh(db, &campaign, backfill_days).await {
-            Ok(refreshed) => done.push(refreshed),
-            Err(e) => failed.push(format!("campaign {}: {e}", campaign.id())),
-        }
-    }
-    if failed.is_empty() {
-        Ok(done)
-    } else {
-        Err(anyhow::anyhow!(
-            "{} refreshed; failed: {}",
-            done.len(),
-            failed.join("; ")
-        ))
-    }
 }
 
 #[cfg(test)]

@@ -1790,7 +1790,9 @@ async fn report_figures_keep_coming_after_a_reply_routed_message_is_suppressed()
         assert_eq!(body["rows_skipped"], 0);
     }
     assert!(
-        outreach::report::refresh_open(&s.app.db, 0).await.is_ok(),
+        outreach::flows::reports::refresh_open(&s.app.db, 0)
+            .await
+            .is_ok(),
         "the scheduled refresh"
     );
     let contacts: Value = s

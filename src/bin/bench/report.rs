@@ -716,7 +716,7 @@ async fn run_report(url: &str, options: &ReportOptions) -> anyhow::Result<()> {
 
     // 1. The live cube, then every closed day since the campaign opened.
     let started = Instant::now();
-    let refreshed = report::refresh_now(&database, campaign_id, 0)
+    let refreshed = outreach::flows::reports::refresh_now(&database, campaign_id, 0)
         .await
         .map_err(err("refresh"))?;
     let seconds = started.elapsed().as_secs_f64();
@@ -744,7 +744,7 @@ async fn run_report(url: &str, options: &ReportOptions) -> anyhow::Result<()> {
     let mut day = first;
     while day < today {
         let started = Instant::now();
-        day_cells += cube::compute_day(&database, &campaign, day)
+        day_cells += outreach::flows::reports::compute_day(&database, &campaign, day)
             .await
             .map_err(err("closed day"))?;
         days.push(started.elapsed());
