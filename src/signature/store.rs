@@ -310,33 +310,36 @@ mod tests {
         exercise(&store).await;
 
         let image = signature(0);
-        let row = db
-            .query_one_raw(sea_orm::Statement::from_string(
-                db.get_database_backend(),
-                format!(
-                    "SELECT width, height, size FROM signature_blobs WHERE sha256 = '{}'",
-                    image.sha256
-                ),
-            ))
+        #[derive(FromQueryResult)]
+        struct Stored {
+            width: i32,
+            height: i32,
+            size: i32,
+        }
+        let mut sql = Sql::new(db.get_database_backend());
+        sql.push("SELECT width, height, size FROM signature_blobs WHERE sha256 = ")
+            .bind(image.sha256.clone());
+        let stored = Stored::find_by_statement(sql.build())
+            .one(db)
             .await
             .unwrap()
             .unwrap();
-        assert_eq!(row.try_get::<i32>("", "width").unwrap(), 400);
-        assert_eq!(row.try_get::<i32>("", "height").unwrap(), 150);
-        assert_eq!(
-            row.try_get::<i32>("", "size").unwrap() as usize,
-            image.png.len()
-        );
-        let count = db
-            .query_one_raw(sea_orm::Statement::from_string(
-                db.get_database_backend(),
-                "SELECT COUNT(*) AS n FROM signature_blobs",
-            ))
-            .await
-            .unwrap()
-            .unwrap()
-            .try_get::<i64>("", "n")
-            .unwrap();
+        assert_eq!(stored.width, 400);
+        assert_eq!(stored.height, 150);
+        assert_eq!(stored.size as usize, image.png.len());
+        #[derive(FromQueryResult)]
+        struct Count {
+            n: i64,
+        }
+        let count = Count::find_by_statement(sea_orm::Statement::from_string(
+            db.get_database_backend(),
+            "SELECT COUNT(*) AS n FROM signature_blobs",
+        ))
+        .one(db)
+        .await
+        .unwrap()
+        .unwrap()
+        .n;
         assert_eq!(count, 2);
 
         // Someone swaps the image in the database: reading it is an error, not a forgery.
