@@ -659,7 +659,7 @@ pub struct WeChatChannel {
     tokens: Box<dyn TokenStore>,
     privacy: Arc<Privacy>,
     cached: Mutex<Option<AccessToken>>,
-    /// One refresher per process; the database lock covers the other processes.
+    /// One refresher per process; the store's lock covers the other processes.
     refreshing: tokio::sync::Mutex<()>,
 }
 
