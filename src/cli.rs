@@ -274,7 +274,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 }
             };
             let days = backfill.unwrap_or(settings.reports.backfill_days_per_run);
-            let refreshed = crate::report::refresh_now(&database, campaign, days)
+            let refreshed = crate::flows::reports::refresh_now(&database, campaign, days)
                 .await
                 .map_err(app_error)?;
             println!("{}", serde_json::to_string(&refreshed)?);

@@ -5,7 +5,7 @@
 //! record the first one wrote, never a second record.
 
 use chrono::Utc;
-use sea_orm::ConnectionTrait;
+use sea_orm::{ConnectionTrait, FromQueryResult};
 
 use crate::db::Sql;
 use crate::error::{AppError, AppResult};
@@ -42,8 +42,8 @@ pub fn check(raw: &str) -> AppResult<&str> {
     }
 }
 
-/// What a key already stands for: the record written under it.
-#[derive(Debug, Clone)]
+/// What a key already stands for: the record written under it (a `client_keys` row).
+#[derive(Debug, Clone, FromQueryResult)]
 pub struct Taken {
     kind: String,
     campaign_id: i32,
@@ -99,16 +99,11 @@ pub async fn claim(
     let mut sql = Sql::new(db.get_database_backend());
     sql.push("SELECT kind, campaign_id, subject, entity FROM client_keys WHERE client_key = ")
         .bind(key);
-    let row = db
-        .query_one_raw(sql.build())
+    let taken = Taken::find_by_statement(sql.build())
+        .one(db)
         .await?
         .ok_or_else(|| anyhow::anyhow!("a client key neither inserted nor found"))?;
-    Ok(Some(Taken {
-        kind: row.try_get("", "kind")?,
-        campaign_id: row.try_get("", "campaign_id")?,
-        subject: row.try_get("", "subject")?,
-        entity: row.try_get("", "entity")?,
-    }))
+    Ok(Some(taken))
 }
 
 /// Names the record written under a key claimed by this transaction.

@@ -179,8 +179,10 @@ impl Sql {
         }
     }
 
-    /// Appends SQL text as it is (never user input).
-    pub fn push(&mut self, text: &str) -> &mut Self {
+    /// Appends SQL text as it is. Only text written into the program is accepted (a
+    /// `&'static str`: a literal, a constant, a `match` of them), so nothing read or computed
+    /// at run time can become part of a statement; values go in through [`Sql::bind`].
+    pub fn push(&mut self, text: &'static str) -> &mut Self {
         self.text.push_str(text);
         self
     }

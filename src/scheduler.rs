@@ -86,11 +86,11 @@ impl Job {
                 Ok(format!("{planned} reminders planned"))
             }
             Job::PlanWaves => {
-                let planned = crate::outreach::waves::plan_open(&state.db).await?;
+                let planned = crate::flows::messaging::waves::plan_open(&state.db).await?;
                 Ok(format!("{planned} wave messages planned"))
             }
             Job::RefreshReports => {
-                let done = crate::report::refresh_open(
+                let done = crate::flows::reports::refresh_open(
                     &state.db,
                     state.settings.reports.backfill_days_per_run,
                 )

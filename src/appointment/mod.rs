@@ -976,14 +976,14 @@ pub async fn no_shows_before(
     Ok(missed)
 }
 
-/// Cancels a campaign's booked appointments that match `condition` (SQL over the
-/// `appointments` row, never user input) and gives their places back, day by day in a fixed
+/// Cancels a campaign's booked appointments that match `condition` (which appends SQL over
+/// the `appointments` row, values bound) and gives their places back, day by day in a fixed
 /// order. The update selects the rows itself, so concurrent changes are not overwritten.
 /// Returns the (appointment, resident) pairs cancelled.
 async fn cancel_matching(
     db: &impl ConnectionTrait,
     campaign_id: i32,
-    condition: &str,
+    condition: impl FnOnce(&mut Sql),
     reason: &str,
     now: DateTime<Utc>,
 ) -> AppResult<Vec<(i32, i32)>> {
@@ -996,9 +996,9 @@ async fn cancel_matching(
         .bind(now)
         .push(" WHERE campaign_id = ")
         .bind(campaign_id)
-        .push(" AND status = 'booked' AND ")
-        .push(condition)
-        .push(" RETURNING id, institution_id, day, resident_id");
+        .push(" AND status = 'booked' AND ");
+    condition(&mut sql);
+    sql.push(" RETURNING id, institution_id, day, resident_id");
     let mut per_day: std::collections::BTreeMap<(i32, NaiveDate), i32> = Default::default();
     let mut cancelled = Vec::new();
     for row in db.query_all_raw(sql.build()).await? {
@@ -1029,8 +1029,12 @@ pub async fn cancel_for_exempt(
     let cancelled = cancel_matching(
         db,
         campaign_id,
-        "EXISTS (SELECT 1 FROM enrolments e WHERE e.campaign_id = appointments.campaign_id \
-         AND e.resident_id = appointments.resident_id AND e.stage = 'exempt')",
+        |sql| {
+            sql.push(
+                "EXISTS (SELECT 1 FROM enrolments e WHERE e.campaign_id = appointments.campaign_id \
+                 AND e.resident_id = appointments.resident_id AND e.stage = 'exempt')",
+            );
+        },
         "居民已死亡或迁出",
         now,
     )
@@ -1049,7 +1053,9 @@ pub async fn cancel_for_refusal(
     let cancelled = cancel_matching(
         db,
         campaign_id,
-        &format!("resident_id = {resident_id}"),
+        |sql| {
+            sql.push("resident_id = ").bind(resident_id);
+        },
         "居民拒绝体检（已确认）",
         now,
     )
@@ -1067,7 +1073,16 @@ pub async fn settle_for_close(
     now: DateTime<Utc>,
 ) -> AppResult<()> {
     no_shows_before(db, campaign_id, today).await?;
-    let cancelled = cancel_matching(db, campaign_id, "1 = 1", "体检工作已结束", now).await?;
+    let cancelled = cancel_matching(
+        db,
+        campaign_id,
+        |sql| {
+            sql.push("1 = 1");
+        },
+        "体检工作已结束",
+        now,
+    )
+    .await?;
     let residents: Vec<i32> = cancelled.iter().map(|&(_, resident)| resident).collect();
     for chunk in residents.chunks(500) {
         enrol::unmark_appointed(db, campaign_id, chunk, now).await?;

@@ -106,24 +106,12 @@ impl Route {
 
 const EXEMPT_SPECIALS: &str = "('deceased', 'moved_out')";
 
-/// `route` from a `special` column, in SQL.
-fn route_sql(column: &str) -> String {
-    let mut sql = String::from("CASE ");
-    for special in [
-        Special::Mobility,
-        Special::Hospitalized,
-        Special::RemotePastoral,
-        Special::Detained,
-    ] {
-        sql.push_str(&format!(
-            "WHEN {column} = '{}' THEN '{}' ",
-            special.code(),
-            Route::of(Some(special)).code()
-        ));
-    }
-    sql.push_str("ELSE 'clinic' END");
-    sql
-}
+/// `route` from the resident's `special` (`r.special`), in SQL: [`Route::of`] (a test keeps
+/// the two alike).
+const ROUTE_OF_SPECIAL: &str = "CASE WHEN r.special = 'mobility' THEN 'home_visit' \
+     WHEN r.special = 'hospitalized' THEN 'records' \
+     WHEN r.special = 'remote_pastoral' THEN 'seasonal' \
+     WHEN r.special = 'detained' THEN 'facility' ELSE 'clinic' END";
 
 /// The stage a row falls back to when an appointment or an exemption ends.
 pub(crate) const NATURAL_STAGE: &str = "CASE WHEN refused_at IS NOT NULL THEN 'refused' \
@@ -138,7 +126,7 @@ fn cohort_code(cohort: Cohort) -> String {
 }
 
 /// `AND resident_id IN (…)` when the work is limited to some residents.
-fn limit_to(sql: &mut Sql, column: &str, residents: Option<&[i32]>) {
+fn limit_to(sql: &mut Sql, column: &'static str, residents: Option<&[i32]>) {
     if let Some(ids) = residents {
         sql.push(" AND ").push(column).push(" IN ");
         sql.bind_list(ids.iter().copied());
@@ -164,11 +152,11 @@ pub async fn enrol(
          cohort, migrant_type, special, route, exempt_at, created_at, updated_at) SELECT ",
     );
     sql.bind(campaign.id());
-    sql.push(&format!(
-        ", r.id, CASE WHEN r.special IN {EXEMPT_SPECIALS} THEN 'exempt' ELSE 'target' END, \
-         r.village_code, {}, CASE",
-        township_of("r.village_code")
-    ));
+    sql.push(", r.id, CASE WHEN r.special IN ")
+        .push(EXEMPT_SPECIALS)
+        .push(" THEN 'exempt' ELSE 'target' END, r.village_code, ")
+        .push(TOWNSHIP_OF_VILLAGE)
+        .push(", CASE");
     let mut in_scope = Vec::new();
     for cohort in Cohort::ALL {
         let (after, up_to) = cohort.birth_range(on);
@@ -176,15 +164,16 @@ pub async fn enrol(
         if let Some(after) = after {
             sql.push(" AND r.birth_date > ").bind(after);
         }
-        sql.push(&format!(" THEN '{}'", cohort_code(cohort)));
+        sql.push(" THEN ").bind(cohort_code(cohort));
         if campaign.cohorts.contains(&cohort) {
             in_scope.push((after, up_to));
         }
     }
-    sql.push(&format!(
-        " END, r.migrant_type, r.special, {}, CASE WHEN r.special IN {EXEMPT_SPECIALS} THEN ",
-        route_sql("r.special")
-    ));
+    sql.push(" END, r.migrant_type, r.special, ")
+        .push(ROUTE_OF_SPECIAL)
+        .push(", CASE WHEN r.special IN ")
+        .push(EXEMPT_SPECIALS)
+        .push(" THEN ");
     sql.bind(now).push(" END, ").bind(now).push(", ").bind(now);
     sql.push(" FROM residents r WHERE (");
     for (i, (after, up_to)) in in_scope.iter().enumerate() {
@@ -212,11 +201,9 @@ pub async fn enrol(
     Ok(db.execute_raw(sql.build()).await?.rows_affected())
 }
 
-/// The township code (first nine digits and `000`) of a village code column; the same SQL
-/// on both databases.
-fn township_of(column: &str) -> String {
-    format!("(substr({column}, 1, 9) || '000')")
-}
+/// The township code (first nine digits and `000`) of the resident's village code
+/// (`r.village_code`); the same SQL on both databases.
+const TOWNSHIP_OF_VILLAGE: &str = "(substr(r.village_code, 1, 9) || '000')";
 
 /// Brings a campaign's rows in line with the registry (all residents, or only `residents`):
 /// new residents enrolled, moved or changed residents' dimensions updated, deceased and
@@ -235,12 +222,11 @@ pub async fn refresh(
     enrol(db, campaign, residents).await?;
 
     let mut sql = Sql::new(backend);
-    sql.push(&format!(
-        "UPDATE enrolments SET village_code = r.village_code, township_code = {}, \
-         migrant_type = r.migrant_type, special = r.special, route = {}, updated_at = ",
-        township_of("r.village_code"),
-        route_sql("r.special")
-    ));
+    sql.push("UPDATE enrolments SET village_code = r.village_code, township_code = ")
+        .push(TOWNSHIP_OF_VILLAGE)
+        .push(", migrant_type = r.migrant_type, special = r.special, route = ")
+        .push(ROUTE_OF_SPECIAL)
+        .push(", updated_at = ");
     sql.bind(now);
     sql.push(" FROM residents r WHERE r.id = enrolments.resident_id AND enrolments.campaign_id = ");
     sql.bind(id);
@@ -257,20 +243,20 @@ pub async fn refresh(
     sql.bind(now).push("), updated_at = ").bind(now);
     sql.push(" WHERE campaign_id = ").bind(id);
     limit_to(&mut sql, "resident_id", residents);
-    sql.push(&format!(
-        " AND special IN {EXEMPT_SPECIALS} AND stage NOT IN ('exempt', 'examined')"
-    ));
+    sql.push(" AND special IN ")
+        .push(EXEMPT_SPECIALS)
+        .push(" AND stage NOT IN ('exempt', 'examined')");
     let exempted = db.execute_raw(sql.build()).await?.rows_affected();
 
     let mut sql = Sql::new(backend);
-    sql.push(&format!(
-        "UPDATE enrolments SET stage = {NATURAL_STAGE}, exempt_at = NULL, updated_at = "
-    ));
+    sql.push("UPDATE enrolments SET stage = ")
+        .push(NATURAL_STAGE)
+        .push(", exempt_at = NULL, updated_at = ");
     sql.bind(now).push(" WHERE campaign_id = ").bind(id);
     limit_to(&mut sql, "resident_id", residents);
-    sql.push(&format!(
-        " AND stage = 'exempt' AND (special IS NULL OR special NOT IN {EXEMPT_SPECIALS})"
-    ));
+    sql.push(" AND stage = 'exempt' AND (special IS NULL OR special NOT IN ")
+        .push(EXEMPT_SPECIALS)
+        .push(")");
     db.execute_raw(sql.build()).await?;
     Ok(exempted)
 }
@@ -316,9 +302,9 @@ pub async fn unmark_appointed(
         return Ok(0);
     }
     let mut sql = Sql::new(db.get_database_backend());
-    sql.push(&format!(
-        "UPDATE enrolments SET stage = {NATURAL_STAGE}, updated_at = "
-    ));
+    sql.push("UPDATE enrolments SET stage = ")
+        .push(NATURAL_STAGE)
+        .push(", updated_at = ");
     sql.bind(now)
         .push(" WHERE campaign_id = ")
         .bind(campaign_id);
@@ -388,17 +374,22 @@ pub async fn repair_funnel(db: &impl ConnectionTrait, campaign: &Campaign) -> Ap
         changed += db.execute_raw(sql.build()).await?.rows_affected();
         Ok(())
     };
-    for earlier in ["appointed_at", "examined_at"] {
+    for (set, condition) in [
+        (
+            "UPDATE enrolments SET reached_at = appointed_at, updated_at = ",
+            " AND appointed_at IS NOT NULL AND (reached_at IS NULL OR reached_at > appointed_at)",
+        ),
+        (
+            "UPDATE enrolments SET reached_at = examined_at, updated_at = ",
+            " AND examined_at IS NOT NULL AND (reached_at IS NULL OR reached_at > examined_at)",
+        ),
+    ] {
         let mut sql = Sql::new(backend);
-        sql.push(&format!(
-            "UPDATE enrolments SET reached_at = {earlier}, updated_at = "
-        ))
-        .bind(now)
-        .push(" WHERE campaign_id = ")
-        .bind(id)
-        .push(&format!(
-            " AND {earlier} IS NOT NULL AND (reached_at IS NULL OR reached_at > {earlier})"
-        ));
+        sql.push(set)
+            .bind(now)
+            .push(" WHERE campaign_id = ")
+            .bind(id)
+            .push(condition);
         run(sql).await?;
     }
     // A reply from the resident's number while the campaign runs.
@@ -436,18 +427,22 @@ pub async fn repair_funnel(db: &impl ConnectionTrait, campaign: &Campaign) -> Ap
         .bind(id)
         .push(" AND reached_at IS NOT NULL AND (notified_at IS NULL OR notified_at > reached_at)");
     run(sql).await?;
-    for (stage, from, column) in [
-        ("reached", "('target', 'notified')", "reached_at"),
-        ("notified", "('target')", "notified_at"),
+    for (set, condition) in [
+        (
+            "UPDATE enrolments SET stage = 'reached', updated_at = ",
+            " AND stage IN ('target', 'notified') AND reached_at IS NOT NULL",
+        ),
+        (
+            "UPDATE enrolments SET stage = 'notified', updated_at = ",
+            " AND stage IN ('target') AND notified_at IS NOT NULL",
+        ),
     ] {
         let mut sql = Sql::new(backend);
-        sql.push(&format!(
-            "UPDATE enrolments SET stage = '{stage}', updated_at = "
-        ))
-        .bind(now)
-        .push(" WHERE campaign_id = ")
-        .bind(id)
-        .push(&format!(" AND stage IN {from} AND {column} IS NOT NULL"));
+        sql.push(set)
+            .bind(now)
+            .push(" WHERE campaign_id = ")
+            .bind(id)
+            .push(condition);
         run(sql).await?;
     }
     Ok(changed)
@@ -543,6 +538,25 @@ pub async fn mark_refused(
 mod tests {
     use super::*;
 
+    /// `route` from a `special` column, in SQL, written out from [`Route::of`].
+    fn route_sql(column: &str) -> String {
+        let mut sql = String::from("CASE ");
+        for special in [
+            Special::Mobility,
+            Special::Hospitalized,
+            Special::RemotePastoral,
+            Special::Detained,
+        ] {
+            sql.push_str(&format!(
+                "WHEN {column} = '{}' THEN '{}' ",
+                special.code(),
+                Route::of(Some(special)).code()
+            ));
+        }
+        sql.push_str("ELSE 'clinic' END");
+        sql
+    }
+
     #[test]
     fn routes_follow_the_special_situation() {
         assert_eq!(Route::of(None), Route::Clinic);
@@ -552,6 +566,7 @@ mod tests {
         assert_eq!(Route::of(Some(Special::Detained)), Route::Facility);
         assert_eq!(Route::of(Some(Special::Deceased)), Route::Clinic);
         assert!(route_sql("special").contains("WHEN special = 'mobility' THEN 'home_visit'"));
+        assert_eq!(ROUTE_OF_SPECIAL, route_sql("r.special"));
     }
 
     #[test]

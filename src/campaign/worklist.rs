@@ -6,8 +6,8 @@ use chrono::NaiveDate;
 use entities::{enrolments, residents};
 use sea_orm::sea_query::{CaseStatement, Expr, Func};
 use sea_orm::{
-    ColumnTrait, Condition, ConnectionTrait, EntityTrait, PaginatorTrait, QueryFilter, QueryOrder,
-    QuerySelect, QueryTrait, Select,
+    ColumnTrait, Condition, ConnectionTrait, EntityTrait, FromQueryResult, PaginatorTrait,
+    QueryFilter, QueryOrder, QuerySelect, Select,
 };
 use serde::{Deserialize, Serialize};
 
@@ -183,17 +183,39 @@ pub async fn counts(
         let on_list = CaseStatement::new().case(list.condition(), Expr::val(1));
         query = query.expr_as(Func::count(on_list), list.code());
     }
-    let row = db
-        .query_one_raw(query.build(db.get_database_backend()))
+    let counts = query
+        .into_model::<Counts>()
+        .one(db)
         .await?
         .ok_or_else(|| anyhow::anyhow!("the worklist counts returned no row"))?;
-    Worklist::ALL
+    Ok(Worklist::ALL
         .into_iter()
-        .map(|list| {
-            let n: i64 = row.try_get("", list.code())?;
-            Ok((list, u64::try_from(n).unwrap_or(0)))
-        })
-        .collect()
+        .map(|list| (list, u64::try_from(counts.of(list)).unwrap_or(0)))
+        .collect())
+}
+
+/// The row [`counts`] reads: one column per worklist, named by its [`Worklist::code`].
+#[derive(FromQueryResult)]
+struct Counts {
+    not_appointed: i64,
+    no_shows: i64,
+    migrants: i64,
+    home_visits: i64,
+    hospital_records: i64,
+    seasonal: i64,
+}
+
+impl Counts {
+    fn of(&self, list: Worklist) -> i64 {
+        match list {
+            Worklist::NotAppointed => self.not_appointed,
+            Worklist::NoShows => self.no_shows,
+            Worklist::Migrants => self.migrants,
+            Worklist::HomeVisits => self.home_visits,
+            Worklist::HospitalRecords => self.hospital_records,
+            Worklist::Seasonal => self.seasonal,
+        }
+    }
 }
 
 /// One page of a worklist for the caller's scope.

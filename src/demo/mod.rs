@@ -32,7 +32,7 @@ use crate::outreach::callbacks::InboundSms;
 use crate::privacy::{Field, Privacy};
 use crate::refusal::{NewRegistration, Reason, Review, SignerRelation};
 use crate::startup::{Application, shutdown_on_signals};
-use crate::{appointment, db, exam, flows, institution, outreach, registry, report, users};
+use crate::{appointment, db, exam, flows, institution, outreach, registry, users};
 
 pub use data::{COUNTY_CODE, TOWNSHIPS};
 
@@ -887,7 +887,7 @@ async fn build(
     ));
 
     // Waves for the migrants: one sent now, one waiting for the holidays, one cancelled.
-    let wave = outreach::waves::create(
+    let wave = crate::flows::messaging::waves::create(
         db,
         &office,
         campaign_id,
@@ -901,7 +901,7 @@ async fn build(
     )
     .await
     .map_err(failed("waves"))?;
-    outreach::waves::create(
+    crate::flows::messaging::waves::create(
         db,
         &office,
         campaign_id,
@@ -915,7 +915,7 @@ async fn build(
     )
     .await
     .map_err(failed("waves"))?;
-    let cancelled = outreach::waves::create(
+    let cancelled = crate::flows::messaging::waves::create(
         db,
         &office,
         campaign_id,
@@ -932,7 +932,7 @@ async fn build(
     )
     .await
     .map_err(failed("waves"))?;
-    outreach::waves::cancel(db, &office, cancelled.id)
+    crate::flows::messaging::waves::cancel(db, &office, cancelled.id)
         .await
         .map_err(failed("waves"))?;
 
@@ -998,7 +998,7 @@ async fn build(
     let campaign = campaign::get(db, campaign_id)
         .await
         .map_err(failed("campaign"))?;
-    report::cube::refresh(db, &campaign, (DAYS_OPEN + 1) as u32)
+    crate::flows::reports::refresh(db, &campaign, (DAYS_OPEN + 1) as u32)
         .await
         .map_err(failed("reports"))?;
     say("报表 reports");

@@ -28,6 +28,9 @@
 //! `attempts` (a cadre's contact), `replies` (receipts, replies, the resident's link),
 //! `messaging` (waves, tasks, resends), `reports`.
 
+pub mod messaging;
+pub mod reports;
+
 use sea_orm::{DatabaseTransaction, TransactionTrait};
 
 use crate::db::begin_write;

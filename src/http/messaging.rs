@@ -12,6 +12,7 @@ use super::extract::{Json, Path, Query};
 use super::residents::EditRegistry;
 use crate::auth::Scope;
 use crate::error::{AppResult, ErrorEnvelope};
+use crate::flows;
 use crate::http::guard::{AnyRole, Auth, OfficeOnly, Policy, ReadAudit};
 use crate::outreach::outbox::{self, Health, MessageView};
 use crate::outreach::tasks::{self, ReplyFilter, ReplyPage, TaskFilter, TaskPage};
@@ -123,7 +124,7 @@ async fn create_wave(
 ) -> AppResult<(StatusCode, Json<WaveView>)> {
     Ok((
         StatusCode::CREATED,
-        Json(waves::create(&state.db, &actor, id, new).await?),
+        Json(flows::messaging::waves::create(&state.db, &actor, id, new).await?),
     ))
 }
 
@@ -183,7 +184,9 @@ async fn cancel_wave(
     actor: Auth<OfficeOnly>,
     Path(id): Path<i32>,
 ) -> AppResult<Json<WaveView>> {
-    Ok(Json(waves::cancel(&state.db, &actor, id).await?))
+    Ok(Json(
+        flows::messaging::waves::cancel(&state.db, &actor, id).await?,
+    ))
 }
 
 /// The outbox at a glance: messages per state, how long the oldest due one waits, leases
@@ -262,7 +265,7 @@ async fn finish_task(
     actor: Auth<EditRegistry>,
     Path(id): Path<i32>,
 ) -> AppResult<StatusCode> {
-    tasks::done(&state.db, &actor, id).await?;
+    flows::messaging::tasks::done(&state.db, &actor, id).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 

@@ -236,7 +236,12 @@ async fn refresh_reports(
     Path(id): Path<i32>,
 ) -> AppResult<Json<Refreshed>> {
     Ok(Json(
-        report::refresh_now(&state.db, id, state.settings.reports.backfill_days_per_run).await?,
+        crate::flows::reports::refresh_now(
+            &state.db,
+            id,
+            state.settings.reports.backfill_days_per_run,
+        )
+        .await?,
     ))
 }
 

@@ -33,7 +33,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use reqwest::StatusCode;
-use sea_orm::{ConnectionTrait, DatabaseConnection, DbBackend};
+use sea_orm::DbErr;
 use serde::Deserialize;
 use serde_json::{Value, json};
 
@@ -41,7 +41,6 @@ use super::channel::{Channel, Outgoing, Recipient, SendError, Sent};
 use super::http_client::http_client;
 use super::signing::{aliyun_rpc_signature, tencent_tc3_authorization};
 use super::{MessageContext, MessageKind};
-use crate::db::{Sql, begin_write};
 use crate::privacy::{Field, Privacy};
 
 /// The text fields of a [`MessageContext`] by field name (`resident_name`, `day`, …), as it
@@ -601,9 +600,6 @@ impl Channel for TencentSmsChannel {
 
 /// A token is replaced this long before WeChat says it expires.
 const TOKEN_REFRESH_MARGIN: chrono::TimeDelta = chrono::TimeDelta::minutes(5);
-/// The PostgreSQL advisory lock held (per transaction) by whoever refreshes a provider
-/// token, so that several instances never fetch one at the same time ("outrtokn").
-const TOKEN_LOCK_KEY: i64 = 0x6f75_7472_746f_6b6e;
 /// `client_msg_id` is at most 64 bytes.
 const WECHAT_CLIENT_MSG_ID_MAX: usize = 64;
 
@@ -619,24 +615,51 @@ impl AccessToken {
     }
 }
 
+/// An access token as a [`TokenStore`] keeps it: encrypted with the data key.
+pub struct StoredToken {
+    pub cipher: Vec<u8>,
+    pub expires_at: DateTime<Utc>,
+}
+
+/// Where the access token of an account is shared by every instance, with the lock under
+/// which one instance at a time fetches a new one (fetching invalidates the old token, so
+/// there must be one refresher per account). The dispatch worker, which owns the database's
+/// transactions, keeps it in `provider_tokens` (`dispatch`'s `TokenStore` for the database).
+#[async_trait]
+pub trait TokenStore: Send + Sync {
+    /// The token stored for `account`.
+    async fn stored(&self, account: &str) -> Result<Option<StoredToken>, DbErr>;
+    /// Takes the refresh lock of `account` and reads the token stored under it (another
+    /// instance may just have refreshed it). The lock is held until the returned
+    /// [`TokenLock`] stores a token or is released or dropped.
+    async fn lock(&self, account: &str)
+    -> Result<(Box<dyn TokenLock>, Option<StoredToken>), DbErr>;
+}
+
+/// The refresh lock of one account, held.
+#[async_trait]
+pub trait TokenLock: Send {
+    /// Stores `token` for the account and lets go of the lock.
+    async fn store(self: Box<Self>, token: StoredToken) -> Result<(), DbErr>;
+    /// Lets go of the lock, storing nothing.
+    async fn release(self: Box<Self>) -> Result<(), DbErr>;
+}
+
 /// WeChat template messages to residents who follow the county's official account.
 ///
-/// The access token is shared by every instance through `provider_tokens` (encrypted with
-/// the data key; fetching a new token invalidates the old one, so there must be one
-/// refresher per account): read from memory, else from the table, else refreshed under a
-/// lock — PostgreSQL's `pg_advisory_xact_lock`, SQLite's write lock — after re-reading the
-/// row, since another instance may just have refreshed it. A token is replaced five minutes
-/// before it expires, and when WeChat says it is invalid or expired (40001, 40014, 42001):
-/// then the send is retried once with the new one.
+/// The access token is shared by every instance through a [`TokenStore`]: read from memory,
+/// else from the store, else refreshed under the store's lock after reading it again. A
+/// token is replaced five minutes before it expires, and when WeChat says it is invalid or
+/// expired (40001, 40014, 42001): then the send is retried once with the new one.
 pub struct WeChatChannel {
     client: reqwest::Client,
     api_base: url::Url,
     settings: WeChatSettings,
     account: String,
-    db: DatabaseConnection,
+    tokens: Box<dyn TokenStore>,
     privacy: Arc<Privacy>,
     cached: Mutex<Option<AccessToken>>,
-    /// One refresher per process; the database lock covers the other processes.
+    /// One refresher per process; the store's lock covers the other processes.
     refreshing: tokio::sync::Mutex<()>,
 }
 
@@ -672,7 +695,7 @@ fn wechat_error(errcode: i64, errmsg: &str) -> SendError {
 impl WeChatChannel {
     pub fn new(
         settings: &WeChatSettings,
-        db: DatabaseConnection,
+        tokens: impl TokenStore + 'static,
         privacy: Arc<Privacy>,
     ) -> anyhow::Result<Self> {
         let api_base = parse_url("messaging.wechat.api_base", &settings.api_base)?;
@@ -689,7 +712,7 @@ impl WeChatChannel {
             api_base,
             settings: settings.clone(),
             account,
-            db,
+            tokens: Box::new(tokens),
             privacy,
             cached: Mutex::new(None),
             refreshing: tokio::sync::Mutex::new(()),
@@ -725,39 +748,33 @@ impl WeChatChannel {
             return Ok(token);
         }
         // Another instance may have refreshed it.
+        let stored = self.tokens.stored(&self.account).await.map_err(database)?;
         if let Some(stored) = self
-            .stored_token(&self.db)
-            .await?
+            .readable(stored)
             .filter(|t| t.usable(Utc::now(), rejected))
         {
             self.remember(&stored);
             return Ok(stored.token);
         }
-        // One refresher across instances: on PostgreSQL an advisory lock; on SQLite the write
-        // lock of `BEGIN IMMEDIATE` (held for the fetch, at most `timeout_secs`, about once
-        // every two hours — a `serve` and an `outreach dispatch` may share the file).
-        let txn = begin_write(&self.db).await.map_err(database)?;
-        if txn.get_database_backend() == DbBackend::Postgres {
-            let mut lock = Sql::new(DbBackend::Postgres);
-            lock.push("SELECT pg_advisory_xact_lock(")
-                .bind(TOKEN_LOCK_KEY)
-                .push(")");
-            txn.query_one_raw(lock.build()).await.map_err(database)?;
-        }
+        // One refresher across instances: the store's lock is held for the fetch (at most
+        // `timeout_secs`, about once every two hours).
+        let (lock, stored) = self.tokens.lock(&self.account).await.map_err(database)?;
         if let Some(stored) = self
-            .stored_token(&txn)
-            .await?
+            .readable(stored)
             .filter(|t| t.usable(Utc::now(), rejected))
         {
-            txn.commit().await.map_err(database)?;
+            lock.release().await.map_err(database)?;
             self.remember(&stored);
             return Ok(stored.token);
         }
         let fresh = self.fetch_token().await?;
-        let stored = match self.store_token(&txn, &fresh).await {
-            Ok(()) => txn.commit().await.map_err(database),
-            Err(e) => Err(e),
-        };
+        let stored = lock
+            .store(StoredToken {
+                cipher: self.privacy.encrypt(Field::ProviderToken, &fresh.token),
+                expires_at: fresh.expires_at,
+            })
+            .await
+            .map_err(database);
         if let Err(error) = stored {
             // The new token is valid (and the old one no longer is): use it anyway; another
             // instance will refresh its own.
@@ -772,49 +789,19 @@ impl WeChatChannel {
         Ok(fresh.token)
     }
 
-    async fn stored_token(
-        &self,
-        conn: &impl ConnectionTrait,
-    ) -> Result<Option<AccessToken>, SendError> {
-        let backend = conn.get_database_backend();
-        let mut sql = Sql::new(backend);
-        sql.push("SELECT token_cipher, expires_at FROM provider_tokens WHERE account = ")
-            .bind(self.account.clone());
-        let Some(row) = conn.query_one_raw(sql.build()).await.map_err(database)? else {
-            return Ok(None);
-        };
-        let cipher: Vec<u8> = row.try_get("", "token_cipher").map_err(database)?;
-        let expires_at: DateTime<Utc> = row.try_get("", "expires_at").map_err(database)?;
-        match self.privacy.decrypt(Field::ProviderToken, &cipher) {
-            Ok(token) => Ok(Some(AccessToken { token, expires_at })),
+    /// The stored token decrypted; one written under another key is replaced.
+    fn readable(&self, stored: Option<StoredToken>) -> Option<AccessToken> {
+        let stored = stored?;
+        match self.privacy.decrypt(Field::ProviderToken, &stored.cipher) {
+            Ok(token) => Some(AccessToken {
+                token,
+                expires_at: stored.expires_at,
+            }),
             Err(e) => {
-                // Written under another key: replace it.
                 tracing::warn!(account = %self.account, error = %e, "stored WeChat access token unreadable");
-                Ok(None)
+                None
             }
         }
-    }
-
-    async fn store_token(
-        &self,
-        conn: &impl ConnectionTrait,
-        token: &AccessToken,
-    ) -> Result<(), SendError> {
-        let mut sql = Sql::new(conn.get_database_backend());
-        sql.push("INSERT INTO provider_tokens (account, token_cipher, expires_at, refreshed_at) VALUES (")
-            .bind(self.account.clone())
-            .push(", ")
-            .bind(self.privacy.encrypt(Field::ProviderToken, &token.token))
-            .push(", ")
-            .bind(token.expires_at)
-            .push(", ")
-            .bind(Utc::now())
-            .push(
-                ") ON CONFLICT (account) DO UPDATE SET token_cipher = excluded.token_cipher, \
-                 expires_at = excluded.expires_at, refreshed_at = excluded.refreshed_at",
-            );
-        conn.execute_raw(sql.build()).await.map_err(database)?;
-        Ok(())
     }
 
     /// `GET /cgi-bin/token`: a new token, which makes the previous one invalid.

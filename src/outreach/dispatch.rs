@@ -21,11 +21,12 @@ use futures_util::stream::FuturesUnordered;
 use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
 use sea_orm::{
     ColumnTrait, ConnectionTrait, DatabaseConnection, DatabaseTransaction, DbBackend, EntityTrait,
-    QueryFilter, TransactionTrait,
+    FromQueryResult, QueryFilter, TransactionTrait,
 };
 use serde::Serialize;
 use tokio_util::sync::CancellationToken;
 
+use super::cloud::{StoredToken, TokenLock, TokenStore};
 use super::links;
 use super::outbox::{self, MessageState, OutboxSettings};
 use super::{
@@ -168,6 +169,96 @@ impl Channels {
     }
 }
 
+/// The PostgreSQL advisory lock held (per transaction) by whoever refreshes a provider
+/// token, so that several instances never fetch one at the same time ("outrtokn").
+const TOKEN_LOCK_KEY: i64 = 0x6f75_7472_746f_6b6e;
+
+/// The providers' access tokens (WeChat's), shared by every instance in `provider_tokens`.
+/// The refresh lock is a writing transaction: on PostgreSQL it takes an advisory lock; on
+/// SQLite `BEGIN IMMEDIATE` takes the write lock (a `serve` and an `outreach dispatch` may
+/// share the file).
+#[async_trait::async_trait]
+impl TokenStore for DatabaseConnection {
+    async fn stored(&self, account: &str) -> Result<Option<StoredToken>, sea_orm::DbErr> {
+        stored_token(self, account).await
+    }
+
+    async fn lock(
+        &self,
+        account: &str,
+    ) -> Result<(Box<dyn TokenLock>, Option<StoredToken>), sea_orm::DbErr> {
+        let txn = begin_write(self).await?;
+        if txn.get_database_backend() == DbBackend::Postgres {
+            let mut lock = Sql::new(DbBackend::Postgres);
+            lock.push("SELECT pg_advisory_xact_lock(")
+                .bind(TOKEN_LOCK_KEY)
+                .push(")");
+            txn.query_one_raw(lock.build()).await?;
+        }
+        let stored = stored_token(&txn, account).await?;
+        let held = HeldToken {
+            txn,
+            account: account.to_owned(),
+        };
+        Ok((Box::new(held), stored))
+    }
+}
+
+/// The refresh lock of a provider token: the transaction that holds it.
+struct HeldToken {
+    txn: DatabaseTransaction,
+    account: String,
+}
+
+#[async_trait::async_trait]
+impl TokenLock for HeldToken {
+    async fn store(self: Box<Self>, token: StoredToken) -> Result<(), sea_orm::DbErr> {
+        let mut sql = Sql::new(self.txn.get_database_backend());
+        sql.push("INSERT INTO provider_tokens (account, token_cipher, expires_at, refreshed_at) VALUES (")
+            .bind(self.account.clone())
+            .push(", ")
+            .bind(token.cipher)
+            .push(", ")
+            .bind(token.expires_at)
+            .push(", ")
+            .bind(Utc::now())
+            .push(
+                ") ON CONFLICT (account) DO UPDATE SET token_cipher = excluded.token_cipher, \
+                 expires_at = excluded.expires_at, refreshed_at = excluded.refreshed_at",
+            );
+        self.txn.execute_raw(sql.build()).await?;
+        self.txn.commit().await
+    }
+
+    async fn release(self: Box<Self>) -> Result<(), sea_orm::DbErr> {
+        self.txn.commit().await
+    }
+}
+
+/// The `provider_tokens` row of `account`.
+async fn stored_token(
+    db: &impl ConnectionTrait,
+    account: &str,
+) -> Result<Option<StoredToken>, sea_orm::DbErr> {
+    let mut sql = Sql::new(db.get_database_backend());
+    sql.push("SELECT token_cipher, expires_at FROM provider_tokens WHERE account = ")
+        .bind(account);
+    Ok(ProviderToken::find_by_statement(sql.build())
+        .one(db)
+        .await?
+        .map(|row| StoredToken {
+            cipher: row.token_cipher,
+            expires_at: row.expires_at,
+        }))
+}
+
+/// A provider's stored access token.
+#[derive(FromQueryResult)]
+struct ProviderToken {
+    token_cipher: Vec<u8>,
+    expires_at: DateTime<Utc>,
+}
+
 /// What one round did.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
 pub struct Round {
@@ -247,18 +338,114 @@ struct Leased {
     last_error: Option<String>,
 }
 
+/// A message as leasing returns it.
+#[derive(FromQueryResult)]
+struct LeasedRow {
+    id: i32,
+    campaign_id: i32,
+    resident_id: i32,
+    kind: String,
+    appointment_id: Option<i32>,
+    wave_id: Option<i32>,
+    idempotency_key: String,
+    attempts: i32,
+    step: i32,
+    route: Option<String>,
+    expires_at: DateTime<Utc>,
+    last_error: Option<String>,
+}
+
+impl LeasedRow {
+    fn leased(self) -> Leased {
+        Leased {
+            id: self.id,
+            campaign_id: self.campaign_id,
+            resident_id: self.resident_id,
+            kind: MessageKind::parse(&self.kind),
+            appointment_id: self.appointment_id,
+            wave_id: self.wave_id,
+            key: self.idempotency_key,
+            attempts: self.attempts,
+            step: self.step,
+            route: self.route,
+            expires_at: self.expires_at,
+            last_error: self.last_error,
+        }
+    }
+}
+
+/// A message left `sending` by a worker whose lease ran out.
+#[derive(FromQueryResult)]
+struct Stranded {
+    id: i32,
+    campaign_id: i32,
+    kind: String,
+    resident_id: i32,
+    step: i32,
+    channel: Option<String>,
+    idempotency_key: String,
+    leased_by: Option<String>,
+    sending_at: Option<DateTime<Utc>>,
+}
+
+/// A message's row id (`RETURNING id`).
+#[derive(FromQueryResult)]
+struct Id {
+    id: i32,
+}
+
+/// A resident's stage in a campaign.
+#[derive(FromQueryResult)]
+struct StageRow {
+    campaign_id: i32,
+    resident_id: i32,
+    stage: String,
+}
+
+/// An appointment with its institution.
+#[derive(FromQueryResult)]
+struct AppointmentRow {
+    id: i32,
+    #[sea_orm(nested)]
+    info: AppointmentInfo,
+}
+
+/// A wave's window.
+#[derive(FromQueryResult)]
+struct WaveRow {
+    id: i32,
+    #[sea_orm(nested)]
+    info: WaveInfo,
+}
+
+/// How many messages a resident was sent today.
+#[derive(FromQueryResult)]
+struct SentToday {
+    resident_id: i32,
+    n: i64,
+}
+
+/// A receipt kept until its send is recorded.
+#[derive(FromQueryResult)]
+struct EarlyReceipt {
+    provider: String,
+    provider_message_id: String,
+}
+
 /// What the appointment of a message says.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, FromQueryResult)]
 struct AppointmentInfo {
     /// booked, attended, no_show or cancelled, as it is now.
     status: String,
     day: NaiveDate,
     institution_id: i32,
+    #[sea_orm(from_alias = "name")]
     institution_name: String,
+    #[sea_orm(from_alias = "address")]
     institution_address: Option<String>,
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, FromQueryResult)]
 struct WaveInfo {
     window_start: NaiveDate,
     window_end: NaiveDate,
@@ -528,13 +715,13 @@ impl Dispatcher {
         .bind(now)
         .push(" ORDER BY lease_until LIMIT ")
         .bind(i64::from(self.settings.batch));
-        let rows = self.db.query_all_raw(sql.build()).await?;
+        let rows = Stranded::find_by_statement(sql.build())
+            .all(&self.db)
+            .await?;
         let mut reconciled = 0;
         for row in rows {
-            let id: i32 = row.try_get("", "id")?;
-            let channel: Option<String> = row.try_get("", "channel")?;
-            let leased_by: Option<String> = row.try_get("", "leased_by")?;
-            let channel = channel.as_deref().and_then(|c| self.channels.named(c));
+            let id = row.id;
+            let channel = row.channel.as_deref().and_then(|c| self.channels.named(c));
             let outcome = match channel {
                 // Never got as far as choosing a channel: nothing went out.
                 None => Reconciled::NotSent,
@@ -556,10 +743,7 @@ impl Dispatcher {
                         .push(", provider_message_id = ")
                         .bind(Some(sent.provider_message_id.as_str()).filter(|id| !id.is_empty()))
                         .push(", route = ")
-                        .bind(
-                            Route::PLAN[row.try_get::<i32>("", "step")?.clamp(0, 3) as usize]
-                                .code(),
-                        )
+                        .bind(Route::PLAN[row.step.clamp(0, 3) as usize].code())
                         .push(", lease_until = NULL, leased_by = NULL");
                 }
                 Reconciled::Unknown => {
@@ -576,8 +760,8 @@ impl Dispatcher {
             sql.push(" WHERE id = ")
                 .bind(id)
                 .push(" AND state = 'sending' AND leased_by ");
-            match leased_by {
-                Some(w) => sql.push("= ").bind(w),
+            match &row.leased_by {
+                Some(w) => sql.push("= ").bind(w.clone()),
                 None => sql.push("IS NULL"),
             };
             if self.db.execute_raw(sql.build()).await?.rows_affected() == 1 {
@@ -585,8 +769,8 @@ impl Dispatcher {
                 if matches!(outcome, Reconciled::Sent(_)) {
                     crate::campaign::enrol::notice_contact(
                         &self.db,
-                        row.try_get("", "campaign_id")?,
-                        row.try_get("", "resident_id")?,
+                        row.campaign_id,
+                        row.resident_id,
                         false,
                         now,
                     )
@@ -599,17 +783,10 @@ impl Dispatcher {
     }
 
     /// Whether the provider has the message of a reconciled row.
-    async fn ask_provider(
-        &self,
-        channel: &Arc<dyn Channel>,
-        row: &sea_orm::QueryResult,
-    ) -> Reconciled {
+    async fn ask_provider(&self, channel: &Arc<dyn Channel>, row: &Stranded) -> Reconciled {
         let found = async {
-            let resident_id: i32 = row.try_get("", "resident_id")?;
-            let step: i32 = row.try_get("", "step")?;
-            let kind: String = row.try_get("", "kind")?;
-            let since: Option<DateTime<Utc>> = row.try_get("", "sending_at")?;
-            let route = Route::PLAN[step.clamp(0, 3) as usize];
+            let resident_id = row.resident_id;
+            let route = Route::PLAN[row.step.clamp(0, 3) as usize];
             let resident = residents::Entity::find_by_id(resident_id)
                 .one(&self.db)
                 .await?
@@ -617,10 +794,10 @@ impl Dispatcher {
             let Some((recipient, _)) = self.recipient(&resident, route)? else {
                 return Ok::<_, crate::error::AppError>(None);
             };
-            let kind = MessageKind::parse(&kind)
-                .ok_or_else(|| anyhow::anyhow!("unknown message kind {kind}"))?;
+            let kind = MessageKind::parse(&row.kind)
+                .ok_or_else(|| anyhow::anyhow!("unknown message kind {}", row.kind))?;
             let outgoing = Outgoing {
-                idempotency_key: row.try_get("", "idempotency_key")?,
+                idempotency_key: row.idempotency_key.clone(),
                 kind,
                 recipient,
                 title: kind.title().to_owned(),
@@ -629,7 +806,7 @@ impl Dispatcher {
             };
             Ok(Some(
                 channel
-                    .lookup(&outgoing, since.unwrap_or_else(Utc::now))
+                    .lookup(&outgoing, row.sending_at.unwrap_or_else(Utc::now))
                     .await
                     .map_err(|e| anyhow::anyhow!("{e}"))?,
             ))
@@ -692,30 +869,15 @@ impl Dispatcher {
                 .bind(LEASE_LOCK_KEY)
                 .push(")");
             txn.execute_raw(lock.build()).await?;
-            let rows = txn.query_all_raw(sql.build()).await?;
+            let rows = LeasedRow::find_by_statement(sql.build()).all(&txn).await?;
             txn.commit().await?;
             rows
         } else {
-            self.db.query_all_raw(sql.build()).await?
+            LeasedRow::find_by_statement(sql.build())
+                .all(&self.db)
+                .await?
         };
-        let mut leased = Vec::with_capacity(rows.len());
-        for row in rows {
-            let kind: String = row.try_get("", "kind")?;
-            leased.push(Leased {
-                id: row.try_get("", "id")?,
-                campaign_id: row.try_get("", "campaign_id")?,
-                resident_id: row.try_get("", "resident_id")?,
-                kind: MessageKind::parse(&kind),
-                appointment_id: row.try_get("", "appointment_id")?,
-                wave_id: row.try_get("", "wave_id")?,
-                key: row.try_get("", "idempotency_key")?,
-                attempts: row.try_get("", "attempts")?,
-                step: row.try_get("", "step")?,
-                route: row.try_get("", "route")?,
-                expires_at: row.try_get("", "expires_at")?,
-                last_error: row.try_get("", "last_error")?,
-            });
-        }
+        let mut leased: Vec<Leased> = rows.into_iter().map(LeasedRow::leased).collect();
         leased.sort_by_key(|m| m.id);
         Ok(leased)
     }
@@ -750,14 +912,13 @@ impl Dispatcher {
             .bind_list(campaign_ids.iter().copied())
             .push(" AND resident_id IN ")
             .bind_list(chunk.iter().copied());
-            for row in self.db.query_all_raw(sql.build()).await? {
-                context.stages.insert(
-                    (
-                        row.try_get("", "campaign_id")?,
-                        row.try_get("", "resident_id")?,
-                    ),
-                    row.try_get("", "stage")?,
-                );
+            for row in StageRow::find_by_statement(sql.build())
+                .all(&self.db)
+                .await?
+            {
+                context
+                    .stages
+                    .insert((row.campaign_id, row.resident_id), row.stage);
             }
         }
         let mut appointment_ids: Vec<i32> =
@@ -772,17 +933,11 @@ impl Dispatcher {
                  JOIN institutions i ON i.id = a.institution_id WHERE a.id IN ",
             )
             .bind_list(chunk.iter().copied());
-            for row in self.db.query_all_raw(sql.build()).await? {
-                context.appointments.insert(
-                    row.try_get("", "id")?,
-                    AppointmentInfo {
-                        status: row.try_get("", "status")?,
-                        day: row.try_get("", "day")?,
-                        institution_id: row.try_get("", "institution_id")?,
-                        institution_name: row.try_get("", "name")?,
-                        institution_address: row.try_get("", "address")?,
-                    },
-                );
+            for row in AppointmentRow::find_by_statement(sql.build())
+                .all(&self.db)
+                .await?
+            {
+                context.appointments.insert(row.id, row.info);
             }
         }
         let mut wave_ids: Vec<i32> = leased.iter().filter_map(|m| m.wave_id).collect();
@@ -792,14 +947,11 @@ impl Dispatcher {
             let mut sql = Sql::new(self.backend());
             sql.push("SELECT id, window_start, window_end FROM waves WHERE id IN ")
                 .bind_list(wave_ids.iter().copied());
-            for row in self.db.query_all_raw(sql.build()).await? {
-                context.waves.insert(
-                    row.try_get("", "id")?,
-                    WaveInfo {
-                        window_start: row.try_get("", "window_start")?,
-                        window_end: row.try_get("", "window_end")?,
-                    },
-                );
+            for row in WaveRow::find_by_statement(sql.build())
+                .all(&self.db)
+                .await?
+            {
+                context.waves.insert(row.id, row.info);
             }
         }
         // Messages already sent today (local midnight of the first campaign in the batch;
@@ -821,10 +973,11 @@ impl Dispatcher {
                     .push(" AND sent_at >= ")
                     .bind(midnight)
                     .push(" GROUP BY resident_id");
-                for row in self.db.query_all_raw(sql.build()).await? {
-                    context
-                        .sent_today
-                        .insert(row.try_get("", "resident_id")?, row.try_get("", "n")?);
+                for row in SentToday::find_by_statement(sql.build())
+                    .all(&self.db)
+                    .await?
+                {
+                    context.sent_today.insert(row.resident_id, row.n);
                 }
             }
         }
@@ -1164,13 +1317,12 @@ impl Dispatcher {
         sql.push(" AND expires_at > ")
             .bind(now)
             .push(" RETURNING id");
-        let ours = self
-            .db
-            .query_all_raw(sql.build())
+        let ours: HashSet<i32> = Id::find_by_statement(sql.build())
+            .all(&self.db)
             .await?
-            .iter()
-            .map(|row| row.try_get::<i32>("", "id"))
-            .collect::<Result<HashSet<_>, _>>()?;
+            .into_iter()
+            .map(|row| row.id)
+            .collect();
         let lost: Vec<i32> = jobs
             .iter()
             .map(|job| job.message.id)
@@ -1408,16 +1560,17 @@ impl Dispatcher {
     ) -> AppResult<Vec<i32>> {
         let mut sql = Sql::new(self.backend());
         sql.push("UPDATE messages SET sent_at = ").bind(now);
-        let mut column = |name: &str, value: fn(&Job, &Sent, DateTime<Utc>) -> sea_orm::Value| {
-            sql.push(", ").push(name).push(" = CASE id");
-            for (job, sent) in sent {
-                sql.push(" WHEN ")
-                    .bind(job.message.id)
-                    .push(" THEN ")
-                    .bind(value(job, sent, now));
-            }
-            sql.push(" END");
-        };
+        let mut column =
+            |name: &'static str, value: fn(&Job, &Sent, DateTime<Utc>) -> sea_orm::Value| {
+                sql.push(", ").push(name).push(" = CASE id");
+                for (job, sent) in sent {
+                    sql.push(" WHEN ")
+                        .bind(job.message.id)
+                        .push(" THEN ")
+                        .bind(value(job, sent, now));
+                }
+                sql.push(" END");
+            };
         column("state", |_, sent, _| {
             let state = if sent.delivered {
                 MessageState::Delivered
@@ -1442,11 +1595,12 @@ impl Dispatcher {
             .push(" AND state = 'sending' AND leased_by = ")
             .bind(self.worker.as_str())
             .push(" RETURNING id");
-        txn.query_all_raw(sql.build())
+        Ok(Id::find_by_statement(sql.build())
+            .all(txn)
             .await?
-            .iter()
-            .map(|row| Ok(row.try_get::<i32>("", "id")?))
-            .collect()
+            .into_iter()
+            .map(|row| row.id)
+            .collect())
     }
 
     /// Receipts that came before their send was recorded (a fast gateway), applied now.
@@ -1463,9 +1617,14 @@ impl Dispatcher {
                  WHERE provider_message_id IN ",
             )
             .bind_list(chunk.iter().copied());
-            for row in self.db.query_all_raw(sql.build()).await? {
-                let provider: String = row.try_get("", "provider")?;
-                let id: String = row.try_get("", "provider_message_id")?;
+            for row in EarlyReceipt::find_by_statement(sql.build())
+                .all(&self.db)
+                .await?
+            {
+                let EarlyReceipt {
+                    provider,
+                    provider_message_id: id,
+                } = row;
                 if sent
                     .iter()
                     .any(|(_, s)| s.provider == provider && s.provider_message_id == id)

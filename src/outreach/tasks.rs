@@ -1,15 +1,16 @@
 //! Tasks on the village cadre's list that messaging cannot do itself: a resident no channel
-//! reaches (call or visit), a reschedule request, a reply nobody could match.
+//! reaches (call or visit), a reschedule request, a reply nobody could match. Marking one
+//! done is a transaction of `flows::messaging`.
 
 use chrono::{DateTime, Utc};
-use sea_orm::{ConnectionTrait, TransactionSession, TransactionTrait};
+use sea_orm::{ConnectionTrait, FromQueryResult};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 
 use crate::area::AreaCode;
 use crate::audit::{self, AuditEvent};
 use crate::auth::{Actor, Scope};
-use crate::db::{Sql, begin_write};
+use crate::db::Sql;
 use crate::error::{AppError, AppResult};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
@@ -113,6 +114,44 @@ pub struct TaskView {
     pub done_at: Option<DateTime<Utc>>,
 }
 
+/// A task as [`list`] reads it, with its resident's name and masked phone.
+#[derive(FromQueryResult)]
+struct TaskRow {
+    id: i32,
+    campaign_id: i32,
+    resident_id: i32,
+    name: String,
+    phone_masked: Option<String>,
+    village_code: String,
+    kind: String,
+    message_id: Option<i32>,
+    reply_id: Option<i32>,
+    note: Option<String>,
+    created_at: DateTime<Utc>,
+    done_at: Option<DateTime<Utc>>,
+}
+
+impl TaskRow {
+    fn view(self) -> TaskView {
+        let kind = TaskKind::parse(&self.kind).unwrap_or(TaskKind::Reply);
+        TaskView {
+            id: self.id,
+            campaign_id: self.campaign_id,
+            resident_id: self.resident_id,
+            resident_name: self.name,
+            phone: self.phone_masked,
+            village_code: self.village_code,
+            kind,
+            kind_label: kind.label().to_owned(),
+            message_id: self.message_id,
+            reply_id: self.reply_id,
+            note: self.note,
+            created_at: self.created_at,
+            done_at: self.done_at,
+        }
+    }
+}
+
 #[derive(Debug, Clone, Default, Deserialize, utoipa::IntoParams)]
 pub struct TaskFilter {
     /// Open tasks only (default true).
@@ -132,7 +171,7 @@ pub struct TaskPage {
 }
 
 /// Appends `AND <column> BETWEEN low AND high` for a scope (nothing for the whole tree).
-pub(crate) fn scope_sql(sql: &mut Sql, column: &str, scope: &Scope) {
+pub(crate) fn scope_sql(sql: &mut Sql, column: &'static str, scope: &Scope) {
     if let Scope::Within(area) = scope {
         let (low, high) = area.code_range();
         sql.push(" AND ")
@@ -188,26 +227,12 @@ pub async fn list(
     }
     sql.push(" ORDER BY t.id DESC LIMIT ")
         .bind((limit + 1) as i64);
-    let mut items = Vec::new();
-    for row in db.query_all_raw(sql.build()).await? {
-        let kind: String = row.try_get("", "kind")?;
-        let kind = TaskKind::parse(&kind).unwrap_or(TaskKind::Reply);
-        items.push(TaskView {
-            id: row.try_get("", "id")?,
-            campaign_id: row.try_get("", "campaign_id")?,
-            resident_id: row.try_get("", "resident_id")?,
-            resident_name: row.try_get("", "name")?,
-            phone: row.try_get("", "phone_masked")?,
-            village_code: row.try_get("", "village_code")?,
-            kind,
-            kind_label: kind.label().to_owned(),
-            message_id: row.try_get("", "message_id")?,
-            reply_id: row.try_get("", "reply_id")?,
-            note: row.try_get("", "note")?,
-            created_at: row.try_get("", "created_at")?,
-            done_at: row.try_get("", "done_at")?,
-        });
-    }
+    let mut items: Vec<TaskView> = TaskRow::find_by_statement(sql.build())
+        .all(db)
+        .await?
+        .into_iter()
+        .map(TaskRow::view)
+        .collect();
     let next = if items.len() as u64 > limit {
         items.truncate(limit as usize);
         items.last().map(|t| t.id)
@@ -222,18 +247,28 @@ pub async fn open_count(db: &impl ConnectionTrait, actor: &Actor) -> AppResult<u
     let mut sql = Sql::new(db.get_database_backend());
     sql.push("SELECT COUNT(*) AS n FROM outreach_tasks t WHERE t.done_at IS NULL");
     scope_sql(&mut sql, "t.village_code", &actor.scope);
-    let n: i64 = match db.query_one_raw(sql.build()).await? {
-        Some(row) => row.try_get("", "n")?,
-        None => 0,
-    };
+    let n = Count::find_by_statement(sql.build())
+        .one(db)
+        .await?
+        .map_or(0, |c| c.n);
     Ok(u64::try_from(n).unwrap_or_default())
 }
 
-/// A cadre marks a task done (audited).
-pub async fn done<C>(db: &C, actor: &Actor, id: i32) -> AppResult<()>
-where
-    C: ConnectionTrait + TransactionTrait,
-{
+/// A row count.
+#[derive(FromQueryResult)]
+struct Count {
+    n: i64,
+}
+
+/// What [`done`] checks of a task before marking it.
+#[derive(FromQueryResult)]
+struct TaskState {
+    village_code: String,
+    done_at: Option<DateTime<Utc>>,
+}
+
+/// A cadre marks a task done (audited), in the caller's transaction.
+pub async fn done(db: &impl ConnectionTrait, actor: &Actor, id: i32) -> AppResult<()> {
     if !matches!(
         actor.role,
         entities::users::Role::Office
@@ -244,27 +279,20 @@ where
             "只有村干部、乡镇和县卫健委可以处理任务".to_owned(),
         ));
     }
-    let txn = begin_write(db).await?;
-    let mut sql = Sql::new(txn.get_database_backend());
+    let mut sql = Sql::new(db.get_database_backend());
     sql.push("SELECT village_code, done_at FROM outreach_tasks WHERE id = ")
         .bind(id);
-    let row = txn.query_one_raw(sql.build()).await?;
-    let visible = match &row {
-        Some(row) => {
-            let village: String = row.try_get("", "village_code")?;
-            AreaCode::parse(&village).is_ok_and(|v| actor.scope.contains(&v))
-        }
-        None => false,
-    };
-    let Some(row) = row.filter(|_| visible) else {
+    let task = TaskState::find_by_statement(sql.build()).one(db).await?;
+    let Some(task) =
+        task.filter(|t| AreaCode::parse(&t.village_code).is_ok_and(|v| actor.scope.contains(&v)))
+    else {
         return Err(AppError::NotFound(format!("任务 {id} 不存在")));
     };
-    let done_at: Option<DateTime<Utc>> = row.try_get("", "done_at")?;
-    if done_at.is_some() {
+    if task.done_at.is_some() {
         return Err(AppError::refused("already_done", "该任务已处理"));
     }
     let now = Utc::now();
-    let mut sql = Sql::new(txn.get_database_backend());
+    let mut sql = Sql::new(db.get_database_backend());
     sql.push("UPDATE outreach_tasks SET done_at = ")
         .bind(now)
         .push(", done_by = ")
@@ -272,21 +300,19 @@ where
         .push(" WHERE id = ")
         .bind(id)
         .push(" AND done_at IS NULL");
-    txn.execute_raw(sql.build()).await?;
-    let village: String = row.try_get("", "village_code")?;
+    db.execute_raw(sql.build()).await?;
     audit::record(
-        &txn,
+        db,
         actor,
         AuditEvent {
             action: "task.done",
             entity: "outreach_task",
             entity_id: Some(id.to_string()),
-            area_code: AreaCode::parse(&village).ok(),
+            area_code: AreaCode::parse(&task.village_code).ok(),
             summary: json!({}),
         },
     )
     .await?;
-    txn.commit().await?;
     Ok(())
 }
 
@@ -302,6 +328,34 @@ pub struct ReplyView {
     pub resident_id: Option<i32>,
     pub village_code: Option<String>,
     pub received_at: DateTime<Utc>,
+}
+
+/// An inbound reply as [`replies`] reads it.
+#[derive(FromQueryResult)]
+struct ReplyRow {
+    id: i32,
+    provider: String,
+    from_masked: String,
+    text: String,
+    action: String,
+    resident_id: Option<i32>,
+    village_code: Option<String>,
+    received_at: DateTime<Utc>,
+}
+
+impl ReplyRow {
+    fn view(self) -> ReplyView {
+        ReplyView {
+            id: self.id,
+            provider: self.provider,
+            from: self.from_masked,
+            text: self.text,
+            action: self.action,
+            resident_id: self.resident_id,
+            village_code: self.village_code,
+            received_at: self.received_at,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Default, Deserialize, utoipa::IntoParams)]
@@ -353,19 +407,12 @@ pub async fn replies(
     }
     sql.push(" ORDER BY id DESC LIMIT ")
         .bind((limit + 1) as i64);
-    let mut items = Vec::new();
-    for row in db.query_all_raw(sql.build()).await? {
-        items.push(ReplyView {
-            id: row.try_get("", "id")?,
-            provider: row.try_get("", "provider")?,
-            from: row.try_get("", "from_masked")?,
-            text: row.try_get("", "text")?,
-            action: row.try_get("", "action")?,
-            resident_id: row.try_get("", "resident_id")?,
-            village_code: row.try_get("", "village_code")?,
-            received_at: row.try_get("", "received_at")?,
-        });
-    }
+    let mut items: Vec<ReplyView> = ReplyRow::find_by_statement(sql.build())
+        .all(db)
+        .await?
+        .into_iter()
+        .map(ReplyRow::view)
+        .collect();
     let next = if items.len() as u64 > limit {
         items.truncate(limit as usize);
         items.last().map(|r| r.id)

@@ -2,10 +2,11 @@
 //! come home for the exam during a holiday window (春节, 古尔邦节). A wave is an audience
 //! filter, a template and a window; creating it plans one message per resident in the same
 //! transaction, and the `plan_waves` job tops it up with residents who joined the audience
-//! later. Planning is idempotent (one key per resident, wave and day).
+//! later. Planning is idempotent (one key per resident, wave and day). The transactions are
+//! opened by `flows::messaging`.
 
 use chrono::{DateTime, Duration, NaiveDate, NaiveTime, Utc};
-use sea_orm::{ConnectionTrait, TransactionSession, TransactionTrait};
+use sea_orm::{ConnectionTrait, FromQueryResult};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 
@@ -16,7 +17,7 @@ use crate::area::AreaCode;
 use crate::audit::{self, AuditEvent};
 use crate::auth::{Actor, Scope};
 use crate::campaign::{self, Campaign, Stage};
-use crate::db::{Sql, begin_write};
+use crate::db::Sql;
 use crate::error::{AppError, AppResult};
 use crate::registry::MigrantType;
 use crate::time::at_local;
@@ -140,15 +141,24 @@ fn check(
     Ok(audience)
 }
 
-/// Creates a wave and plans its messages, in one transaction (office only).
-pub async fn create<C>(db: &C, actor: &Actor, campaign_id: i32, new: NewWave) -> AppResult<WaveView>
-where
-    C: ConnectionTrait + TransactionTrait,
-{
+/// A wave just written.
+#[derive(Debug, Clone, Copy)]
+pub struct Created {
+    pub id: i32,
+    /// Its messages planned.
+    pub planned: u64,
+}
+
+/// Creates a wave and plans its messages (office only), in the caller's transaction.
+pub async fn create(
+    db: &impl ConnectionTrait,
+    actor: &Actor,
+    campaign_id: i32,
+    new: NewWave,
+    now: DateTime<Utc>,
+) -> AppResult<Created> {
     let name = crate::validate::check_name(&new.name, "名称", 100)?;
-    let now = Utc::now();
-    let txn = begin_write(db).await?;
-    let campaign = campaign::get_open_locked(&txn, campaign_id).await?;
+    let campaign = campaign::get_open_locked(db, campaign_id).await?;
     let audience = check(actor, &campaign, &new, now)?;
     let send_at = new.send_at.unwrap_or(now).max(now);
     let expires_at = at_local(
@@ -157,7 +167,7 @@ where
         NaiveTime::MIN,
     );
     let audience_json = serde_json::to_string(&audience).map_err(anyhow::Error::from)?;
-    let mut sql = Sql::new(txn.get_database_backend());
+    let mut sql = Sql::new(db.get_database_backend());
     sql.push(
         "INSERT INTO waves (campaign_id, name, kind, audience, window_start, window_end, \
          send_at, expires_at, status, planned, created_by, created_at) VALUES (",
@@ -182,11 +192,11 @@ where
     .push(", ")
     .bind(now)
     .push(") RETURNING id");
-    let id: i32 = txn
-        .query_one_raw(sql.build())
+    let id = Id::find_by_statement(sql.build())
+        .one(db)
         .await?
         .ok_or_else(|| anyhow::anyhow!("the wave was not written"))?
-        .try_get("", "id")?;
+        .id;
     let wave = Wave {
         id,
         campaign_id,
@@ -194,9 +204,9 @@ where
         send_at,
         expires_at,
     };
-    let planned = plan_rows(&txn, &campaign, &wave, now, Planning::New).await?;
+    let planned = plan_rows(db, &campaign, &wave, now, Planning::New).await?;
     audit::record(
-        &txn,
+        db,
         actor,
         AuditEvent {
             action: "wave.create",
@@ -216,9 +226,7 @@ where
         },
     )
     .await?;
-    txn.commit().await?;
-    crate::db::analyze_if_bulk(db, "messages", planned).await;
-    get(db, actor, id).await
+    Ok(Created { id, planned })
 }
 
 /// What planning needs of a wave.
@@ -319,54 +327,86 @@ async fn plan_rows(
     Ok(planned)
 }
 
-/// Tops up every planned wave of the open campaigns whose window is still ahead.
-pub async fn plan_open<C>(db: &C) -> AppResult<u64>
-where
-    C: ConnectionTrait + TransactionTrait,
-{
-    let now = Utc::now();
-    let mut planned = 0;
-    for campaign in campaign::open_campaigns(db).await? {
-        let mut sql = Sql::new(db.get_database_backend());
-        sql.push("SELECT id, audience, send_at, expires_at FROM waves WHERE campaign_id = ")
-            .bind(campaign.id())
-            .push(" AND status = 'planned' AND expires_at > ")
-            .bind(now);
-        for row in db.query_all_raw(sql.build()).await? {
-            let audience: String = row.try_get("", "audience")?;
-            let wave = Wave {
-                id: row.try_get("", "id")?,
+/// The planned waves of `campaign` whose window is still ahead at `now`: those the
+/// `plan_waves` job tops up.
+pub async fn open_waves(
+    db: &impl ConnectionTrait,
+    campaign: &Campaign,
+    now: DateTime<Utc>,
+) -> AppResult<Vec<Wave>> {
+    let mut sql = Sql::new(db.get_database_backend());
+    sql.push("SELECT id, audience, send_at, expires_at FROM waves WHERE campaign_id = ")
+        .bind(campaign.id())
+        .push(" AND status = 'planned' AND expires_at > ")
+        .bind(now);
+    PlanRow::find_by_statement(sql.build())
+        .all(db)
+        .await?
+        .into_iter()
+        .map(|row| {
+            Ok(Wave {
+                id: row.id,
                 campaign_id: campaign.id(),
-                audience: serde_json::from_str(&audience).map_err(anyhow::Error::from)?,
-                send_at: row.try_get("", "send_at")?,
-                expires_at: row.try_get("", "expires_at")?,
-            };
-            let txn = begin_write(db).await?;
-            planned += plan(&txn, &campaign, &wave, now).await?;
-            txn.commit().await?;
-        }
-    }
-    Ok(planned)
+                audience: serde_json::from_str(&row.audience).map_err(anyhow::Error::from)?,
+                send_at: row.send_at,
+                expires_at: row.expires_at,
+            })
+        })
+        .collect()
 }
 
-fn view(row: &sea_orm::QueryResult) -> AppResult<WaveView> {
-    let audience: String = row.try_get("", "audience")?;
-    Ok(WaveView {
-        id: row.try_get("", "id")?,
-        campaign_id: row.try_get("", "campaign_id")?,
-        name: row.try_get("", "name")?,
-        kind: row.try_get("", "kind")?,
-        audience: serde_json::from_str(&audience).map_err(anyhow::Error::from)?,
-        window_from: row.try_get("", "window_start")?,
-        window_to: row.try_get("", "window_end")?,
-        send_at: row.try_get("", "send_at")?,
-        expires_at: row.try_get("", "expires_at")?,
-        status: row.try_get("", "status")?,
-        planned: row.try_get("", "planned")?,
-        states: Default::default(),
-        created_at: row.try_get("", "created_at")?,
-        cancelled_at: row.try_get("", "cancelled_at")?,
-    })
+/// A row's id, as `RETURNING id` gives it.
+#[derive(FromQueryResult)]
+struct Id {
+    id: i32,
+}
+
+/// What topping up needs of a stored wave.
+#[derive(FromQueryResult)]
+struct PlanRow {
+    id: i32,
+    audience: String,
+    send_at: DateTime<Utc>,
+    expires_at: DateTime<Utc>,
+}
+
+/// A `waves` row: the [`WAVE_COLUMNS`].
+#[derive(FromQueryResult)]
+struct WaveRow {
+    id: i32,
+    campaign_id: i32,
+    name: String,
+    kind: String,
+    audience: String,
+    window_start: NaiveDate,
+    window_end: NaiveDate,
+    send_at: DateTime<Utc>,
+    expires_at: DateTime<Utc>,
+    status: String,
+    planned: i32,
+    created_at: DateTime<Utc>,
+    cancelled_at: Option<DateTime<Utc>>,
+}
+
+impl WaveRow {
+    fn view(self) -> AppResult<WaveView> {
+        Ok(WaveView {
+            id: self.id,
+            campaign_id: self.campaign_id,
+            name: self.name,
+            kind: self.kind,
+            audience: serde_json::from_str(&self.audience).map_err(anyhow::Error::from)?,
+            window_from: self.window_start,
+            window_to: self.window_end,
+            send_at: self.send_at,
+            expires_at: self.expires_at,
+            status: self.status,
+            planned: self.planned,
+            states: Default::default(),
+            created_at: self.created_at,
+            cancelled_at: self.cancelled_at,
+        })
+    }
 }
 
 const WAVE_COLUMNS: &str = "id, campaign_id, name, kind, audience, window_start, window_end, \
@@ -407,6 +447,14 @@ fn status_of(stored: &str, states: &std::collections::BTreeMap<String, i64>) -> 
     }
 }
 
+/// How many messages of a wave are in a state.
+#[derive(FromQueryResult)]
+struct StateCount {
+    wave_id: i32,
+    state: String,
+    n: i64,
+}
+
 /// Fills in the figures of `waves`: messages per state of residents in the caller's scope
 /// (and `planned` from them), and the status from all of each wave's messages.
 async fn fill(db: &impl ConnectionTrait, actor: &Actor, waves: &mut [WaveView]) -> AppResult<()> {
@@ -435,10 +483,8 @@ async fn fill(db: &impl ConnectionTrait, actor: &Actor, waves: &mut [WaveView]) 
         }
         sql.push(" GROUP BY m.wave_id, m.state");
         let mut out: HashMap<i32, BTreeMap<String, i64>> = HashMap::new();
-        for row in db.query_all_raw(sql.build()).await? {
-            out.entry(row.try_get("", "wave_id")?)
-                .or_default()
-                .insert(row.try_get("", "state")?, row.try_get("", "n")?);
+        for row in StateCount::find_by_statement(sql.build()).all(db).await? {
+            out.entry(row.wave_id).or_default().insert(row.state, row.n);
         }
         Ok(out)
     };
@@ -464,11 +510,11 @@ pub async fn get(db: &impl ConnectionTrait, actor: &Actor, id: i32) -> AppResult
         .push(WAVE_COLUMNS)
         .push(" FROM waves WHERE id = ")
         .bind(id);
-    let row = db
-        .query_one_raw(sql.build())
+    let wave = WaveRow::find_by_statement(sql.build())
+        .one(db)
         .await?
-        .ok_or_else(|| AppError::NotFound(format!("通知批次 {id} 不存在")))?;
-    let wave = view(&row)?;
+        .ok_or_else(|| AppError::NotFound(format!("通知批次 {id} 不存在")))?
+        .view()?;
     if !visible(actor, &wave) {
         return Err(AppError::NotFound(format!("通知批次 {id} 不存在")));
     }
@@ -492,8 +538,8 @@ pub async fn list(
         .bind(campaign_id)
         .push(" ORDER BY id DESC");
     let mut waves = Vec::new();
-    for row in db.query_all_raw(sql.build()).await? {
-        let wave = view(&row)?;
+    for row in WaveRow::find_by_statement(sql.build()).all(db).await? {
+        let wave = row.view()?;
         if visible(actor, &wave) {
             waves.push(wave);
         }
@@ -502,15 +548,16 @@ pub async fn list(
     Ok(waves)
 }
 
-/// Cancels a wave: its messages not yet sent are cancelled (office only, audited).
-pub async fn cancel<C>(db: &C, actor: &Actor, id: i32) -> AppResult<WaveView>
-where
-    C: ConnectionTrait + TransactionTrait,
-{
-    let now = Utc::now();
-    let txn = begin_write(db).await?;
+/// Cancels a wave: its messages not yet sent are cancelled (office only, audited), in the
+/// caller's transaction.
+pub async fn cancel(
+    db: &impl ConnectionTrait,
+    actor: &Actor,
+    id: i32,
+    now: DateTime<Utc>,
+) -> AppResult<()> {
     // Only a wave whose whole audience is the caller's.
-    let wave = get(&txn, actor, id).await?;
+    let wave = get(db, actor, id).await?;
     let covered = match wave.audience.area.as_deref().map(AreaCode::parse) {
         Some(Ok(area)) => actor.scope.contains(&area),
         Some(Err(_)) => false,
@@ -519,18 +566,18 @@ where
     if !covered {
         return Err(AppError::NotFound(format!("通知批次 {id} 不存在")));
     }
-    let mut sql = Sql::new(txn.get_database_backend());
+    let mut sql = Sql::new(db.get_database_backend());
     sql.push("UPDATE waves SET status = 'cancelled', cancelled_at = ")
         .bind(now)
         .push(" WHERE id = ")
         .bind(id)
         .push(" AND status = 'planned' RETURNING id");
-    if txn.query_one_raw(sql.build()).await?.is_none() {
+    if Id::find_by_statement(sql.build()).one(db).await?.is_none() {
         return Err(AppError::refused("wave_cancelled", "该通知批次已取消"));
     }
-    let cancelled = outbox::cancel_where(&txn, outbox::CancelBy::Wave, id, now).await?;
+    let cancelled = outbox::cancel_where(db, outbox::CancelBy::Wave, id, now).await?;
     audit::record(
-        &txn,
+        db,
         actor,
         AuditEvent {
             action: "wave.cancel",
@@ -545,8 +592,7 @@ where
         },
     )
     .await?;
-    txn.commit().await?;
-    get(db, actor, id).await
+    Ok(())
 }
 
 #[derive(Debug, Clone, Default, Deserialize, utoipa::IntoParams)]

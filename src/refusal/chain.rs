@@ -5,7 +5,7 @@
 use std::collections::{HashMap, HashSet};
 
 use chrono::{DateTime, SubsecRound, Utc};
-use sea_orm::{ConnectionTrait, DbBackend};
+use sea_orm::{ConnectionTrait, DbBackend, FromQueryResult};
 use serde::Serialize;
 use sha2::{Digest, Sha256};
 
@@ -17,7 +17,7 @@ use crate::error::AppResult;
 pub const GENESIS: &str = "0000000000000000000000000000000000000000000000000000000000000000";
 
 /// What a record says, everything its hash covers but its place in the chain.
-#[derive(Debug, Clone, Default, Serialize)]
+#[derive(Debug, Clone, Default, Serialize, FromQueryResult)]
 pub struct Content {
     pub kind: String,
     pub campaign_id: i32,
@@ -107,11 +107,8 @@ pub async fn append(db: &impl ConnectionTrait, mut content: Content) -> AppResul
     last.push("SELECT seq, hash FROM refusal_records WHERE resident_id = ")
         .bind(content.resident_id)
         .push(" ORDER BY seq DESC LIMIT 1");
-    let (seq, prev_hash) = match db.query_one_raw(last.build()).await? {
-        Some(row) => (
-            row.try_get::<i32>("", "seq")? + 1,
-            row.try_get::<String>("", "hash")?,
-        ),
+    let (seq, prev_hash) = match Link::find_by_statement(last.build()).one(db).await? {
+        Some(last) => (last.seq + 1, last.hash),
         None => (1, GENESIS.to_owned()),
     };
     let own = hash(seq, &prev_hash, &content);
@@ -170,15 +167,28 @@ pub async fn append(db: &impl ConnectionTrait, mut content: Content) -> AppResul
     .push(", ")
     .bind(own.clone())
     .push(") RETURNING id");
-    let row = db
-        .query_one_raw(sql.build())
+    let written = Id::find_by_statement(sql.build())
+        .one(db)
         .await?
         .ok_or_else(|| anyhow::anyhow!("the refusal record was not written"))?;
     Ok(Appended {
-        id: row.try_get("", "id")?,
+        id: written.id,
         seq,
         hash: own,
     })
+}
+
+/// The end of a chain: the last record's place and hash.
+#[derive(FromQueryResult)]
+struct Link {
+    seq: i32,
+    hash: String,
+}
+
+/// A row's id, as `RETURNING id` gives it.
+#[derive(FromQueryResult)]
+struct Id {
+    id: i32,
 }
 
 /// Every column of a record, as stored.
@@ -187,46 +197,28 @@ pub const COLUMNS: &str = "id, campaign_id, resident_id, village_code, seq, kind
     signature_sha256, witness_user_id, witness_name, attempt_ids, location, exam_record_id, \
     note, recorded_by, recorded_by_name, recorded_at, prev_hash, hash";
 
-/// A record as stored: its place in the chain and its content.
-#[derive(Debug, Clone)]
+/// The [`COLUMNS`] of `refusal_records r`, for a statement that joins other tables.
+pub const R_COLUMNS: &str = "r.id, r.campaign_id, r.resident_id, r.village_code, r.seq, r.kind, \
+    r.registration_id, r.supersedes, r.reason_code, r.reason_text, r.signer_name, \
+    r.signer_relation, r.signature_sha256, r.witness_user_id, r.witness_name, r.attempt_ids, \
+    r.location, r.exam_record_id, r.note, r.recorded_by, r.recorded_by_name, r.recorded_at, \
+    r.prev_hash, r.hash";
+
+/// A record as stored (a `refusal_records` row): its place in the chain and its content.
+#[derive(Debug, Clone, FromQueryResult)]
 pub struct Stored {
     pub id: i32,
     pub seq: i32,
     pub prev_hash: String,
     pub hash: String,
+    #[sea_orm(nested)]
     pub content: Content,
 }
 
 impl Stored {
+    /// Reads a record from a row with the [`COLUMNS`].
     pub fn from_row(row: &sea_orm::QueryResult) -> Result<Self, sea_orm::DbErr> {
-        Ok(Self {
-            id: row.try_get("", "id")?,
-            seq: row.try_get("", "seq")?,
-            prev_hash: row.try_get("", "prev_hash")?,
-            hash: row.try_get("", "hash")?,
-            content: Content {
-                kind: row.try_get("", "kind")?,
-                campaign_id: row.try_get("", "campaign_id")?,
-                resident_id: row.try_get("", "resident_id")?,
-                village_code: row.try_get("", "village_code")?,
-                registration_id: row.try_get("", "registration_id")?,
-                supersedes: row.try_get("", "supersedes")?,
-                reason_code: row.try_get("", "reason_code")?,
-                reason_text: row.try_get("", "reason_text")?,
-                signer_name: row.try_get("", "signer_name")?,
-                signer_relation: row.try_get("", "signer_relation")?,
-                signature_sha256: row.try_get("", "signature_sha256")?,
-                witness_user_id: row.try_get("", "witness_user_id")?,
-                witness_name: row.try_get("", "witness_name")?,
-                attempt_ids: row.try_get("", "attempt_ids")?,
-                location: row.try_get("", "location")?,
-                exam_record_id: row.try_get("", "exam_record_id")?,
-                note: row.try_get("", "note")?,
-                recorded_by: row.try_get("", "recorded_by")?,
-                recorded_by_name: row.try_get("", "recorded_by_name")?,
-                recorded_at: row.try_get("", "recorded_at")?,
-            },
-        })
+        Self::from_query_result(row, "")
     }
 }
 
@@ -291,11 +283,7 @@ where
         .push(")");
     }
     sql.push(" ORDER BY resident_id, seq");
-    let rows = txn.query_all_raw(sql.build()).await?;
-    let records = rows
-        .iter()
-        .map(Stored::from_row)
-        .collect::<Result<Vec<_>, _>>()?;
+    let records = Stored::find_by_statement(sql.build()).all(&txn).await?;
     let residents: HashSet<i32> = records.iter().map(|r| r.content.resident_id).collect();
     let mut audited = audited(&txn, scope, &residents).await?;
     sea_orm::TransactionSession::commit(txn).await?;
@@ -418,6 +406,14 @@ struct AuditedRecord {
     hash: Option<String>,
 }
 
+/// An audit log entry about a refusal record.
+#[derive(FromQueryResult)]
+struct AuditEntry {
+    entity_id: Option<String>,
+    area_code: Option<String>,
+    summary: String,
+}
+
 /// The refusal records the audit log says were written, for residents in `residents` or in
 /// an area of `scope`.
 async fn audited(
@@ -428,10 +424,12 @@ async fn audited(
     let mut sql = Sql::new(db.get_database_backend());
     sql.push("SELECT entity_id, area_code, summary FROM audit_log WHERE entity = 'refusal_record'");
     let mut found = HashMap::new();
-    for row in db.query_all_raw(sql.build()).await? {
-        let entity_id: Option<String> = row.try_get("", "entity_id")?;
-        let area: Option<String> = row.try_get("", "area_code")?;
-        let summary: String = row.try_get("", "summary")?;
+    for entry in AuditEntry::find_by_statement(sql.build()).all(db).await? {
+        let AuditEntry {
+            entity_id,
+            area_code: area,
+            summary,
+        } = entry;
         let summary: serde_json::Value = serde_json::from_str(&summary).unwrap_or_default();
         let resident_id = summary["resident_id"].as_i64().unwrap_or_default() as i32;
         let in_area = match scope {
@@ -489,6 +487,11 @@ mod tests {
         let mut changed = content();
         changed.signer_name = Some("张四".to_owned());
         assert_ne!(base, hash(1, GENESIS, &changed));
+    }
+
+    #[test]
+    fn the_columns_of_r_are_the_columns() {
+        assert_eq!(R_COLUMNS, format!("r.{}", COLUMNS.replace(", ", ", r.")));
     }
 
     #[test]

@@ -943,8 +943,8 @@ pub async fn revoke_for_exam(
 async fn load(db: &impl ConnectionTrait, filter: impl FnOnce(&mut Sql)) -> AppResult<Vec<Loaded>> {
     let backend = db.get_database_backend();
     let mut sql = Sql::new(backend);
-    sql.push("SELECT r.")
-        .push(&chain::COLUMNS.replace(", ", ", r."))
+    sql.push("SELECT ")
+        .push(chain::R_COLUMNS)
         .push(
             ", s.name AS resident_name, s.id_masked, s.id_cipher, s.sex, s.birth_date, \
              v.name AS village_name, t.name AS township_name FROM refusal_records r \

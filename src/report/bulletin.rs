@@ -11,14 +11,14 @@ use cron::Schedule;
 use lettre::Message;
 use lettre::message::header::ContentType;
 use lettre::message::{Attachment, Mailbox, MultiPart, SinglePart};
-use sea_orm::{ConnectionTrait, DatabaseConnection, TransactionTrait};
+use sea_orm::{ConnectionTrait, DatabaseConnection, FromQueryResult};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
 use super::export::{
     Table, about_progress, contacts_tables, progress_tables, rankings_table, workbook,
 };
-use super::{ContactsQuery, Progress, RankingQuery, SliceQuery, TargetStatus, cube};
+use super::{ContactsQuery, KeepFigures, Progress, RankingQuery, SliceQuery, TargetStatus, cube};
 use crate::auth::Actor;
 use crate::campaign::{self, Campaign};
 use crate::config::{BulletinSettings, Settings};
@@ -158,47 +158,68 @@ const STALE_BUILD_MINUTES: i64 = 10;
 const COLUMNS: &str = "id, campaign_id, kind, period, period_end, status, recipients, attempts, \
      message_id, error, requested_by, created_at, started_at, finished_at";
 
-fn read(row: &sea_orm::QueryResult) -> AppResult<Bulletin> {
-    let status: String = row.try_get("", "status")?;
-    let started_at: DateTime<Utc> = row.try_get("", "started_at")?;
-    let recipients: String = row.try_get("", "recipients")?;
-    Ok(Bulletin {
-        id: row.try_get("", "id")?,
-        campaign_id: row.try_get("", "campaign_id")?,
-        kind: row.try_get("", "kind")?,
-        period: row.try_get("", "period")?,
-        period_end: row.try_get("", "period_end")?,
-        interrupted: status == "sending" && Utc::now() - started_at > Duration::minutes(30),
-        status,
-        recipients: recipients
-            .split(',')
-            .filter(|r| !r.is_empty())
-            .map(str::to_owned)
-            .collect(),
-        attempts: row.try_get("", "attempts")?,
-        message_id: row.try_get("", "message_id")?,
-        error: row.try_get("", "error")?,
-        requested_by: row.try_get("", "requested_by")?,
-        created_at: row.try_get("", "created_at")?,
-        started_at,
-        finished_at: row.try_get("", "finished_at")?,
-    })
+/// A `bulletins` row: the [`COLUMNS`].
+#[derive(FromQueryResult)]
+struct BulletinRow {
+    id: i32,
+    campaign_id: i32,
+    kind: String,
+    period: String,
+    period_end: NaiveDate,
+    status: String,
+    recipients: String,
+    attempts: i32,
+    message_id: Option<String>,
+    error: Option<String>,
+    requested_by: String,
+    created_at: DateTime<Utc>,
+    started_at: DateTime<Utc>,
+    finished_at: Option<DateTime<Utc>>,
+}
+
+impl BulletinRow {
+    fn view(self) -> Bulletin {
+        Bulletin {
+            id: self.id,
+            campaign_id: self.campaign_id,
+            kind: self.kind,
+            period: self.period,
+            period_end: self.period_end,
+            interrupted: self.status == "sending"
+                && Utc::now() - self.started_at > Duration::minutes(30),
+            status: self.status,
+            recipients: self
+                .recipients
+                .split(',')
+                .filter(|r| !r.is_empty())
+                .map(str::to_owned)
+                .collect(),
+            attempts: self.attempts,
+            message_id: self.message_id,
+            error: self.error,
+            requested_by: self.requested_by,
+            created_at: self.created_at,
+            started_at: self.started_at,
+            finished_at: self.finished_at,
+        }
+    }
 }
 
 /// The run history of a campaign's bulletins, newest first.
 pub async fn history(db: &impl ConnectionTrait, campaign_id: i32) -> AppResult<Vec<Bulletin>> {
     campaign::get(db, campaign_id).await?;
     let mut sql = Sql::new(db.get_database_backend());
-    sql.push(&format!(
-        "SELECT {COLUMNS} FROM bulletins WHERE campaign_id = "
-    ))
-    .bind(campaign_id)
-    .push(" ORDER BY started_at DESC, id DESC");
-    db.query_all_raw(sql.build())
+    sql.push("SELECT ")
+        .push(COLUMNS)
+        .push(" FROM bulletins WHERE campaign_id = ")
+        .bind(campaign_id)
+        .push(" ORDER BY started_at DESC, id DESC");
+    Ok(BulletinRow::find_by_statement(sql.build())
+        .all(db)
         .await?
-        .iter()
-        .map(read)
-        .collect()
+        .into_iter()
+        .map(BulletinRow::view)
+        .collect())
 }
 
 async fn find(
@@ -208,19 +229,18 @@ async fn find(
     period: &str,
 ) -> AppResult<Option<Bulletin>> {
     let mut sql = Sql::new(db.get_database_backend());
-    sql.push(&format!(
-        "SELECT {COLUMNS} FROM bulletins WHERE campaign_id = "
-    ))
-    .bind(campaign_id)
-    .push(" AND kind = ")
-    .bind(kind.code())
-    .push(" AND period = ")
-    .bind(period.to_owned());
-    db.query_one_raw(sql.build())
+    sql.push("SELECT ")
+        .push(COLUMNS)
+        .push(" FROM bulletins WHERE campaign_id = ")
+        .bind(campaign_id)
+        .push(" AND kind = ")
+        .bind(kind.code())
+        .push(" AND period = ")
+        .bind(period.to_owned());
+    Ok(BulletinRow::find_by_statement(sql.build())
+        .one(db)
         .await?
-        .as_ref()
-        .map(read)
-        .transpose()
+        .map(BulletinRow::view))
 }
 
 /// Checks the recipients and the schedules (at start-up).
@@ -336,18 +356,15 @@ pub async fn send_due(
 
 /// Claims the period: a new row, or a failed one with tries left (or any, when `force`).
 /// `None` when it is sent, being sent, or out of tries.
-async fn claim<C>(
-    db: &C,
+async fn claim(
+    db: &impl ConnectionTrait,
     campaign_id: i32,
     kind: Kind,
     period: &Period,
     settings: &BulletinSettings,
     requested_by: &str,
     force: bool,
-) -> AppResult<Option<i32>>
-where
-    C: ConnectionTrait + TransactionTrait,
-{
+) -> AppResult<Option<i32>> {
     let now = Utc::now();
     let recipients = &settings.recipients;
     let backend = db.get_database_backend();
@@ -456,7 +473,7 @@ fn percent(rate: Option<f64>) -> String {
 /// before, the migrant book, the targets and the reach figures.
 pub async fn build<C>(db: &C, campaign: &Campaign, kind: Kind, period: &Period) -> AppResult<Built>
 where
-    C: ConnectionTrait + TransactionTrait,
+    C: KeepFigures,
 {
     let actor = Actor::system();
     let id = campaign.id();
@@ -592,7 +609,7 @@ pub async fn send<C>(
     force: bool,
 ) -> AppResult<Option<Bulletin>>
 where
-    C: ConnectionTrait + TransactionTrait,
+    C: KeepFigures,
 {
     let Some(id) = claim(
         db,

@@ -3,16 +3,17 @@
 //! figures and each closed day's figures as they stood at its end — plus the key groups and
 //! the reach figures (messages, contact attempts, replies). Reports read only these tables;
 //! a refresh rebuilds them from `enrolments`, `messages`, `contact_attempts` and
-//! `inbound_replies`, reading first and writing in one short transaction.
+//! `inbound_replies`, reading first and writing in one short transaction (opened by
+//! `flows::reports`).
 
 use std::collections::BTreeMap;
 use std::time::Instant;
 
 use chrono::{DateTime, Duration, NaiveDate, Utc};
-use sea_orm::{ConnectionTrait, DbBackend, QueryResult, TransactionSession, TransactionTrait};
+use sea_orm::{ConnectionTrait, DbBackend, DbErr, FromQueryResult, QueryResult, Statement};
 
 use crate::campaign::Campaign;
-use crate::db::{Sql, begin_write};
+use crate::db::Sql;
 use crate::error::AppResult;
 
 /// Counts of one cell or of a sum of cells.
@@ -37,6 +38,11 @@ impl Counts {
         "examined",
         "refused",
     ];
+
+    /// `, SUM(c) AS c` for each of the [`Counts::COLUMNS`], in order.
+    pub const SUMS: &'static str = ", SUM(population) AS population, SUM(exempt) AS exempt, \
+        SUM(notified) AS notified, SUM(reached) AS reached, SUM(appointed) AS appointed, \
+        SUM(examined) AS examined, SUM(refused) AS refused";
 
     fn values(&self) -> [i64; 7] {
         [
@@ -84,18 +90,38 @@ impl Counts {
     pub fn target(&self) -> i64 {
         self.population - self.exempt
     }
+}
 
-    /// Reads `SUM(...)` columns named as in [`Counts::COLUMNS`].
-    pub fn read(row: &QueryResult) -> AppResult<Self> {
-        let mut v = [0i64; 7];
-        for (i, column) in Self::COLUMNS.iter().enumerate() {
-            v[i] = row.try_get::<Option<i64>>("", column)?.unwrap_or(0);
-        }
-        Ok(Self::from_values(v))
+/// `SUM(...)` columns named as in [`Counts::COLUMNS`] (NULL when no row was summed).
+#[derive(FromQueryResult)]
+struct Sums {
+    population: Option<i64>,
+    exempt: Option<i64>,
+    notified: Option<i64>,
+    reached: Option<i64>,
+    appointed: Option<i64>,
+    examined: Option<i64>,
+    refused: Option<i64>,
+}
+
+/// Counts read from `SUM(...)` columns named as in [`Counts::COLUMNS`]; nothing summed is 0.
+impl FromQueryResult for Counts {
+    fn from_query_result(row: &QueryResult, pre: &str) -> Result<Self, DbErr> {
+        let sums = Sums::from_query_result(row, pre)?;
+        Ok(Counts {
+            population: sums.population.unwrap_or(0),
+            exempt: sums.exempt.unwrap_or(0),
+            notified: sums.notified.unwrap_or(0),
+            reached: sums.reached.unwrap_or(0),
+            appointed: sums.appointed.unwrap_or(0),
+            examined: sums.examined.unwrap_or(0),
+            refused: sums.refused.unwrap_or(0),
+        })
     }
 }
 
 /// One row of the cube.
+#[derive(FromQueryResult)]
 struct Cell {
     village_code: String,
     township_code: String,
@@ -104,6 +130,7 @@ struct Cell {
     special: String,
     route: String,
     exam_area: String,
+    #[sea_orm(nested)]
     counts: Counts,
 }
 
@@ -162,31 +189,33 @@ fn cells_sql(backend: DbBackend, campaign_id: i32, until: DateTime<Utc>) -> Sql 
          WHERE e.campaign_id = {c} AND e.created_at < {u}) c \
          GROUP BY village_code, township_code, cohort, migrant_type, special, route, exam_area";
     let mut sql = Sql::new(backend);
-    let mut rest = text;
+    let mut rest: &'static str = text;
     while let Some(at) = rest.find('{') {
-        sql.push(&rest[..at]);
-        match &rest[at..at + 3] {
+        let (head, marker) = rest.split_at(at);
+        sql.push(head);
+        match &marker[..3] {
             "{u}" => sql.bind(until),
             _ => sql.bind(campaign_id),
         };
-        rest = &rest[at + 3..];
+        rest = &marker[3..];
     }
     sql.push(rest);
     sql
 }
 
-/// Reads each row with `read`; a row that cannot be read is logged and left out, so one bad
-/// row never stops a report. Returns the rows read and how many were left out.
-fn read_rows<T>(
-    rows: &[QueryResult],
+/// Reads the rows of `statement`; a row that cannot be read is logged and left out, so one
+/// bad row never stops a report. Returns the rows read and how many were left out.
+async fn read_rows<T: FromQueryResult>(
+    db: &impl ConnectionTrait,
+    statement: Statement,
     campaign_id: i32,
     what: &'static str,
-    read: impl Fn(&QueryResult) -> AppResult<T>,
-) -> (Vec<T>, usize) {
+) -> AppResult<(Vec<T>, usize)> {
+    let rows = db.query_all_raw(statement).await?;
     let mut out = Vec::with_capacity(rows.len());
     let mut skipped = 0;
-    for row in rows {
-        match read(row) {
+    for row in &rows {
+        match T::from_query_result(row, "") {
             Ok(item) => out.push(item),
             Err(e) => {
                 skipped += 1;
@@ -194,7 +223,7 @@ fn read_rows<T>(
             }
         }
     }
-    (out, skipped)
+    Ok((out, skipped))
 }
 
 async fn read_cells(
@@ -202,21 +231,8 @@ async fn read_cells(
     campaign_id: i32,
     until: DateTime<Utc>,
 ) -> AppResult<(Vec<Cell>, usize)> {
-    let rows = db
-        .query_all_raw(cells_sql(db.get_database_backend(), campaign_id, until).build())
-        .await?;
-    Ok(read_rows(&rows, campaign_id, "progress cell", |row| {
-        Ok(Cell {
-            village_code: row.try_get("", "village_code")?,
-            township_code: row.try_get("", "township_code")?,
-            cohort: row.try_get("", "cohort")?,
-            migrant_type: row.try_get("", "migrant_type")?,
-            special: row.try_get("", "special")?,
-            route: row.try_get("", "route")?,
-            exam_area: row.try_get("", "exam_area")?,
-            counts: Counts::read(row)?,
-        })
-    }))
+    let sql = cells_sql(db.get_database_backend(), campaign_id, until);
+    read_rows(db, sql.build(), campaign_id, "progress cell").await
 }
 
 /// Rows per multi-row INSERT (well under SQLite's limit on bound values).
@@ -226,7 +242,7 @@ const CHUNK: usize = 400;
 /// `VALUES `, `row` binds one row's values (separated by `, `) inside its parentheses.
 async fn insert_rows<T>(
     db: &impl ConnectionTrait,
-    head: &str,
+    head: &'static str,
     rows: &[T],
     row: impl Fn(&mut Sql, &T),
 ) -> AppResult<()> {
@@ -297,6 +313,15 @@ struct KeyGroupRow {
     examined: i64,
 }
 
+/// A [`KeyGroupRow`] as summed (NULL when no row was summed).
+#[derive(FromQueryResult)]
+struct KeyGroupSums {
+    village_code: String,
+    tag: String,
+    target: Option<i64>,
+    examined: Option<i64>,
+}
+
 async fn read_key_groups(
     db: &impl ConnectionTrait,
     campaign_id: i32,
@@ -311,15 +336,18 @@ async fn read_key_groups(
     );
     sql.bind(campaign_id)
         .push(" GROUP BY e.village_code, t.tag");
-    let rows = db.query_all_raw(sql.build()).await?;
-    Ok(read_rows(&rows, campaign_id, "key group", |row| {
-        Ok(KeyGroupRow {
-            village_code: row.try_get("", "village_code")?,
-            tag: row.try_get("", "tag")?,
-            target: row.try_get::<Option<i64>>("", "target")?.unwrap_or(0),
-            examined: row.try_get::<Option<i64>>("", "examined")?.unwrap_or(0),
+    let (sums, skipped) =
+        read_rows::<KeyGroupSums>(db, sql.build(), campaign_id, "key group").await?;
+    let groups = sums
+        .into_iter()
+        .map(|g| KeyGroupRow {
+            village_code: g.village_code,
+            tag: g.tag,
+            target: g.target.unwrap_or(0),
+            examined: g.examined.unwrap_or(0),
         })
-    }))
+        .collect();
+    Ok((groups, skipped))
 }
 
 /// One line of reach figures: `source` is `message` (total = sent, succeeded = delivered),
@@ -333,6 +361,17 @@ struct ContactRow {
     total: i64,
     succeeded: i64,
     failed: i64,
+}
+
+/// A [`ContactRow`] as summed (NULL when no row was summed), before its source is named.
+#[derive(FromQueryResult)]
+struct ContactSums {
+    village_code: String,
+    channel: String,
+    provider: String,
+    total: Option<i64>,
+    succeeded: Option<i64>,
+    failed: Option<i64>,
 }
 
 /// A message's line: its route, or `none` when no channel took it (no provider, no channel).
@@ -354,20 +393,22 @@ async fn read_contacts(
     // accepted counts as delivered. Messages never sent (suppressed, cancelled, waiting)
     // have no line.
     let mut sql = Sql::new(backend);
-    sql.push(&format!(
-        "SELECT e.village_code, {NO_CHANNEL_KEY} AS channel, \
+    sql.push("SELECT e.village_code, ")
+        .push(NO_CHANNEL_KEY)
+        .push(
+            " AS channel, \
          COALESCE(m.provider, m.channel, '') AS provider, \
          SUM(CASE WHEN m.sent_at IS NOT NULL THEN 1 ELSE 0 END) AS total, \
          SUM(CASE WHEN m.delivered_at IS NOT NULL \
          OR (m.route = 'email' AND m.sent_at IS NOT NULL) THEN 1 ELSE 0 END) AS succeeded, \
          SUM(CASE WHEN m.state = 'failed' THEN 1 ELSE 0 END) AS failed \
          FROM messages m JOIN enrolments e ON e.campaign_id = m.campaign_id \
-         AND e.resident_id = m.resident_id WHERE m.campaign_id = "
-    ));
-    sql.bind(id).push(&format!(
-        " AND (m.sent_at IS NOT NULL OR m.state = 'failed') GROUP BY e.village_code, \
-         {NO_CHANNEL_KEY}, COALESCE(m.provider, m.channel, '')"
-    ));
+         AND e.resident_id = m.resident_id WHERE m.campaign_id = ",
+        );
+    sql.bind(id)
+        .push(" AND (m.sent_at IS NOT NULL OR m.state = 'failed') GROUP BY e.village_code, ")
+        .push(NO_CHANNEL_KEY)
+        .push(", COALESCE(m.provider, m.channel, '')");
     skipped += push_contacts(&mut out, db, id, &sql, "message").await?;
 
     let mut sql = Sql::new(backend);
@@ -409,19 +450,16 @@ async fn push_contacts(
     sql: &Sql,
     source: &'static str,
 ) -> AppResult<usize> {
-    let rows = db.query_all_raw(sql.build()).await?;
-    let (read, skipped) = read_rows(&rows, campaign_id, source, |row| {
-        Ok(ContactRow {
-            village_code: row.try_get("", "village_code")?,
-            source,
-            channel: row.try_get("", "channel")?,
-            provider: row.try_get("", "provider")?,
-            total: row.try_get::<Option<i64>>("", "total")?.unwrap_or(0),
-            succeeded: row.try_get::<Option<i64>>("", "succeeded")?.unwrap_or(0),
-            failed: row.try_get::<Option<i64>>("", "failed")?.unwrap_or(0),
-        })
-    });
-    out.extend(read);
+    let (read, skipped) = read_rows::<ContactSums>(db, sql.build(), campaign_id, source).await?;
+    out.extend(read.into_iter().map(|c| ContactRow {
+        village_code: c.village_code,
+        source,
+        channel: c.channel,
+        provider: c.provider,
+        total: c.total.unwrap_or(0),
+        succeeded: c.succeeded.unwrap_or(0),
+        failed: c.failed.unwrap_or(0),
+    }));
     Ok(skipped)
 }
 
@@ -472,14 +510,22 @@ pub fn first_day(campaign: &Campaign) -> NaiveDate {
     )
 }
 
-/// Computes and keeps the figures of closed day `day` (as they stood at its end): the cells,
-/// and their sums per village for the daily series.
-pub async fn compute_day<C>(db: &C, campaign: &Campaign, day: NaiveDate) -> AppResult<usize>
-where
-    C: ConnectionTrait + TransactionTrait,
-{
-    let id = campaign.id();
-    let (cells, _) = read_cells(db, id, end_of_day(campaign, day)).await?;
+/// A closed day's figures as they stood at its end, read by [`read_day`] for [`write_day`].
+pub struct Day {
+    day: NaiveDate,
+    cells: Vec<Cell>,
+    /// Sums per (village, township), and the examined elsewhere.
+    villages: Vec<((String, String), (Counts, i64))>,
+}
+
+/// Reads the figures of closed day `day` as they stood at its end: the cells, and their sums
+/// per village for the daily series. Reading only; [`write_day`] keeps them.
+pub async fn read_day(
+    db: &impl ConnectionTrait,
+    campaign: &Campaign,
+    day: NaiveDate,
+) -> AppResult<Day> {
+    let (cells, _) = read_cells(db, campaign.id(), end_of_day(campaign, day)).await?;
     let mut villages: BTreeMap<(&str, &str), (Counts, i64)> = BTreeMap::new();
     for cell in &cells {
         let entry = villages
@@ -490,26 +536,43 @@ where
             entry.1 += cell.counts.examined;
         }
     }
-    let txn = begin_write(db).await?;
-    lock_campaign(&txn, id).await?;
-    write_cells(&txn, id, Some(day), &cells).await?;
-    let backend = txn.get_database_backend();
-    let mut sql = Sql::new(backend);
+    let villages = villages
+        .into_iter()
+        .map(|((village, township), sums)| ((village.to_owned(), township.to_owned()), sums))
+        .collect();
+    Ok(Day {
+        day,
+        cells,
+        villages,
+    })
+}
+
+/// Keeps the figures of a closed day read by [`read_day`], in the caller's transaction
+/// (replacing what was kept of that day). Returns how many cells were written.
+pub async fn write_day(
+    db: &impl ConnectionTrait,
+    campaign: &Campaign,
+    figures: &Day,
+) -> AppResult<usize> {
+    let id = campaign.id();
+    let day = figures.day;
+    lock_campaign(db, id).await?;
+    write_cells(db, id, Some(day), &figures.cells).await?;
+    let mut sql = Sql::new(db.get_database_backend());
     sql.push("DELETE FROM report_days WHERE campaign_id = ")
         .bind(id)
         .push(" AND day = ")
         .bind(day);
-    txn.execute_raw(sql.build()).await?;
-    let rows: Vec<_> = villages.into_iter().collect();
+    db.execute_raw(sql.build()).await?;
     insert_rows(
-        &txn,
+        db,
         "INSERT INTO report_days (campaign_id, day, village_code, township_code, population, \
          exempt, notified, reached, appointed, examined, refused, elsewhere) VALUES ",
-        &rows,
+        &figures.villages,
         |sql, ((village, township), (counts, elsewhere))| {
             sql.bind(id).push(", ").bind(day);
-            sql.push(", ").bind(village.to_string());
-            sql.push(", ").bind(township.to_string());
+            sql.push(", ").bind(village.clone());
+            sql.push(", ").bind(township.clone());
             for value in counts.values() {
                 sql.push(", ").bind(value);
             }
@@ -517,70 +580,86 @@ where
         },
     )
     .await?;
-    txn.commit().await?;
-    Ok(cells.len())
+    Ok(figures.cells.len())
 }
 
-/// Rebuilds the live figures, the key groups and the reach figures of `campaign`, and
-/// computes up to `backfill_days` closed days not kept yet (oldest first, from the day the
-/// campaign opened to yesterday).
-pub async fn refresh<C>(db: &C, campaign: &Campaign, backfill_days: u32) -> AppResult<Refreshed>
-where
-    C: ConnectionTrait + TransactionTrait,
-{
-    let started = Instant::now();
-    let now = Utc::now();
-    let id = campaign.id();
-    // Rows written before the funnel was kept at every step are put right first; the writer
-    // is taken only when a row needs it.
-    let repaired = if crate::campaign::enrol::needs_repair(db, campaign).await? {
-        let txn = begin_write(db).await?;
-        let changed = crate::campaign::enrol::repair_funnel(&txn, campaign).await?;
-        txn.commit().await?;
-        changed
-    } else {
-        0
-    };
-    if repaired > 0 {
-        tracing::info!(
-            campaign = id,
-            repaired,
-            "progress rows brought in line with the funnel"
-        );
+/// A campaign's live figures, the key groups and the reach figures as read at one instant,
+/// by [`read_live`] for [`write_live`].
+pub struct Live {
+    now: DateTime<Utc>,
+    cells: Vec<Cell>,
+    groups: Vec<KeyGroupRow>,
+    contacts: Vec<ContactRow>,
+    /// Rows that could not be read and were left out (each one logged).
+    pub rows_skipped: usize,
+}
+
+impl Live {
+    /// How many cells the live figures have.
+    pub fn cells(&self) -> usize {
+        self.cells.len()
     }
+}
+
+/// Reads the live figures, the key groups and the reach figures of `campaign` at `now`.
+/// Reading only; [`write_live`] keeps them.
+pub async fn read_live(
+    db: &impl ConnectionTrait,
+    campaign: &Campaign,
+    now: DateTime<Utc>,
+) -> AppResult<Live> {
+    let id = campaign.id();
     // A second past now: rows written this very instant are in.
     let (cells, skipped_cells) = read_cells(db, id, now + Duration::seconds(1)).await?;
     let (groups, skipped_groups) = read_key_groups(db, id).await?;
     let (contacts, skipped_contacts) = read_contacts(db, campaign).await?;
-    let rows_skipped = skipped_cells + skipped_groups + skipped_contacts;
+    Ok(Live {
+        now,
+        cells,
+        groups,
+        contacts,
+        rows_skipped: skipped_cells + skipped_groups + skipped_contacts,
+    })
+}
 
-    let txn = begin_write(db).await?;
-    lock_campaign(&txn, id).await?;
-    let backend = txn.get_database_backend();
-    // Another refresh that read later than this one has written already: keep its figures.
-    if refreshed_at(&txn, id).await?.is_some_and(|at| at >= now) {
-        txn.commit().await?;
-        return Ok(Refreshed {
-            campaign_id: id,
-            refreshed_at: now,
-            took_ms: started.elapsed().as_millis() as i64,
-            days_computed: Vec::new(),
-            cells: cells.len(),
-            rows_skipped,
-        });
+/// What keeping the live figures came to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LiveWritten {
+    /// Another refresh that read later than this one had written already: its figures stay.
+    Superseded,
+    /// Kept; the closed days are kept through this day (none yet: `None`).
+    Kept { days_through: Option<NaiveDate> },
+}
+
+/// Keeps the live figures read by [`read_live`] in the caller's transaction, unless a refresh
+/// that read later has written already, and records the refresh (`started`: when it began,
+/// for how long it took).
+pub async fn write_live(
+    db: &impl ConnectionTrait,
+    campaign_id: i32,
+    live: &Live,
+    started: Instant,
+) -> AppResult<LiveWritten> {
+    let id = campaign_id;
+    lock_campaign(db, id).await?;
+    let backend = db.get_database_backend();
+    if refreshed_at(db, id).await?.is_some_and(|at| at >= live.now) {
+        return Ok(LiveWritten::Superseded);
     }
-    write_cells(&txn, id, None, &cells).await?;
-    for table in ["report_key_groups", "report_contacts"] {
+    write_cells(db, id, None, &live.cells).await?;
+    for delete in [
+        "DELETE FROM report_key_groups WHERE campaign_id = ",
+        "DELETE FROM report_contacts WHERE campaign_id = ",
+    ] {
         let mut sql = Sql::new(backend);
-        sql.push(&format!("DELETE FROM {table} WHERE campaign_id = "))
-            .bind(id);
-        txn.execute_raw(sql.build()).await?;
+        sql.push(delete).bind(id);
+        db.execute_raw(sql.build()).await?;
     }
     insert_rows(
-        &txn,
+        db,
         "INSERT INTO report_key_groups (campaign_id, village_code, tag, target, examined) \
          VALUES ",
-        &groups,
+        &live.groups,
         |sql, g| {
             sql.bind(id).push(", ").bind(g.village_code.clone());
             sql.push(", ").bind(g.tag.clone()).push(", ").bind(g.target);
@@ -589,10 +668,10 @@ where
     )
     .await?;
     insert_rows(
-        &txn,
+        db,
         "INSERT INTO report_contacts (campaign_id, village_code, source, channel, provider, \
          total, succeeded, failed) VALUES ",
-        &contacts,
+        &live.contacts,
         |sql, c| {
             sql.bind(id).push(", ").bind(c.village_code.clone());
             sql.push(", ")
@@ -607,57 +686,72 @@ where
         },
     )
     .await?;
-    let days_through = kept_through(&txn, id).await?;
+    let days_through = kept_through(db, id).await?;
     let took_ms = started.elapsed().as_millis() as i64;
-    record_refresh(&txn, id, now, took_ms, days_through).await?;
-    txn.commit().await?;
+    record_refresh(db, id, live.now, took_ms, days_through).await?;
+    Ok(LiveWritten::Kept { days_through })
+}
 
-    // Closed days, each read and written on its own (a long backfill never holds the writer).
+/// The closed days a refresh at `now` computes after the live figures, oldest first: from
+/// the day after `days_through` (or the day the campaign opened) to the last closed day, at
+/// most `backfill_days` of them.
+pub fn days_to_compute(
+    campaign: &Campaign,
+    days_through: Option<NaiveDate>,
+    now: DateTime<Utc>,
+    backfill_days: u32,
+) -> Vec<NaiveDate> {
     let last_closed = last_closed_day(campaign, now);
-    let mut day = days_through
+    let first = days_through
         .map(|d| d + Duration::days(1))
         .unwrap_or_else(|| first_day(campaign))
         .max(first_day(campaign));
-    let mut days_computed = Vec::new();
-    while day <= last_closed && days_computed.len() < backfill_days as usize {
-        compute_day(db, campaign, day).await?;
-        let txn = begin_write(db).await?;
-        let mut sql = Sql::new(backend);
-        sql.push("UPDATE report_refreshes SET days_through = ")
-            .bind(day)
-            .push(" WHERE campaign_id = ")
-            .bind(id)
-            .push(" AND (days_through IS NULL OR days_through < ")
-            .bind(day)
-            .push(")");
-        txn.execute_raw(sql.build()).await?;
-        txn.commit().await?;
-        days_computed.push(day);
-        day += Duration::days(1);
-    }
-    if !days_computed.is_empty() {
-        // The cube grew by thousands of rows a day: keep the planner's view of it current.
-        crate::db::analyze_after_bulk_write(db, "report_cells").await;
-        crate::db::analyze_after_bulk_write(db, "report_days").await;
-    }
-    Ok(Refreshed {
-        campaign_id: id,
-        refreshed_at: now,
-        took_ms: started.elapsed().as_millis() as i64,
-        days_computed,
-        cells: cells.len(),
-        rows_skipped,
-    })
+    first
+        .iter_days()
+        .take_while(|day| *day <= last_closed)
+        .take(backfill_days as usize)
+        .collect()
+}
+
+/// Records that the closed days are kept through `day`, in the caller's transaction (a
+/// later day recorded already stays).
+pub async fn mark_kept(
+    db: &impl ConnectionTrait,
+    campaign_id: i32,
+    day: NaiveDate,
+) -> AppResult<()> {
+    let mut sql = Sql::new(db.get_database_backend());
+    sql.push("UPDATE report_refreshes SET days_through = ")
+        .bind(day)
+        .push(" WHERE campaign_id = ")
+        .bind(campaign_id)
+        .push(" AND (days_through IS NULL OR days_through < ")
+        .bind(day)
+        .push(")");
+    db.execute_raw(sql.build()).await?;
+    Ok(())
 }
 
 async fn kept_through(db: &impl ConnectionTrait, campaign_id: i32) -> AppResult<Option<NaiveDate>> {
     let mut sql = Sql::new(db.get_database_backend());
     sql.push("SELECT days_through FROM report_refreshes WHERE campaign_id = ")
         .bind(campaign_id);
-    Ok(match db.query_one_raw(sql.build()).await? {
-        Some(row) => row.try_get::<Option<NaiveDate>>("", "days_through")?,
-        None => None,
-    })
+    Ok(Kept::find_by_statement(sql.build())
+        .one(db)
+        .await?
+        .and_then(|kept| kept.days_through))
+}
+
+/// How far a campaign's closed days are kept (`report_refreshes.days_through`).
+#[derive(FromQueryResult)]
+struct Kept {
+    days_through: Option<NaiveDate>,
+}
+
+/// When a campaign's live figures were rebuilt (`report_refreshes.refreshed_at`).
+#[derive(FromQueryResult)]
+struct Refreshes {
+    refreshed_at: DateTime<Utc>,
 }
 
 async fn record_refresh(
@@ -694,10 +788,10 @@ pub async fn refreshed_at(
     let mut sql = Sql::new(db.get_database_backend());
     sql.push("SELECT refreshed_at FROM report_refreshes WHERE campaign_id = ")
         .bind(campaign_id);
-    Ok(match db.query_one_raw(sql.build()).await? {
-        Some(row) => Some(row.try_get("", "refreshed_at")?),
-        None => None,
-    })
+    Ok(Refreshes::find_by_statement(sql.build())
+        .one(db)
+        .await?
+        .map(|r| r.refreshed_at))
 }
 
 /// Whether the figures of closed day `day` are kept.
@@ -720,4 +814,18 @@ pub async fn has_day(
         .bind(day)
         .push(" LIMIT 1");
     Ok(db.query_one_raw(sql.build()).await?.is_some())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_sums_are_of_the_columns_in_order() {
+        let sums: String = Counts::COLUMNS
+            .iter()
+            .map(|c| format!(", SUM({c}) AS {c}"))
+            .collect();
+        assert_eq!(Counts::SUMS, sums);
+    }
 }

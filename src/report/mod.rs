@@ -14,7 +14,7 @@ use std::collections::{BTreeMap, HashMap};
 
 use chrono::{DateTime, Datelike, Duration, NaiveDate, Utc};
 use entities::areas;
-use sea_orm::{ColumnTrait, ConnectionTrait, EntityTrait, QueryFilter, TransactionTrait};
+use sea_orm::{ColumnTrait, ConnectionTrait, EntityTrait, FromQueryResult, QueryFilter};
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 
@@ -264,14 +264,14 @@ impl Slice {
                 }
             }
         }
-        for (column, value) in [
-            ("cohort", &self.cohort),
-            ("migrant_type", &self.migrant_type),
-            ("special", &self.special),
-            ("route", &self.route),
+        for (condition, value) in [
+            (" AND cohort = ", &self.cohort),
+            (" AND migrant_type = ", &self.migrant_type),
+            (" AND special = ", &self.special),
+            (" AND route = ", &self.route),
         ] {
             if let Some(value) = value {
-                sql.push(&format!(" AND {column} = ")).bind(value.clone());
+                sql.push(condition).bind(value.clone());
             }
         }
     }
@@ -308,10 +308,10 @@ async fn grouped(
 ) -> AppResult<Vec<(String, String, Counts)>> {
     let mut sql = Sql::new(db.get_database_backend());
     let key = dimension.column().unwrap_or("''");
-    sql.push(&format!("SELECT {key} AS k, exam_area"));
-    for column in Counts::COLUMNS {
-        sql.push(&format!(", SUM({column}) AS {column}"));
-    }
+    sql.push("SELECT ")
+        .push(key)
+        .push(" AS k, exam_area")
+        .push(Counts::SUMS);
     sql.push(" FROM report_cells WHERE campaign_id = ")
         .bind(campaign_id);
     match at {
@@ -320,19 +320,24 @@ async fn grouped(
     };
     slice.push(&mut sql);
     match dimension.column() {
-        Some(column) => sql.push(&format!(" GROUP BY {column}, exam_area")),
+        Some(column) => sql.push(" GROUP BY ").push(column).push(", exam_area"),
         None => sql.push(" GROUP BY exam_area"),
     };
-    let rows = db.query_all_raw(sql.build()).await?;
-    rows.iter()
-        .map(|row| {
-            Ok((
-                row.try_get::<String>("", "k")?,
-                row.try_get::<String>("", "exam_area")?,
-                Counts::read(row)?,
-            ))
-        })
-        .collect()
+    Ok(GroupedRow::find_by_statement(sql.build())
+        .all(db)
+        .await?
+        .into_iter()
+        .map(|row| (row.k, row.exam_area, row.counts))
+        .collect())
+}
+
+/// A row of [`grouped`]: the group's key, the examining place and the sums.
+#[derive(FromQueryResult)]
+struct GroupedRow {
+    k: String,
+    exam_area: String,
+    #[sea_orm(nested)]
+    counts: Counts,
 }
 
 /// One group's counts, the examined elsewhere, and the examined at its institutions.
@@ -379,7 +384,7 @@ async fn groups_at<C>(
     dimension: Dimension,
 ) -> AppResult<BTreeMap<String, Group>>
 where
-    C: ConnectionTrait + TransactionTrait,
+    C: KeepFigures,
 {
     if let At::Day(day) = at {
         if day < cube::first_day(campaign) {
@@ -391,27 +396,48 @@ where
     Ok(fold(&rows, dimension))
 }
 
+/// A database a report reads through, which can also keep the figures the report needs and
+/// the cube does not hold yet: a closed day the backfill has not reached, or the first live
+/// figures of a campaign. Keeping them writes, in transactions of their own; reports only
+/// ask for it, and `flows::reports` does it (for the database connection).
+pub trait KeepFigures: ConnectionTrait + Sync {
+    /// Computes and keeps the figures of closed day `day`; returns how many cells it has.
+    fn compute_day(
+        &self,
+        campaign: &Campaign,
+        day: NaiveDate,
+    ) -> impl Future<Output = AppResult<usize>> + Send;
+
+    /// Rebuilds the live figures of `campaign` (and up to `backfill_days` closed days).
+    fn refresh(
+        &self,
+        campaign: &Campaign,
+        backfill_days: u32,
+    ) -> impl Future<Output = AppResult<Refreshed>> + Send;
+}
+
 /// Computes a closed day's figures if they are not kept yet (a report asked for a day the
 /// backfill has not reached).
-pub async fn ensure_day<C>(db: &C, campaign: &Campaign, day: NaiveDate) -> AppResult<()>
-where
-    C: ConnectionTrait + TransactionTrait,
-{
+pub async fn ensure_day(
+    db: &impl KeepFigures,
+    campaign: &Campaign,
+    day: NaiveDate,
+) -> AppResult<()> {
     if day >= cube::first_day(campaign) && !cube::has_day(db, campaign.id(), day).await? {
-        cube::compute_day(db, campaign, day).await?;
+        db.compute_day(campaign, day).await?;
     }
     Ok(())
 }
 
 /// Makes sure the live figures exist (the first report of a campaign computes them).
-async fn ensure_live<C>(db: &C, campaign: &Campaign) -> AppResult<Option<DateTime<Utc>>>
-where
-    C: ConnectionTrait + TransactionTrait,
-{
+async fn ensure_live(
+    db: &impl KeepFigures,
+    campaign: &Campaign,
+) -> AppResult<Option<DateTime<Utc>>> {
     if let Some(at) = cube::refreshed_at(db, campaign.id()).await? {
         return Ok(Some(at));
     }
-    let refreshed = cube::refresh(db, campaign, 0).await?;
+    let refreshed = db.refresh(campaign, 0).await?;
     Ok(Some(refreshed.refreshed_at))
 }
 
@@ -685,7 +711,7 @@ async fn groups_in_range<C>(
     to: Option<NaiveDate>,
 ) -> AppResult<BTreeMap<String, Group>>
 where
-    C: ConnectionTrait + TransactionTrait,
+    C: KeepFigures,
 {
     let at = at_for(campaign, to);
     let mut groups = groups_at(db, campaign, at, slice, dimension).await?;
@@ -755,7 +781,7 @@ pub async fn progress<C>(
     q: &SliceQuery,
 ) -> AppResult<Progress>
 where
-    C: ConnectionTrait + TransactionTrait,
+    C: KeepFigures,
 {
     let campaign = campaign::get(db, campaign_id).await?;
     let (slice, area) = Slice::check(actor, q)?;
@@ -806,6 +832,14 @@ where
     })
 }
 
+/// A key group's summed figures (NULL when no row was summed).
+#[derive(FromQueryResult)]
+struct TagRow {
+    tag: String,
+    target: Option<i64>,
+    examined: Option<i64>,
+}
+
 /// The campaign's exam-rate targets with live figures for `area`.
 async fn targets(
     db: &impl ConnectionTrait,
@@ -830,13 +864,15 @@ async fn targets(
         .bind(campaign.id());
     slice.push(&mut sql);
     sql.push(" GROUP BY tag");
-    let mut tags = HashMap::new();
-    for row in db.query_all_raw(sql.build()).await? {
-        let tag: String = row.try_get("", "tag")?;
-        let target = row.try_get::<Option<i64>>("", "target")?.unwrap_or(0);
-        let examined = row.try_get::<Option<i64>>("", "examined")?.unwrap_or(0);
-        tags.insert(tag, (target, examined));
-    }
+    let tags: HashMap<String, (i64, i64)> = TagRow::find_by_statement(sql.build())
+        .all(db)
+        .await?
+        .into_iter()
+        .map(|row| {
+            let figures = (row.target.unwrap_or(0), row.examined.unwrap_or(0));
+            (row.tag, figures)
+        })
+        .collect();
     let cohort = |codes: &[&str]| {
         let mut counts = Counts::default();
         for code in codes {
@@ -929,6 +965,16 @@ fn is_period_end(interval: &str, day: NaiveDate) -> bool {
     }
 }
 
+/// A kept day's sums for one group of the series.
+#[derive(FromQueryResult)]
+struct DayRow {
+    day: NaiveDate,
+    k: String,
+    #[sea_orm(nested)]
+    counts: Counts,
+    elsewhere: Option<i64>,
+}
+
 /// Daily (weekly, monthly) cumulative progress per area.
 pub async fn series<C>(
     db: &C,
@@ -937,7 +983,7 @@ pub async fn series<C>(
     q: &SeriesQuery,
 ) -> AppResult<Series>
 where
-    C: ConnectionTrait + TransactionTrait,
+    C: KeepFigures,
 {
     let campaign = campaign::get(db, campaign_id).await?;
     let (slice, area) = Slice::check(
@@ -982,10 +1028,10 @@ where
         _ => "''",
     };
     let mut sql = Sql::new(db.get_database_backend());
-    sql.push(&format!("SELECT day, {key} AS k"));
-    for column in Counts::COLUMNS {
-        sql.push(&format!(", SUM({column}) AS {column}"));
-    }
+    sql.push("SELECT day, ")
+        .push(key)
+        .push(" AS k")
+        .push(Counts::SUMS);
     sql.push(", SUM(elsewhere) AS elsewhere FROM report_days WHERE campaign_id = ")
         .bind(campaign_id)
         .push(" AND day >= ")
@@ -995,15 +1041,13 @@ where
     slice.push(&mut sql);
     match dimension {
         Dimension::None => sql.push(" GROUP BY day"),
-        _ => sql.push(&format!(" GROUP BY day, {key}")),
+        _ => sql.push(" GROUP BY day, ").push(key),
     };
     let mut by_day: BTreeMap<NaiveDate, BTreeMap<String, Group>> = BTreeMap::new();
-    for row in db.query_all_raw(sql.build()).await? {
-        let day: NaiveDate = row.try_get("", "day")?;
-        let k: String = row.try_get("", "k")?;
-        let group = by_day.entry(day).or_default().entry(k).or_default();
-        group.counts = Counts::read(&row)?;
-        group.elsewhere = row.try_get::<Option<i64>>("", "elsewhere")?.unwrap_or(0);
+    for row in DayRow::find_by_statement(sql.build()).all(db).await? {
+        let group = by_day.entry(row.day).or_default().entry(row.k).or_default();
+        group.counts = row.counts;
+        group.elsewhere = row.elsewhere.unwrap_or(0);
     }
     let live = groups_at(db, &campaign, At::Live, &slice, dimension).await?;
 
@@ -1153,7 +1197,7 @@ pub async fn rankings<C>(
     q: &RankingQuery,
 ) -> AppResult<Rankings>
 where
-    C: ConnectionTrait + TransactionTrait,
+    C: KeepFigures,
 {
     let campaign = campaign::get(db, campaign_id).await?;
     let period = q.period.clone().unwrap_or_else(|| "week".to_owned());
@@ -1350,6 +1394,18 @@ fn reply_name(action: &str) -> &'static str {
     }
 }
 
+/// A line of the reach figures, summed over the villages of the slice (NULL when no row was
+/// summed).
+#[derive(FromQueryResult)]
+struct ContactLine {
+    source: String,
+    channel: String,
+    provider: String,
+    total: Option<i64>,
+    succeeded: Option<i64>,
+    failed: Option<i64>,
+}
+
 /// Messages sent, delivered and failed per channel and provider, the cadres' attempts per
 /// channel, replies per keyword — for the caller's scope (replies from unknown numbers only
 /// for the whole county).
@@ -1360,7 +1416,7 @@ pub async fn contacts<C>(
     q: &ContactsQuery,
 ) -> AppResult<Contacts>
 where
-    C: ConnectionTrait + TransactionTrait,
+    C: KeepFigures,
 {
     let campaign = campaign::get(db, campaign_id).await?;
     let (slice, area) = Slice::check(
@@ -1399,13 +1455,20 @@ where
     let mut attempts: BTreeMap<String, AttemptFigures> = BTreeMap::new();
     let mut replies: BTreeMap<String, ReplyFigures> = BTreeMap::new();
     let (mut sent, mut delivered, mut failed) = (0, 0, 0);
-    for row in db.query_all_raw(sql.build()).await? {
-        let source: String = row.try_get("", "source")?;
-        let channel: String = row.try_get("", "channel")?;
-        let provider: String = row.try_get("", "provider")?;
-        let total = row.try_get::<Option<i64>>("", "total")?.unwrap_or(0);
-        let succeeded = row.try_get::<Option<i64>>("", "succeeded")?.unwrap_or(0);
-        let failures = row.try_get::<Option<i64>>("", "failed")?.unwrap_or(0);
+    for row in ContactLine::find_by_statement(sql.build()).all(db).await? {
+        let ContactLine {
+            source,
+            channel,
+            provider,
+            total,
+            succeeded,
+            failed: failures,
+        } = row;
+        let (total, succeeded, failures) = (
+            total.unwrap_or(0),
+            succeeded.unwrap_or(0),
+            failures.unwrap_or(0),
+        );
         match source.as_str() {
             "message" => {
                 sent += total;
@@ -1461,51 +1524,6 @@ where
         replies: replies.into_values().collect(),
         note: CONTACTS_NOTE.to_owned(),
     })
-}
-
-/// Rebuilds a campaign's figures now (office), also computing up to `backfill_days` kept
-/// days.
-pub async fn refresh_now<C>(db: &C, campaign_id: i32, backfill_days: u32) -> AppResult<Refreshed>
-where
-    C: ConnectionTrait + TransactionTrait,
-{
-    let campaign = campaign::get(db, campaign_id).await?;
-    cube::refresh(db, &campaign, backfill_days).await
-}
-
-/// The refresh job: every open campaign, and a closed one once more after it closed (what
-/// closing settled reaches its figures). One campaign failing does not stop the others.
-pub async fn refresh_open<C>(db: &C, backfill_days: u32) -> anyhow::Result<Vec<Refreshed>>
-where
-    C: ConnectionTrait + TransactionTrait,
-{
-    let mut done = Vec::new();
-    let mut failed = Vec::new();
-    for campaign in campaign::list(db).await? {
-        match campaign.model.status.as_str() {
-            "open" => {}
-            "closed" => {
-                let refreshed = cube::refreshed_at(db, campaign.id()).await?;
-                if refreshed.is_some_and(|at| at >= campaign.model.updated_at) {
-                    continue;
-                }
-            }
-            _ => continue,
-        }
-        match cube::refresh(db, &campaign, backfill_days).await {
-            Ok(refreshed) => done.push(refreshed),
-            Err(e) => failed.push(format!("campaign {}: {e}", campaign.id())),
-        }
-    }
-    if failed.is_empty() {
-        Ok(done)
-    } else {
-        Err(anyhow::anyhow!(
-            "{} refreshed; failed: {}",
-            done.len(),
-            failed.join("; ")
-        ))
-    }
 }
 
 #[cfg(test)]

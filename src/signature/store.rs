@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{Context, bail};
 use async_trait::async_trait;
-use sea_orm::{ConnectionTrait, DatabaseConnection};
+use sea_orm::{ConnectionTrait, DatabaseConnection, FromQueryResult};
 use tracing::instrument;
 
 use super::image::{SignatureImage, sha256_hex};
@@ -54,6 +54,12 @@ fn verified(sha256: &str, bytes: Vec<u8>) -> anyhow::Result<Vec<u8>> {
     Ok(bytes)
 }
 
+/// The stored bytes of a `signature_blobs` row.
+#[derive(FromQueryResult)]
+struct Blob {
+    content: Vec<u8>,
+}
+
 /// Signatures in the `signature_blobs` table.
 #[derive(Clone)]
 pub struct DbStore {
@@ -79,16 +85,14 @@ impl SignatureStore for DbStore {
         let mut sql = Sql::new(self.db.get_database_backend());
         sql.push("SELECT content FROM signature_blobs WHERE sha256 = ")
             .bind(sha256.to_owned());
-        let Some(row) = self
-            .db
-            .query_one_raw(sql.build())
+        let Some(blob) = Blob::find_by_statement(sql.build())
+            .one(&self.db)
             .await
             .context("reading a signature")?
         else {
             return Ok(None);
         };
-        let content: Vec<u8> = row.try_get("", "content")?;
-        verified(sha256, content).map(Some)
+        verified(sha256, blob.content).map(Some)
     }
 }
 
@@ -306,33 +310,36 @@ mod tests {
         exercise(&store).await;
 
         let image = signature(0);
-        let row = db
-            .query_one_raw(sea_orm::Statement::from_string(
-                db.get_database_backend(),
-                format!(
-                    "SELECT width, height, size FROM signature_blobs WHERE sha256 = '{}'",
-                    image.sha256
-                ),
-            ))
+        #[derive(FromQueryResult)]
+        struct Stored {
+            width: i32,
+            height: i32,
+            size: i32,
+        }
+        let mut sql = Sql::new(db.get_database_backend());
+        sql.push("SELECT width, height, size FROM signature_blobs WHERE sha256 = ")
+            .bind(image.sha256.clone());
+        let stored = Stored::find_by_statement(sql.build())
+            .one(db)
             .await
             .unwrap()
             .unwrap();
-        assert_eq!(row.try_get::<i32>("", "width").unwrap(), 400);
-        assert_eq!(row.try_get::<i32>("", "height").unwrap(), 150);
-        assert_eq!(
-            row.try_get::<i32>("", "size").unwrap() as usize,
-            image.png.len()
-        );
-        let count = db
-            .query_one_raw(sea_orm::Statement::from_string(
-                db.get_database_backend(),
-                "SELECT COUNT(*) AS n FROM signature_blobs",
-            ))
-            .await
-            .unwrap()
-            .unwrap()
-            .try_get::<i64>("", "n")
-            .unwrap();
+        assert_eq!(stored.width, 400);
+        assert_eq!(stored.height, 150);
+        assert_eq!(stored.size as usize, image.png.len());
+        #[derive(FromQueryResult)]
+        struct Count {
+            n: i64,
+        }
+        let count = Count::find_by_statement(sea_orm::Statement::from_string(
+            db.get_database_backend(),
+            "SELECT COUNT(*) AS n FROM signature_blobs",
+        ))
+        .one(db)
+        .await
+        .unwrap()
+        .unwrap()
+        .n;
         assert_eq!(count, 2);
 
         // Someone swaps the image in the database: reading it is an error, not a forgery.

@@ -209,7 +209,7 @@ pub async fn task_done(
     Path(id): Path<i32>,
     Form(Nothing {}): Form<Nothing>,
 ) -> Result<Response, PageError> {
-    tasks::done(&state.db, &session.actor, id).await?;
+    crate::flows::messaging::tasks::done(&state.db, &session.actor, id).await?;
     Ok(Redirect::to("/m/tasks").into_response())
 }
 

@@ -630,7 +630,7 @@ async fn a_wave_plans_one_message_per_migrant_once_and_can_be_cancelled() {
     assert!(states(&s.app, home).await.is_empty());
     // Topping up plans nothing new.
     assert_eq!(
-        outreach::outreach::waves::plan_open(&s.app.db)
+        outreach::flows::messaging::waves::plan_open(&s.app.db)
             .await
             .unwrap(),
         0
@@ -802,7 +802,7 @@ async fn a_dispatcher_killed_mid_batch_loses_nothing_and_sends_nothing_twice() {
     }
     let campaign = open_loud_campaign(&app).await;
     let today = registry::today();
-    outreach::outreach::waves::create(
+    outreach::flows::messaging::waves::create(
         &app.db,
         &Actor::cli(),
         campaign,
@@ -1040,7 +1040,7 @@ async fn a_wave_is_planned_once_not_every_day() {
     let s = setup(|_| {}).await;
     let a = resident(&s.app, 1, OWN).await;
     let today = registry::today();
-    let wave = waves::create(
+    let wave = outreach::flows::messaging::waves::create(
         &s.app.db,
         &Actor::cli(),
         s.campaign,
@@ -1425,7 +1425,7 @@ async fn a_live_workers_rows_are_not_sent_twice_by_reconcile() {
         .await;
     }
     let today = registry::today();
-    outreach::outreach::waves::create(
+    outreach::flows::messaging::waves::create(
         &s.app.db,
         &Actor::cli(),
         s.campaign,
@@ -1514,7 +1514,7 @@ async fn four_messages_capped_at_two() -> (Setup, i32) {
     let a = resident(&s.app, 1, OWN).await;
     let today = registry::today();
     for i in 0..4 {
-        waves::create(
+        outreach::flows::messaging::waves::create(
             &s.app.db,
             &Actor::cli(),
             s.campaign,
@@ -1795,7 +1795,9 @@ async fn report_figures_keep_coming_after_a_reply_routed_message_is_suppressed()
         assert_eq!(body["rows_skipped"], 0);
     }
     assert!(
-        outreach::report::refresh_open(&s.app.db, 0).await.is_ok(),
+        outreach::flows::reports::refresh_open(&s.app.db, 0)
+            .await
+            .is_ok(),
         "the scheduled refresh"
     );
     let contacts: Value = s

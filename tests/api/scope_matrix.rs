@@ -790,7 +790,7 @@ async fn messaging_targets(
     let mut waves = Vec::new();
     for i in 0..7 {
         waves.push(
-            outreach::outreach::waves::create(
+            outreach::flows::messaging::waves::create(
                 &app.db,
                 &Actor::cli(),
                 campaign,

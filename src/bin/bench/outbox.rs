@@ -116,7 +116,7 @@ async fn plan_county_wave(
     database: &DatabaseConnection,
     campaign_id: i32,
 ) -> anyhow::Result<waves::WaveView> {
-    waves::create(
+    outreach::flows::messaging::waves::create(
         database,
         &Actor::cli(),
         campaign_id,

@@ -101,6 +101,14 @@ fn county_office() -> anyhow::Result<Actor> {
     })
 }
 
+/// A piece of the bench's generated SQL as the `&'static str` that [`Sql::push`] takes. The
+/// service pushes only text written into the program; the bench generates its synthetic
+/// history from formulas over constants and column names (never from input), so it keeps
+/// the few pieces it generates, once per run, for the life of its one-shot process.
+pub(super) fn generated(text: String) -> &'static str {
+    Box::leak(text.into_boxed_str())
+}
+
 // ---------------------------------------------------------------------------------------
 // The synthetic history, in SQL that reads the same on SQLite and PostgreSQL. Every
 // resident's fate follows from pseudo-random numbers derived from their id (two Lehmer
@@ -156,7 +164,7 @@ fn history_sql(backend: DbBackend, campaign_id: i32, created: DateTime<Utc>) -> 
     let c = "resident_id";
     let p = bucket(c);
     let mut sql = Sql::new(backend);
-    sql.push(&format!(
+    sql.push(generated(format!(
         "UPDATE enrolments SET stage = CASE WHEN {p} < 10 THEN 'exempt' \
          WHEN {p} < 30 THEN 'refused' WHEN {p} < 630 THEN 'examined' \
          WHEN {p} < 670 THEN 'appointed' WHEN {p} < 760 THEN 'reached' \
@@ -172,7 +180,7 @@ fn history_sql(backend: DbBackend, campaign_id: i32, created: DateTime<Utc>) -> 
         r = at_hour(&reached_hour(c)),
         a = at_hour(&appointed_hour(c)),
         x = at_hour(&examined_hour(c)),
-    ));
+    )));
     sql.bind(created)
         .push(", updated_at = ")
         .bind(Utc::now())
@@ -184,9 +192,9 @@ fn history_sql(backend: DbBackend, campaign_id: i32, created: DateTime<Utc>) -> 
 /// `CASE` choosing the institution of an examined resident (`NULL`: elsewhere).
 fn institution_case(sql: &mut Sql, col: &str, centres: &[(String, i32)], hospital: i32) {
     let w = place(col);
-    sql.push(&format!("CASE WHEN {w} = 9 THEN NULL"));
+    sql.push(generated(format!("CASE WHEN {w} = 9 THEN NULL")));
     for (township, id) in centres {
-        sql.push(&format!(" WHEN {w} < 6 AND e.township_code = "))
+        sql.push(generated(format!(" WHEN {w} < 6 AND e.township_code = ")))
             .bind(township.clone())
             .push(" THEN ")
             .bind(*id);
@@ -264,10 +272,10 @@ pub(super) async fn set_up(
             .bind(tag)
             .push(", ")
             .bind(Utc::now())
-            .push(&format!(
+            .push(generated(format!(
                 " FROM residents WHERE ({} / {salt}) % 100 < {percent}",
                 u("id")
-            ));
+            )));
         execute(database, &sql).await?;
     }
     step("key groups", started);
@@ -399,14 +407,14 @@ pub(super) async fn set_up(
          h.day, ",
     );
     institution_case(&mut sql, "e.resident_id", &centres, hospital);
-    sql.push(&format!(
+    sql.push(generated(format!(
         ", CASE WHEN {w} = 9 THEN 'elsewhere' ELSE 'institution' END, \
          CASE WHEN {w} = 9 THEN '乌鲁木齐市' END, 'bench', e.examined_at \
          FROM enrolments e JOIN bench_hours h ON h.n = {x} \
          WHERE e.stage = 'examined' AND e.campaign_id = ",
         w = place("e.resident_id"),
         x = examined_hour("e.resident_id"),
-    ));
+    )));
     sql.bind(campaign_id);
     let exams = execute(database, &sql).await?;
     step(&format!("{exams} exam records"), started);
@@ -421,13 +429,13 @@ pub(super) async fn set_up(
     );
     sql.push("COALESCE(");
     institution_case(&mut sql, "e.resident_id", &centres, hospital);
-    sql.push(", ").bind(hospital).push(&format!(
+    sql.push(", ").bind(hospital).push(generated(format!(
         "), h.day, CASE WHEN e.stage = 'examined' THEN 'attended' ELSE 'booked' END, \
          'bench-' || CAST(e.resident_id AS TEXT), e.examined_at, e.appointed_at, \
          e.appointed_at FROM enrolments e JOIN bench_hours h ON h.n = {a} \
          WHERE e.appointed_at IS NOT NULL AND e.campaign_id = ",
         a = appointed_hour("e.resident_id"),
-    ));
+    )));
     sql.bind(campaign_id)
         .push(" ORDER BY e.resident_id LIMIT ")
         .bind(options.appointments as i64);
@@ -469,21 +477,21 @@ pub(super) async fn set_up(
             .bind(layers)
             .push(") ");
     }
-    sql.push(&format!(
+    sql.push(generated(format!(
         "INSERT INTO messages (campaign_id, resident_id, kind, idempotency_key, state, due_at, \
          expires_at, next_attempt_at, attempts, step, route, channel, provider, segments, \
          last_error, created_at, queued_at, sent_at, delivered_at, failed_at) SELECT \
          e.campaign_id, e.resident_id, CASE k.n % 3 WHEN 0 THEN 'migrant_wave' WHEN 1 THEN \
          'appointment_notice' ELSE 'same_day_reminder' END, 'bench:r' || \
          CAST(e.resident_id AS TEXT) || ':' || CAST(k.n AS TEXT), {state}, h.at, "
-    ));
-    sql.bind(now + Duration::days(7)).push(&format!(
+    )));
+    sql.bind(now + Duration::days(7)).push(generated(format!(
         ", h.at, CASE WHEN {m} % 100 < 96 THEN 1 ELSE 0 END, 0, {route}, {provider}, \
          {provider}, 1, CASE WHEN {m} % 100 >= 92 AND {m} % 100 < 96 THEN \
          'rejected by the provider' END, h.at, h.at, \
          CASE WHEN {m} % 100 < 92 THEN h.at END, CASE WHEN {m} % 100 < 85 THEN h.at END, \
          CASE WHEN {m} % 100 >= 92 AND {m} % 100 < 96 THEN h.at END FROM enrolments e "
-    ));
+    )));
     if postgres {
         sql.push("CROSS JOIN generate_series(0, ")
             .bind(layers - 1)
@@ -491,9 +499,9 @@ pub(super) async fn set_up(
     } else {
         sql.push("CROSS JOIN k");
     }
-    sql.push(&format!(
+    sql.push(generated(format!(
         " JOIN bench_hours h ON h.n = ({m} / 2000) % {HOURS} WHERE e.campaign_id = "
-    ))
+    )))
     .bind(campaign_id)
     .push(" AND k.n * ")
     .bind(enrolled)
@@ -510,7 +518,7 @@ pub(super) async fn set_up(
     let c = "e.resident_id";
     let a = format!("(({} / 7) % 40)", v(c));
     let mut sql = Sql::new(backend);
-    sql.push(&format!(
+    sql.push(generated(format!(
         "INSERT INTO contact_attempts (campaign_id, resident_id, village_code, attempted_at, \
          day, channel, contact, outcome, reached, created_at) SELECT e.campaign_id, \
          e.resident_id, e.village_code, h.at, h.day, CASE {a} % 4 WHEN 0 THEN 'phone_call' \
@@ -523,7 +531,7 @@ pub(super) async fn set_up(
          AND e.campaign_id = ",
         n = notified_hour(c),
         p = bucket(c),
-    ));
+    )));
     sql.bind(campaign_id);
     let attempts = execute(database, &sql).await?;
     let mut sql = Sql::new(backend);
@@ -708,7 +716,7 @@ async fn run_report(url: &str, options: &ReportOptions) -> anyhow::Result<()> {
 
     // 1. The live cube, then every closed day since the campaign opened.
     let started = Instant::now();
-    let refreshed = report::refresh_now(&database, campaign_id, 0)
+    let refreshed = outreach::flows::reports::refresh_now(&database, campaign_id, 0)
         .await
         .map_err(err("refresh"))?;
     let seconds = started.elapsed().as_secs_f64();
@@ -736,7 +744,7 @@ async fn run_report(url: &str, options: &ReportOptions) -> anyhow::Result<()> {
     let mut day = first;
     while day < today {
         let started = Instant::now();
-        day_cells += cube::compute_day(&database, &campaign, day)
+        day_cells += outreach::flows::reports::compute_day(&database, &campaign, day)
             .await
             .map_err(err("closed day"))?;
         days.push(started.elapsed());

@@ -26,7 +26,7 @@ use serde_json::{Value, json};
 use tower::ServiceExt;
 
 use super::report_bench::{
-    County, Setup, backend_of, count, execute, set_up, settings, step, timed_after, v,
+    County, Setup, backend_of, count, execute, generated, set_up, settings, step, timed_after, v,
 };
 use super::{GIVEN, SURNAMES, bench_database, drop_database, peak_rss_mb, round, village_code};
 
@@ -99,11 +99,11 @@ async fn shape_registry(database: &DatabaseConnection) -> anyhow::Result<()> {
         case
     };
     let mut sql = Sql::new(backend);
-    sql.push(&format!(
+    sql.push(generated(format!(
         "UPDATE residents SET name = {} || {} WHERE village_code = ",
         part(SURNAMES, format!("{} % {}", v("id"), SURNAMES.len())),
         part(GIVEN, format!("{} / 100 % {}", v("id"), GIVEN.len())),
-    ))
+    )))
     .bind(village.clone());
     let named = execute(database, &sql).await?;
     anyhow::ensure!(
@@ -113,11 +113,11 @@ async fn shape_registry(database: &DatabaseConnection) -> anyhow::Result<()> {
 
     let h = w("id");
     let mut sql = Sql::new(backend);
-    sql.push(&format!(
+    sql.push(generated(format!(
         "UPDATE residents SET special = CASE WHEN {h} < 20 THEN 'mobility' \
          WHEN {h} < 25 THEN 'hospitalized' WHEN {h} < 35 THEN 'remote_pastoral' \
          ELSE 'detained' END WHERE {h} < 37"
-    ));
+    )));
     let special = execute(database, &sql).await?;
     if backend == sea_orm::DbBackend::Postgres {
         // The updates above wrote the village's residents anew at the end of the table; put
@@ -157,9 +157,9 @@ async fn add_field_work(database: &DatabaseConnection, setup: &Setup) -> anyhow:
          e.reached_at FROM enrolments e WHERE e.campaign_id = ",
     )
     .bind(setup.campaign_id)
-    .push(&format!(
+    .push(generated(format!(
         " AND ((e.stage = 'reached' AND {h} % 5 < 2) OR (e.stage = 'appointed' AND {h} % 4 = 0))"
-    ));
+    )));
     let missed = execute(database, &sql).await?;
 
     let mut sql = Sql::new(backend);
@@ -185,9 +185,9 @@ async fn add_field_work(database: &DatabaseConnection, setup: &Setup) -> anyhow:
     .bind(Utc::now())
     .push(" FROM enrolments e WHERE e.campaign_id = ")
     .bind(setup.campaign_id)
-    .push(&format!(
+    .push(generated(format!(
         " AND e.stage IN ('target', 'notified') AND {h} % 50 = 0"
-    ));
+    )));
     tasks += execute(database, &sql).await?;
     for table in ["appointments", "outreach_tasks"] {
         database
@@ -322,7 +322,7 @@ async fn run_worklist(url: &str, options: &WorklistOptions) -> anyhow::Result<()
             .bind(campaign_id)
             .push(" AND e.village_code = ")
             .bind(village.clone())
-            .push(&format!(" AND {condition}"));
+            .push(generated(format!(" AND {condition}")));
         sql
     };
     let open = "e.stage IN ('target', 'notified', 'reached')";
