@@ -342,7 +342,7 @@ async fn dispatch(settings: Settings, until_idle: bool) -> anyhow::Result<ExitCo
 
 async fn verify_refusals(settings: Settings, json: bool) -> anyhow::Result<ExitCode> {
     let database = db::connect_and_migrate(&settings).await?;
-    let report = crate::refusal::chain::verify(&database, &crate::auth::Scope::All)
+    let report = crate::flows::refusals::verify_chains(&database, &crate::auth::Scope::All)
         .await
         .map_err(app_error)?;
     if json {

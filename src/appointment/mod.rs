@@ -150,7 +150,6 @@ pub(crate) async fn proposals(
         .collect())
 }
 
-
 async fn day_after(
     db: &impl ConnectionTrait,
     institution: &institutions::Model,

@@ -2,13 +2,16 @@
 //! resident's appointment and everything still waiting to be sent to them in the campaign.
 
 use chrono::Utc;
-use sea_orm::{ConnectionTrait, DatabaseTransaction, TransactionTrait};
+use sea_orm::{
+    AccessMode, ConnectionTrait, DatabaseTransaction, DbBackend, IsolationLevel, TransactionTrait,
+};
 
 use super::{booking, write};
-use crate::auth::Actor;
+use crate::auth::{Actor, Scope};
 use crate::config::SignatureSettings;
 use crate::db::begin_write;
 use crate::error::AppResult;
+use crate::refusal::chain::{self, ChainReport};
 use crate::refusal::{self, Decision, NewRegistration, Registered, Registration, Review};
 
 /// Registers a refusal after its checks; one sent again under its client key is answered
@@ -90,4 +93,25 @@ where
     })
     .await?;
     refusal::get(db, actor, id).await
+}
+
+/// Checks the refusal chains in `scope` against their hashes and the audit log, reading
+/// records and audit log in one read-only snapshot (on SQLite a transaction is a snapshot).
+pub async fn verify_chains<C>(db: &C, scope: &Scope) -> AppResult<ChainReport>
+where
+    C: ConnectionTrait + TransactionTrait<Transaction = DatabaseTransaction>,
+{
+    let txn = match db.get_database_backend() {
+        DbBackend::Postgres => {
+            db.begin_with_config(
+                Some(IsolationLevel::RepeatableRead),
+                Some(AccessMode::ReadOnly),
+            )
+            .await?
+        }
+        _ => db.begin().await?,
+    };
+    let report = chain::verify(&txn, scope).await?;
+    txn.commit().await?;
+    Ok(report)
 }

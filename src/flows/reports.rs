@@ -41,7 +41,10 @@ where
     // Rows written before the funnel was kept at every step are put right first; the writer
     // is taken only when a row needs it.
     let repaired = if campaign::enrol::needs_repair(db, campaign).await? {
-        write(db, async |txn| campaign::enrol::repair_funnel(txn, campaign).await).await?
+        write(db, async |txn| {
+            campaign::enrol::repair_funnel(txn, campaign).await
+        })
+        .await?
     } else {
         0
     };

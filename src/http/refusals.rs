@@ -280,5 +280,7 @@ async fn verify_chains(
     State(state): State<AppState>,
     actor: Auth<ReadAudit>,
 ) -> AppResult<Json<ChainReport>> {
-    Ok(Json(refusal::chain::verify(&state.db, &actor.scope).await?))
+    Ok(Json(
+        crate::flows::refusals::verify_chains(&state.db, &actor.scope).await?,
+    ))
 }

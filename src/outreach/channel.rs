@@ -11,7 +11,7 @@ use lettre::message::{Mailbox, MultiPart};
 use lettre::transport::smtp::authentication::Credentials;
 use lettre::{AsyncSmtpTransport, AsyncTransport, Message, Tokio1Executor};
 
-use super::{MessageContext, MessageKind};
+use super::templates::{MessageContext, MessageKind};
 use crate::config::Secret;
 
 /// Where a message goes.

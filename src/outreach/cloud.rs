@@ -40,7 +40,7 @@ use serde_json::{Value, json};
 use super::channel::{Channel, Outgoing, Recipient, SendError, Sent};
 use super::http_client::http_client;
 use super::signing::{aliyun_rpc_signature, tencent_tc3_authorization};
-use super::{MessageContext, MessageKind};
+use super::templates::{MessageContext, MessageKind};
 use crate::privacy::{Field, Privacy};
 
 /// The text fields of a [`MessageContext`] by field name (`resident_name`, `day`, …), as it

@@ -11,7 +11,6 @@ use rand::Rng;
 use sea_orm::{ColumnTrait, ConnectionTrait, EntityTrait, QueryFilter, QueryOrder};
 use serde::Serialize;
 
-use super::MessageKind;
 use crate::area::AreaCode;
 use crate::auth::Actor;
 use crate::campaign::{self, Campaign};
@@ -23,17 +22,7 @@ use crate::privacy::{Field, Privacy};
 /// Characters of a code: 12 of 62 letters and digits, about 71 random bits.
 pub const CODE_LEN: usize = 12;
 
-/// The kinds of message that carry the link: those about an appointment the resident can
-/// still act on.
-pub fn carries_link(kind: MessageKind) -> bool {
-    matches!(
-        kind,
-        MessageKind::AppointmentNotice
-            | MessageKind::SameDayReminder
-            | MessageKind::RescheduleConfirmation
-            | MessageKind::RescheduleOptions
-    )
-}
+pub use super::templates::carries_link;
 
 /// A new code from the thread's CSPRNG (ChaCha, seeded from the operating system).
 fn new_code() -> String {

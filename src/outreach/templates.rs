@@ -79,7 +79,7 @@ impl MessageKind {
             MessageKind::AppointmentNotice | MessageKind::MigrantWave => 3,
             _ => 2,
         };
-        let chinese = text + usize::from(super::links::carries_link(self));
+        let chinese = text + usize::from(carries_link(self));
         match locale {
             Locale::ZhCn => chinese,
             Locale::Ug | Locale::Kk => chinese + 1,
@@ -530,6 +530,18 @@ impl Templates {
             text,
         })
     }
+}
+
+/// The kinds of message that carry the link: those about an appointment the resident can
+/// still act on.
+pub fn carries_link(kind: MessageKind) -> bool {
+    matches!(
+        kind,
+        MessageKind::AppointmentNotice
+            | MessageKind::SameDayReminder
+            | MessageKind::RescheduleConfirmation
+            | MessageKind::RescheduleOptions
+    )
 }
 
 #[cfg(test)]

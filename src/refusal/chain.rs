@@ -252,21 +252,8 @@ pub struct ChainReport {
 /// return or revocation refers to, and the audit log — every record written through the
 /// service has an audit entry naming it with its hash, so a record deleted from the end of a
 /// chain, rewritten with a recomputed hash, or inserted behind the service's back is found
-/// too. Records and audit log are read in one snapshot.
-pub async fn verify<C>(db: &C, scope: &Scope) -> AppResult<ChainReport>
-where
-    C: ConnectionTrait + sea_orm::TransactionTrait,
-{
-    let txn = match db.get_database_backend() {
-        DbBackend::Postgres => {
-            db.begin_with_config(
-                Some(sea_orm::IsolationLevel::RepeatableRead),
-                Some(sea_orm::AccessMode::ReadOnly),
-            )
-            .await?
-        }
-        _ => db.begin().await?,
-    };
+/// too. Records and audit log are read in the transaction given, which should be one snapshot.
+pub async fn verify(txn: &impl ConnectionTrait, scope: &Scope) -> AppResult<ChainReport> {
     let mut sql = Sql::new(txn.get_database_backend());
     sql.push("SELECT ")
         .push(COLUMNS)
@@ -283,10 +270,9 @@ where
         .push(")");
     }
     sql.push(" ORDER BY resident_id, seq");
-    let records = Stored::find_by_statement(sql.build()).all(&txn).await?;
+    let records = Stored::find_by_statement(sql.build()).all(txn).await?;
     let residents: HashSet<i32> = records.iter().map(|r| r.content.resident_id).collect();
-    let mut audited = audited(&txn, scope, &residents).await?;
-    sea_orm::TransactionSession::commit(txn).await?;
+    let mut audited = audited(txn, scope, &residents).await?;
 
     let mut report = ChainReport {
         ok: true,
