@@ -33,6 +33,7 @@ pub mod telemetry;
 pub mod text;
 pub mod time;
 pub mod users;
+pub mod vocabulary;
 pub mod web;
 
 /// mimalloc for every allocation of the process — Rust's and, through the `override`

@@ -8,8 +8,8 @@ use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 
 /// Shared by everything, depending on nothing above: errors, configuration, time, text and
-/// paging helpers, the database, privacy, who is acting, areas, the audit log, file readers
-/// and writers, telemetry.
+/// paging helpers, vocabularies, the database, privacy, who is acting, areas, the audit log,
+/// file readers and writers, telemetry.
 const KERNEL: &[&str] = &[
     "area",
     "audit",
@@ -26,6 +26,7 @@ const KERNEL: &[&str] = &[
     "telemetry",
     "text",
     "time",
+    "vocabulary",
 ];
 
 /// The domain: each owns its tables. They still call each other directly; the cascades are
