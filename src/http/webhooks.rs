@@ -23,6 +23,7 @@ use serde::de::DeserializeOwned;
 use serde_json::json;
 
 use super::extract::ClientAddr;
+use crate::config::Network;
 use crate::error::{AppError, AppResult};
 use crate::outreach::callbacks::{self, InboundSms, Receipt};
 use crate::outreach::inbound;
@@ -273,32 +274,14 @@ impl Admitted {
     }
 }
 
-/// Whether `ip` is one of the configured sources (`a.b.c.d` or `a.b.c.d/nn`, IPv6 alike);
-/// an empty list allows any.
+/// Whether `ip` is one of the configured sources (`a.b.c.d` or `a.b.c.d/nn`, IPv6 alike,
+/// read as `http.trusted_proxies` is); an empty list allows any, an entry that is neither
+/// allows none.
 fn source_allowed(allowed: &[String], ip: IpAddr) -> bool {
     allowed.is_empty()
-        || allowed.iter().any(|entry| {
-            let (address, bits) = match entry.split_once('/') {
-                Some((a, b)) => (a, b.parse::<u32>().ok()),
-                None => (entry.as_str(), None),
-            };
-            let Ok(network) = address.trim().parse::<IpAddr>() else {
-                return false;
-            };
-            match (network, ip) {
-                (IpAddr::V4(n), IpAddr::V4(i)) => {
-                    let bits = bits.unwrap_or(32).min(32);
-                    let mask = u32::MAX.checked_shl(32 - bits).unwrap_or(0);
-                    u32::from(n) & mask == u32::from(i) & mask
-                }
-                (IpAddr::V6(n), IpAddr::V6(i)) => {
-                    let bits = bits.unwrap_or(128).min(128);
-                    let mask = u128::MAX.checked_shl(128 - bits).unwrap_or(0);
-                    u128::from(n) & mask == u128::from(i) & mask
-                }
-                _ => false,
-            }
-        })
+        || allowed
+            .iter()
+            .any(|entry| entry.parse::<Network>().is_ok_and(|net| net.contains(ip)))
 }
 
 fn check_source(settings: &WebhookSettings, provider: &str, ip: IpAddr) -> AppResult<()> {
@@ -516,6 +499,10 @@ mod tests {
         ));
         assert!(source_allowed(
             &["0.0.0.0/0".to_owned()],
+            "1.2.3.4".parse().unwrap()
+        ));
+        assert!(!source_allowed(
+            &["provider.example".to_owned()],
             "1.2.3.4".parse().unwrap()
         ));
     }
