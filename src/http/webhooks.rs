@@ -25,7 +25,10 @@ use serde_json::json;
 use super::extract::ClientAddr;
 use crate::config::Network;
 use crate::error::{AppError, AppResult};
-use crate::outreach::callbacks::{self, InboundSms, Receipt};
+use crate::outreach::callbacks::{
+    self, CallbackError, InboundSms, Receipt, aliyun_replies, aliyun_reports, jasmin_dlr,
+    jasmin_mo, tencent_reply, tencent_statuses,
+};
 use crate::outreach::inbound;
 use crate::outreach::webhooks::{self, Freshness, WebhookSettings};
 use crate::state::AppState;
@@ -34,31 +37,31 @@ pub fn router() -> Router<AppState> {
     Router::new()
         .route(
             "/webhooks/aliyun/report",
-            callback::<Token, Bytes>(ALIYUN, |b| pushed(callbacks::aliyun_reports(b))),
+            push::<Token, _>(ALIYUN, raw(aliyun_reports)),
         )
         .route(
             "/webhooks/aliyun/reply",
-            callback::<Token, Bytes>(ALIYUN, |b| pushed(callbacks::aliyun_replies(b))),
+            push::<Token, _>(ALIYUN, raw(aliyun_replies)),
         )
         .route(
             "/webhooks/tencent/status",
-            callback::<Token, Bytes>(TENCENT, |b| pushed(callbacks::tencent_statuses(b))),
+            push::<Token, _>(TENCENT, raw(tencent_statuses)),
         )
         .route(
             "/webhooks/tencent/reply",
-            callback::<Token, Bytes>(TENCENT, |b| pushed(callbacks::tencent_reply(b))),
+            push::<Token, _>(TENCENT, raw(tencent_reply)),
         )
         .route(
             "/webhooks/jasmin/dlr",
-            callback::<DlrQuery, JasminForm>(JASMIN, |f| pushed(callbacks::jasmin_dlr(f))),
+            push::<DlrQuery, _>(JASMIN, form(jasmin_dlr)),
         )
         .route(
             "/webhooks/jasmin/mo",
-            callback::<Token, JasminForm>(JASMIN, |f| pushed(callbacks::jasmin_mo(f))),
+            push::<Token, _>(JASMIN, form(jasmin_mo)),
         )
         .route(
             "/webhooks/wechat",
-            callback::<WeChatQuery, Bytes>(WECHAT, wechat_event).get(wechat_verify),
+            push::<WeChatQuery, _>(WECHAT, wechat_event).get(wechat_verify),
         )
 }
 
@@ -89,9 +92,6 @@ const WECHAT: Provider = Provider {
     name: "wechat",
     answer: || "success".into_response(),
 };
-
-/// Jasmin's form posts.
-type JasminForm = Form<HashMap<String, String>>;
 
 /// What a callback carries once read.
 enum Pushed {
@@ -124,10 +124,23 @@ impl From<Option<InboundSms>> for Pushed {
     }
 }
 
-/// A provider's body read as receipts or replies; one not in the provider's format is a 400.
-fn pushed<T: Into<Pushed>>(read: Result<T, callbacks::CallbackError>) -> AppResult<Pushed> {
-    read.map(Into::into)
-        .map_err(|e| AppError::bad_request("invalid_callback", e.to_string()))
+/// How a provider's raw body is read: `parse`, its 400 when the body is not in the
+/// provider's format.
+fn raw<T: Into<Pushed> + 'static>(
+    parse: fn(&[u8]) -> Result<T, CallbackError>,
+) -> impl Fn(&Bytes) -> AppResult<Pushed> + Copy + Send + Sync + 'static {
+    move |body| parse(body).map(Into::into).map_err(malformed)
+}
+
+/// How a provider's form post (Jasmin's) is read, as [`raw`].
+fn form<T: Into<Pushed> + 'static>(
+    parse: fn(&HashMap<String, String>) -> Result<T, CallbackError>,
+) -> impl Fn(&Form<HashMap<String, String>>) -> AppResult<Pushed> + Copy + Send + Sync + 'static {
+    move |Form(fields)| parse(fields).map(Into::into).map_err(malformed)
+}
+
+fn malformed(e: CallbackError) -> AppError {
+    AppError::bad_request("invalid_callback", e.to_string())
 }
 
 /// WeChat's event pushes (XML): template-message completion events move their message
@@ -143,7 +156,10 @@ fn wechat_event(body: &Bytes) -> AppResult<Pushed> {
 /// The handler of a provider's callback endpoint, which reads its body (`B`: the raw bytes,
 /// or a form) with `read`; how its caller is checked comes with its query string (`Q`, a
 /// [`Proof`]). Every provider callback takes this one way, [`receive`].
-fn callback<Q, B>(provider: Provider, read: fn(&B) -> AppResult<Pushed>) -> MethodRouter<AppState>
+fn push<Q, B>(
+    provider: Provider,
+    read: impl Fn(&B) -> AppResult<Pushed> + Copy + Send + Sync + 'static,
+) -> MethodRouter<AppState>
 where
     Q: Proof,
     B: FromRequest<AppState> + Send + Sync + 'static,
@@ -165,7 +181,7 @@ where
 /// nonce), so the provider's retry of the same call gets through.
 async fn receive<Q: Proof, B>(
     provider: Provider,
-    read: fn(&B) -> AppResult<Pushed>,
+    read: impl Fn(&B) -> AppResult<Pushed>,
     state: &AppState,
     ip: IpAddr,
     headers: &HeaderMap,
