@@ -563,13 +563,7 @@ async fn import_exams(
             Err(
                 e
                 @ (AppError::Validation { .. } | AppError::Refused { .. } | AppError::Conflict(_)),
-            ) => {
-                eprintln!(
-                    "错误 error: {}: {e}（未写入任何数据 nothing was imported）",
-                    file.display()
-                );
-                return Ok(ExitCode::from(2));
-            }
+            ) => return Ok(nothing_imported(file, e)),
             Err(e) => return Err(app_error(e)),
         };
     report_rejected(
@@ -608,13 +602,7 @@ async fn import_residents(settings: Settings, file: &Path, json: bool) -> anyhow
     .await;
     let result = match result {
         Ok(result) => result,
-        Err(AppError::Validation { message, .. }) => {
-            eprintln!(
-                "错误 error: {}: {message}（未写入任何数据 nothing was imported）",
-                file.display()
-            );
-            return Ok(ExitCode::from(2));
-        }
+        Err(AppError::Validation { message, .. }) => return Ok(nothing_imported(file, message)),
         Err(e) => return Err(app_error(e)),
     };
     for column in &result.unknown_columns {
@@ -641,13 +629,7 @@ async fn import_tags(settings: Settings, file: &Path, json: bool) -> anyhow::Res
     let privacy = std::sync::Arc::new(Privacy::load(&settings)?);
     let result = match flows::registry::import_tags(&database, privacy, &Actor::cli(), file).await {
         Ok(result) => result,
-        Err(AppError::Validation { message, .. }) => {
-            eprintln!(
-                "错误 error: {}: {message}（未写入任何数据 nothing was imported）",
-                file.display()
-            );
-            return Ok(ExitCode::from(2));
-        }
+        Err(AppError::Validation { message, .. }) => return Ok(nothing_imported(file, message)),
         Err(e) => return Err(app_error(e)),
     };
     report_rejected(
@@ -677,6 +659,15 @@ async fn import_tags(settings: Settings, file: &Path, json: bool) -> anyhow::Res
 
 /// Why a file given to an import cannot be read at all: not a file, larger than
 /// `import.max_file_bytes`, or unreadable.
+/// An import refused as a whole, said on stderr: exit code 2.
+fn nothing_imported(file: &Path, why: impl std::fmt::Display) -> ExitCode {
+    eprintln!(
+        "错误 error: {}: {why}（未写入任何数据 nothing was imported）",
+        file.display()
+    );
+    ExitCode::from(2)
+}
+
 fn unusable_file(file: &Path, limit: u64) -> Option<String> {
     match std::fs::metadata(file) {
         Ok(meta) if !meta.is_file() => Some(format!("{} 不是文件", file.display())),

@@ -14,84 +14,9 @@ use crate::auth::Actor;
 use crate::campaign::{self, Campaign};
 use crate::db::Sql;
 use crate::error::{AppError, AppResult};
+use crate::vocabulary::vocabulary;
 
-macro_rules! codes {
-    ($(#[$meta:meta])* $name:ident {
-        $($(#[$vmeta:meta])* $variant:ident => $code:literal, $zh:literal;)+
-    }) => {
-        $(#[$meta])*
-        // On the wire each value is its stored code (`wechat`, as in the README and the
-        // database); reading refuses anything else with the list of codes.
-        #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-        pub enum $name {
-            $($(#[$vmeta])* #[serde(rename = $code)] $variant,)+
-        }
-
-        // Written by hand: the derive does not see a `rename` whose value comes from the
-        // macro, and would document the variant names instead of the codes.
-        impl utoipa::PartialSchema for $name {
-            fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
-                utoipa::openapi::schema::ObjectBuilder::new()
-                    .schema_type(utoipa::openapi::schema::Type::String)
-                    .enum_values(Some([$($code,)+]))
-                    .into()
-            }
-        }
-
-        impl utoipa::ToSchema for $name {
-            fn name() -> std::borrow::Cow<'static, str> {
-                std::borrow::Cow::Borrowed(stringify!($name))
-            }
-        }
-
-        impl<'de> serde::Deserialize<'de> for $name {
-            fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-                let raw = <String as serde::Deserialize>::deserialize(deserializer)?;
-                Self::parse(&raw).ok_or_else(|| {
-                    serde::de::Error::custom($crate::contact::unknown_code(
-                        &raw,
-                        Self::ALL.iter().map(|v| v.code()),
-                    ))
-                })
-            }
-        }
-
-        impl $name {
-            pub const ALL: &'static [$name] = &[$($name::$variant,)+];
-
-            pub fn code(self) -> &'static str {
-                match self {
-                    $($name::$variant => $code,)+
-                }
-            }
-
-            pub fn label(self) -> &'static str {
-                match self {
-                    $($name::$variant => $zh,)+
-                }
-            }
-
-            pub fn parse(raw: &str) -> Option<Self> {
-                Self::ALL.iter().copied().find(|v| v.code() == raw)
-            }
-        }
-    };
-}
-
-pub(crate) use codes;
-
-/// The message for a value that is not one of `codes`: the allowed codes, and for the
-/// spelling `we_chat` (which earlier versions of the API wrote) the one to use instead.
-pub(crate) fn unknown_code<'a>(raw: &str, codes: impl Iterator<Item = &'a str>) -> String {
-    let raw: String = raw.chars().take(40).collect();
-    let codes: Vec<&str> = codes.collect();
-    if raw == "we_chat" && codes.contains(&"wechat") {
-        return "取值 we_chat 已停用，请写作 wechat".to_owned();
-    }
-    format!("未知的取值 {raw}，可选：{}", codes.join("、"))
-}
-
-codes!(
+vocabulary!(
     /// How the resident was contacted.
     ContactChannel {
         PhoneCall => "phone_call", "电话";
@@ -104,7 +29,7 @@ codes!(
     }
 );
 
-codes!(
+vocabulary!(
     /// Which of the resident's contacts was used.
     ContactUsed {
         OwnPhone => "own_phone", "本人电话";
@@ -116,7 +41,7 @@ codes!(
     }
 );
 
-codes!(
+vocabulary!(
     /// What came of it.
     Outcome {
         ReachedAgreed => "reached_agreed", "已联系，同意体检";

@@ -34,6 +34,7 @@ pub mod text;
 pub mod time;
 pub mod users;
 pub mod validate;
+pub mod vocabulary;
 pub mod web;
 
 /// mimalloc for every allocation of the process — Rust's and, through the `override`

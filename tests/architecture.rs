@@ -35,6 +35,7 @@ const LAYERS: &[(&str, &[&str])] = &[
             "text",
             "time",
             "validate",
+            "vocabulary",
         ],
     ),
     // The providers' side: channels, message templates, signing, callbacks read.

@@ -13,63 +13,292 @@ use std::collections::HashMap;
 use std::net::IpAddr;
 
 use axum::body::Bytes;
-use axum::extract::{Query, State};
+use axum::extract::{FromRequest, Query, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
+use axum::routing::{MethodRouter, post};
 use axum::{Form, Router};
 use serde::Deserialize;
+use serde::de::DeserializeOwned;
 use serde_json::json;
 
 use super::extract::ClientAddr;
+use crate::config::Network;
 use crate::error::{AppError, AppResult};
-use crate::outreach::callbacks::{self, InboundSms, Receipt};
+use crate::outreach::callbacks::{
+    self, CallbackError, InboundSms, Receipt, aliyun_replies, aliyun_reports, jasmin_dlr,
+    jasmin_mo, tencent_reply, tencent_statuses,
+};
 use crate::outreach::inbound;
 use crate::outreach::webhooks::{self, Freshness, WebhookSettings};
 use crate::state::AppState;
 
 pub fn router() -> Router<AppState> {
     Router::new()
-        .route("/webhooks/aliyun/report", post(aliyun_report))
-        .route("/webhooks/aliyun/reply", post(aliyun_reply))
-        .route("/webhooks/tencent/status", post(tencent_status))
-        .route("/webhooks/tencent/reply", post(tencent_reply))
-        .route("/webhooks/jasmin/dlr", post(jasmin_dlr))
-        .route("/webhooks/jasmin/mo", post(jasmin_mo))
-        .route("/webhooks/wechat", get(wechat_verify).post(wechat_event))
+        .route(
+            "/webhooks/aliyun/report",
+            push::<Token, _>(ALIYUN, raw(aliyun_reports)),
+        )
+        .route(
+            "/webhooks/aliyun/reply",
+            push::<Token, _>(ALIYUN, raw(aliyun_replies)),
+        )
+        .route(
+            "/webhooks/tencent/status",
+            push::<Token, _>(TENCENT, raw(tencent_statuses)),
+        )
+        .route(
+            "/webhooks/tencent/reply",
+            push::<Token, _>(TENCENT, raw(tencent_reply)),
+        )
+        .route(
+            "/webhooks/jasmin/dlr",
+            push::<DlrQuery, _>(JASMIN, form(jasmin_dlr)),
+        )
+        .route(
+            "/webhooks/jasmin/mo",
+            push::<Token, _>(JASMIN, form(jasmin_mo)),
+        )
+        .route(
+            "/webhooks/wechat",
+            push::<WeChatQuery, _>(WECHAT, wechat_event).get(wechat_verify),
+        )
 }
 
-#[derive(Debug, Deserialize)]
-struct Token {
-    token: Option<String>,
+/// A provider as its callbacks need it: its name in the records and logs, and the answer
+/// it expects to a call it made.
+#[derive(Clone, Copy)]
+struct Provider {
+    name: &'static str,
+    answer: fn() -> Response,
 }
 
-/// Whether `ip` is one of the configured sources (`a.b.c.d` or `a.b.c.d/nn`, IPv6 alike);
-/// an empty list allows any.
+const ALIYUN: Provider = Provider {
+    name: "aliyun",
+    answer: || axum::Json(json!({"code": 0, "msg": "接收成功"})).into_response(),
+};
+
+const TENCENT: Provider = Provider {
+    name: "tencent",
+    answer: || axum::Json(json!({"result": 0, "errmsg": "OK"})).into_response(),
+};
+
+const JASMIN: Provider = Provider {
+    name: "jasmin",
+    answer: || (StatusCode::OK, "ACK/Jasmin").into_response(),
+};
+
+const WECHAT: Provider = Provider {
+    name: "wechat",
+    answer: || "success".into_response(),
+};
+
+/// What a callback carries once read.
+enum Pushed {
+    Receipts(Vec<Receipt>),
+    Replies(Vec<InboundSms>),
+}
+
+impl From<Vec<Receipt>> for Pushed {
+    fn from(receipts: Vec<Receipt>) -> Self {
+        Pushed::Receipts(receipts)
+    }
+}
+
+impl From<Receipt> for Pushed {
+    fn from(receipt: Receipt) -> Self {
+        Pushed::Receipts(vec![receipt])
+    }
+}
+
+impl From<Vec<InboundSms>> for Pushed {
+    fn from(replies: Vec<InboundSms>) -> Self {
+        Pushed::Replies(replies)
+    }
+}
+
+/// A reply from a number that is not a mainland mobile is no reply at all.
+impl From<Option<InboundSms>> for Pushed {
+    fn from(reply: Option<InboundSms>) -> Self {
+        Pushed::Replies(reply.into_iter().collect())
+    }
+}
+
+/// How a provider's raw body is read: `parse`, its 400 when the body is not in the
+/// provider's format.
+fn raw<T: Into<Pushed> + 'static>(
+    parse: fn(&[u8]) -> Result<T, CallbackError>,
+) -> impl Fn(&Bytes) -> AppResult<Pushed> + Copy + Send + Sync + 'static {
+    move |body| parse(body).map(Into::into).map_err(malformed)
+}
+
+/// How a provider's form post (Jasmin's) is read, as [`raw`].
+fn form<T: Into<Pushed> + 'static>(
+    parse: fn(&HashMap<String, String>) -> Result<T, CallbackError>,
+) -> impl Fn(&Form<HashMap<String, String>>) -> AppResult<Pushed> + Copy + Send + Sync + 'static {
+    move |Form(fields)| parse(fields).map(Into::into).map_err(malformed)
+}
+
+fn malformed(e: CallbackError) -> AppError {
+    AppError::bad_request("invalid_callback", e.to_string())
+}
+
+/// WeChat's event pushes (XML): template-message completion events move their message
+/// forward, any other event is answered and left alone.
+fn wechat_event(body: &Bytes) -> AppResult<Pushed> {
+    let xml = std::str::from_utf8(body)
+        .map_err(|_| AppError::bad_request("invalid_callback", "回调内容不是 UTF-8 文本"))?;
+    Ok(Pushed::Receipts(
+        callbacks::wechat_event(xml).into_iter().collect(),
+    ))
+}
+
+/// The handler of a provider's callback endpoint, which reads its body (`B`: the raw bytes,
+/// or a form) with `read`; how its caller is checked comes with its query string (`Q`, a
+/// [`Proof`]). Every provider callback takes this one way, [`receive`].
+fn push<Q, B>(
+    provider: Provider,
+    read: impl Fn(&B) -> AppResult<Pushed> + Copy + Send + Sync + 'static,
+) -> MethodRouter<AppState>
+where
+    Q: Proof,
+    B: FromRequest<AppState> + Send + Sync + 'static,
+{
+    post(
+        move |State(state): State<AppState>,
+              ClientAddr(ip): ClientAddr,
+              headers: HeaderMap,
+              Query(query): Query<Q>,
+              body: B| async move {
+            receive(provider, read, &state, ip, &headers, &query, &body).await
+        },
+    )
+}
+
+/// The caller checked by the proof its query carries, the body read into receipts or
+/// replies, each applied, and the provider answered the way it expects. When the call
+/// cannot be processed after its caller was let in, what that claimed is given back (WeChat's
+/// nonce), so the provider's retry of the same call gets through.
+async fn receive<Q: Proof, B>(
+    provider: Provider,
+    read: impl Fn(&B) -> AppResult<Pushed>,
+    state: &AppState,
+    ip: IpAddr,
+    headers: &HeaderMap,
+    query: &Q,
+    body: &B,
+) -> AppResult<Response> {
+    let admitted = query.admit(state, provider.name, ip, headers).await?;
+    let processed = async {
+        let pushed = read(body)?;
+        admitted.covers(state, provider.name, ip, &pushed).await?;
+        apply(state, &pushed).await?;
+        Ok((provider.answer)())
+    }
+    .await;
+    if processed.is_err() {
+        admitted.release(state, provider.name).await?;
+    }
+    processed
+}
+
+async fn apply(state: &AppState, pushed: &Pushed) -> AppResult<()> {
+    match pushed {
+        Pushed::Receipts(receipts) => {
+            for receipt in receipts {
+                let outcome = crate::flows::replies::apply_receipt(&state.db, receipt).await?;
+                if outcome.expected(&receipt.status) {
+                    tracing::debug!(
+                        provider = receipt.provider,
+                        id = %receipt.provider_message_id,
+                        ?outcome,
+                        "receipt"
+                    );
+                } else {
+                    tracing::info!(
+                        provider = receipt.provider,
+                        id = %receipt.provider_message_id,
+                        ?outcome,
+                        "receipt changed nothing now (repeated, late, or before its send was recorded)"
+                    );
+                }
+            }
+        }
+        Pushed::Replies(replies) => {
+            for reply in replies {
+                let action =
+                    crate::flows::replies::apply_reply(&state.db, &state.privacy, reply).await?;
+                tracing::info!(provider = reply.provider, action = action.code(), "reply");
+            }
+        }
+    }
+    Ok(())
+}
+
+/// How a provider shows that a callback is its own, read from the callback's query string.
+trait Proof: DeserializeOwned + Send + Sync + 'static {
+    /// Lets the caller in, or refuses it (403 for a source not allowed, 401 otherwise).
+    fn admit(
+        &self,
+        state: &AppState,
+        provider: &'static str,
+        ip: IpAddr,
+        headers: &HeaderMap,
+    ) -> impl Future<Output = AppResult<Admitted>> + Send;
+}
+
+/// A caller let in: what it may change, and what its admission claimed.
+enum Admitted {
+    /// By the shared secret, or WeChat's signature: anything its provider may push.
+    Provider,
+    /// By a Jasmin receipt URL's signature: receipts of that one message (its idempotency
+    /// key) only.
+    Message(String),
+    /// By WeChat's signature with a new nonce, now claimed.
+    Nonce(String),
+}
+
+impl Admitted {
+    /// Refuses what the caller may not push.
+    async fn covers(
+        &self,
+        state: &AppState,
+        provider: &'static str,
+        ip: IpAddr,
+        pushed: &Pushed,
+    ) -> AppResult<()> {
+        let (Admitted::Message(key), Pushed::Receipts(receipts)) = (self, pushed) else {
+            return Ok(());
+        };
+        for receipt in receipts {
+            if !inbound::receipt_may_concern(&state.db, provider, &receipt.provider_message_id, key)
+                .await?
+            {
+                tracing::warn!(provider, source = %ip, "receipt refused: signed for another message");
+                return Err(AppError::Unauthorized("回调未通过验证".to_owned()));
+            }
+        }
+        Ok(())
+    }
+
+    /// Gives back what the admission claimed, for a call that could not be processed.
+    async fn release(&self, state: &AppState, provider: &'static str) -> AppResult<()> {
+        if let Admitted::Nonce(nonce) = self {
+            // WeChat sends the same call again when it gets no answer: let that through.
+            webhooks::release_nonce(&state.db, provider, nonce).await?;
+        }
+        Ok(())
+    }
+}
+
+/// Whether `ip` is one of the configured sources (`a.b.c.d` or `a.b.c.d/nn`, IPv6 alike,
+/// read as `http.trusted_proxies` is); an empty list allows any, an entry that is neither
+/// allows none.
 fn source_allowed(allowed: &[String], ip: IpAddr) -> bool {
     allowed.is_empty()
-        || allowed.iter().any(|entry| {
-            let (address, bits) = match entry.split_once('/') {
-                Some((a, b)) => (a, b.parse::<u32>().ok()),
-                None => (entry.as_str(), None),
-            };
-            let Ok(network) = address.trim().parse::<IpAddr>() else {
-                return false;
-            };
-            match (network, ip) {
-                (IpAddr::V4(n), IpAddr::V4(i)) => {
-                    let bits = bits.unwrap_or(32).min(32);
-                    let mask = u32::MAX.checked_shl(32 - bits).unwrap_or(0);
-                    u32::from(n) & mask == u32::from(i) & mask
-                }
-                (IpAddr::V6(n), IpAddr::V6(i)) => {
-                    let bits = bits.unwrap_or(128).min(128);
-                    let mask = u128::MAX.checked_shl(128 - bits).unwrap_or(0);
-                    u128::from(n) & mask == u128::from(i) & mask
-                }
-                _ => false,
-            }
-        })
+        || allowed
+            .iter()
+            .any(|entry| entry.parse::<Network>().is_ok_and(|net| net.contains(ip)))
 }
 
 fn check_source(settings: &WebhookSettings, provider: &str, ip: IpAddr) -> AppResult<()> {
@@ -102,16 +331,12 @@ fn check_token(
     provider: &str,
     ip: IpAddr,
     headers: &HeaderMap,
-    query: &Token,
+    url_token: Option<&str>,
 ) -> AppResult<()> {
     let settings = &state.settings.messaging.webhooks;
     check_source(settings, provider, ip)?;
     let expected = settings.secret.as_ref().map(|s| s.expose()).unwrap_or("");
-    let given = header_token(headers).or(if settings.url_token {
-        query.token.as_deref()
-    } else {
-        None
-    });
+    let given = header_token(headers).or(if settings.url_token { url_token } else { None });
     if callbacks::secret_ok(expected, given.unwrap_or("")) {
         return Ok(());
     }
@@ -119,113 +344,28 @@ fn check_token(
     Err(AppError::Unauthorized("回调未通过验证".to_owned()))
 }
 
-fn malformed(e: callbacks::CallbackError) -> AppError {
-    AppError::bad_request("invalid_callback", e.to_string())
+/// The query of the providers that carry the shared secret (Alibaba, Tencent, Jasmin
+/// replies).
+#[derive(Debug, Deserialize)]
+struct Token {
+    token: Option<String>,
 }
 
-async fn receipts(state: &AppState, receipts: &[Receipt]) -> AppResult<()> {
-    for receipt in receipts {
-        let outcome = crate::flows::replies::apply_receipt(&state.db, receipt).await?;
-        if outcome.expected(&receipt.status) {
-            tracing::debug!(
-                provider = receipt.provider,
-                id = %receipt.provider_message_id,
-                ?outcome,
-                "receipt"
-            );
-        } else {
-            tracing::info!(
-                provider = receipt.provider,
-                id = %receipt.provider_message_id,
-                ?outcome,
-                "receipt changed nothing now (repeated, late, or before its send was recorded)"
-            );
-        }
+impl Proof for Token {
+    async fn admit(
+        &self,
+        state: &AppState,
+        provider: &'static str,
+        ip: IpAddr,
+        headers: &HeaderMap,
+    ) -> AppResult<Admitted> {
+        check_token(state, provider, ip, headers, self.token.as_deref())?;
+        Ok(Admitted::Provider)
     }
-    Ok(())
 }
 
-async fn replies(state: &AppState, replies: &[InboundSms]) -> AppResult<()> {
-    for reply in replies {
-        let action = crate::flows::replies::apply_reply(&state.db, &state.privacy, reply).await?;
-        tracing::info!(provider = reply.provider, action = action.code(), "reply");
-    }
-    Ok(())
-}
-
-fn aliyun_ok() -> Response {
-    axum::Json(json!({"code": 0, "msg": "接收成功"})).into_response()
-}
-
-fn tencent_ok() -> Response {
-    axum::Json(json!({"result": 0, "errmsg": "OK"})).into_response()
-}
-
-fn jasmin_ok() -> Response {
-    (StatusCode::OK, "ACK/Jasmin").into_response()
-}
-
-async fn aliyun_report(
-    State(state): State<AppState>,
-    ClientAddr(ip): ClientAddr,
-    headers: HeaderMap,
-    Query(token): Query<Token>,
-    body: Bytes,
-) -> AppResult<Response> {
-    check_token(&state, "aliyun", ip, &headers, &token)?;
-    receipts(
-        &state,
-        &callbacks::aliyun_reports(&body).map_err(malformed)?,
-    )
-    .await?;
-    Ok(aliyun_ok())
-}
-
-async fn aliyun_reply(
-    State(state): State<AppState>,
-    ClientAddr(ip): ClientAddr,
-    headers: HeaderMap,
-    Query(token): Query<Token>,
-    body: Bytes,
-) -> AppResult<Response> {
-    check_token(&state, "aliyun", ip, &headers, &token)?;
-    replies(
-        &state,
-        &callbacks::aliyun_replies(&body).map_err(malformed)?,
-    )
-    .await?;
-    Ok(aliyun_ok())
-}
-
-async fn tencent_status(
-    State(state): State<AppState>,
-    ClientAddr(ip): ClientAddr,
-    headers: HeaderMap,
-    Query(token): Query<Token>,
-    body: Bytes,
-) -> AppResult<Response> {
-    check_token(&state, "tencent", ip, &headers, &token)?;
-    receipts(
-        &state,
-        &callbacks::tencent_statuses(&body).map_err(malformed)?,
-    )
-    .await?;
-    Ok(tencent_ok())
-}
-
-async fn tencent_reply(
-    State(state): State<AppState>,
-    ClientAddr(ip): ClientAddr,
-    headers: HeaderMap,
-    Query(token): Query<Token>,
-    body: Bytes,
-) -> AppResult<Response> {
-    check_token(&state, "tencent", ip, &headers, &token)?;
-    let reply = callbacks::tencent_reply(&body).map_err(malformed)?;
-    replies(&state, reply.as_slice()).await?;
-    Ok(tencent_ok())
-}
-
+/// A Jasmin receipt's query: the signature its URL carries for its own message, else the
+/// shared secret.
 #[derive(Debug, Deserialize)]
 struct DlrQuery {
     token: Option<String>,
@@ -235,61 +375,27 @@ struct DlrQuery {
     sig: Option<String>,
 }
 
-/// A Jasmin receipt: authenticated by the signature its URL carries for its own message
-/// (and then only for that message), else by the shared secret.
-async fn jasmin_dlr(
-    State(state): State<AppState>,
-    ClientAddr(ip): ClientAddr,
-    headers: HeaderMap,
-    Query(query): Query<DlrQuery>,
-    Form(form): Form<HashMap<String, String>>,
-) -> AppResult<Response> {
-    let settings = &state.settings.messaging.webhooks;
-    let secret = settings.secret.as_ref().map(|s| s.expose()).unwrap_or("");
-    let signed_for = match (&query.key, &query.sig) {
-        (Some(key), Some(sig)) => {
-            check_source(settings, "jasmin", ip)?;
-            if !callbacks::jasmin_dlr_signature_ok(secret, key, sig) {
-                tracing::warn!(provider = "jasmin", source = %ip, "receipt refused: bad signature");
-                return Err(AppError::Unauthorized("回调未通过验证".to_owned()));
-            }
-            Some(key.as_str())
+impl Proof for DlrQuery {
+    async fn admit(
+        &self,
+        state: &AppState,
+        provider: &'static str,
+        ip: IpAddr,
+        headers: &HeaderMap,
+    ) -> AppResult<Admitted> {
+        let (Some(key), Some(sig)) = (&self.key, &self.sig) else {
+            check_token(state, provider, ip, headers, self.token.as_deref())?;
+            return Ok(Admitted::Provider);
+        };
+        let settings = &state.settings.messaging.webhooks;
+        check_source(settings, provider, ip)?;
+        let secret = settings.secret.as_ref().map(|s| s.expose()).unwrap_or("");
+        if !callbacks::jasmin_dlr_signature_ok(secret, key, sig) {
+            tracing::warn!(provider, source = %ip, "receipt refused: bad signature");
+            return Err(AppError::Unauthorized("回调未通过验证".to_owned()));
         }
-        _ => {
-            let token = Token {
-                token: query.token.clone(),
-            };
-            check_token(&state, "jasmin", ip, &headers, &token)?;
-            None
-        }
-    };
-    let receipt = callbacks::jasmin_dlr(&form).map_err(malformed)?;
-    if let Some(key) = signed_for
-        && !inbound::receipt_may_concern(&state.db, "jasmin", &receipt.provider_message_id, key)
-            .await?
-    {
-        tracing::warn!(
-            provider = "jasmin",
-            source = %ip,
-            "receipt refused: signed for another message"
-        );
-        return Err(AppError::Unauthorized("回调未通过验证".to_owned()));
+        Ok(Admitted::Message(key.clone()))
     }
-    receipts(&state, std::slice::from_ref(&receipt)).await?;
-    Ok(jasmin_ok())
-}
-
-async fn jasmin_mo(
-    State(state): State<AppState>,
-    ClientAddr(ip): ClientAddr,
-    headers: HeaderMap,
-    Query(token): Query<Token>,
-    Form(form): Form<HashMap<String, String>>,
-) -> AppResult<Response> {
-    check_token(&state, "jasmin", ip, &headers, &token)?;
-    let reply = callbacks::jasmin_mo(&form).map_err(malformed)?;
-    replies(&state, reply.as_slice()).await?;
-    Ok(jasmin_ok())
 }
 
 #[derive(Debug, Deserialize)]
@@ -300,100 +406,84 @@ struct WeChatQuery {
     echostr: Option<String>,
 }
 
-/// WeChat's signature, then a recent timestamp and a nonce not seen before. Returns the
-/// nonce claimed, to release if the call cannot be processed.
-async fn check_wechat_fresh(
-    state: &AppState,
-    ip: IpAddr,
-    query: &WeChatQuery,
-) -> AppResult<String> {
-    check_wechat(state, ip, query)?;
-    let settings = &state.settings.messaging.webhooks;
-    let now = chrono::Utc::now();
-    let fresh =
-        match webhooks::timestamp_fresh(query.timestamp.as_deref(), now, settings.max_skew_secs) {
-            Ok(()) => {
-                webhooks::claim_nonce(
-                    &state.db,
-                    "wechat",
-                    query.nonce.as_deref(),
-                    now,
-                    settings.max_skew_secs,
-                )
-                .await?
-            }
-            Err(e) => Err(e),
-        };
-    match fresh {
-        Ok(()) => Ok(query.nonce.clone().unwrap_or_default()),
-        Err(why) => {
-            tracing::warn!(provider = "wechat", source = %ip, ?why, "callback refused: not fresh");
-            Err(AppError::Unauthorized(
-                match why {
-                    Freshness::Replayed => "回调重复（nonce 已使用）",
-                    Freshness::Stale => "回调时间戳超出允许范围",
-                    Freshness::NoTimestamp | Freshness::NoNonce => "回调缺少时间戳或 nonce",
+impl Proof for WeChatQuery {
+    /// WeChat's signature, then a recent timestamp and a nonce not seen before, which is
+    /// claimed.
+    async fn admit(
+        &self,
+        state: &AppState,
+        provider: &'static str,
+        ip: IpAddr,
+        _headers: &HeaderMap,
+    ) -> AppResult<Admitted> {
+        self.check_signature(state, provider, ip)?;
+        let settings = &state.settings.messaging.webhooks;
+        let now = chrono::Utc::now();
+        let fresh =
+            match webhooks::timestamp_fresh(self.timestamp.as_deref(), now, settings.max_skew_secs)
+            {
+                Ok(()) => {
+                    webhooks::claim_nonce(
+                        &state.db,
+                        provider,
+                        self.nonce.as_deref(),
+                        now,
+                        settings.max_skew_secs,
+                    )
+                    .await?
                 }
-                .to_owned(),
-            ))
+                Err(e) => Err(e),
+            };
+        match fresh {
+            Ok(()) => Ok(Admitted::Nonce(self.nonce.clone().unwrap_or_default())),
+            Err(why) => {
+                tracing::warn!(provider, source = %ip, ?why, "callback refused: not fresh");
+                Err(AppError::Unauthorized(
+                    match why {
+                        Freshness::Replayed => "回调重复（nonce 已使用）",
+                        Freshness::Stale => "回调时间戳超出允许范围",
+                        Freshness::NoTimestamp | Freshness::NoNonce => "回调缺少时间戳或 nonce",
+                    }
+                    .to_owned(),
+                ))
+            }
         }
     }
 }
 
-fn check_wechat(state: &AppState, ip: IpAddr, query: &WeChatQuery) -> AppResult<()> {
-    let settings = &state.settings.messaging.webhooks;
-    check_source(settings, "wechat", ip)?;
-    let token = settings
-        .wechat_token
-        .as_ref()
-        .map(|t| t.expose())
-        .unwrap_or("");
-    let signed = !token.is_empty()
-        && callbacks::wechat_signature_ok(
-            token,
-            query.timestamp.as_deref().unwrap_or(""),
-            query.nonce.as_deref().unwrap_or(""),
-            query.signature.as_deref().unwrap_or(""),
-        );
-    if signed {
-        return Ok(());
+impl WeChatQuery {
+    fn check_signature(&self, state: &AppState, provider: &str, ip: IpAddr) -> AppResult<()> {
+        let settings = &state.settings.messaging.webhooks;
+        check_source(settings, provider, ip)?;
+        let token = settings
+            .wechat_token
+            .as_ref()
+            .map(|t| t.expose())
+            .unwrap_or("");
+        let signed = !token.is_empty()
+            && callbacks::wechat_signature_ok(
+                token,
+                self.timestamp.as_deref().unwrap_or(""),
+                self.nonce.as_deref().unwrap_or(""),
+                self.signature.as_deref().unwrap_or(""),
+            );
+        if signed {
+            return Ok(());
+        }
+        tracing::warn!(provider, source = %ip, "callback refused: bad signature");
+        Err(AppError::Unauthorized("回调签名无效".to_owned()))
     }
-    tracing::warn!(provider = "wechat", source = %ip, "callback refused: bad signature");
-    Err(AppError::Unauthorized("回调签名无效".to_owned()))
 }
 
 /// The server check WeChat makes when the URL is configured: echo `echostr` if signed.
 async fn wechat_verify(
     State(state): State<AppState>,
     ClientAddr(ip): ClientAddr,
+    headers: HeaderMap,
     Query(query): Query<WeChatQuery>,
 ) -> AppResult<String> {
-    check_wechat_fresh(&state, ip, &query).await?;
+    query.admit(&state, "wechat", ip, &headers).await?;
     Ok(query.echostr.unwrap_or_default())
-}
-
-/// Event pushes (XML); template-message completion events move their message forward.
-async fn wechat_event(
-    State(state): State<AppState>,
-    ClientAddr(ip): ClientAddr,
-    Query(query): Query<WeChatQuery>,
-    body: Bytes,
-) -> AppResult<&'static str> {
-    let nonce = check_wechat_fresh(&state, ip, &query).await?;
-    let processed = async {
-        let xml = std::str::from_utf8(&body)
-            .map_err(|_| AppError::bad_request("invalid_callback", "回调内容不是 UTF-8 文本"))?;
-        if let Some(receipt) = callbacks::wechat_event(xml) {
-            receipts(&state, std::slice::from_ref(&receipt)).await?;
-        }
-        Ok("success")
-    }
-    .await;
-    if processed.is_err() {
-        // WeChat sends the same call again when it gets no answer: let that through.
-        webhooks::release_nonce(&state.db, "wechat", &nonce).await?;
-    }
-    processed
 }
 
 #[cfg(test)]
@@ -426,6 +516,10 @@ mod tests {
         ));
         assert!(source_allowed(
             &["0.0.0.0/0".to_owned()],
+            "1.2.3.4".parse().unwrap()
+        ));
+        assert!(!source_allowed(
+            &["provider.example".to_owned()],
             "1.2.3.4".parse().unwrap()
         ));
     }

@@ -10,9 +10,10 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use calamine::{DataRef, Reader, Xlsx};
-use encoding_rs::{Decoder, DecoderResult, GB18030, UTF_16BE, UTF_16LE};
+use encoding_rs::{Decoder, DecoderResult};
 
 use super::TextError;
+use super::text::{Encoding, UTF8_BOM, sniff_text};
 use super::workbook::{self, LimitError, MAX_CELL_CHARS, MAX_COLUMNS, MAX_ROWS};
 
 const SNIFF_BYTES: usize = 1024 * 1024;
@@ -43,15 +44,6 @@ pub enum SourceError {
     /// The file is beyond what a register can be: refused before anything large is allocated.
     #[error(transparent)]
     Limit(#[from] LimitError),
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Encoding {
-    Utf8,
-    Gb18030,
-    /// With a byte-order mark, as Excel saves "Unicode 文本" (tab-separated).
-    Utf16Le,
-    Utf16Be,
 }
 
 /// Counts the bytes read from the file, for a progress bar.
@@ -131,40 +123,6 @@ impl<R: Read> Read for DecodeStream<R> {
     }
 }
 
-/// Decides the encoding from the first bytes of a text file.
-pub fn sniff_text(sample: &[u8], whole_file: bool) -> Result<Encoding, TextError> {
-    let body = sample.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(sample);
-    if body.iter().all(u8::is_ascii_whitespace) {
-        return Err(TextError::Empty);
-    }
-    if body.contains(&0) {
-        return Err(TextError::Binary);
-    }
-    match std::str::from_utf8(body) {
-        Ok(_) => return Ok(Encoding::Utf8),
-        // A multi-byte character cut by the end of the sample is still UTF-8.
-        Err(e) if e.error_len().is_none() && !whole_file => return Ok(Encoding::Utf8),
-        Err(_) => {}
-    }
-    // Drop a possibly cut character at the end of the sample before trying GB18030.
-    let trimmed = if whole_file {
-        body
-    } else {
-        &body[..body.len().saturating_sub(4)]
-    };
-    match GB18030.decode_without_bom_handling_and_without_replacement(trimmed) {
-        Some(text)
-            if !text
-                .chars()
-                .any(|c| c.is_control() && !matches!(c, '\n' | '\r' | '\t')) =>
-        {
-            Ok(Encoding::Gb18030)
-        }
-        Some(_) => Err(TextError::Binary),
-        None => Err(TextError::UnknownEncoding),
-    }
-}
-
 /// Reads `path` row by row and hands each non-blank row to `visit`, the header row first.
 /// `visit` returns `false` to stop early. CSV or XLSX is decided from the first bytes, never
 /// from the file name.
@@ -201,7 +159,7 @@ pub fn read_rows(
     counter.0.fetch_add(filled as u64, Ordering::Relaxed);
     let skip_bom = match encoding {
         Encoding::Utf16Le | Encoding::Utf16Be => 2,
-        _ if sample.starts_with(b"\xEF\xBB\xBF") => 3,
+        _ if sample.starts_with(UTF8_BOM) => UTF8_BOM.len(),
         _ => 0,
     };
     sample.drain(..skip_bom);
@@ -210,12 +168,9 @@ pub fn read_rows(
         inner: file,
         count: counter.clone(),
     });
-    let decoder = match encoding {
-        Encoding::Utf8 => None,
-        Encoding::Gb18030 => Some(GB18030.new_decoder_without_bom_handling()),
-        Encoding::Utf16Le => Some(UTF_16LE.new_decoder_without_bom_handling()),
-        Encoding::Utf16Be => Some(UTF_16BE.new_decoder_without_bom_handling()),
-    };
+    // UTF-8 is read as it is; the CSV reader refuses malformed UTF-8 itself.
+    let decoder =
+        (encoding != Encoding::Utf8).then(|| encoding.charset().new_decoder_without_bom_handling());
     let text: Box<dyn Read> = match decoder {
         None => Box::new(bytes),
         Some(decoder) => Box::new(DecodeStream {
@@ -267,12 +222,7 @@ pub fn read_rows(
 /// A tab when the header line has tabs and no commas (Excel's "文本文件（制表符分隔）" and
 /// "Unicode 文本"), else a comma.
 fn delimiter(sample: &[u8], encoding: Encoding) -> u8 {
-    let text = match encoding {
-        Encoding::Utf8 => String::from_utf8_lossy(sample),
-        Encoding::Gb18030 => GB18030.decode_without_bom_handling(sample).0,
-        Encoding::Utf16Le => UTF_16LE.decode_without_bom_handling(sample).0,
-        Encoding::Utf16Be => UTF_16BE.decode_without_bom_handling(sample).0,
-    };
+    let text = encoding.charset().decode_without_bom_handling(sample).0;
     let header = text.lines().next().unwrap_or("");
     if header.contains('\t') && !header.contains(',') {
         b'\t'

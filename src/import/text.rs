@@ -1,8 +1,8 @@
 //! Character-set detection for uploaded text files: UTF-8 (with or without BOM) or GB18030
-//! (which covers GBK and GB2312, as Excel saves "CSV" on Chinese Windows). Detected from the
-//! bytes, never guessed from a file name.
+//! (which covers GBK and GB2312, as Excel saves "CSV" on Chinese Windows), for files read whole
+//! and for the import stream alike. Detected from the bytes, never guessed from a file name.
 
-use encoding_rs::{GB18030, UTF_8};
+use encoding_rs::{GB18030, UTF_8, UTF_16BE, UTF_16LE};
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum TextError {
@@ -14,31 +14,81 @@ pub enum TextError {
     UnknownEncoding,
 }
 
-/// Decodes `bytes` as UTF-8 when they are valid UTF-8 (a BOM is dropped), else as GB18030
-/// when that decodes without error; anything else is refused rather than half-read.
-pub fn decode_text(bytes: &[u8]) -> Result<String, TextError> {
-    let body = bytes.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(bytes);
+/// The character set of a text file.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Encoding {
+    Utf8,
+    Gb18030,
+    /// With a byte-order mark, as Excel saves "Unicode 文本" (tab-separated); told by that
+    /// mark before anything is sniffed.
+    Utf16Le,
+    Utf16Be,
+}
+
+impl Encoding {
+    /// The character set to decode with (without BOM handling: a BOM is dropped before).
+    pub fn charset(self) -> &'static encoding_rs::Encoding {
+        match self {
+            Encoding::Utf8 => UTF_8,
+            Encoding::Gb18030 => GB18030,
+            Encoding::Utf16Le => UTF_16LE,
+            Encoding::Utf16Be => UTF_16BE,
+        }
+    }
+}
+
+/// The UTF-8 byte-order mark Excel writes before "CSV UTF-8".
+pub const UTF8_BOM: &[u8] = b"\xEF\xBB\xBF";
+
+/// Decides between UTF-8 (a BOM is passed over) and GB18030 from the first bytes of a text
+/// file, or from all of it when `whole_file`: UTF-8 when they are valid UTF-8, else GB18030
+/// when that decodes without error into text; anything else is refused rather than
+/// half-read.
+pub fn sniff_text(sample: &[u8], whole_file: bool) -> Result<Encoding, TextError> {
+    let body = sample.strip_prefix(UTF8_BOM).unwrap_or(sample);
     if body.iter().all(u8::is_ascii_whitespace) {
         return Err(TextError::Empty);
     }
     if body.contains(&0) {
         return Err(TextError::Binary);
     }
-    if let Some(text) = UTF_8.decode_without_bom_handling_and_without_replacement(body) {
-        return Ok(text.into_owned());
+    match std::str::from_utf8(body) {
+        Ok(_) => return Ok(Encoding::Utf8),
+        // A multi-byte character cut by the end of the sample is still UTF-8.
+        Err(e) if e.error_len().is_none() && !whole_file => return Ok(Encoding::Utf8),
+        Err(_) => {}
     }
-    if let Some(text) = GB18030.decode_without_bom_handling_and_without_replacement(body) {
+    // Drop a possibly cut character at the end of the sample before trying GB18030.
+    let trimmed = if whole_file {
+        body
+    } else {
+        &body[..body.len().saturating_sub(4)]
+    };
+    match GB18030.decode_without_bom_handling_and_without_replacement(trimmed) {
         // GB18030 maps almost any byte sequence; control characters other than line breaks
         // and tabs mean the file was not text in the first place.
-        if text
-            .chars()
-            .any(|c| c.is_control() && !matches!(c, '\n' | '\r' | '\t'))
+        Some(text)
+            if !text
+                .chars()
+                .any(|c| c.is_control() && !matches!(c, '\n' | '\r' | '\t')) =>
         {
-            return Err(TextError::Binary);
+            Ok(Encoding::Gb18030)
         }
-        return Ok(text.into_owned());
+        Some(_) => Err(TextError::Binary),
+        None => Err(TextError::UnknownEncoding),
     }
-    Err(TextError::UnknownEncoding)
+}
+
+/// Decodes a whole file read into memory, in the encoding [`sniff_text`] finds (a BOM is
+/// dropped).
+pub fn decode_text(bytes: &[u8]) -> Result<String, TextError> {
+    let encoding = sniff_text(bytes, true)?;
+    let body = bytes.strip_prefix(UTF8_BOM).unwrap_or(bytes);
+    Ok(encoding
+        .charset()
+        .decode_without_bom_handling(body)
+        .0
+        .into_owned())
 }
 
 #[cfg(test)]

@@ -385,54 +385,53 @@ pub fn wechat_signature_ok(token: &str, timestamp: &str, nonce: &str, signature:
     )
 }
 
-/// The text of the first `<tag>…</tag>` in a flat XML document, CDATA unwrapped and the
-/// five predefined entities decoded. WeChat's pushes are one level of simple elements, which
-/// this reads without an XML library.
-fn xml_tag(xml: &str, tag: &str) -> Option<String> {
-    let open = format!("<{tag}>");
-    let close = format!("</{tag}>");
-    let start = xml.find(&open)? + open.len();
-    let end = start + xml[start..].find(&close)?;
-    let inner = xml[start..end].trim();
-    if let Some(cdata) = inner
-        .strip_prefix("<![CDATA[")
-        .and_then(|rest| rest.strip_suffix("]]>"))
-    {
-        return Some(cdata.to_owned());
-    }
-    Some(
-        inner
-            .replace("&lt;", "<")
-            .replace("&gt;", ">")
-            .replace("&quot;", "\"")
-            .replace("&apos;", "'")
-            .replace("&amp;", "&"),
-    )
+/// The most elements, texts and other nodes a WeChat push is read with: its pushes are one
+/// level of a dozen or so fields, and a document of millions of empty elements would take
+/// memory out of all proportion to its bytes.
+const WECHAT_MAX_NODES: u32 = 1_000;
+
+/// A WeChat push (`<xml><Event>…</Event>…</xml>`) read by roxmltree, which also refuses a
+/// document type declaration (and so any entity of the document's own), as it does by
+/// default. `None` for what is not a well-formed document.
+fn wechat_document(xml: &str) -> Option<roxmltree::Document<'_>> {
+    let options = roxmltree::ParsingOptions {
+        nodes_limit: WECHAT_MAX_NODES,
+        ..roxmltree::ParsingOptions::default()
+    };
+    roxmltree::Document::parse_with_options(xml, options).ok()
+}
+
+/// The text of the push's first field `name` (CDATA unwrapped, entities decoded); `None`
+/// when it has no such field.
+fn wechat_field<'a>(document: &'a roxmltree::Document<'_>, name: &str) -> Option<&'a str> {
+    let field = document
+        .root_element()
+        .children()
+        .find(|node| node.has_tag_name(name))?;
+    Some(field.text().unwrap_or_default())
 }
 
 /// The `TEMPLATESENDJOBFINISH` event WeChat may push after a template message: `MsgID` (the
 /// `msgid` the send answered) and `Status` = `success`, `failed:user block` or
 /// `failed: system failed`. `None` for any other event or a document without those fields.
 pub fn wechat_event(xml: &str) -> Option<Receipt> {
-    if xml_tag(xml, "Event")?.trim() != "TEMPLATESENDJOBFINISH" {
+    let push = wechat_document(xml)?;
+    let field = |name| wechat_field(&push, name);
+    if field("Event")?.trim() != "TEMPLATESENDJOBFINISH" {
         return None;
     }
-    let id = xml_tag(xml, "MsgID")
-        .or_else(|| xml_tag(xml, "MsgId"))?
-        .trim()
-        .to_owned();
+    let id = field("MsgID").or_else(|| field("MsgId"))?.trim().to_owned();
     if id.is_empty() {
         return None;
     }
-    let status = xml_tag(xml, "Status")?;
-    let status = match status.trim() {
+    let status = match field("Status")?.trim() {
         "success" => ReceiptStatus::Delivered,
         failed => match failed.strip_prefix("failed:") {
             Some(reason) => ReceiptStatus::Failed(reason.trim().to_owned()),
             None => ReceiptStatus::Failed(failed.to_owned()),
         },
     };
-    let at = xml_tag(xml, "CreateTime")
+    let at = field("CreateTime")
         .and_then(|t| t.trim().parse().ok())
         .and_then(unix_time);
     Some(Receipt {
@@ -746,6 +745,25 @@ mod tests {
             None,
             "no MsgID"
         );
+    }
+
+    #[test]
+    fn wechat_pushes_are_read_as_xml_without_a_dtd_within_a_node_limit() {
+        let push = "<xml>\n  <Event> <![CDATA[TEMPLATESENDJOBFINISH]]> </Event>\n  \
+                    <MsgID>7</MsgID><Status>failed:user &amp; system</Status></xml>";
+        assert_eq!(
+            wechat_event(push).unwrap().status,
+            ReceiptStatus::Failed("user & system".into())
+        );
+        let with_dtd = "<!DOCTYPE xml [<!ENTITY e \"TEMPLATESENDJOBFINISH\">]>\
+                        <xml><Event>&e;</Event><MsgID>7</MsgID><Status>success</Status></xml>";
+        assert_eq!(wechat_event(with_dtd), None);
+        let padded = format!(
+            "<xml><Event>TEMPLATESENDJOBFINISH</Event><MsgID>7</MsgID>\
+             <Status>success</Status>{}</xml>",
+            "<a/>".repeat(WECHAT_MAX_NODES as usize)
+        );
+        assert_eq!(wechat_event(&padded), None);
     }
 
     #[test]

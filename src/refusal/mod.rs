@@ -22,16 +22,16 @@ use crate::auth::{Actor, Scope};
 use crate::campaign::{self, Campaign};
 use crate::client_key;
 use crate::config::SignatureSettings;
-use crate::contact::codes;
 use crate::db::Sql;
 use crate::error::{AppError, AppResult};
 use crate::privacy::{Field, Privacy};
 use crate::signature::{self, DirStore, Limits, SignatureError, SignatureImage, SignatureStore};
+use crate::vocabulary::vocabulary;
 
 pub use chain::{ChainBreak, ChainReport};
 pub use export::{register_csv, register_xlsx};
 
-codes!(
+vocabulary!(
     /// Why the resident will not be examined.
     Reason {
         Unwilling => "unwilling", "不愿意";
@@ -42,7 +42,7 @@ codes!(
     }
 );
 
-codes!(
+vocabulary!(
     /// Who signed.
     SignerRelation {
         Own => "self", "本人";
@@ -51,7 +51,7 @@ codes!(
     }
 );
 
-codes!(
+vocabulary!(
     /// Where a registration stands, from the records that follow it.
     Status {
         Pending => "pending", "待审核";

@@ -3,6 +3,8 @@
 
 use std::fmt;
 
+use crate::vocabulary::vocabulary;
+
 /// A mainland mobile number, 11 digits starting with 1[3-9]; `+86`/`86`, spaces and dashes
 /// are accepted on input. `Debug` masks it; [`MobilePhone::expose`] gives the digits.
 #[derive(Clone, PartialEq, Eq, Hash)]
@@ -97,50 +99,9 @@ impl fmt::Debug for MobilePhone {
     }
 }
 
-macro_rules! vocabulary {
-    ($(#[$meta:meta])* $name:ident { $($variant:ident => $code:literal, $zh:literal $(| $alias:literal)*;)+ }) => {
-        $(#[$meta])*
-        #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize, utoipa::ToSchema)]
-        #[serde(rename_all = "snake_case")]
-        pub enum $name {
-            $($variant,)+
-        }
-
-        impl $name {
-            pub const ALL: &'static [$name] = &[$($name::$variant,)+];
-
-            /// The stored and English code.
-            pub fn code(self) -> &'static str {
-                match self {
-                    $($name::$variant => $code,)+
-                }
-            }
-
-            /// The Chinese word of the import contract.
-            pub fn label(self) -> &'static str {
-                match self {
-                    $($name::$variant => $zh,)+
-                }
-            }
-
-            /// Parses the code, the Chinese word or an accepted alias.
-            pub fn parse(raw: &str) -> Option<Self> {
-                let raw = raw.trim();
-                match raw {
-                    $($code | $zh $(| $alias)* => Some($name::$variant),)+
-                    _ => {
-                        let lower = raw.to_ascii_lowercase();
-                        Self::ALL.iter().copied().find(|v| v.code() == lower)
-                    }
-                }
-            }
-        }
-    };
-}
-
 vocabulary!(
     /// Preferred language for messages.
-    Language {
+    Language by words {
         Zh => "zh", "汉语" | "中文" | "汉" | "zh-CN";
         Ug => "ug", "维吾尔语" | "维语" | "维吾尔";
         Kk => "kk", "哈萨克语" | "哈语" | "哈萨克";
@@ -150,7 +111,7 @@ vocabulary!(
 vocabulary!(
     /// Where a resident lives relative to the household village; each non-local type is kept in
     /// its own book (单独登记造册).
-    MigrantType {
+    MigrantType by words {
         Local => "local", "本地";
         InRegionPermit => "in_region_permit", "疆内有居住证";
         InRegionNoPermit => "in_region_no_permit", "疆内无居住证";
@@ -162,7 +123,7 @@ vocabulary!(
 
 vocabulary!(
     /// A situation that changes how (or whether) the resident is examined.
-    Special {
+    Special by words {
         Mobility => "mobility", "行动不便";
         Hospitalized => "hospitalized", "住院";
         RemotePastoral => "remote_pastoral", "偏远牧区";
@@ -175,7 +136,7 @@ vocabulary!(
 vocabulary!(
     /// Key groups (重点人群) a resident may belong to; each carries its own exam-rate target and
     /// is a report dimension.
-    KeyGroup {
+    KeyGroup by words {
         Hypertension => "hypertension", "高血压";
         Diabetes => "diabetes", "糖尿病";
         SevereMentalDisorder => "severe_mental_disorder", "严重精神障碍";

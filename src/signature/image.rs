@@ -164,11 +164,8 @@ pub fn from_strokes(json: &str, limits: &Limits) -> Result<SignatureImage, Signa
         strokes.push(stroke);
     }
 
-    let mut canvas = Canvas::new(width, height);
-    for stroke in &strokes {
-        canvas.draw_stroke(stroke);
-    }
-    let png = canvas.encode().map_err(|_| SignatureError::BadStrokes)?;
+    let pixmap = draw_strokes(width, height, &strokes).ok_or(SignatureError::BadStrokes)?;
+    let png = encode_rendering(&pixmap).map_err(|_| SignatureError::BadStrokes)?;
     from_png(&png, limits)
 }
 
@@ -580,116 +577,42 @@ fn canvas_side(value: f64) -> Result<u32, SignatureError> {
 /// Largest coordinate accepted in stroke data, in pixels either way from the pad's corner.
 const MAX_COORDINATE: f64 = 100_000.0;
 
-/// Pen radius in pixels: lines come out about 3 px thick.
-const PEN_RADIUS: f64 = 1.5;
-/// Distance between pen stamps along a segment, in pixels.
-const PEN_STEP: f64 = 0.5;
+/// Pen width in pixels: lines come out 3 px thick.
+const PEN_WIDTH: f32 = 3.0;
 
-/// An 8-bit grayscale canvas, white, with a round pen in black.
-struct Canvas {
-    width: u32,
-    height: u32,
-    pixels: Vec<u8>,
-}
-
-impl Canvas {
-    fn new(width: u32, height: u32) -> Self {
-        Self {
-            width,
-            height,
-            pixels: vec![255; width as usize * height as usize],
-        }
-    }
-
-    fn draw_stroke(&mut self, points: &[(f64, f64)]) {
-        match points {
-            [] => {}
-            [only] => self.stamp(*only),
-            _ => {
-                for pair in points.windows(2) {
-                    self.draw_segment(pair[0], pair[1]);
-                }
-            }
-        }
-    }
-
-    fn draw_segment(&mut self, from: (f64, f64), to: (f64, f64)) {
-        // Only the part of the segment that can touch the canvas is walked, so a point far
-        // off the pad costs nothing.
-        let Some((t0, t1)) = self.clip(from, to) else {
-            return;
+/// Draws signature-pad strokes in black on a white `width`×`height` canvas with a round pen
+/// (round caps and joins), a tap as a dot; `None` for a canvas of no pixels. Not
+/// anti-aliased: the ink is black on white, as from a pen on paper. tiny-skia clips what
+/// lies off the canvas before it draws, so a point far off the pad costs nothing.
+fn draw_strokes(width: u32, height: u32, strokes: &[Vec<(f64, f64)>]) -> Option<tiny_skia::Pixmap> {
+    let mut pixmap = tiny_skia::Pixmap::new(width, height)?;
+    pixmap.fill(tiny_skia::Color::WHITE);
+    let mut pen = tiny_skia::PathBuilder::new();
+    for stroke in strokes {
+        let mut points = stroke.iter().map(|&(x, y)| (x as f32, y as f32));
+        let Some((x, y)) = points.next() else {
+            continue;
         };
-        let (dx, dy) = (to.0 - from.0, to.1 - from.1);
-        let start = (from.0 + dx * t0, from.1 + dy * t0);
-        let end = (from.0 + dx * t1, from.1 + dy * t1);
-        let (dx, dy) = (end.0 - start.0, end.1 - start.1);
-        // The clipped part lies within the canvas grown by the pen, so its length is bounded
-        // by that diagonal; the cap only guards against rounding.
-        let most = (f64::from(self.width) + f64::from(self.height) + 8.0) / PEN_STEP;
-        let steps = (dx.hypot(dy) / PEN_STEP).ceil().clamp(1.0, most) as u64;
-        for i in 0..=steps {
-            let t = i as f64 / steps as f64;
-            self.stamp((start.0 + dx * t, start.1 + dy * t));
+        pen.move_to(x, y);
+        // A tap is a line of no length, which the round caps draw as a dot.
+        pen.line_to(x, y);
+        for (x, y) in points {
+            pen.line_to(x, y);
         }
     }
-
-    /// Liang–Barsky: the parameter range of `from→to` inside the canvas grown by the pen.
-    fn clip(&self, from: (f64, f64), to: (f64, f64)) -> Option<(f64, f64)> {
-        let margin = PEN_RADIUS + 1.0;
-        let (min_x, max_x) = (-margin, f64::from(self.width) + margin);
-        let (min_y, max_y) = (-margin, f64::from(self.height) + margin);
-        let (dx, dy) = (to.0 - from.0, to.1 - from.1);
-        let (mut t0, mut t1) = (0.0f64, 1.0f64);
-        for (p, q) in [
-            (-dx, from.0 - min_x),
-            (dx, max_x - from.0),
-            (-dy, from.1 - min_y),
-            (dy, max_y - from.1),
-        ] {
-            if p == 0.0 {
-                if q < 0.0 {
-                    return None;
-                }
-            } else {
-                let r = q / p;
-                if p < 0.0 {
-                    t0 = t0.max(r);
-                } else {
-                    t1 = t1.min(r);
-                }
-            }
-        }
-        (t0 <= t1).then_some((t0, t1))
+    if let Some(path) = pen.finish() {
+        let mut ink = tiny_skia::Paint::default();
+        ink.set_color(tiny_skia::Color::BLACK);
+        ink.anti_alias = false;
+        let nib = tiny_skia::Stroke {
+            width: PEN_WIDTH,
+            line_cap: tiny_skia::LineCap::Round,
+            line_join: tiny_skia::LineJoin::Round,
+            ..tiny_skia::Stroke::default()
+        };
+        pixmap.stroke_path(&path, &ink, &nib, tiny_skia::Transform::identity(), None);
     }
-
-    /// Fills the disc of the pen around `(x, y)`: every pixel whose centre lies inside it.
-    fn stamp(&mut self, (x, y): (f64, f64)) {
-        let from_x = (x - PEN_RADIUS).floor().max(0.0);
-        let to_x = (x + PEN_RADIUS).ceil().min(f64::from(self.width) - 1.0);
-        let from_y = (y - PEN_RADIUS).floor().max(0.0);
-        let to_y = (y + PEN_RADIUS).ceil().min(f64::from(self.height) - 1.0);
-        if from_x > to_x || from_y > to_y {
-            return;
-        }
-        for py in from_y as u32..=to_y as u32 {
-            for px in from_x as u32..=to_x as u32 {
-                let cx = f64::from(px) + 0.5 - x;
-                let cy = f64::from(py) + 0.5 - y;
-                if cx * cx + cy * cy <= PEN_RADIUS * PEN_RADIUS {
-                    self.pixels[py as usize * self.width as usize + px as usize] = 0;
-                }
-            }
-        }
-    }
-
-    fn encode(&self) -> Result<Vec<u8>, png::EncodingError> {
-        encode_png(
-            self.width,
-            self.height,
-            png::ColorType::Grayscale,
-            &self.pixels,
-        )
-    }
+    Some(pixmap)
 }
 
 #[cfg(test)]
@@ -1196,22 +1119,24 @@ mod tests {
         assert_eq!(from_strokes(&json, &limits).unwrap().sha256, image.sha256);
     }
 
+    /// One stroke drawn on a 100×40 canvas, as its gray levels row by row.
+    fn drawn_on_100_by_40(stroke: &[(f64, f64)]) -> Vec<u8> {
+        let pixmap = draw_strokes(100, 40, &[stroke.to_vec()]).unwrap();
+        pixmap.data().chunks_exact(4).map(|px| px[0]).collect()
+    }
+
     #[test]
     fn the_pen_draws_lines_about_three_pixels_thick() {
         let thickness = |y: f64| {
-            let mut canvas = Canvas::new(100, 40);
-            canvas.draw_stroke(&[(10.0, y), (90.0, y)]);
-            (0..40)
-                .filter(|&row| canvas.pixels[row * 100 + 50] == 0)
-                .count()
+            let pixels = drawn_on_100_by_40(&[(10.0, y), (90.0, y)]);
+            (0..40).filter(|&row| pixels[row * 100 + 50] == 0).count()
         };
         // Through pixel centres, and along the edge between two rows.
         assert_eq!(thickness(20.5), 3);
         assert!((3..=4).contains(&thickness(20.0)));
 
-        let mut canvas = Canvas::new(100, 40);
-        canvas.draw_stroke(&[(10.0, 20.5), (90.0, 20.5)]);
-        let row = &canvas.pixels[20 * 100..21 * 100];
+        let pixels = drawn_on_100_by_40(&[(10.0, 20.5), (90.0, 20.5)]);
+        let row = &pixels[20 * 100..21 * 100];
         assert!(row[9..=90].iter().all(|&v| v == 0));
         assert!(row[..8].iter().all(|&v| v == 255));
         assert!(row[92..].iter().all(|&v| v == 255));
