@@ -150,6 +150,17 @@ pub fn unknown_code<E: serde::de::Error>(raw: &str, codes: &'static [&'static st
     E::unknown_variant(&raw, codes)
 }
 
+// The language a resident's messages are written in: the registry stores it, and the
+// message templates, below the registry, choose by it.
+vocabulary!(
+    /// Preferred language for messages.
+    Language by words {
+        Zh => "zh", "汉语" | "中文" | "汉" | "zh-CN";
+        Ug => "ug", "维吾尔语" | "维语" | "维吾尔";
+        Kk => "kk", "哈萨克语" | "哈语" | "哈萨克";
+    }
+);
+
 #[cfg(test)]
 mod tests {
     vocabulary!(

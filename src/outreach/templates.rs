@@ -11,7 +11,7 @@ use std::path::Path;
 use minijinja::{Environment, UndefinedBehavior};
 use serde::Serialize;
 
-use crate::registry::Language;
+use crate::vocabulary::Language;
 
 /// What a message is for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]

@@ -3,6 +3,7 @@
 
 use std::fmt;
 
+pub use crate::vocabulary::Language;
 use crate::vocabulary::vocabulary;
 
 /// A mainland mobile number, 11 digits starting with 1[3-9]; `+86`/`86`, spaces and dashes
@@ -98,15 +99,6 @@ impl fmt::Debug for MobilePhone {
         write!(f, "MobilePhone({})", self.masked())
     }
 }
-
-vocabulary!(
-    /// Preferred language for messages.
-    Language by words {
-        Zh => "zh", "汉语" | "中文" | "汉" | "zh-CN";
-        Ug => "ug", "维吾尔语" | "维语" | "维吾尔";
-        Kk => "kk", "哈萨克语" | "哈语" | "哈萨克";
-    }
-);
 
 vocabulary!(
     /// Where a resident lives relative to the household village; each non-local type is kept in
