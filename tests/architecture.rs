@@ -47,7 +47,6 @@ const LAYERS: &[(&str, &[&str])] = &[
             "outreach::cloud",
             "outreach::http_client",
             "outreach::signing",
-            "outreach::standin",
             "outreach::templates",
             "outreach::webhooks",
         ],
@@ -91,10 +90,7 @@ fn source_files(dir: &Path, out: &mut Vec<PathBuf>) {
     for entry in std::fs::read_dir(dir).unwrap() {
         let path = entry.unwrap().path();
         if path.is_dir() {
-            // The bench binary's own modules sit above everything.
-            if path.file_name().is_some_and(|n| n != "bin") {
-                source_files(&path, out);
-            }
+            source_files(&path, out);
         } else if path.extension().is_some_and(|e| e == "rs") {
             out.push(path);
         }

@@ -10,7 +10,6 @@ pub mod inbound;
 pub mod links;
 pub mod outbox;
 pub mod signing;
-pub mod standin;
 pub mod tasks;
 pub mod templates;
 pub mod waves;

@@ -1,5 +1,5 @@
 //! Alibaba Cloud SMS, Tencent Cloud SMS and WeChat template messages, against the local
-//! provider stand-in (`outreach::outreach::standin`), which checks signatures, credentials
+//! provider stand-in (`testkit::standin`), which checks signatures, credentials
 //! and tokens the way the real services do. The WeChat token lives in the test's own
 //! database (SQLite, or PostgreSQL with `TEST_DATABASE_URL`).
 
@@ -15,12 +15,12 @@ use outreach::outreach::cloud::{
     AliyunSmsChannel, AliyunSmsSettings, TencentSmsChannel, TencentSmsSettings, WeChatChannel,
     WeChatSettings,
 };
-use outreach::outreach::standin::{Behaviour, StandIn, StandInKind};
 use outreach::outreach::{
     Channel, MessageContext, MessageKind, Outgoing, Recipient, SendError, Sent,
 };
 use outreach::privacy::Field;
 use sea_orm::ConnectionTrait;
+use testkit::standin::{Behaviour, StandIn, StandInKind};
 use tracing_subscriber::Layer as _;
 use tracing_subscriber::layer::SubscriberExt as _;
 

@@ -774,7 +774,7 @@ async fn a_failed_message_is_resent_by_hand_once_and_audited() {
 /// sent again; those it never got are sent after their lease runs out.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_dispatcher_killed_mid_batch_loses_nothing_and_sends_nothing_twice() {
-    use outreach::outreach::standin::{Behaviour, StandIn, StandInKind};
+    use testkit::standin::{Behaviour, StandIn, StandInKind};
     const KEY: &str = "MDEyMzQ1Njc4OWFiY2RlZjAxMjM0NTY3ODlhYmNkZWY=";
     const N: u32 = 40;
     let provider = StandIn::start(StandInKind::Aliyun {
@@ -1357,7 +1357,7 @@ fn rv_aliyun(s: &mut outreach::config::Settings, url: String, timeout_secs: u64)
 /// looks it up with the provider and does not send it a second time.
 #[tokio::test]
 async fn a_timed_out_send_is_looked_up_not_sent_twice() {
-    use outreach::outreach::standin::{Behaviour, StandIn, StandInKind};
+    use testkit::standin::{Behaviour, StandIn, StandInKind};
     let provider = StandIn::start(StandInKind::Aliyun {
         access_key_id: "LTAI-county".into(),
         secret: "county-secret".into(),
@@ -1397,7 +1397,7 @@ async fn a_timed_out_send_is_looked_up_not_sent_twice() {
 /// lease and are taken over by B; A renews each lease before sending, so it skips those.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_live_workers_rows_are_not_sent_twice_by_reconcile() {
-    use outreach::outreach::standin::{Behaviour, StandIn, StandInKind};
+    use testkit::standin::{Behaviour, StandIn, StandInKind};
     let provider = StandIn::start(StandInKind::Aliyun {
         access_key_id: "LTAI-county".into(),
         secret: "county-secret".into(),

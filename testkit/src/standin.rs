@@ -1,6 +1,6 @@
 //! A local stand-in for the cloud message providers (Alibaba Cloud SMS, Tencent Cloud SMS,
-//! WeChat template messages), for verifying the channels offline: the integration tests and
-//! `outreach-bench` send through it instead of the real services.
+//! WeChat template messages), for verifying the channels offline: the integration tests send
+//! through it instead of the real services.
 //!
 //! It checks what the real service checks, so a channel that passes against it signs and
 //! fills its requests correctly:
@@ -35,7 +35,7 @@ use chrono::{NaiveDateTime, Utc};
 use serde_json::{Value, json};
 use subtle::ConstantTimeEq;
 
-use super::signing::{aliyun_rpc_signature, tencent_tc3_authorization};
+use outreach::outreach::signing::{aliyun_rpc_signature, tencent_tc3_authorization};
 
 /// Which provider to stand in for, with the credentials it accepts.
 #[derive(Debug, Clone)]

@@ -3,15 +3,11 @@
 //! stand-in for the Jasmin SMS gateway's HTTP API — with one dispatcher, and on PostgreSQL
 //! also with two dispatcher processes leasing from the same outbox.
 
-use std::collections::{BTreeMap, HashMap, HashSet};
-use std::net::SocketAddr;
+use std::collections::BTreeMap;
 use std::process::Stdio;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Instant;
 
-use axum::extract::{Form, State};
-use axum::http::StatusCode;
 use chrono::{Datelike, Duration, NaiveDate, Utc};
 use futures_util::StreamExt;
 use outreach::auth::Actor;
@@ -26,14 +22,12 @@ use outreach::privacy::Privacy;
 use outreach::{db, flows};
 use sea_orm::{ConnectionTrait, DatabaseConnection, DbBackend, Statement};
 use serde_json::json;
-use tokio_util::sync::CancellationToken;
+use testkit::jasmin::{SINK_PASSWORD, SINK_USER, Sink};
 
 use super::campaign_bench::{Population, seed_residents};
 use super::{areas_csv, bench_database, drop_database, peak_rss_mb, round};
 
 const VILLAGES: u32 = 240;
-const SINK_USER: &str = "bench";
-const SINK_PASSWORD: &str = "bench-sink-password";
 /// How the parent hands the data key to its dispatcher processes (never on the command
 /// line, where `ps` would show it).
 pub const KEY_ENV: &str = "OUTREACH_BENCH_PRIVACY_KEY";
@@ -231,154 +225,6 @@ async fn run_plan(url: &str, residents: u64, migrant_percent: u64) -> anyhow::Re
 }
 
 // ---------------------------------------------------------------------------------------
-// dispatch: the gateway stand-in
-
-/// What the stand-in gateway saw.
-#[derive(Default)]
-struct SinkCounts {
-    received: AtomicU64,
-    duplicates: AtomicU64,
-    rejected: AtomicU64,
-    seen: Mutex<HashSet<u64>>,
-}
-
-impl SinkCounts {
-    fn reset(&self) {
-        self.received.store(0, Ordering::SeqCst);
-        self.duplicates.store(0, Ordering::SeqCst);
-        self.rejected.store(0, Ordering::SeqCst);
-        self.seen.lock().expect("sink lock").clear();
-    }
-}
-
-/// A local HTTP server answering like Jasmin's `POST /send` on its own runtime and threads.
-struct Sink {
-    addr: SocketAddr,
-    counts: Arc<SinkCounts>,
-    stop: CancellationToken,
-    thread: Option<std::thread::JoinHandle<()>>,
-}
-
-impl Sink {
-    fn start() -> anyhow::Result<Self> {
-        let listener = std::net::TcpListener::bind("127.0.0.1:0")?;
-        listener.set_nonblocking(true)?;
-        let addr = listener.local_addr()?;
-        let counts = Arc::new(SinkCounts::default());
-        let stop = CancellationToken::new();
-        let runtime = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(2)
-            .thread_name("sink")
-            .enable_all()
-            .build()?;
-        let app = axum::Router::new()
-            .route("/send", axum::routing::post(sink_send))
-            .with_state(counts.clone());
-        let stopped = stop.clone();
-        let thread = std::thread::spawn(move || {
-            runtime.block_on(async move {
-                let listener =
-                    tokio::net::TcpListener::from_std(listener).expect("a bound listener");
-                let _ = axum::serve(listener, app)
-                    .with_graceful_shutdown(async move { stopped.cancelled().await })
-                    .await;
-            });
-        });
-        Ok(Self {
-            addr,
-            counts,
-            stop,
-            thread: Some(thread),
-        })
-    }
-
-    fn url(&self) -> String {
-        format!("http://{}", self.addr)
-    }
-
-    fn received(&self) -> u64 {
-        self.counts.received.load(Ordering::SeqCst)
-    }
-
-    fn duplicates(&self) -> u64 {
-        self.counts.duplicates.load(Ordering::SeqCst)
-    }
-
-    fn rejected(&self) -> u64 {
-        self.counts.rejected.load(Ordering::SeqCst)
-    }
-}
-
-impl Drop for Sink {
-    fn drop(&mut self) {
-        self.stop.cancel();
-        if let Some(thread) = self.thread.take() {
-            let _ = thread.join();
-        }
-    }
-}
-
-/// UTF-16BE from hex, as Jasmin reads `hex-content` with `coding=8`; `None` for anything
-/// that is not whole, valid UTF-16.
-fn utf16be_from_hex(hex: &str) -> Option<String> {
-    if hex.is_empty() || !hex.len().is_multiple_of(4) {
-        return None;
-    }
-    let digit = |b: u8| (b as char).to_digit(16);
-    let units = hex
-        .as_bytes()
-        .chunks(4)
-        .map(|c| {
-            c.iter()
-                .try_fold(0u32, |acc, b| Some(acc * 16 + digit(*b)?))
-                .map(|u| u as u16)
-        })
-        .collect::<Option<Vec<u16>>>()?;
-    String::from_utf16(&units).ok()
-}
-
-/// `86` and a mainland mobile number.
-fn mobile_of(to: &str) -> Option<u64> {
-    let digits = to.strip_prefix("86")?;
-    let valid = digits.len() == 11
-        && digits.starts_with('1')
-        && matches!(digits.as_bytes()[1], b'3'..=b'9')
-        && digits.bytes().all(|b| b.is_ascii_digit());
-    valid.then(|| digits.parse().ok()).flatten()
-}
-
-async fn sink_send(
-    State(counts): State<Arc<SinkCounts>>,
-    Form(form): Form<HashMap<String, String>>,
-) -> (StatusCode, String) {
-    let field = |name: &str| form.get(name).map(String::as_str).unwrap_or_default();
-    let refuse = |status, why: &str| {
-        counts.rejected.fetch_add(1, Ordering::Relaxed);
-        (status, format!("Error \"{why}\""))
-    };
-    if field("username") != SINK_USER || field("password") != SINK_PASSWORD {
-        return refuse(StatusCode::FORBIDDEN, "Authentication failure");
-    }
-    if field("coding") != "8" {
-        return refuse(StatusCode::BAD_REQUEST, "coding must be 8 (UCS2)");
-    }
-    if utf16be_from_hex(field("hex-content")).is_none_or(|text| text.trim().is_empty()) {
-        return refuse(StatusCode::BAD_REQUEST, "hex-content is not UTF-16BE");
-    }
-    let Some(to) = mobile_of(field("to")) else {
-        return refuse(StatusCode::BAD_REQUEST, "to is not a mobile number");
-    };
-    counts.received.fetch_add(1, Ordering::Relaxed);
-    if !counts.seen.lock().expect("sink lock").insert(to) {
-        counts.duplicates.fetch_add(1, Ordering::Relaxed);
-    }
-    (
-        StatusCode::OK,
-        format!("Success \"{}\"", uuid::Uuid::new_v4()),
-    )
-}
-
-// ---------------------------------------------------------------------------------------
 // dispatch: the runs
 
 /// What the dispatchers are given.
@@ -544,7 +390,7 @@ async fn run_dispatch(
         wave.planned,
         options.messages
     );
-    sink.counts.reset();
+    sink.reset();
 
     // Timed: every due message leased, rendered, sent to the gateway and its result
     // committed, until nothing is due.
@@ -671,7 +517,7 @@ pub async fn worker(
 /// from a plain reqwest loop with the same concurrency: what the gateway and the loopback
 /// allow without an outbox.
 async fn baseline(sink: &Sink, options: &DispatchOptions, body: &str) -> anyhow::Result<f64> {
-    sink.counts.reset();
+    sink.reset();
     let client = outreach::outreach::http_client::http_client(std::time::Duration::from_secs(10))?;
     let url = format!("{}/send", sink.url());
     let hex = ucs2_hex(body);
@@ -703,25 +549,6 @@ async fn baseline(sink: &Sink, options: &DispatchOptions, body: &str) -> anyhow:
         "baseline: {ok} of {} accepted",
         options.messages
     );
-    sink.counts.reset();
+    sink.reset();
     Ok(options.messages as f64 / seconds)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn the_sink_reads_what_the_channel_writes() {
-        let text = "【全民健康体检】居民您好，𠀀回TD退订";
-        assert_eq!(utf16be_from_hex(&ucs2_hex(text)).as_deref(), Some(text));
-        assert_eq!(utf16be_from_hex(""), None);
-        assert_eq!(utf16be_from_hex("4f5"), None);
-        assert_eq!(utf16be_from_hex("zz53"), None);
-        // A lone high surrogate is not text.
-        assert_eq!(utf16be_from_hex("d840"), None);
-        assert_eq!(mobile_of("8613900000001"), Some(13_900_000_001));
-        assert_eq!(mobile_of("13900000001"), None);
-        assert_eq!(mobile_of("8612900000001"), None);
-    }
 }
