@@ -8,14 +8,14 @@ use axum::response::{IntoResponse, Response};
 use utoipa_axum::{router::OpenApiRouter, routes};
 
 use super::extract::{Json, Path, Query};
-use super::institutions::ManageInstitution;
-use super::residents::EditRegistry;
 use crate::appointment::{
     self, AppointmentFilter, AppointmentPage, AppointmentView, Attendance, Booking, BookingRequest,
     Cancellation, Reschedule,
 };
 use crate::error::{AppResult, ErrorEnvelope};
 use crate::exam::{self, ElsewhereExam, ExamImport, ExamView, InstitutionExam};
+use crate::http::guard::FieldWork;
+use crate::http::guard::ManageInstitution;
 use crate::http::guard::{AnyRole, Auth};
 use crate::state::AppState;
 
@@ -52,7 +52,7 @@ pub fn router() -> OpenApiRouter<AppState> {
 )]
 async fn book_group(
     State(state): State<AppState>,
-    actor: Auth<EditRegistry>,
+    actor: Auth<FieldWork>,
     Path(id): Path<i32>,
     Json(request): Json<BookingRequest>,
 ) -> AppResult<(StatusCode, Json<Booking>)> {
@@ -125,7 +125,7 @@ async fn get_appointment(
 )]
 async fn reschedule_appointment(
     State(state): State<AppState>,
-    actor: Auth<EditRegistry>,
+    actor: Auth<FieldWork>,
     Path(id): Path<i32>,
     Json(request): Json<Reschedule>,
 ) -> AppResult<Json<AppointmentView>> {
@@ -157,7 +157,7 @@ async fn reschedule_appointment(
 )]
 async fn cancel_appointment(
     State(state): State<AppState>,
-    actor: Auth<EditRegistry>,
+    actor: Auth<FieldWork>,
     Path(id): Path<i32>,
     Json(request): Json<Cancellation>,
 ) -> AppResult<Json<AppointmentView>> {
@@ -244,7 +244,7 @@ async fn record_exam(
 )]
 async fn record_elsewhere(
     State(state): State<AppState>,
-    actor: Auth<EditRegistry>,
+    actor: Auth<FieldWork>,
     Path((id, resident_id)): Path<(i32, i32)>,
     Json(request): Json<ElsewhereExam>,
 ) -> AppResult<(StatusCode, Json<ExamView>)> {
@@ -299,7 +299,7 @@ async fn import_exams(
 )]
 async fn exam_evidence(
     State(state): State<AppState>,
-    actor: Auth<EditRegistry>,
+    actor: Auth<FieldWork>,
     Path(id): Path<i32>,
 ) -> AppResult<Response> {
     let (name, kind, bytes) = exam::evidence(&state.db, &actor, id).await?;

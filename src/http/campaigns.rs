@@ -7,12 +7,12 @@ use serde::Serialize;
 use utoipa_axum::{router::OpenApiRouter, routes};
 
 use super::extract::{Json, Path, Query};
-use super::residents::EditRegistry;
 use crate::campaign::tags::{self, ResidentTags, TagSet};
 use crate::campaign::worklist::{self, Worklist, WorklistPage, WorklistParams};
 use crate::campaign::{self, CampaignChanges, CampaignView, NewCampaign, Opened};
 use crate::error::{AppResult, ErrorEnvelope};
 use crate::flows;
+use crate::http::guard::FieldWork;
 use crate::http::guard::{AnyRole, Auth, OfficeOnly};
 use crate::report::progress::Progress;
 use crate::state::AppState;
@@ -199,7 +199,7 @@ async fn resident_progress(
 )]
 async fn get_worklist(
     State(state): State<AppState>,
-    actor: Auth<EditRegistry>,
+    actor: Auth<FieldWork>,
     Path((id, kind)): Path<(i32, String)>,
     Query(params): Query<WorklistParams>,
 ) -> AppResult<Json<WorklistPage>> {
@@ -242,7 +242,7 @@ async fn get_tags(
 )]
 async fn set_tags(
     State(state): State<AppState>,
-    actor: Auth<EditRegistry>,
+    actor: Auth<FieldWork>,
     Path(id): Path<i32>,
     Json(request): Json<TagSet>,
 ) -> AppResult<Json<ResidentTags>> {

@@ -6,11 +6,11 @@ use axum::http::StatusCode;
 use utoipa_axum::{router::OpenApiRouter, routes};
 
 use super::extract::{Json, Path};
-use super::messaging::Outreach;
-use super::residents::EditRegistry;
 use crate::contact::{self, AttemptView, Attempts, NewAttempt};
 use crate::error::{AppResult, ErrorEnvelope};
 use crate::http::guard::Auth;
+use crate::http::guard::FieldAndAudit;
+use crate::http::guard::FieldWork;
 use crate::state::AppState;
 
 pub fn router() -> OpenApiRouter<AppState> {
@@ -34,7 +34,7 @@ pub fn router() -> OpenApiRouter<AppState> {
 )]
 async fn record_attempt(
     State(state): State<AppState>,
-    actor: Auth<EditRegistry>,
+    actor: Auth<FieldWork>,
     Path((id, resident_id)): Path<(i32, i32)>,
     Json(new): Json<NewAttempt>,
 ) -> AppResult<(StatusCode, Json<AttemptView>)> {
@@ -56,7 +56,7 @@ async fn record_attempt(
 )]
 async fn list_attempts(
     State(state): State<AppState>,
-    actor: Auth<Outreach>,
+    actor: Auth<FieldAndAudit>,
     Path((id, resident_id)): Path<(i32, i32)>,
 ) -> AppResult<Json<Attempts>> {
     Ok(Json(

@@ -74,6 +74,26 @@ impl Policy for ReadAudit {
     const ROLES: &'static [Role] = &[Role::Office, Role::Auditor];
 }
 
+/// The roles that work with residents in the field and change their records: village
+/// cadres, and the township and county officers who stand in for them.
+pub struct FieldWork;
+impl Policy for FieldWork {
+    const ROLES: &'static [Role] = &[Role::Office, Role::Township, Role::Cadre];
+}
+
+/// Field work and those who check it: the residents' records, messages and registers, but
+/// not for institution staff, who see only the residents they examine.
+pub struct FieldAndAudit;
+impl Policy for FieldAndAudit {
+    const ROLES: &'static [Role] = &[Role::Office, Role::Township, Role::Cadre, Role::Auditor];
+}
+
+/// The office and institution staff (for their own institution).
+pub struct ManageInstitution;
+impl Policy for ManageInstitution {
+    const ROLES: &'static [Role] = &[Role::Office, Role::Institution];
+}
+
 /// A signed-in user whose role satisfies `P`.
 pub struct Auth<P: Policy = AnyRole> {
     pub actor: Actor,

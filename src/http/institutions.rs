@@ -11,18 +11,11 @@ use utoipa_axum::{router::OpenApiRouter, routes};
 use super::extract::{Json, Path, Query};
 use crate::error::{AppError, AppResult, ErrorEnvelope};
 use crate::flows;
-use crate::http::guard::{AnyRole, Auth, OfficeOnly, Policy};
+use crate::http::guard::{AnyRole, Auth, ManageInstitution, OfficeOnly};
 use crate::institution::{
     self, CalendarImport, DayChange, DayView, InstitutionChanges, InstitutionView, NewInstitution,
 };
 use crate::state::AppState;
-use entities::users::Role;
-
-/// The office and institution staff (for their own institution).
-pub struct ManageInstitution;
-impl Policy for ManageInstitution {
-    const ROLES: &'static [Role] = &[Role::Office, Role::Institution];
-}
 
 pub fn router() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()

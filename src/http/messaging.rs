@@ -5,25 +5,18 @@
 use axum::extract::State;
 use axum::http::StatusCode;
 use chrono::Utc;
-use entities::users::Role;
 use utoipa_axum::{router::OpenApiRouter, routes};
 
 use super::extract::{Json, Path, Query};
-use super::residents::EditRegistry;
 use crate::auth::Scope;
 use crate::error::{AppResult, ErrorEnvelope};
 use crate::flows;
-use crate::http::guard::{AnyRole, Auth, OfficeOnly, Policy, ReadAudit};
+use crate::http::guard::FieldWork;
+use crate::http::guard::{AnyRole, Auth, FieldAndAudit, OfficeOnly, ReadAudit};
 use crate::outreach::outbox::{self, Health, MessageView};
 use crate::outreach::tasks::{self, ReplyFilter, ReplyPage, TaskFilter, TaskPage};
 use crate::outreach::waves::{self, MessageFilter, MessagePage, MessagesOf, NewWave, WaveView};
 use crate::state::AppState;
-
-/// The people who work with residents and those who check them (not institution staff).
-pub struct Outreach;
-impl Policy for Outreach {
-    const ROLES: &'static [Role] = &[Role::Office, Role::Township, Role::Cadre, Role::Auditor];
-}
 
 pub fn router() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
@@ -94,7 +87,7 @@ async fn appointment_messages(
 )]
 async fn list_waves(
     State(state): State<AppState>,
-    actor: Auth<Outreach>,
+    actor: Auth<FieldAndAudit>,
     Path(id): Path<i32>,
 ) -> AppResult<Json<Vec<WaveView>>> {
     Ok(Json(waves::list(&state.db, &actor, id).await?))
@@ -139,7 +132,7 @@ async fn create_wave(
 )]
 async fn get_wave(
     State(state): State<AppState>,
-    actor: Auth<Outreach>,
+    actor: Auth<FieldAndAudit>,
     Path(id): Path<i32>,
 ) -> AppResult<Json<WaveView>> {
     Ok(Json(waves::get(&state.db, &actor, id).await?))
@@ -156,7 +149,7 @@ async fn get_wave(
 )]
 async fn wave_messages(
     State(state): State<AppState>,
-    actor: Auth<Outreach>,
+    actor: Auth<FieldAndAudit>,
     Path(id): Path<i32>,
     Query(filter): Query<MessageFilter>,
 ) -> AppResult<Json<MessagePage>> {
@@ -220,7 +213,7 @@ async fn outbox_health(
 )]
 async fn resend_message(
     State(state): State<AppState>,
-    actor: Auth<EditRegistry>,
+    actor: Auth<FieldWork>,
     Path(id): Path<i32>,
 ) -> AppResult<(StatusCode, Json<MessageView>)> {
     Ok((
@@ -241,7 +234,7 @@ async fn resend_message(
 )]
 async fn list_tasks(
     State(state): State<AppState>,
-    actor: Auth<Outreach>,
+    actor: Auth<FieldAndAudit>,
     Query(filter): Query<TaskFilter>,
 ) -> AppResult<Json<TaskPage>> {
     Ok(Json(tasks::list(&state.db, &actor, &filter).await?))
@@ -262,7 +255,7 @@ async fn list_tasks(
 )]
 async fn finish_task(
     State(state): State<AppState>,
-    actor: Auth<EditRegistry>,
+    actor: Auth<FieldWork>,
     Path(id): Path<i32>,
 ) -> AppResult<StatusCode> {
     flows::messaging::tasks::done(&state.db, &actor, id).await?;
@@ -280,7 +273,7 @@ async fn finish_task(
 )]
 async fn list_replies(
     State(state): State<AppState>,
-    actor: Auth<Outreach>,
+    actor: Auth<FieldAndAudit>,
     Query(filter): Query<ReplyFilter>,
 ) -> AppResult<Json<ReplyPage>> {
     Ok(Json(tasks::replies(&state.db, &actor, &filter).await?))

@@ -9,9 +9,9 @@ use serde::Deserialize;
 use utoipa_axum::{router::OpenApiRouter, routes};
 
 use super::extract::{Json, Path, Query};
-use super::messaging::Outreach;
-use super::residents::EditRegistry;
 use crate::error::{AppError, AppResult, ErrorEnvelope};
+use crate::http::guard::FieldAndAudit;
+use crate::http::guard::FieldWork;
 use crate::http::guard::{AnyRole, Auth, OfficeOnly, ReadAudit};
 use crate::refusal::{self, ChainReport, NewRegistration, Register, Registration, Review, Status};
 use crate::state::AppState;
@@ -48,7 +48,7 @@ pub fn router() -> OpenApiRouter<AppState> {
 )]
 async fn register_refusal(
     State(state): State<AppState>,
-    actor: Auth<EditRegistry>,
+    actor: Auth<FieldWork>,
     Path((id, resident_id)): Path<(i32, i32)>,
     Json(new): Json<NewRegistration>,
 ) -> AppResult<(StatusCode, Json<Registration>)> {
@@ -75,7 +75,7 @@ async fn register_refusal(
 )]
 async fn resident_refusals(
     State(state): State<AppState>,
-    actor: Auth<Outreach>,
+    actor: Auth<FieldAndAudit>,
     Path((id, resident_id)): Path<(i32, i32)>,
 ) -> AppResult<Json<Vec<Registration>>> {
     Ok(Json(
@@ -114,7 +114,7 @@ pub struct RegisterParams {
 )]
 async fn refusal_register(
     State(state): State<AppState>,
-    actor: Auth<Outreach>,
+    actor: Auth<FieldAndAudit>,
     Path(id): Path<i32>,
     Query(params): Query<RegisterParams>,
 ) -> AppResult<Response> {
@@ -177,7 +177,7 @@ async fn refusal_register(
 )]
 async fn get_refusal(
     State(state): State<AppState>,
-    actor: Auth<Outreach>,
+    actor: Auth<FieldAndAudit>,
     Path(id): Path<i32>,
 ) -> AppResult<Json<Registration>> {
     Ok(Json(refusal::get(&state.db, &actor, id).await?))

@@ -8,8 +8,8 @@ use serde::{Deserialize, Serialize};
 use utoipa_axum::{router::OpenApiRouter, routes};
 
 use super::extract::{Json, Path, Query};
-use super::messaging::Outreach;
 use crate::error::{AppError, AppResult, ErrorEnvelope};
+use crate::http::guard::FieldAndAudit;
 use crate::http::guard::{Auth, OfficeOnly, ReadAudit};
 use crate::report::bulletin::{self, Bulletin, Kind};
 use crate::report::export::{
@@ -77,7 +77,7 @@ fn file(
 )]
 async fn progress_report(
     State(state): State<AppState>,
-    actor: Auth<Outreach>,
+    actor: Auth<FieldAndAudit>,
     Path(id): Path<i32>,
     Query(q): Query<SliceQuery>,
 ) -> AppResult<Response> {
@@ -111,7 +111,7 @@ async fn progress_report(
 )]
 async fn series_report(
     State(state): State<AppState>,
-    actor: Auth<Outreach>,
+    actor: Auth<FieldAndAudit>,
     Path(id): Path<i32>,
     Query(q): Query<SeriesQuery>,
 ) -> AppResult<Response> {
@@ -155,7 +155,7 @@ async fn series_report(
 )]
 async fn rankings_report(
     State(state): State<AppState>,
-    actor: Auth<Outreach>,
+    actor: Auth<FieldAndAudit>,
     Path(id): Path<i32>,
     Query(q): Query<RankingQuery>,
 ) -> AppResult<Response> {
@@ -193,7 +193,7 @@ async fn rankings_report(
 )]
 async fn contacts_report(
     State(state): State<AppState>,
-    actor: Auth<Outreach>,
+    actor: Auth<FieldAndAudit>,
     Path(id): Path<i32>,
     Query(q): Query<ContactsQuery>,
 ) -> AppResult<Response> {

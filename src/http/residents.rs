@@ -15,27 +15,13 @@ use utoipa_axum::{router::OpenApiRouter, routes};
 use super::extract::{Json, Path, Query};
 use crate::error::{AppError, AppResult, ErrorEnvelope};
 use crate::flows;
-use crate::http::guard::{AnyRole, Auth, Policy};
+use crate::http::guard::{AnyRole, Auth, FieldAndAudit, FieldWork};
 use crate::import::{ImportSummary, RejectedRow};
 use crate::registry::{
     self, HouseholdMove, MigrantBook, NewResident, Progress, ResidentChanges, ResidentDetail,
     ResidentFilter, ResidentPage, Special, StatusChange,
 };
 use crate::state::AppState;
-use entities::users::Role;
-
-/// Roles that register residents and change their records.
-pub struct EditRegistry;
-impl Policy for EditRegistry {
-    const ROLES: &'static [Role] = &[Role::Office, Role::Township, Role::Cadre];
-}
-
-/// Roles that read the registry's own books (the migrant book): not institution staff, who
-/// see only the residents they examine.
-pub struct ReadRegistry;
-impl Policy for ReadRegistry {
-    const ROLES: &'static [Role] = &[Role::Office, Role::Township, Role::Cadre, Role::Auditor];
-}
 
 pub fn router() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
@@ -90,7 +76,7 @@ async fn list_residents(
 )]
 async fn create_resident(
     State(state): State<AppState>,
-    actor: Auth<EditRegistry>,
+    actor: Auth<FieldWork>,
     Json(new): Json<NewResident>,
 ) -> AppResult<(StatusCode, Json<ResidentDetail>)> {
     let created = flows::registry::create(&state.db, &state.privacy, &actor, new).await?;
@@ -147,7 +133,7 @@ async fn get_resident(
 )]
 async fn update_resident(
     State(state): State<AppState>,
-    actor: Auth<EditRegistry>,
+    actor: Auth<FieldWork>,
     Path(id): Path<i32>,
     Json(changes): Json<ResidentChanges>,
 ) -> AppResult<Json<ResidentDetail>> {
@@ -169,7 +155,7 @@ async fn update_resident(
 )]
 async fn mark_deceased(
     State(state): State<AppState>,
-    actor: Auth<EditRegistry>,
+    actor: Auth<FieldWork>,
     Path(id): Path<i32>,
     Json(change): Json<StatusChange>,
 ) -> AppResult<Json<ResidentDetail>> {
@@ -191,7 +177,7 @@ async fn mark_deceased(
 )]
 async fn mark_moved_out(
     State(state): State<AppState>,
-    actor: Auth<EditRegistry>,
+    actor: Auth<FieldWork>,
     Path(id): Path<i32>,
     Json(change): Json<StatusChange>,
 ) -> AppResult<Json<ResidentDetail>> {
@@ -218,7 +204,7 @@ async fn mark_moved_out(
 )]
 async fn move_household(
     State(state): State<AppState>,
-    actor: Auth<EditRegistry>,
+    actor: Auth<FieldWork>,
     Path(id): Path<i32>,
     Json(request): Json<HouseholdMove>,
 ) -> AppResult<Json<ResidentDetail>> {
@@ -255,7 +241,7 @@ pub struct ResidentImportReport {
 )]
 async fn import_residents(
     State(state): State<AppState>,
-    actor: Auth<EditRegistry>,
+    actor: Auth<FieldWork>,
     body: Body,
 ) -> AppResult<Json<ResidentImportReport>> {
     let file = receive_file(&state, body).await?;
@@ -304,7 +290,7 @@ pub struct TagImportReport {
 )]
 async fn import_tags(
     State(state): State<AppState>,
-    actor: Auth<EditRegistry>,
+    actor: Auth<FieldWork>,
     body: Body,
 ) -> AppResult<Json<TagImportReport>> {
     let file = receive_file(&state, body).await?;
@@ -376,7 +362,7 @@ pub struct BookParams {
 )]
 async fn migrant_book(
     State(state): State<AppState>,
-    actor: Auth<ReadRegistry>,
+    actor: Auth<FieldAndAudit>,
     Query(params): Query<BookParams>,
 ) -> AppResult<Response> {
     let format = super::download_format(params.format.as_deref())?;

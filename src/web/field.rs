@@ -13,11 +13,12 @@ use serde::{Deserialize, Serialize};
 
 use super::pages::{Nothing, PageError, current_campaign, local_time, ser};
 use super::render::page;
-use super::{FieldWork, Form, Session};
+use super::{Form, Session};
 use crate::appointment::{self, MAX_GROUP};
 use crate::area::AreaCode;
 use crate::error::AppError;
 use crate::flows;
+use crate::http::guard::FieldWork;
 use crate::institution;
 use crate::outreach::tasks::{self, TaskFilter};
 use crate::state::AppState;

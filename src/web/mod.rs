@@ -47,13 +47,6 @@ pub fn router() -> Router<AppState> {
         .route("/r/{code}/opt-out", post(link::opt_out))
 }
 
-/// The roles that work with residents in the field: village cadres, and the township and
-/// county officers who stand in for them.
-pub struct FieldWork;
-impl Policy for FieldWork {
-    const ROLES: &'static [Role] = &[Role::Office, Role::Township, Role::Cadre];
-}
-
 /// Where a role lands after signing in.
 pub fn home_of(role: Role) -> &'static str {
     match role {

@@ -9,13 +9,14 @@ use minijinja::context;
 use serde::{Deserialize, Serialize};
 
 use super::render::page;
-use super::{FieldWork, Form, Session, clear_cookie, home_of, same_origin, session_cookie_for};
+use super::{Form, Session, clear_cookie, home_of, same_origin, session_cookie_for};
 use crate::auth::{self};
 use crate::campaign::worklist::{self, Worklist, WorklistParams};
 use crate::campaign::{self, Campaign, Stage};
 use crate::contact::{ContactChannel, ContactUsed, Outcome};
 use crate::error::AppError;
 use crate::http::extract::ClientAddr;
+use crate::http::guard::FieldWork;
 use crate::http::guard::{AnyRole, Auth};
 use crate::outreach::waves::{self, MessageFilter, MessagesOf};
 use crate::registry::{self, MigrantType, ResidentFilter, Special, sex_label};
