@@ -1673,19 +1673,10 @@ impl Dispatcher {
         txn.execute_raw(sql.build()).await?;
         // A WeChat user who blocked the account, a number on the operator's block list: the
         // resident has opted out of that channel.
-        let opt_out = match job.route {
-            Route::WeChat => Some(residents::Column::WechatOptOut),
-            Route::Phone => Some(residents::Column::PhoneOptOut),
-            Route::Relative => Some(residents::Column::RelativeOptOut),
-            Route::Email => None,
-        };
-        if let (Some(column), SendError::Permanent(reason)) = (opt_out, error)
+        if let SendError::Permanent(reason) = error
             && reason.starts_with("opted_out")
         {
-            residents::Entity::update_many()
-                .col_expr(column, sea_orm::sea_query::Expr::value(true))
-                .filter(residents::Column::Id.eq(job.message.resident_id))
-                .exec(txn)
+            crate::registry::consent::opt_out_route(txn, job.message.resident_id, job.route)
                 .await?;
         }
         Ok(())

@@ -4,8 +4,12 @@
 use chrono::{DateTime, Utc};
 use sea_orm::ConnectionTrait;
 
+use entities::residents;
+use sea_orm::{ColumnTrait, EntityTrait, QueryFilter};
+
 use crate::db::Sql;
 use crate::error::AppResult;
+use crate::outreach::channel::Route;
 
 /// The number with this blind index leaves SMS, as the resident's own phone and as a
 /// relative's phone, for every resident who has it.
@@ -59,4 +63,25 @@ pub async fn opt_out_resident(
         .bind(resident_id)
         .push(" AND NOT (phone_opt_out AND relative_opt_out AND wechat_opt_out AND email_opt_out)");
     Ok(db.execute_raw(sql.build()).await?.rows_affected() > 0)
+}
+
+/// A provider refused a message because the resident opted out there (a WeChat user who
+/// blocked the account, a number on the operator's block list): that channel is flagged.
+pub async fn opt_out_route(
+    db: &impl ConnectionTrait,
+    resident_id: i32,
+    route: Route,
+) -> AppResult<()> {
+    let column = match route {
+        Route::WeChat => residents::Column::WechatOptOut,
+        Route::Phone => residents::Column::PhoneOptOut,
+        Route::Relative => residents::Column::RelativeOptOut,
+        Route::Email => return Ok(()),
+    };
+    residents::Entity::update_many()
+        .col_expr(column, sea_orm::sea_query::Expr::value(true))
+        .filter(residents::Column::Id.eq(resident_id))
+        .exec(db)
+        .await?;
+    Ok(())
 }
