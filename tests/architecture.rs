@@ -226,6 +226,28 @@ fn imports(module: &str, text: &str) -> BTreeSet<String> {
     named
 }
 
+/// The text of a file without its `#[cfg(test)] mod tests { … }` block, wherever it stands.
+fn without_tests(text: &str) -> String {
+    let Some(start) = text.find("#[cfg(test)]\nmod tests {") else {
+        return text.to_owned();
+    };
+    let body = start + text[start..].find('{').unwrap_or(0);
+    let mut depth = 0;
+    for (i, c) in text[body..].char_indices() {
+        match c {
+            '{' => depth += 1,
+            '}' => {
+                depth -= 1;
+                if depth == 0 {
+                    return format!("{}{}", &text[..start], &text[body + i + 1..]);
+                }
+            }
+            _ => {}
+        }
+    }
+    text[..start].to_owned()
+}
+
 /// Whether a file of `module` (placed in `layer`) may begin a transaction.
 fn may_begin(layer: &str, module: &str) -> bool {
     let top = module.split("::").next().unwrap_or_default();
@@ -280,10 +302,7 @@ fn modules_import_only_their_own_layer_and_those_below() {
         let layer = LAYERS[own].0;
         let whole = std::fs::read_to_string(file).unwrap();
         // A file's own tests (`mod tests { use super::*; }`) are not its imports.
-        let text = match whole.find("#[cfg(test)]\nmod tests") {
-            Some(at) => &whole[..at],
-            None => &whole[..],
-        };
+        let text = &without_tests(&whole);
         for named in imports(&module, text) {
             let Some((theirs, their_entry)) = place(&named) else {
                 problems.push(format!(
@@ -363,6 +382,12 @@ fn the_reader_of_imports_sees_lists_paths_and_skips_comments() {
             "time::today_in",
         ]
     );
+}
+
+#[test]
+fn a_files_tests_are_left_out_wherever_they_stand() {
+    let text = "use crate::a;\n#[cfg(test)]\nmod tests {\n    fn f() { use super::*; }\n}\nuse crate::b;\n";
+    assert_eq!(without_tests(text), "use crate::a;\n\nuse crate::b;\n");
 }
 
 #[test]

@@ -81,3 +81,21 @@ pub mod tasks {
         write(db, async |txn| tasks::done(txn, actor, id).await).await
     }
 }
+
+/// A failed or expired message sent again by hand.
+pub mod outbox {
+    use sea_orm::{DatabaseTransaction, TransactionTrait};
+
+    use crate::auth::Actor;
+    use crate::error::AppResult;
+    use crate::flows::write;
+    use crate::outreach::outbox::{self, MessageView};
+
+    /// Sends a failed or expired message again: a new row due now, audited.
+    pub async fn resend<C>(db: &C, actor: &Actor, id: i32) -> AppResult<MessageView>
+    where
+        C: TransactionTrait<Transaction = DatabaseTransaction>,
+    {
+        write(db, async |txn| outbox::resend(txn, actor, id).await).await
+    }
+}

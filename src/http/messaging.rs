@@ -218,7 +218,7 @@ async fn resend_message(
 ) -> AppResult<(StatusCode, Json<MessageView>)> {
     Ok((
         StatusCode::CREATED,
-        Json(outbox::resend(&state.db, &actor, id).await?),
+        Json(crate::flows::messaging::outbox::resend(&state.db, &actor, id).await?),
     ))
 }
 

@@ -645,15 +645,13 @@ pub async fn health(db: &impl ConnectionTrait, now: DateTime<Utc>) -> AppResult<
 
 /// Sends a failed or expired message again, by hand: a new row (the old one keeps its
 /// history) due now, audited. An opted-out resident's message is not re-sent.
-pub async fn resend<C>(db: &C, actor: &crate::auth::Actor, id: i32) -> AppResult<MessageView>
-where
-    C: ConnectionTrait + sea_orm::TransactionTrait,
-{
-    use sea_orm::TransactionSession;
-
+pub async fn resend(
+    txn: &impl ConnectionTrait,
+    actor: &crate::auth::Actor,
+    id: i32,
+) -> AppResult<MessageView> {
     use crate::error::AppError;
     let now = Utc::now();
-    let txn = crate::db::begin_write(db).await?;
     let mut sql = Sql::new(txn.get_database_backend());
     sql.push("SELECT m.id, m.campaign_id, m.resident_id, m.kind, m.appointment_id, m.wave_id, m.idempotency_key, m.state, r.village_code FROM messages m JOIN residents r ON r.id = m.resident_id WHERE m.id = ")
         .bind(id);
@@ -716,12 +714,12 @@ where
         now,
     );
     planned.wave_id = row.try_get("", "wave_id")?;
-    if insert(&txn, std::slice::from_ref(&planned), now).await? != 1 {
+    if insert(txn, std::slice::from_ref(&planned), now).await? != 1 {
         return Err(AppError::refused("already_resent", "该消息刚刚已重发"));
     }
     let village: String = row.try_get("", "village_code")?;
     crate::audit::record(
-        &txn,
+        txn,
         actor,
         crate::audit::AuditEvent {
             action: "message.resend",
@@ -742,6 +740,5 @@ where
         .await?
         .ok_or_else(|| anyhow::anyhow!("the re-sent message vanished"))?;
     let view = MessageView::from_row(&view)?;
-    txn.commit().await?;
     Ok(view)
 }
