@@ -36,6 +36,7 @@ pub mod users;
 pub mod validate;
 pub mod vocabulary;
 pub mod web;
+pub mod workers;
 
 /// mimalloc for every allocation of the process — Rust's and, through the `override`
 /// feature, SQLite's own (each bound value is copied by SQLite with `malloc`). A

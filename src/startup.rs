@@ -13,10 +13,10 @@ use tokio_util::sync::CancellationToken;
 use crate::auth::LoginThrottle;
 use crate::config::Settings;
 use crate::outreach::Templates;
-use crate::outreach::dispatch::{Channels, Dispatcher};
 use crate::privacy::Privacy;
 use crate::scheduler::Scheduler;
 use crate::state::AppState;
+use crate::workers::dispatch::{Channels, Dispatcher};
 use crate::{db, http};
 
 /// The message templates: built in, or the configured folder; a broken template stops

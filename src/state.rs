@@ -9,8 +9,8 @@ use sea_orm::DatabaseConnection;
 use crate::auth::{LinkThrottle, LoginThrottle};
 use crate::config::Settings;
 use crate::outreach::Templates;
-use crate::outreach::dispatch::{Channels, Dispatcher};
 use crate::privacy::Privacy;
+use crate::workers::dispatch::{Channels, Dispatcher};
 
 /// What every handler and job can reach.
 #[derive(Clone)]

@@ -2,11 +2,11 @@
 //! without the resident. The appointment and its messages change in one transaction: a
 //! notice is planned with its booking and cancelled with its appointment.
 
-use chrono::{DateTime, NaiveDate, Utc};
+use chrono::Utc;
 use sea_orm::{ConnectionTrait, DatabaseTransaction, TransactionTrait};
 use serde_json::json;
 
-use super::{exams, write};
+use super::{steps, write};
 use crate::appointment::{
     self, AppointmentView, Attendance, Booked, Booking, BookingRequest, Cancellation, Reschedule,
 };
@@ -17,7 +17,7 @@ use crate::db::begin_write;
 use crate::error::AppResult;
 use crate::exam::NewRecord;
 use crate::outreach::MessageKind;
-use crate::outreach::outbox::{self, CancelBy, Reminders};
+use crate::outreach::outbox::{self, Reminders};
 
 /// Books a group into a day, with each appointment's notice and reminder: all or nothing.
 /// A booking sent again under its client key is answered with the booking made the first time.
@@ -69,7 +69,7 @@ where
         let moved = appointment::reschedule(txn, actor, id, request).await?;
         let (saved, campaign) = (&moved.saved, &moved.campaign);
         let now = Utc::now();
-        ended(txn, &[id], now).await?;
+        steps::ended(txn, &[id], now).await?;
         let mut planned =
             outbox::for_appointment(campaign, reminders, id, saved.resident_id, saved.day, now);
         planned.push(outbox::immediate(
@@ -103,7 +103,7 @@ where
 {
     write(db, async |txn| {
         let view = appointment::cancel(txn, actor, id, request).await?;
-        ended(txn, &[id], Utc::now()).await?;
+        steps::ended(txn, &[id], Utc::now()).await?;
         Ok(view)
     })
     .await
@@ -125,9 +125,9 @@ where
         let marked = appointment::mark_attendance(txn, actor, id, &request).await?;
         let (before, campaign) = (&marked.before, &marked.campaign);
         let now = Utc::now();
-        ended(txn, &[id], now).await?;
+        steps::ended(txn, &[id], now).await?;
         if request.attended {
-            exams::examined(
+            steps::examined(
                 txn,
                 actor,
                 NewRecord {
@@ -171,7 +171,7 @@ where
             let missed = appointment::no_shows_before(txn, campaign.id(), campaign.today()).await?;
             let now = Utc::now();
             let ids: Vec<i32> = missed.iter().map(|m| m.0).collect();
-            ended(txn, &ids, now).await?;
+            steps::ended(txn, &ids, now).await?;
             let followups: Vec<_> = missed
                 .iter()
                 .filter_map(|&(id, resident, day)| {
@@ -199,71 +199,4 @@ where
         .await?;
     }
     Ok(changed)
-}
-
-/// Appointments that have ended (cancelled, attended, missed): whatever they ended as, their
-/// notices and reminders have nothing left to say.
-pub(crate) async fn ended(
-    txn: &impl ConnectionTrait,
-    appointment_ids: &[i32],
-    now: DateTime<Utc>,
-) -> AppResult<()> {
-    outbox::cancel_for_appointments(txn, appointment_ids, None, now).await?;
-    Ok(())
-}
-
-/// A resident just examined: their active appointment is closed (attended at the same
-/// institution, otherwise cancelled) with its notices. Returns the appointment closed.
-pub(crate) async fn close_for_exam(
-    txn: &impl ConnectionTrait,
-    campaign_id: i32,
-    resident_id: i32,
-    institution_id: Option<i32>,
-    now: DateTime<Utc>,
-) -> AppResult<Option<i32>> {
-    let closed =
-        appointment::close_for_exam(txn, campaign_id, resident_id, institution_id, now).await?;
-    if let Some(id) = closed {
-        ended(txn, &[id], now).await?;
-    }
-    Ok(closed)
-}
-
-/// Residents just exempted (deceased, moved out): their appointments are cancelled, and
-/// nothing more waiting in the campaign is sent to them.
-pub(crate) async fn cancel_for_exempt(
-    txn: &impl ConnectionTrait,
-    campaign_id: i32,
-    now: DateTime<Utc>,
-) -> AppResult<()> {
-    let cancelled = appointment::cancel_for_exempt(txn, campaign_id, now).await?;
-    ended(txn, &cancelled, now).await?;
-    outbox::cancel_for_exempt(txn, campaign_id, now).await?;
-    Ok(())
-}
-
-/// A refusal confirmed: the resident's appointment is cancelled, and nothing more waiting
-/// in the campaign is sent to them.
-pub(crate) async fn cancel_for_refusal(
-    txn: &impl ConnectionTrait,
-    campaign_id: i32,
-    resident_id: i32,
-    now: DateTime<Utc>,
-) -> AppResult<()> {
-    let cancelled = appointment::cancel_for_refusal(txn, campaign_id, resident_id, now).await?;
-    ended(txn, &cancelled, now).await?;
-    outbox::cancel_for_resident(txn, campaign_id, resident_id, now).await?;
-    Ok(())
-}
-
-/// A campaign closing: its waiting messages are cancelled and its appointments settled.
-pub(crate) async fn settle_for_close(
-    txn: &impl ConnectionTrait,
-    campaign_id: i32,
-    today: NaiveDate,
-) -> AppResult<()> {
-    let now = Utc::now();
-    outbox::cancel_where(txn, CancelBy::Campaign, campaign_id, now).await?;
-    appointment::settle_for_close(txn, campaign_id, today, now).await?;
-    Ok(())
 }

@@ -53,7 +53,7 @@ where
 {
     write(db, async |txn| {
         let campaign = campaign::close(txn, id).await?;
-        super::booking::settle_for_close(txn, id, campaign.today()).await?;
+        super::steps::settle_for_close(txn, id, campaign.today()).await?;
         campaign::record_close(txn, actor, id).await
     })
     .await

@@ -3,28 +3,14 @@
 //! the progress row, the resident's appointment and any refusal registration change together.
 
 use chrono::Utc;
-use entities::exam_records;
 use sea_orm::{ConnectionTrait, DatabaseTransaction, TransactionTrait};
 
-use super::{booking, write};
+use super::{steps, write};
 use crate::auth::Actor;
 use crate::db::{begin_write, savepoint};
 use crate::error::{AppError, AppResult};
 use crate::exam::{self, ElsewhereExam, ExamImport, ExamView, InstitutionExam, NewRecord};
 use crate::privacy::Privacy;
-use crate::refusal;
-
-/// Writes an exam record (refused as a duplicate when the resident has one) and revokes
-/// every refusal registration of the resident still standing.
-pub(crate) async fn examined(
-    txn: &impl ConnectionTrait,
-    actor: &Actor,
-    record: NewRecord,
-) -> AppResult<exam_records::Model> {
-    let saved = exam::insert(txn, actor, record).await?;
-    refusal::revoke_for_exam(txn, actor, saved.campaign_id, saved.resident_id, saved.id).await?;
-    Ok(saved)
-}
 
 /// An institution records an exam it did (without an appointment, or for a walk-in). An
 /// active appointment of the resident is closed as attended (same institution) or cancelled.
@@ -41,7 +27,7 @@ where
     write(db, async |txn| {
         let site =
             exam::check_at_institution(txn, actor, campaign_id, institution_id, &request).await?;
-        let appointment = booking::close_for_exam(
+        let appointment = steps::close_for_exam(
             txn,
             campaign_id,
             site.resident_id,
@@ -49,7 +35,7 @@ where
             Utc::now(),
         )
         .await?;
-        let saved = examined(
+        let saved = steps::examined(
             txn,
             actor,
             NewRecord {
@@ -85,9 +71,9 @@ where
     write(db, async |txn| {
         let site =
             exam::check_elsewhere_site(txn, actor, campaign_id, resident_id, &elsewhere).await?;
-        booking::close_for_exam(txn, campaign_id, resident_id, None, Utc::now()).await?;
+        steps::close_for_exam(txn, campaign_id, resident_id, None, Utc::now()).await?;
         let record = exam::elsewhere_record(campaign_id, resident_id, elsewhere);
-        let saved = examined(txn, actor, record).await?;
+        let saved = steps::examined(txn, actor, record).await?;
         exam::audit_elsewhere(txn, actor, &saved, site).await?;
         Ok(saved.into())
     })
@@ -116,7 +102,7 @@ where
         let one = savepoint(&txn).await?;
         let mut record = row.record(campaign_id);
         let recorded = async {
-            record.appointment_id = booking::close_for_exam(
+            record.appointment_id = steps::close_for_exam(
                 &one,
                 campaign_id,
                 row.resident_id,
@@ -124,7 +110,7 @@ where
                 Utc::now(),
             )
             .await?;
-            examined(&one, actor, record).await
+            steps::examined(&one, actor, record).await
         }
         .await;
         match recorded {

@@ -26,7 +26,8 @@
 //! or imported), `campaigns` (opened, closed), `institutions`, `booking` (booked, moved,
 //! cancelled, attended, missed), `exams` (an exam recorded), `refusals` (registered, reviewed),
 //! `attempts` (a cadre's contact), `replies` (receipts, replies, the resident's link),
-//! `messaging` (waves, tasks, resends), `reports`.
+//! `messaging` (waves, tasks, resends), `reports`; `steps` holds what several of them do
+//! (an appointment ended, an exam written, a resident's messages cancelled).
 
 pub mod messaging;
 pub mod reports;
@@ -62,3 +63,4 @@ pub mod institutions;
 pub mod refusals;
 pub mod registry;
 pub mod replies;
+pub mod steps;

@@ -6,7 +6,7 @@ use sea_orm::{
     AccessMode, ConnectionTrait, DatabaseTransaction, DbBackend, IsolationLevel, TransactionTrait,
 };
 
-use super::{booking, write};
+use super::write;
 use crate::auth::{Actor, Scope};
 use crate::config::SignatureSettings;
 use crate::db::begin_write;
@@ -81,7 +81,7 @@ where
     write(db, async |txn| {
         let registration = refusal::review(txn, actor, id, decision, note).await?;
         if decision == Decision::Confirm {
-            booking::cancel_for_refusal(
+            super::steps::cancel_for_refusal(
                 txn,
                 registration.campaign_id,
                 registration.resident_id,

@@ -1,7 +1,7 @@
 //! Changes to the registry and what follows from them in the same transaction: a resident
 //! registered, changed, marked deceased or moved out, moved to another village, or a file of
 //! them imported brings every open campaign's progress rows in line (`enrol::refresh`), and
-//! residents who became exempt there lose their bookings (`booking::cancel_for_exempt`).
+//! residents who became exempt there lose their bookings (`steps::cancel_for_exempt`).
 //! Key-group tags, and the audited views of full ID and phone numbers, are written here too.
 
 use std::path::{Path, PathBuf};
@@ -30,7 +30,7 @@ async fn refresh_campaigns(txn: &impl ConnectionTrait, residents: Option<&[i32]>
     for campaign in campaign::open_campaigns(txn).await? {
         let now = Utc::now();
         if enrol::refresh(txn, &campaign, residents, now).await? > 0 {
-            super::booking::cancel_for_exempt(txn, campaign.id(), now).await?;
+            super::steps::cancel_for_exempt(txn, campaign.id(), now).await?;
         }
     }
     Ok(())

@@ -4,7 +4,6 @@
 pub mod callbacks;
 pub mod channel;
 pub mod cloud;
-pub mod dispatch;
 pub mod http_client;
 pub mod inbound;
 pub mod links;

@@ -8,7 +8,7 @@
 //! again where the provider recognises the idempotency key, otherwise looked up with the
 //! provider, otherwise failed as "outcome unknown" for a person to re-send.
 
-pub use super::channel::Route;
+pub use crate::outreach::channel::Route;
 use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 use std::num::NonZeroU32;
 use std::sync::{Arc, Mutex};
@@ -26,17 +26,17 @@ use sea_orm::{
 use serde::Serialize;
 use tokio_util::sync::CancellationToken;
 
-use super::cloud::{StoredToken, TokenLock, TokenStore};
-use super::links;
-use super::outbox::{self, MessageState, OutboxSettings};
-use super::{
-    Channel, Locale, LogChannel, MessageContext, MessageKind, Outgoing, Recipient, SendError, Sent,
-    Templates,
-};
 use crate::campaign::{Campaign, Stage};
 use crate::config::MessagingSettings;
 use crate::db::{Sql, begin_write};
 use crate::error::AppResult;
+use crate::outreach::cloud::{StoredToken, TokenLock, TokenStore};
+use crate::outreach::links;
+use crate::outreach::outbox::{self, MessageState, OutboxSettings};
+use crate::outreach::{
+    Channel, Locale, LogChannel, MessageContext, MessageKind, Outgoing, Recipient, SendError, Sent,
+    Templates,
+};
 use crate::privacy::{Field, Privacy};
 use crate::registry::Language;
 use crate::time::{at_local, month_day, quiet_until};
@@ -100,11 +100,11 @@ impl Channels {
     ) -> anyhow::Result<Self> {
         let rates = &settings.outbox.rate_per_second;
         let email: Option<Arc<dyn Channel>> = match &settings.smtp {
-            Some(smtp) => Some(Arc::new(super::EmailChannel::new(smtp)?)),
+            Some(smtp) => Some(Arc::new(crate::outreach::EmailChannel::new(smtp)?)),
             None => None,
         };
         let wechat: Option<Arc<dyn Channel>> = match &settings.wechat {
-            Some(wechat) => Some(Arc::new(super::cloud::WeChatChannel::new(
+            Some(wechat) => Some(Arc::new(crate::outreach::cloud::WeChatChannel::new(
                 wechat,
                 db.clone(),
                 privacy.clone(),
@@ -124,17 +124,21 @@ impl Channels {
                 ));
             }
             "jasmin" => Arc::new(
-                super::JasminChannel::new(settings.jasmin.as_ref().ok_or_else(|| {
-                    anyhow::anyhow!("messaging.sms_provider = \"jasmin\" needs [messaging.jasmin]")
-                })?)?
+                crate::outreach::JasminChannel::new(settings.jasmin.as_ref().ok_or_else(
+                    || {
+                        anyhow::anyhow!(
+                            "messaging.sms_provider = \"jasmin\" needs [messaging.jasmin]"
+                        )
+                    },
+                )?)?
                 .with_receipt_secret(settings.webhooks.secret.clone()),
             ),
-            "aliyun" => Arc::new(super::cloud::AliyunSmsChannel::new(
+            "aliyun" => Arc::new(crate::outreach::cloud::AliyunSmsChannel::new(
                 settings.aliyun.as_ref().ok_or_else(|| {
                     anyhow::anyhow!("messaging.sms_provider = \"aliyun\" needs [messaging.aliyun]")
                 })?,
             )?),
-            "tencent" => Arc::new(super::cloud::TencentSmsChannel::new(
+            "tencent" => Arc::new(crate::outreach::cloud::TencentSmsChannel::new(
                 settings.tencent.as_ref().ok_or_else(|| {
                     anyhow::anyhow!(
                         "messaging.sms_provider = \"tencent\" needs [messaging.tencent]"
@@ -1742,13 +1746,13 @@ impl Dispatcher {
                 MessageState::Suppressed => "居民已退订全部可用渠道，请电话或上门联系",
                 _ => "短信、微信等渠道都无法送达，请电话或上门联系",
             };
-            super::tasks::create(
+            crate::outreach::tasks::create(
                 &txn,
-                super::tasks::NewTask {
+                crate::outreach::tasks::NewTask {
                     campaign_id: message.campaign_id,
                     resident_id: resident.id,
                     village_code: resident.village_code.clone(),
-                    kind: super::tasks::TaskKind::Unreachable,
+                    kind: crate::outreach::tasks::TaskKind::Unreachable,
                     dedupe_key: format!("unreachable:r{}:{}", resident.id, now.format("%Y-%m-%d")),
                     message_id: Some(message.id),
                     reply_id: None,
