@@ -103,7 +103,7 @@ impl Application {
     /// runs beside the server; whichever stops first is logged with its reason and stops
     /// the other.
     pub async fn run_until_stopped(self, shutdown: CancellationToken) -> anyhow::Result<()> {
-        let app = http::router(self.state.clone());
+        let app = http::router(self.state.clone(), crate::web::router());
         let http_settings = self.state.settings.http.clone();
         let server_shutdown = shutdown.clone();
         let listener = self.listener;

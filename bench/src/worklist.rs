@@ -403,7 +403,7 @@ async fn run_worklist(url: &str, options: &WorklistOptions) -> anyhow::Result<()
     .await
     .map_err(|e| anyhow::anyhow!("login: {e}"))?;
     let cookie = format!("{SESSION_COOKIE}={}", issued.token);
-    let router = outreach::http::router(state.clone());
+    let router = outreach::http::router(state.clone(), outreach::web::router());
     let cadre = Actor {
         user_id: None,
         username: CADRE.to_owned(),

@@ -245,14 +245,15 @@ pub fn api() -> (Router<AppState>, utoipa::openapi::OpenApi) {
     (router, openapi)
 }
 
-/// The whole application router with its layers.
-pub fn router(state: AppState) -> Router {
+/// The whole application router with its layers: the API, the providers' callbacks, and
+/// `pages` (the web pages, which stand beside the API rather than under it).
+pub fn router(state: AppState, pages: Router<AppState>) -> Router {
     let (api, openapi) = api();
     let openapi = Arc::new(openapi);
     let http = &state.settings.http;
     let request_id = HeaderName::from_static(REQUEST_ID_HEADER);
     api.merge(webhooks::router())
-        .merge(crate::web::router())
+        .merge(pages)
         .route(
             "/api/openapi.json",
             get(move || {
