@@ -4,7 +4,7 @@
 //! or reached.
 
 use chrono::{DateTime, Duration, NaiveDate, Utc};
-use sea_orm::ConnectionTrait;
+use sea_orm::{ConnectionTrait, FromQueryResult};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 
@@ -224,6 +224,29 @@ pub async fn recorded(
         .ok_or_else(|| anyhow::anyhow!("attempt {id} vanished").into())
 }
 
+/// A `contact_attempts` row as the list reads it.
+#[derive(FromQueryResult)]
+struct AttemptRow {
+    id: i32,
+    campaign_id: i32,
+    resident_id: i32,
+    attempted_at: DateTime<Utc>,
+    day: NaiveDate,
+    channel: String,
+    contact: String,
+    outcome: String,
+    reached: bool,
+    note: Option<String>,
+    message_id: Option<i32>,
+    recorded_by: Option<i32>,
+}
+
+/// The id a statement returns.
+#[derive(FromQueryResult)]
+struct Id {
+    id: i32,
+}
+
 /// Who logged an attempt, and the area they were responsible for then (none for the county
 /// office with the whole tree and for delivered messages).
 #[derive(Default)]
@@ -239,14 +262,16 @@ async fn by_client_key(db: &impl ConnectionTrait, key: &str) -> AppResult<Option
     let mut sql = Sql::new(db.get_database_backend());
     sql.push("SELECT id, campaign_id, resident_id FROM contact_attempts WHERE client_key = ")
         .bind(key);
-    match db.query_one_raw(sql.build()).await? {
-        Some(row) => Ok(Some((
-            row.try_get::<i32>("", "id")?,
-            row.try_get::<i32>("", "campaign_id")?,
-            row.try_get::<i32>("", "resident_id")?,
-        ))),
-        None => Ok(None),
+    #[derive(FromQueryResult)]
+    struct Written {
+        id: i32,
+        campaign_id: i32,
+        resident_id: i32,
     }
+    Ok(Written::find_by_statement(sql.build())
+        .one(db)
+        .await?
+        .map(|w| (w.id, w.campaign_id, w.resident_id)))
 }
 
 /// The answer to an attempt sent again with its key: the attempt written the first time,
@@ -322,10 +347,10 @@ async fn insert(
     .push(", ")
     .bind(Utc::now())
     .push(") ON CONFLICT (message_id) WHERE message_id IS NOT NULL DO NOTHING RETURNING id");
-    let id = match db.query_one_raw(sql.build()).await? {
-        Some(row) => Some(row.try_get::<i32>("", "id")?),
-        None => None,
-    };
+    let id = Id::find_by_statement(sql.build())
+        .one(db)
+        .await?
+        .map(|row| row.id);
     if id.is_some() {
         // Spoken to, or a message delivered: reached; otherwise at least notified.
         let reached = outcome.reached() || outcome == Outcome::Delivered;
@@ -355,10 +380,16 @@ pub async fn from_delivered_message(
     let mut sql = Sql::new(db.get_database_backend());
     sql.push("SELECT village_code FROM residents WHERE id = ")
         .bind(resident_id);
-    let Some(row) = db.query_one_raw(sql.build()).await? else {
+    #[derive(FromQueryResult)]
+    struct Village {
+        village_code: String,
+    }
+    let Some(Village {
+        village_code: village,
+    }) = Village::find_by_statement(sql.build()).one(db).await?
+    else {
         return Ok(());
     };
-    let village: String = row.try_get("", "village_code")?;
     let (channel, contact) = match route {
         Some("wechat") => (ContactChannel::WeChat, ContactUsed::WeChat),
         Some("email") => (ContactChannel::Email, ContactUsed::Email),
@@ -401,27 +432,24 @@ pub async fn list(
     .bind(resident_id)
     .push(" ORDER BY attempted_at, id");
     let mut items = Vec::new();
-    for row in db.query_all_raw(sql.build()).await? {
-        let channel: String = row.try_get("", "channel")?;
-        let contact: String = row.try_get("", "contact")?;
-        let outcome: String = row.try_get("", "outcome")?;
-        let channel = ContactChannel::parse(&channel).unwrap_or(ContactChannel::PhoneCall);
-        let outcome = Outcome::parse(&outcome).unwrap_or(Outcome::Unreachable);
+    for row in AttemptRow::find_by_statement(sql.build()).all(db).await? {
+        let channel = ContactChannel::parse(&row.channel).unwrap_or(ContactChannel::PhoneCall);
+        let outcome = Outcome::parse(&row.outcome).unwrap_or(Outcome::Unreachable);
         items.push(AttemptView {
-            id: row.try_get("", "id")?,
-            campaign_id: row.try_get("", "campaign_id")?,
-            resident_id: row.try_get("", "resident_id")?,
-            attempted_at: row.try_get("", "attempted_at")?,
-            day: row.try_get("", "day")?,
+            id: row.id,
+            campaign_id: row.campaign_id,
+            resident_id: row.resident_id,
+            attempted_at: row.attempted_at,
+            day: row.day,
             channel_label: channel.label().to_owned(),
             channel,
-            contact: ContactUsed::parse(&contact).unwrap_or(ContactUsed::Other),
+            contact: ContactUsed::parse(&row.contact).unwrap_or(ContactUsed::Other),
             outcome_label: outcome.label().to_owned(),
             outcome,
-            reached: row.try_get("", "reached")?,
-            note: row.try_get("", "note")?,
-            message_id: row.try_get("", "message_id")?,
-            recorded_by: row.try_get("", "recorded_by")?,
+            reached: row.reached,
+            note: row.note,
+            message_id: row.message_id,
+            recorded_by: row.recorded_by,
         });
     }
     let mut days: Vec<NaiveDate> = items.iter().map(|a| a.day).collect();

@@ -10,8 +10,8 @@ use chrono::{DateTime, NaiveDate, Utc};
 use entities::users::Role;
 use entities::{appointments, enrolments, institutions, residents};
 use sea_orm::{
-    ActiveValue::Set, ColumnTrait, ConnectionTrait, EntityTrait, QueryFilter, QueryOrder,
-    QuerySelect, sea_query::Expr,
+    ActiveValue::Set, ColumnTrait, ConnectionTrait, EntityTrait, FromQueryResult, QueryFilter,
+    QueryOrder, QuerySelect, sea_query::Expr,
 };
 use serde::{Deserialize, Serialize};
 use serde_json::json;
@@ -955,24 +955,27 @@ pub async fn no_shows_before(
         .bind(campaign_id)
         .push(" AND status = 'booked' AND day < ")
         .bind(day)
-        .push(" RETURNING id, resident_id, day");
-    let missed: Vec<(i32, i32, NaiveDate)> = db
-        .query_all_raw(sql.build())
+        .push(" RETURNING id, resident_id, institution_id, day");
+    let missed: Vec<(i32, i32, NaiveDate)> = Ended::find_by_statement(sql.build())
+        .all(db)
         .await?
-        .iter()
-        .map(|row| {
-            Ok::<_, sea_orm::DbErr>((
-                row.try_get("", "id")?,
-                row.try_get("", "resident_id")?,
-                row.try_get("", "day")?,
-            ))
-        })
-        .collect::<Result<_, _>>()?;
+        .into_iter()
+        .map(|row| (row.id, row.resident_id, row.day))
+        .collect();
     let residents: Vec<i32> = missed.iter().map(|m| m.1).collect();
     for chunk in residents.chunks(500) {
         enrol::unmark_appointed(db, campaign_id, chunk, now).await?;
     }
     Ok(missed)
+}
+
+/// An appointment a set-based update ended, as its `RETURNING` gives it.
+#[derive(FromQueryResult)]
+struct Ended {
+    id: i32,
+    resident_id: i32,
+    institution_id: i32,
+    day: NaiveDate,
 }
 
 /// Cancels a campaign's booked appointments that match `condition` (which appends SQL over
@@ -1000,16 +1003,9 @@ async fn cancel_matching(
     sql.push(" RETURNING id, institution_id, day, resident_id");
     let mut per_day: std::collections::BTreeMap<(i32, NaiveDate), i32> = Default::default();
     let mut cancelled = Vec::new();
-    for row in db.query_all_raw(sql.build()).await? {
-        let key = (
-            row.try_get::<i32>("", "institution_id")?,
-            row.try_get::<NaiveDate>("", "day")?,
-        );
-        *per_day.entry(key).or_default() += 1;
-        cancelled.push((
-            row.try_get::<i32>("", "id")?,
-            row.try_get::<i32>("", "resident_id")?,
-        ));
+    for row in Ended::find_by_statement(sql.build()).all(db).await? {
+        *per_day.entry((row.institution_id, row.day)).or_default() += 1;
+        cancelled.push((row.id, row.resident_id));
     }
     for ((institution_id, day), n) in per_day {
         institution::release(db, institution_id, day, n).await?;

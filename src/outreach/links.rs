@@ -8,7 +8,9 @@ use std::collections::HashMap;
 use chrono::{NaiveDate, Utc};
 use entities::{appointments, institutions, residents};
 use rand::Rng;
-use sea_orm::{ColumnTrait, ConnectionTrait, EntityTrait, QueryFilter, QueryOrder};
+use sea_orm::{
+    ColumnTrait, ConnectionTrait, EntityTrait, FromQueryResult, QueryFilter, QueryOrder,
+};
 use serde::Serialize;
 
 use crate::area::AreaCode;
@@ -23,6 +25,20 @@ use crate::privacy::{Field, Privacy};
 pub const CODE_LEN: usize = 12;
 
 pub use super::templates::carries_link;
+
+/// A resident's code as stored: sealed.
+#[derive(FromQueryResult)]
+struct Sealed {
+    resident_id: i32,
+    code_enc: Vec<u8>,
+}
+
+/// Whose link a code opens.
+#[derive(FromQueryResult)]
+struct LinkRow {
+    campaign_id: i32,
+    resident_id: i32,
+}
 
 /// A new code from the thread's CSPRNG (ChaCha, seeded from the operating system).
 fn new_code() -> String {
@@ -107,13 +123,11 @@ async fn read(
                 .bind(campaign_id)
                 .push(" AND resident_id IN ")
                 .bind_list(chunk.iter().copied());
-            for row in db.query_all_raw(sql.build()).await? {
-                let resident_id: i32 = row.try_get("", "resident_id")?;
-                let sealed: Vec<u8> = row.try_get("", "code_enc")?;
+            for row in Sealed::find_by_statement(sql.build()).all(db).await? {
                 let code = privacy
-                    .decrypt(Field::LinkCode, &sealed)
+                    .decrypt(Field::LinkCode, &row.code_enc)
                     .map_err(|e| anyhow::anyhow!("resident link code: {e}"))?;
-                found.insert((campaign_id, resident_id), code);
+                found.insert((campaign_id, row.resident_id), code);
             }
         }
     }
@@ -156,11 +170,13 @@ pub async fn open(
     let mut sql = Sql::new(db.get_database_backend());
     sql.push("SELECT campaign_id, resident_id FROM resident_links WHERE code_index = ")
         .bind(privacy.blind_index(Field::LinkCode, code));
-    let Some(row) = db.query_one_raw(sql.build()).await? else {
+    let Some(LinkRow {
+        campaign_id,
+        resident_id,
+    }) = LinkRow::find_by_statement(sql.build()).one(db).await?
+    else {
         return Ok(None);
     };
-    let campaign_id: i32 = row.try_get("", "campaign_id")?;
-    let resident_id: i32 = row.try_get("", "resident_id")?;
     let Some(resident) = residents::Entity::find_by_id(resident_id).one(db).await? else {
         return Ok(None);
     };

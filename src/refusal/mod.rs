@@ -12,7 +12,9 @@ use std::collections::{BTreeMap, BTreeSet};
 use base64::Engine;
 use chrono::{DateTime, NaiveDate, Utc};
 use entities::users::{self, Role};
-use sea_orm::{ColumnTrait, ConnectionTrait, EntityTrait, PaginatorTrait, QueryFilter};
+use sea_orm::{
+    ColumnTrait, ConnectionTrait, EntityTrait, FromQueryResult, PaginatorTrait, QueryFilter,
+};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 
@@ -286,6 +288,7 @@ fn check_location(location: &Option<Location>) -> AppResult<Option<String>> {
 }
 
 /// A contact attempt as the refusal rule sees it.
+#[derive(FromQueryResult)]
 struct Attempt {
     id: i32,
     day: NaiveDate,
@@ -388,16 +391,7 @@ async fn attempts_of(
         .push(" AND resident_id = ")
         .bind(resident_id)
         .push(" ORDER BY id");
-    let mut attempts = Vec::new();
-    for row in db.query_all_raw(sql.build()).await? {
-        attempts.push(Attempt {
-            id: row.try_get("", "id")?,
-            day: row.try_get("", "day")?,
-            reached: row.try_get("", "reached")?,
-            recorded_area: row.try_get("", "recorded_area")?,
-        });
-    }
-    Ok(attempts)
+    Ok(Attempt::find_by_statement(sql.build()).all(db).await?)
 }
 
 /// The attempts a registration rests on, checked against the campaign's rule: at least N
@@ -528,10 +522,14 @@ async fn check_registrable(
         .bind(campaign_id)
         .push(" AND resident_id = ")
         .bind(resident_id);
-    let stage: Option<String> = match db.query_one_raw(sql.build()).await? {
-        Some(row) => Some(row.try_get("", "stage")?),
-        None => None,
-    };
+    #[derive(FromQueryResult)]
+    struct Stage {
+        stage: String,
+    }
+    let stage = Stage::find_by_statement(sql.build())
+        .one(db)
+        .await?
+        .map(|row| row.stage);
     match stage.as_deref() {
         None => Err(AppError::refused(
             "not_enrolled",
@@ -958,15 +956,16 @@ async fn load(db: &impl ConnectionTrait, filter: impl FnOnce(&mut Sql)) -> AppRe
     let rows = db.query_all_raw(sql.build()).await?;
     let mut loaded = Vec::with_capacity(rows.len());
     for row in &rows {
+        let about = About::from_query_result(row, "")?;
         loaded.push(Loaded {
             record: chain::Stored::from_row(row)?,
-            resident_name: row.try_get("", "resident_name")?,
-            id_masked: row.try_get("", "id_masked")?,
-            id_cipher: row.try_get("", "id_cipher")?,
-            sex: row.try_get("", "sex")?,
-            birth_date: row.try_get("", "birth_date")?,
-            village_name: row.try_get("", "village_name")?,
-            township_name: row.try_get("", "township_name")?,
+            resident_name: about.resident_name,
+            id_masked: about.id_masked,
+            id_cipher: about.id_cipher,
+            sex: about.sex,
+            birth_date: about.birth_date,
+            village_name: about.village_name,
+            township_name: about.township_name,
             events: Vec::new(),
             superseded_by: None,
         });
@@ -995,6 +994,18 @@ async fn load(db: &impl ConnectionTrait, filter: impl FnOnce(&mut Sql)) -> AppRe
         }
     }
     Ok(loaded)
+}
+
+/// What a registration's row of the register carries about its resident and places.
+#[derive(FromQueryResult)]
+struct About {
+    resident_name: String,
+    id_masked: String,
+    id_cipher: Vec<u8>,
+    sex: String,
+    birth_date: NaiveDate,
+    village_name: Option<String>,
+    township_name: Option<String>,
 }
 
 /// A registration record with what the register shows about it.

@@ -15,7 +15,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use chrono::{NaiveDate, Utc};
 use entities::residents;
 use sea_orm::{
-    ActiveValue::Set, ColumnTrait, EntityTrait, PaginatorTrait, QueryFilter, QuerySelect,
+    ActiveValue::Set, ColumnTrait, EntityTrait, FromQueryResult, PaginatorTrait, QueryFilter,
+    QuerySelect,
 };
 use serde_json::json;
 
@@ -1012,12 +1013,12 @@ impl Indexes {
             }
         };
         let mut create = Vec::new();
-        for row in txn
-            .query_all_raw(Statement::from_string(backend, definitions))
-            .await?
+        for Definition { name, definition } in
+            Definition::find_by_statement(Statement::from_string(backend, definitions))
+                .all(txn)
+                .await?
         {
-            let name: String = row.try_get("", "name")?;
-            create.push(row.try_get::<String>("", "definition")?);
+            create.push(definition);
             txn.execute_unprepared(&format!("DROP INDEX \"{}\"", name.replace('"', "\"\"")))
                 .await?;
         }
@@ -1025,13 +1026,12 @@ impl Indexes {
         if backend == DbBackend::Postgres {
             let foreign_keys = "SELECT conname AS name, pg_get_constraintdef(oid) AS definition \
                  FROM pg_constraint WHERE conrelid = 'residents'::regclass AND contype = 'f'";
-            for row in txn
-                .query_all_raw(Statement::from_string(backend, foreign_keys))
-                .await?
+            for Definition { name, definition } in
+                Definition::find_by_statement(Statement::from_string(backend, foreign_keys))
+                    .all(txn)
+                    .await?
             {
-                let name: String = row.try_get("", "name")?;
                 let name = format!("\"{}\"", name.replace('"', "\"\""));
-                let definition: String = row.try_get("", "definition")?;
                 txn.execute_unprepared(&format!("ALTER TABLE residents DROP CONSTRAINT {name}"))
                     .await?;
                 create.push(format!(
@@ -1511,6 +1511,13 @@ fn diff(
         model.relative_phone_masked = Set(Some(phone.masked.clone()));
     }
     (changes, model)
+}
+
+/// An index or constraint of `residents` as the catalog states it, to drop and remake.
+#[derive(FromQueryResult)]
+struct Definition {
+    name: String,
+    definition: String,
 }
 
 #[cfg(test)]
