@@ -5,7 +5,7 @@
 use std::borrow::Cow;
 
 use chrono::{DateTime, NaiveDate, Utc};
-use sea_orm::ConnectionTrait;
+use sea_orm::{ConnectionTrait, FromQueryResult};
 use serde::Serialize;
 
 use super::MessageKind;
@@ -43,6 +43,12 @@ pub enum ReceiptOutcome {
     Unknown,
 }
 
+/// A message's idempotency key.
+#[derive(FromQueryResult)]
+struct MessageKey {
+    idempotency_key: String,
+}
+
 /// Whether a receipt for `(provider, provider_message_id)` may concern the message with
 /// idempotency key `key`: false only when that provider id is recorded for another message.
 /// (A receipt before its send is recorded cannot be told apart yet.)
@@ -57,11 +63,12 @@ pub async fn receipt_may_concern(
         .bind(provider)
         .push(" AND provider_message_id = ")
         .bind(provider_message_id);
-    let rows = db.query_all_raw(sql.build()).await?;
-    let mut keys = Vec::with_capacity(rows.len());
-    for row in rows {
-        keys.push(row.try_get::<String>("", "idempotency_key")?);
-    }
+    let keys: Vec<String> = MessageKey::find_by_statement(sql.build())
+        .all(db)
+        .await?
+        .into_iter()
+        .map(|row| row.idempotency_key)
+        .collect();
     Ok(keys.is_empty() || keys.iter().any(|k| k == key))
 }
 
@@ -109,6 +116,19 @@ pub struct PendingReceipt {
     pub tries: i32,
 }
 
+/// A kept receipt as [`pending`] reads it.
+#[derive(FromQueryResult)]
+struct PendingRow {
+    id: i32,
+    provider: String,
+    provider_message_id: String,
+    status: String,
+    reason: Option<String>,
+    at: Option<DateTime<Utc>>,
+    received_at: DateTime<Utc>,
+    tries: i32,
+}
+
 /// The kept receipts due now (or those of one message, `only`), at most 100.
 pub async fn pending(
     db: &impl ConnectionTrait,
@@ -133,29 +153,24 @@ pub async fn pending(
     }
     sql.push(" ORDER BY next_try_at LIMIT 100");
     let mut kept = Vec::new();
-    for row in db.query_all_raw(sql.build()).await? {
-        let provider: String = row.try_get("", "provider")?;
-        let status: String = row.try_get("", "status")?;
-        let Some(provider) = provider_name(&provider) else {
+    for row in PendingRow::find_by_statement(sql.build()).all(db).await? {
+        let Some(provider) = provider_name(&row.provider) else {
             continue;
         };
         kept.push(PendingReceipt {
-            id: row.try_get("", "id")?,
+            id: row.id,
             receipt: Receipt {
                 provider,
-                provider_message_id: row.try_get("", "provider_message_id")?,
-                status: if status == "failed" {
-                    ReceiptStatus::Failed(
-                        row.try_get::<Option<String>>("", "reason")?
-                            .unwrap_or_default(),
-                    )
+                provider_message_id: row.provider_message_id,
+                status: if row.status == "failed" {
+                    ReceiptStatus::Failed(row.reason.unwrap_or_default())
                 } else {
                     ReceiptStatus::Delivered
                 },
-                at: row.try_get("", "at")?,
+                at: row.at,
             },
-            received_at: row.try_get("", "received_at")?,
-            tries: row.try_get("", "tries")?,
+            received_at: row.received_at,
+            tries: row.tries,
         });
     }
     Ok(kept)
@@ -200,6 +215,21 @@ pub struct Settled {
     pub delivered: Vec<Delivered>,
 }
 
+/// A message a receipt moved (`RETURNING`).
+#[derive(FromQueryResult)]
+struct MovedRow {
+    id: i32,
+    campaign_id: i32,
+    resident_id: i32,
+    kind: String,
+    appointment_id: Option<i32>,
+    wave_id: Option<i32>,
+    idempotency_key: String,
+    expires_at: DateTime<Utc>,
+    step: i32,
+    route: Option<String>,
+}
+
 /// Moves the message a receipt names forward: delivered or failed, only from `sending` or
 /// `sent`, so a late or repeated receipt changes nothing. A failed delivery plans the same
 /// message through the next channel of the fallback plan.
@@ -239,36 +269,33 @@ pub async fn settle(db: &impl ConnectionTrait, receipt: &Receipt) -> AppResult<S
             " AND state IN ('sending', 'sent') RETURNING id, campaign_id, resident_id, kind, \
              appointment_id, wave_id, idempotency_key, expires_at, step, route",
         );
-    let rows = db.query_all_raw(sql.build()).await?;
+    let rows = MovedRow::find_by_statement(sql.build()).all(db).await?;
     let moved = !rows.is_empty();
     for row in rows {
-        let campaign_id: i32 = row.try_get("", "campaign_id")?;
-        let resident_id: i32 = row.try_get("", "resident_id")?;
         match &receipt.status {
             ReceiptStatus::Delivered => delivered.push(Delivered {
-                message_id: row.try_get("", "id")?,
-                campaign_id,
-                resident_id,
-                route: row.try_get("", "route")?,
+                message_id: row.id,
+                campaign_id: row.campaign_id,
+                resident_id: row.resident_id,
+                route: row.route,
                 at,
             }),
             _ => {
-                let step: i32 = row.try_get("", "step")?;
-                let key: String = row.try_get("", "idempotency_key")?;
-                let kind: String = row.try_get("", "kind")?;
-                let Some(kind) = MessageKind::parse(&kind) else {
+                let step = row.step;
+                let key = row.idempotency_key;
+                let Some(kind) = MessageKind::parse(&row.kind) else {
                     continue;
                 };
                 let base = key.split("#s").next().unwrap_or(&key).to_owned();
                 let next = Planned {
-                    campaign_id,
-                    resident_id,
+                    campaign_id: row.campaign_id,
+                    resident_id: row.resident_id,
                     kind,
-                    appointment_id: row.try_get("", "appointment_id")?,
-                    wave_id: row.try_get("", "wave_id")?,
+                    appointment_id: row.appointment_id,
+                    wave_id: row.wave_id,
                     key: format!("{base}#s{}", step + 1),
                     due_at: now,
-                    expires_at: row.try_get("", "expires_at")?,
+                    expires_at: row.expires_at,
                     route: None,
                     step: step + 1,
                 };
@@ -376,6 +403,12 @@ pub fn storable(reply: &InboundSms) -> Cow<'_, InboundSms> {
     }
 }
 
+/// A kept reply's row id (`RETURNING id`).
+#[derive(FromQueryResult)]
+struct KeptReply {
+    id: i32,
+}
+
 /// Keeps a reply with what was made of it. Returns its id, or `None` when the provider pushed
 /// it before (it was acted on then).
 pub async fn keep_reply(
@@ -418,10 +451,8 @@ pub async fn keep_reply(
         ") ON CONFLICT (provider, provider_id) WHERE provider_id IS NOT NULL DO NOTHING \
          RETURNING id",
     );
-    match db.query_one_raw(sql.build()).await? {
-        Some(kept) => Ok(Some(kept.try_get("", "id")?)),
-        None => Ok(None),
-    }
+    let kept = KeptReply::find_by_statement(sql.build()).one(db).await?;
+    Ok(kept.map(|kept| kept.id))
 }
 
 /// A reply asking for another day: a task for the cadre and a message with the next days
@@ -522,6 +553,16 @@ pub async fn confirm_opt_out(
     Ok(())
 }
 
+/// A resident a number belongs to, as [`senders`] reads it.
+#[derive(FromQueryResult)]
+struct SenderRow {
+    id: i32,
+    village_code: String,
+    /// `phone` or `relative`: which of the resident's numbers it is.
+    route: String,
+    last_sent: Option<DateTime<Utc>>,
+}
+
 /// Residents whose own or relative's number has this blind index, the most recently
 /// messaged first.
 pub async fn senders(db: &impl ConnectionTrait, index: &[u8]) -> AppResult<Vec<Sender>> {
@@ -537,14 +578,13 @@ pub async fn senders(db: &impl ConnectionTrait, index: &[u8]) -> AppResult<Vec<S
         .push(" OR r.relative_phone_index = ")
         .bind(index.to_vec());
     let mut found: Vec<(Option<DateTime<Utc>>, Sender)> = Vec::new();
-    for row in db.query_all_raw(sql.build()).await? {
-        let route: String = row.try_get("", "route")?;
+    for row in SenderRow::find_by_statement(sql.build()).all(db).await? {
         found.push((
-            row.try_get("", "last_sent")?,
+            row.last_sent,
             Sender {
-                resident_id: row.try_get("", "id")?,
-                village_code: row.try_get("", "village_code")?,
-                route: Route::parse(&route).unwrap_or(Route::Phone),
+                resident_id: row.id,
+                village_code: row.village_code,
+                route: Route::parse(&row.route).unwrap_or(Route::Phone),
             },
         ));
     }

@@ -9,7 +9,7 @@ pub use crate::config::{OutboxSettings, Reminders};
 use std::collections::BTreeMap;
 
 use chrono::{DateTime, Duration, NaiveDate, NaiveTime, Utc};
-use sea_orm::ConnectionTrait;
+use sea_orm::{ConnectionTrait, FromQueryResult};
 use serde::{Deserialize, Serialize};
 
 use super::MessageKind;
@@ -373,6 +373,15 @@ fn cancel_statement(db: &impl ConnectionTrait, now: DateTime<Utc>) -> Sql {
     sql
 }
 
+/// An appointment [`plan_reminders`] plans for.
+#[derive(FromQueryResult)]
+struct AppointmentDue {
+    id: i32,
+    resident_id: i32,
+    day: NaiveDate,
+    status: String,
+}
+
 /// Reminders the booking path may have missed (appointments made by an import, a planner
 /// that was down): every booked appointment of an open campaign from today on gets its
 /// notice and reminder, every no-show of the last three days its follow-up. Idempotent.
@@ -395,18 +404,27 @@ pub async fn plan_reminders(
             .bind(today - Duration::days(3))
             .push("))");
         let mut planned = Vec::new();
-        for row in db.query_all_raw(sql.build()).await? {
-            let id: i32 = row.try_get("", "id")?;
-            let resident: i32 = row.try_get("", "resident_id")?;
-            let day: NaiveDate = row.try_get("", "day")?;
-            let status: String = row.try_get("", "status")?;
-            if status == "booked" {
+        let appointments = AppointmentDue::find_by_statement(sql.build())
+            .all(db)
+            .await?;
+        for a in appointments {
+            if a.status == "booked" {
                 planned.extend(for_appointment(
-                    &campaign, reminders, id, resident, day, now,
+                    &campaign,
+                    reminders,
+                    a.id,
+                    a.resident_id,
+                    a.day,
+                    now,
                 ));
             } else {
                 planned.extend(missed_followup(
-                    &campaign, reminders, id, resident, day, now,
+                    &campaign,
+                    reminders,
+                    a.id,
+                    a.resident_id,
+                    a.day,
+                    now,
                 ));
             }
         }
@@ -454,36 +472,70 @@ pub(crate) const VIEW_COLUMNS: &str = "m.id, m.campaign_id, m.resident_id, m.kin
      m.last_error, m.created_at, m.sent_at, m.delivered_at, m.failed_at, \
      COALESCE(m.expired_at, m.cancelled_at, m.suppressed_at) AS finished_at";
 
-impl MessageView {
-    pub(crate) fn from_row(row: &sea_orm::QueryResult) -> Result<Self, sea_orm::DbErr> {
-        let state: String = row.try_get("", "state")?;
-        let state = MessageState::parse(&state).unwrap_or(MessageState::Failed);
-        Ok(Self {
-            id: row.try_get("", "id")?,
-            campaign_id: row.try_get("", "campaign_id")?,
-            resident_id: row.try_get("", "resident_id")?,
-            kind: row.try_get("", "kind")?,
-            appointment_id: row.try_get("", "appointment_id")?,
-            wave_id: row.try_get("", "wave_id")?,
+/// A message as [`VIEW_COLUMNS`] reads it.
+#[derive(FromQueryResult)]
+struct MessageRow {
+    id: i32,
+    campaign_id: i32,
+    resident_id: i32,
+    kind: String,
+    appointment_id: Option<i32>,
+    wave_id: Option<i32>,
+    state: String,
+    due_at: DateTime<Utc>,
+    expires_at: DateTime<Utc>,
+    attempts: i32,
+    route: Option<String>,
+    channel: Option<String>,
+    recipient: Option<String>,
+    provider: Option<String>,
+    provider_message_id: Option<String>,
+    body: Option<String>,
+    segments: Option<i32>,
+    last_error: Option<String>,
+    created_at: DateTime<Utc>,
+    sent_at: Option<DateTime<Utc>>,
+    delivered_at: Option<DateTime<Utc>>,
+    failed_at: Option<DateTime<Utc>>,
+    finished_at: Option<DateTime<Utc>>,
+}
+
+impl From<MessageRow> for MessageView {
+    fn from(row: MessageRow) -> Self {
+        let state = MessageState::parse(&row.state).unwrap_or(MessageState::Failed);
+        Self {
+            id: row.id,
+            campaign_id: row.campaign_id,
+            resident_id: row.resident_id,
+            kind: row.kind,
+            appointment_id: row.appointment_id,
+            wave_id: row.wave_id,
             state_label: state.label().to_owned(),
             state,
-            due_at: row.try_get("", "due_at")?,
-            expires_at: row.try_get("", "expires_at")?,
-            attempts: row.try_get("", "attempts")?,
-            route: row.try_get("", "route")?,
-            channel: row.try_get("", "channel")?,
-            recipient: row.try_get("", "recipient")?,
-            provider: row.try_get("", "provider")?,
-            provider_message_id: row.try_get("", "provider_message_id")?,
-            body: row.try_get("", "body")?,
-            segments: row.try_get("", "segments")?,
-            last_error: row.try_get("", "last_error")?,
-            created_at: row.try_get("", "created_at")?,
-            sent_at: row.try_get("", "sent_at")?,
-            delivered_at: row.try_get("", "delivered_at")?,
-            failed_at: row.try_get("", "failed_at")?,
-            finished_at: row.try_get("", "finished_at")?,
-        })
+            due_at: row.due_at,
+            expires_at: row.expires_at,
+            attempts: row.attempts,
+            route: row.route,
+            channel: row.channel,
+            recipient: row.recipient,
+            provider: row.provider,
+            provider_message_id: row.provider_message_id,
+            body: row.body,
+            segments: row.segments,
+            last_error: row.last_error,
+            created_at: row.created_at,
+            sent_at: row.sent_at,
+            delivered_at: row.delivered_at,
+            failed_at: row.failed_at,
+            finished_at: row.finished_at,
+        }
+    }
+}
+
+impl MessageView {
+    /// A message from a row selected with [`VIEW_COLUMNS`].
+    pub(crate) fn from_row(row: &sea_orm::QueryResult) -> Result<Self, sea_orm::DbErr> {
+        MessageRow::from_query_result(row, "").map(Self::from)
     }
 }
 
@@ -545,28 +597,63 @@ pub struct ProviderHealth {
     pub retrying: i64,
 }
 
+/// A row count.
+#[derive(FromQueryResult)]
+struct Count {
+    n: i64,
+}
+
+/// How many messages are in one state.
+#[derive(FromQueryResult)]
+struct StateCount {
+    state: String,
+    n: i64,
+}
+
+/// How many messages are due, and since when the oldest of them.
+#[derive(FromQueryResult)]
+struct Due {
+    n: i64,
+    oldest: Option<DateTime<Utc>>,
+}
+
+/// One provider's last hour (a sum over no rows is NULL).
+#[derive(FromQueryResult)]
+struct ProviderSums {
+    provider: String,
+    sent: Option<i64>,
+    delivered: Option<i64>,
+    failed: Option<i64>,
+}
+
+/// How many messages wait for a retry after a channel failed them.
+#[derive(FromQueryResult)]
+struct ChannelCount {
+    channel: String,
+    n: i64,
+}
+
 pub async fn health(db: &impl ConnectionTrait, now: DateTime<Utc>) -> AppResult<Health> {
     let backend = db.get_database_backend();
     let mut states = BTreeMap::new();
     let sql = Sql::new(backend)
         .push("SELECT state, COUNT(*) AS n FROM messages GROUP BY state")
         .build();
-    for row in db.query_all_raw(sql).await? {
-        states.insert(row.try_get("", "state")?, row.try_get("", "n")?);
+    for row in StateCount::find_by_statement(sql).all(db).await? {
+        states.insert(row.state, row.n);
     }
     let mut sql = Sql::new(backend);
     sql.push("SELECT COUNT(*) AS n, MIN(next_attempt_at) AS oldest FROM messages WHERE state IN ('queued', 'scheduled') AND next_attempt_at <= ")
         .bind(now);
-    let row = db.query_one_raw(sql.build()).await?;
-    let (due, oldest_due_at): (i64, Option<DateTime<Utc>>) = match row {
-        Some(row) => (row.try_get("", "n")?, row.try_get("", "oldest")?),
+    let (due, oldest_due_at) = match Due::find_by_statement(sql.build()).one(db).await? {
+        Some(row) => (row.n, row.oldest),
         None => (0, None),
     };
     let mut sql = Sql::new(backend);
     sql.push("SELECT COUNT(*) AS n FROM messages WHERE state = 'sending' AND lease_until < ")
         .bind(now);
-    let stale_leases = match db.query_one_raw(sql.build()).await? {
-        Some(row) => row.try_get("", "n")?,
+    let stale_leases = match Count::find_by_statement(sql.build()).one(db).await? {
+        Some(row) => row.n,
         None => 0,
     };
     let hour_ago = now - Duration::hours(1);
@@ -589,15 +676,14 @@ pub async fn health(db: &impl ConnectionTrait, now: DateTime<Utc>) -> AppResult<
     .bind(hour_ago)
     .push(") GROUP BY provider");
     let mut by_provider: BTreeMap<String, ProviderHealth> = BTreeMap::new();
-    for row in db.query_all_raw(sql.build()).await? {
-        let provider: String = row.try_get("", "provider")?;
+    for row in ProviderSums::find_by_statement(sql.build()).all(db).await? {
         by_provider.insert(
-            provider.clone(),
+            row.provider.clone(),
             ProviderHealth {
-                provider,
-                sent: row.try_get::<Option<i64>>("", "sent")?.unwrap_or(0),
-                delivered: row.try_get::<Option<i64>>("", "delivered")?.unwrap_or(0),
-                failed: row.try_get::<Option<i64>>("", "failed")?.unwrap_or(0),
+                provider: row.provider,
+                sent: row.sent.unwrap_or(0),
+                delivered: row.delivered.unwrap_or(0),
+                failed: row.failed.unwrap_or(0),
                 retrying: 0,
             },
         );
@@ -609,9 +695,8 @@ pub async fn health(db: &impl ConnectionTrait, now: DateTime<Utc>) -> AppResult<
              attempts > 0 AND last_error IS NOT NULL AND channel IS NOT NULL GROUP BY channel",
         )
         .build();
-    for row in db.query_all_raw(sql).await? {
-        let channel: String = row.try_get("", "channel")?;
-        let n: i64 = row.try_get("", "n")?;
+    for row in ChannelCount::find_by_statement(sql).all(db).await? {
+        let ChannelCount { channel, n } = row;
         by_provider
             .entry(channel.clone())
             .or_insert_with(|| ProviderHealth {
@@ -643,6 +728,25 @@ pub async fn health(db: &impl ConnectionTrait, now: DateTime<Utc>) -> AppResult<
     })
 }
 
+/// What [`resend`] reads of the message it sends again.
+#[derive(FromQueryResult)]
+struct ResendRow {
+    campaign_id: i32,
+    resident_id: i32,
+    kind: String,
+    appointment_id: Option<i32>,
+    wave_id: Option<i32>,
+    idempotency_key: String,
+    state: String,
+    village_code: String,
+}
+
+/// An appointment's status.
+#[derive(FromQueryResult)]
+struct AppointmentStatus {
+    status: String,
+}
+
 /// Sends a failed or expired message again, by hand: a new row (the old one keeps its
 /// history) due now, audited. An opted-out resident's message is not re-sent.
 pub async fn resend(
@@ -656,29 +760,27 @@ pub async fn resend(
     sql.push("SELECT m.id, m.campaign_id, m.resident_id, m.kind, m.appointment_id, m.wave_id, m.idempotency_key, m.state, r.village_code FROM messages m JOIN residents r ON r.id = m.resident_id WHERE m.id = ")
         .bind(id);
     super::tasks::scope_sql(&mut sql, "r.village_code", &actor.scope);
-    let row = txn
-        .query_one_raw(sql.build())
+    let row = ResendRow::find_by_statement(sql.build())
+        .one(txn)
         .await?
         .ok_or_else(|| AppError::NotFound(format!("消息 {id} 不存在")))?;
-    let state: String = row.try_get("", "state")?;
-    if !matches!(state.as_str(), "failed" | "expired") {
+    if !matches!(row.state.as_str(), "failed" | "expired") {
         return Err(AppError::refused(
             "not_resendable",
             "只有发送失败或已过期的消息可以重发",
         ));
     }
-    let kind: String = row.try_get("", "kind")?;
-    let kind = MessageKind::parse(&kind)
+    let kind = MessageKind::parse(&row.kind)
         .ok_or_else(|| anyhow::anyhow!("message {id} has an unknown kind"))?;
-    let appointment_id: Option<i32> = row.try_get("", "appointment_id")?;
+    let appointment_id = row.appointment_id;
     if let Some(appointment) = appointment_id {
         let mut sql = Sql::new(txn.get_database_backend());
         sql.push("SELECT status FROM appointments WHERE id = ")
             .bind(appointment);
-        let status: Option<String> = match txn.query_one_raw(sql.build()).await? {
-            Some(row) => Some(row.try_get("", "status")?),
-            None => None,
-        };
+        let status = AppointmentStatus::find_by_statement(sql.build())
+            .one(txn)
+            .await?
+            .map(|row| row.status);
         let still_useful = match kind {
             MessageKind::MissedFollowup => status.as_deref() == Some("no_show"),
             _ => status.as_deref() == Some("booked"),
@@ -690,7 +792,7 @@ pub async fn resend(
             ));
         }
     }
-    let original: String = row.try_get("", "idempotency_key")?;
+    let original = row.idempotency_key;
     let base = original
         .split("#resend")
         .next()
@@ -699,25 +801,23 @@ pub async fn resend(
     let mut sql = Sql::new(txn.get_database_backend());
     sql.push("SELECT COUNT(*) AS n FROM messages WHERE idempotency_key LIKE ")
         .bind(format!("{base}#resend%"));
-    let earlier: i64 = match txn.query_one_raw(sql.build()).await? {
-        Some(row) => row.try_get("", "n")?,
+    let earlier = match Count::find_by_statement(sql.build()).one(txn).await? {
+        Some(row) => row.n,
         None => 0,
     };
-    let campaign_id: i32 = row.try_get("", "campaign_id")?;
-    let resident_id: i32 = row.try_get("", "resident_id")?;
     let mut planned = immediate(
-        campaign_id,
-        resident_id,
+        row.campaign_id,
+        row.resident_id,
         kind,
         appointment_id,
         format!("{base}#resend{}", earlier + 1),
         now,
     );
-    planned.wave_id = row.try_get("", "wave_id")?;
+    planned.wave_id = row.wave_id;
     if insert(txn, std::slice::from_ref(&planned), now).await? != 1 {
         return Err(AppError::refused("already_resent", "该消息刚刚已重发"));
     }
-    let village: String = row.try_get("", "village_code")?;
+    let village = row.village_code;
     crate::audit::record(
         txn,
         actor,
@@ -735,10 +835,9 @@ pub async fn resend(
         .push(VIEW_COLUMNS)
         .push(" FROM messages m WHERE m.idempotency_key = ")
         .bind(planned.key.as_str());
-    let view = txn
-        .query_one_raw(sql.build())
+    let view = MessageRow::find_by_statement(sql.build())
+        .one(txn)
         .await?
         .ok_or_else(|| anyhow::anyhow!("the re-sent message vanished"))?;
-    let view = MessageView::from_row(&view)?;
-    Ok(view)
+    Ok(MessageView::from(view))
 }
