@@ -1,7 +1,8 @@
 //! Messaging the office and the cadres start by hand: a wave created or cancelled, the
-//! `plan_waves` job topping up the waves, a cadre's task marked done. Each change is one
-//! writing transaction; what it shows afterwards is read after the commit. The functions
-//! keep the names of the domain functions they wrap, one module per domain module.
+//! `plan_waves` job topping up the waves, a cadre's task marked done, a failed message sent
+//! again. Each change is one writing transaction; what it shows afterwards is read after the
+//! commit. The functions keep the names of the domain functions they wrap, one module per
+//! domain module.
 
 /// Waves (`outreach::waves`).
 pub mod waves {
