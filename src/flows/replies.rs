@@ -220,9 +220,7 @@ pub async fn link_confirm<C>(db: &C, link: &Link) -> AppResult<()>
 where
     C: ConnectionTrait + TransactionTrait<Transaction = DatabaseTransaction>,
 {
-    if link.expired() {
-        return Err(links::link_expired());
-    }
+    link.still_open()?;
     let now = Utc::now();
     write(db, async |txn| {
         let Some(active) =
@@ -261,9 +259,7 @@ pub async fn link_reschedule<C>(
 where
     C: ConnectionTrait + TransactionTrait<Transaction = DatabaseTransaction>,
 {
-    if link.expired() {
-        return Err(links::link_expired());
-    }
+    link.still_open()?;
     let Some(active) = appointment::active_of(db, link.campaign.id(), link.resident.id).await?
     else {
         return Err(links::not_active());
@@ -293,9 +289,7 @@ pub async fn link_opt_out<C>(db: &C, link: &Link) -> AppResult<()>
 where
     C: ConnectionTrait + TransactionTrait<Transaction = DatabaseTransaction>,
 {
-    if link.expired() {
-        return Err(links::link_expired());
-    }
+    link.still_open()?;
     let now = Utc::now();
     write(db, async |txn| {
         let changed = registry::consent::opt_out_resident(txn, link.resident.id, now).await?;

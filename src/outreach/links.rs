@@ -147,6 +147,17 @@ impl Link {
         !self.campaign.is_open()
     }
 
+    /// Refuses an action on a link whose campaign has closed.
+    pub fn still_open(&self) -> AppResult<()> {
+        if self.expired() {
+            return Err(AppError::refused(
+                "link_expired",
+                "本次体检工作已经结束，链接已失效",
+            ));
+        }
+        Ok(())
+    }
+
     pub fn actor(&self) -> AppResult<Actor> {
         let village = AreaCode::parse(&self.resident.village_code)
             .map_err(|e| anyhow::anyhow!("stored village code: {e}"))?;
@@ -310,10 +321,6 @@ async fn free_days(
 
 pub fn not_active() -> AppError {
     AppError::refused("not_active", "您目前没有可以更改的预约")
-}
-
-pub fn link_expired() -> AppError {
-    AppError::refused("link_expired", "本次体检工作已经结束，链接已失效")
 }
 
 #[cfg(test)]
