@@ -242,6 +242,8 @@ pub struct HttpSettings {
     /// The address residents and cadres reach the service at (`https://tijian.example.gov.cn`);
     /// page cookies are `Secure` when it is https.
     pub public_url: Option<String>,
+    /// Serve the API browser (Swagger UI) at `/api/docs` to office users.
+    pub api_docs: bool,
 }
 
 impl Default for HttpSettings {
@@ -254,6 +256,7 @@ impl Default for HttpSettings {
             trust_forwarded_for: false,
             trusted_proxies: Vec::new(),
             public_url: None,
+            api_docs: true,
         }
     }
 }

@@ -10,6 +10,9 @@ use sha2::{Digest, Sha256};
 
 struct Asset {
     name: &'static str,
+    /// Kept by the cadre pages' service worker for use without a network; the office's
+    /// larger assets are left to the browser's cache.
+    phone: bool,
     content_type: &'static str,
     bytes: &'static [u8],
 }
@@ -17,21 +20,40 @@ struct Asset {
 const ASSETS: &[Asset] = &[
     Asset {
         name: "app.css",
+        phone: true,
         content_type: "text/css; charset=utf-8",
         bytes: include_bytes!("../../web/static/app.css"),
     },
     Asset {
         name: "m.js",
+        phone: true,
         content_type: "text/javascript; charset=utf-8",
         bytes: include_bytes!("../../web/static/m.js"),
     },
     Asset {
         name: "signature_pad.js",
+        phone: true,
         content_type: "text/javascript; charset=utf-8",
         bytes: include_bytes!(
             "../../web/static/vendor/signature_pad-5.1.4/signature_pad.umd.min.js"
         ),
     },
+    // The office pages.
+    Asset {
+        name: "office.css",
+        phone: false,
+        content_type: "text/css; charset=utf-8",
+        bytes: include_bytes!("../../web/static/office.css"),
+    },
+    // The dashboard.
+
+    // Refusal review and audit.
+
+    // Campaign set-up, institutions, users.
+
+    // Imports, waves, clinic.
+
+    // The API browser.
 ];
 
 /// Each asset's path under `/static/`, with the first hex digits of its SHA-256 in the name.
@@ -85,7 +107,11 @@ pub async fn serve(Path(file): Path<String>) -> Response {
 /// never cached by the browser (a new one must be seen at once), with the assets it keeps.
 pub async fn service_worker() -> Response {
     static SCRIPT: LazyLock<String> = LazyLock::new(|| {
-        let assets: Vec<String> = ASSETS.iter().map(|a| url(a.name)).collect();
+        let assets: Vec<String> = ASSETS
+            .iter()
+            .filter(|a| a.phone)
+            .map(|a| url(a.name))
+            .collect();
         format!(
             "var ASSETS = {};\n{}",
             serde_json::to_string(&assets).unwrap_or_else(|_| "[]".to_owned()),

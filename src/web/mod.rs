@@ -5,10 +5,19 @@
 //! in an HttpOnly cookie, so logout, expiry, deactivation and password resets end it alike.
 
 mod assets;
+mod audit;
+mod campaigns;
+mod clinic;
+mod dashboard;
 mod field;
+mod imports;
+mod institutions;
 mod link;
 mod pages;
 mod render;
+mod review;
+mod users;
+mod waves;
 
 use std::marker::PhantomData;
 
@@ -39,12 +48,21 @@ pub fn router() -> Router<AppState> {
         .route("/m/tasks", get(field::tasks))
         .route("/m/tasks/{id}/done", post(field::task_done))
         .route("/app", get(|| async { Redirect::permanent("/app/") }))
-        .route("/app/", get(pages::app_home))
+        .route("/app/", get(dashboard::home))
         .route("/static/{file}", get(assets::serve))
         .route("/r/{code}", get(link::show))
         .route("/r/{code}/confirm", post(link::confirm))
         .route("/r/{code}/reschedule", post(link::reschedule))
         .route("/r/{code}/opt-out", post(link::opt_out))
+        .merge(dashboard::routes())
+        .merge(review::routes())
+        .merge(audit::routes())
+        .merge(campaigns::routes())
+        .merge(institutions::routes())
+        .merge(users::routes())
+        .merge(imports::routes())
+        .merge(waves::routes())
+        .merge(clinic::routes())
 }
 
 /// Where a role lands after signing in.
@@ -61,6 +79,8 @@ pub fn home_of(role: Role) -> &'static str {
 pub struct Session<P: Policy = AnyRole> {
     pub actor: Actor,
     pub csrf: String,
+    /// Whether the API browser is served (the office's menu links to it).
+    api_docs: bool,
     _policy: PhantomData<P>,
 }
 
@@ -77,6 +97,7 @@ impl<P: Policy> FromRequestParts<AppState> for Session<P> {
             Ok(auth) => Ok(Self {
                 actor: auth.actor,
                 csrf,
+                api_docs: state.settings.http.api_docs,
                 _policy: PhantomData,
             }),
             Err(AppError::Unauthorized(_)) => Err((
@@ -91,12 +112,15 @@ impl<P: Policy> FromRequestParts<AppState> for Session<P> {
 }
 
 impl<P: Policy> Session<P> {
-    /// What every signed-in page's frame shows: who is signed in, as what, and the token its
-    /// forms and requests carry. Merged into a page's context with `..session.frame()`.
+    /// What every signed-in page's frame shows: who is signed in, as what, the sections the
+    /// role may open and the token its forms and requests carry. Merged into a page's context
+    /// with `..session.frame()`.
     pub fn frame(&self) -> minijinja::Value {
         minijinja::context! {
             user => self.actor.username.clone(),
             role => pages::role_title(self.actor.role),
+            role_code => crate::auth::role_name(self.actor.role),
+            api_docs => self.api_docs,
             csrf => self.csrf.clone(),
         }
     }

@@ -510,27 +510,6 @@ pub(super) fn local_time(campaign: Option<&Campaign>, at: chrono::DateTime<chron
     at.with_timezone(&tz).format("%Y-%m-%d %H:%M").to_string()
 }
 
-/// `GET /app/`: the start page of the office, township, clinic and auditor users: the
-/// campaigns, and the downloads the API offers them.
-pub async fn app_home(State(state): State<AppState>, session: Session) -> Response {
-    let actor = &session.actor;
-    let campaigns = match campaign::list(&state.db).await {
-        Ok(campaigns) => campaigns,
-        Err(error) => return error_page(&error),
-    };
-    let campaigns: Vec<_> = campaigns.iter().map(|c| ser(c.view())).collect();
-    page(
-        StatusCode::OK,
-        "app/home.html",
-        context! {
-            campaigns,
-            field_pages => matches!(actor.role, Role::Office | Role::Township),
-            reports => actor.role != Role::Institution,
-            ..session.frame()
-        },
-    )
-}
-
 /// `GET /m/residents/{id}/refusal`: the refusal registration form — the contact rule's
 /// progress first (the form is sent only once it is met), the resident's earlier
 /// registrations with the office's reasons for returning them, and a signature pad.

@@ -20,6 +20,8 @@ export const COUNTY = '654025000000';
 export const TOWNSHIP = '654025100000';
 export const VILLAGE = '654025100201';
 export const OTHER_VILLAGE = '654025100202';
+export const OTHER_TOWNSHIP = '654025101000';
+export const OTHER_TOWNSHIP_VILLAGE = '654025101201';
 export const PASSWORD = 'Field-Work-2027';
 
 /// A valid 18-character resident ID (GB 11643 check digit) for a birth date and serial.
@@ -77,13 +79,17 @@ export async function startApp(residents, { settings = {}, publicUrl = false } =
     execFileSync(bin, args, { env, cwd: dir, input, stdio: ['pipe', 'pipe', 'pipe'] }).toString();
   writeFileSync(
     join(dir, 'areas.csv'),
-    `区划代码,名称\n${COUNTY},新源县\n${TOWNSHIP},新源镇\n${VILLAGE},阿勒玛勒村\n${OTHER_VILLAGE},托格拉克村\n`,
+    `区划代码,名称\n${COUNTY},新源县\n${TOWNSHIP},新源镇\n${VILLAGE},阿勒玛勒村\n${OTHER_VILLAGE},托格拉克村\n` +
+      `${OTHER_TOWNSHIP},则克台镇\n${OTHER_TOWNSHIP_VILLAGE},阿克其村\n`,
   );
   run(['import', 'areas', 'areas.csv']);
   const users = [
     ['office.li', 'office', COUNTY],
     ['cadre.ma', 'cadre', VILLAGE],
     ['cadre.other', 'cadre', OTHER_VILLAGE],
+    ['township.wang', 'township', TOWNSHIP],
+    ['township.other', 'township', OTHER_TOWNSHIP],
+    ['auditor.zhao', 'auditor', COUNTY],
   ];
   for (const [username, role, area] of users) {
     run(['user', 'add', '--username', username, '--role', role, '--area', area, '--password-stdin'], `${PASSWORD}\n`);
@@ -130,6 +136,15 @@ export async function startApp(residents, { settings = {}, publicUrl = false } =
       const text = await response.text();
       return { status: response.status, body: text ? JSON.parse(text) : null };
     },
+    /// Runs the command line against the service's database (`['refusals', 'verify']`).
+    run,
+    /// Adds a clinic user for the institution with `code` (created beforehand).
+    addClinicUser(username, code) {
+      run(
+        ['user', 'add', '--username', username, '--role', 'institution', '--area', COUNTY, '--institution', code, '--password-stdin'],
+        `${PASSWORD}\n`,
+      );
+    },
     async stop() {
       serve.kill('SIGTERM');
       await new Promise((r) => serve.once('exit', r));
@@ -160,6 +175,17 @@ export async function phone() {
     hasTouch: true,
     locale: 'zh-CN',
   });
+  const page = await context.newPage();
+  return { browser, context, page };
+}
+
+/// Headless Debian chromium with a desktop-sized page, as the county office works.
+export async function desktop() {
+  const browser = await chromium.launch({
+    executablePath: process.env.CHROMIUM ?? '/usr/bin/chromium',
+    args: ['--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run', '--disable-background-networking', '--disable-component-update', '--disable-sync'],
+  });
+  const context = await browser.newContext({ viewport: { width: 1280, height: 900 }, locale: 'zh-CN' });
   const page = await context.newPage();
   return { browser, context, page };
 }
