@@ -704,14 +704,19 @@ async fn build(
     groups.sort();
     let mut booked = 0;
     let mut booked_today = Vec::new();
+    // Each township's groups take the days in turn, so every institution has groups today
+    // and tomorrow for the clinic's pages.
+    let mut turns: HashMap<usize, i64> = HashMap::new();
     for ((township, _), members) in groups {
         let institution_id = if township == 0 {
             hospital.id
         } else {
             centres[township].id
         };
-        for (n, chunk) in members.chunks(25).enumerate() {
-            let mut day = today + Duration::days((n as i64 * 2 + township as i64) % 12);
+        for chunk in members.chunks(25) {
+            let turn = turns.entry(township).or_default();
+            let mut day = today + Duration::days((*turn + township as i64) % 12);
+            *turn += 1;
             if township > 0 && day.weekday() == chrono::Weekday::Sun {
                 day += Duration::days(1);
             }
@@ -935,6 +940,29 @@ async fn build(
     crate::flows::messaging::waves::cancel(db, &office, cancelled.id)
         .await
         .map_err(failed("waves"))?;
+    // Two notices to one township's migrants today, so that a third wave to the whole county
+    // meets the daily cap there: its messages to that township wait for tomorrow while the
+    // rest go out, and it stays "sending" through the day.
+    let busy = &TOWNSHIPS[TOWNSHIPS.len() - 1];
+    for name in ["外出务工人员专项通知", "外出人员体检二次提醒"] {
+        crate::flows::messaging::waves::create(
+            db,
+            &office,
+            campaign_id,
+            outreach::waves::NewWave {
+                name: format!("{}{name}", busy.name),
+                audience: outreach::waves::Audience {
+                    area: Some(busy.code.to_owned()),
+                    ..Default::default()
+                },
+                window_from: today,
+                window_to: today + Duration::days(20),
+                send_at: None,
+            },
+        )
+        .await
+        .map_err(failed("waves"))?;
+    }
 
     // Everything due goes out through the `log` channel, which reports it delivered.
     let dispatcher = crate::startup::dispatcher_for(settings, db.clone())?;
@@ -942,6 +970,26 @@ async fn build(
     say(&format!(
         "消息 messages: wave {} planned, {} sent, {} delivered",
         wave.planned, sent.sent, sent.delivered
+    ));
+
+    let capped = crate::flows::messaging::waves::create(
+        db,
+        &office,
+        campaign_id,
+        outreach::waves::NewWave {
+            name: "全县外出人员补充通知（超出每日条数的次日发送）".to_owned(),
+            audience: Default::default(),
+            window_from: today + Duration::days(1),
+            window_to: today + Duration::days(21),
+            send_at: None,
+        },
+    )
+    .await
+    .map_err(failed("waves"))?;
+    let more = dispatcher.drain().await.map_err(failed("dispatch"))?;
+    say(&format!(
+        "消息 messages: a wave of {} sent in part ({} sent, {} held for tomorrow)",
+        capped.planned, more.sent, more.held
     ));
 
     // Replies to the wave: 1 (will come), 2 (another day), TD (no more messages).

@@ -54,6 +54,26 @@ const ASSETS: &[Asset] = &[
     // Imports, waves, clinic.
 
     // The API browser.
+    Asset {
+        name: "swagger-ui-bundle.js",
+        phone: false,
+        content_type: "text/javascript; charset=utf-8",
+        bytes: include_bytes!(
+            "../../web/static/vendor/swagger-ui-dist-5.36.0/swagger-ui-bundle.js"
+        ),
+    },
+    Asset {
+        name: "swagger-ui.css",
+        phone: false,
+        content_type: "text/css; charset=utf-8",
+        bytes: include_bytes!("../../web/static/vendor/swagger-ui-dist-5.36.0/swagger-ui.css"),
+    },
+    Asset {
+        name: "apidocs.js",
+        phone: false,
+        content_type: "text/javascript; charset=utf-8",
+        bytes: include_bytes!("../../web/static/apidocs.js"),
+    },
 ];
 
 /// Each asset's path under `/static/`, with the first hex digits of its SHA-256 in the name.

@@ -4,6 +4,7 @@
 //! domain functions and scope rules as the JSON API, and a page session is an API token kept
 //! in an HttpOnly cookie, so logout, expiry, deactivation and password resets end it alike.
 
+mod apidocs;
 mod assets;
 mod audit;
 mod campaigns;
@@ -63,6 +64,7 @@ pub fn router() -> Router<AppState> {
         .merge(imports::routes())
         .merge(waves::routes())
         .merge(clinic::routes())
+        .merge(apidocs::routes())
 }
 
 /// Where a role lands after signing in.

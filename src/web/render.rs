@@ -43,6 +43,7 @@ const TEMPLATES: &[&[(&str, &str)]] = &[
     super::imports::TEMPLATES,
     super::waves::TEMPLATES,
     super::clinic::TEMPLATES,
+    super::apidocs::TEMPLATES,
 ];
 
 static ENV: LazyLock<Environment<'static>> = LazyLock::new(|| {

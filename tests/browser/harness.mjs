@@ -13,7 +13,7 @@ import { chromium } from 'playwright-core';
 const root = join(dirname(fileURLToPath(import.meta.url)), '..', '..');
 // The debug binary `cargo test` built (CARGO_TARGET_DIR honoured), or TEST_OUTREACH_BIN.
 const target = process.env.CARGO_TARGET_DIR ?? join(root, 'target');
-const bin = process.env.TEST_OUTREACH_BIN ?? join(target, 'debug', 'outreach');
+export const bin = process.env.TEST_OUTREACH_BIN ?? join(target, 'debug', 'outreach');
 export const screenshots = join(target, 'browser-screenshots');
 
 export const COUNTY = '654025000000';
