@@ -515,7 +515,10 @@ async fn build(
             name: Some(format!("{year}年新源县全民健康体检")),
             reference_date: Some(jan1),
             timezone: None,
-            quiet_hours: None,
+            // The weeks the demo stands for went out in the daytime, whatever the hour it is
+            // built at: quiet hours far from now until its messages are out (the usual
+            // 21:00–08:00 are set after them, below).
+            quiet_hours: Some(away_from_now()),
             cohorts: None,
             targets: None,
             phases: PhaseDates {
@@ -715,7 +718,14 @@ async fn build(
         };
         for chunk in members.chunks(25) {
             let turn = turns.entry(township).or_default();
-            let mut day = today + Duration::days((*turn + township as i64) % 12);
+            // The first groups alternate between today and tomorrow, the rest spread over
+            // the coming days.
+            let offset = if *turn < 6 {
+                *turn % 2
+            } else {
+                (*turn + township as i64) % 12
+            };
+            let mut day = today + Duration::days(offset);
             *turn += 1;
             if township > 0 && day.weekday() == chrono::Weekday::Sun {
                 day += Duration::days(1);
@@ -943,7 +953,7 @@ async fn build(
     // Two notices to one township's migrants today, so that a third wave to the whole county
     // meets the daily cap there: its messages to that township wait for tomorrow while the
     // rest go out, and it stays "sending" through the day.
-    let busy = &TOWNSHIPS[TOWNSHIPS.len() - 1];
+    let busy = &TOWNSHIPS[1];
     for name in ["外出务工人员专项通知", "外出人员体检二次提醒"] {
         crate::flows::messaging::waves::create(
             db,
@@ -1040,6 +1050,20 @@ async fn build(
     // The confirmations the opt-outs asked for go out too.
     dispatcher.drain().await.map_err(failed("dispatch"))?;
     say(&format!("回复 replies: {replies}"));
+    flows::campaigns::update(
+        db,
+        &office,
+        campaign_id,
+        campaign::CampaignChanges {
+            quiet_hours: Some(campaign::QuietHours {
+                start: "21:00".to_owned(),
+                end: "08:00".to_owned(),
+            }),
+            ..Default::default()
+        },
+    )
+    .await
+    .map_err(failed("campaign"))?;
 
     // The days before today, as the service would have recorded them (see `history`).
     history::backdate(db, &campaign, opened_on).await?;
@@ -1051,6 +1075,17 @@ async fn build(
         .map_err(failed("reports"))?;
     say("报表 reports");
     Ok(logins)
+}
+
+/// A minute of quiet hours half a day from now (Beijing time), so that the demo's messages go
+/// out while it is built at any hour.
+fn away_from_now() -> campaign::QuietHours {
+    let at = Utc::now().with_timezone(&crate::time::DEFAULT_ZONE) + Duration::hours(12);
+    let until = at + Duration::minutes(1);
+    campaign::QuietHours {
+        start: at.format("%H:%M").to_string(),
+        end: until.format("%H:%M").to_string(),
+    }
 }
 
 /// Signature-pad strokes, a little different for every signer.
