@@ -5,7 +5,7 @@ use entities::users::Role;
 use reqwest::StatusCode;
 use reqwest::header::{CONTENT_TYPE, LOCATION, SET_COOKIE};
 
-use crate::helpers::{PASSWORD, TestApp, VILLAGE, spawn_app_with};
+use crate::helpers::{COUNTY, PASSWORD, TOWNSHIP, TestApp, VILLAGE, spawn_app_with};
 
 /// A client that shows redirects instead of following them.
 fn browser() -> reqwest::Client {
@@ -311,4 +311,46 @@ async fn the_cadre_marks_a_task_done_on_the_tasks_page() {
     assert_eq!(answer.headers()[LOCATION], "/m/tasks");
     let page = get("/m/tasks", &app, &cadre).await.text().await.unwrap();
     assert!(page.contains("没有待办任务"), "{page}");
+}
+
+#[tokio::test]
+async fn the_api_browser_is_the_offices_and_can_be_turned_off() {
+    let app = spawn_app_with(|_| {}).await;
+    app.seed_areas().await;
+    app.user("office.o", Role::Office, COUNTY).await;
+    app.user("township.t", Role::Township, TOWNSHIP).await;
+    app.user("auditor.a", Role::Auditor, COUNTY).await;
+
+    let office = sign_in(&app, "office.o").await;
+    let docs = get("/api/docs", &app, &office).await;
+    assert_eq!(docs.status(), StatusCode::OK);
+    let html = docs.text().await.unwrap();
+    assert!(html.contains("swagger-ui-bundle."), "{html}");
+    // The script and styles it names are served from the binary.
+    for name in ["swagger-ui-bundle.", "swagger-ui.", "apidocs."] {
+        let at = html.find(&format!("/static/{name}")).unwrap();
+        let path = &html[at..at + html[at..].find('"').unwrap()];
+        let asset = get(path, &app, &office).await;
+        assert_eq!(asset.status(), StatusCode::OK, "{path}");
+        assert!(asset.bytes().await.unwrap().len() > 100, "{path}");
+    }
+    for other in ["township.t", "auditor.a"] {
+        let cookie = sign_in(&app, other).await;
+        assert_eq!(
+            get("/api/docs", &app, &cookie).await.status(),
+            StatusCode::FORBIDDEN,
+            "{other}"
+        );
+    }
+    let away = browser().get(app.url("/api/docs")).send().await.unwrap();
+    assert_eq!(away.status(), StatusCode::SEE_OTHER);
+
+    let closed = spawn_app_with(|settings| settings.http.api_docs = false).await;
+    closed.seed_areas().await;
+    closed.user("office.o", Role::Office, COUNTY).await;
+    let office = sign_in(&closed, "office.o").await;
+    assert_eq!(
+        get("/api/docs", &closed, &office).await.status(),
+        StatusCode::NOT_FOUND
+    );
 }
