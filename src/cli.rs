@@ -133,7 +133,8 @@ pub enum ReportCommand {
 #[derive(Debug, Subcommand)]
 pub enum RefusalsCommand {
     /// Check every resident's chain of refusal records (and the audit log beside it); exits 1
-    /// when any record was altered, removed or added behind the service's back.
+    /// when any record was altered, removed or added behind the service's back. The outcome
+    /// is recorded in the audit log, where the office's review page reads it.
     Verify {
         /// Print the report as JSON.
         #[arg(long)]
@@ -342,7 +343,7 @@ async fn dispatch(settings: Settings, until_idle: bool) -> anyhow::Result<ExitCo
 
 async fn verify_refusals(settings: Settings, json: bool) -> anyhow::Result<ExitCode> {
     let database = db::connect_and_migrate(&settings).await?;
-    let report = crate::flows::refusals::verify_chains(&database, &crate::auth::Scope::All)
+    let report = crate::flows::refusals::verify_and_record(&database, &crate::auth::Actor::cli())
         .await
         .map_err(app_error)?;
     if json {

@@ -6,7 +6,10 @@ use sea_orm::{
     AccessMode, ConnectionTrait, DatabaseTransaction, DbBackend, IsolationLevel, TransactionTrait,
 };
 
+use serde_json::json;
+
 use super::write;
+use crate::audit::{self, AuditEvent};
 use crate::auth::{Actor, Scope};
 use crate::config::SignatureSettings;
 use crate::db::begin_write;
@@ -114,4 +117,83 @@ where
     let report = chain::verify(&txn, scope).await?;
     txn.commit().await?;
     Ok(report)
+}
+
+/// Checks the refusal chains in the actor's scope, as [`verify_chains`] does, and records the
+/// outcome in the audit log (`refusal.verify`), so that the office's review page can say
+/// when the chains were last checked and what was found. The command line's check (the whole
+/// tree) is recorded under each topmost area, so the county's office and auditors see it.
+#[tracing::instrument(skip_all, fields(user = %actor.username), err)]
+pub async fn verify_and_record<C>(db: &C, actor: &Actor) -> AppResult<ChainReport>
+where
+    C: ConnectionTrait + TransactionTrait<Transaction = DatabaseTransaction>,
+{
+    let report = verify_chains(db, &actor.scope).await?;
+    let areas = match &actor.scope {
+        Scope::Within(area) => vec![Some(area.clone())],
+        Scope::All => {
+            let roots: Vec<_> = crate::area::tree(db, &Scope::All)
+                .await?
+                .into_iter()
+                .filter_map(|root| crate::area::AreaCode::parse(&root.code).ok())
+                .map(Some)
+                .collect();
+            if roots.is_empty() { vec![None] } else { roots }
+        }
+    };
+    let summary = verification_summary(&report, &actor.scope);
+    write(db, async |txn| {
+        for area_code in areas {
+            audit::record(
+                txn,
+                actor,
+                AuditEvent {
+                    action: "refusal.verify",
+                    entity: "refusal_chain",
+                    entity_id: None,
+                    area_code,
+                    summary: summary.clone(),
+                },
+            )
+            .await?;
+        }
+        Ok(())
+    })
+    .await?;
+    if !report.ok {
+        tracing::warn!(breaks = report.breaks.len(), "refusal chains do not hold");
+    }
+    Ok(report)
+}
+
+/// The most breaks an audit entry of a check lists one by one (all are counted).
+const LISTED_BREAKS: usize = 20;
+
+/// What the audit entry of a check says: the outcome, what was checked and where it broke.
+fn verification_summary(report: &ChainReport, scope: &Scope) -> serde_json::Value {
+    let mut problems = std::collections::BTreeMap::<&str, usize>::new();
+    for b in &report.breaks {
+        *problems.entry(b.problem).or_default() += 1;
+    }
+    let listed: Vec<_> = report
+        .breaks
+        .iter()
+        .take(LISTED_BREAKS)
+        .map(|b| {
+            json!({
+                "resident_id": b.resident_id,
+                "record_id": b.record_id,
+                "problem": b.problem,
+            })
+        })
+        .collect();
+    json!({
+        "ok": report.ok,
+        "scope": scope.area().map_or("all".to_owned(), |a| a.to_string()),
+        "residents": report.residents,
+        "records": report.records,
+        "breaks": report.breaks.len(),
+        "problems": problems,
+        "listed_breaks": listed,
+    })
 }

@@ -508,6 +508,27 @@ async fn refusals_verify_exits_non_zero_when_a_record_is_gone() {
     let report: Value = serde_json::from_slice(&intact.stdout).unwrap();
     assert_eq!(report["ok"], true);
     assert_eq!(report["records"], 0);
+    let checks = async || {
+        let database = sea_orm::Database::connect(&db.url).await.unwrap();
+        let page = outreach::audit::list(
+            &database,
+            &outreach::auth::Scope::All,
+            outreach::audit::AuditFilter {
+                action: Some("refusal.verify".into()),
+                ..Default::default()
+            },
+            None,
+        )
+        .await
+        .unwrap();
+        database.close().await.unwrap();
+        page.entries
+    };
+    let recorded = checks().await;
+    assert_eq!(recorded.len(), 1, "the check is in the audit log");
+    assert_eq!(recorded[0].actor_name, "cli");
+    assert_eq!(recorded[0].summary["ok"], true);
+    assert_eq!(recorded[0].summary["records"], 0);
 
     // The audit log names a refusal record that is not there any more.
     let database = sea_orm::Database::connect(&db.url).await.unwrap();
@@ -532,6 +553,10 @@ async fn refusals_verify_exits_non_zero_when_a_record_is_gone() {
         text.contains("BROKEN") && text.contains("record 42: missing"),
         "{text}"
     );
+    let recorded = checks().await;
+    assert_eq!(recorded.len(), 2);
+    assert_eq!(recorded[0].summary["ok"], false, "newest first");
+    assert_eq!(recorded[0].summary["problems"]["missing"], 1);
 }
 
 #[tokio::test]

@@ -820,6 +820,108 @@ async fn the_chain_catches_a_record_altered_or_removed_in_the_database() {
     assert_eq!(cadre.status(), StatusCode::FORBIDDEN);
 }
 
+/// The last `refusal.verify` entries `token` may read, newest first.
+async fn checks(app: &TestApp, token: &str) -> Vec<Value> {
+    let page: Value = app
+        .get("/api/v1/audit?action=refusal.verify", token)
+        .await
+        .json()
+        .await
+        .unwrap();
+    page["entries"].as_array().unwrap().clone()
+}
+
+#[tokio::test]
+async fn every_chain_check_is_recorded_in_the_audit_log_with_its_result() {
+    let s = setup().await;
+    let (app, campaign) = (&s.app, s.campaign);
+    let resident = new_resident(app, 1).await;
+    enough_contact(app, campaign, resident).await;
+    let registered = post_registration(app, &s.cadre, campaign, resident).await;
+    let id = registered["id"].as_i64().unwrap();
+    app.post(
+        &format!("/api/v1/refusals/{id}/confirm"),
+        &s.office,
+        json!({}),
+    )
+    .await;
+    assert!(checks(app, &s.office).await.is_empty());
+
+    // The office's check (as the review page runs it), within the county.
+    let (office_id, _) = app.user("office.verify", Role::Office, COUNTY).await;
+    let office = Actor {
+        user_id: Some(office_id),
+        username: "office.verify".into(),
+        role: Role::Office,
+        scope: outreach::auth::Scope::Within(outreach::area::AreaCode::parse(COUNTY).unwrap()),
+        request_id: None,
+        token_id: None,
+        institution_id: None,
+    };
+    let report = outreach::flows::refusals::verify_and_record(&app.db, &office)
+        .await
+        .unwrap();
+    assert!(report.ok);
+    let entries = checks(app, &s.office).await;
+    assert_eq!(entries.len(), 1);
+    let entry = &entries[0];
+    assert_eq!(entry["actor_name"], "office.verify");
+    assert_eq!(entry["entity"], "refusal_chain");
+    assert_eq!(entry["area_code"], COUNTY);
+    assert_eq!(entry["summary"]["ok"], true);
+    assert_eq!(entry["summary"]["records"], 2);
+    assert_eq!(entry["summary"]["residents"], 1);
+    assert_eq!(entry["summary"]["breaks"], 0);
+    assert_eq!(entry["summary"]["scope"], COUNTY);
+
+    // A record rewritten behind the service's back: the command line's check (the whole
+    // tree) finds it, and its entry, under the county, says so.
+    let drop_guard = match app.db.get_database_backend() {
+        DbBackend::Postgres => {
+            "ALTER TABLE refusal_records DISABLE TRIGGER refusal_records_no_update"
+        }
+        _ => "DROP TRIGGER refusal_records_no_update",
+    };
+    sql(app, drop_guard).await.unwrap();
+    sql(
+        app,
+        &format!("UPDATE refusal_records SET reason_code = 'seriously_ill' WHERE id = {id}"),
+    )
+    .await
+    .unwrap();
+    let report = outreach::flows::refusals::verify_and_record(&app.db, &Actor::cli())
+        .await
+        .unwrap();
+    assert!(!report.ok);
+    let entries = checks(app, &s.office).await;
+    assert_eq!(entries.len(), 2, "{entries:?}");
+    let latest = &entries[0];
+    assert_eq!(latest["actor_name"], "cli");
+    assert_eq!(latest["actor_role"], "system");
+    assert_eq!(latest["area_code"], COUNTY, "seen by the county's office");
+    assert_eq!(latest["summary"]["ok"], false);
+    assert_eq!(latest["summary"]["scope"], "all");
+    assert_eq!(latest["summary"]["breaks"], 1);
+    assert_eq!(latest["summary"]["problems"]["altered"], 1);
+    assert_eq!(latest["summary"]["listed_breaks"][0]["record_id"], id);
+    assert_eq!(
+        latest["summary"]["listed_breaks"][0]["resident_id"],
+        resident
+    );
+
+    // The other county's office sees the whole tree's check, not the first county's own; a
+    // township's auditor sees no check of the county.
+    let (_, yining) = app
+        .user("office.yining", Role::Office, "654021000000")
+        .await;
+    let theirs = checks(app, &yining).await;
+    assert_eq!(theirs.len(), 1, "{theirs:?}");
+    assert_eq!(theirs[0]["actor_name"], "cli");
+    assert_eq!(theirs[0]["area_code"], "654021000000");
+    let (_, auditor) = app.user("auditor.township", Role::Auditor, TOWNSHIP).await;
+    assert!(checks(app, &auditor).await.is_empty());
+}
+
 #[tokio::test]
 async fn a_signature_is_shown_to_those_allowed_and_every_view_is_audited() {
     let s = setup().await;
