@@ -268,7 +268,8 @@ async fn refusal_signature(
 }
 
 /// Check the hash chains of the refusal records in the caller's scope: any record altered,
-/// removed or added behind the service's back is reported (office and auditors).
+/// removed or added behind the service's back is reported (office and auditors). Each check
+/// is recorded in the audit log (`refusal.verify`) with its outcome, as the review page shows.
 #[utoipa::path(
     get,
     path = "/refusals/verify",
@@ -281,6 +282,6 @@ async fn verify_chains(
     actor: Auth<ReadAudit>,
 ) -> AppResult<Json<ChainReport>> {
     Ok(Json(
-        crate::flows::refusals::verify_chains(&state.db, &actor.scope).await?,
+        crate::flows::refusals::verify_and_record(&state.db, &actor).await?,
     ))
 }
