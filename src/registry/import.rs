@@ -58,17 +58,44 @@ const BIRTH_DATE: &[&str] = &["出生日期", "birth_date"];
 const REASON_VALUE_CHARS: usize = 40;
 
 /// How the reading thread reports progress.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Clone)]
 pub enum Progress {
     Silent,
     /// A progress bar on a terminal, plain lines otherwise.
     Auto,
+    /// Told to the function (on the reading thread) after each batch of rows and once when
+    /// the file has been read — what a page shows while its upload is imported.
+    Report(Arc<dyn Fn(ReadProgress) + Send + Sync>),
+}
+
+impl std::fmt::Debug for Progress {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Progress::Silent => "Silent",
+            Progress::Auto => "Auto",
+            Progress::Report(_) => "Report",
+        })
+    }
+}
+
+/// How far the reading thread has come through a file.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct ReadProgress {
+    /// Data rows read (the header not counted).
+    pub rows: u64,
+    /// Bytes of the file read so far, and its size.
+    pub bytes: u64,
+    pub total_bytes: u64,
+    /// Every row has been read; what is left is writing them.
+    pub finished: bool,
 }
 
 #[derive(Debug, Clone)]
 pub struct ResidentImport {
     pub summary: ImportSummary,
     pub unknown_columns: Vec<String>,
+    /// The file's header row, naming the values of each rejected row.
+    pub header: Vec<String>,
     /// The first rejected rows (all of them are in `rejected_file` when one was asked for).
     pub rejected_rows: Vec<RejectedRow>,
     pub rejected_file: Option<PathBuf>,
@@ -737,6 +764,7 @@ impl ImportRun {
                 Ok(ResidentImport {
                     summary,
                     unknown_columns: self.unknown_columns,
+                    header: std::mem::take(&mut self.sink.header),
                     rejected_rows: std::mem::take(&mut self.sink.kept),
                     rejected_file,
                     sensitive_columns: std::mem::take(&mut self.sink.sensitive),
@@ -801,7 +829,26 @@ fn read_and_prepare(job: Reading, sender: tokio::sync::mpsc::Sender<Result<Messa
     let path = path.as_path();
     let counter = BytesRead::default();
     let total_bytes = std::fs::metadata(path).map(|m| m.len()).unwrap_or(0);
-    let bar = (progress == Progress::Auto && std::io::stderr().is_terminal()).then(|| {
+    let auto = matches!(progress, Progress::Auto);
+    let report = match &progress {
+        Progress::Report(report) => Some(report.clone()),
+        _ => None,
+    };
+    let tell = |rows: u64, finished: bool| {
+        if let Some(report) = &report {
+            report(ReadProgress {
+                rows,
+                bytes: if finished {
+                    total_bytes
+                } else {
+                    counter.get().min(total_bytes)
+                },
+                total_bytes,
+                finished,
+            });
+        }
+    };
+    let bar = (auto && std::io::stderr().is_terminal()).then(|| {
         let bar = indicatif::ProgressBar::new(total_bytes);
         bar.set_style(
             indicatif::ProgressStyle::with_template(
@@ -811,7 +858,7 @@ fn read_and_prepare(job: Reading, sender: tokio::sync::mpsc::Sender<Result<Messa
         );
         bar
     });
-    let lines = progress == Progress::Auto && bar.is_none();
+    let lines = auto && bar.is_none();
 
     let mut validator: Option<Validator> = None;
     let mut rows = Vec::with_capacity(BATCH);
@@ -894,6 +941,7 @@ fn read_and_prepare(job: Reading, sender: tokio::sync::mpsc::Sender<Result<Messa
                 stopped = true;
                 return false;
             }
+            tell(count, false);
         }
         if count.is_multiple_of(10_000) {
             if let Some(bar) = &bar {
@@ -920,6 +968,9 @@ fn read_and_prepare(job: Reading, sender: tokio::sync::mpsc::Sender<Result<Messa
     };
     if lines && count >= 100_000 {
         eprintln!("已读取 {count} 行 read {count} rows (100%)");
+    }
+    if message.is_ok() {
+        tell(count, true);
     }
     let _ = sender.blocking_send(message);
 }

@@ -12,7 +12,9 @@ pub use book::{
     BookEntry, BookGroup, MigrantBook, migrant_book, migrant_book_csv, migrant_book_xlsx,
 };
 pub use fields::{KeyGroup, Language, MigrantType, MobilePhone, Special};
-pub use import::{ImportRun, Progress, ProtectedPhone, ResidentImport, valid_email, valid_openid};
+pub use import::{
+    ImportRun, Progress, ProtectedPhone, ReadProgress, ResidentImport, valid_email, valid_openid,
+};
 pub use resident_id::{ResidentId, ResidentIdError, Sex, mask_raw_id};
 
 use std::collections::HashMap;

@@ -52,7 +52,12 @@ const ASSETS: &[Asset] = &[
     // Campaign set-up, institutions, users.
 
     // Imports, waves, clinic.
-
+    Asset {
+        name: "ops.js",
+        phone: false,
+        content_type: "text/javascript; charset=utf-8",
+        bytes: include_bytes!("../../web/static/ops.js"),
+    },
     // The API browser.
     Asset {
         name: "swagger-ui-bundle.js",

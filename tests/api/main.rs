@@ -20,6 +20,7 @@ mod http_hardening;
 mod link;
 mod messaging;
 mod openapi;
+mod ops_pages;
 mod pages;
 mod refusals;
 mod reports;
