@@ -2,18 +2,15 @@
 //! them, record deaths, moves out and household moves, upload the population file, and
 //! download the migrant book.
 
-use std::io::Write;
-
 use axum::body::Body;
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use futures_util::StreamExt;
 use serde::{Deserialize, Serialize};
 use utoipa_axum::{router::OpenApiRouter, routes};
 
 use super::extract::{Json, Path, Query};
-use crate::error::{AppError, AppResult, ErrorEnvelope};
+use crate::error::{AppResult, ErrorEnvelope};
 use crate::flows;
 use crate::http::guard::{AnyRole, Auth, FieldAndAudit, FieldWork};
 use crate::import::{ImportSummary, RejectedRow};
@@ -244,7 +241,7 @@ async fn import_residents(
     actor: Auth<FieldWork>,
     body: Body,
 ) -> AppResult<Json<ResidentImportReport>> {
-    let file = receive_file(&state, body).await?;
+    let file = super::extract::receive_file(&state, body).await?;
     let result = flows::registry::import_residents(
         &state.db,
         state.privacy.clone(),
@@ -293,7 +290,7 @@ async fn import_tags(
     actor: Auth<FieldWork>,
     body: Body,
 ) -> AppResult<Json<TagImportReport>> {
-    let file = receive_file(&state, body).await?;
+    let file = super::extract::receive_file(&state, body).await?;
     let result =
         flows::registry::import_tags(&state.db, state.privacy.clone(), &actor, file.path()).await?;
     let rejected_rows = result.rejected_rows_for_response();
@@ -302,36 +299,6 @@ async fn import_tags(
         rejected_rows,
         unknown_columns: result.unknown_columns,
     }))
-}
-
-/// Streams an uploaded file into a temporary file, up to `import.max_upload_bytes`.
-async fn receive_file(state: &AppState, body: Body) -> AppResult<tempfile::NamedTempFile> {
-    let limit = state.settings.import.max_upload_bytes;
-    let file = tempfile::NamedTempFile::new().map_err(|e| anyhow::anyhow!("temp file: {e}"))?;
-    let mut writer = std::io::BufWriter::new(file.as_file());
-    let mut stream = body.into_data_stream();
-    let mut size = 0u64;
-    while let Some(chunk) = stream.next().await {
-        let chunk = chunk.map_err(|e| {
-            if e.to_string().contains("length limit") {
-                AppError::PayloadTooLarge
-            } else {
-                AppError::bad_request("unreadable_body", "上传中断，请重试")
-            }
-        })?;
-        size += chunk.len() as u64;
-        if size > limit {
-            return Err(AppError::PayloadTooLarge);
-        }
-        writer
-            .write_all(&chunk)
-            .map_err(|e| anyhow::anyhow!("temp file: {e}"))?;
-    }
-    writer
-        .flush()
-        .map_err(|e| anyhow::anyhow!("temp file: {e}"))?;
-    drop(writer);
-    Ok(file)
 }
 
 #[derive(Debug, Default, Deserialize, utoipa::IntoParams)]

@@ -5,7 +5,6 @@
 //! follows the server's work and not only the upload.
 
 use std::convert::Infallible;
-use std::io::Write;
 use std::sync::Arc;
 
 use axum::Router;
@@ -14,7 +13,6 @@ use axum::extract::State;
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
-use futures_util::StreamExt;
 use minijinja::context;
 use serde::{Deserialize, Serialize};
 use tokio::sync::watch;
@@ -90,35 +88,17 @@ pub(super) fn from_script<P: Policy>(
     }
 }
 
-/// Streams an uploaded body into a temporary file, up to `import.max_upload_bytes` (as the
-/// API's upload endpoints do).
+/// The uploaded body in a temporary file, as the API's upload endpoints take it; an empty
+/// one is no file at all.
 async fn receive(state: &AppState, body: Body) -> Result<tempfile::NamedTempFile, AppError> {
-    let limit = state.settings.import.max_upload_bytes;
-    let file = tempfile::NamedTempFile::new().map_err(|e| anyhow::anyhow!("temp file: {e}"))?;
-    let mut writer = std::io::BufWriter::new(file.as_file());
-    let mut stream = body.into_data_stream();
-    let mut size = 0u64;
-    while let Some(chunk) = stream.next().await {
-        let chunk = chunk.map_err(|e| {
-            if e.to_string().contains("length limit") {
-                AppError::PayloadTooLarge
-            } else {
-                AppError::bad_request("unreadable_body", "上传中断，请重试")
-            }
-        })?;
-        size += chunk.len() as u64;
-        if size > limit {
-            return Err(AppError::PayloadTooLarge);
-        }
-        writer
-            .write_all(&chunk)
-            .map_err(|e| anyhow::anyhow!("temp file: {e}"))?;
-    }
-    writer
-        .flush()
-        .map_err(|e| anyhow::anyhow!("temp file: {e}"))?;
-    drop(writer);
-    if size == 0 {
+    let file = crate::http::extract::receive_file(state, body).await?;
+    let empty = file
+        .as_file()
+        .metadata()
+        .map_err(|e| anyhow::anyhow!("temp file: {e}"))?
+        .len()
+        == 0;
+    if empty {
         return Err(AppError::validation("no_rows", "请选择要上传的文件"));
     }
     Ok(file)
