@@ -50,7 +50,12 @@ const ASSETS: &[Asset] = &[
     // Refusal review and audit.
 
     // Campaign set-up, institutions, users.
-
+    Asset {
+        name: "setup.js",
+        phone: false,
+        content_type: "text/javascript; charset=utf-8",
+        bytes: include_bytes!("../../web/static/setup.js"),
+    },
     // Imports, waves, clinic.
     Asset {
         name: "ops.js",
