@@ -434,6 +434,40 @@ fn parse_forwarded_entry(entry: &str) -> Option<IpAddr> {
     entry.parse::<SocketAddr>().ok().map(|addr| addr.ip())
 }
 
+/// Streams an uploaded file (an upload endpoint's body, or a page's) into a temporary file, up
+/// to `import.max_upload_bytes`.
+pub async fn receive_file(
+    state: &AppState,
+    body: axum::body::Body,
+) -> Result<tempfile::NamedTempFile, AppError> {
+    let limit = state.settings.import.max_upload_bytes;
+    let file = tempfile::NamedTempFile::new().map_err(|e| anyhow::anyhow!("temp file: {e}"))?;
+    let mut writer = std::io::BufWriter::new(file.as_file());
+    let mut stream = body.into_data_stream();
+    let mut size = 0u64;
+    while let Some(chunk) = stream.next().await {
+        let chunk = chunk.map_err(|e| {
+            if e.to_string().contains("length limit") {
+                AppError::PayloadTooLarge
+            } else {
+                AppError::bad_request("unreadable_body", "上传中断，请重试")
+            }
+        })?;
+        size += chunk.len() as u64;
+        if size > limit {
+            return Err(AppError::PayloadTooLarge);
+        }
+        writer
+            .write_all(&chunk)
+            .map_err(|e| anyhow::anyhow!("temp file: {e}"))?;
+    }
+    writer
+        .flush()
+        .map_err(|e| anyhow::anyhow!("temp file: {e}"))?;
+    drop(writer);
+    Ok(file)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -537,38 +571,4 @@ mod tests {
         let got = client_address(ip("::ffff:10.0.0.2"), ["203.0.113.9"].into_iter(), &proxies);
         assert_eq!(got, ip("203.0.113.9"));
     }
-}
-
-/// Streams an uploaded file (an upload endpoint's body, or a page's) into a temporary file, up
-/// to `import.max_upload_bytes`.
-pub async fn receive_file(
-    state: &AppState,
-    body: axum::body::Body,
-) -> Result<tempfile::NamedTempFile, AppError> {
-    let limit = state.settings.import.max_upload_bytes;
-    let file = tempfile::NamedTempFile::new().map_err(|e| anyhow::anyhow!("temp file: {e}"))?;
-    let mut writer = std::io::BufWriter::new(file.as_file());
-    let mut stream = body.into_data_stream();
-    let mut size = 0u64;
-    while let Some(chunk) = stream.next().await {
-        let chunk = chunk.map_err(|e| {
-            if e.to_string().contains("length limit") {
-                AppError::PayloadTooLarge
-            } else {
-                AppError::bad_request("unreadable_body", "上传中断，请重试")
-            }
-        })?;
-        size += chunk.len() as u64;
-        if size > limit {
-            return Err(AppError::PayloadTooLarge);
-        }
-        writer
-            .write_all(&chunk)
-            .map_err(|e| anyhow::anyhow!("temp file: {e}"))?;
-    }
-    writer
-        .flush()
-        .map_err(|e| anyhow::anyhow!("temp file: {e}"))?;
-    drop(writer);
-    Ok(file)
 }
