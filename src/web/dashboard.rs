@@ -387,7 +387,14 @@ pub async fn home(
     let campaigns = campaign::list(&state.db).await?;
     let campaign = pick(&campaigns, given(&query.campaign).as_deref())?;
     let filters = Filters::of(&query);
-    let tree = area::tree(&state.db, &actor.scope).await?;
+    // The area tree (for the select and the breadcrumb) is read beside the reports.
+    let (tree, figured) = tokio::join!(area::tree(&state.db, &actor.scope), async {
+        match &campaign {
+            Some(campaign) => Some(figures(&state, actor, campaign, &filters).await),
+            None => None,
+        }
+    });
+    let tree = tree?;
 
     let mut areas = Vec::new();
     area_options(&tree, 0, &mut areas);
@@ -422,7 +429,7 @@ pub async fn home(
         field_work => matches!(actor.role, Role::Office | Role::Township),
         ..session.frame()
     };
-    let Some(campaign) = campaign else {
+    let (Some(campaign), Some(figured)) = (campaign, figured) else {
         return Ok(page(StatusCode::OK, "app/dashboard.html", base));
     };
     let campaign_ctx = context! {
@@ -430,7 +437,7 @@ pub async fn home(
         name => campaign.model.name.clone(),
         open => campaign.is_open(),
     };
-    let figured = match figures(&state, actor, &campaign, &filters).await? {
+    let figured = match figured? {
         Ok(figured) => figured,
         Err(message) => {
             return Ok(page(

@@ -28,7 +28,7 @@
     var series = [{ label: '日期', value: function (u, v) { return v == null ? '' : day(v); } }];
     var columns = [xs];
     data.lines.forEach(function (line, i) {
-      series.push({ label: line.label, stroke: COLOURS[i % COLOURS.length], width: 2, points: { show: xs.length < 40 } });
+      series.push({ label: line.label, stroke: COLOURS[i % COLOURS.length], width: 2, points: { show: xs.length <= 14 } });
       columns.push(line.values);
     });
     var size = function () {
