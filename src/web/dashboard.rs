@@ -219,13 +219,13 @@ fn points(change: Option<f64>) -> String {
     }
 }
 
-/// A change of rank: `↑2` (moved up), `↓1`, or `—`.
+/// A change of rank: `↑2` (moved up), `↓1`, `持平`, or nothing without an earlier rank.
 fn places(change: Option<i64>) -> String {
     match change {
         Some(n) if n > 0 => format!("↑{n}"),
         Some(n) if n < 0 => format!("↓{}", -n),
         Some(_) => "持平".to_owned(),
-        None => "—".to_owned(),
+        None => String::new(),
     }
 }
 
