@@ -6,6 +6,8 @@
 // `campaign`, `report`, … modules they call.
 #[path = "campaign.rs"]
 mod campaign_bench;
+#[path = "dashboard.rs"]
+mod dashboard_bench;
 #[path = "outbox.rs"]
 mod outbox_bench;
 #[path = "report.rs"]
@@ -124,6 +126,24 @@ enum Scenario {
         #[arg(long, default_value_t = 10)]
         warmup: usize,
     },
+    /// The county office's and a township officer's dashboard (`/app/`) over the `report`
+    /// scenario's county, every closed day's figures kept: each page through the router with
+    /// a session cookie, then the report calls behind it, each `--runs` times after
+    /// `--warmup` untimed runs.
+    Dashboard {
+        #[arg(long, default_value_t = 1_000_000)]
+        residents: u64,
+        #[arg(long, default_value_t = 3_000_000)]
+        messages: u64,
+        #[arg(long, default_value_t = 50_000)]
+        appointments: u64,
+        /// Timed repetitions of each request.
+        #[arg(long, default_value_t = 50)]
+        runs: usize,
+        /// Untimed repetitions before them.
+        #[arg(long, default_value_t = 3)]
+        warmup: usize,
+    },
     /// One dispatcher process of the `dispatch` scenario (started by it).
     #[command(hide = true)]
     DispatchWorker {
@@ -199,6 +219,24 @@ fn main() -> anyhow::Result<()> {
                 warmup,
             } => {
                 worklist_bench::worklist(worklist_bench::WorklistOptions {
+                    county: report_bench::County {
+                        residents,
+                        messages,
+                        appointments,
+                    },
+                    runs,
+                    warmup,
+                })
+                .await
+            }
+            Scenario::Dashboard {
+                residents,
+                messages,
+                appointments,
+                runs,
+                warmup,
+            } => {
+                dashboard_bench::dashboard(dashboard_bench::DashboardOptions {
                     county: report_bench::County {
                         residents,
                         messages,

@@ -46,7 +46,24 @@ const ASSETS: &[Asset] = &[
         bytes: include_bytes!("../../web/static/office.css"),
     },
     // The dashboard.
-
+    Asset {
+        name: "dashboard.js",
+        phone: false,
+        content_type: "text/javascript; charset=utf-8",
+        bytes: include_bytes!("../../web/static/dashboard.js"),
+    },
+    Asset {
+        name: "uplot.js",
+        phone: false,
+        content_type: "text/javascript; charset=utf-8",
+        bytes: include_bytes!("../../web/static/vendor/uplot-1.6.32/uPlot.iife.min.js"),
+    },
+    Asset {
+        name: "uplot.css",
+        phone: false,
+        content_type: "text/css; charset=utf-8",
+        bytes: include_bytes!("../../web/static/vendor/uplot-1.6.32/uPlot.min.css"),
+    },
     // Refusal review and audit.
 
     // Campaign set-up, institutions, users.

@@ -122,7 +122,11 @@ test('an office user lands on /app/ with the campaigns', async () => {
   try {
     await signIn(page, 'office.li');
     assert.equal(new URL(page.url()).pathname, '/app/');
-    assert.ok(await page.getByTestId(`campaign-${campaign}`).isVisible());
+    // The dashboard of the open campaign: its funnel over the county's four residents.
+    assert.equal(await page.getByTestId('campaign-picker').inputValue(), String(campaign));
+    const funnel = page.getByTestId('dashboard-funnel');
+    assert.ok(await funnel.isVisible());
+    assert.equal(await funnel.locator('[data-stage=target]').getAttribute('data-count'), '4');
     await shot(page, 'app-home');
   } finally {
     await browser.close();
