@@ -5,11 +5,9 @@
 //! the template — `--runs` times after `--warmup` untimed runs (p50 / p95 / p99), then the
 //! report calls behind it one by one.
 
-use std::net::{IpAddr, Ipv4Addr, SocketAddr};
-use std::time::{Duration as Elapsed, Instant};
+use std::net::{IpAddr, Ipv4Addr};
+use std::time::Instant;
 
-use axum::body::Body;
-use axum::http::{Request, StatusCode, header};
 use chrono::{Duration, Utc};
 use entities::users::Role;
 use outreach::area::AreaCode;
@@ -22,11 +20,11 @@ use outreach::report::{self, ContactsQuery, RankingQuery, SeriesQuery, SliceQuer
 use outreach::startup::Application;
 use outreach::users;
 use sea_orm::DatabaseConnection;
-use serde_json::{Value, json};
-use tower::ServiceExt;
+use serde_json::json;
 
 use super::report_bench::{County, backend_of, count, set_up, settings, step, timed_after};
-use super::{bench_database, drop_database, peak_rss_mb, round};
+use super::worklist_bench::{get_page, print_timed};
+use super::{bench_database, drop_database};
 
 /// The whole page's p95 target, in ms.
 const TARGET_MS: f64 = 150.0;
@@ -51,77 +49,6 @@ pub async fn dashboard(options: DashboardOptions) -> anyhow::Result<()> {
     let result = run_dashboard(&url, &options).await;
     drop_database(cleanup).await?;
     result
-}
-
-/// p50, p95 and p99 (the sorted durations at rank round((n − 1) · p)) and the maximum, in ms.
-fn percentiles(durations: &[Elapsed]) -> [f64; 4] {
-    let mut ms: Vec<f64> = durations.iter().map(|d| d.as_secs_f64() * 1000.0).collect();
-    ms.sort_by(f64::total_cmp);
-    let at = |p: f64| round(ms[((ms.len() - 1) as f64 * p).round() as usize]);
-    [at(0.50), at(0.95), at(0.99), round(ms[ms.len() - 1])]
-}
-
-/// One JSON line for something timed `durations.len()` times, against the target if given;
-/// a missed target is added to `misses`.
-fn print_timed(
-    bench: &str,
-    backend: &str,
-    durations: &[Elapsed],
-    target_ms: Option<f64>,
-    extra: Value,
-    misses: &mut Vec<String>,
-) {
-    let [p50, p95, p99, max] = percentiles(durations);
-    let seconds: f64 = durations.iter().map(Elapsed::as_secs_f64).sum();
-    let mut line = json!({
-        "bench": bench,
-        "backend": backend,
-        "items": durations.len(),
-        "seconds": round(seconds),
-        "per_sec": round(durations.len() as f64 / seconds),
-        "p50_ms": p50,
-        "p95_ms": p95,
-        "p99_ms": p99,
-        "max_ms": max,
-        "peak_rss_mb": round(peak_rss_mb()),
-    });
-    if let Some(line) = line.as_object_mut() {
-        if let Some(target) = target_ms {
-            line.insert("target_p95_ms".to_owned(), json!(target));
-            line.insert("met".to_owned(), json!(p95 <= target));
-            if p95 > target {
-                misses.push(bench.to_owned());
-            }
-        }
-        if let Value::Object(extra) = extra {
-            line.extend(extra);
-        }
-    }
-    println!("{line}");
-}
-
-/// `GET path` through the router with a session cookie: the page's HTML.
-async fn get_page(router: &axum::Router, cookie: &str, path: &str) -> anyhow::Result<String> {
-    let mut request = Request::get(path)
-        .header(header::HOST, "127.0.0.1")
-        .header(header::COOKIE, cookie)
-        .body(Body::empty())?;
-    request
-        .extensions_mut()
-        .insert(axum::extract::ConnectInfo(SocketAddr::from((
-            Ipv4Addr::LOCALHOST,
-            40_000,
-        ))));
-    let response = router.clone().oneshot(request).await?;
-    let status = response.status();
-    let body = axum::body::to_bytes(response.into_body(), usize::MAX).await?;
-    let html = String::from_utf8(body.to_vec())?;
-    anyhow::ensure!(
-        status == StatusCode::OK,
-        "{path}: {status}: {}",
-        html.chars().take(300).collect::<String>()
-    );
-    Ok(html)
 }
 
 /// The funnel's count of `stage` on the page.

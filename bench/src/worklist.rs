@@ -219,16 +219,16 @@ async fn add_field_work(database: &DatabaseConnection, setup: &Setup) -> anyhow:
 }
 
 /// p50, p95 and p99 (the sorted durations at rank round((n − 1) · p)) and the maximum, in ms.
-fn percentiles(durations: &[Elapsed]) -> [f64; 4] {
+pub(crate) fn percentiles(durations: &[Elapsed]) -> [f64; 4] {
     let mut ms: Vec<f64> = durations.iter().map(|d| d.as_secs_f64() * 1000.0).collect();
     ms.sort_by(f64::total_cmp);
     let at = |p: f64| round(ms[((ms.len() - 1) as f64 * p).round() as usize]);
     [at(0.50), at(0.95), at(0.99), round(ms[ms.len() - 1])]
 }
 
-/// One JSON line for something timed `durations.len()` times; a missed target is added to
-/// `misses`.
-fn print_timed(
+/// One JSON line for something timed `durations.len()` times, against the target if given;
+/// a missed target is added to `misses`.
+pub(crate) fn print_timed(
     bench: &str,
     backend: &str,
     durations: &[Elapsed],
@@ -237,10 +237,13 @@ fn print_timed(
     misses: &mut Vec<String>,
 ) {
     let [p50, p95, p99, max] = percentiles(durations);
+    let seconds: f64 = durations.iter().map(Elapsed::as_secs_f64).sum();
     let mut line = json!({
         "bench": bench,
         "backend": backend,
         "items": durations.len(),
+        "seconds": round(seconds),
+        "per_sec": round(durations.len() as f64 / seconds),
         "p50_ms": p50,
         "p95_ms": p95,
         "p99_ms": p99,
@@ -262,8 +265,12 @@ fn print_timed(
     println!("{line}");
 }
 
-/// `GET path` through the router with the cadre's session cookie: the page's HTML.
-async fn get_page(router: &axum::Router, cookie: &str, path: &str) -> anyhow::Result<String> {
+/// `GET path` through the router with a session cookie: the page's HTML.
+pub(crate) async fn get_page(
+    router: &axum::Router,
+    cookie: &str,
+    path: &str,
+) -> anyhow::Result<String> {
     let mut request = Request::get(path)
         .header(header::HOST, "127.0.0.1")
         .header(header::COOKIE, cookie)
