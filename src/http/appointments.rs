@@ -266,6 +266,7 @@ async fn record_elsewhere(
         (status = 200, body = ExamImport),
         (status = 403, body = ErrorEnvelope),
         (status = 404, body = ErrorEnvelope),
+        (status = 409, description = "the campaign is not open", body = ErrorEnvelope),
         (status = 422, description = "the file itself is unusable; nothing was written", body = ErrorEnvelope),
     )
 )]

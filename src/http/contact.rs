@@ -29,6 +29,7 @@ pub fn router() -> OpenApiRouter<AppState> {
     responses(
         (status = 201, body = AttemptView),
         (status = 404, body = ErrorEnvelope),
+        (status = 409, description = "the campaign is not open", body = ErrorEnvelope),
         (status = 422, body = ErrorEnvelope),
     )
 )]

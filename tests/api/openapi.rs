@@ -631,6 +631,38 @@ async fn real_responses_match_the_documented_schemas() {
     )
     .await;
 
+    // A closed campaign takes no more attempts or exam lists: 409, documented.
+    let close = "/api/v1/campaigns/{id}/close";
+    let (closed, _) = c
+        .call(
+            M::POST,
+            close,
+            &format!("{one_campaign}/close"),
+            o,
+            Body::None,
+        )
+        .await;
+    assert_eq!(closed, 200, "the campaign closes");
+    let attempt = json!({"channel": "phone_call", "contact": "own_phone", "outcome": "no_answer"});
+    let (status, _) = c
+        .call(M::POST, attempts, &attempts_path, k, Body::Json(attempt))
+        .await;
+    assert_eq!(status, 409, "an attempt on a closed campaign");
+    let import = "/api/v1/campaigns/{id}/exams/import";
+    let (status, _) = c
+        .call(
+            M::POST,
+            import,
+            &format!("{one_campaign}/exams/import"),
+            o,
+            Body::Raw(
+                "text/csv",
+                "身份证号,体检日期,体检机构\n110101199003074514,2027-03-01,DOC-1\n",
+            ),
+        )
+        .await;
+    assert_eq!(status, 409, "an exam list for a closed campaign");
+
     let families: Vec<&str> = c.families.iter().map(String::as_str).collect();
     for family in [
         "healthz",
