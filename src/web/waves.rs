@@ -494,15 +494,24 @@ pub async fn new(
     session: Session<OfficeOnly>,
     Query(pairs): Query<Vec<(String, String)>>,
 ) -> Result<Response, PageError> {
+    let (campaign, input) = form_of(&state, pairs).await?;
+    form_page(&state, &session, &campaign, &input, None).await
+}
+
+/// The campaign the query's `campaign` names (else the current one) and the form's fields.
+async fn form_of(
+    state: &AppState,
+    pairs: Vec<(String, String)>,
+) -> Result<(Campaign, WaveInput), PageError> {
     let campaign_id = pairs
         .iter()
         .find(|(k, _)| k == "campaign")
         .and_then(|(_, v)| v.parse().ok());
-    let Some(campaign) = campaign_of(&state, campaign_id).await? else {
+    let Some(campaign) = campaign_of(state, campaign_id).await? else {
         return Err(AppError::NotFound("当前没有进行中的体检工作".to_owned()).into());
     };
     let input = WaveInput::from_pairs(pairs, campaign.today());
-    form_page(&state, &session, &campaign, &input, None).await
+    Ok((campaign, input))
 }
 
 /// `GET /app/waves/preview?…`: the preview of the form's fields as JSON (`text`,
@@ -512,14 +521,7 @@ pub async fn preview(
     session: Session<OfficeOnly>,
     Query(pairs): Query<Vec<(String, String)>>,
 ) -> Result<Response, PageError> {
-    let campaign_id = pairs
-        .iter()
-        .find(|(k, _)| k == "campaign")
-        .and_then(|(_, v)| v.parse().ok());
-    let Some(campaign) = campaign_of(&state, campaign_id).await? else {
-        return Err(AppError::NotFound("当前没有进行中的体检工作".to_owned()).into());
-    };
-    let input = WaveInput::from_pairs(pairs, campaign.today());
+    let (campaign, input) = form_of(&state, pairs).await?;
     let preview = render_preview(&state, &session.actor, &campaign, &input).await?;
     Ok(Json(preview).into_response())
 }

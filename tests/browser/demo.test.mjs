@@ -6,8 +6,7 @@ import { spawn } from 'node:child_process';
 import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { createServer } from 'node:net';
-import { desktop, phone, shot, bin } from './harness.mjs';
+import { desktop, phone, shot, bin, freePort } from './harness.mjs';
 
 const STAGES = ['target', 'notified', 'reached', 'appointed', 'examined', 'refused', 'exempt'];
 
@@ -15,16 +14,6 @@ let demo;
 let base;
 let logins;
 let dir;
-
-function freePort() {
-  return new Promise((resolve) => {
-    const server = createServer();
-    server.listen(0, '127.0.0.1', () => {
-      const { port } = server.address();
-      server.close(() => resolve(port));
-    });
-  });
-}
 
 before(async () => {
   dir = join(mkdtempSync(join(tmpdir(), 'outreach-demo-')), 'demo');

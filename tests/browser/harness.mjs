@@ -32,7 +32,8 @@ export function residentId(birth, serial) {
   return body + '10X98765432'[sum % 11];
 }
 
-function freePort() {
+/// A port free on the loopback interface now.
+export function freePort() {
   return new Promise((resolve) => {
     const server = createServer();
     server.listen(0, '127.0.0.1', () => {
