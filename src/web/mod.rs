@@ -36,7 +36,23 @@ use crate::error::AppError;
 use crate::http::guard::{AnyRole, Auth, Policy, SESSION_COOKIE, session_cookie};
 use crate::state::AppState;
 
+/// Every page template, by module.
+const TEMPLATES: render::Templates = &[
+    render::CORE,
+    dashboard::TEMPLATES,
+    review::TEMPLATES,
+    audit::TEMPLATES,
+    campaigns::TEMPLATES,
+    institutions::TEMPLATES,
+    users::TEMPLATES,
+    imports::TEMPLATES,
+    waves::TEMPLATES,
+    clinic::TEMPLATES,
+    apidocs::TEMPLATES,
+];
+
 pub fn router() -> Router<AppState> {
+    render::install(TEMPLATES);
     Router::new()
         .route("/", get(pages::sign_in_page).post(pages::sign_in))
         .route("/logout", post(pages::sign_out))
@@ -231,4 +247,17 @@ fn set_cookie(state: &AppState, value: &str, max_age: cookie::time::Duration) ->
         .max_age(max_age)
         .build()
         .to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_template_parses() {
+        let env = render::environment(TEMPLATES);
+        for (name, _) in TEMPLATES.iter().copied().flatten() {
+            env.get_template(name).unwrap();
+        }
+    }
 }

@@ -1,7 +1,7 @@
 //! The page templates (`web/templates/`), embedded at compile time and checked when first
 //! used; HTML is escaped by default.
 
-use std::sync::LazyLock;
+use std::sync::OnceLock;
 
 use axum::http::StatusCode;
 use axum::response::{Html, IntoResponse, Response};
@@ -16,7 +16,7 @@ macro_rules! templates {
 pub(super) use templates;
 
 /// The sign-in, error, cadre and resident-link pages; each office page module lists its own.
-const CORE: &[(&str, &str)] = templates![
+pub(super) const CORE: &[(&str, &str)] = templates![
     "base.html",
     "login.html",
     "error.html",
@@ -31,24 +31,22 @@ const CORE: &[(&str, &str)] = templates![
     "r/busy.html",
 ];
 
-/// Every template, by module.
-const TEMPLATES: &[&[(&str, &str)]] = &[
-    CORE,
-    super::dashboard::TEMPLATES,
-    super::review::TEMPLATES,
-    super::audit::TEMPLATES,
-    super::campaigns::TEMPLATES,
-    super::institutions::TEMPLATES,
-    super::users::TEMPLATES,
-    super::imports::TEMPLATES,
-    super::waves::TEMPLATES,
-    super::clinic::TEMPLATES,
-    super::apidocs::TEMPLATES,
-];
+/// Templates by module, as the page modules list them.
+pub(super) type Templates = &'static [&'static [(&'static str, &'static str)]];
 
-static ENV: LazyLock<Environment<'static>> = LazyLock::new(|| {
+static ENV: OnceLock<Environment<'static>> = OnceLock::new();
+
+/// Makes `templates` the ones pages render from (once; the router does it when it is built,
+/// so that this module names none of the modules that render through it).
+pub(super) fn install(templates: Templates) {
+    ENV.get_or_init(|| environment(templates));
+}
+
+/// The environment of `templates`, each parsed now: a template that does not parse stops
+/// the service at its start rather than at the first request for it.
+pub(super) fn environment(templates: Templates) -> Environment<'static> {
     let mut env = Environment::new();
-    for (name, source) in TEMPLATES.iter().copied().flatten() {
+    for (name, source) in templates.iter().copied().flatten() {
         env.add_template(name, source)
             .unwrap_or_else(|e| panic!("page template {name}: {e}"));
     }
@@ -56,11 +54,18 @@ static ENV: LazyLock<Environment<'static>> = LazyLock::new(|| {
         minijinja::Value::from_safe_string(super::assets::url(&name))
     });
     env
-});
+}
 
 /// A page rendered from `template` with `context`, as a response with `status`.
 pub fn page(status: StatusCode, template: &str, context: minijinja::Value) -> Response {
-    match ENV.get_template(template).and_then(|t| t.render(context)) {
+    let rendered = match ENV.get() {
+        Some(env) => env.get_template(template).and_then(|t| t.render(context)),
+        None => Err(minijinja::Error::new(
+            minijinja::ErrorKind::InvalidOperation,
+            "the page templates were not installed",
+        )),
+    };
+    match rendered {
         Ok(html) => (
             status,
             [(axum::http::header::CACHE_CONTROL, "no-store")],
@@ -74,18 +79,6 @@ pub fn page(status: StatusCode, template: &str, context: minijinja::Value) -> Re
                 Html("<!doctype html><meta charset=utf-8><p>页面出错，请稍后再试</p>".to_owned()),
             )
                 .into_response()
-        }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn every_template_parses() {
-        for (name, _) in TEMPLATES.iter().copied().flatten() {
-            ENV.get_template(name).unwrap();
         }
     }
 }
