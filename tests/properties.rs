@@ -566,6 +566,24 @@ proptest! {
     }
 
     #[test]
+    fn a_jasmin_binary_field_that_is_not_hex_is_refused(
+        before in "([0-9a-fA-F]{2}){0,3}",
+        // Signs included: Rust's number parsing takes a leading `+` as part of a number.
+        bad in prop_oneof![Just("+".to_owned()), Just("-".to_owned()), "[^0-9a-fA-F]"],
+        after in "[0-9a-fA-F]([0-9a-fA-F]{2}){0,3}",
+        ucs2 in any::<bool>(),
+    ) {
+        let binary = format!("{before}{bad}{after}");
+        let form = HashMap::from([
+            ("from".to_owned(), "8613812345678".to_owned()),
+            ("coding".to_owned(), (if ucs2 { "8" } else { "0" }).to_owned()),
+            ("binary".to_owned(), binary.clone()),
+        ]);
+        let read = callbacks::jasmin_mo(&form);
+        prop_assert!(read.is_err(), "binary {:?} was read as {:?}", binary, read);
+    }
+
+    #[test]
     fn any_wechat_push_is_read_or_ignored_without_panicking(
         xml in prop_oneof![
             any::<String>(),
