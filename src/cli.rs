@@ -374,6 +374,10 @@ async fn backup(
     file: &Path,
     force: bool,
 ) -> anyhow::Result<ExitCode> {
+    if settings.database_url.is_sqlite() && settings.database_url.sqlite_path().is_none() {
+        eprintln!("错误 error: 内存数据库无法备份 / an in-memory database cannot be backed up");
+        return Ok(ExitCode::from(2));
+    }
     let Some(source) = settings.database_url.sqlite_path() else {
         eprintln!(
             "错误 error: outreach backup 只复制 SQLite 数据库；PostgreSQL 数据库请用 pg_dump 备份"
@@ -384,7 +388,7 @@ async fn backup(
         eprintln!(
             "  pg_dump --format=custom --file={} '{}'",
             file.display(),
-            settings.database_url
+            without_password(&settings.database_url)
         );
         eprintln!("  (password from PGPASSWORD or ~/.pgpass; see README, Backups)");
         print_key_notice(&settings, config, true);
@@ -464,6 +468,18 @@ fn print_key_notice(settings: &Settings, config: Option<&Path>, to_stderr: bool)
     }
 }
 
+/// A PostgreSQL URL for a command line to show: the password left out (`pg_dump` and
+/// `pg_restore` read it from `PGPASSWORD` or `~/.pgpass`).
+fn without_password(url: &crate::config::DatabaseUrl) -> String {
+    match url::Url::parse(url.expose()) {
+        Ok(mut parsed) => {
+            let _ = parsed.set_password(None);
+            parsed.to_string()
+        }
+        Err(_) => url.to_string(),
+    }
+}
+
 /// Whether two paths name the same existing file.
 fn same_file(a: &Path, b: &Path) -> bool {
     match (std::fs::canonicalize(a), std::fs::canonicalize(b)) {
@@ -479,6 +495,10 @@ async fn restore(
     file: &Path,
     force: bool,
 ) -> anyhow::Result<ExitCode> {
+    if settings.database_url.is_sqlite() && settings.database_url.sqlite_path().is_none() {
+        eprintln!("错误 error: 无法恢复到内存数据库 / cannot restore into an in-memory database");
+        return Ok(ExitCode::from(2));
+    }
     let Some(target) = settings.database_url.sqlite_path() else {
         eprintln!("错误 error: outreach restore 只恢复 SQLite 数据库；PostgreSQL 请用 pg_restore");
         eprintln!(
@@ -486,7 +506,7 @@ async fn restore(
         );
         eprintln!(
             "  pg_restore --clean --if-exists --no-owner --dbname='{}' {}",
-            settings.database_url,
+            without_password(&settings.database_url),
             file.display()
         );
         eprintln!("  then: outreach migrate && outreach refusals verify (see README, Backups)");

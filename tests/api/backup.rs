@@ -251,16 +251,13 @@ async fn restore_refuses_a_file_that_is_not_a_database_of_this_service() {
     }
 }
 
-#[tokio::test]
-async fn backup_on_postgresql_gives_the_pg_dump_command_and_writes_nothing() {
-    if postgres_admin_url().is_none() {
-        // The SQLite side of `backup` is the test above.
-        return;
-    }
-    let db = TestDb::new().await;
+/// Nothing is connected to: the command explains, so a made-up server does, on either database.
+#[test]
+fn backup_and_restore_on_postgresql_give_the_pg_commands_and_write_nothing() {
+    let url = "postgres://outreach:s3cret-pw@db.example:5432/outreach";
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("outreach.dump");
-    let output = outreach(&db.url, KEY)
+    let output = outreach(url, KEY)
         .arg("backup")
         .arg(&file)
         .output()
@@ -268,12 +265,28 @@ async fn backup_on_postgresql_gives_the_pg_dump_command_and_writes_nothing() {
     assert_eq!(output.status.code(), Some(2), "{}", text(&output));
     let said = String::from_utf8_lossy(&output.stderr);
     assert!(
-        said.contains("pg_dump --format=custom") && said.contains("outreach.dump"),
+        said.contains("pg_dump --format=custom")
+            && said.contains("outreach.dump")
+            && said.contains("postgres://outreach@db.example:5432/outreach"),
         "{said}"
     );
     assert!(
         said.contains("the data key is NOT inside the backup"),
         "{said}"
     );
+    assert!(!said.contains("s3cret-pw") && !said.contains(KEY), "{said}");
     assert!(!file.exists());
+
+    std::fs::write(&file, b"PGDMP").unwrap();
+    let output = outreach(url, KEY)
+        .arg("restore")
+        .arg(&file)
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(2), "{}", text(&output));
+    let said = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        said.contains("pg_restore") && !said.contains("s3cret-pw"),
+        "{said}"
+    );
 }
