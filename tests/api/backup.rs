@@ -215,6 +215,28 @@ async fn a_backup_taken_while_attempts_are_written_restores_with_its_refusal_cha
         .unwrap();
     assert_eq!(over.status.code(), Some(2), "{}", text(&over));
     assert!(text(&over).contains("--force"));
+    // With --force, a newer backup replaces both: the backup file and the restored database.
+    let newer = outreach(&app_url(&app), KEY)
+        .args(["backup", "--force"])
+        .arg(&file)
+        .output()
+        .unwrap();
+    assert_eq!(newer.status.code(), Some(0), "{}", text(&newer));
+    let replaced = outreach(&sqlite_url(&restored), KEY)
+        .args(["restore", "--force"])
+        .arg(&file)
+        .output()
+        .unwrap();
+    assert_eq!(replaced.status.code(), Some(0), "{}", text(&replaced));
+    let copy = sea_orm::Database::connect(sqlite_url(&restored))
+        .await
+        .unwrap();
+    assert_eq!(
+        count(&copy, "contact_attempts").await,
+        count(&app.db, "contact_attempts").await,
+        "the newer backup, taken with nothing writing, holds every attempt"
+    );
+    copy.close().await.unwrap();
 }
 
 fn app_url(app: &TestApp) -> String {
