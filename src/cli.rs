@@ -1,5 +1,6 @@
-//! The command line: `serve`, `migrate`, `import areas|residents|exams`, `user add`, `demo`. Each command loads the
-//! settings the same way and calls the same services the HTTP API uses.
+//! The command line: `serve`, `migrate`, `backup`, `restore`, `import areas|residents|exams`,
+//! `user add`, `demo`. Each command loads the settings the same way and calls the same
+//! services the HTTP API uses.
 
 use std::io::{BufRead, IsTerminal};
 use std::net::SocketAddr;
@@ -44,6 +45,25 @@ pub enum Command {
     },
     /// Apply database migrations and exit.
     Migrate,
+    /// Copy the SQLite database to FILE while the service runs (a consistent snapshot).
+    /// The data key is not in the backup: keep it apart. On PostgreSQL this prints the
+    /// pg_dump command to use instead.
+    Backup {
+        /// Where to write the backup.
+        file: PathBuf,
+        /// Replace FILE when it exists.
+        #[arg(long)]
+        force: bool,
+    },
+    /// Put an SQLite backup in place as the configured database (stop the service first),
+    /// migrate it and check the refusal register's chains. Exits 1 when a chain is broken.
+    Restore {
+        /// The backup written by `outreach backup`.
+        file: PathBuf,
+        /// Replace the configured database when it exists.
+        #[arg(long)]
+        force: bool,
+    },
     /// Run dispatch workers only (no HTTP), e.g. on another machine or beside `serve` with
     /// `messaging.outbox.dispatch = false`. Stops on SIGTERM after recording the sends in
     /// flight.
@@ -248,6 +268,12 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             println!("migrations applied to {}", settings.database_url);
             Ok(ExitCode::SUCCESS)
         }
+        Command::Backup { file, force } => {
+            backup(settings, cli.config.as_deref(), &file, force).await
+        }
+        Command::Restore { file, force } => {
+            restore(settings, cli.config.as_deref(), &file, force).await
+        }
         Command::Import(ImportCommand::Areas { file, json }) => {
             import_areas(settings, &file, json).await
         }
@@ -337,6 +363,224 @@ async fn dispatch(settings: Settings, until_idle: bool) -> anyhow::Result<ExitCo
     } else {
         tracing::info!("dispatching");
         dispatcher.run(shutdown).await;
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `outreach backup`: an online copy of an SQLite database, with where its key lives.
+async fn backup(
+    settings: Settings,
+    config: Option<&Path>,
+    file: &Path,
+    force: bool,
+) -> anyhow::Result<ExitCode> {
+    if settings.database_url.is_sqlite() && settings.database_url.sqlite_path().is_none() {
+        eprintln!("错误 error: 内存数据库无法备份 / an in-memory database cannot be backed up");
+        return Ok(ExitCode::from(2));
+    }
+    let Some(source) = settings.database_url.sqlite_path() else {
+        eprintln!(
+            "错误 error: outreach backup 只复制 SQLite 数据库；PostgreSQL 数据库请用 pg_dump 备份"
+        );
+        eprintln!(
+            "  outreach backup copies SQLite databases only; back up PostgreSQL with pg_dump:"
+        );
+        eprintln!(
+            "  pg_dump --format=custom --file={} '{}'",
+            file.display(),
+            without_password(&settings.database_url)
+        );
+        eprintln!("  (password from PGPASSWORD or ~/.pgpass; see README, Backups)");
+        print_key_notice(&settings, config, true);
+        return Ok(ExitCode::from(2));
+    };
+    if !source.is_file() {
+        eprintln!(
+            "错误 error: 数据库文件 {} 不存在 / the database file does not exist",
+            source.display()
+        );
+        return Ok(ExitCode::from(2));
+    }
+    if same_file(&source, file) {
+        eprintln!(
+            "错误 error: 备份不能写到数据库文件本身 / the backup cannot replace the database itself"
+        );
+        return Ok(ExitCode::from(2));
+    }
+    if file.exists() && !force {
+        eprintln!(
+            "错误 error: {} 已存在，用 --force 覆盖 / already exists; --force replaces it",
+            file.display()
+        );
+        return Ok(ExitCode::from(2));
+    }
+    let database = db::connect(&settings).await?;
+    let bytes = db::backup_sqlite(&database, file, force).await;
+    database.close().await.ok();
+    let bytes = bytes?;
+    println!(
+        "备份已写入 backup written: {} ({bytes} 字节 bytes), from {}",
+        file.display(),
+        source.display()
+    );
+    print_key_notice(&settings, config, false);
+    Ok(ExitCode::SUCCESS)
+}
+
+/// What every backup needs said: the data key is not in it, where the key is, and what a
+/// backup without it is worth; and the signature images when they live in a directory.
+fn print_key_notice(settings: &Settings, config: Option<&Path>, to_stderr: bool) {
+    use crate::privacy::KeyPlace;
+    let place = match crate::privacy::key_place(settings) {
+        KeyPlace::Setting if std::env::var_os("OUTREACH_PRIVACY__KEY").is_some() => {
+            "环境变量 environment variable OUTREACH_PRIVACY__KEY".to_owned()
+        }
+        KeyPlace::Setting => match config {
+            Some(config) => format!("privacy.key in {}", config.display()),
+            None => "privacy.key".to_owned(),
+        },
+        KeyPlace::File(path) if path.exists() => format!("文件 file {}", path.display()),
+        KeyPlace::File(path) => format!(
+            "文件 file {}（尚不存在 does not exist yet）",
+            path.display()
+        ),
+        KeyPlace::Unset => "未设置 not set (privacy.key / privacy.key_file)".to_owned(),
+    };
+    let mut lines = vec![
+        "注意：备份中不含数据密钥 / NOTE: the data key is NOT inside the backup.".to_owned(),
+        format!("  密钥位置 the key is in: {place}"),
+        "  没有这把密钥，备份中的身份证号和手机号无法读取，服务也无法使用该备份；请把密钥另行妥善保存".to_owned(),
+        "  A backup without its key cannot be read (ID and phone numbers are encrypted with it): keep a copy of the key, stored apart from the backup.".to_owned(),
+    ];
+    if let Some(dir) = &settings.signatures.dir {
+        lines.push(format!(
+            "  签名图片在目录 {} 中，不在备份里，请一并复制 / the signature images are in {}, not in the backup: copy that directory too",
+            dir.display(),
+            dir.display()
+        ));
+    }
+    for line in lines {
+        if to_stderr {
+            eprintln!("{line}");
+        } else {
+            println!("{line}");
+        }
+    }
+}
+
+/// A PostgreSQL URL for a command line to show: the password left out (`pg_dump` and
+/// `pg_restore` read it from `PGPASSWORD` or `~/.pgpass`).
+fn without_password(url: &crate::config::DatabaseUrl) -> String {
+    match url::Url::parse(url.expose()) {
+        Ok(mut parsed) => {
+            let _ = parsed.set_password(None);
+            parsed.to_string()
+        }
+        Err(_) => url.to_string(),
+    }
+}
+
+/// Whether two paths name the same existing file.
+fn same_file(a: &Path, b: &Path) -> bool {
+    match (std::fs::canonicalize(a), std::fs::canonicalize(b)) {
+        (Ok(a), Ok(b)) => a == b,
+        _ => false,
+    }
+}
+
+/// `outreach restore`: an SQLite backup put in place, migrated and its refusal chains checked.
+async fn restore(
+    settings: Settings,
+    config: Option<&Path>,
+    file: &Path,
+    force: bool,
+) -> anyhow::Result<ExitCode> {
+    if settings.database_url.is_sqlite() && settings.database_url.sqlite_path().is_none() {
+        eprintln!("错误 error: 无法恢复到内存数据库 / cannot restore into an in-memory database");
+        return Ok(ExitCode::from(2));
+    }
+    let Some(target) = settings.database_url.sqlite_path() else {
+        eprintln!("错误 error: outreach restore 只恢复 SQLite 数据库；PostgreSQL 请用 pg_restore");
+        eprintln!(
+            "  outreach restore restores SQLite databases only; for PostgreSQL use pg_restore:"
+        );
+        eprintln!(
+            "  pg_restore --clean --if-exists --no-owner --dbname='{}' {}",
+            without_password(&settings.database_url),
+            file.display()
+        );
+        eprintln!("  then: outreach migrate && outreach refusals verify (see README, Backups)");
+        return Ok(ExitCode::from(2));
+    };
+    let refuse = |message: String| {
+        eprintln!("错误 error: {message}");
+        Ok(ExitCode::from(2))
+    };
+    if same_file(&target, file) {
+        return refuse(format!(
+            "{} 就是当前数据库 / is the configured database itself",
+            file.display()
+        ));
+    }
+    if target.exists() && !force {
+        return refuse(format!(
+            "数据库 {} 已存在；先停止服务，再加 --force 用备份替换它 / the database exists; stop the service, then give --force to replace it",
+            target.display()
+        ));
+    }
+    if let crate::privacy::KeyPlace::File(path) = crate::privacy::key_place(&settings)
+        && !path.exists()
+    {
+        return refuse(format!(
+            "数据密钥文件 {} 不存在：请先放回与备份一同保存的密钥 / the data key file does not exist: put back the key kept with the backup first",
+            path.display()
+        ));
+    }
+    let privacy = Privacy::load(&settings)?;
+    let found = db::open_sqlite_read_only(file).await;
+    let backup = match found {
+        Ok(backup) => backup,
+        Err(e) => return refuse(format!("{e:#}")),
+    };
+    let checked = db::inspect_sqlite_backup(&backup, file).await;
+    let key_opens = registry::key_opens(&backup, &privacy).await;
+    backup.close().await.ok();
+    let facts = match checked {
+        Ok(facts) => facts,
+        Err(e) => return refuse(format!("{e:#}")),
+    };
+    if !facts.unknown_migrations.is_empty() {
+        return refuse(format!(
+            "{} 由更新版本的 outreach 写成，请用该版本恢复 / was written by a newer outreach (migrations {}); restore it with that version",
+            file.display(),
+            facts.unknown_migrations.join(", ")
+        ));
+    }
+    if key_opens.map_err(app_error)? == Some(false) {
+        print_key_notice(&settings, config, true);
+        return refuse(format!(
+            "配置的数据密钥打不开 {} 中的身份证号：这不是该备份的密钥 / the configured data key does not open the ID numbers in {}: it is not this backup's key",
+            file.display(),
+            file.display()
+        ));
+    }
+    db::restore_sqlite(file, &target)?;
+    println!("已恢复 restored {} → {}", file.display(), target.display());
+    let database = db::connect_and_migrate(&settings).await?;
+    println!("migrations applied to {}", settings.database_url);
+    let report = crate::flows::refusals::verify_and_record(&database, &Actor::cli())
+        .await
+        .map_err(app_error)?;
+    database.close().await.ok();
+    println!(
+        "拒检登记链 refusal chains: checked {} records of {} residents: {}",
+        report.records,
+        report.residents,
+        if report.ok { "intact" } else { "BROKEN" }
+    );
+    if !report.ok {
+        println!("  details: outreach refusals verify");
+        return Ok(ExitCode::FAILURE);
     }
     Ok(ExitCode::SUCCESS)
 }

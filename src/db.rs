@@ -1,6 +1,7 @@
 //! The database: connecting (SQLite with WAL, busy timeout and foreign keys; or PostgreSQL)
 //! and applying migrations. Every other module takes `&impl ConnectionTrait`.
 
+use std::path::Path;
 use std::time::Duration;
 
 use anyhow::Context;
@@ -232,6 +233,184 @@ pub async fn begin_write<C: sea_orm::TransactionTrait>(
         ..Default::default()
     })
     .await
+}
+
+/// Writes a consistent copy of the SQLite database behind `db` to `target`, while the service
+/// keeps writing. `VACUUM INTO` reads one snapshot — in WAL mode writers carry on meanwhile —
+/// and writes it out compacted, holding every transaction committed before it began. The copy
+/// goes to a new file beside `target` (mode 0600 on Unix: it holds personal data) and is moved into
+/// place only when complete, so a failed run leaves no half-written backup. An existing
+/// `target` is replaced only when `replace` is set. Returns the backup's size in bytes.
+pub async fn backup_sqlite(
+    db: &DatabaseConnection,
+    target: &Path,
+    replace: bool,
+) -> anyhow::Result<u64> {
+    anyhow::ensure!(
+        db.get_database_backend() == DbBackend::Sqlite,
+        "VACUUM INTO copies SQLite databases only"
+    );
+    let dir = target
+        .parent()
+        .filter(|d| !d.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    // An empty file is what VACUUM INTO accepts as its target; tempfile makes it mode 0600.
+    let partial = tempfile::Builder::new()
+        .prefix(".outreach-backup-")
+        .suffix(".partial")
+        .tempfile_in(dir)
+        .with_context(|| format!("cannot create a file in {}", dir.display()))?
+        .into_temp_path();
+    let partial_text = partial
+        .to_str()
+        .context("the backup's path is not valid UTF-8")?
+        .to_owned();
+    let mut sql = Sql::new(DbBackend::Sqlite);
+    sql.push("VACUUM INTO ").bind(partial_text);
+    db.execute_raw(sql.build())
+        .await
+        .context("copying the database (VACUUM INTO) failed")?;
+    std::fs::File::open(&partial)
+        .and_then(|f| f.sync_all())
+        .context("flushing the backup to disk")?;
+    let size = std::fs::metadata(&partial)?.len();
+    if replace {
+        partial
+            .persist(target)
+            .with_context(|| format!("cannot write {}", target.display()))?;
+    } else {
+        // A hard link fails when `target` exists, so a file made since the caller looked is
+        // not overwritten either.
+        std::fs::hard_link(&partial, target)
+            .with_context(|| format!("cannot write {}", target.display()))?;
+    }
+    Ok(size)
+}
+
+/// What a file offered for restore holds, read without changing it.
+#[derive(Debug)]
+pub struct SqliteBackup {
+    /// Migrations applied in the backup.
+    pub migrations: usize,
+    /// Migrations of the backup that this program does not know (it came from a newer one).
+    pub unknown_migrations: Vec<String>,
+}
+
+/// Opens the SQLite database `file` read-only, for looking into a backup before it is
+/// restored; refused when the file does not start with the SQLite header.
+pub async fn open_sqlite_read_only(file: &Path) -> anyhow::Result<DatabaseConnection> {
+    use std::io::Read;
+    let mut header = [0u8; 16];
+    std::fs::File::open(file)
+        .and_then(|mut f| f.read_exact(&mut header))
+        .map_err(|_| anyhow::anyhow!("{} is not an SQLite database", file.display()))?;
+    anyhow::ensure!(
+        &header == b"SQLite format 3\0",
+        "{} is not an SQLite database",
+        file.display()
+    );
+    let options = sea_orm::sqlx::sqlite::SqliteConnectOptions::new()
+        .filename(file)
+        .read_only(true);
+    let pool = sea_orm::sqlx::sqlite::SqlitePoolOptions::new()
+        .max_connections(1)
+        .connect_with(options)
+        .await
+        .with_context(|| format!("cannot open {}", file.display()))?;
+    Ok(sea_orm::SqlxSqliteConnector::from_sqlx_sqlite_pool(pool))
+}
+
+/// Checks that the SQLite database `db` (read from `file`) is one of this service: an intact
+/// structure (`PRAGMA quick_check`), the migrations table with only migrations this program
+/// knows, and the service's tables.
+pub async fn inspect_sqlite_backup(
+    db: &DatabaseConnection,
+    file: &Path,
+) -> anyhow::Result<SqliteBackup> {
+    let check = db
+        .query_one_raw(sea_orm::Statement::from_string(
+            DbBackend::Sqlite,
+            "PRAGMA quick_check",
+        ))
+        .await
+        .with_context(|| format!("{} cannot be read as a database", file.display()))?
+        .and_then(|row| row.try_get_by_index::<String>(0).ok());
+    anyhow::ensure!(
+        check.as_deref() == Some("ok"),
+        "{} is damaged: {}",
+        file.display(),
+        check.unwrap_or_default()
+    );
+    let tables: Vec<String> = db
+        .query_all_raw(sea_orm::Statement::from_string(
+            DbBackend::Sqlite,
+            "SELECT name FROM sqlite_master WHERE type = 'table'",
+        ))
+        .await?
+        .iter()
+        .filter_map(|row| row.try_get_by_index::<String>(0).ok())
+        .collect();
+    for table in ["seaql_migrations", "residents", "refusal_records"] {
+        anyhow::ensure!(
+            tables.iter().any(|t| t == table),
+            "{} is an SQLite database but not one of this service (no table {table})",
+            file.display()
+        );
+    }
+    let applied: Vec<String> = db
+        .query_all_raw(sea_orm::Statement::from_string(
+            DbBackend::Sqlite,
+            "SELECT version FROM seaql_migrations",
+        ))
+        .await?
+        .iter()
+        .filter_map(|row| row.try_get_by_index::<String>(0).ok())
+        .collect();
+    let known: Vec<String> = Migrator::migrations()
+        .iter()
+        .map(|m| m.name().to_owned())
+        .collect();
+    Ok(SqliteBackup {
+        migrations: applied.len(),
+        unknown_migrations: applied.into_iter().filter(|m| !known.contains(m)).collect(),
+    })
+}
+
+/// Puts the SQLite database `backup` in place as `target`: copied beside it, flushed, then
+/// moved over it in one rename, with the old database's `-wal` and `-shm` files removed (a
+/// journal of the old database must never be replayed into the restored one). The service
+/// must be stopped.
+pub fn restore_sqlite(backup: &Path, target: &Path) -> anyhow::Result<()> {
+    let dir = target
+        .parent()
+        .filter(|d| !d.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    let mut partial = tempfile::Builder::new()
+        .prefix(".outreach-restore-")
+        .suffix(".partial")
+        .tempfile_in(dir)
+        .with_context(|| format!("cannot create a file in {}", dir.display()))?;
+    let mut source =
+        std::fs::File::open(backup).with_context(|| format!("reading {}", backup.display()))?;
+    std::io::copy(&mut source, partial.as_file_mut())
+        .with_context(|| format!("copying {}", backup.display()))?;
+    partial.as_file().sync_all()?;
+    for suffix in ["-wal", "-shm"] {
+        let mut name = target.as_os_str().to_owned();
+        name.push(suffix);
+        match std::fs::remove_file(&name) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => {
+                return Err(e).with_context(|| format!("removing {}", Path::new(&name).display()));
+            }
+        }
+    }
+    partial
+        .persist(target)
+        .with_context(|| format!("cannot write {}", target.display()))?;
+    Ok(())
 }
 
 /// Whether the database answers (the health check's question).

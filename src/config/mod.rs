@@ -391,6 +391,17 @@ impl DatabaseUrl {
     pub fn is_sqlite(&self) -> bool {
         self.0.starts_with("sqlite:")
     }
+
+    /// The file of an SQLite database (`sqlite://data/outreach.db?mode=rwc` →
+    /// `data/outreach.db`); `None` for PostgreSQL and for an in-memory database.
+    pub fn sqlite_path(&self) -> Option<std::path::PathBuf> {
+        let rest = self
+            .0
+            .strip_prefix("sqlite://")
+            .or_else(|| self.0.strip_prefix("sqlite:"))?;
+        let path = rest.split('?').next().unwrap_or_default();
+        (!path.is_empty() && path != ":memory:").then(|| std::path::PathBuf::from(path))
+    }
 }
 
 impl fmt::Display for DatabaseUrl {

@@ -304,7 +304,9 @@ pub fn jasmin_dlr(form: &HashMap<String, String>) -> Result<Receipt, CallbackErr
 /// Hex (either case) to bytes; `None` unless every pair is hex.
 fn hex_bytes(hex: &str) -> Option<Vec<u8>> {
     let hex = hex.trim();
-    if hex.is_empty() || !hex.len().is_multiple_of(2) {
+    // Checked here because `from_str_radix` also takes a sign: `+A` would be the byte 0x0A.
+    if hex.is_empty() || !hex.len().is_multiple_of(2) || !hex.bytes().all(|b| b.is_ascii_hexdigit())
+    {
         return None;
     }
     (0..hex.len())

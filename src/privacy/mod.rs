@@ -86,10 +86,9 @@ impl Privacy {
                 &decode_key(key.expose()).context("privacy.key")?,
             ));
         }
-        let path = match (&settings.privacy.key_file, sqlite_directory(settings)) {
-            (Some(path), _) => path.clone(),
-            (None, Some(dir)) => dir.join("outreach.key"),
-            (None, None) => bail!(
+        let path = match key_place(settings) {
+            KeyPlace::File(path) => path,
+            KeyPlace::Setting | KeyPlace::Unset => bail!(
                 "privacy.key or privacy.key_file must be set for a PostgreSQL database \
                  (every instance sharing the database needs the same key)"
             ),
@@ -210,20 +209,31 @@ fn generate_key_file(path: &Path) -> anyhow::Result<[u8; 32]> {
 
 /// The directory of the SQLite database file, when the database is one.
 fn sqlite_directory(settings: &Settings) -> Option<PathBuf> {
-    let url = settings.database_url.expose();
-    let rest = url
-        .strip_prefix("sqlite://")
-        .or_else(|| url.strip_prefix("sqlite:"))?;
-    let path = rest.split('?').next().unwrap_or_default();
-    if path.is_empty() || path == ":memory:" {
-        return None;
+    let path = settings.database_url.sqlite_path()?;
+    Some(path.parent().map(Path::to_path_buf).unwrap_or_default())
+}
+
+/// Where the data key of these settings is kept, as [`Privacy::load`] looks for it; what an
+/// operator must keep beside every backup.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum KeyPlace {
+    /// `privacy.key`: the configuration file or `OUTREACH_PRIVACY__KEY`.
+    Setting,
+    /// A key file (`privacy.key_file`, or `outreach.key` beside the SQLite database).
+    File(PathBuf),
+    /// Nowhere yet: PostgreSQL without `privacy.key` or `privacy.key_file`.
+    Unset,
+}
+
+pub fn key_place(settings: &Settings) -> KeyPlace {
+    if settings.privacy.key.is_some() {
+        return KeyPlace::Setting;
     }
-    Some(
-        Path::new(path)
-            .parent()
-            .map(Path::to_path_buf)
-            .unwrap_or_default(),
-    )
+    match (&settings.privacy.key_file, sqlite_directory(settings)) {
+        (Some(path), _) => KeyPlace::File(path.clone()),
+        (None, Some(dir)) => KeyPlace::File(dir.join("outreach.key")),
+        (None, None) => KeyPlace::Unset,
+    }
 }
 
 /// Masks every run of seven or more digits (a phone number, wherever a provider echoes it)

@@ -460,6 +460,16 @@ pub async fn list(
     })
 }
 
+/// Whether `privacy` opens the registry's encrypted ID numbers, tried on the first resident;
+/// `None` when the registry is empty. A restore asks it before it puts a backup in place.
+pub async fn key_opens(db: &impl ConnectionTrait, privacy: &Privacy) -> AppResult<Option<bool>> {
+    let first = residents::Entity::find()
+        .order_by_asc(residents::Column::Id)
+        .one(db)
+        .await?;
+    Ok(first.map(|r| privacy.decrypt(Field::ResidentId, &r.id_cipher).is_ok()))
+}
+
 /// One resident in scope; outside the scope it does not exist.
 pub async fn find(
     db: &impl ConnectionTrait,

@@ -5,6 +5,7 @@ mod appointments;
 mod areas;
 mod audit;
 mod auth;
+mod backup;
 mod campaigns;
 mod cli;
 mod cloud_sms;
