@@ -662,6 +662,7 @@ mod tests {
         settings.http.max_body_bytes = 0;
         settings.messaging.outbox.batch = 0;
         settings.messaging.outbox.retry_base_secs = 7200;
+        settings.metrics.token = Some(Secret::new("short"));
         settings
             .messaging
             .outbox
@@ -673,6 +674,7 @@ mod tests {
             "messaging.outbox.batch",
             "retry_base_secs must not exceed",
             "rate_per_second.jasmin",
+            "metrics.token",
         ] {
             assert!(text.contains(key), "{text}");
         }
