@@ -60,9 +60,9 @@ async fn scrape(
     if let Some(token) = token {
         check_bearer(token, headers)?;
     }
-    let Some(_) = metrics::render() else {
+    if !metrics::installed() {
         return Err(AppError::NotFound("请求的接口不存在".to_owned()));
-    };
+    }
     let _one_at_a_time = SCRAPING.lock().await;
     refresh(db).await;
     let text = metrics::render().unwrap_or_default();

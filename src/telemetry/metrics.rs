@@ -53,6 +53,11 @@ pub fn install() -> &'static PrometheusHandle {
     })
 }
 
+/// Whether [`install`] has run (the metrics are exposed somewhere).
+pub fn installed() -> bool {
+    HANDLE.get().is_some()
+}
+
 /// The scrape text (Prometheus text exposition format), or `None` before [`install`].
 pub fn render() -> Option<String> {
     HANDLE.get().map(PrometheusHandle::render)
