@@ -356,7 +356,24 @@ async fn dispatch(settings: Settings, until_idle: bool) -> anyhow::Result<ExitCo
     let shutdown = CancellationToken::new();
     shutdown_on_signals(shutdown.clone()).context("installing signal handlers")?;
     let database = db::connect_and_migrate(&settings).await?;
-    let dispatcher = crate::startup::dispatcher_for(&settings, database)?;
+    let dispatcher = crate::startup::dispatcher_for(&settings, database.clone())?;
+    // The dispatch workers' metrics are scraped from `metrics.bind` (there is no public
+    // listener here).
+    if settings.metrics.bind.is_some() && !until_idle {
+        let metrics_listener = crate::startup::metrics_listener(&settings).await?;
+        let metrics = crate::http::metrics::run(
+            metrics_listener,
+            database,
+            settings.metrics.token.clone(),
+            settings.http.clone(),
+            shutdown.clone(),
+        );
+        tokio::spawn(async move {
+            if let Err(e) = metrics.await {
+                tracing::error!(error = %e, "metrics listener failed");
+            }
+        });
+    }
     if until_idle {
         let totals = dispatcher.drain().await.map_err(app_error)?;
         println!("{}", serde_json::to_string(&totals)?);

@@ -137,6 +137,36 @@ pub fn backend_name(backend: DbBackend) -> &'static str {
     }
 }
 
+/// The connection pool as it is now: its maximum size, the connections open and those idle.
+pub struct PoolUsage {
+    pub max: u32,
+    pub open: u32,
+    pub idle: usize,
+}
+
+/// [`PoolUsage`] of `db`'s pool, read from the pool itself (no query).
+pub fn pool_usage(db: &DatabaseConnection) -> Option<PoolUsage> {
+    match db.get_database_backend() {
+        DbBackend::Postgres => {
+            let pool = db.get_postgres_connection_pool();
+            Some(PoolUsage {
+                max: pool.options().get_max_connections(),
+                open: pool.size(),
+                idle: pool.num_idle(),
+            })
+        }
+        DbBackend::Sqlite => {
+            let pool = db.get_sqlite_connection_pool();
+            Some(PoolUsage {
+                max: pool.options().get_max_connections(),
+                open: pool.size(),
+                idle: pool.num_idle(),
+            })
+        }
+        _ => None,
+    }
+}
+
 /// A write of at least this many rows refreshes the table's planner statistics at once.
 pub const BULK_WRITE_ROWS: u64 = 10_000;
 

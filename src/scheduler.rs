@@ -124,6 +124,17 @@ pub enum Outcome {
     AlreadyClaimed,
 }
 
+impl Outcome {
+    /// The outcome as a metric label.
+    pub fn code(&self) -> &'static str {
+        match self {
+            Outcome::Ran { .. } => "succeeded",
+            Outcome::Failed { .. } => "failed",
+            Outcome::AlreadyClaimed => "claimed_elsewhere",
+        }
+    }
+}
+
 pub struct Scheduler {
     enabled: bool,
     timezone: Tz,
@@ -229,6 +240,13 @@ impl Scheduler {
 /// PostgreSQL the run also holds a transaction-level advisory lock named after the job, so
 /// two firings of one job (a slow run and the next tick on another instance) never overlap.
 pub async fn try_execute_once(state: &AppState, job: Job, scheduled_for: DateTime<Utc>) -> Outcome {
+    let started = std::time::Instant::now();
+    let outcome = claim_and_run(state, job, scheduled_for).await;
+    crate::telemetry::metrics::scheduler_run(job.name(), outcome.code(), started.elapsed());
+    outcome
+}
+
+async fn claim_and_run(state: &AppState, job: Job, scheduled_for: DateTime<Utc>) -> Outcome {
     let claim = job_runs::Entity::insert(job_runs::ActiveModel {
         job: Set(job.name().to_owned()),
         scheduled_for: Set(scheduled_for),

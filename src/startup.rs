@@ -46,8 +46,25 @@ pub fn dispatcher_for(settings: &Settings, db: DatabaseConnection) -> anyhow::Re
 
 pub struct Application {
     listener: TcpListener,
+    metrics_listener: Option<TcpListener>,
     state: AppState,
     scheduler: Scheduler,
+}
+
+/// Installs the metrics recorder when the settings expose the metrics, and binds
+/// `metrics.bind` when set.
+pub async fn metrics_listener(settings: &Settings) -> anyhow::Result<Option<TcpListener>> {
+    if !http::metrics::exposed(&settings.metrics) {
+        return Ok(None);
+    }
+    crate::telemetry::metrics::install();
+    let Some(bind) = settings.metrics.bind else {
+        return Ok(None);
+    };
+    let listener = TcpListener::bind(bind)
+        .await
+        .with_context(|| format!("cannot listen on {bind} (metrics.bind)"))?;
+    Ok(Some(listener))
 }
 
 impl Application {
@@ -69,6 +86,7 @@ impl Application {
         let listener = TcpListener::bind(settings.bind)
             .await
             .with_context(|| format!("cannot listen on {}", settings.bind))?;
+        let metrics_listener = metrics_listener(&settings).await?;
         let state = AppState {
             throttle: Arc::new(LoginThrottle::new(&settings.auth)),
             links: Arc::new(crate::auth::LinkThrottle::default()),
@@ -80,6 +98,7 @@ impl Application {
         };
         Ok(Self {
             listener,
+            metrics_listener,
             state,
             scheduler,
         })
@@ -93,6 +112,12 @@ impl Application {
 
     pub fn port(&self) -> u16 {
         self.local_addr().port()
+    }
+
+    /// The port of the metrics listener of its own, when `metrics.bind` is set.
+    pub fn metrics_port(&self) -> Option<u16> {
+        let addr = self.metrics_listener.as_ref()?.local_addr().ok()?;
+        Some(addr.port())
     }
 
     pub fn state(&self) -> &AppState {
@@ -110,6 +135,20 @@ impl Application {
         let server =
             async move { http::serve::serve(listener, app, &http_settings, server_shutdown).await };
         let scheduler = self.scheduler.run(self.state.clone(), shutdown.clone());
+        if http::metrics::exposed(&self.state.settings.metrics) {
+            let metrics = http::metrics::run(
+                self.metrics_listener,
+                self.state.db.clone(),
+                self.state.settings.metrics.token.clone(),
+                self.state.settings.http.clone(),
+                shutdown.clone(),
+            );
+            tokio::spawn(async move {
+                if let Err(e) = metrics.await {
+                    tracing::error!(error = %e, "metrics listener failed");
+                }
+            });
+        }
         // Dispatch workers run beside the server unless `outreach dispatch` runs them apart.
         let dispatcher = self.state.dispatcher();
         let dispatching = self.state.settings.messaging.outbox.dispatch;

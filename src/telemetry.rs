@@ -2,6 +2,8 @@
 //! for log collectors. What may never be logged (full ID numbers, phones, tokens, passwords)
 //! is kept out at the call sites; this module only decides where logs go.
 
+pub mod metrics;
+
 use std::io::IsTerminal;
 
 use tracing_subscriber::EnvFilter;

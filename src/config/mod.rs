@@ -34,6 +34,7 @@ pub struct Settings {
     pub messaging: MessagingSettings,
     pub signatures: SignatureSettings,
     pub reports: ReportSettings,
+    pub metrics: MetricsSettings,
 }
 
 impl Default for Settings {
@@ -51,8 +52,22 @@ impl Default for Settings {
             messaging: MessagingSettings::default(),
             signatures: SignatureSettings::default(),
             reports: ReportSettings::default(),
+            metrics: MetricsSettings::default(),
         }
     }
+}
+
+/// Where `GET /metrics` (Prometheus text) is served. By default nowhere: on the public
+/// listener it answers 404 until a token is set, and no listener of its own is opened.
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct MetricsSettings {
+    /// A listener of its own for `/metrics` (e.g. `127.0.0.1:9464`), opened by `serve` and
+    /// `dispatch`; keep it off the public network.
+    pub bind: Option<SocketAddr>,
+    /// A bearer token a scraper must send (`Authorization: Bearer …`). Set, `/metrics` is
+    /// also served on the public listener; it is asked for on the own listener too.
+    pub token: Option<Secret>,
 }
 
 /// Reports and the bulletins e-mailed to the county office.
@@ -556,6 +571,17 @@ impl Settings {
         if self.auth.failure_window_secs > 7 * 24 * 3600 {
             wrong.push("auth.failure_window_secs must be at most 604800 (a week)".to_owned());
         }
+        if self
+            .metrics
+            .token
+            .as_ref()
+            .is_some_and(|t| t.expose().trim().len() < 16)
+        {
+            wrong.push("metrics.token must be at least 16 characters".to_owned());
+        }
+        if self.metrics.bind == Some(self.bind) && self.bind.port() != 0 {
+            wrong.push("metrics.bind must differ from bind".to_owned());
+        }
         if !self.http.trust_forwarded_for && !self.http.trusted_proxies.is_empty() {
             wrong.push(
                 "http.trusted_proxies is set but http.trust_forwarded_for is false".to_owned(),
@@ -647,6 +673,7 @@ mod tests {
         settings.http.max_body_bytes = 0;
         settings.messaging.outbox.batch = 0;
         settings.messaging.outbox.retry_base_secs = 7200;
+        settings.metrics.token = Some(Secret::new("short"));
         settings
             .messaging
             .outbox
@@ -658,6 +685,7 @@ mod tests {
             "messaging.outbox.batch",
             "retry_base_secs must not exceed",
             "rate_per_second.jasmin",
+            "metrics.token",
         ] {
             assert!(text.contains(key), "{text}");
         }

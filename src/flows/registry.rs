@@ -185,7 +185,9 @@ pub async fn import_residents(
         Ok(())
     }
     .await;
-    run.finish(written).await
+    let imported = run.finish(written).await?;
+    crate::telemetry::metrics::import_rows("residents", &imported.summary);
+    Ok(imported)
 }
 
 /// Replaces a resident's key groups; the change is audited.

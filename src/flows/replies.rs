@@ -45,14 +45,16 @@ pub async fn apply_receipt<C>(db: &C, receipt: &Receipt) -> AppResult<ReceiptOut
 where
     C: ConnectionTrait + TransactionTrait<Transaction = DatabaseTransaction>,
 {
-    write(db, async |txn| {
+    let outcome = write(db, async |txn| {
         let outcome = settle(txn, receipt).await?;
         if outcome == ReceiptOutcome::Unknown && receipt.status != ReceiptStatus::Accepted {
             inbound::keep_pending(txn, receipt).await?;
         }
         Ok(outcome)
     })
-    .await
+    .await?;
+    crate::telemetry::metrics::receipt(receipt.provider, receipt.status.code(), outcome.code());
+    Ok(outcome)
 }
 
 /// Receipts kept because they came before their send was recorded: applied now if their

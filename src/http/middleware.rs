@@ -3,9 +3,11 @@
 //! an unknown route, 405, 408, 413 from a layer, a caught panic) into it.
 
 use std::any::Any;
+use std::time::Instant;
 
 use axum::extract::MatchedPath;
 use axum::http::{Request, StatusCode, header};
+use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 
 use crate::error::envelope;
@@ -50,6 +52,27 @@ pub fn make_span<B>(request: &Request<B>) -> tracing::Span {
         .unwrap_or("-");
     // The route template, never the raw URI: paths and queries may carry personal data.
     tracing::info_span!("request", method = %request.method(), route, request_id)
+}
+
+/// Counts and times every request by its route template (never the raw path) and status.
+/// Outermost, so the status is the one the client got and the time includes every layer.
+pub async fn measure(request: Request<axum::body::Body>, next: Next) -> Response {
+    let route = request
+        .extensions()
+        .get::<MatchedPath>()
+        .map(|matched| matched.as_str().to_owned());
+    let method = request.method().clone();
+    let started = Instant::now();
+    let response = next.run(request).await;
+    crate::telemetry::metrics::http_request(
+        method.as_str(),
+        route
+            .as_deref()
+            .unwrap_or(crate::telemetry::metrics::UNMATCHED_ROUTE),
+        response.status().as_u16(),
+        started.elapsed(),
+    );
+    response
 }
 
 pub async fn not_found() -> Response {

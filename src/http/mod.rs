@@ -12,6 +12,7 @@ pub mod guard;
 mod health;
 mod institutions;
 mod messaging;
+pub mod metrics;
 mod middleware;
 mod refusals;
 mod reports;
@@ -261,9 +262,10 @@ pub fn router(state: AppState, pages: Router<AppState>) -> Router {
                 async move { axum::Json(openapi) }
             }),
         )
+        .route("/metrics", get(metrics::public_scrape))
         .fallback(middleware::not_found)
         // Innermost first: limits and panics, then the envelope for every error response that
-        // is not one yet, then request ids and tracing around everything.
+        // is not one yet, then request ids and tracing, and the request metrics around everything.
         .layer(
             ServiceBuilder::new()
                 .layer(CatchPanicLayer::custom(middleware::panic_response))
@@ -287,5 +289,6 @@ pub fn router(state: AppState, pages: Router<AppState>) -> Router {
                 .layer(TraceLayer::new_for_http().make_span_with(middleware::make_span))
                 .layer(PropagateRequestIdLayer::new(request_id)),
         )
+        .layer(axum::middleware::from_fn(middleware::measure))
         .with_state(state)
 }

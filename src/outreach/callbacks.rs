@@ -34,6 +34,17 @@ pub enum ReceiptStatus {
     Failed(String),
 }
 
+impl ReceiptStatus {
+    /// The status without the provider's reason: `accepted`, `delivered` or `failed`.
+    pub fn code(&self) -> &'static str {
+        match self {
+            ReceiptStatus::Accepted => "accepted",
+            ReceiptStatus::Delivered => "delivered",
+            ReceiptStatus::Failed(_) => "failed",
+        }
+    }
+}
+
 /// A delivery receipt, matched to our message by `(provider, provider_message_id)` — the id
 /// the channel returned in [`super::Sent`].
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -83,6 +83,17 @@ pub enum SendError {
     Unknown(String),
 }
 
+impl SendError {
+    /// The kind of error as a metric label: `transient`, `permanent` or `unknown`.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            SendError::Transient(_) => "transient",
+            SendError::Permanent(_) => "permanent",
+            SendError::Unknown(_) => "unknown",
+        }
+    }
+}
+
 #[async_trait]
 pub trait Channel: Send + Sync {
     /// Short name recorded with the message, e.g. `log`, `email`.

@@ -43,6 +43,18 @@ pub enum ReceiptOutcome {
     Unknown,
 }
 
+impl ReceiptOutcome {
+    /// What the receipt did, as a metric label.
+    pub fn code(self) -> &'static str {
+        match self {
+            ReceiptOutcome::Moved => "moved",
+            ReceiptOutcome::Intermediate => "intermediate",
+            ReceiptOutcome::Unchanged => "unchanged",
+            ReceiptOutcome::Unknown => "unknown",
+        }
+    }
+}
+
 /// A message's idempotency key.
 #[derive(FromQueryResult)]
 struct MessageKey {

@@ -168,7 +168,9 @@ impl Channels {
 
     async fn wait_turn(&self, provider: &str) {
         if let Some(Limiter { limiter, .. }) = self.limiters.get(provider).map(Arc::as_ref) {
+            let waiting = Instant::now();
             limiter.until_ready().await;
+            crate::telemetry::metrics::rate_limit_wait(provider, waiting.elapsed());
         }
     }
 }
@@ -1391,10 +1393,14 @@ impl Dispatcher {
     /// One provider call, never outliving the lease: no answer in time is an unknown outcome.
     async fn send_now(&self, job: &Job) -> Result<Sent, SendError> {
         let limit = Duration::from_secs((self.settings.lease_secs / 2).max(1));
-        match tokio::time::timeout(limit, job.channel.send(&job.outgoing)).await {
+        let started = Instant::now();
+        let result = match tokio::time::timeout(limit, job.channel.send(&job.outgoing)).await {
             Ok(result) => result,
             Err(_) => Err(SendError::Unknown("no answer in time".to_owned())),
-        }
+        };
+        let outcome = result.as_ref().err().map_or("sent", SendError::kind);
+        crate::telemetry::metrics::provider_send(job.channel.name(), outcome, started.elapsed());
+        result
     }
 
     /// Extends the lease of a message about to be sent; false when it is no longer ours (or

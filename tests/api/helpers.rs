@@ -86,6 +86,8 @@ impl TestDb {
 
 pub struct TestApp {
     pub address: String,
+    /// The metrics listener of its own (`metrics.bind`), when the test configured one.
+    pub metrics_address: Option<String>,
     pub db: DatabaseConnection,
     /// The running application's state (database, settings, keys), for calling services.
     pub state: outreach::state::AppState,
@@ -123,12 +125,16 @@ pub async fn spawn_app_with(configure: impl FnOnce(&mut Settings)) -> TestApp {
         .await
         .expect("build app");
     let address = format!("http://127.0.0.1:{}", app.port());
+    let metrics_address = app
+        .metrics_port()
+        .map(|port| format!("http://127.0.0.1:{port}"));
     let db = app.state().db.clone();
     let state = app.state().clone();
     let shutdown = CancellationToken::new();
     tokio::spawn(app.run_until_stopped(shutdown.clone()));
     TestApp {
         address,
+        metrics_address,
         db,
         state,
         client: outreach::outreach::http_client::builder().build().unwrap(),

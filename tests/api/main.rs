@@ -20,6 +20,7 @@ mod hostile_files;
 mod http_hardening;
 mod link;
 mod messaging;
+mod metrics;
 mod openapi;
 mod ops_pages;
 mod pages;
