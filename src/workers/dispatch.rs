@@ -16,6 +16,10 @@
 //! unknown" for a person to re-send. The mark costs one single-row write per message (it
 //! replaces the batch-wide claim of routes that marked every leased row as possibly sent);
 //! the group renewal ahead of the sends only extends leases and marks nothing.
+//!
+//! A message the provider took (`sent`) whose delivery receipt does not come within its
+//! provider's receipt timeout becomes `unconfirmed`; a receipt that comes later still moves
+//! it on. Providers that give no receipts (`log`, `smtp`) are never swept.
 
 pub use crate::outreach::channel::Route;
 use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
@@ -287,6 +291,8 @@ pub struct Round {
     pub held: u64,
     pub expired: u64,
     pub reconciled: u64,
+    /// Sent messages whose delivery receipt did not come in time.
+    pub unconfirmed: u64,
 }
 
 impl Round {
@@ -301,6 +307,7 @@ impl Round {
         self.held += other.held;
         self.expired += other.expired;
         self.reconciled += other.reconciled;
+        self.unconfirmed += other.unconfirmed;
     }
 }
 
@@ -582,8 +589,10 @@ impl Dispatcher {
     /// Housekeeping (expire, promote, reconcile), then one batch.
     pub async fn round(&self) -> AppResult<Round> {
         let now = Utc::now();
+        let (expired, unconfirmed) = self.expire_now_and_then(now).await?;
         let mut round = Round {
-            expired: self.expire_now_and_then(now).await?,
+            expired,
+            unconfirmed,
             ..Round::default()
         };
         self.promote(now).await?;
@@ -682,16 +691,45 @@ impl Dispatcher {
         round
     }
 
-    /// Expires the waiting rows that are too late, at most every `EXPIRE_EVERY`.
-    async fn expire_now_and_then(&self, now: DateTime<Utc>) -> AppResult<u64> {
+    /// Expires the waiting rows that are too late and marks the sent ones whose receipt is
+    /// overdue, at most every `EXPIRE_EVERY`; returns how many of each.
+    async fn expire_now_and_then(&self, now: DateTime<Utc>) -> AppResult<(u64, u64)> {
         {
             let mut last = self.last_expiry.lock().expect("expiry clock");
             if last.is_some_and(|at| at.elapsed() < EXPIRE_EVERY) {
-                return Ok(0);
+                return Ok((0, 0));
             }
             *last = Some(Instant::now());
         }
-        self.expire(now).await
+        Ok((self.expire(now).await?, self.unconfirm(now).await?))
+    }
+
+    /// Sent messages whose provider's receipt timeout passed with no receipt become
+    /// `unconfirmed` (one indexed statement per provider that gives receipts).
+    async fn unconfirm(&self, now: DateTime<Utc>) -> AppResult<u64> {
+        let mut unconfirmed = 0;
+        for (provider, secs) in &self.settings.receipt_timeout_secs {
+            if *secs == 0 {
+                continue;
+            }
+            let mut sql = Sql::new(self.backend());
+            sql.push(
+                "UPDATE messages SET state = 'unconfirmed' WHERE state = 'sent' AND provider = ",
+            )
+            .bind(provider.as_str())
+            .push(" AND sent_at < ")
+            .bind(now - chrono::Duration::seconds((*secs).min(100 * 365 * 86_400) as i64));
+            let n = self.db.execute_raw(sql.build()).await?.rows_affected();
+            if n > 0 {
+                tracing::warn!(
+                    provider = provider.as_str(),
+                    messages = n,
+                    "no delivery receipt in time"
+                );
+            }
+            unconfirmed += n;
+        }
+        Ok(unconfirmed)
     }
 
     async fn expire(&self, now: DateTime<Utc>) -> AppResult<u64> {
