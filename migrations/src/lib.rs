@@ -24,6 +24,8 @@ mod m20261207_050000_attempt_client_keys;
 mod m20261207_070000_create_resident_links;
 mod m20261207_080000_enrolments_by_village;
 mod m20261207_090000_create_client_keys;
+mod m20261207_100000_messages_handed_over;
+mod m20261207_100100_unconfirmed_messages;
 
 pub struct Migrator;
 
@@ -51,6 +53,8 @@ impl MigratorTrait for Migrator {
             Box::new(m20261207_070000_create_resident_links::Migration),
             Box::new(m20261207_080000_enrolments_by_village::Migration),
             Box::new(m20261207_090000_create_client_keys::Migration),
+            Box::new(m20261207_100000_messages_handed_over::Migration),
+            Box::new(m20261207_100100_unconfirmed_messages::Migration),
         ]
     }
 }

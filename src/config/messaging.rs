@@ -199,6 +199,13 @@ pub struct OutboxSettings {
     /// in the configuration overrides only its own default.
     #[serde(deserialize_with = "rates_over_defaults")]
     pub rate_per_second: BTreeMap<String, u32>,
+    /// How long after a send its delivery receipt may still be expected, per provider that
+    /// gives receipts (`aliyun`, `tencent`, `jasmin`, `wechat`); a `sent` message older than
+    /// that becomes `unconfirmed`, and a receipt that comes later still moves it on. `0`
+    /// turns the sweep off for a provider. Each key given in the configuration overrides
+    /// only its own default; `log` and `smtp`, which give no receipts, are refused.
+    #[serde(deserialize_with = "receipt_timeouts_over_defaults")]
+    pub receipt_timeout_secs: BTreeMap<String, u64>,
     /// The `log` channel reports its messages delivered (demo and development).
     pub simulate_receipts: bool,
     /// The phone residents are told to call with questions (村委会 or 卫生院).
@@ -220,6 +227,7 @@ impl Default for OutboxSettings {
             poll_ms: 1000,
             dispatch: true,
             rate_per_second: default_rates(),
+            receipt_timeout_secs: default_receipt_timeouts(),
             simulate_receipts: false,
             hotline: String::new(),
         }
@@ -264,6 +272,47 @@ where
         rates.insert(provider, rate);
     }
     Ok(rates)
+}
+
+/// The providers that send delivery receipts: the names the channels go by.
+pub const RECEIPT_PROVIDERS: [&str; 4] = ["aliyun", "tencent", "jasmin", "wechat"];
+
+/// Two days for SMS (operators retry a switched-off phone for up to 48 hours before they
+/// report); one for WeChat, whose completion event comes within minutes when the account
+/// gets it at all.
+fn default_receipt_timeouts() -> BTreeMap<String, u64> {
+    BTreeMap::from([
+        ("aliyun".to_owned(), 172_800),
+        ("tencent".to_owned(), 172_800),
+        ("jasmin".to_owned(), 172_800),
+        ("wechat".to_owned(), 86_400),
+    ])
+}
+
+/// The configured receipt timeouts laid over the defaults, key by key, as the rates are.
+fn receipt_timeouts_over_defaults<'de, D>(
+    deserializer: D,
+) -> Result<BTreeMap<String, u64>, D::Error>
+where
+    D: Deserializer<'de>,
+{
+    let given = BTreeMap::<String, u64>::deserialize(deserializer)?;
+    let mut timeouts = default_receipt_timeouts();
+    for (provider, secs) in given {
+        if !RECEIPT_PROVIDERS.contains(&provider.as_str()) {
+            let hint = if matches!(provider.as_str(), "log" | "smtp" | "email") {
+                " (it gives no delivery receipts)"
+            } else {
+                ""
+            };
+            return Err(serde::de::Error::custom(format!(
+                "receipt_timeout_secs.{provider}: unknown provider{hint}; expected one of {}",
+                RECEIPT_PROVIDERS.join(", ")
+            )));
+        }
+        timeouts.insert(provider, secs);
+    }
+    Ok(timeouts)
 }
 
 /// `[messaging.webhooks]`: how provider callbacks are authenticated.
@@ -334,5 +383,18 @@ mod tests {
         let err = outbox_from_toml("[rate_per_second]\nemail = 20\n").unwrap_err();
         assert!(err.contains("smtp"), "{err}");
         assert!(outbox_from_toml("[rate_per_second]\nsms = 5\n").is_err());
+    }
+
+    #[test]
+    fn receipt_timeouts_override_their_own_default_and_refuse_providers_without_receipts() {
+        let settings =
+            outbox_from_toml("[receipt_timeout_secs]\njasmin = 3600\nwechat = 0\n").unwrap();
+        let timeouts = &settings.receipt_timeout_secs;
+        assert_eq!(timeouts["jasmin"], 3600);
+        assert_eq!(timeouts["wechat"], 0);
+        assert_eq!(timeouts["aliyun"], 172_800);
+        let err = outbox_from_toml("[receipt_timeout_secs]\nlog = 60\n").unwrap_err();
+        assert!(err.to_string().contains("no delivery receipts"), "{err}");
+        assert!(outbox_from_toml("[receipt_timeout_secs]\nsmtp = 60\n").is_err());
     }
 }

@@ -242,8 +242,9 @@ struct MovedRow {
     route: Option<String>,
 }
 
-/// Moves the message a receipt names forward: delivered or failed, only from `sending` or
-/// `sent`, so a late or repeated receipt changes nothing. A failed delivery plans the same
+/// Moves the message a receipt names forward: delivered or failed, only from `sending`,
+/// `sent` or `unconfirmed` (a receipt later than its provider's timeout still counts), so a
+/// repeated receipt changes nothing. A failed delivery plans the same
 /// message through the next channel of the fallback plan.
 pub async fn settle(db: &impl ConnectionTrait, receipt: &Receipt) -> AppResult<Settled> {
     let now = Utc::now();
@@ -278,7 +279,7 @@ pub async fn settle(db: &impl ConnectionTrait, receipt: &Receipt) -> AppResult<S
         .push(" AND provider_message_id = ")
         .bind(receipt.provider_message_id.as_str())
         .push(
-            " AND state IN ('sending', 'sent') RETURNING id, campaign_id, resident_id, kind, \
+            " AND state IN ('sending', 'sent', 'unconfirmed') RETURNING id, campaign_id, resident_id, kind, \
              appointment_id, wave_id, idempotency_key, expires_at, step, route",
         );
     let rows = MovedRow::find_by_statement(sql.build()).all(db).await?;

@@ -2,7 +2,8 @@
 //! the change that causes it (a booking plans its notice and reminder, a no-show its
 //! follow-up, a wave its calls). A unique idempotency key per (resident, kind, appointment or
 //! wave, day) makes planning twice harmless. States only move forward:
-//! scheduled → queued → sending → sent → delivered | failed | expired | cancelled | suppressed.
+//! scheduled → queued → sending → sent → delivered | failed | expired | cancelled | suppressed;
+//! a sent message whose receipt does not come in time is `unconfirmed` until one does.
 
 pub use crate::config::messaging::RATE_LIMITED_PROVIDERS;
 pub use crate::config::{OutboxSettings, Reminders};
@@ -30,6 +31,9 @@ pub enum MessageState {
     Sending,
     /// The provider took it.
     Sent,
+    /// The provider took it and its delivery receipt did not come within the provider's
+    /// receipt timeout; a late receipt still moves it to delivered or failed.
+    Unconfirmed,
     Delivered,
     Failed,
     /// Too late to be useful (a day-before notice on the day after).
@@ -41,11 +45,12 @@ pub enum MessageState {
 }
 
 impl MessageState {
-    pub const ALL: [MessageState; 9] = [
+    pub const ALL: [MessageState; 10] = [
         MessageState::Scheduled,
         MessageState::Queued,
         MessageState::Sending,
         MessageState::Sent,
+        MessageState::Unconfirmed,
         MessageState::Delivered,
         MessageState::Failed,
         MessageState::Expired,
@@ -59,6 +64,7 @@ impl MessageState {
             MessageState::Queued => "queued",
             MessageState::Sending => "sending",
             MessageState::Sent => "sent",
+            MessageState::Unconfirmed => "unconfirmed",
             MessageState::Delivered => "delivered",
             MessageState::Failed => "failed",
             MessageState::Expired => "expired",
@@ -73,6 +79,7 @@ impl MessageState {
             MessageState::Queued => "排队中",
             MessageState::Sending => "发送中",
             MessageState::Sent => "已发送",
+            MessageState::Unconfirmed => "未获回执",
             MessageState::Delivered => "已送达",
             MessageState::Failed => "发送失败",
             MessageState::Expired => "已过期",
@@ -581,6 +588,8 @@ pub struct Health {
     pub oldest_due_secs: Option<i64>,
     /// Messages whose worker's lease ran out (reconciled on the next round).
     pub stale_leases: i64,
+    /// Messages the provider took whose delivery receipt did not come in time.
+    pub unconfirmed: i64,
     /// Per provider over the last hour.
     pub providers: Vec<ProviderHealth>,
     /// Providers with most of their last hour's messages failing.
@@ -595,6 +604,9 @@ pub struct ProviderHealth {
     pub failed: i64,
     /// Messages waiting for a retry after this provider's last error.
     pub retrying: i64,
+    /// Messages it took whose delivery receipt did not come in time (all, not only the last
+    /// hour's).
+    pub unconfirmed: i64,
 }
 
 /// A row count.
@@ -714,6 +726,7 @@ pub async fn health(db: &impl ConnectionTrait, now: DateTime<Utc>) -> AppResult<
                 delivered: row.delivered.unwrap_or(0),
                 failed: row.failed.unwrap_or(0),
                 retrying: 0,
+                unconfirmed: 0,
             },
         );
     }
@@ -734,8 +747,31 @@ pub async fn health(db: &impl ConnectionTrait, now: DateTime<Utc>) -> AppResult<
                 delivered: 0,
                 failed: 0,
                 retrying: 0,
+                unconfirmed: 0,
             })
             .retrying = n;
+    }
+    let sql = Sql::new(backend)
+        .push(
+            "SELECT provider AS channel, COUNT(*) AS n FROM messages \
+             WHERE state = 'unconfirmed' AND provider IS NOT NULL GROUP BY provider",
+        )
+        .build();
+    let mut unconfirmed = 0;
+    for row in ChannelCount::find_by_statement(sql).all(db).await? {
+        let ChannelCount { channel, n } = row;
+        unconfirmed += n;
+        by_provider
+            .entry(channel.clone())
+            .or_insert_with(|| ProviderHealth {
+                provider: channel,
+                sent: 0,
+                delivered: 0,
+                failed: 0,
+                retrying: 0,
+                unconfirmed: 0,
+            })
+            .unconfirmed = n;
     }
     let providers: Vec<ProviderHealth> = by_provider.into_values().collect();
     let failing = providers
@@ -752,6 +788,7 @@ pub async fn health(db: &impl ConnectionTrait, now: DateTime<Utc>) -> AppResult<
         oldest_due_secs: oldest_due_at.map(|t| (now - t).num_seconds().max(0)),
         oldest_due_at,
         stale_leases,
+        unconfirmed,
         providers,
         failing,
     })

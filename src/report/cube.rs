@@ -361,6 +361,8 @@ struct ContactRow {
     total: i64,
     succeeded: i64,
     failed: i64,
+    /// Messages sent whose delivery receipt did not come in time.
+    unconfirmed: i64,
 }
 
 /// A [`ContactRow`] as summed (NULL when no row was summed), before its source is named.
@@ -372,6 +374,7 @@ struct ContactSums {
     total: Option<i64>,
     succeeded: Option<i64>,
     failed: Option<i64>,
+    unconfirmed: Option<i64>,
 }
 
 /// A message's line: its route, or `none` when no channel took it (no provider, no channel).
@@ -401,7 +404,8 @@ async fn read_contacts(
          SUM(CASE WHEN m.sent_at IS NOT NULL THEN 1 ELSE 0 END) AS total, \
          SUM(CASE WHEN m.delivered_at IS NOT NULL \
          OR (m.route = 'email' AND m.sent_at IS NOT NULL) THEN 1 ELSE 0 END) AS succeeded, \
-         SUM(CASE WHEN m.state = 'failed' THEN 1 ELSE 0 END) AS failed \
+         SUM(CASE WHEN m.state = 'failed' THEN 1 ELSE 0 END) AS failed, \
+         SUM(CASE WHEN m.state = 'unconfirmed' THEN 1 ELSE 0 END) AS unconfirmed \
          FROM messages m JOIN enrolments e ON e.campaign_id = m.campaign_id \
          AND e.resident_id = m.resident_id WHERE m.campaign_id = ",
         );
@@ -414,8 +418,8 @@ async fn read_contacts(
     let mut sql = Sql::new(backend);
     sql.push(
         "SELECT village_code, channel, '' AS provider, COUNT(*) AS total, \
-         SUM(CASE WHEN reached THEN 1 ELSE 0 END) AS succeeded, CAST(0 AS BIGINT) AS failed \
-         FROM contact_attempts WHERE message_id IS NULL AND campaign_id = ",
+         SUM(CASE WHEN reached THEN 1 ELSE 0 END) AS succeeded, CAST(0 AS BIGINT) AS failed, \
+         CAST(0 AS BIGINT) AS unconfirmed FROM contact_attempts WHERE message_id IS NULL AND campaign_id = ",
     );
     sql.bind(id).push(" GROUP BY village_code, channel");
     skipped += push_contacts(&mut out, db, id, &sql, "attempt").await?;
@@ -425,8 +429,8 @@ async fn read_contacts(
     let mut sql = Sql::new(backend);
     sql.push(
         "SELECT COALESCE(village_code, '') AS village_code, action AS channel, provider, \
-         COUNT(*) AS total, CAST(0 AS BIGINT) AS succeeded, CAST(0 AS BIGINT) AS failed \
-         FROM inbound_replies WHERE received_at >= ",
+         COUNT(*) AS total, CAST(0 AS BIGINT) AS succeeded, CAST(0 AS BIGINT) AS failed, \
+         CAST(0 AS BIGINT) AS unconfirmed FROM inbound_replies WHERE received_at >= ",
     );
     sql.bind(
         campaign
@@ -459,6 +463,7 @@ async fn push_contacts(
         total: c.total.unwrap_or(0),
         succeeded: c.succeeded.unwrap_or(0),
         failed: c.failed.unwrap_or(0),
+        unconfirmed: c.unconfirmed.unwrap_or(0),
     }));
     Ok(skipped)
 }
@@ -670,7 +675,7 @@ pub async fn write_live(
     insert_rows(
         db,
         "INSERT INTO report_contacts (campaign_id, village_code, source, channel, provider, \
-         total, succeeded, failed) VALUES ",
+         total, succeeded, failed, unconfirmed) VALUES ",
         &live.contacts,
         |sql, c| {
             sql.bind(id).push(", ").bind(c.village_code.clone());
@@ -683,6 +688,7 @@ pub async fn write_live(
                 .push(", ")
                 .bind(c.total);
             sql.push(", ").bind(c.succeeded).push(", ").bind(c.failed);
+            sql.push(", ").bind(c.unconfirmed);
         },
     )
     .await?;

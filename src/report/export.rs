@@ -243,6 +243,7 @@ pub fn contacts_tables(c: &Contacts) -> Vec<Table> {
                 m.sent.into(),
                 m.delivered.into(),
                 m.failed.into(),
+                m.unconfirmed.into(),
                 m.delivery_rate.into(),
             ]
         })
@@ -253,9 +254,17 @@ pub fn contacts_tables(c: &Contacts) -> Vec<Table> {
     vec![
         Table {
             name: "消息送达".to_owned(),
-            headers: ["渠道", "服务商", "已发送", "已送达", "失败", "送达率"]
-                .map(str::to_owned)
-                .to_vec(),
+            headers: [
+                "渠道",
+                "服务商",
+                "已发送",
+                "已送达",
+                "失败",
+                "未获回执",
+                "送达率",
+            ]
+            .map(str::to_owned)
+            .to_vec(),
             rows: channels,
         },
         Table {

@@ -1334,6 +1334,9 @@ pub struct ChannelFigures {
     pub sent: i64,
     pub delivered: i64,
     pub failed: i64,
+    /// Sent, and no delivery receipt within the provider's receipt timeout (counted in
+    /// `sent`, not in `delivered` nor `failed`).
+    pub unconfirmed: i64,
     /// delivered / sent.
     pub delivery_rate: Option<f64>,
 }
@@ -1372,6 +1375,7 @@ pub struct Contacts {
 
 /// What the contacts report counts, as its note says.
 pub const CONTACTS_NOTE: &str = "送达率=已送达/已发送。电子邮件没有送达回执，以邮件服务器接收为已送达。\
+     “未获回执”为已发送、超过服务商回执时限仍无送达回执的消息：计入已发送，迟到的回执仍会更新。\
      “无可用渠道”为居民没有任何可用联系方式、无法发出的消息：计入失败，不计入已发送。";
 
 fn channel_name(route: &str) -> &'static str {
@@ -1404,9 +1408,10 @@ struct ContactLine {
     total: Option<i64>,
     succeeded: Option<i64>,
     failed: Option<i64>,
+    unconfirmed: Option<i64>,
 }
 
-/// Messages sent, delivered and failed per channel and provider, the cadres' attempts per
+/// Messages sent, delivered, failed and unconfirmed per channel and provider, the cadres' attempts per
 /// channel, replies per keyword — for the caller's scope (replies from unknown numbers only
 /// for the whole county).
 pub async fn contacts<C>(
@@ -1430,7 +1435,8 @@ where
     let mut sql = Sql::new(db.get_database_backend());
     sql.push(
         "SELECT source, channel, provider, SUM(total) AS total, SUM(succeeded) AS succeeded, \
-         SUM(failed) AS failed FROM report_contacts WHERE campaign_id = ",
+         SUM(failed) AS failed, SUM(unconfirmed) AS unconfirmed FROM report_contacts \
+         WHERE campaign_id = ",
     )
     .bind(campaign_id);
     match &area.0 {
@@ -1454,7 +1460,7 @@ where
     let mut channels = Vec::new();
     let mut attempts: BTreeMap<String, AttemptFigures> = BTreeMap::new();
     let mut replies: BTreeMap<String, ReplyFigures> = BTreeMap::new();
-    let (mut sent, mut delivered, mut failed) = (0, 0, 0);
+    let (mut sent, mut delivered, mut failed, mut unconfirmed) = (0, 0, 0, 0);
     for row in ContactLine::find_by_statement(sql.build()).all(db).await? {
         let ContactLine {
             source,
@@ -1463,7 +1469,9 @@ where
             total,
             succeeded,
             failed: failures,
+            unconfirmed: unconfirmed_here,
         } = row;
+        let unconfirmed_here = unconfirmed_here.unwrap_or(0);
         let (total, succeeded, failures) = (
             total.unwrap_or(0),
             succeeded.unwrap_or(0),
@@ -1474,6 +1482,7 @@ where
                 sent += total;
                 delivered += succeeded;
                 failed += failures;
+                unconfirmed += unconfirmed_here;
                 channels.push(ChannelFigures {
                     channel_name: channel_name(&channel).to_owned(),
                     channel,
@@ -1481,6 +1490,7 @@ where
                     sent: total,
                     delivered: succeeded,
                     failed: failures,
+                    unconfirmed: unconfirmed_here,
                     delivery_rate: rate(succeeded, total),
                 });
             }
@@ -1518,6 +1528,7 @@ where
             sent,
             delivered,
             failed,
+            unconfirmed,
             delivery_rate: rate(delivered, sent),
         },
         attempts: attempts.into_values().collect(),

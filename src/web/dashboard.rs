@@ -625,6 +625,7 @@ fn view(
                 sent => c.sent,
                 delivered => c.delivered,
                 failed => c.failed,
+                unconfirmed => c.unconfirmed,
                 rate => percent(c.delivery_rate),
                 total => c.channel == "all",
             }

@@ -196,7 +196,7 @@ fn counts(wave: &WaveView) -> minijinja::Value {
     };
     context! {
         waiting => n(&WAITING),
-        sent => n(&[MessageState::Sent]),
+        sent => n(&[MessageState::Sent, MessageState::Unconfirmed]),
         delivered => n(&[MessageState::Delivered]),
         failed => n(&[MessageState::Failed, MessageState::Expired]),
         stopped => n(&[MessageState::Cancelled, MessageState::Suppressed]),

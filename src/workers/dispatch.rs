@@ -3,10 +3,23 @@
 //! phone → e-mail → a relative's phone → a task for the cadre), send with bounded
 //! concurrency under per-provider rate limits, and commit the results as they finish, a
 //! transaction for whatever finished since the last one. Quiet hours, the per-resident daily
-//! cap and opt-outs hold for every send. A worker that dies
-//! mid-send leaves leased rows behind; when the lease runs out they are reconciled: sent
-//! again where the provider recognises the idempotency key, otherwise looked up with the
-//! provider, otherwise failed as "outcome unknown" for a person to re-send.
+//! cap and opt-outs hold for every send.
+//!
+//! Each message is marked handed over (`handed_over_at`, with the step and channel it goes
+//! by) by a statement of its own that commits after its turn under the rate limit and just
+//! before its provider call, and renews its lease. A worker that dies mid-batch therefore
+//! leaves two kinds of leased rows behind, told apart when their lease runs out: those never
+//! handed over in this lease, which are queued again and sent once; and those handed over —
+//! the calls in flight (at most `concurrency` per worker) and the finished calls whose
+//! result was not committed yet — which are sent again where the provider recognises the
+//! idempotency key, otherwise looked up with the provider, otherwise failed as "outcome
+//! unknown" for a person to re-send. The mark costs one single-row write per message (it
+//! replaces the batch-wide claim of routes that marked every leased row as possibly sent);
+//! the group renewal ahead of the sends only extends leases and marks nothing.
+//!
+//! A message the provider took (`sent`) whose delivery receipt does not come within its
+//! provider's receipt timeout becomes `unconfirmed`; a receipt that comes later still moves
+//! it on. Providers that give no receipts (`log`, `smtp`) are never swept.
 
 pub use crate::outreach::channel::Route;
 use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
@@ -280,6 +293,8 @@ pub struct Round {
     pub held: u64,
     pub expired: u64,
     pub reconciled: u64,
+    /// Sent messages whose delivery receipt did not come in time.
+    pub unconfirmed: u64,
 }
 
 impl Round {
@@ -294,6 +309,7 @@ impl Round {
         self.held += other.held;
         self.expired += other.expired;
         self.reconciled += other.reconciled;
+        self.unconfirmed += other.unconfirmed;
     }
 }
 
@@ -391,7 +407,8 @@ struct Stranded {
     channel: Option<String>,
     idempotency_key: String,
     leased_by: Option<String>,
-    sending_at: Option<DateTime<Utc>>,
+    /// Set (for this lease) once the worker was about to call the provider.
+    handed_over_at: Option<DateTime<Utc>>,
 }
 
 /// A message's row id (`RETURNING id`).
@@ -574,8 +591,10 @@ impl Dispatcher {
     /// Housekeeping (expire, promote, reconcile), then one batch.
     pub async fn round(&self) -> AppResult<Round> {
         let now = Utc::now();
+        let (expired, unconfirmed) = self.expire_now_and_then(now).await?;
         let mut round = Round {
-            expired: self.expire_now_and_then(now).await?,
+            expired,
+            unconfirmed,
             ..Round::default()
         };
         self.promote(now).await?;
@@ -619,7 +638,6 @@ impl Dispatcher {
                 }
             }
         }
-        self.claim_routes(&jobs).await?;
         round.add(&self.send_all(jobs).await);
         Ok(round)
     }
@@ -634,7 +652,7 @@ impl Dispatcher {
         let sending = async move {
             let mut waiting = jobs.into_iter();
             let mut renewing = None;
-            let mut renewed: VecDeque<(Job, Instant)> = VecDeque::new();
+            let mut renewed: VecDeque<Job> = VecDeque::new();
             let mut in_flight = FuturesUnordered::new();
             loop {
                 // The next group's leases are renewed while the sends before it go on.
@@ -643,9 +661,9 @@ impl Dispatcher {
                     renewing = Some(Box::pin(self.renew_all(group)));
                 }
                 while in_flight.len() < concurrency
-                    && let Some((job, at)) = renewed.pop_front()
+                    && let Some(job) = renewed.pop_front()
                 {
-                    in_flight.push(self.send(job, at));
+                    in_flight.push(self.send(job));
                 }
                 tokio::select! {
                     Some(result) = in_flight.next(), if !in_flight.is_empty() => {
@@ -675,16 +693,45 @@ impl Dispatcher {
         round
     }
 
-    /// Expires the waiting rows that are too late, at most every `EXPIRE_EVERY`.
-    async fn expire_now_and_then(&self, now: DateTime<Utc>) -> AppResult<u64> {
+    /// Expires the waiting rows that are too late and marks the sent ones whose receipt is
+    /// overdue, at most every `EXPIRE_EVERY`; returns how many of each.
+    async fn expire_now_and_then(&self, now: DateTime<Utc>) -> AppResult<(u64, u64)> {
         {
             let mut last = self.last_expiry.lock().expect("expiry clock");
             if last.is_some_and(|at| at.elapsed() < EXPIRE_EVERY) {
-                return Ok(0);
+                return Ok((0, 0));
             }
             *last = Some(Instant::now());
         }
-        self.expire(now).await
+        Ok((self.expire(now).await?, self.unconfirm(now).await?))
+    }
+
+    /// Sent messages whose provider's receipt timeout passed with no receipt become
+    /// `unconfirmed` (one indexed statement per provider that gives receipts).
+    async fn unconfirm(&self, now: DateTime<Utc>) -> AppResult<u64> {
+        let mut unconfirmed = 0;
+        for (provider, secs) in &self.settings.receipt_timeout_secs {
+            if *secs == 0 {
+                continue;
+            }
+            let mut sql = Sql::new(self.backend());
+            sql.push(
+                "UPDATE messages SET state = 'unconfirmed' WHERE state = 'sent' AND provider = ",
+            )
+            .bind(provider.as_str())
+            .push(" AND sent_at < ")
+            .bind(now - chrono::Duration::seconds((*secs).min(100 * 365 * 86_400) as i64));
+            let n = self.db.execute_raw(sql.build()).await?.rows_affected();
+            if n > 0 {
+                tracing::warn!(
+                    provider = provider.as_str(),
+                    messages = n,
+                    "no delivery receipt in time"
+                );
+            }
+            unconfirmed += n;
+        }
+        Ok(unconfirmed)
     }
 
     async fn expire(&self, now: DateTime<Utc>) -> AppResult<u64> {
@@ -714,7 +761,7 @@ impl Dispatcher {
         let mut sql = Sql::new(self.backend());
         sql.push(
             "SELECT id, campaign_id, kind, resident_id, step, channel, idempotency_key, \
-             leased_by, sending_at FROM messages WHERE state = 'sending'",
+             leased_by, handed_over_at FROM messages WHERE state = 'sending'",
         )
         .push(DUE_INDEX)
         .push(" AND lease_until < ")
@@ -727,9 +774,12 @@ impl Dispatcher {
         let mut reconciled = 0;
         for row in rows {
             let id = row.id;
-            let channel = row.channel.as_deref().and_then(|c| self.channels.named(c));
+            let channel = row
+                .handed_over_at
+                .and(row.channel.as_deref())
+                .and_then(|c| self.channels.named(c));
             let outcome = match channel {
-                // Never got as far as choosing a channel: nothing went out.
+                // Never handed over to a provider (in this lease): nothing went out.
                 None => Reconciled::NotSent,
                 Some(c) if c.deduplicates() => Reconciled::NotSent,
                 Some(c) => self.ask_provider(c, &row).await,
@@ -812,7 +862,7 @@ impl Dispatcher {
             };
             Ok(Some(
                 channel
-                    .lookup(&outgoing, row.sending_at.unwrap_or_else(Utc::now))
+                    .lookup(&outgoing, row.handed_over_at.unwrap_or_else(Utc::now))
                     .await
                     .map_err(|e| anyhow::anyhow!("{e}"))?,
             ))
@@ -838,7 +888,10 @@ impl Dispatcher {
             .bind(lease_until)
             .push(", leased_by = ")
             .bind(self.worker.as_str())
-            .push(", attempts = attempts + 1 WHERE id IN (SELECT id FROM messages WHERE state = 'queued'")
+            .push(
+                ", handed_over_at = NULL, attempts = attempts + 1 \
+                 WHERE id IN (SELECT id FROM messages WHERE state = 'queued'",
+            )
             .push(DUE_INDEX)
             .push(" AND next_attempt_at <= ")
             .bind(now);
@@ -1262,49 +1315,13 @@ impl Dispatcher {
         })
     }
 
-    /// Records the route and channel of each send before it starts, so that a worker dying
-    /// mid-send leaves behind which provider may have the message.
-    async fn claim_routes(&self, jobs: &[Job]) -> AppResult<()> {
-        for chunk in jobs.chunks(200) {
-            let mut sql = Sql::new(self.backend());
-            sql.push("UPDATE messages SET step = CASE id");
-            for job in chunk {
-                sql.push(" WHEN ")
-                    .bind(job.message.id)
-                    .push(" THEN ")
-                    .bind(job.route.index() as i32);
-            }
-            sql.push(" END, channel = CASE id");
-            for job in chunk {
-                sql.push(" WHEN ")
-                    .bind(job.message.id)
-                    .push(" THEN ")
-                    .bind(job.channel.name());
-            }
-            sql.push(" END WHERE leased_by = ")
-                .bind(self.worker.as_str())
-                .push(" AND id IN ")
-                .bind_list(chunk.iter().map(|j| j.message.id));
-            self.db.execute_raw(sql.build()).await?;
-        }
-        Ok(())
-    }
-
-    /// How long after its lease was renewed a send may still start: the provider call
-    /// (bounded by half a lease in `send_now`) then ends with a quarter of the lease left to
-    /// record it.
-    fn renewal_covers(&self) -> Duration {
-        Duration::from_secs(self.settings.lease_secs.max(1)) / 4
-    }
-
     /// Extends the leases of the sends about to start, in one statement, and keeps those
-    /// still ours, with when they were renewed. A row no longer ours is not sent.
-    async fn renew_all(&self, jobs: Vec<Job>) -> Vec<(Job, Instant)> {
+    /// still ours. A row no longer ours is not sent.
+    async fn renew_all(&self, jobs: Vec<Job>) -> Vec<Job> {
         match self.try_renew_all(&jobs).await {
-            Ok((ours, renewed)) => jobs
+            Ok(ours) => jobs
                 .into_iter()
                 .filter(|job| ours.contains(&job.message.id))
-                .map(|job| (job, renewed))
                 .collect(),
             Err(e) => {
                 // The leases run out and the rows are reconciled.
@@ -1314,10 +1331,9 @@ impl Dispatcher {
         }
     }
 
-    /// The ids whose lease this worker holds for another `lease_secs` from the returned
-    /// instant; those of them that have expired meanwhile are recorded so.
-    async fn try_renew_all(&self, jobs: &[Job]) -> AppResult<(HashSet<i32>, Instant)> {
-        let renewed = Instant::now();
+    /// The ids whose lease this worker holds for another `lease_secs`; those of them that
+    /// have expired meanwhile are recorded so.
+    async fn try_renew_all(&self, jobs: &[Job]) -> AppResult<HashSet<i32>> {
         let now = Utc::now();
         let mut sql = self.lease_extension(jobs.iter().map(|job| job.message.id), now);
         sql.push(" AND expires_at > ")
@@ -1345,24 +1361,19 @@ impl Dispatcher {
                 .bind(self.worker.as_str());
             self.db.execute_raw(sql.build()).await?;
         }
-        Ok((ours, renewed))
+        Ok(ours)
     }
 
-    /// One provider call for a message whose lease was renewed at `renewed`; `None` when the
-    /// message is no longer ours.
-    async fn send(&self, job: Job, renewed: Instant) -> Option<Finished> {
+    /// One provider call, once the message is marked handed over; `None` when the message
+    /// is no longer ours (or the mark could not be written: then nothing went out).
+    async fn send(&self, job: Job) -> Option<Finished> {
         self.channels.wait_turn(job.channel.name()).await;
-        // Right before the provider call the message must be ours for longer than the call
-        // can take: after a long wait (the rate limit, slow sends ahead of it), or once the
-        // message is past its useful time, its lease is renewed on its own.
-        if renewed.elapsed() > self.renewal_covers() || job.message.expires_at <= Utc::now() {
-            match self.renew(&job).await {
-                Ok(true) => {}
-                Ok(false) => return None,
-                Err(e) => {
-                    tracing::error!(message = job.message.id, error = %e, "cannot renew a lease");
-                    return None;
-                }
+        match self.hand_over(&job).await {
+            Ok(true) => {}
+            Ok(false) => return None,
+            Err(e) => {
+                tracing::error!(message = job.message.id, error = %e, "cannot mark a hand-over");
+                return None;
             }
         }
         // The last attempt may have reached the provider: ask before sending again.
@@ -1403,12 +1414,27 @@ impl Dispatcher {
         result
     }
 
-    /// Extends the lease of a message about to be sent; false when it is no longer ours (or
-    /// it has expired meanwhile, which is then recorded).
-    async fn renew(&self, job: &Job) -> AppResult<bool> {
+    /// Marks a message handed over to its provider — the step and channel it goes by, and
+    /// when — and gives it another lease, in one statement committed before the provider
+    /// call. False when it is no longer ours (or it has expired meanwhile, which is then
+    /// recorded).
+    async fn hand_over(&self, job: &Job) -> AppResult<bool> {
         let now = Utc::now();
-        let mut sql = self.lease_extension([job.message.id], now);
-        sql.push(" AND expires_at > ").bind(now);
+        let mut sql = Sql::new(self.backend());
+        sql.push("UPDATE messages SET step = ")
+            .bind(job.route.index() as i32)
+            .push(", channel = ")
+            .bind(job.channel.name())
+            .push(", handed_over_at = ")
+            .bind(now)
+            .push(", lease_until = ")
+            .bind(now + chrono::Duration::seconds(self.settings.lease_secs as i64))
+            .push(" WHERE id = ")
+            .bind(job.message.id)
+            .push(" AND state = 'sending' AND leased_by = ")
+            .bind(self.worker.as_str())
+            .push(" AND expires_at > ")
+            .bind(now);
         if self.db.execute_raw(sql.build()).await?.rows_affected() == 1 {
             return Ok(true);
         }

@@ -2049,3 +2049,269 @@ async fn a_countys_own_uyghur_text_wins_over_the_built_in_one() {
         "the built-in text was used: {text}"
     );
 }
+
+// ------------------------------------------------------------------------------------------
+// A worker stopped mid-batch
+// ------------------------------------------------------------------------------------------
+
+/// What reached the stand-in gateway: each call's idempotency key, number and text.
+#[derive(Default)]
+struct GateLog {
+    calls: Vec<(String, String, String)>,
+    lookups: Vec<String>,
+}
+
+/// An SMS gateway stand-in that takes the first `open_for` messages, then takes the next
+/// one and never answers (the worker is stopped during that call). With `looks_up` it
+/// answers lookups by idempotency key, as Alibaba's `QuerySendDetails` does by `OutId`.
+struct Gate {
+    log: std::sync::Arc<std::sync::Mutex<GateLog>>,
+    open_for: usize,
+    looks_up: bool,
+}
+
+#[async_trait::async_trait]
+impl outreach::outreach::Channel for Gate {
+    fn name(&self) -> &'static str {
+        "jasmin"
+    }
+
+    fn reaches(&self, recipient: &outreach::outreach::Recipient) -> bool {
+        matches!(recipient, outreach::outreach::Recipient::Phone(_))
+    }
+
+    async fn send(
+        &self,
+        message: &outreach::outreach::Outgoing,
+    ) -> Result<outreach::outreach::Sent, outreach::outreach::SendError> {
+        let outreach::outreach::Recipient::Phone(phone) = &message.recipient else {
+            unreachable!("phones only");
+        };
+        let n = {
+            let mut log = self.log.lock().unwrap();
+            log.calls.push((
+                message.idempotency_key.clone(),
+                phone.clone(),
+                message.text.clone(),
+            ));
+            log.calls.len()
+        };
+        if n > self.open_for {
+            std::future::pending::<()>().await;
+        }
+        Ok(outreach::outreach::Sent {
+            provider: "jasmin",
+            provider_message_id: format!("gw-{n}"),
+            delivered: false,
+        })
+    }
+
+    async fn lookup(
+        &self,
+        message: &outreach::outreach::Outgoing,
+        _since: chrono::DateTime<Utc>,
+    ) -> Result<Option<outreach::outreach::Sent>, outreach::outreach::SendError> {
+        let mut log = self.log.lock().unwrap();
+        log.lookups.push(message.idempotency_key.clone());
+        if !self.looks_up {
+            return Err(outreach::outreach::SendError::Transient(
+                "no lookup".to_owned(),
+            ));
+        }
+        let taken = log
+            .calls
+            .iter()
+            .any(|(key, _, _)| *key == message.idempotency_key);
+        Ok(taken.then(|| outreach::outreach::Sent {
+            provider: "jasmin",
+            provider_message_id: String::new(),
+            delivered: false,
+        }))
+    }
+}
+
+/// Six wave messages leased in one batch, sent one at a time; the worker is dropped while
+/// the third is with the gateway; the leases run out and a new worker takes over. Returns
+/// the gateway's log, the key of the message that was in flight, and (key, state,
+/// last_error) of every message.
+async fn stop_mid_batch(looks_up: bool) -> (GateLog, String, Vec<(String, String, String)>) {
+    const N: u32 = 6;
+    let s = setup(|_| {}).await;
+    for n in 0..N {
+        let phone = format!("1380000{n:04}");
+        resident(
+            &s.app,
+            n + 10,
+            Contacts {
+                phone: Some(&phone),
+                ..OWN
+            },
+        )
+        .await;
+    }
+    let today = registry::today();
+    outreach::flows::messaging::waves::create(
+        &s.app.db,
+        &Actor::cli(),
+        s.campaign,
+        outreach::outreach::waves::NewWave {
+            name: "回乡体检".into(),
+            audience: outreach::outreach::waves::Audience {
+                migrant_types: vec![MigrantType::Local],
+                ..Default::default()
+            },
+            window_from: today,
+            window_to: today + Duration::days(10),
+            send_at: None,
+        },
+    )
+    .await
+    .unwrap();
+    let log = std::sync::Arc::new(std::sync::Mutex::new(GateLog::default()));
+    let worker = |open_for: usize| {
+        let gate: std::sync::Arc<dyn outreach::outreach::Channel> = std::sync::Arc::new(Gate {
+            log: log.clone(),
+            open_for,
+            looks_up,
+        });
+        let mut settings = s.app.state.settings.messaging.outbox.clone();
+        settings.batch = N;
+        settings.concurrency = 1;
+        settings.rate_per_second.clear();
+        outreach::workers::dispatch::Dispatcher::new(
+            s.app.db.clone(),
+            s.app.state.privacy.clone(),
+            s.app.state.templates.clone(),
+            std::sync::Arc::new(outreach::workers::dispatch::Channels::new(
+                None,
+                Some(gate),
+                None,
+                &settings.rate_per_second,
+            )),
+            settings,
+        )
+    };
+    let first = worker(2);
+    let stopped = tokio::spawn(async move { first.round().await });
+    // Two sends recorded and the third with the gateway: the worker stops there.
+    let started = std::time::Instant::now();
+    while log.lock().unwrap().calls.len() < 3
+        || rv_count(
+            &s.app,
+            "SELECT COUNT(*) AS n FROM messages WHERE state = 'sent'",
+        )
+        .await
+            < 2
+    {
+        assert!(started.elapsed() < std::time::Duration::from_secs(30));
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    stopped.abort();
+    assert!(stopped.await.unwrap_err().is_cancelled());
+    let in_flight = log.lock().unwrap().calls[2].0.clone();
+    assert_eq!(
+        rv_count(
+            &s.app,
+            "SELECT COUNT(*) AS n FROM messages WHERE state = 'sending'"
+        )
+        .await,
+        4,
+        "the one in flight and the three never handed over stay leased"
+    );
+    assert_eq!(
+        rv_count(
+            &s.app,
+            "SELECT COUNT(*) AS n FROM messages WHERE state = 'sending' \
+             AND handed_over_at IS NOT NULL"
+        )
+        .await,
+        1,
+        "only the message in flight is marked handed over"
+    );
+    // The leases run out.
+    rv_exec(
+        &s.app,
+        "UPDATE messages SET lease_until = ? WHERE state = 'sending'",
+        "UPDATE messages SET lease_until = $1 WHERE state = 'sending'",
+        vec![(Utc::now() - Duration::minutes(1)).into()],
+    )
+    .await;
+    worker(usize::MAX).drain().await.unwrap();
+    let rows = s
+        .app
+        .db
+        .query_all_raw(Statement::from_string(
+            s.app.db.get_database_backend(),
+            "SELECT idempotency_key, state, COALESCE(last_error, '') AS last_error \
+             FROM messages ORDER BY id"
+                .to_owned(),
+        ))
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| {
+            (
+                r.try_get("", "idempotency_key").unwrap(),
+                r.try_get("", "state").unwrap(),
+                r.try_get("", "last_error").unwrap(),
+            )
+        })
+        .collect();
+    let log = std::mem::take(&mut *log.lock().unwrap());
+    // Nothing reached the gateway twice, by key or by (number, text).
+    let mut keys: Vec<&str> = log.calls.iter().map(|(k, _, _)| k.as_str()).collect();
+    keys.sort_unstable();
+    keys.dedup();
+    assert_eq!(
+        keys.len(),
+        log.calls.len(),
+        "a key reached the gateway twice"
+    );
+    let mut texts: Vec<(&str, &str)> = log
+        .calls
+        .iter()
+        .map(|(_, to, text)| (to.as_str(), text.as_str()))
+        .collect();
+    texts.sort_unstable();
+    texts.dedup();
+    assert_eq!(
+        texts.len(),
+        log.calls.len(),
+        "a text reached a number twice"
+    );
+    assert_eq!(
+        log.calls.len(),
+        N as usize,
+        "every message reached the gateway"
+    );
+    (log, in_flight, rows)
+}
+
+/// A gateway that cannot be asked: the messages never handed over are sent once after the
+/// restart; only the one in flight is failed as an unknown outcome, for a person to re-send.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_worker_stopped_mid_batch_resends_only_what_never_left() {
+    let (log, in_flight, rows) = stop_mid_batch(false).await;
+    assert_eq!(
+        log.lookups,
+        std::slice::from_ref(&in_flight),
+        "only the one in flight is asked about"
+    );
+    for (key, state, error) in &rows {
+        if *key == in_flight {
+            assert_eq!(state, "failed");
+            assert!(error.starts_with("outcome_unknown"), "{error}");
+        } else {
+            assert_eq!(state, "sent", "{key}: {error}");
+        }
+    }
+}
+
+/// A gateway that can be asked by idempotency key: the message in flight is found there
+/// and counts as sent without going again; the rest are sent once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_worker_stopped_mid_batch_asks_about_the_message_in_flight() {
+    let (log, in_flight, rows) = stop_mid_batch(true).await;
+    assert_eq!(log.lookups, [in_flight]);
+    assert!(rows.iter().all(|(_, state, _)| state == "sent"), "{rows:?}");
+}

@@ -681,3 +681,121 @@ async fn a_reply_holding_a_nul_is_kept_without_it_and_acted_on() {
     .await;
     assert_eq!(kept.as_deref(), Some("你好世界"));
 }
+
+/// The gateway took the notice and its receipt never came: two days later (the default
+/// receipt timeout of SMS) the next dispatch round marks it unconfirmed, which the outbox
+/// health and the contacts report show per provider; the receipt that finally comes still
+/// delivers it.
+#[tokio::test]
+async fn a_notice_without_a_receipt_becomes_unconfirmed_and_a_late_receipt_delivers_it() {
+    let s = setup().await;
+    let office = s.app.office_token().await;
+    let backend = s.app.db.get_database_backend();
+    let backdate = if backend == sea_orm::DbBackend::Postgres {
+        "UPDATE messages SET sent_at = $1 WHERE state = 'sent'"
+    } else {
+        "UPDATE messages SET sent_at = ? WHERE state = 'sent'"
+    };
+    // A day on, a receipt may still come: nothing changes.
+    s.app
+        .db
+        .execute_raw(Statement::from_sql_and_values(
+            backend,
+            backdate,
+            [(chrono::Utc::now() - Duration::hours(47)).into()],
+        ))
+        .await
+        .unwrap();
+    let round = s.app.state.dispatcher().round().await.unwrap();
+    assert_eq!(round.unconfirmed, 0);
+    assert_eq!(notice_state(&s).await, "sent");
+    s.app
+        .db
+        .execute_raw(Statement::from_sql_and_values(
+            backend,
+            backdate,
+            [(chrono::Utc::now() - Duration::hours(49)).into()],
+        ))
+        .await
+        .unwrap();
+    let round = s.app.state.dispatcher().round().await.unwrap();
+    assert_eq!(round.unconfirmed, 1);
+    assert_eq!(notice_state(&s).await, "unconfirmed");
+
+    let body = health(&s.app, &office).await;
+    assert_eq!(body["unconfirmed"], 1, "{body}");
+    assert_eq!(body["states"]["unconfirmed"], 1, "{body}");
+    let jasmin = body["providers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["provider"] == "jasmin")
+        .unwrap_or_else(|| panic!("no jasmin in {body}"));
+    assert_eq!(jasmin["unconfirmed"], 1, "{body}");
+
+    let report = contacts(&s.app, &office, s.campaign).await;
+    let sms = report["channels"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["channel"] == "phone" && c["provider"] == "jasmin")
+        .unwrap_or_else(|| panic!("no SMS line in {report}"));
+    assert_eq!(
+        (
+            sms["sent"].as_i64(),
+            sms["delivered"].as_i64(),
+            sms["failed"].as_i64(),
+            sms["unconfirmed"].as_i64()
+        ),
+        (Some(1), Some(0), Some(0), Some(1)),
+        "{report}"
+    );
+    assert_eq!(report["messages"]["unconfirmed"], 1, "{report}");
+
+    // The receipt comes after all.
+    let path = format!("/webhooks/jasmin/dlr?token={SECRET}");
+    let response = form(
+        &s.app,
+        &path,
+        &[
+            ("id", "gw-1"),
+            ("message_status", "DELIVRD"),
+            ("level", "2"),
+        ],
+    )
+    .await;
+    assert_eq!(response.status(), StatusCode::OK);
+    assert_eq!(notice_state(&s).await, "delivered");
+    let body = health(&s.app, &office).await;
+    assert_eq!(body["unconfirmed"], 0, "{body}");
+    let report = contacts(&s.app, &office, s.campaign).await;
+    assert_eq!(report["messages"]["delivered"], 1, "{report}");
+    assert_eq!(report["messages"]["unconfirmed"], 0, "{report}");
+}
+
+/// `GET /api/v1/outbox/health`.
+async fn health(app: &TestApp, token: &str) -> Value {
+    let response = app.get("/api/v1/outbox/health", token).await;
+    assert_eq!(response.status(), StatusCode::OK);
+    response.json().await.unwrap()
+}
+
+/// The contacts report, refreshed first.
+async fn contacts(app: &TestApp, token: &str, campaign: i32) -> Value {
+    let refreshed = app
+        .post(
+            &format!("/api/v1/campaigns/{campaign}/reports/refresh"),
+            token,
+            json!({}),
+        )
+        .await;
+    assert_eq!(refreshed.status(), StatusCode::OK);
+    let response = app
+        .get(
+            &format!("/api/v1/campaigns/{campaign}/reports/contacts"),
+            token,
+        )
+        .await;
+    assert_eq!(response.status(), StatusCode::OK);
+    response.json().await.unwrap()
+}
