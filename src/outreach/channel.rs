@@ -402,10 +402,14 @@ impl Channel for JasminChannel {
             .send()
             .await
             .map_err(|e| {
-                if e.is_timeout() && !e.is_connect() {
-                    SendError::Unknown(format!("gateway did not answer in time: {e}"))
-                } else {
+                if e.is_connect() {
+                    // No connection: nothing reached the gateway.
                     SendError::Transient(format!("gateway unreachable: {e}"))
+                } else {
+                    // Timed out, or the connection broke with the request on its way: the
+                    // gateway may have taken it, and a second send could reach the resident
+                    // twice.
+                    SendError::Unknown(format!("gateway did not answer: {e}"))
                 }
             })?;
         let status = response.status();

@@ -143,11 +143,14 @@ fn unanswered(provider: &str, error: reqwest::Error) -> SendError {
         reason.push_str(&cause.to_string());
         source = cause.source();
     }
-    if what == "timed out" {
-        // The request may have reached the provider: whether it took the message is unknown.
-        SendError::Unknown(redact(&reason))
-    } else {
+    if what == "unreachable" {
+        // No connection was made: nothing reached the provider, so it may be tried again.
         SendError::Transient(redact(&reason))
+    } else {
+        // Timed out, or the connection broke once the request was on its way (or its answer
+        // was cut off): the provider may have taken the message, and sending it again could
+        // reach the resident twice.
+        SendError::Unknown(redact(&reason))
     }
 }
 

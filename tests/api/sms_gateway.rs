@@ -161,3 +161,59 @@ async fn gateway_refusals_busy_answers_and_timeouts_are_told_apart() {
         Err(SendError::Transient(_))
     ));
 }
+
+/// A gateway that reads the whole request and then drops the connection without a word (it
+/// crashed, or a proxy in front of it was restarted): it may have taken the message, so the
+/// send is an unknown outcome — a transient error would send it again and could reach the
+/// resident twice.
+#[tokio::test]
+async fn a_gateway_that_drops_the_connection_after_the_request_is_an_unknown_outcome() {
+    use tokio::io::AsyncReadExt;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    let took = Arc::new(Mutex::new(Vec::<String>::new()));
+    let kept = took.clone();
+    tokio::spawn(async move {
+        loop {
+            let Ok((mut socket, _)) = listener.accept().await else {
+                return;
+            };
+            let mut request = Vec::new();
+            let mut buffer = [0u8; 4096];
+            // Headers and the form body, then the connection is dropped unanswered.
+            while let Ok(n) = socket.read(&mut buffer).await {
+                if n == 0 {
+                    break;
+                }
+                request.extend_from_slice(&buffer[..n]);
+                let text = String::from_utf8_lossy(&request);
+                if let Some(end) = text.find("\r\n\r\n") {
+                    let length = text[..end]
+                        .lines()
+                        .find_map(|l| {
+                            l.to_ascii_lowercase()
+                                .strip_prefix("content-length:")
+                                .map(|v| v.trim().parse::<usize>().unwrap_or(0))
+                        })
+                        .unwrap_or(0);
+                    if request.len() >= end + 4 + length {
+                        break;
+                    }
+                }
+            }
+            kept.lock()
+                .unwrap()
+                .push(String::from_utf8_lossy(&request).into_owned());
+            drop(socket);
+        }
+    });
+    let channel = JasminChannel::new(&settings(&url, "s3cret")).unwrap();
+    let sent = channel.send(&message()).await;
+    assert!(
+        matches!(&sent, Err(SendError::Unknown(_))),
+        "a dropped connection after the request: {sent:?}"
+    );
+    let took = took.lock().unwrap();
+    assert_eq!(took.len(), 1, "the request reached the gateway once");
+    assert!(took[0].contains("hex-content="), "with the message");
+}
