@@ -45,6 +45,45 @@ async fn resident(app: &TestApp, n: u32, contacts: Contacts<'_>) -> i32 {
     resident_speaking(app, n, contacts, None).await
 }
 
+/// Residents `first..first + count`, each with a phone of their own (`1380000` and the
+/// resident's place in the run).
+async fn residents_with_phones(app: &TestApp, first: u32, count: u32) {
+    for n in 0..count {
+        let phone = format!("1380000{n:04}");
+        resident(
+            app,
+            first + n,
+            Contacts {
+                phone: Some(&phone),
+                ..OWN
+            },
+        )
+        .await;
+    }
+}
+
+/// The "回乡体检" wave to the local residents, asked to come in the next ten days.
+async fn local_wave(app: &TestApp, campaign: i32) -> outreach::outreach::waves::WaveView {
+    let today = registry::today();
+    outreach::flows::messaging::waves::create(
+        &app.db,
+        &Actor::cli(),
+        campaign,
+        outreach::outreach::waves::NewWave {
+            name: "回乡体检".into(),
+            audience: outreach::outreach::waves::Audience {
+                migrant_types: vec![MigrantType::Local],
+                ..Default::default()
+            },
+            window_from: today,
+            window_to: today + Duration::days(10),
+            send_at: None,
+        },
+    )
+    .await
+    .unwrap()
+}
+
 async fn resident_speaking(
     app: &TestApp,
     n: u32,
@@ -788,37 +827,9 @@ async fn a_dispatcher_killed_mid_batch_loses_nothing_and_sends_nothing_twice() {
     })
     .await;
     app.seed_areas().await;
-    for n in 0..N {
-        let phone = format!("1380000{n:04}");
-        resident(
-            &app,
-            n,
-            Contacts {
-                phone: Some(&phone),
-                ..OWN
-            },
-        )
-        .await;
-    }
+    residents_with_phones(&app, 0, N).await;
     let campaign = open_loud_campaign(&app).await;
-    let today = registry::today();
-    outreach::flows::messaging::waves::create(
-        &app.db,
-        &Actor::cli(),
-        campaign,
-        outreach::outreach::waves::NewWave {
-            name: "回乡体检".into(),
-            audience: outreach::outreach::waves::Audience {
-                migrant_types: vec![MigrantType::Local],
-                ..Default::default()
-            },
-            window_from: today,
-            window_to: today + Duration::days(10),
-            send_at: None,
-        },
-    )
-    .await
-    .unwrap();
+    local_wave(&app, campaign).await;
     let dir = tempfile::tempdir().unwrap();
     let config = dir.path().join("outreach.toml");
     std::fs::write(
@@ -1039,24 +1050,7 @@ async fn a_wave_is_planned_once_not_every_day() {
     use outreach::outreach::waves;
     let s = setup(|_| {}).await;
     let a = resident(&s.app, 1, OWN).await;
-    let today = registry::today();
-    let wave = outreach::flows::messaging::waves::create(
-        &s.app.db,
-        &Actor::cli(),
-        s.campaign,
-        waves::NewWave {
-            name: "回乡体检".into(),
-            audience: waves::Audience {
-                migrant_types: vec![MigrantType::Local],
-                ..Default::default()
-            },
-            window_from: today,
-            window_to: today + Duration::days(10),
-            send_at: None,
-        },
-    )
-    .await
-    .unwrap();
+    let wave = local_wave(&s.app, s.campaign).await;
     assert_eq!(wave.planned, 1);
     let round = drain(&s.app).await;
     assert_eq!(round.sent, 1);
@@ -1412,36 +1406,8 @@ async fn a_live_workers_rows_are_not_sent_twice_by_reconcile() {
         s.messaging.outbox.lease_secs = 2;
     })
     .await;
-    for n in 0..6u32 {
-        let phone = format!("1380000{n:04}");
-        resident(
-            &s.app,
-            n + 10,
-            Contacts {
-                phone: Some(&phone),
-                ..OWN
-            },
-        )
-        .await;
-    }
-    let today = registry::today();
-    outreach::flows::messaging::waves::create(
-        &s.app.db,
-        &Actor::cli(),
-        s.campaign,
-        outreach::outreach::waves::NewWave {
-            name: "回乡体检".into(),
-            audience: outreach::outreach::waves::Audience {
-                migrant_types: vec![MigrantType::Local],
-                ..Default::default()
-            },
-            window_from: today,
-            window_to: today + Duration::days(10),
-            send_at: None,
-        },
-    )
-    .await
-    .unwrap();
+    residents_with_phones(&s.app, 10, 6).await;
+    local_wave(&s.app, s.campaign).await;
     provider.set_behaviour(Behaviour::SlowAnswer(std::time::Duration::from_millis(600)));
     let a = s.app.state.dispatcher();
     let b = s.app.state.dispatcher();
@@ -2137,36 +2103,8 @@ impl outreach::outreach::Channel for Gate {
 async fn stop_mid_batch(looks_up: bool) -> (GateLog, String, Vec<(String, String, String)>) {
     const N: u32 = 6;
     let s = setup(|_| {}).await;
-    for n in 0..N {
-        let phone = format!("1380000{n:04}");
-        resident(
-            &s.app,
-            n + 10,
-            Contacts {
-                phone: Some(&phone),
-                ..OWN
-            },
-        )
-        .await;
-    }
-    let today = registry::today();
-    outreach::flows::messaging::waves::create(
-        &s.app.db,
-        &Actor::cli(),
-        s.campaign,
-        outreach::outreach::waves::NewWave {
-            name: "回乡体检".into(),
-            audience: outreach::outreach::waves::Audience {
-                migrant_types: vec![MigrantType::Local],
-                ..Default::default()
-            },
-            window_from: today,
-            window_to: today + Duration::days(10),
-            send_at: None,
-        },
-    )
-    .await
-    .unwrap();
+    residents_with_phones(&s.app, 10, N).await;
+    local_wave(&s.app, s.campaign).await;
     let log = std::sync::Arc::new(std::sync::Mutex::new(GateLog::default()));
     let worker = |open_for: usize| {
         let gate: std::sync::Arc<dyn outreach::outreach::Channel> = std::sync::Arc::new(Gate {
