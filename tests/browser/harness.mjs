@@ -6,14 +6,12 @@ import { mkdtempSync, writeFileSync, mkdirSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join, dirname } from 'node:path';
 import { randomBytes } from 'node:crypto';
-import { createServer } from 'node:net';
 import { fileURLToPath } from 'node:url';
 import { chromium } from 'playwright-core';
+import { residentId, freePort, testDatabase, bin } from '../drill/lib.mjs';
 
 const root = join(dirname(fileURLToPath(import.meta.url)), '..', '..');
-// The debug binary `cargo test` built (CARGO_TARGET_DIR honoured), or TEST_OUTREACH_BIN.
 const target = process.env.CARGO_TARGET_DIR ?? join(root, 'target');
-export const bin = process.env.TEST_OUTREACH_BIN ?? join(target, 'debug', 'outreach');
 export const screenshots = join(target, 'browser-screenshots');
 
 export const COUNTY = '654025000000';
@@ -24,39 +22,8 @@ export const OTHER_TOWNSHIP = '654025101000';
 export const OTHER_TOWNSHIP_VILLAGE = '654025101201';
 export const PASSWORD = 'Field-Work-2027';
 
-/// A valid 18-character resident ID (GB 11643 check digit) for a birth date and serial.
-export function residentId(birth, serial) {
-  const body = `654025${birth}${String(serial).padStart(3, '0')}`;
-  const weights = [7, 9, 10, 5, 8, 4, 2, 1, 6, 3, 7, 9, 10, 5, 8, 4, 2];
-  const sum = [...body].reduce((acc, d, i) => acc + Number(d) * weights[i], 0);
-  return body + '10X98765432'[sum % 11];
-}
-
-/// A port free on the loopback interface now.
-export function freePort() {
-  return new Promise((resolve) => {
-    const server = createServer();
-    server.listen(0, '127.0.0.1', () => {
-      const { port } = server.address();
-      server.close(() => resolve(port));
-    });
-  });
-}
-
-function database(dir) {
-  const base = process.env.TEST_DATABASE_URL;
-  if (!base) return { url: `sqlite://${join(dir, 'outreach.db')}?mode=rwc`, drop() {} };
-  const name = `outreach_test_web_${randomBytes(6).toString('hex')}`;
-  execFileSync('psql', [base, '-qc', `CREATE DATABASE ${name}`]);
-  const url = new URL(base);
-  url.pathname = `/${name}`;
-  return {
-    url: url.toString(),
-    drop() {
-      execFileSync('psql', [base, '-qc', `DROP DATABASE IF EXISTS ${name} WITH (FORCE)`]);
-    },
-  };
-}
+// The debug binary `cargo test` built (CARGO_TARGET_DIR honoured), or TEST_OUTREACH_BIN.
+export { residentId, freePort, bin };
 
 /// Starts the service with a county, two villages and their residents; `residents` lists
 /// `[name, village, phone]`. `settings` are more configuration, by environment name without
@@ -64,7 +31,7 @@ function database(dir) {
 /// the service's own.
 export async function startApp(residents, { settings = {}, publicUrl = false } = {}) {
   const dir = mkdtempSync(join(tmpdir(), 'outreach-web-'));
-  const db = database(dir);
+  const db = testDatabase(dir, 'web');
   const port = await freePort();
   const env = {
     ...process.env,

@@ -6,15 +6,14 @@
 //   node tests/drill/drill.mjs [--residents 5000] [--import-rows 150000] [--lease-secs 30]
 //
 // On SQLite by default; with TEST_DATABASE_URL on a fresh PostgreSQL database.
-import { spawn, execFileSync } from 'node:child_process';
+import { spawn } from 'node:child_process';
 import { mkdtempSync, writeFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { randomBytes } from 'node:crypto';
 import { parseArgs } from 'node:util';
 import {
   COUNTY, PASSWORD, bin, sleep, residentsCsv, areasCsv, freePort, gateway, serviceEnv, runner,
-  process_, api, login, openCampaign, day,
+  process_, api, login, openCampaign, day, testDatabase,
 } from './lib.mjs';
 
 const { values: options } = parseArgs({
@@ -30,22 +29,8 @@ const RESIDENTS = Number(options.residents);
 const IMPORT_ROWS = Number(options['import-rows']);
 const VILLAGES = ['654025100201', '654025100202', '654025100203', '654025100204'];
 
-function database(dir) {
-  const base = process.env.TEST_DATABASE_URL;
-  if (!base) return { url: `sqlite://${join(dir, 'outreach.db')}?mode=rwc`, kind: 'sqlite', drop() {} };
-  const name = `outreach_test_drill_${randomBytes(6).toString('hex')}`;
-  execFileSync('psql', [base, '-qc', `CREATE DATABASE ${name}`]);
-  const url = new URL(base);
-  url.pathname = `/${name}`;
-  return {
-    url: url.toString(),
-    kind: 'postgresql',
-    drop: () => execFileSync('psql', [base, '-qc', `DROP DATABASE IF EXISTS ${name} WITH (FORCE)`]),
-  };
-}
-
 const dir = mkdtempSync(join(tmpdir(), 'outreach-drill-'));
-const db = database(dir);
+const db = testDatabase(dir, 'drill');
 const sms = await gateway(Number(options['gateway-ms']));
 const port = await freePort();
 const env = serviceEnv(db.url, sms, `http://127.0.0.1:${port}`, {

@@ -6,6 +6,7 @@ import { join, dirname } from 'node:path';
 import { randomBytes } from 'node:crypto';
 import { fileURLToPath } from 'node:url';
 
+// The debug binary `cargo test` built (CARGO_TARGET_DIR honoured), or TEST_OUTREACH_BIN.
 const root = join(dirname(fileURLToPath(import.meta.url)), '..', '..');
 const target = process.env.CARGO_TARGET_DIR ?? join(root, 'target');
 export const bin = process.env.TEST_OUTREACH_BIN ?? join(target, 'debug', 'outreach');
@@ -48,6 +49,23 @@ export function areasCsv(villages) {
   );
 }
 
+/// The database of one run: a fresh SQLite file in `dir`, or — with TEST_DATABASE_URL — a
+/// fresh PostgreSQL database named after `label`, dropped by `drop()`.
+export function testDatabase(dir, label) {
+  const base = process.env.TEST_DATABASE_URL;
+  if (!base) return { url: `sqlite://${join(dir, 'outreach.db')}?mode=rwc`, kind: 'sqlite', drop() {} };
+  const name = `outreach_test_${label}_${randomBytes(6).toString('hex')}`;
+  execFileSync('psql', [base, '-qc', `CREATE DATABASE ${name}`]);
+  const url = new URL(base);
+  url.pathname = `/${name}`;
+  return {
+    url: url.toString(),
+    kind: 'postgresql',
+    drop: () => execFileSync('psql', [base, '-qc', `DROP DATABASE IF EXISTS ${name} WITH (FORCE)`]),
+  };
+}
+
+/// A port free on the loopback interface now.
 export async function freePort() {
   const server = createServer();
   await new Promise((r) => server.listen(0, '127.0.0.1', r));
