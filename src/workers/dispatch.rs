@@ -492,6 +492,8 @@ struct BatchContext {
 struct Job {
     message: Leased,
     route: Route,
+    /// No channel of the plan comes after `route` for this resident.
+    last_route: bool,
     channel: Arc<dyn Channel>,
     outgoing: Outgoing,
     recipient: String,
@@ -1173,7 +1175,7 @@ impl Dispatcher {
         // The fallback plan from where this message is.
         let forced = message.route.as_deref().and_then(Route::parse);
         let mut opted_out = false;
-        let mut chosen = None;
+        let mut usable = Vec::new();
         for route in Route::PLAN.into_iter().skip(message.step.max(0) as usize) {
             if forced.is_some_and(|f| f != route) {
                 continue;
@@ -1198,9 +1200,15 @@ impl Dispatcher {
             if !channel.reaches(&recipient) {
                 continue;
             }
-            chosen = Some((route, channel.clone(), recipient));
-            break;
+            usable.push((route, channel.clone(), recipient));
+            if usable.len() == 2 {
+                break;
+            }
         }
+        // Whether the plan has a channel after this one: without one, a channel that keeps
+        // failing for a while (a provider outage) is tried again until the message expires.
+        let last_route = usable.len() < 2;
+        let chosen = usable.into_iter().next();
         let Some((route, channel, recipient)) = chosen else {
             return if opted_out {
                 Decision::Finish {
@@ -1274,6 +1282,7 @@ impl Dispatcher {
             },
             message: message.clone(),
             route,
+            last_route,
             channel,
             segments,
         }))
@@ -1688,8 +1697,11 @@ impl Dispatcher {
             .push(", lease_until = NULL, leased_by = NULL, ");
         // An unknown outcome is retried on the same channel, which then first asks the
         // provider whether it has the message (or, if it de-duplicates, just sends again).
+        // After `max_attempts` the plan moves on to its next channel; where there is none,
+        // the same channel is tried again (its backoff capped) until the message expires
+        // rather than the resident being given up on during a provider's outage.
         let retry = matches!(error, SendError::Transient(_) | SendError::Unknown(_))
-            && job.message.attempts < self.settings.max_attempts as i32;
+            && (job.message.attempts < self.settings.max_attempts as i32 || job.last_route);
         if retry {
             sql.push("step = ")
                 .bind(step)

@@ -632,6 +632,80 @@ async fn a_busy_gateway_is_retried_later_and_a_refusal_moves_on_to_the_next_chan
     );
 }
 
+/// Found by the cluster drill: a provider outage longer than `max_attempts` backoffs failed
+/// the notices of residents with one phone as "no contact left", with a task for the cadre.
+#[tokio::test]
+async fn a_busy_gateway_is_retried_until_it_answers_when_no_other_channel_is_left() {
+    let (url, gateway) = start_gateway().await;
+    let s = setup(move |settings| {
+        settings.messaging.sms_provider = "jasmin".into();
+        settings.messaging.jasmin = Some(crate::sms_gateway::settings(&url, "s3cret"));
+        settings.messaging.outbox.max_attempts = 2;
+    })
+    .await;
+    let a = resident(
+        &s.app,
+        1,
+        Contacts {
+            phone: Some("13800001111"),
+            relative_phone: None,
+            migrant: None,
+        },
+    )
+    .await;
+    book(&s, &[a]).await;
+    let due_now = format!(
+        "UPDATE messages SET next_attempt_at = created_at WHERE resident_id = {a} \
+         AND kind = 'appointment_notice'"
+    );
+    *gateway.mode.lock().unwrap() = Mode::Busy;
+    // Twice the attempts the own phone would have had were a relative's phone next.
+    for round in 1..=4 {
+        let drained = drain(&s.app).await;
+        assert_eq!((drained.sent, drained.retried), (0, 1), "round {round}");
+        run_sql(&s.app, &due_now).await;
+    }
+    let row = s
+        .app
+        .db
+        .query_one_raw(Statement::from_string(
+            s.app.db.get_database_backend(),
+            format!(
+                "SELECT state, attempts, step FROM messages \
+                 WHERE resident_id = {a} AND kind = 'appointment_notice'"
+            ),
+        ))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(row.try_get::<String>("", "state").unwrap(), "queued");
+    assert_eq!(row.try_get::<i32>("", "attempts").unwrap(), 4);
+    assert_eq!(
+        row.try_get::<i32>("", "step").unwrap(),
+        1,
+        "still the own phone"
+    );
+    assert_eq!(
+        rv_count(
+            &s.app,
+            &format!("SELECT COUNT(*) AS n FROM outreach_tasks WHERE resident_id = {a}")
+        )
+        .await,
+        0,
+        "no task for the cadre while the gateway is only busy"
+    );
+    *gateway.mode.lock().unwrap() = Mode::Accept;
+    let drained = drain(&s.app).await;
+    assert_eq!(drained.sent, 1);
+    let received = gateway.received.lock().unwrap().clone();
+    assert_eq!(received.len(), 1);
+    assert_eq!(received[0]["to"], "8613800001111");
+    assert_eq!(
+        states(&s.app, a).await[0],
+        pair("appointment_notice", "sent")
+    );
+}
+
 #[tokio::test]
 async fn a_wave_plans_one_message_per_migrant_once_and_can_be_cancelled() {
     let s = setup(|_| {}).await;
