@@ -45,7 +45,37 @@ pub async fn apply_receipt<C>(db: &C, receipt: &Receipt) -> AppResult<ReceiptOut
 where
     C: ConnectionTrait + TransactionTrait<Transaction = DatabaseTransaction>,
 {
+    apply_receipt_signed(db, receipt, None).await
+}
+
+/// [`apply_receipt`] for a receipt whose URL was signed for one message (its idempotency
+/// key): a message of that key failed as "outcome unknown" is first shown to have gone out
+/// ([`inbound::recover_unknown`]) — the resident counts as notified — and then settled.
+pub async fn apply_receipt_signed<C>(
+    db: &C,
+    receipt: &Receipt,
+    key: Option<&str>,
+) -> AppResult<ReceiptOutcome>
+where
+    C: ConnectionTrait + TransactionTrait<Transaction = DatabaseTransaction>,
+{
     let outcome = write(db, async |txn| {
+        if let Some(key) = key
+            && let Some(recovered) = inbound::recover_unknown(txn, receipt, key).await?
+        {
+            tracing::info!(
+                message = recovered.id,
+                "a receipt showed an unknown outcome sent"
+            );
+            enrol::notice_contact(
+                txn,
+                recovered.campaign_id,
+                recovered.resident_id,
+                false,
+                Utc::now(),
+            )
+            .await?;
+        }
         let outcome = settle(txn, receipt).await?;
         if outcome == ReceiptOutcome::Unknown && receipt.status != ReceiptStatus::Accepted {
             inbound::keep_pending(txn, receipt).await?;

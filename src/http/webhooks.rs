@@ -192,7 +192,11 @@ async fn receive<Q: Proof, B>(
     let processed = async {
         let pushed = read(body)?;
         admitted.covers(state, provider.name, ip, &pushed).await?;
-        apply(state, &pushed).await?;
+        let signed_for = match &admitted {
+            Admitted::Message(key) => Some(key.as_str()),
+            _ => None,
+        };
+        apply(state, &pushed, signed_for).await?;
         Ok((provider.answer)())
     }
     .await;
@@ -202,11 +206,14 @@ async fn receive<Q: Proof, B>(
     processed
 }
 
-async fn apply(state: &AppState, pushed: &Pushed) -> AppResult<()> {
+/// Applies what was pushed; `signed_for` is the idempotency key a receipt URL was signed for.
+async fn apply(state: &AppState, pushed: &Pushed, signed_for: Option<&str>) -> AppResult<()> {
     match pushed {
         Pushed::Receipts(receipts) => {
             for receipt in receipts {
-                let outcome = crate::flows::replies::apply_receipt(&state.db, receipt).await?;
+                let outcome =
+                    crate::flows::replies::apply_receipt_signed(&state.db, receipt, signed_for)
+                        .await?;
                 if outcome.expected(&receipt.status) {
                     tracing::debug!(
                         provider = receipt.provider,

@@ -84,6 +84,66 @@ pub async fn receipt_may_concern(
     Ok(keys.is_empty() || keys.iter().any(|k| k == key))
 }
 
+/// A message failed as "outcome unknown" that a receipt showed to have gone out.
+#[derive(FromQueryResult)]
+pub struct Recovered {
+    pub id: i32,
+    pub campaign_id: i32,
+    pub resident_id: i32,
+    step: i32,
+    handed_over_at: Option<DateTime<Utc>>,
+}
+
+/// A receipt signed for the message with idempotency key `key` (a Jasmin receipt URL) that
+/// names a provider id no message has: if that message was failed as "outcome unknown" (its
+/// worker died after handing it over, before recording the provider's answer, and the
+/// provider could not be asked), the receipt proves it went out — it becomes `sent` with
+/// this provider id, so the receipt then settles it, and nobody re-sends it by hand.
+pub async fn recover_unknown(
+    db: &impl ConnectionTrait,
+    receipt: &Receipt,
+    key: &str,
+) -> AppResult<Option<Recovered>> {
+    if receipt.provider_message_id.is_empty() || known(db, receipt).await? {
+        return Ok(None);
+    }
+    let mut sql = Sql::new(db.get_database_backend());
+    sql.push(
+        "SELECT id, campaign_id, resident_id, step, handed_over_at FROM messages \
+         WHERE idempotency_key = ",
+    )
+    .bind(key)
+    .push(" AND channel = ")
+    .bind(receipt.provider)
+    .push(
+        " AND state = 'failed' AND provider_message_id IS NULL \
+         AND last_error LIKE 'outcome_unknown:%'",
+    );
+    let Some(found) = Recovered::find_by_statement(sql.build()).one(db).await? else {
+        return Ok(None);
+    };
+    let mut sql = Sql::new(db.get_database_backend());
+    sql.push("UPDATE messages SET state = 'sent', sent_at = ")
+        .bind(found.handed_over_at.or(receipt.at).unwrap_or_else(Utc::now))
+        .push(", provider = ")
+        .bind(receipt.provider)
+        .push(", provider_message_id = ")
+        .bind(
+            receipt
+                .provider_message_id
+                .chars()
+                .take(100)
+                .collect::<String>(),
+        )
+        .push(", route = ")
+        .bind(Route::PLAN[found.step.clamp(0, 3) as usize].code())
+        .push(", failed_at = NULL, last_error = NULL WHERE id = ")
+        .bind(found.id)
+        .push(" AND state = 'failed'");
+    let moved = db.execute_raw(sql.build()).await?.rows_affected() == 1;
+    Ok(moved.then_some(found))
+}
+
 /// Keeps a final receipt whose message is not known yet (its send is not recorded), to be
 /// applied when it is ([`pending`]).
 pub async fn keep_pending(db: &impl ConnectionTrait, receipt: &Receipt) -> AppResult<()> {

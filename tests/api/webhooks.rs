@@ -497,6 +497,79 @@ async fn jasmin_receipt_urls_carry_a_per_message_signature_not_the_secret() {
     assert_eq!(notice_state(&s).await, "delivered");
 }
 
+/// Found by the failure drill: a worker killed after the gateway took a message but before
+/// its answer was recorded leaves the message failed as "outcome unknown" (Jasmin cannot be
+/// asked). Its receipt, signed for that message, shows it went out: it is delivered, not
+/// left for a person to re-send.
+#[tokio::test]
+async fn a_signed_receipt_recovers_a_message_failed_as_outcome_unknown() {
+    let s = setup().await;
+    let sent = s.gateway.received.lock().unwrap()[0].clone();
+    let dlr_url = url::Url::parse(&sent["dlr-url"]).unwrap();
+    let signed = format!("{}?{}", dlr_url.path(), dlr_url.query().unwrap());
+    // As the dispatcher's reconcile leaves it.
+    run(
+        &s.app,
+        &format!(
+            "UPDATE messages SET state = 'failed', provider = NULL, provider_message_id = NULL, \
+             sent_at = NULL, failed_at = created_at, handed_over_at = created_at, \
+             last_error = 'outcome_unknown: the worker stopped mid-send and the provider \
+             cannot say whether it took the message' \
+             WHERE resident_id = {} AND kind = 'appointment_notice'",
+            s.resident
+        ),
+    )
+    .await;
+    let dlr = [
+        ("id", "gw-1"),
+        ("message_status", "DELIVRD"),
+        ("level", "2"),
+    ];
+    // A receipt under the shared secret names no message: it cannot vouch for this one.
+    let unsigned = form(
+        &s.app,
+        &format!("/webhooks/jasmin/dlr?token={SECRET}"),
+        &dlr,
+    )
+    .await;
+    assert_eq!(unsigned.status(), StatusCode::OK);
+    assert_eq!(notice_state(&s).await, "failed");
+    let response = form(&s.app, &signed, &dlr).await;
+    assert_eq!(response.status(), StatusCode::OK);
+    assert_eq!(notice_state(&s).await, "delivered");
+    let row = |column: &str| {
+        format!(
+            "SELECT {column} AS v FROM messages WHERE resident_id = {} \
+             AND kind = 'appointment_notice'",
+            s.resident
+        )
+    };
+    assert_eq!(
+        value(&s.app, &row("provider_message_id")).await.as_deref(),
+        Some("gw-1")
+    );
+    assert_eq!(value(&s.app, &row("last_error")).await, None);
+    // The same receipt again changes nothing; the gateway got the notice once.
+    let again = form(&s.app, &signed, &dlr).await;
+    assert_eq!(again.status(), StatusCode::OK);
+    assert_eq!(notice_state(&s).await, "delivered");
+    assert_eq!(s.gateway.received.lock().unwrap().len(), 1);
+    let office = s.app.office_token().await;
+    let report = contacts(&s.app, &office, s.campaign).await;
+    assert_eq!(report["messages"]["delivered"], 1, "{report}");
+    assert_eq!(report["messages"]["failed"], 0, "{report}");
+}
+
+async fn run(app: &TestApp, sql: &str) {
+    app.db
+        .execute_raw(Statement::from_string(
+            app.db.get_database_backend(),
+            sql.to_owned(),
+        ))
+        .await
+        .unwrap();
+}
+
 async fn reply(s: &Setup, from: &str, text: &str) {
     // Each push carries the gateway's own id.
     let id = uuid::Uuid::new_v4().to_string();
