@@ -26,6 +26,7 @@ mod m20261207_080000_enrolments_by_village;
 mod m20261207_090000_create_client_keys;
 mod m20261207_100000_messages_handed_over;
 mod m20261207_100100_unconfirmed_messages;
+mod m20261207_110000_pending_receipt_keys;
 
 pub struct Migrator;
 
@@ -55,6 +56,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261207_090000_create_client_keys::Migration),
             Box::new(m20261207_100000_messages_handed_over::Migration),
             Box::new(m20261207_100100_unconfirmed_messages::Migration),
+            Box::new(m20261207_110000_pending_receipt_keys::Migration),
         ]
     }
 }

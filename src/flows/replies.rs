@@ -38,6 +38,26 @@ async fn settle(txn: &impl ConnectionTrait, receipt: &Receipt) -> AppResult<Rece
     Ok(settled.outcome)
 }
 
+/// A message of `key` failed as "outcome unknown" that this receipt, signed for it, shows to
+/// have gone out: sent with the receipt's provider id, and the resident counted as notified.
+async fn recover(txn: &impl ConnectionTrait, receipt: &Receipt, key: &str) -> AppResult<()> {
+    if let Some(recovered) = inbound::recover_unknown(txn, receipt, key).await? {
+        tracing::info!(
+            message = recovered.id,
+            "a receipt showed an unknown outcome sent"
+        );
+        enrol::notice_contact(
+            txn,
+            recovered.campaign_id,
+            recovered.resident_id,
+            false,
+            Utc::now(),
+        )
+        .await?;
+    }
+    Ok(())
+}
+
 /// Moves the message a receipt names forward (delivered or failed, never backwards); a failed
 /// delivery plans the message through the next channel. A final receipt for a message whose
 /// send is not recorded yet is kept (see [`apply_pending`]).
@@ -60,25 +80,12 @@ where
     C: ConnectionTrait + TransactionTrait<Transaction = DatabaseTransaction>,
 {
     let outcome = write(db, async |txn| {
-        if let Some(key) = key
-            && let Some(recovered) = inbound::recover_unknown(txn, receipt, key).await?
-        {
-            tracing::info!(
-                message = recovered.id,
-                "a receipt showed an unknown outcome sent"
-            );
-            enrol::notice_contact(
-                txn,
-                recovered.campaign_id,
-                recovered.resident_id,
-                false,
-                Utc::now(),
-            )
-            .await?;
+        if let Some(key) = key {
+            recover(txn, receipt, key).await?;
         }
         let outcome = settle(txn, receipt).await?;
         if outcome == ReceiptOutcome::Unknown && receipt.status != ReceiptStatus::Accepted {
-            inbound::keep_pending(txn, receipt).await?;
+            inbound::keep_pending(txn, receipt, key).await?;
         }
         Ok(outcome)
     })
@@ -116,6 +123,9 @@ where
     let mut applied = 0;
     for kept in inbound::pending(db, only, now).await? {
         let outcome = write(db, async |txn| {
+            if let Some(key) = &kept.key {
+                recover(txn, &kept.receipt, key).await?;
+            }
             let outcome = settle(txn, &kept.receipt).await?;
             inbound::pending_tried(txn, &kept, outcome, now).await?;
             Ok(outcome)

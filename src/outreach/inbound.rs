@@ -145,8 +145,13 @@ pub async fn recover_unknown(
 }
 
 /// Keeps a final receipt whose message is not known yet (its send is not recorded), to be
-/// applied when it is ([`pending`]).
-pub async fn keep_pending(db: &impl ConnectionTrait, receipt: &Receipt) -> AppResult<()> {
+/// applied when it is ([`pending`]), with the idempotency key its URL was signed for, if it
+/// was.
+pub async fn keep_pending(
+    db: &impl ConnectionTrait,
+    receipt: &Receipt,
+    key: Option<&str>,
+) -> AppResult<()> {
     let (status, reason) = match &receipt.status {
         ReceiptStatus::Failed(reason) => ("failed", Some(reason.clone())),
         _ => ("delivered", None),
@@ -154,7 +159,7 @@ pub async fn keep_pending(db: &impl ConnectionTrait, receipt: &Receipt) -> AppRe
     let mut sql = Sql::new(db.get_database_backend());
     sql.push(
         "INSERT INTO pending_receipts (provider, provider_message_id, status, reason, at, \
-         received_at, tries, next_try_at) VALUES (",
+         received_at, tries, next_try_at, message_key) VALUES (",
     )
     .bind(receipt.provider)
     .push(", ")
@@ -175,6 +180,8 @@ pub async fn keep_pending(db: &impl ConnectionTrait, receipt: &Receipt) -> AppRe
     .bind(Utc::now())
     .push(", 0, ")
     .bind(Utc::now())
+    .push(", ")
+    .bind(key.map(|k| k.chars().take(200).collect::<String>()))
     .push(")");
     db.execute_raw(sql.build()).await?;
     Ok(())
@@ -186,6 +193,8 @@ pub struct PendingReceipt {
     pub receipt: Receipt,
     pub received_at: DateTime<Utc>,
     pub tries: i32,
+    /// The idempotency key its URL was signed for.
+    pub key: Option<String>,
 }
 
 /// A kept receipt as [`pending`] reads it.
@@ -199,6 +208,7 @@ struct PendingRow {
     at: Option<DateTime<Utc>>,
     received_at: DateTime<Utc>,
     tries: i32,
+    message_key: Option<String>,
 }
 
 /// The kept receipts due now (or those of one message, `only`), at most 100.
@@ -209,8 +219,8 @@ pub async fn pending(
 ) -> AppResult<Vec<PendingReceipt>> {
     let mut sql = Sql::new(db.get_database_backend());
     sql.push(
-        "SELECT id, provider, provider_message_id, status, reason, at, received_at, tries \
-         FROM pending_receipts WHERE ",
+        "SELECT id, provider, provider_message_id, status, reason, at, received_at, tries, \
+         message_key FROM pending_receipts WHERE ",
     );
     match only {
         Some((provider, id)) => {
@@ -243,6 +253,7 @@ pub async fn pending(
             },
             received_at: row.received_at,
             tries: row.tries,
+            key: row.message_key,
         });
     }
     Ok(kept)

@@ -560,6 +560,61 @@ async fn a_signed_receipt_recovers_a_message_failed_as_outcome_unknown() {
     assert_eq!(report["messages"]["failed"], 0, "{report}");
 }
 
+/// The usual order: the receipt comes within seconds, while its message is still `sending`
+/// under the dead worker's lease; the message is failed as "outcome unknown" only when that
+/// lease runs out. The receipt, kept with the key it was signed for, then recovers it.
+#[tokio::test]
+async fn a_signed_receipt_kept_while_sending_recovers_the_message_once_it_is_failed() {
+    let s = setup().await;
+    let sent = s.gateway.received.lock().unwrap()[0].clone();
+    let dlr_url = url::Url::parse(&sent["dlr-url"]).unwrap();
+    let signed = format!("{}?{}", dlr_url.path(), dlr_url.query().unwrap());
+    let notice = format!(
+        "WHERE resident_id = {} AND kind = 'appointment_notice'",
+        s.resident
+    );
+    // The worker died after the gateway took the notice, before recording its answer.
+    run(
+        &s.app,
+        &format!(
+            "UPDATE messages SET state = 'sending', provider = NULL, provider_message_id = NULL, \
+             sent_at = NULL, handed_over_at = created_at, leased_by = 'w-dead', \
+             lease_until = created_at {notice}"
+        ),
+    )
+    .await;
+    let dlr = [
+        ("id", "gw-1"),
+        ("message_status", "DELIVRD"),
+        ("level", "2"),
+    ];
+    let response = form(&s.app, &signed, &dlr).await;
+    assert_eq!(response.status(), StatusCode::OK);
+    assert_eq!(notice_state(&s).await, "sending");
+    // The lease ran out; Jasmin cannot be asked.
+    run(
+        &s.app,
+        &format!(
+            "UPDATE messages SET state = 'failed', failed_at = created_at, leased_by = NULL, \
+             lease_until = NULL, last_error = 'outcome_unknown: the worker stopped mid-send' \
+             {notice}"
+        ),
+    )
+    .await;
+    s.app.state.dispatcher().round().await.unwrap();
+    assert_eq!(notice_state(&s).await, "delivered");
+    assert_eq!(
+        value(
+            &s.app,
+            &format!("SELECT provider_message_id AS v FROM messages {notice}")
+        )
+        .await
+        .as_deref(),
+        Some("gw-1")
+    );
+    assert_eq!(s.gateway.received.lock().unwrap().len(), 1);
+}
+
 async fn run(app: &TestApp, sql: &str) {
     app.db
         .execute_raw(Statement::from_string(
