@@ -72,22 +72,35 @@ try {
   await serve.start();
   const restarted = Date.now();
   let states = {};
+  let drained = null;
+  let failedAtDrain = 0;
   for (;;) {
     const shown = await api(base, 'GET', `/waves/${wave.body.id}`, token);
     states = shown.body.states ?? {};
     const waiting = (states.queued ?? 0) + (states.scheduled ?? 0) + (states.sending ?? 0);
-    if (waiting === 0) break;
-    if (Date.now() - restarted > 300000) throw new Error(`the outbox did not drain: ${JSON.stringify(states)}`);
+    if (waiting === 0 && drained === null) {
+      drained = (Date.now() - restarted) / 1000;
+      failedAtDrain = states.failed ?? 0;
+    }
+    // Sent but not recorded at the kill, then failed as outcome unknown when their lease ran
+    // out: their receipts show they went out. Waits for those to come.
+    if (waiting === 0 && (states.failed ?? 0) === 0) break;
+    if (Date.now() - restarted > 300000) break;
     await sleep(500);
   }
+  if (drained === null) throw new Error(`the outbox did not drain: ${JSON.stringify(states)}`);
   report.wave = {
     planned,
     states,
-    drained_after_restart_s: (Date.now() - restarted) / 1000,
+    drained_after_restart_s: drained,
     reached_gateway: sms.byText.size,
-    // In flight at the kill: they reached the gateway, but nobody can tell (no receipts here),
-    // so they are failed as outcome unknown for a person to look at.
+    receipts_taken: sms.receiptsTaken(),
+    // In flight at the kill: they reached the gateway, but their answer was not recorded, so
+    // they were failed as outcome unknown when their lease ran out ...
+    outcome_unknown_at_drain: failedAtDrain,
+    // ... until their receipts showed they went out.
     outcome_unknown: states.failed ?? 0,
+    settled_after_restart_s: (Date.now() - restarted) / 1000,
     // Residents whose message never reached the gateway.
     lost: planned - sms.byText.size,
     sent_twice_same_key: [...sms.byKey.values()].filter((n) => n > 1).length,
@@ -131,6 +144,7 @@ try {
 console.log(JSON.stringify(report, null, 2));
 const ok =
   report.wave.lost === 0 &&
+  report.wave.outcome_unknown === 0 &&
   report.wave.sent_twice_same_key === 0 &&
   report.wave.sent_twice_same_text === 0 &&
   report.import.all_or_nothing === true &&

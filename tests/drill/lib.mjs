@@ -76,8 +76,11 @@ export async function freePort() {
 
 /// The SMS gateway stand-in (Jasmin's HTTP API, checked as Jasmin checks it: its user and
 /// password): counts every message it accepts by the outbox key its receipt URL carries and
-/// by (recipient, text), answers after `latencyMs`. `failing(share)` answers that share of
-/// sends with a transient error (HTTP 503, nothing taken); `refusing(true)` closes its port.
+/// by (recipient, text), answers after `latencyMs`, and then posts a delivery receipt
+/// (`DELIVRD`, level 2) to the message's receipt URL, trying again every 2 s for two minutes
+/// while the service does not take it, as Jasmin's receipt thrower retries.
+/// `failing(share)` answers that share of sends with a transient error (HTTP 503, nothing
+/// taken); `refusing(true)` closes its port.
 export async function gateway(latencyMs) {
   const byKey = new Map();
   const byText = new Map();
@@ -104,10 +107,29 @@ export async function gateway(latencyMs) {
       byKey.set(key, (byKey.get(key) ?? 0) + 1);
       byText.set(text, (byText.get(text) ?? 0) + 1);
       accepted += 1;
+      const id = `drill-${nextId++}`;
       await sleep(latencyMs);
-      res.writeHead(200).end(`Success "drill-${nextId++}"`);
+      res.writeHead(200).end(`Success "${id}"`);
+      const receiptUrl = form.get('dlr-url');
+      if (receiptUrl) deliverReceipt(receiptUrl, id);
     });
   });
+  let receiptsTaken = 0;
+  async function deliverReceipt(url, id) {
+    const body = new URLSearchParams({ id, message_status: 'DELIVRD', level: '2' });
+    for (let attempt = 0; attempt < 60; attempt++) {
+      await sleep(attempt === 0 ? 100 : 2000);
+      try {
+        const answer = await fetch(url, { method: 'POST', body });
+        if (answer.ok) {
+          receiptsTaken += 1;
+          return;
+        }
+      } catch {
+        // The service is down: try again.
+      }
+    }
+  }
   const port = await freePort();
   const listen = () => new Promise((r) => server.listen(port, '127.0.0.1', r));
   await listen();
@@ -116,6 +138,7 @@ export async function gateway(latencyMs) {
     byKey,
     byText,
     accepted: () => accepted,
+    receiptsTaken: () => receiptsTaken,
     transientErrors: () => transientErrors,
     failing(share) {
       failShare = share;
