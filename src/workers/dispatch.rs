@@ -1689,6 +1689,25 @@ impl Dispatcher {
         now: DateTime<Utc>,
     ) -> AppResult<()> {
         let step = job.route.index() as i32;
+        // An earlier attempt may have reached the provider, which cannot say: with no other
+        // channel to go on to, the message ends failed as "outcome unknown", as a dead
+        // worker's does — for a person to re-send, or for its receipt to show it went out.
+        if let SendError::Permanent(reason) = error
+            && reason.starts_with("outcome_unknown")
+            && job.last_route
+        {
+            let mut sql = Sql::new(self.backend());
+            sql.push("UPDATE messages SET state = 'failed', failed_at = ")
+                .bind(now)
+                .push(", last_error = ")
+                .bind(truncate(reason, 500))
+                .push(", lease_until = NULL, leased_by = NULL WHERE id = ")
+                .bind(job.message.id)
+                .push(" AND state = 'sending' AND leased_by = ")
+                .bind(self.worker.as_str());
+            txn.execute_raw(sql.build()).await?;
+            return Ok(());
+        }
         let mut sql = Sql::new(self.backend());
         sql.push("UPDATE messages SET state = 'queued', last_error = ")
             .bind(truncate(&format!("{}: {error}", job.channel.name()), 500))

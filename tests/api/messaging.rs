@@ -706,6 +706,66 @@ async fn a_busy_gateway_is_retried_until_it_answers_when_no_other_channel_is_lef
     );
 }
 
+/// A send whose outcome is unknown (no answer in time) is not sent again through a gateway
+/// that cannot be asked; with no other channel, the message ends failed as "outcome
+/// unknown" for a person to re-send (or for its receipt to recover), not as "no contact left".
+#[tokio::test]
+async fn an_unknown_outcome_on_the_last_channel_ends_failed_as_unknown_not_sent_again() {
+    let (url, gateway) = start_gateway().await;
+    let s = setup(move |settings| {
+        settings.messaging.sms_provider = "jasmin".into();
+        settings.messaging.jasmin = Some(crate::sms_gateway::settings(&url, "s3cret"));
+        // A send gets half the lease (1 s); the slow gateway answers after 3 s.
+        settings.messaging.outbox.lease_secs = 2;
+    })
+    .await;
+    let a = resident(
+        &s.app,
+        1,
+        Contacts {
+            phone: Some("13800001111"),
+            relative_phone: None,
+            migrant: None,
+        },
+    )
+    .await;
+    book(&s, &[a]).await;
+    *gateway.mode.lock().unwrap() = Mode::Slow;
+    let drained = drain(&s.app).await;
+    assert_eq!((drained.sent, drained.retried), (0, 1));
+    *gateway.mode.lock().unwrap() = Mode::Accept;
+    run_sql(
+        &s.app,
+        &format!(
+            "UPDATE messages SET next_attempt_at = created_at WHERE resident_id = {a} \
+             AND kind = 'appointment_notice'"
+        ),
+    )
+    .await;
+    let drained = drain(&s.app).await;
+    assert_eq!(drained.sent, 0, "not sent again blind");
+    let row = s
+        .app
+        .db
+        .query_one_raw(Statement::from_string(
+            s.app.db.get_database_backend(),
+            format!(
+                "SELECT state, last_error FROM messages \
+                 WHERE resident_id = {a} AND kind = 'appointment_notice'"
+            ),
+        ))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(row.try_get::<String>("", "state").unwrap(), "failed");
+    let error: String = row.try_get("", "last_error").unwrap();
+    assert!(error.starts_with("outcome_unknown"), "{error}");
+    assert!(
+        gateway.received.lock().unwrap().len() <= 1,
+        "the gateway got the notice at most once"
+    );
+}
+
 #[tokio::test]
 async fn a_wave_plans_one_message_per_migrant_once_and_can_be_cancelled() {
     let s = setup(|_| {}).await;
