@@ -15,5 +15,7 @@ where
     C: ConnectionTrait + TransactionTrait<Transaction = DatabaseTransaction>,
 {
     let file = area::read_areas(actor, bytes)?;
-    write(db, async |txn| area::import_areas(txn, actor, file).await).await
+    let imported = write(db, async |txn| area::import_areas(txn, actor, file).await).await?;
+    crate::telemetry::metrics::import_rows("areas", &imported.summary);
+    Ok(imported)
 }

@@ -133,5 +133,12 @@ where
     import.summary.rejected = import.rejected_rows.len() as u64;
     exam::audit_import(&txn, actor, campaign_id, &import.summary).await?;
     txn.commit().await?;
+    crate::telemetry::metrics::import_rows_by_result(
+        "exams",
+        &[
+            ("imported", import.summary.imported),
+            ("rejected", import.summary.rejected),
+        ],
+    );
     Ok(import)
 }

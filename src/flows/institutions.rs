@@ -64,8 +64,10 @@ where
     C: ConnectionTrait + TransactionTrait<Transaction = DatabaseTransaction>,
 {
     let file = institution::read_calendar(bytes)?;
-    write(db, async |txn| {
+    let imported = write(db, async |txn| {
         institution::import_calendar(txn, actor, file).await
     })
-    .await
+    .await?;
+    crate::telemetry::metrics::import_rows("calendar", &imported.summary);
+    Ok(imported)
 }

@@ -216,5 +216,16 @@ where
     C: ConnectionTrait + TransactionTrait<Transaction = DatabaseTransaction>,
 {
     let file = tags::read_import(privacy, path).await?;
-    write(db, async |txn| tags::import(txn, actor, file).await).await
+    let imported = write(db, async |txn| tags::import(txn, actor, file).await).await?;
+    let summary = &imported.summary;
+    crate::telemetry::metrics::import_rows_by_result(
+        "tags",
+        &[
+            ("added", summary.added),
+            ("removed", summary.removed),
+            ("unchanged", summary.unchanged),
+            ("rejected", summary.rejected),
+        ],
+    );
+    Ok(imported)
 }

@@ -184,15 +184,24 @@ pub fn db_pool(max: u32, open: u32, idle: usize) {
     gauge!(DB_POOL_MAX).set(f64::from(max));
 }
 
-/// The rows of a committed import of `kind` (`residents`, …).
+/// The rows of a committed import of `kind` (`residents`, `areas`, `calendar`, …).
 pub fn import_rows(kind: &'static str, summary: &ImportSummary) {
-    for (result, rows) in [
-        ("imported", summary.imported),
-        ("updated", summary.updated),
-        ("unchanged", summary.unchanged),
-        ("rejected", summary.rejected),
-    ] {
-        counter!(IMPORT_ROWS, "kind" => kind, "result" => result).increment(rows);
+    import_rows_by_result(
+        kind,
+        &[
+            ("imported", summary.imported),
+            ("updated", summary.updated),
+            ("unchanged", summary.unchanged),
+            ("rejected", summary.rejected),
+        ],
+    );
+}
+
+/// The rows of a committed import of `kind` whose results are its own (`exams`: imported,
+/// rejected; `tags`: added, removed, …).
+pub fn import_rows_by_result(kind: &'static str, rows: &[(&'static str, u64)]) {
+    for &(result, n) in rows {
+        counter!(IMPORT_ROWS, "kind" => kind, "result" => result).increment(n);
     }
 }
 

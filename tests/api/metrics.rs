@@ -445,7 +445,17 @@ async fn the_outbox_depth_and_a_send_through_the_provider_show_in_the_scrape() {
 #[tokio::test]
 async fn an_import_counts_its_rows_by_result() {
     let app = spawn_app_with(with_token).await;
+    let areas = [("kind", "areas"), ("result", "imported")];
+    let before = scrape(&app).await;
     app.seed_areas().await;
+    let seeded = scrape(&app).await;
+    // Nine areas (other tests of this process may import theirs meanwhile).
+    assert!(
+        value(&seeded, "outreach_import_rows_total", &areas)
+            - value(&before, "outreach_import_rows_total", &areas)
+            >= 9.0,
+        "{seeded}"
+    );
     let office = app.office_token().await;
     let rows = |result: &'static str| [("kind", "residents"), ("result", result)];
     let csv = format!(
