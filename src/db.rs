@@ -31,6 +31,11 @@ pub async fn connect(settings: &Settings) -> anyhow::Result<DatabaseConnection> 
                 // The default 2 MB page cache thrashes on random inserts into the blind-index
                 // B-tree of a large registry; 64 MB per connection keeps it in memory.
                 .pragma("cache_size", "-65536")
+                // Every commit by one connection empties the others' page caches (WAL), so
+                // under cadres' writes each read would copy its pages in again with `pread`;
+                // mapped, the database file's pages are read in place (measured with
+                // `outreach-bench load`, see BENCHMARKS.md).
+                .pragma("mmap_size", "1073741824")
                 .pragma("temp_store", "memory")
         });
     }
