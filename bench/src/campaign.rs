@@ -382,21 +382,7 @@ async fn run_book(
     shutdown.cancel();
     let _ = server.await;
 
-    // Places beyond capacity, counted from the appointments themselves (not the counter).
-    let over: i64 = database
-        .query_one_raw(Statement::from_string(
-            database.get_database_backend(),
-            "SELECT CAST(COALESCE(SUM(n - capacity), 0) AS BIGINT) AS over FROM (\
-               SELECT COUNT(*) AS n, d.capacity AS capacity FROM appointments a \
-               JOIN institution_days d ON d.institution_id = a.institution_id AND d.day = a.day \
-               WHERE a.status IN ('booked', 'attended', 'no_show') \
-               GROUP BY a.institution_id, a.day, d.capacity \
-               HAVING COUNT(*) > d.capacity) t",
-        ))
-        .await?
-        .map(|row| row.try_get::<i64>("", "over"))
-        .transpose()?
-        .unwrap_or(0);
+    let over = places_over_capacity(&database).await?;
     let mismatched: i64 = database
         .query_one_raw(Statement::from_string(
             database.get_database_backend(),
@@ -444,4 +430,23 @@ async fn run_book(
     );
     anyhow::ensure!(over == 0 && mismatched == 0, "capacity was exceeded");
     Ok(())
+}
+
+/// Places booked beyond their day's capacity, counted from the appointments themselves (not
+/// the counter).
+pub(super) async fn places_over_capacity(database: &DatabaseConnection) -> anyhow::Result<i64> {
+    Ok(database
+        .query_one_raw(Statement::from_string(
+            database.get_database_backend(),
+            "SELECT CAST(COALESCE(SUM(n - capacity), 0) AS BIGINT) AS over FROM (\
+               SELECT COUNT(*) AS n, d.capacity AS capacity FROM appointments a \
+               JOIN institution_days d ON d.institution_id = a.institution_id AND d.day = a.day \
+               WHERE a.status IN ('booked', 'attended', 'no_show') \
+               GROUP BY a.institution_id, a.day, d.capacity \
+               HAVING COUNT(*) > d.capacity) t",
+        ))
+        .await?
+        .map(|row| row.try_get::<i64>("", "over"))
+        .transpose()?
+        .unwrap_or(0))
 }

@@ -92,7 +92,7 @@ async fn keep_closed_days(database: &DatabaseConnection, campaign_id: i32) -> an
 }
 
 /// A user of `role` over `area`, signed in: the page session's cookie and the actor.
-async fn session(
+pub(super) async fn session(
     state: &outreach::state::AppState,
     username: &str,
     role: Role,

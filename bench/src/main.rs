@@ -8,6 +8,8 @@
 mod campaign_bench;
 #[path = "dashboard.rs"]
 mod dashboard_bench;
+#[path = "load.rs"]
+mod load_bench;
 #[path = "outbox.rs"]
 mod outbox_bench;
 #[path = "report.rs"]
@@ -144,6 +146,32 @@ enum Scenario {
         #[arg(long, default_value_t = 3)]
         warmup: usize,
     },
+    /// Village cadres working at once against `outreach serve` processes (1 on SQLite, 3
+    /// sharing PostgreSQL) over the `report` scenario's county: worklist page, resident page,
+    /// contact attempt, booking and a resident's own link, each after a think time; p50 /
+    /// p95 / p99 per kind, answers by status, the instances' CPU and memory. Needs the
+    /// `outreach` binary beside this one (`cargo build --release --bins`).
+    Load {
+        #[arg(long, default_value_t = 1_000_000)]
+        residents: u64,
+        #[arg(long, default_value_t = 1_000_000)]
+        messages: u64,
+        #[arg(long, default_value_t = 50_000)]
+        appointments: u64,
+        /// Cadre sessions at once.
+        #[arg(long, default_value_t = 500)]
+        sessions: usize,
+        /// How long they work.
+        #[arg(long, default_value_t = 120)]
+        seconds: u64,
+        /// `serve` processes (default: 1 on SQLite, 3 on PostgreSQL).
+        #[arg(long)]
+        instances: Option<usize>,
+        /// Mean pause between a session's requests, in ms (each pause is half to one and a
+        /// half times it).
+        #[arg(long, default_value_t = 2_000)]
+        think_ms: u64,
+    },
     /// One dispatcher process of the `dispatch` scenario (started by it).
     #[command(hide = true)]
     DispatchWorker {
@@ -247,6 +275,28 @@ fn main() -> anyhow::Result<()> {
                 })
                 .await
             }
+            Scenario::Load {
+                residents,
+                messages,
+                appointments,
+                sessions,
+                seconds,
+                instances,
+                think_ms,
+            } => {
+                load_bench::load(load_bench::LoadOptions {
+                    county: report_bench::County {
+                        residents,
+                        messages,
+                        appointments,
+                    },
+                    sessions,
+                    seconds,
+                    instances,
+                    think_ms,
+                })
+                .await
+            }
             Scenario::DispatchWorker {
                 database_url,
                 sink_url,
@@ -303,11 +353,16 @@ async fn drop_database(cleanup: Option<(String, String)>) -> anyhow::Result<()> 
 }
 
 fn peak_rss_mb() -> f64 {
-    std::fs::read_to_string("/proc/self/status")
+    memory_mb("self", "VmHWM:")
+}
+
+/// A line of `/proc/<process>/status` (`VmRSS:`, `VmHWM:`) in MB; 0 when it cannot be read.
+fn memory_mb(process: &str, field: &str) -> f64 {
+    std::fs::read_to_string(format!("/proc/{process}/status"))
         .ok()
         .and_then(|s| {
             s.lines()
-                .find(|l| l.starts_with("VmHWM:"))
+                .find(|l| l.starts_with(field))
                 .and_then(|l| l.split_whitespace().nth(1)?.parse::<f64>().ok())
         })
         .map_or(0.0, |kb| kb / 1024.0)
