@@ -5,16 +5,18 @@
 // one dispatcher are killed with SIGKILL (and started again after 10 s), PostgreSQL restarts
 // (the instances are not restarted), the gateway answers a share of sends with transient
 // errors for a while and then refuses connections. Afterwards it checks and prints as JSON:
-// messages that never reached the gateway, messages that reached it twice, bookings over
+// messages that never reached the gateway (and those among them failed as "outcome unknown"
+// for a person, the sends cut off mid-way), messages that reached it twice, bookings over
 // capacity, writes the clients saw acknowledged and the database lacks, the refusal chains,
 // the time to drain after the last fault, and the HTTP answers the clients saw by status.
 // Exits 1 unless all of those are as they must be.
 //
 //   node tests/drill/cluster.mjs [--residents 20000] [--cadres 50] [--errors-secs 60] [--refuse-secs 30]
+//                                [--rate 100] [--lease-secs 30] [--capacity 20]
 //
 // It runs PostgreSQL as a cluster of its own (`DRILL_PG_VERSION`/`drill`, port
 // `DRILL_PG_PORT`, default 5434), created on first use, so that restarting it touches
-// nothing else on the machine.
+// nothing else on the machine; a cluster it started is stopped again at the end.
 import { execFileSync } from 'node:child_process';
 import { mkdtempSync, writeFileSync, rmSync, readdirSync } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -34,6 +36,9 @@ const { values: options } = parseArgs({
     'refuse-secs': { type: 'string', default: '30' },
     'lease-secs': { type: 'string', default: '30' },
     capacity: { type: 'string', default: '20' },
+    // Sends per second the service allows itself towards the gateway: low enough that the
+    // wave is still going out when the gateway's faults come.
+    rate: { type: 'string', default: '100' },
   },
 });
 const RESIDENTS = Number(options.residents);
@@ -60,8 +65,10 @@ function postgres() {
       stdio: 'pipe',
     });
   }
+  let started = false;
   try {
     pgctl('start');
+    started = true;
   } catch {
     // Already running.
   }
@@ -81,7 +88,11 @@ function postgres() {
     url,
     sql: (query) => execFileSync('psql', [url, '-AtqF', '\t', '-c', query]).toString().trim(),
     restart: () => pgctl('restart', '-m', 'fast'),
-    drop: () => execFileSync('psql', [admin, '-qc', `DROP DATABASE IF EXISTS ${name} WITH (FORCE)`], { stdio: 'pipe' }),
+    drop: () => {
+      execFileSync('psql', [admin, '-qc', `DROP DATABASE IF EXISTS ${name} WITH (FORCE)`], { stdio: 'pipe' });
+      // Left as it was found.
+      if (started) pgctl('stop');
+    },
   };
 }
 
@@ -98,7 +109,7 @@ const ports = [await freePort(), await freePort(), await freePort()];
 const env = serviceEnv(db.url, sms, `http://127.0.0.1:${ports[0]}`, {
   OUTREACH_MESSAGING__OUTBOX__DISPATCH: 'false',
   OUTREACH_MESSAGING__OUTBOX__LEASE_SECS: options['lease-secs'],
-  OUTREACH_MESSAGING__OUTBOX__RATE_PER_SECOND__JASMIN: '300',
+  OUTREACH_MESSAGING__OUTBOX__RATE_PER_SECOND__JASMIN: options.rate,
 });
 const run = runner(env, dir);
 const serves = ports.map((port) => process_(['serve'], env, dir, port));
@@ -210,7 +221,8 @@ try {
   const work = cadres.map(async (cadre) => {
     const mine = residentsOf.get(cadre.village);
     let next = 0;
-    while (!stopping && next + 3 <= mine.length) {
+    // Each round takes up to four residents: an attempt, a group of two, a refusal.
+    while (!stopping && next + 4 <= mine.length) {
       const key = () => randomBytes(8).toString('hex');
       const resident = mine[next++];
       const attemptPath = `/campaigns/${campaign}/residents/${resident}/attempts`;
@@ -295,6 +307,18 @@ try {
   }
   report.drained_after_last_fault_s = waiting === 0 ? (Date.now() - lastFault) / 1000 : null;
   mark(waiting === 0 ? 'outbox drained' : `outbox not drained: ${waiting} waiting`);
+  // Sent but not recorded when their dispatcher died, then failed as outcome unknown when
+  // its lease ran out: their receipts show they went out. Waits for those to come.
+  const unknownKeys = () =>
+    db
+      .sql("SELECT idempotency_key FROM messages WHERE state = 'failed' AND last_error LIKE 'outcome_unknown%'")
+      .split('\n')
+      .filter(Boolean);
+  report.outcome_unknown_at_drain = unknownKeys().length;
+  const drainedAt = Date.now();
+  // Only those the gateway had can be recovered; the others never will be.
+  while (unknownKeys().some((key) => sms.byKey.has(key)) && Date.now() - drainedAt < 180000) await sleep(1000);
+  report.settled_after_last_fault_s = (Date.now() - lastFault) / 1000;
 
   // What the database holds.
   const rows = db
@@ -307,10 +331,15 @@ try {
     .map((line) => line.split('\t'));
   const byState = {};
   for (const [, state] of rows) byState[state] = (byState[state] ?? 0) + 1;
-  // Should have gone out and did not: never reached the gateway, and not stopped on purpose.
+  // Failed as "outcome unknown": a send cut off mid-way by a dead worker or a dropped
+  // connection, which Jasmin cannot be asked about. Those the gateway had must have been
+  // recovered by their receipts; those it never had are left for a person to re-send.
+  const isUnknown = ([, state, error]) => state === 'failed' && error.startsWith('outcome_unknown');
+  const unknown = rows.filter(isUnknown);
+  // Should have gone out and did not: never reached the gateway, not stopped on purpose and
+  // not shown to a person as unknown.
   const onPurpose = new Set(['cancelled', 'suppressed', 'expired']);
-  const lost = rows.filter(([key, state]) => !onPurpose.has(state) && !sms.byKey.has(key));
-  const unknown = rows.filter(([, state, error]) => state === 'failed' && error.startsWith('outcome_unknown'));
+  const lost = rows.filter((row) => !onPurpose.has(row[1]) && !isUnknown(row) && !sms.byKey.has(row[0]));
   const ids = (query) => new Set(db.sql(query).split('\n').filter(Boolean).map(Number));
   const stored = {
     attempts: ids('SELECT id FROM contact_attempts'),
@@ -340,6 +369,11 @@ try {
     lost: lost.length,
     lost_examples: lost.slice(0, 5),
     outcome_unknown: unknown.length,
+    outcome_unknown_at_gateway: unknown.filter(([key]) => sms.byKey.has(key)).length,
+    outcome_unknown_never_at_gateway: unknown.filter(([key]) => !sms.byKey.has(key)).length,
+    receipts_taken: sms.receiptsTaken(),
+    // Receipts kept because their message was not known yet, still waiting at the end.
+    receipts_kept: Number(db.sql('SELECT count(*) FROM pending_receipts')),
     delivered_twice_same_key: [...sms.byKey.values()].filter((n) => n > 1).length,
     delivered_twice_same_text: [...sms.byText.values()].filter((n) => n > 1).length,
     gateway_transient_errors: sms.transientErrors(),
@@ -366,6 +400,7 @@ const fiveHundredsWhileUp = Object.entries(report.http_answers ?? {})
   .reduce((n, [, v]) => n + v, 0);
 const ok =
   report.lost === 0 &&
+  report.outcome_unknown_at_gateway === 0 &&
   report.delivered_twice_same_key === 0 &&
   report.delivered_twice_same_text === 0 &&
   report.bookings_over_capacity === 0 &&
