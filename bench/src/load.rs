@@ -242,6 +242,23 @@ fn cpu_time(pid: u32) -> Elapsed {
     Elapsed::from_millis(ticks * 10)
 }
 
+/// The CPU time so far of every process named `postgres` on this machine (the server and
+/// its backends; a backend that exits takes its time with it).
+fn postgres_cpu_time() -> Elapsed {
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return Elapsed::ZERO;
+    };
+    entries
+        .flatten()
+        .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|pid| {
+            std::fs::read_to_string(format!("/proc/{pid}/comm"))
+                .is_ok_and(|c| c.trim() == "postgres")
+        })
+        .map(cpu_time)
+        .sum()
+}
+
 /// The open residents (not appointed, examined, refused or exempt) of each village, at most
 /// [`PER_VILLAGE`] each.
 async fn open_residents(
@@ -476,6 +493,7 @@ async fn run_load(url: &str, options: &LoadOptions, dir: &Path) -> anyhow::Resul
     let pids: Vec<u32> = servers.iter().map(|s| s.child.id()).collect();
     let cpu_before: Vec<Elapsed> = pids.iter().map(|&p| cpu_time(p)).collect();
     let own_before = cpu_time(std::process::id());
+    let postgres_before = postgres_cpu_time();
     let run = Elapsed::from_secs(options.seconds);
     let shared = Arc::new(Shared {
         client,
@@ -503,6 +521,11 @@ async fn run_load(url: &str, options: &LoadOptions, dir: &Path) -> anyhow::Resul
             round(cpu_time(p).saturating_sub(*before).as_secs_f64() / seconds * 100.0)
         })
         .collect();
+    let postgres_cpu = postgres_cpu_time()
+        .saturating_sub(postgres_before)
+        .as_secs_f64()
+        / seconds
+        * 100.0;
     let own_cpu = cpu_time(std::process::id())
         .saturating_sub(own_before)
         .as_secs_f64()
@@ -583,6 +606,8 @@ async fn run_load(url: &str, options: &LoadOptions, dir: &Path) -> anyhow::Resul
             "over_capacity": over,
             "serve": rss,
             "client_cpu_percent": round(own_cpu),
+            // Of the machine's PostgreSQL processes (0 on SQLite).
+            "postgres_cpu_percent": round(postgres_cpu),
         })
     );
     anyhow::ensure!(over == 0, "{over} places booked beyond capacity");
