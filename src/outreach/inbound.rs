@@ -128,13 +128,7 @@ pub async fn recover_unknown(
         .push(", provider = ")
         .bind(receipt.provider)
         .push(", provider_message_id = ")
-        .bind(
-            receipt
-                .provider_message_id
-                .chars()
-                .take(100)
-                .collect::<String>(),
-        )
+        .bind(stored_id(receipt))
         .push(", route = ")
         .bind(Route::PLAN[found.step.clamp(0, 3) as usize].code())
         .push(", failed_at = NULL, last_error = NULL WHERE id = ")
@@ -142,6 +136,11 @@ pub async fn recover_unknown(
         .push(" AND state = 'failed'");
     let moved = db.execute_raw(sql.build()).await?.rows_affected() == 1;
     Ok(moved.then_some(found))
+}
+
+/// A receipt's provider id as the outbox stores it (at most 100 characters).
+fn stored_id(receipt: &Receipt) -> String {
+    receipt.provider_message_id.chars().take(100).collect()
 }
 
 /// Keeps a final receipt whose message is not known yet (its send is not recorded), to be
@@ -163,13 +162,7 @@ pub async fn keep_pending(
     )
     .bind(receipt.provider)
     .push(", ")
-    .bind(
-        receipt
-            .provider_message_id
-            .chars()
-            .take(100)
-            .collect::<String>(),
-    )
+    .bind(stored_id(receipt))
     .push(", ")
     .bind(status)
     .push(", ")

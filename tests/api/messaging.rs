@@ -202,6 +202,18 @@ async fn book(s: &Setup, residents: &[i32]) -> Vec<i32> {
 }
 
 /// (kind, state) of every message of a resident, in order.
+/// The resident's appointment notice due now (its backoff skipped).
+async fn notice_due_now(app: &TestApp, resident: i32) {
+    run_sql(
+        app,
+        &format!(
+            "UPDATE messages SET next_attempt_at = created_at WHERE resident_id = {resident} \
+             AND kind = 'appointment_notice'"
+        ),
+    )
+    .await;
+}
+
 async fn states(app: &TestApp, resident: i32) -> Vec<(String, String)> {
     let rows = app
         .db
@@ -595,31 +607,11 @@ async fn a_busy_gateway_is_retried_later_and_a_refusal_moves_on_to_the_next_chan
             .starts_with("jasmin:")
     );
     // The second (last) attempt fails too: the relative's phone is next, at once.
-    s.app
-        .db
-        .execute_raw(Statement::from_string(
-            s.app.db.get_database_backend(),
-            format!(
-                "UPDATE messages SET next_attempt_at = created_at WHERE resident_id = {a} \
-                 AND kind = 'appointment_notice'"
-            ),
-        ))
-        .await
-        .unwrap();
+    notice_due_now(&s.app, a).await;
     let round = drain(&s.app).await;
     assert_eq!(round.sent, 0);
     *gateway.mode.lock().unwrap() = Mode::Accept;
-    s.app
-        .db
-        .execute_raw(Statement::from_string(
-            s.app.db.get_database_backend(),
-            format!(
-                "UPDATE messages SET next_attempt_at = created_at WHERE resident_id = {a} \
-                 AND kind = 'appointment_notice'"
-            ),
-        ))
-        .await
-        .unwrap();
+    notice_due_now(&s.app, a).await;
     let round = drain(&s.app).await;
     assert_eq!(round.sent, 1);
     let received = gateway.received.lock().unwrap().clone();
@@ -654,16 +646,12 @@ async fn a_busy_gateway_is_retried_until_it_answers_when_no_other_channel_is_lef
     )
     .await;
     book(&s, &[a]).await;
-    let due_now = format!(
-        "UPDATE messages SET next_attempt_at = created_at WHERE resident_id = {a} \
-         AND kind = 'appointment_notice'"
-    );
     *gateway.mode.lock().unwrap() = Mode::Busy;
     // Twice the attempts the own phone would have had were a relative's phone next.
     for round in 1..=4 {
         let drained = drain(&s.app).await;
         assert_eq!((drained.sent, drained.retried), (0, 1), "round {round}");
-        run_sql(&s.app, &due_now).await;
+        notice_due_now(&s.app, a).await;
     }
     let row = s
         .app
@@ -734,14 +722,7 @@ async fn an_unknown_outcome_on_the_last_channel_ends_failed_as_unknown_not_sent_
     let drained = drain(&s.app).await;
     assert_eq!((drained.sent, drained.retried), (0, 1));
     *gateway.mode.lock().unwrap() = Mode::Accept;
-    run_sql(
-        &s.app,
-        &format!(
-            "UPDATE messages SET next_attempt_at = created_at WHERE resident_id = {a} \
-             AND kind = 'appointment_notice'"
-        ),
-    )
-    .await;
+    notice_due_now(&s.app, a).await;
     let drained = drain(&s.app).await;
     assert_eq!(drained.sent, 0, "not sent again blind");
     let row = s
@@ -1676,7 +1657,7 @@ async fn a_reply_pushed_twice_is_acted_on_once() {
     assert_eq!(tasks, 1, "one push, delivered twice, made {tasks} tasks");
 }
 
-async fn run_sql(app: &TestApp, sql: &str) {
+pub(crate) async fn run_sql(app: &TestApp, sql: &str) {
     app.db
         .execute_raw(Statement::from_string(
             app.db.get_database_backend(),

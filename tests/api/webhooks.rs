@@ -508,7 +508,7 @@ async fn a_signed_receipt_recovers_a_message_failed_as_outcome_unknown() {
     let dlr_url = url::Url::parse(&sent["dlr-url"]).unwrap();
     let signed = format!("{}?{}", dlr_url.path(), dlr_url.query().unwrap());
     // As the dispatcher's reconcile leaves it.
-    run(
+    crate::messaging::run_sql(
         &s.app,
         &format!(
             "UPDATE messages SET state = 'failed', provider = NULL, provider_message_id = NULL, \
@@ -574,7 +574,7 @@ async fn a_signed_receipt_kept_while_sending_recovers_the_message_once_it_is_fai
         s.resident
     );
     // The worker died after the gateway took the notice, before recording its answer.
-    run(
+    crate::messaging::run_sql(
         &s.app,
         &format!(
             "UPDATE messages SET state = 'sending', provider = NULL, provider_message_id = NULL, \
@@ -592,7 +592,7 @@ async fn a_signed_receipt_kept_while_sending_recovers_the_message_once_it_is_fai
     assert_eq!(response.status(), StatusCode::OK);
     assert_eq!(notice_state(&s).await, "sending");
     // The lease ran out; Jasmin cannot be asked.
-    run(
+    crate::messaging::run_sql(
         &s.app,
         &format!(
             "UPDATE messages SET state = 'failed', failed_at = created_at, leased_by = NULL, \
@@ -613,16 +613,6 @@ async fn a_signed_receipt_kept_while_sending_recovers_the_message_once_it_is_fai
         Some("gw-1")
     );
     assert_eq!(s.gateway.received.lock().unwrap().len(), 1);
-}
-
-async fn run(app: &TestApp, sql: &str) {
-    app.db
-        .execute_raw(Statement::from_string(
-            app.db.get_database_backend(),
-            sql.to_owned(),
-        ))
-        .await
-        .unwrap();
 }
 
 async fn reply(s: &Setup, from: &str, text: &str) {
