@@ -346,6 +346,13 @@ pub async fn settle(db: &impl ConnectionTrait, receipt: &Receipt) -> AppResult<S
             " AND state IN ('sending', 'sent', 'unconfirmed') RETURNING id, campaign_id, resident_id, kind, \
              appointment_id, wave_id, idempotency_key, expires_at, step, route",
         );
+    // Whether the message is known is read before it is moved: were it read after, a send
+    // recorded by a dispatcher between the two statements (PostgreSQL reads each statement
+    // at its own snapshot) would leave the receipt neither applied nor kept — found by the
+    // cluster drill, messages left `sent` whose receipt had been taken. Known now, the row is
+    // committed and the update below sees it; not known, the receipt is kept and applied
+    // once the send is recorded.
+    let known_before = known(db, receipt).await?;
     let rows = MovedRow::find_by_statement(sql.build()).all(db).await?;
     let moved = !rows.is_empty();
     for row in rows {
@@ -384,7 +391,7 @@ pub async fn settle(db: &impl ConnectionTrait, receipt: &Receipt) -> AppResult<S
     }
     let outcome = if moved {
         ReceiptOutcome::Moved
-    } else if known(db, receipt).await? {
+    } else if known_before {
         ReceiptOutcome::Unchanged
     } else {
         ReceiptOutcome::Unknown
