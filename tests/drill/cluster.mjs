@@ -316,8 +316,16 @@ try {
       .filter(Boolean);
   report.outcome_unknown_at_drain = unknownKeys().length;
   const drainedAt = Date.now();
-  // Only those the gateway had can be recovered; the others never will be.
-  while (unknownKeys().some((key) => sms.byKey.has(key)) && Date.now() - drainedAt < 180000) await sleep(1000);
+  // Only those the gateway had can be recovered; the others never will be. Receipts still on
+  // their way, and those that came before their send was recorded (kept, and applied by the
+  // dispatchers' next rounds), are waited for too.
+  const kept = () => Number(db.sql('SELECT count(*) FROM pending_receipts'));
+  while (
+    (unknownKeys().some((key) => sms.byKey.has(key)) || kept() > 0 || sms.receiptsOnTheWay() > 0) &&
+    Date.now() - drainedAt < 180000
+  ) {
+    await sleep(1000);
+  }
   report.settled_after_last_fault_s = (Date.now() - lastFault) / 1000;
 
   // What the database holds.

@@ -83,8 +83,10 @@ try {
       failedAtDrain = states.failed ?? 0;
     }
     // Sent but not recorded at the kill, then failed as outcome unknown when their lease ran
-    // out: their receipts show they went out. Waits for those to come.
-    if (waiting === 0 && (states.failed ?? 0) === 0) break;
+    // out: their receipts show they went out. Waits for those to come, and for every receipt
+    // still on its way to be taken.
+    const settled = (states.failed ?? 0) === 0 && (states.sent ?? 0) === 0 && sms.receiptsOnTheWay() === 0;
+    if (waiting === 0 && settled) break;
     if (Date.now() - restarted > 300000) break;
     await sleep(500);
   }

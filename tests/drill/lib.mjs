@@ -115,7 +115,16 @@ export async function gateway(latencyMs) {
     });
   });
   let receiptsTaken = 0;
+  let receiptsOnTheWay = 0;
   async function deliverReceipt(url, id) {
+    receiptsOnTheWay += 1;
+    try {
+      await postReceipt(url, id);
+    } finally {
+      receiptsOnTheWay -= 1;
+    }
+  }
+  async function postReceipt(url, id) {
     const body = new URLSearchParams({ id, message_status: 'DELIVRD', level: '2' });
     for (let attempt = 0; attempt < 60; attempt++) {
       await sleep(attempt === 0 ? 100 : 2000);
@@ -139,6 +148,7 @@ export async function gateway(latencyMs) {
     byText,
     accepted: () => accepted,
     receiptsTaken: () => receiptsTaken,
+    receiptsOnTheWay: () => receiptsOnTheWay,
     transientErrors: () => transientErrors,
     failing(share) {
       failShare = share;
