@@ -157,6 +157,20 @@ async fn setup(configure: impl FnOnce(&mut outreach::config::Settings)) -> Setup
     setup_quiet(configure, false).await
 }
 
+/// [`setup`] sending SMS through a Jasmin gateway stand-in, configured further by `configure`.
+async fn setup_jasmin(
+    configure: impl FnOnce(&mut outreach::config::Settings),
+) -> (Setup, crate::sms_gateway::Gateway) {
+    let (url, gateway) = start_gateway().await;
+    let s = setup(move |settings| {
+        settings.messaging.sms_provider = "jasmin".into();
+        settings.messaging.jasmin = Some(crate::sms_gateway::settings(&url, "s3cret"));
+        configure(settings);
+    })
+    .await;
+    (s, gateway)
+}
+
 async fn setup_quiet(
     configure: impl FnOnce(&mut outreach::config::Settings),
     quiet_now: bool,
@@ -557,10 +571,7 @@ async fn a_message_past_its_useful_time_expires_instead_of_arriving_late() {
 
 #[tokio::test]
 async fn a_busy_gateway_is_retried_later_and_a_refusal_moves_on_to_the_next_channel() {
-    let (url, gateway) = start_gateway().await;
-    let s = setup(move |settings| {
-        settings.messaging.sms_provider = "jasmin".into();
-        settings.messaging.jasmin = Some(crate::sms_gateway::settings(&url, "s3cret"));
+    let (s, gateway) = setup_jasmin(|settings| {
         settings.messaging.outbox.max_attempts = 2;
     })
     .await;
@@ -628,10 +639,7 @@ async fn a_busy_gateway_is_retried_later_and_a_refusal_moves_on_to_the_next_chan
 /// the notices of residents with one phone as "no contact left", with a task for the cadre.
 #[tokio::test]
 async fn a_busy_gateway_is_retried_until_it_answers_when_no_other_channel_is_left() {
-    let (url, gateway) = start_gateway().await;
-    let s = setup(move |settings| {
-        settings.messaging.sms_provider = "jasmin".into();
-        settings.messaging.jasmin = Some(crate::sms_gateway::settings(&url, "s3cret"));
+    let (s, gateway) = setup_jasmin(|settings| {
         settings.messaging.outbox.max_attempts = 2;
     })
     .await;
@@ -699,10 +707,7 @@ async fn a_busy_gateway_is_retried_until_it_answers_when_no_other_channel_is_lef
 /// unknown" for a person to re-send (or for its receipt to recover), not as "no contact left".
 #[tokio::test]
 async fn an_unknown_outcome_on_the_last_channel_ends_failed_as_unknown_not_sent_again() {
-    let (url, gateway) = start_gateway().await;
-    let s = setup(move |settings| {
-        settings.messaging.sms_provider = "jasmin".into();
-        settings.messaging.jasmin = Some(crate::sms_gateway::settings(&url, "s3cret"));
+    let (s, gateway) = setup_jasmin(|settings| {
         // A send gets half the lease (1 s); the slow gateway answers after 3 s.
         settings.messaging.outbox.lease_secs = 2;
     })
@@ -2027,12 +2032,7 @@ fn arabic_script(text: &str) -> bool {
 #[tokio::test]
 async fn uyghur_and_kazakh_residents_get_their_notice_in_their_language() {
     use outreach::registry::Language;
-    let (url, gateway) = start_gateway().await;
-    let s = setup(move |settings| {
-        settings.messaging.sms_provider = "jasmin".into();
-        settings.messaging.jasmin = Some(crate::sms_gateway::settings(&url, "s3cret"));
-    })
-    .await;
+    let (s, gateway) = setup_jasmin(|_| {}).await;
     let phone = |p| Contacts {
         phone: Some(p),
         relative_phone: None,
@@ -2107,11 +2107,8 @@ async fn a_countys_own_uyghur_text_wins_over_the_built_in_one() {
         "{{ resident_name }} ھۆرمەتلىك ئاھالە، {{ day }} {{ time }} {{ institution_name }} دا تەكشۈرۈش بار.",
     )
     .unwrap();
-    let (url, gateway) = start_gateway().await;
     let templates = dir.path().to_owned();
-    let s = setup(move |settings| {
-        settings.messaging.sms_provider = "jasmin".into();
-        settings.messaging.jasmin = Some(crate::sms_gateway::settings(&url, "s3cret"));
+    let (s, gateway) = setup_jasmin(move |settings| {
         settings.messaging.templates_dir = Some(templates);
     })
     .await;
