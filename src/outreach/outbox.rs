@@ -609,6 +609,20 @@ pub struct ProviderHealth {
     pub unconfirmed: i64,
 }
 
+impl ProviderHealth {
+    /// A provider with nothing counted yet.
+    fn none(provider: String) -> Self {
+        Self {
+            provider,
+            sent: 0,
+            delivered: 0,
+            failed: 0,
+            retrying: 0,
+            unconfirmed: 0,
+        }
+    }
+}
+
 /// A row count.
 #[derive(FromQueryResult)]
 struct Count {
@@ -741,14 +755,7 @@ pub async fn health(db: &impl ConnectionTrait, now: DateTime<Utc>) -> AppResult<
         let ChannelCount { channel, n } = row;
         by_provider
             .entry(channel.clone())
-            .or_insert_with(|| ProviderHealth {
-                provider: channel,
-                sent: 0,
-                delivered: 0,
-                failed: 0,
-                retrying: 0,
-                unconfirmed: 0,
-            })
+            .or_insert_with(|| ProviderHealth::none(channel))
             .retrying = n;
     }
     let sql = Sql::new(backend)
@@ -763,14 +770,7 @@ pub async fn health(db: &impl ConnectionTrait, now: DateTime<Utc>) -> AppResult<
         unconfirmed += n;
         by_provider
             .entry(channel.clone())
-            .or_insert_with(|| ProviderHealth {
-                provider: channel,
-                sent: 0,
-                delivered: 0,
-                failed: 0,
-                retrying: 0,
-                unconfirmed: 0,
-            })
+            .or_insert_with(|| ProviderHealth::none(channel))
             .unconfirmed = n;
     }
     let providers: Vec<ProviderHealth> = by_provider.into_values().collect();
